@@ -1,0 +1,258 @@
+"""``agentid-helper``: the command-line client (entry point :func:`main`).
+
+Modelled on keyring's CLI: :class:`CLI` parses argv and dispatches to a
+``do_<command>`` method. The hot commands (get, kubectl-credential,
+git-credential, exec) import only small stdlib modules; everything else is
+imported lazily by the command that needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from . import daemon_api
+from .cliargs import HelpRequested, Parsed, parse
+from .commands import COMMANDS
+from .failures import EXIT_OK, EXIT_USAGE, ClientError, UsageError
+from .selection import request_fields
+
+TYPE_CHECKING = False  # typing costs ~10 ms of imports on the hot path
+if TYPE_CHECKING:
+    from typing import Any, TextIO
+
+DEFAULT_ENV_VAR = "AGENTID_ACCESS_TOKEN"
+
+
+def _valid_env_name(name: str) -> bool:
+    return (
+        bool(name)
+        and not name[0].isdigit()
+        and all(c == "_" or (c.isascii() and c.isalnum()) for c in name)
+    )
+
+
+class CLI:
+    """Parses one command line and runs it; every ``do_*`` returns an exit code."""
+
+    def __init__(
+        self,
+        stdin: TextIO | None = None,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+    ):
+        self.stdin = stdin or sys.stdin
+        self.stdout = stdout or sys.stdout
+        self.stderr = stderr or sys.stderr
+
+    def run(self, argv: list[str]) -> int:
+        if argv[:1] == ["--version"]:
+            from . import __version__
+
+            self.stdout.write(f"agentid-helper {__version__}\n")
+            return EXIT_OK
+        try:
+            parsed = parse(argv, COMMANDS)
+            handler = getattr(self, "do_" + parsed.command.replace("-", "_"))
+            return int(handler(parsed) or EXIT_OK)
+        except HelpRequested as req:
+            from .helptext import print_help
+
+            if not argv:  # bare `agentid-helper`: a usage error, help on stderr
+                print_help(None, self.stderr)
+                return EXIT_USAGE
+            print_help(req.command, self.stdout)
+            return EXIT_OK
+        except ClientError as exc:
+            return exc.report(self.stderr)
+        except KeyboardInterrupt:
+            return 130
+
+    def _write(self, text: str) -> None:
+        self.stdout.write(text if text.endswith("\n") else text + "\n")
+        self.stdout.flush()
+
+    # -- hot paths ---------------------------------------------------------
+
+    def _token_fields(self, parsed: Parsed) -> dict[str, Any]:
+        fields = request_fields(parsed.opts, parsed.command, self.stdin)
+        if "min_validity" in parsed.opts:
+            raw = str(parsed.opts["min_validity"])
+            try:
+                value = float(raw)
+            except ValueError:
+                value = -1.0
+            if not 0 <= value <= 86400 or value != value:
+                raise UsageError(
+                    f"{parsed.command}: --min-validity must be seconds between 0 and "
+                    f"86400 (got {raw!r})",
+                    parsed.command,
+                )
+            fields["min_validity_s"] = int(value) if value.is_integer() else value
+        if parsed.opts.get("force_refresh"):
+            fields["force_refresh"] = True
+        return fields
+
+    def do_get(self, parsed: Parsed) -> int:
+        from .formats import format_token
+
+        body = daemon_api.get_token(self._token_fields(parsed))
+        self._write(format_token(body, str(parsed.opts.get("format", "token"))))
+        return EXIT_OK
+
+    def do_kubectl_credential(self, parsed: Parsed) -> int:
+        from .formats import exec_api_version, exec_credential
+
+        api_version = exec_api_version(os.environ.get("KUBERNETES_EXEC_INFO"))
+        body = daemon_api.get_token(self._token_fields(parsed))
+        self._write(exec_credential(body, api_version))
+        return EXIT_OK
+
+    def do_git_credential(self, parsed: Parsed) -> int:
+        from . import gitcred
+
+        if not parsed.positionals:
+            raise UsageError(
+                "git-credential: missing operation (get, store or erase)", "git-credential"
+            )
+        operation = parsed.positionals[0]
+        attrs = gitcred.parse_request(self.stdin)
+        if operation not in ("get", "erase"):
+            return EXIT_OK  # store: the daemon owns the token; unknown operations: ignored
+        explicit = parsed.opts.get("profile")
+        profile = gitcred.selected_profile(attrs, str(explicit) if explicit else None)
+        if profile is None or not gitcred.protocol_allowed(attrs):
+            return EXIT_OK  # not ours: let the next helper answer
+        if operation == "erase":
+            daemon_api.call_ok("DELETE", "/v1/token", {"profile": profile})
+            return EXIT_OK
+        body = daemon_api.get_token({"profile": profile})
+        self.stdout.write(gitcred.answer_get(attrs, profile, body))
+        self.stdout.flush()
+        return EXIT_OK
+
+    def do_exec(self, parsed: Parsed) -> int:
+        """Replace this process with CMD (execvpe): CMD receives signals directly
+        and its exit status (or death by signal) is what the caller sees."""
+        if not parsed.rest:
+            raise UsageError(
+                "exec: missing command (agentid-helper exec [selection] -- CMD ...)", "exec"
+            )
+        name = str(parsed.opts.get("env_var") or DEFAULT_ENV_VAR)
+        if not _valid_env_name(name):
+            raise UsageError(
+                f"exec: --env-var {name!r} is not a valid environment variable name", "exec"
+            )
+        body = daemon_api.get_token(self._token_fields(parsed))
+        env = dict(os.environ)
+        env[name] = str(body["access_token"])
+        self.stdout.flush()
+        self.stderr.flush()
+        import signal
+
+        # Python ignores SIGPIPE (and SIGXFSZ); ignored dispositions survive exec.
+        for sig in ("SIGPIPE", "SIGXFSZ"):
+            if hasattr(signal, sig):
+                signal.signal(getattr(signal, sig), signal.SIG_DFL)
+        try:
+            os.execvpe(parsed.rest[0], parsed.rest, env)
+        except FileNotFoundError:
+            raise ClientError(f"exec: {parsed.rest[0]}: command not found", 127) from None
+        except PermissionError:
+            raise ClientError(f"exec: {parsed.rest[0]}: permission denied", 126) from None
+        except OSError as exc:
+            raise ClientError(f"exec: {parsed.rest[0]}: {exc.strerror}", 126) from None
+        return 126  # not reached
+
+    # -- management commands (cold paths) ------------------------------------
+
+    def do_status(self, parsed: Parsed) -> int:
+        from .statusview import render_status
+
+        body = daemon_api.call_ok("GET", "/v1/status", autostart=False, timeout=10)
+        if parsed.opts.get("json"):
+            import json
+
+            self._write(json.dumps(body, indent=2, sort_keys=True))
+        else:
+            self._write(render_status(body))
+        return EXIT_OK
+
+    def do_flush(self, parsed: Parsed) -> int:
+        fields = request_fields(parsed.opts, "flush", self.stdin)
+        if parsed.opts.get("all"):
+            if fields:
+                raise UsageError("flush: give either a selection or --all, not both", "flush")
+            target, method, payload = "/v1/flush", "POST", None
+        else:
+            target, method, payload = "/v1/token", "DELETE", fields
+        try:
+            daemon_api.call_ok(method, target, payload, autostart=False, timeout=10)
+        except ClientError as exc:
+            if exc.exit_code != 3:
+                raise
+            self.stderr.write("agentid-helper: daemon not running: nothing cached\n")
+        return EXIT_OK
+
+    def do_secret(self, parsed: Parsed) -> int:
+        from .secretcmd import run_secret
+
+        return run_secret(
+            str(parsed.positionals[0]) if parsed.positionals else "",
+            parsed.opts.get("blueprint_app_id"),
+            self.stdin,
+            self.stdout,
+            self.stderr,
+        )
+
+    def do_daemon(self, parsed: Parsed) -> int:
+        try:
+            from agentid_daemon.app import main as daemon_main
+        except ImportError as exc:
+            raise ClientError(f"the daemon is not installed here ({exc.name})", 5) from None
+        return int(daemon_main(list(parsed.rest)) or 0)
+
+    def do_doctor(self, parsed: Parsed) -> int:
+        from .doctor import run_doctor
+
+        return run_doctor(self.stdout)
+
+    def do_kubeconfig_user(self, parsed: Parsed) -> int:
+        from .kubeconfig import helper_command, users_entry
+
+        profile = parsed.opts.get("profile")
+        if not profile:
+            raise UsageError("kubeconfig-user: --profile is required", "kubeconfig-user")
+        name = parsed.opts.get("name") or f"agentid-helper-{profile}"
+        self._write(users_entry(str(name), str(profile), helper_command()))
+        return EXIT_OK
+
+    def do_systemd(self, parsed: Parsed) -> int:
+        if not parsed.positionals:
+            raise UsageError("systemd: missing action (install or uninstall)", "systemd")
+        from . import systemd_units
+
+        if parsed.positionals[0] == "install":
+            return int(systemd_units.install(bool(parsed.opts.get("now"))))
+        if parsed.opts.get("now"):
+            raise UsageError("systemd: --now only applies to install", "systemd")
+        return int(systemd_units.uninstall())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return CLI().run(args)
+    except BrokenPipeError:
+        # the reader went away (e.g. `| head`): exit quietly like other CLIs do
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())

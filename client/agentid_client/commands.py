@@ -1,0 +1,254 @@
+"""The command table: every command of DESIGN.md's client CLI, its options and
+its ``--help`` examples (scripts, kubectl, git). Parsed by :mod:`cliargs`,
+rendered for ``--help`` by :mod:`helptext`.
+"""
+
+from __future__ import annotations
+
+from .cliargs import Command, Opt, Pos
+
+MODES = ("AutonomousApp", "OBO", "AutonomousUser")
+FORMATS = ("token", "json", "header")
+
+
+def _selection() -> list[Opt]:
+    return [
+        Opt("--profile", "profile name from config.toml (default: default_profile)", metavar="P"),
+        Opt("--tenant-id", "Entra tenant id (GUID)", metavar="T"),
+        Opt("--blueprint-app-id", "agent identity blueprint app id (GUID)", metavar="B"),
+        Opt("--agent-identity-app-id", "agent identity app id (GUID)", metavar="A"),
+        Opt(
+            "--scope",
+            "space-separated scopes; may be repeated (default: the profile's, else "
+            "https://graph.microsoft.com/.default)",
+            kind="append",
+            metavar="S",
+        ),
+        Opt("--mode", "token flow", choices=MODES),
+        Opt("--user-upn", "agent user UPN (AutonomousUser)", metavar="U"),
+        Opt("--user-object-id", "agent user object id (AutonomousUser)", metavar="O"),
+        Opt(
+            "--user-token-file",
+            "file holding the user's token for OBO, or - for stdin (never on the command line)",
+            metavar="PATH",
+        ),
+    ]
+
+
+SELECTION_DESTS = (
+    "profile",
+    "tenant_id",
+    "blueprint_app_id",
+    "agent_identity_app_id",
+    "scope",
+    "mode",
+    "user_upn",
+    "user_object_id",
+)
+
+COMMANDS: dict[str, Command] = {}
+
+
+def _add(cmd: Command) -> None:
+    COMMANDS[cmd.name] = cmd
+
+
+_add(
+    Command(
+        "get",
+        "print an access token",
+        [
+            *_selection(),
+            Opt(
+                "--min-validity",
+                "serve only a token valid at least S more seconds (daemon default 300)",
+                metavar="S",
+            ),
+            Opt("--force-refresh", "ask the identity provider for a new token", kind="flag"),
+            Opt(
+                "--format",
+                "output: the token (default), the JSON response, or an Authorization header",
+                choices=FORMATS,
+            ),
+        ],
+        epilog="""examples:
+  # call Microsoft Graph from a script with the default profile
+  curl -H "$(agentid-helper get --format header)" https://graph.microsoft.com/v1.0/me
+  TOKEN=$(agentid-helper get --profile graph-bot --scope https://vault.azure.net/.default)
+  # on behalf of a signed-in user (the user token comes from a file or stdin, never argv)
+  agentid-helper get --profile bot --mode OBO --user-token-file - < user-token.jwt
+  # as the agent's own user account
+  agentid-helper get --profile bot --mode AutonomousUser --user-upn a@contoso.com --scope User.Read
+  agentid-helper get --format json | jq .expires_on
+""",
+    )
+)
+
+_add(
+    Command(
+        "kubectl-credential",
+        "print a kubectl ExecCredential (exec credential plugin)",
+        _selection(),
+        epilog="""examples:
+  # kubeconfig users: entry (or generate it: agentid-helper kubeconfig-user --profile aks)
+  #   exec:
+  #     apiVersion: client.authentication.k8s.io/v1
+  #     command: /usr/local/bin/agentid-helper
+  #     args: [kubectl-credential, --profile, aks]
+  #     interactiveMode: Never
+  agentid-helper kubeconfig-user --profile aks >> ~/.kube/config-users.yaml
+  KUBERNETES_EXEC_INFO='{"apiVersion":"client.authentication.k8s.io/v1beta1"}' \\
+      agentid-helper kubectl-credential --profile aks
+""",
+    )
+)
+
+_add(
+    Command(
+        "git-credential",
+        "git credential helper (gitcredentials(7))",
+        [
+            Opt(
+                "--profile",
+                'profile to use for every host (default: the [git."HOST"] table of config.toml)',
+                metavar="P",
+            ),
+        ],
+        positionals=(Pos("operation", "get, store or erase (sent by git)"),),
+        epilog="""examples:
+  # map a host to a profile in config.toml:
+  #   [git."dev.azure.com"]
+  #   profile = "repo-bot"
+  git config --global credential.https://dev.azure.com.helper "agentid-helper git-credential"
+  # or name the profile in the helper itself
+  git config --global credential.https://dev.azure.com.helper \\
+      "agentid-helper git-credential --profile repo-bot"
+  printf 'protocol=https\\nhost=dev.azure.com\\n\\n' | agentid-helper git-credential get
+""",
+    )
+)
+
+_add(
+    Command(
+        "exec",
+        "run a command with a token in its environment",
+        [
+            *_selection(),
+            Opt(
+                "--env-var",
+                "environment variable receiving the token (default AGENTID_ACCESS_TOKEN)",
+                metavar="NAME",
+            ),
+        ],
+        rest="command",
+        epilog="""examples:
+  agentid-helper exec -- sh -c 'curl -H "Authorization: Bearer $AGENTID_ACCESS_TOKEN" https://graph.microsoft.com/v1.0/users'
+  agentid-helper exec --profile ops --env-var AZURE_ACCESS_TOKEN -- ./deploy.sh
+  # exec replaces itself with CMD: signals reach CMD directly and its exit status is the result
+""",
+    )
+)
+
+_add(
+    Command(
+        "status",
+        "show cached tokens (never token values)",
+        [
+            Opt("--json", "print the daemon's raw JSON", kind="flag"),
+        ],
+        epilog="""examples:
+  agentid-helper status
+  agentid-helper status --json | jq '.[] | {profile, expires_on}'
+""",
+    )
+)
+
+_add(
+    Command(
+        "flush",
+        "drop cached tokens",
+        [
+            *_selection(),
+            Opt("--all", "drop every cached token", kind="flag"),
+        ],
+        epilog="""examples:
+  agentid-helper flush --profile graph-bot    # next get re-acquires
+  agentid-helper flush --all
+""",
+    )
+)
+
+_add(
+    Command(
+        "secret",
+        "store or delete a blueprint secret in the keyring",
+        [
+            Opt(
+                "--blueprint-app-id", "blueprint app id (GUID): the keyring user name", metavar="B"
+            ),
+        ],
+        positionals=(Pos("action", "set or delete", ("set", "delete")),),
+        epilog="""examples:
+  agentid-helper secret set --blueprint-app-id 11111111-2222-3333-4444-555555555555  # prompts
+  pass show entra/bp | agentid-helper secret set --blueprint-app-id 1111...          # from stdin
+  agentid-helper secret delete --blueprint-app-id 11111111-2222-3333-4444-555555555555
+  # keyring entry: service "agentid-helper", user = the blueprint app id
+""",
+    )
+)
+
+_add(
+    Command(
+        "daemon",
+        "run the daemon in the foreground (same as agentid-helperd)",
+        [],
+        rest="passthrough",
+        epilog="""examples:
+  agentid-helper daemon            # arguments after `daemon` go to agentid-helperd
+  agentid-helper daemon --log-level debug --log-format console
+  agentid-helperd --help           # the daemon's own options
+  systemctl --user start agentid-helper.socket   # or let systemd start it on demand
+""",
+    )
+)
+
+_add(
+    Command(
+        "doctor",
+        "check config, socket, daemon, keyring and each profile",
+        [],
+        epilog="""examples:
+  agentid-helper doctor && echo all good
+""",
+    )
+)
+
+_add(
+    Command(
+        "kubeconfig-user",
+        "print a kubeconfig users: entry that runs this helper",
+        [
+            Opt("--profile", "profile the entry requests tokens for (required)", metavar="P"),
+            Opt("--name", "user entry name (default agentid-helper-P)", metavar="N"),
+        ],
+        epilog="""examples:
+  agentid-helper kubeconfig-user --profile aks --name aks-bot
+  kubectl config set-context aks --cluster aks --user aks-bot
+""",
+    )
+)
+
+_add(
+    Command(
+        "systemd",
+        "install or remove the systemd --user units",
+        [
+            Opt("--now", "also enable and start the socket unit", kind="flag"),
+        ],
+        positionals=(Pos("action", "install or uninstall", ("install", "uninstall")),),
+        epilog="""examples:
+  agentid-helper systemd install --now
+  agentid-helper systemd uninstall
+""",
+    )
+)

@@ -1,0 +1,155 @@
+"""``agentid-helper doctor``: check the whole chain and say what to fix.
+
+Checks, in order: the config parses (with the daemon's own loader), the
+socket directory is private, the daemon answers /healthz and /readyz, a
+keyring backend is usable (needed only by profiles using the keyring), and
+every profile gets a token (an identity-provider refusal shows its AADSTS
+code and hint). Prints one ✔/✘ line per check; exit 0 only when all pass.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Any, TextIO
+
+from . import daemon_api, paths
+from .failures import ClientError
+
+OK, FAIL = "✔", "✘"
+
+
+class Report:
+    def __init__(self, out: TextIO):
+        self.out = out
+        self.failed = 0
+
+    def line(self, ok: bool, text: str, hint: str | None = None) -> bool:
+        self.out.write(f"{OK if ok else FAIL} {text}\n")
+        if hint and not ok:
+            self.out.write(f"    {hint}\n")
+        if not ok:
+            self.failed += 1
+        return ok
+
+
+def _check_config(report: Report) -> Any:
+    try:
+        from agentid_daemon.config import load_config
+        from agentid_daemon.errors import AgentIdError
+    except ImportError as exc:
+        report.line(False, f"config: cannot load the daemon's config module ({exc.name})")
+        return None
+    path = paths.config_path()
+    try:
+        config = load_config(path)
+    except AgentIdError as exc:
+        report.line(False, f"config {path}: {exc.description}", exc.hint)
+        return None
+    names = list(getattr(config, "profiles", {}) or {})
+    exists = os.path.exists(path)
+    report.line(
+        True,
+        f"config {path}: " + (f"{len(names)} profile(s)" if exists else "absent (empty config)"),
+    )
+    return config
+
+
+def _check_socket_dir(report: Report, sock: str) -> None:
+    directory = os.path.dirname(os.path.abspath(sock))
+    try:
+        info = os.lstat(directory)
+    except FileNotFoundError:
+        report.line(True, f"socket directory {directory}: absent (created when the daemon starts)")
+        return
+    except OSError as exc:
+        report.line(False, f"socket directory {directory}: {exc.strerror}")
+        return
+    problems = []
+    if not stat.S_ISDIR(info.st_mode):
+        problems.append("not a directory")
+    if info.st_uid != os.geteuid():
+        problems.append(f"owned by uid {info.st_uid}")
+    if info.st_mode & 0o077:
+        problems.append(f"mode {info.st_mode & 0o777:04o}, should be 0700")
+    report.line(
+        not problems,
+        f"socket directory {directory}: " + (", ".join(problems) or "private"),
+        f"fix: chmod 0700 {directory}",
+    )
+
+
+def _check_daemon(report: Report, sock: str) -> bool:
+    try:
+        health = daemon_api.call("GET", "/healthz", timeout=10)
+        ready = daemon_api.call("GET", "/readyz", timeout=10, autostart=False)
+    except ClientError as exc:
+        report.line(False, f"daemon at {sock}: {exc.message}", "; ".join(exc.hints) or None)
+        return False
+    report.line(health.status == 200, f"daemon at {sock}: alive (/healthz {health.status})")
+    detail = ready.json() if ready.status != 200 else None
+    return report.line(
+        ready.status == 200,
+        f"daemon ready (/readyz {ready.status})",
+        f"readiness: {detail}" if detail else None,
+    )
+
+
+def _check_keyring(report: Report, needed: bool) -> None:
+    from .secretcmd import NO_BACKEND_HINTS, usable_backend
+
+    _, problem = usable_backend()
+    if problem is None:
+        report.line(True, "keyring backend usable")
+    elif needed:
+        report.line(False, f"keyring: {problem}", " ".join(NO_BACKEND_HINTS))
+    else:
+        report.out.write(f"- keyring: {problem} (no profile uses the keyring)\n")
+
+
+def _uses_keyring(config: Any) -> bool:
+    defaults = getattr(config, "defaults", {}) or {}
+    for profile in (getattr(config, "profiles", {}) or {}).values():
+        merged = {**defaults, **profile} if isinstance(profile, dict) else defaults
+        spec = merged.get("blueprint_credential")
+        if spec is None or getattr(spec, "kind", None) == "keyring":
+            return True
+    return False
+
+
+def _check_profiles(report: Report, config: Any) -> None:
+    names = sorted(getattr(config, "profiles", {}) or {})
+    if not names:
+        report.out.write("- no profiles configured: nothing to test\n")
+    profiles = getattr(config, "profiles", {}) or {}
+    for name in names:
+        if str(profiles[name].get("mode", "")) == "OBO":
+            report.out.write(
+                f"- profile {name}: OBO needs a user token; test it with "
+                f"`agentid-helper get --profile {name} --user-token-file -`\n"
+            )
+            continue
+        try:
+            body = daemon_api.get_token({"profile": name, "force_refresh": True})
+        except ClientError as exc:
+            report.line(False, f"profile {name}: {exc.message}", "; ".join(exc.hints) or None)
+            continue
+        report.line(
+            True,
+            f"profile {name}: token acquired ({body.get('mode', '?')}, "
+            f"scope {body.get('scope', '?')})",
+        )
+
+
+def run_doctor(out: TextIO) -> int:
+    report = Report(out)
+    config = _check_config(report)
+    sock = paths.socket_path()
+    _check_socket_dir(report, sock)
+    daemon_ok = _check_daemon(report, sock)
+    _check_keyring(report, needed=config is not None and _uses_keyring(config))
+    if daemon_ok and config is not None:
+        _check_profiles(report, config)
+    out.write("all checks passed\n" if not report.failed else f"{report.failed} check(s) failed\n")
+    out.flush()
+    return 0 if not report.failed else 1

@@ -1,0 +1,92 @@
+"""Client errors, their exit codes (DESIGN.md) and how they are printed.
+
+Exit codes: 0 ok; 1 unexpected daemon failure; 2 usage or invalid input;
+3 daemon unreachable; 4 the identity provider refused; 5 configuration error.
+Messages are built from identifiers and daemon error fields only: a token
+never reaches one.
+"""
+
+from __future__ import annotations
+
+import sys
+
+TYPE_CHECKING = False  # typing costs ~10 ms of imports on the hot path
+if TYPE_CHECKING:
+    from typing import Any
+
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_IDP = 4
+EXIT_CONFIG = 5
+
+PROG = "agentid-helper"
+
+
+class ClientError(Exception):
+    """An error the CLI reports as one ``agentid-helper: error: ...`` line plus hints."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE, hints: list[str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+        self.hints = list(hints or [])
+
+    def report(self, stream: Any = None) -> int:
+        out = stream or sys.stderr
+        out.write(f"{PROG}: error: {self.message}\n")
+        for hint in self.hints:
+            out.write(f"  {hint}\n")
+        out.flush()
+        return self.exit_code
+
+
+class UsageError(ClientError):
+    def __init__(self, message: str, command: str | None = None):
+        where = f"{PROG} {command} --help" if command else f"{PROG} --help"
+        super().__init__(message, EXIT_USAGE, [f"see `{where}`"])
+
+
+class DaemonUnreachable(ClientError):
+    def __init__(self, message: str, hints: list[str] | None = None):
+        super().__init__(message, EXIT_UNREACHABLE, hints)
+
+
+_STATUS_EXIT = {
+    400: EXIT_USAGE,  # invalid_request
+    404: EXIT_USAGE,  # unknown_profile
+    403: EXIT_UNREACHABLE,  # forbidden: the daemon will not serve this caller
+    502: EXIT_IDP,  # identity_provider_error
+    503: EXIT_IDP,  # identity_provider_unavailable
+}
+
+_ERROR_EXIT = {
+    "invalid_request": EXIT_USAGE,
+    "unknown_profile": EXIT_USAGE,
+    "forbidden": EXIT_UNREACHABLE,
+    "identity_provider_error": EXIT_IDP,
+    "identity_provider_unavailable": EXIT_IDP,
+    "configuration_error": EXIT_CONFIG,
+}
+
+
+def from_response(status: int, body: Any) -> ClientError:
+    """Turn a daemon error response (DESIGN.md error JSON) into a ClientError."""
+    info: dict[str, Any] = body if isinstance(body, dict) else {}
+    code = str(info.get("error") or "")
+    exit_code = _ERROR_EXIT.get(code) or _STATUS_EXIT.get(status) or EXIT_FAILURE
+    description = str(info.get("error_description") or code or f"daemon answered HTTP {status}")
+    hints: list[str] = []
+    codes = [str(c) for c in info.get("aadsts_codes") or [] if str(c).isdigit()]
+    missing = [f"AADSTS{c}" for c in codes if f"AADSTS{c}" not in description]
+    if missing:
+        description += " [" + ", ".join(missing) + "]"
+    if code and code not in description:
+        description += f" ({code})"
+    if info.get("correlation_id"):
+        hints.append(f"correlation id: {info['correlation_id']}")
+    if info.get("hint"):
+        hints.append(f"hint: {info['hint']}")
+    return ClientError(description, exit_code, hints)

@@ -1,0 +1,93 @@
+"""Output formats: token/json/header, kubectl ExecCredential, RFC 3339 times."""
+
+from __future__ import annotations
+
+import time
+
+from . import jsonlite
+from .failures import EXIT_USAGE, ClientError
+
+TYPE_CHECKING = False  # typing costs ~10 ms of imports on the hot path
+if TYPE_CHECKING:
+    from typing import Any
+
+EXEC_API_V1 = "client.authentication.k8s.io/v1"
+EXEC_API_V1BETA1 = "client.authentication.k8s.io/v1beta1"
+EXEC_APIS = (EXEC_API_V1, EXEC_API_V1BETA1)
+MAX_EXPIRY_MARGIN_S = 60
+
+
+def format_token(body: dict[str, Any], fmt: str) -> str:
+    """Render a ``POST /v1/token`` response as ``token``, ``json`` or ``header``."""
+    if fmt == "json":
+        return jsonlite.dumps(body, indent=2, sort_keys=True)
+    if fmt == "header":
+        return f"Authorization: Bearer {body['access_token']}"
+    return str(body["access_token"])
+
+
+def rfc3339(epoch: float) -> str:
+    """UTC RFC 3339 timestamp with second precision, e.g. ``2026-01-02T03:04:05Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(epoch)))
+
+
+def exec_api_version(env_value: str | None) -> str:
+    """The ExecCredential apiVersion kubectl asked for in ``KUBERNETES_EXEC_INFO``.
+
+    Absent or empty -> v1. Malformed JSON or an unsupported version is a usage
+    error (exit 2): kubectl shows the message to the user.
+    """
+    if env_value is None or not env_value.strip():
+        return EXEC_API_V1
+    try:
+        info = jsonlite.loads(env_value)
+    except ValueError:
+        raise ClientError("KUBERNETES_EXEC_INFO is not valid JSON", EXIT_USAGE) from None
+    if not isinstance(info, dict):
+        raise ClientError("KUBERNETES_EXEC_INFO is not a JSON object", EXIT_USAGE)
+    version = info.get("apiVersion", EXEC_API_V1)
+    if not isinstance(version, str) or version not in EXEC_APIS:
+        raise ClientError(
+            f"KUBERNETES_EXEC_INFO apiVersion {version!r} is not supported "
+            f"(supported: {', '.join(EXEC_APIS)})",
+            EXIT_USAGE,
+        )
+    kind = info.get("kind", "ExecCredential")
+    if kind != "ExecCredential":
+        raise ClientError(f"KUBERNETES_EXEC_INFO kind {kind!r} is not ExecCredential", EXIT_USAGE)
+    return version
+
+
+def exec_expiry(expires_on: float, now: float) -> float:
+    """When kubectl should consider the token expired: a safety margin early.
+
+    The margin is min(60 s, a tenth of the remaining lifetime), so that a
+    short-lived token is not reported as already expired.
+    """
+    remaining = max(0.0, expires_on - now)
+    return expires_on - min(MAX_EXPIRY_MARGIN_S, remaining / 10)
+
+
+def exec_credential(body: dict[str, Any], api_version: str, now: float | None = None) -> str:
+    """The ExecCredential JSON kubectl reads from an exec plugin's stdout."""
+    status: dict[str, Any] = {"token": body["access_token"]}
+    expires_on = body.get("expires_on")
+    if isinstance(expires_on, (int, float)) and not isinstance(expires_on, bool):
+        status["expirationTimestamp"] = rfc3339(
+            exec_expiry(expires_on, time.time() if now is None else now)
+        )
+    return jsonlite.dumps(
+        {"apiVersion": api_version, "kind": "ExecCredential", "status": status}, indent=2
+    )
+
+
+def humanize_seconds(seconds: float) -> str:
+    """``1h02m``, ``5m03s``, ``42s``; negative values read ``expired``."""
+    if seconds < 0:
+        return "expired"
+    s = int(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"

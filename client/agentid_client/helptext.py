@@ -1,0 +1,95 @@
+"""``--help`` output, rendered by argparse from the table in :mod:`commands`.
+
+Imported only when help is asked for, so argparse never slows the hot path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TextIO
+
+from .cliargs import Command
+from .commands import COMMANDS
+
+DESCRIPTION = """\
+Per-user credential helper for Microsoft Entra agent identities. A local
+daemon (started on demand) acquires agent tokens, caches them and refreshes
+them ahead of expiry; this client fetches them for scripts, kubectl, git and
+any command.
+
+exit codes: 0 ok, 2 usage or invalid input, 3 daemon unreachable,
+4 the identity provider refused, 5 configuration error
+"""
+
+EPILOG = """examples:
+  agentid-helper get --profile graph-bot                       # scripts
+  agentid-helper exec -- az rest --url https://graph.microsoft.com/v1.0/me
+  agentid-helper kubeconfig-user --profile aks                 # kubectl exec plugin
+  git config --global credential.https://dev.azure.com.helper "agentid-helper git-credential"
+  agentid-helper status; agentid-helper doctor
+
+environment:
+  AGENTID_HELPER_SOCKET        daemon socket
+                               (default $XDG_RUNTIME_DIR/agentid-helper/agentid-helper.sock)
+  AGENTID_HELPER_CONFIG        config file (default $XDG_CONFIG_HOME/agentid-helper/config.toml)
+  AGENTID_HELPER_NO_AUTOSTART  set to 1 to never start the daemon from the client
+"""
+
+
+def _command_parser(
+    cmd: Command, sub: argparse._SubParsersAction | None = None
+) -> argparse.ArgumentParser:
+    kwargs = {
+        "description": cmd.summary,
+        "epilog": cmd.epilog,
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }
+    if sub is not None:
+        parser = sub.add_parser(cmd.name, help=cmd.summary, **kwargs)
+    else:
+        parser = argparse.ArgumentParser(prog=f"agentid-helper {cmd.name}", **kwargs)
+    for pos in cmd.positionals:
+        parser.add_argument(pos.name, help=pos.help, choices=pos.choices or None)
+    for opt in cmd.opts.values():
+        if opt.kind == "flag":
+            parser.add_argument(opt.flag, action="store_true", help=opt.help)
+        else:
+            parser.add_argument(
+                opt.flag,
+                metavar=None if opt.choices else opt.metavar,
+                choices=opt.choices or None,
+                help=opt.help,
+                action="append" if opt.kind == "append" else "store",
+            )
+    if cmd.rest == "command":
+        parser.add_argument(
+            "cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command to run"
+        )
+    elif cmd.rest == "passthrough":
+        parser.add_argument(
+            "args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for agentid-helperd"
+        )
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentid-helper",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="store_true", help="print the version")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for cmd in COMMANDS.values():
+        _command_parser(cmd, sub)
+    return parser
+
+
+def print_help(command: str | None, stream: TextIO | None = None) -> None:
+    out = stream or sys.stdout
+    if command is None:
+        out.write(build_parser().format_help())
+    else:
+        out.write(_command_parser(COMMANDS[command]).format_help())

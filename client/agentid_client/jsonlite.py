@@ -1,0 +1,114 @@
+"""JSON for the hot path without importing the ``json`` package.
+
+``import json`` pulls in ``re`` and ``enum``: about 10 ms, two thirds of a
+bare interpreter start, on every kubectl/git/script call. The C accelerator
+``_json`` (what ``json`` itself uses) has no such imports, so decoding uses
+its scanner directly and encoding is a small recursive writer over its
+string escaper. Output matches ``json.dumps(obj, indent=..., sort_keys=...)``
+for the types the client handles (dict, list, str, int, float, bool, None);
+``tests/test_client_jsonlite.py`` checks that against ``json``.
+"""
+
+from __future__ import annotations
+
+import _json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+_WS = " \t\n\r"
+_CONSTANTS = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}
+
+
+class _Context:
+    """The attributes ``_json.make_scanner`` reads from a ``json.JSONDecoder``."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = staticmethod(_CONSTANTS.__getitem__)
+    memo: dict[str, str] = {}
+
+
+_scan = _json.make_scanner(_Context())
+_escape = _json.encode_basestring_ascii
+
+
+def loads(data: str | bytes) -> Any:
+    """Decode one JSON document; raise ValueError when it is not valid JSON."""
+    text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
+    idx = len(text) - len(text.lstrip(_WS))
+    try:
+        value, end = _scan(text, idx)
+    except StopIteration:
+        raise ValueError(f"expecting a JSON value at character {idx}") from None
+    rest = text[end:]
+    if rest.strip(_WS):
+        raise ValueError(f"extra data at character {end}")
+    return value
+
+
+def _float(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "Infinity" if value > 0 else "-Infinity"
+    return float.__repr__(value)
+
+
+def _encode(obj: Any, out: list[str], indent: int | None, level: int, sort_keys: bool) -> None:
+    if obj is None:
+        out.append("null")
+    elif obj is True:
+        out.append("true")
+    elif obj is False:
+        out.append("false")
+    elif isinstance(obj, str):
+        out.append(_escape(obj))
+    elif isinstance(obj, int):
+        out.append(int.__repr__(obj))
+    elif isinstance(obj, float):
+        out.append(_float(obj))
+    elif isinstance(obj, (list, tuple)):
+        if not obj:
+            out.append("[]")
+            return
+        out.append("[")
+        sep, inner, closing = _layout(indent, level)
+        for i, item in enumerate(obj):
+            out.append(inner if i == 0 else sep)
+            _encode(item, out, indent, level + 1, sort_keys)
+        out.append(closing + "]")
+    elif isinstance(obj, dict):
+        if not obj:
+            out.append("{}")
+            return
+        out.append("{")
+        sep, inner, closing = _layout(indent, level)
+        items = sorted(obj.items()) if sort_keys else obj.items()
+        for i, (key, value) in enumerate(items):
+            if not isinstance(key, str):
+                raise TypeError(f"keys must be str, not {type(key).__name__}")
+            out.append(inner if i == 0 else sep)
+            out.append(_escape(key) + (": " if indent is not None else ":"))
+            _encode(value, out, indent, level + 1, sort_keys)
+        out.append(closing + "}")
+    else:
+        raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def _layout(indent: int | None, level: int) -> tuple[str, str, str]:
+    if indent is None:
+        return ",", "", ""
+    inner = "\n" + " " * (indent * (level + 1))
+    return "," + inner, inner, "\n" + " " * (indent * level)
+
+
+def dumps(obj: Any, *, indent: int | None = None, sort_keys: bool = False) -> str:
+    """Encode ``obj``: compact (``,``/``:``) without indent, else like json.dumps(indent=N)."""
+    out: list[str] = []
+    _encode(obj, out, indent, 0, sort_keys)
+    return "".join(out)

@@ -1,0 +1,85 @@
+"""``agentid-helper status``: the daemon's ``GET /v1/status`` as a readable table.
+
+The daemon never puts token values in status; this view only shows
+identifiers, times and the last error.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .formats import humanize_seconds
+
+COLUMNS = ("PROFILE", "MODE", "AGENT", "SCOPE", "USER", "EXPIRES IN", "NEXT REFRESH", "LAST ERROR")
+MAX_CELL = 48
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "" or value == []:
+        return "-"
+    if isinstance(value, list):
+        value = " ".join(str(v) for v in value)
+    text = " ".join(str(value).split())  # one line per entry whatever the error text holds
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+
+
+def _until(epoch: Any, now: float) -> str:
+    if not isinstance(epoch, (int, float)) or isinstance(epoch, bool):
+        return "-"
+    return humanize_seconds(epoch - now)
+
+
+def _error_text(err: Any) -> Any:
+    if isinstance(err, dict):
+        codes = err.get("aadsts_codes") or []
+        text = err.get("error_description") or err.get("error") or ""
+        return " ".join([*(f"AADSTS{c}" for c in codes if f"AADSTS{c}" not in text), str(text)])
+    return err
+
+
+def rows(body: Any, now: float) -> list[tuple[str, ...]]:
+    entries = body.get("entries", []) if isinstance(body, dict) else body
+    out = []
+    for entry in entries or []:
+        if not isinstance(entry, dict):
+            continue
+        kind = entry.get("kind") or "resource"
+        mode = entry.get("mode") if kind == "resource" else f"({kind})"
+        scope = entry.get("scopes", entry.get("scope"))
+        out.append(
+            tuple(
+                _cell(v)
+                for v in (
+                    entry.get("profile"),
+                    mode,
+                    entry.get("agent_identity_app_id"),
+                    scope,
+                    entry.get("user"),
+                    _until(entry.get("expires_on"), now),
+                    _until(entry.get("refresh_on"), now),
+                    _error_text(entry.get("last_error")),
+                )
+            )
+        )
+    return out
+
+
+def render_status(body: Any, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    lines: list[str] = []
+    daemon = body.get("daemon") if isinstance(body, dict) else None
+    if isinstance(daemon, dict):
+        uptime = humanize_seconds(float(daemon.get("uptime_s") or 0))
+        lines.append(
+            f"daemon: pid {daemon.get('pid', '?')}, up {uptime}"
+            f", socket {daemon.get('socket') or '?'}, config {daemon.get('config_path') or '?'}"
+        )
+    table = rows(body, now)
+    if not table:
+        lines.append("no cached tokens")
+        return "\n".join(lines)
+    widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(COLUMNS)]
+    for row in (COLUMNS, *table):
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)

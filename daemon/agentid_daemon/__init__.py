@@ -1,0 +1,1 @@
+"""agentid_daemon."""

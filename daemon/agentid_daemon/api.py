@@ -1,0 +1,319 @@
+"""The daemon's HTTP API: routes -> Broker/Config calls -> :class:`Response`.
+
+Routes (DESIGN.md): ``POST/DELETE /v1/token``, ``GET /v1/status``,
+``POST /v1/flush``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``.
+Request bodies are validated strictly here (JSON object, known keys, types);
+the values themselves (GUIDs, modes, scopes, users) are validated by
+``Config.resolve``. Errors are ``AgentIdError.to_json()`` with its status.
+
+The API reads the live config from :class:`ApiState` on each request, so a
+SIGHUP reload (which swaps ``state.config``) takes effect for the next request.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from .errors import AgentIdError, ConfigurationError, IdentityProviderError, InvalidRequest
+from .logs import get_logger
+from .protocol import Headers, Response
+
+log = get_logger("agentid_daemon.api")
+
+SELECTION_FIELDS = (
+    "profile",
+    "tenant_id",
+    "blueprint_app_id",
+    "agent_identity_app_id",
+    "scope",
+    "mode",
+    "user_upn",
+    "user_object_id",
+    "user_token",
+)
+TOKEN_OPTIONS = ("min_validity_s", "force_refresh")
+DEFAULT_MIN_VALIDITY_S = 300.0
+MAX_MIN_VALIDITY_S = 3600.0
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class ConfigLike(Protocol):
+    profiles: dict[str, dict[str, Any]]
+
+    def resolve(self, fields: dict[str, Any]) -> Any: ...
+
+
+class BrokerLike(Protocol):
+    async def get_token(
+        self, req: Any, *, min_validity_s: float = 300, force_refresh: bool = False
+    ) -> Any: ...
+    def invalidate(self, req: Any) -> bool: ...
+    def flush(self) -> int: ...
+    def status(self) -> list[dict[str, Any]]: ...
+
+
+class MetricsLike(Protocol):
+    def render(self) -> str: ...
+    def observe_request(self, endpoint: str, status: int | str) -> None: ...
+
+
+@dataclass
+class ApiState:
+    """What the routes need; ``config`` is swapped on reload, ``listening`` set by app."""
+
+    broker: BrokerLike
+    metrics: MetricsLike | None
+    config: ConfigLike | None
+    config_path: str | None = None
+    socket_path: str | None = None
+    version: str = "0"
+    listening: bool = False
+    started_monotonic: float = field(default_factory=time.monotonic)
+    started_wall: float = field(default_factory=time.time)
+
+
+# ---- body validation --------------------------------------------------------
+
+
+def parse_json_object(body: bytes, *, allow_empty: bool) -> dict[str, Any]:
+    """Decode a request body that must be a JSON object (or empty when allowed)."""
+    if not body.strip():
+        if allow_empty:
+            return {}
+        raise InvalidRequest("request body must be a JSON object")
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # The message names the position only: never echo the body (it may hold a token).
+        pos = getattr(exc, "pos", None)
+        where = f" at position {pos}" if pos is not None else ""
+        raise InvalidRequest(f"request body is not valid JSON{where}") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"request body must be a JSON object, not {_json_type(value)}")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def selection_fields(obj: dict[str, Any], *, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Check keys and types of the selection fields; nulls mean "not given"."""
+    unknown = sorted(k for k in obj if k not in SELECTION_FIELDS and k not in extra)
+    if unknown:
+        raise InvalidRequest(
+            f"unknown field(s): {', '.join(repr(k) for k in unknown)}; "
+            f"expected some of: {', '.join(SELECTION_FIELDS + extra)}"
+        )
+    fields: dict[str, Any] = {}
+    for key in SELECTION_FIELDS:
+        if key not in obj or obj[key] is None:
+            continue
+        value = obj[key]
+        if key == "scope" and isinstance(value, list):
+            if not all(isinstance(v, str) for v in value):
+                raise InvalidRequest("field 'scope' must be a string or an array of strings")
+        elif not isinstance(value, str):
+            raise InvalidRequest(f"field {key!r} must be a string, not {_json_type(value)}")
+        fields[key] = value
+    return fields
+
+
+def token_options(obj: dict[str, Any]) -> tuple[float, bool]:
+    """``min_validity_s`` (0..3600, default 300) and ``force_refresh`` (bool)."""
+    min_validity: Any = obj.get("min_validity_s")
+    if min_validity is None:
+        min_validity = DEFAULT_MIN_VALIDITY_S
+    elif isinstance(min_validity, bool) or not isinstance(min_validity, int | float):
+        raise InvalidRequest(
+            f"field 'min_validity_s' must be a number, not {_json_type(min_validity)}"
+        )
+    elif not math.isfinite(min_validity) or not 0 <= min_validity <= MAX_MIN_VALIDITY_S:
+        raise InvalidRequest(
+            f"field 'min_validity_s' must be between 0 and {MAX_MIN_VALIDITY_S:g} seconds"
+        )
+    force = obj.get("force_refresh")
+    if force is None:
+        force = False
+    elif not isinstance(force, bool):
+        raise InvalidRequest(f"field 'force_refresh' must be a boolean, not {_json_type(force)}")
+    return float(min_validity), force
+
+
+# ---- routing ----------------------------------------------------------------
+
+
+class Api:
+    """``await api.handle_request(method, target, headers, body) -> Response``."""
+
+    def __init__(self, state: ApiState) -> None:
+        self.state = state
+        self._routes = {
+            "/v1/token": {"POST": self._post_token, "DELETE": self._delete_token},
+            "/v1/status": {"GET": self._get_status},
+            "/v1/flush": {"POST": self._post_flush},
+            "/healthz": {"GET": self._healthz},
+            "/readyz": {"GET": self._readyz},
+            "/metrics": {"GET": self._metrics},
+        }
+
+    async def handle_request(
+        self, method: str, target: str, headers: Headers, body: bytes
+    ) -> Response:
+        start = trio.current_time()
+        path = target.split("?", 1)[0]
+        route = path if path in self._routes else "other"
+        ctx: dict[str, Any] = {}
+        try:
+            response = await self._dispatch(method, path, body, ctx)
+        except AgentIdError as exc:
+            response = _error_response(exc)
+            ctx.update(error=exc.error_code)
+            if isinstance(exc, IdentityProviderError):
+                ctx.update(leg=exc.leg, correlation_id=exc.correlation_id)
+        duration_ms = round((trio.current_time() - start) * 1000, 1)
+        self._count(route, response.status)
+        if route not in ("/healthz", "/readyz", "/metrics") or response.status >= 400:
+            level = "warning" if response.status >= 500 else "info"
+            getattr(log, level)(
+                "request",
+                method=method,
+                path=path,
+                status=response.status,
+                duration_ms=duration_ms,
+                **{k: v for k, v in ctx.items() if v is not None},
+            )
+        return response
+
+    def _count(self, route: str, status: int) -> None:
+        metrics = self.state.metrics
+        if metrics is None:
+            return
+        try:
+            metrics.observe_request(route, status)
+        except Exception as exc:  # metrics must never break a response
+            log.warning("metrics update failed", error=str(exc))
+
+    async def _dispatch(self, method: str, path: str, body: bytes, ctx: dict[str, Any]) -> Response:
+        methods = self._routes.get(path)
+        if methods is None:
+            return Response.error(404, "not_found", f"no such endpoint: {path[:200]}")
+        handler = methods.get(method)
+        if handler is None and method == "HEAD" and "GET" in methods:
+            handler = methods["GET"]
+        if handler is None:
+            allow = ", ".join(sorted(methods))
+            return Response.error(
+                405,
+                "method_not_allowed",
+                f"{method} is not allowed on {path} (allowed: {allow})",
+                headers=[("allow", allow)],
+            )
+        return await handler(body, ctx)
+
+    def _config(self) -> ConfigLike:
+        if self.state.config is None:
+            raise ConfigurationError("the daemon has no usable configuration")
+        return self.state.config
+
+    async def _post_token(self, body: bytes, ctx: dict[str, Any]) -> Response:
+        obj = parse_json_object(body, allow_empty=True)
+        fields = selection_fields(obj, extra=TOKEN_OPTIONS)
+        min_validity_s, force_refresh = token_options(obj)
+        req = self._config().resolve(fields)
+        ctx.update(profile=getattr(req, "profile", None), mode=_mode(req))
+        served = await self.state.broker.get_token(
+            req, min_validity_s=min_validity_s, force_refresh=force_refresh
+        )
+        payload = served.to_json()
+        ctx.update(source=payload.get("source"))
+        return Response.json(200, payload)
+
+    async def _delete_token(self, body: bytes, ctx: dict[str, Any]) -> Response:
+        obj = parse_json_object(body, allow_empty=True)
+        req = self._config().resolve(selection_fields(obj))
+        ctx.update(profile=getattr(req, "profile", None), mode=_mode(req))
+        dropped = self.state.broker.invalidate(req)
+        ctx.update(dropped=dropped)
+        return Response.empty(204)
+
+    async def _post_flush(self, body: bytes, ctx: dict[str, Any]) -> Response:
+        obj = parse_json_object(body, allow_empty=True)
+        flush_all = obj.pop("all", None)
+        if flush_all is not None and not isinstance(flush_all, bool):
+            raise InvalidRequest(f"field 'all' must be a boolean, not {_json_type(flush_all)}")
+        fields = selection_fields(obj)
+        if fields and flush_all:
+            raise InvalidRequest('give either selection fields or "all": true, not both')
+        if fields:
+            req = self._config().resolve(fields)
+            ctx.update(dropped=int(self.state.broker.invalidate(req)))
+        else:
+            ctx.update(dropped=self.state.broker.flush())
+        return Response.empty(204)
+
+    async def _get_status(self, body: bytes, ctx: dict[str, Any]) -> Response:
+        state = self.state
+        config = state.config
+        profiles = sorted(getattr(config, "profiles", {}) or {}) if config else []
+        daemon = {
+            "pid": os.getpid(),
+            "version": state.version,
+            "uptime_s": round(time.monotonic() - state.started_monotonic, 3),
+            "started_at": int(state.started_wall),
+            "socket": state.socket_path,
+            "config_path": state.config_path,
+            "config_loaded": config is not None,
+            "default_profile": getattr(config, "default_profile", None) if config else None,
+            "profiles": profiles,
+        }
+        return Response.json(200, {"daemon": daemon, "entries": state.broker.status()})
+
+    async def _healthz(self, body: bytes, ctx: dict[str, Any]) -> Response:
+        return Response.json(200, {"status": "ok"})
+
+    async def _readyz(self, body: bytes, ctx: dict[str, Any]) -> Response:
+        checks = {
+            "config_loaded": self.state.config is not None,
+            "listener_up": self.state.listening,
+        }
+        ready = all(checks.values())
+        return Response.json(
+            200 if ready else 503, {"status": "ok" if ready else "not_ready", **checks}
+        )
+
+    async def _metrics(self, body: bytes, ctx: dict[str, Any]) -> Response:
+        if self.state.metrics is None:
+            return Response(200, [("content-type", PROMETHEUS_CONTENT_TYPE)], b"")
+        text = self.state.metrics.render()
+        return Response(200, [("content-type", PROMETHEUS_CONTENT_TYPE)], text.encode())
+
+
+def _mode(req: Any) -> str | None:
+    mode = getattr(req, "mode", None)
+    return getattr(mode, "value", mode)
+
+
+def _error_response(exc: AgentIdError) -> Response:
+    headers: list[tuple[str, str]] = []
+    if isinstance(exc, IdentityProviderError) and exc.retry_after_s:
+        headers.append(("retry-after", str(max(1, math.ceil(exc.retry_after_s)))))
+    return Response.json(exc.http_status, exc.to_json(), headers)

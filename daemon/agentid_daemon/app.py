@@ -1,0 +1,301 @@
+"""``agentid-helperd``: wire config, cache, broker and server; signals; sd_notify.
+
+Lifetimes are visible in :func:`serve`: one nursery holds the token cache's
+refresher, the HTTP server, the watchdog and the signal handler. Shutdown
+(SIGTERM/SIGINT) is: ``STOPPING=1``, stop accepting, close the socket and
+remove its file (only if we bound it: a systemd socket belongs to systemd),
+let in-flight requests finish (bounded by ``Limits.shutdown_grace_s``),
+cancel the rest, exit 0. SIGHUP reloads the configuration; a bad
+new file is logged and the old configuration stays in force. Cached tokens
+survive a reload: the cache is keyed by resolved identities, not profile names.
+
+Exit codes follow DESIGN.md: 0 ok, 2 usage, 5 configuration error (bad
+config file, unusable socket directory); 1 when another daemon already serves
+the socket (nothing is wrong with the configuration then).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .api import Api, ApiState
+from .config import Config, load_config
+from .errors import ConfigurationError
+from .listener import AlreadyRunning, ListenerError, OpenedListener, open_listener
+from .logs import configure_logging, get_logger
+from .protocol import HttpServer, Limits
+from .sdnotify import Notifier
+
+log = get_logger("agentid_daemon.app")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 5
+# How many MSAL calls may run in worker threads at once.
+ENGINE_THREADS = 8
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("agentid-helper")
+    except Exception:
+        return "0+unknown"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="agentid-helperd",
+        description="agentid-helper daemon: caches Entra agent identity tokens "
+        "and serves them on a Unix socket.",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: "
+        "$AGENTID_HELPER_CONFIG or ~/.config/agentid-helper/config.toml)",
+    )
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="socket path (default: "
+        "$AGENTID_HELPER_SOCKET or $XDG_RUNTIME_DIR/agentid-helper/agentid-helper.sock)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        type=str.lower,
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["json", "console"],
+        default=None,
+        help="default: console on a terminal, else JSON lines",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    return parser.parse_args(argv)
+
+
+@dataclass
+class _Activity:
+    """What STATUS= tells systemd: entries, last refresh, last error."""
+
+    cache: Any
+    last_refresh: float | None = None
+    last_error: str | None = None
+    errors: int = field(default=0)
+
+    def on_event(self, event: str, *, key: Any = None, label: str = "", **fields: Any) -> None:
+        if event != "fetch":
+            return
+        if fields.get("outcome") == "ok":
+            self.last_refresh = time.time()
+        else:
+            self.errors += 1
+            self.last_error = time.strftime("%H:%M:%S", time.gmtime()) + (
+                f" ({label})" if label else ""
+            )
+
+    def text(self) -> str:
+        n = len(self.cache)
+        refresh = (
+            time.strftime("%H:%M:%SZ", time.gmtime(self.last_refresh))
+            if self.last_refresh
+            else "never"
+        )
+        text = f"{n} token(s) cached; last refresh {refresh}"
+        if self.last_error:
+            text += f"; last error {self.last_error}Z"
+        return text
+
+
+def _build(config: Config) -> tuple[Any, Any, Any]:
+    """Engine, cache, broker and metrics for *config* (imported late: heavy modules)."""
+    from .broker import Broker
+    from .cache import TokenCache
+    from .engine import Engine
+    from .metrics import Metrics
+
+    metrics = Metrics()
+    cache = TokenCache(idle_timeout_s=config.daemon.idle_timeout_s)
+    broker = Broker(Engine(), cache, metrics, limiter=trio.CapacityLimiter(ENGINE_THREADS))
+    return cache, broker, metrics
+
+
+def _profile_changes(old: Config, new: Config) -> dict[str, list[str]]:
+    before, after = old.profiles, new.profiles
+    return {
+        "added": sorted(set(after) - set(before)),
+        "removed": sorted(set(before) - set(after)),
+        "changed": sorted(p for p in set(before) & set(after) if before[p] != after[p]),
+    }
+
+
+class Daemon:
+    """The running daemon; :meth:`run` is the whole lifetime."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        socket_path: Path | None = None,
+        config_path: str | None = None,
+        limits: Limits | None = None,
+        notifier: Notifier | None = None,
+        components: tuple[Any, Any, Any] | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.socket_path = socket_path
+        self.notifier = notifier or Notifier()
+        self.cache, self.broker, self.metrics = components or _build(config)
+        self.activity = _Activity(self.cache)
+        add_listener = getattr(self.cache, "add_listener", None)
+        if add_listener is not None:
+            add_listener(self.activity.on_event)
+        self.state = ApiState(
+            broker=self.broker,
+            metrics=self.metrics,
+            config=config,
+            config_path=config.path or config_path,
+            version=_version(),
+        )
+        self.api = Api(self.state)
+        self.server = HttpServer(self.api.handle_request, limits=limits, allowed_uid=os.getuid())
+        self._stopping = False
+        self._opened: OpenedListener | None = None
+
+    async def run(
+        self,
+        *,
+        task_status: trio.TaskStatus[OpenedListener] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        opened = await open_listener(self.socket_path)
+        self._opened = opened
+        self.state.socket_path = opened.path
+        try:
+            async with trio.open_nursery() as nursery:
+                with trio.open_signal_receiver(
+                    signal.SIGTERM, signal.SIGINT, signal.SIGHUP
+                ) as sigs:
+                    await nursery.start(self.cache.run)
+
+                    async def serve_then_stop(task_status: trio.TaskStatus[None]) -> None:
+                        await self.server.serve(opened.listener, task_status=task_status)
+                        # In-flight requests are done (or the grace period is over).
+                        nursery.cancel_scope.cancel()
+
+                    await nursery.start(serve_then_stop)
+                    self.state.listening = True
+                    log.info(
+                        "daemon ready",
+                        version=self.state.version,
+                        socket=opened.path,
+                        systemd_socket=not opened.owned,
+                        config=self.state.config_path,
+                        profiles=sorted(self.state.config.profiles) if self.state.config else [],
+                        pid=os.getpid(),
+                    )
+                    await self.notifier.ready(self.activity.text())
+                    nursery.start_soon(self.notifier.run_watchdog, self.activity.text)
+                    task_status.started(opened)
+                    async for signum in sigs:
+                        if signum == signal.SIGHUP:
+                            await self.reload()
+                        elif self._stopping:
+                            # A second TERM/INT: the user does not want to wait for the drain.
+                            log.warning("forced shutdown", signal=signal.Signals(signum).name)
+                            nursery.cancel_scope.cancel()
+                        else:
+                            log.info("shutting down", signal=signal.Signals(signum).name)
+                            await self.stop()
+        finally:
+            with trio.CancelScope(shield=True):
+                await opened.aclose()
+                self.notifier.close()
+            log.info("daemon stopped")
+
+    async def stop(self) -> None:
+        """Begin a graceful shutdown (idempotent)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.state.listening = False
+        await self.notifier.stopping()
+        self.server.stop()
+        # Close and remove the socket now, not after draining: a client that
+        # arrives meanwhile fails fast (and may start a new daemon) instead of
+        # hanging in the backlog of a daemon that will never accept it.
+        if self._opened is not None:
+            with trio.CancelScope(shield=True):
+                await self._opened.aclose()
+
+    async def reload(self) -> bool:
+        """Re-read the config file; keep the old one if the new one is bad."""
+        await self.notifier.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            try:
+                new = await trio.to_thread.run_sync(load_config, self.state.config_path)
+            except ConfigurationError as exc:
+                log.error(
+                    "configuration reload failed; keeping the previous configuration",
+                    error=exc.description,
+                )
+                return False
+            old = self.state.config
+            self.state.config = new
+            if hasattr(self.cache, "idle_timeout_s"):
+                self.cache.idle_timeout_s = new.daemon.idle_timeout_s
+            changes = _profile_changes(old, new) if old is not None else {}
+            log.info("configuration reloaded", config=new.path, **changes)
+            return True
+        finally:
+            await self.notifier.ready(self.activity.text())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the daemon in the foreground until SIGTERM/SIGINT; returns the exit code."""
+    try:
+        args = parse_args(argv)
+    except SystemExit as exc:  # --help / --version / usage errors
+        return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
+    configure_logging(args.log_level, args.log_format)
+    try:
+        config = load_config(args.config)
+    except ConfigurationError as exc:
+        print(f"agentid-helperd: configuration error: {exc.description}", file=sys.stderr)
+        return EXIT_CONFIG
+    daemon = Daemon(
+        config,
+        socket_path=Path(args.socket).expanduser() if args.socket else None,
+        config_path=args.config,
+    )
+    try:
+        trio.run(daemon.run)
+    except AlreadyRunning as exc:
+        print(f"agentid-helperd: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except ListenerError as exc:
+        print(f"agentid-helperd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:  # Ctrl-C before the signal handler was installed
+        return EXIT_OK
+    except Exception:
+        # A bug or an unexpected failure of a component: logged (redacted, no
+        # locals), one clear line on stderr, non-zero exit for systemd to see.
+        log.exception("daemon failed")
+        print("agentid-helperd: the daemon failed; see its log for details", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK

@@ -1,0 +1,324 @@
+"""Broker: turns a :class:`TokenRequest` into a served token through the legs.
+
+Every token is a :class:`TokenCache` entry: the resource token under
+``TokenRequest.cache_key()``, the exchange tokens under
+``ExchangeKey("t1" | "t2", agent...)``. So T1 is fetched once per agent and
+reused by every scope, mode and user; T2 once per agent for every agent user;
+concurrent cold requests for one key make one fetch per leg.
+
+A fetch is a closure kept by its cache entry (background refreshes call it
+again). For OBO it holds the user token, in memory only; once that token has
+expired the refresh fails permanently and the entry stops refreshing, while
+the token already obtained is served for as long as it is valid.
+
+Engine calls are blocking (MSAL, HTTP); they run in worker threads under the
+broker's limiter with ``abandon_on_cancel=True``. A fetch only gets cancelled
+when the cache shuts down (a cancelled *request* never cancels a fetch, see
+cache.py), and then nobody wants the answer: MSAL's own HTTP timeout ends the
+orphaned thread, and the limiter slot is returned when it does.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import trio
+
+from .cache import CachedToken, EntryStatus, TokenCache
+from .errors import IdentityProviderError, InvalidRequest
+from .metrics import Metrics
+from .models import AcquiredToken, AgentRef, ExchangeKey, Mode, ResourceKey, TokenRequest
+
+# An assertion must outlive the next leg's round trip (and clock skew at the
+# identity provider); capped to a quarter of the token's lifetime so that
+# short-lived tokens (the emulator's test mode) are still reused.
+ASSERTION_MIN_VALIDITY_S = 120.0
+# Entra rejects a client assertion / federated credential that expired or is
+# malformed with these; one retry with a freshly minted T1/T2 is worth it.
+REJECTED_ASSERTION_CODES = frozenset({700024, 50027})
+
+
+class Engine(Protocol):
+    """The engine seam (docs/INTERNALS.md); sync methods, run in worker threads."""
+
+    def acquire_t1(self, agent: AgentRef) -> AcquiredToken: ...
+    def acquire_autonomous_app(
+        self, agent: AgentRef, t1: str, scopes: tuple[str, ...]
+    ) -> AcquiredToken: ...
+    def acquire_obo(
+        self, agent: AgentRef, t1: str, user_token: str, scopes: tuple[str, ...]
+    ) -> AcquiredToken: ...
+    def acquire_t2(self, agent: AgentRef, t1: str) -> AcquiredToken: ...
+    def acquire_user_fic(
+        self,
+        agent: AgentRef,
+        t1: str,
+        t2: str,
+        scopes: tuple[str, ...],
+        *,
+        user_upn: str | None,
+        user_object_id: str | None,
+    ) -> AcquiredToken: ...
+
+
+@dataclass(frozen=True)
+class ServedToken:
+    """What ``POST /v1/token`` answers; times are wall-clock epoch seconds."""
+
+    access_token: str = field(repr=False)
+    token_type: str
+    expires_on: int
+    refresh_on: int
+    scope: str
+    mode: str
+    source: Literal["cache", "identity_provider"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "access_token": self.access_token,
+            "token_type": self.token_type,
+            "expires_on": self.expires_on,
+            "refresh_on": self.refresh_on,
+            "scope": self.scope,
+            "mode": self.mode,
+            "source": self.source,
+        }
+
+
+def _exchange_key(leg: Literal["t1", "t2"], agent: AgentRef) -> ExchangeKey:
+    return ExchangeKey(leg, *agent.identity)
+
+
+def _wall(trio_time: float | None, now_trio: float, now_wall: float) -> int | None:
+    """Convert a trio-clock instant to integer epoch seconds at the edge."""
+    if trio_time is None:
+        return None
+    return int(now_wall + (trio_time - now_trio))
+
+
+class Broker:
+    def __init__(
+        self,
+        engine: Engine,
+        cache: TokenCache,
+        metrics: Metrics,
+        *,
+        limiter: trio.CapacityLimiter,
+    ) -> None:
+        self._engine = engine
+        self._cache = cache
+        self._metrics = metrics
+        self._limiter = limiter
+        # Last seen lifetime per exchange key, to size the assertion margin.
+        self._exchange_lifetime: dict[ExchangeKey, float] = {}
+        cache.add_listener(self._on_cache_event)
+        metrics.cache_entries.set_function(lambda: len(cache))
+
+    # -- public API --------------------------------------------------------------
+
+    async def get_token(
+        self, req: TokenRequest, *, min_validity_s: float = 300, force_refresh: bool = False
+    ) -> ServedToken:
+        if not (0 <= min_validity_s < 86_400 * 365):  # also rejects NaN
+            raise InvalidRequest("min_validity_s must be a number of seconds >= 0")
+        self._check(req)
+        cached = await self._cache.get(
+            req.cache_key(),
+            self._resource_fetch(req),
+            min_validity_s=min_validity_s,
+            force_refresh=force_refresh,
+            label="resource",
+            info={"profile": req.profile},
+        )
+        now_trio, now_wall = trio.current_time(), time.time()
+        return ServedToken(
+            access_token=cached.token.access_token,
+            token_type=cached.token.token_type or "Bearer",
+            expires_on=_wall(cached.expires_at, now_trio, now_wall) or 0,
+            refresh_on=_wall(cached.refresh_at, now_trio, now_wall) or 0,
+            scope=cached.token.scope or req.scope_string,
+            mode=req.mode.value,
+            source=cached.source,
+        )
+
+    def invalidate(self, req: TokenRequest) -> bool:
+        """Drop the resource token of ``req`` (T1/T2 stay: they are still good)."""
+        return self._cache.invalidate(req.cache_key())
+
+    def flush(self) -> int:
+        """Drop every token, exchange tokens included."""
+        self._exchange_lifetime.clear()
+        return self._cache.flush()
+
+    def status(self) -> list[dict[str, Any]]:
+        """One JSON-ready dict per cache entry; never a token value."""
+        now_trio, now_wall = trio.current_time(), time.time()
+        return [_status_row(s, now_trio, now_wall) for s in self._cache.snapshot()]
+
+    # -- legs --------------------------------------------------------------------
+
+    @staticmethod
+    def _check(req: TokenRequest) -> None:
+        if req.mode is Mode.OBO and not req.user_token:
+            raise InvalidRequest("mode OBO needs a user token")
+        if req.mode is Mode.AUTONOMOUS_USER and not (req.user_upn or req.user_object_id):
+            raise InvalidRequest("mode AutonomousUser needs user_upn or user_object_id")
+
+    async def _call(self, leg: str, fn: Callable[..., AcquiredToken], *args: Any,
+                    **kwargs: Any) -> AcquiredToken:
+        """One identity-provider call in a worker thread, counted by leg and outcome."""
+        try:
+            token = await self._in_thread(functools.partial(fn, *args, **kwargs))
+        except IdentityProviderError as exc:
+            outcome = "transient_error" if exc.transient else "error"
+            self._metrics.identity_provider_requests.inc(leg=leg, outcome=outcome)
+            raise
+        except Exception:
+            self._metrics.identity_provider_requests.inc(leg=leg, outcome="error")
+            raise
+        self._metrics.identity_provider_requests.inc(leg=leg, outcome="ok")
+        return token
+
+    async def _in_thread(self, call: Callable[[], AcquiredToken]) -> AcquiredToken:
+        """Run a blocking engine call in a worker thread (tests override this seam)."""
+        return await trio.to_thread.run_sync(call, limiter=self._limiter, abandon_on_cancel=True)
+
+    async def _exchange(self, leg: Literal["t1", "t2"], agent: AgentRef) -> CachedToken:
+        """T1 or T2 of ``agent`` from the cache, with enough life left to be an assertion."""
+        key = _exchange_key(leg, agent)
+        lifetime = self._exchange_lifetime.get(key)
+        margin = ASSERTION_MIN_VALIDITY_S
+        if lifetime is not None:
+            margin = min(margin, lifetime / 4)
+
+        async def fetch() -> AcquiredToken:
+            if leg == "t1":
+                token = await self._call("t1", self._engine.acquire_t1, agent)
+            else:
+                t1 = await self._exchange("t1", agent)
+                try:
+                    token = await self._call("t2", self._engine.acquire_t2, agent,
+                                             t1.token.access_token)
+                except IdentityProviderError as exc:
+                    if not _assertion_rejected(exc):
+                        raise
+                    self._cache.invalidate(_exchange_key("t1", agent), if_token=t1.token)
+                    t1 = await self._exchange("t1", agent)
+                    token = await self._call("t2", self._engine.acquire_t2, agent,
+                                             t1.token.access_token)
+            self._exchange_lifetime[key] = float(token.expires_in)
+            return token
+
+        return await self._cache.get(key, fetch, min_validity_s=margin, label=leg)
+
+    def _resource_fetch(self, req: TokenRequest) -> Callable[[], Any]:
+        """The resource leg for ``req`` as a closure (it keeps an OBO user token alive)."""
+        agent, mode, scopes = req.agent, req.mode, req.scopes
+        user_token, upn, oid = req.user_token, req.user_upn, req.user_object_id
+
+        async def once() -> tuple[AcquiredToken | None, IdentityProviderError | None,
+                                  list[tuple[ExchangeKey, AcquiredToken]]]:
+            t1 = await self._exchange("t1", agent)
+            used = [(_exchange_key("t1", agent), t1.token)]
+            try:
+                if mode is Mode.AUTONOMOUS_APP:
+                    token = await self._call("autonomous_app",
+                                             self._engine.acquire_autonomous_app,
+                                             agent, t1.token.access_token, scopes)
+                elif mode is Mode.OBO:
+                    assert user_token is not None
+                    token = await self._call("obo", self._engine.acquire_obo,
+                                             agent, t1.token.access_token, user_token, scopes)
+                else:
+                    t2 = await self._exchange("t2", agent)
+                    used.append((_exchange_key("t2", agent), t2.token))
+                    token = await self._call("user_fic", self._engine.acquire_user_fic,
+                                             agent, t1.token.access_token,
+                                             t2.token.access_token, scopes,
+                                             user_upn=upn, user_object_id=oid)
+            except IdentityProviderError as exc:
+                if _assertion_rejected(exc):
+                    return None, exc, used
+                raise
+            return token, None, used
+
+        async def fetch() -> AcquiredToken:
+            token, _, used = await once()
+            if token is not None:
+                return token
+            # An exchange token was refused as expired/invalid: drop exactly the
+            # ones we used (a newer one someone else fetched stays) and retry once.
+            for key, stale in used:
+                self._cache.invalidate(key, if_token=stale)
+            token, rejected_again, _ = await once()
+            if token is not None:
+                return token
+            assert rejected_again is not None
+            raise rejected_again
+
+        return fetch
+
+    # -- metrics -----------------------------------------------------------------
+
+    def _on_cache_event(self, event: str, *, key: object, label: str, **fields: Any) -> None:
+        kind = label or "resource"
+        if event == "hit":
+            self._metrics.cache_hits.inc(kind=kind)
+        elif event == "miss":
+            self._metrics.cache_misses.inc(kind=kind)
+        elif event == "fetch" and fields.get("background"):
+            self._metrics.refreshes.inc(kind=kind, outcome=fields.get("outcome", "unknown"))
+        elif event == "evict" and isinstance(key, ExchangeKey):
+            self._exchange_lifetime.pop(key, None)
+
+
+def _assertion_rejected(exc: IdentityProviderError) -> bool:
+    return any(code in REJECTED_ASSERTION_CODES for code in exc.aadsts_codes)
+
+
+def _status_row(s: EntryStatus, now_trio: float, now_wall: float) -> dict[str, Any]:
+    row: dict[str, Any] = {"kind": s.label or "resource"}
+    key = s.key
+    if isinstance(key, ResourceKey):
+        row.update(
+            profile=s.info.get("profile"),
+            mode=key.mode,
+            authority_host=key.authority_host,
+            tenant_id=key.tenant_id,
+            blueprint_app_id=key.blueprint_app_id,
+            agent_identity_app_id=key.agent_identity_app_id,
+            scopes=list(key.scopes),
+            user=_safe_user(key.user),
+        )
+    elif isinstance(key, ExchangeKey):
+        row.update(
+            kind=key.leg,
+            authority_host=key.authority_host,
+            tenant_id=key.tenant_id,
+            blueprint_app_id=key.blueprint_app_id,
+            agent_identity_app_id=key.agent_identity_app_id,
+        )
+    else:
+        row["key"] = s.description
+    row.update(
+        state=s.state,
+        expires_on=_wall(s.expires_at, now_trio, now_wall),
+        refresh_on=_wall(s.refresh_at, now_trio, now_wall),
+        last_requested=_wall(s.last_requested, now_trio, now_wall),
+        last_error=s.last_error,
+        consecutive_failures=s.consecutive_failures,
+        served_from_cache=s.served_from_cache,
+        served_from_identity_provider=s.served_from_identity_provider,
+    )
+    return row
+
+
+def _safe_user(user: str | None) -> str | None:
+    """UPN/object id as is; the OBO user part is already a SHA-256, shortened."""
+    if user and user.startswith("sha256:"):
+        return user[:23]
+    return user

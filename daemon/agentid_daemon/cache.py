@@ -1,0 +1,495 @@
+"""In-memory token cache: single-flight, refresh-ahead, backoff, idle expiry, bounds.
+
+Every time here is on the trio clock (``trio.current_time()``), so tests drive
+it with ``autojump_clock``; wall-clock conversion happens at the API edge.
+
+Policy (DESIGN.md "Cache semantics"), decided here:
+
+* **Single-flight.** At most one fetch per key runs at a time, as a task in the
+  nursery owned by :meth:`TokenCache.run`. Requests join it and get its result
+  or its error; a cancelled request stops waiting but never cancels the fetch.
+* **Freshness.** A cached token is served while it has more than
+  ``min_validity_s`` left. ``force_refresh`` only accepts a fetch that started
+  at or after the request arrived: it joins such a fetch if one is running,
+  otherwise waits for the older one to end and starts its own (so concurrent
+  force-refreshes share one fetch, but none is answered with an older token).
+  A fetched token is returned even if its lifetime is below ``min_validity_s``:
+  nothing fresher can be had.
+* **Refresh-ahead.** After a successful fetch started at ``t0`` with lifetime
+  ``L``, the next refresh is at ``t0 + U(2/3, 3/4) * L``, or ``t0 + refresh_in``
+  when the identity provider's hint is sooner. The old token keeps being
+  served until it no longer satisfies a request.
+* **Backoff.** The n-th consecutive failure waits ``d = min(300, 2**(n-1))``
+  seconds with *equal jitter* (uniform in ``[d/2, d]``: spread, yet never
+  retrying sooner than half the nominal delay), and never less than the
+  identity provider's ``retry_after_s``. Until that deadline no fetch starts
+  for the key, neither in the background nor for a request: a request that a
+  cached token satisfies gets it, any other request fails fast with the last
+  error. Transient failures are retried in the background at the deadline;
+  permanent ones (``IdentityProviderError.transient`` false, or any other
+  error) stop background refresh until the next request after the deadline,
+  which tries again. A failure never drops a still-valid token.
+* **Idle.** A key not requested for ``idle_timeout_s`` is not refreshed any
+  more; it is evicted once its token has expired (or at once if it has none).
+* **Bounded.** Beyond ``max_entries`` the least recently requested key goes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import heapq
+import math
+import random as _random
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import trio
+
+from .errors import AgentIdError, IdentityProviderError
+from .models import AcquiredToken
+
+Fetch = Callable[[], Awaitable[AcquiredToken]]
+EventCallback = Callable[..., None]
+
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 300.0
+REFRESH_FRACTION = (2 / 3, 3 / 4)
+
+State = Literal["pending", "valid", "refreshing", "backoff", "failed", "idle", "expired"]
+
+
+@dataclass(frozen=True)
+class CachedToken:
+    token: AcquiredToken
+    source: Literal["cache", "identity_provider"]
+    expires_at: float  # trio clock
+    refresh_at: float  # trio clock
+
+
+@dataclass(frozen=True)
+class EntryStatus:
+    """One key's state for ``status``; never carries a token value."""
+
+    key: Hashable
+    description: str
+    label: str
+    state: State
+    expires_at: float | None  # trio clock
+    refresh_at: float | None  # trio clock; None when no refresh is planned
+    last_requested: float  # trio clock
+    last_error: str | None
+    consecutive_failures: int
+    served_from_cache: int
+    served_from_identity_provider: int
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+class _Flight:
+    """One running fetch; waiters block on ``done``."""
+
+    __slots__ = ("background", "done", "error", "result", "started_at")
+
+    def __init__(self, started_at: float, background: bool) -> None:
+        self.started_at = started_at
+        self.background = background
+        self.done = trio.Event()
+        self.result: CachedToken | None = None
+        self.error: BaseException | None = None
+
+
+class _Entry:
+    __slots__ = (
+        "backoff_until",
+        "cached",
+        "description",
+        "failures",
+        "fetch",
+        "from_cache",
+        "from_idp",
+        "idle",
+        "inflight",
+        "info",
+        "key",
+        "label",
+        "last_error",
+        "last_requested",
+        "permanent",
+        "sched_gen",
+    )
+
+    def __init__(self, key: Hashable, fetch: Fetch, label: str, now: float) -> None:
+        self.key = key
+        self.fetch = fetch
+        self.label = label
+        self.description = _describe(key)
+        self.info: Mapping[str, Any] = {}
+        self.cached: CachedToken | None = None
+        self.inflight: _Flight | None = None
+        self.last_requested = now
+        self.last_error: BaseException | None = None
+        self.failures = 0
+        self.backoff_until = -math.inf
+        self.permanent = False
+        self.idle = False
+        self.sched_gen = 0
+        self.from_cache = 0
+        self.from_idp = 0
+
+
+def _describe(key: Hashable) -> str:
+    describe = getattr(key, "describe", None)
+    if callable(describe):
+        return str(describe())
+    return str(key)
+
+
+def _reraisable(exc: BaseException) -> BaseException:
+    """The shared error, its traceback reset: one exception object is raised by
+    every waiter and every fail-fast request, and each raise would otherwise
+    grow its traceback chain (and pin frames) for as long as the entry lives."""
+    return exc.with_traceback(None)
+
+
+def error_summary(exc: BaseException) -> str:
+    """A status-safe one-liner: our errors carry no secrets; others give their type only."""
+    if isinstance(exc, AgentIdError):
+        return f"{type(exc).__name__}: {exc.description}"
+    return type(exc).__name__
+
+
+class TokenCache:
+    """Tokens by key; see the module docstring for the policy."""
+
+    def __init__(
+        self,
+        *,
+        idle_timeout_s: float = 3600,
+        max_entries: int = 10_000,
+        random: _random.Random | None = None,
+        on_event: EventCallback | None = None,
+    ) -> None:
+        if idle_timeout_s <= 0 or max_entries < 1:
+            raise ValueError("idle_timeout_s must be > 0 and max_entries >= 1")
+        self.idle_timeout_s = float(idle_timeout_s)
+        self.max_entries = max_entries
+        self._random = random or _random.Random()
+        self._listeners: list[EventCallback] = [on_event] if on_event else []
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()  # LRU order by request
+        self._heap: list[tuple[float, int, int, _Entry]] = []  # (due, seq, gen, entry)
+        self._seq = 0
+        self._wakeup = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    # -- public API --------------------------------------------------------------
+
+    def add_listener(self, callback: EventCallback) -> None:
+        """Also call ``callback(event, key=, label=, **fields)`` on cache events."""
+        self._listeners.append(callback)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the fetch and refresh tasks; :meth:`get` needs this running."""
+        if self._nursery is not None:
+            raise RuntimeError("TokenCache.run() is already running")
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await self._scheduler()
+        finally:
+            self._nursery = None
+
+    async def get(
+        self,
+        key: Hashable,
+        fetch: Fetch,
+        *,
+        min_validity_s: float = 300,
+        force_refresh: bool = False,
+        label: str = "",
+        info: Mapping[str, Any] | None = None,
+    ) -> CachedToken:
+        """Return a token for ``key`` satisfying the request, fetching it if needed.
+
+        ``fetch`` replaces the entry's stored fetch (it is what background
+        refreshes call); ``info`` is opaque metadata echoed in :meth:`snapshot`.
+        """
+        if self._nursery is None:
+            raise RuntimeError("TokenCache.run() is not running")
+        if not min_validity_s >= 0:  # also rejects NaN
+            raise ValueError("min_validity_s must be >= 0")
+        asked_at = trio.current_time()
+        entry = self._touch(key, fetch, label, info, asked_at)
+        counted_miss = False
+        while True:
+            now = trio.current_time()
+            cached = entry.cached
+            if (
+                not force_refresh
+                and cached is not None
+                and cached.expires_at - now > min_validity_s
+            ):
+                entry.from_cache += 1
+                self._emit("hit", entry)
+                return dataclasses.replace(cached, source="cache")
+            if not counted_miss:
+                counted_miss = True
+                self._emit("miss", entry)
+            flight = entry.inflight
+            if flight is None:
+                if now < entry.backoff_until and entry.last_error is not None:
+                    raise _reraisable(entry.last_error)
+                flight = self._start(entry, background=False)
+            elif force_refresh and flight.started_at < asked_at:
+                # That fetch may answer with a token minted before we asked.
+                await flight.done.wait()
+                continue
+            await flight.done.wait()
+            if flight.error is not None:
+                raise _reraisable(flight.error)
+            assert flight.result is not None
+            entry.from_idp += 1
+            return flight.result
+
+    def invalidate(self, key: Hashable, *, if_token: AcquiredToken | None = None) -> bool:
+        """Drop ``key``; with ``if_token``, only while that very token is the cached one.
+
+        A fetch already running for the key still completes for its waiters,
+        but its result is not cached.
+        """
+        entry = self._entries.get(key)
+        if entry is None:
+            return False
+        if if_token is not None and (entry.cached is None or entry.cached.token is not if_token):
+            return False
+        self._remove(entry, "invalidated")
+        return True
+
+    def flush(self, predicate: Callable[[Hashable], bool] | None = None) -> int:
+        """Drop every key (or those matching ``predicate``); return how many."""
+        victims = [e for k, e in self._entries.items() if predicate is None or predicate(k)]
+        for entry in victims:
+            self._remove(entry, "flushed")
+        return len(victims)
+
+    def snapshot(self) -> list[EntryStatus]:
+        now = trio.current_time()
+        return [self._status(entry, now) for entry in self._entries.values()]
+
+    # -- request side ------------------------------------------------------------
+
+    def _touch(
+        self,
+        key: Hashable,
+        fetch: Fetch,
+        label: str,
+        info: Mapping[str, Any] | None,
+        now: float,
+    ) -> _Entry:
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = _Entry(key, fetch, label, now)
+            self._entries[key] = entry
+            while len(self._entries) > self.max_entries:
+                oldest = next(iter(self._entries.values()))
+                self._remove(oldest, "capacity")
+        else:
+            self._entries.move_to_end(key)
+            entry.fetch = fetch
+            if label:
+                entry.label = label
+        if info is not None:
+            entry.info = dict(info)
+        entry.last_requested = now
+        resume = entry.idle
+        entry.idle = False
+        if entry.permanent and now >= entry.backoff_until:
+            # "Until the next request": this one re-enables refreshing.
+            entry.permanent = False
+            resume = True
+        if resume and entry.inflight is None:
+            self._reschedule(entry)
+        return entry
+
+    # -- fetching ----------------------------------------------------------------
+
+    def _start(self, entry: _Entry, *, background: bool) -> _Flight:
+        assert self._nursery is not None
+        flight = _Flight(trio.current_time(), background)
+        entry.inflight = flight
+        entry.sched_gen += 1  # any pending schedule is superseded by this fetch
+        self._nursery.start_soon(self._fly, entry, flight, name=f"fetch {entry.label}")
+        return flight
+
+    async def _fly(self, entry: _Entry, flight: _Flight) -> None:
+        try:
+            token = await entry.fetch()
+        except trio.Cancelled:
+            flight.error = AgentIdError("the token cache is shutting down")
+            raise
+        except Exception as exc:  # any failure is reported to every waiter
+            flight.error = exc
+            self._failed(entry, flight, exc)
+        else:
+            flight.result = self._succeeded(entry, flight, token)
+        finally:
+            if flight.error is None and flight.result is None:  # KeyboardInterrupt & co.
+                flight.error = AgentIdError("the token fetch was interrupted")
+            if entry.inflight is flight:
+                entry.inflight = None
+            flight.done.set()
+            if self._entries.get(entry.key) is entry:
+                self._reschedule(entry)
+
+    def _succeeded(self, entry: _Entry, flight: _Flight, token: AcquiredToken) -> CachedToken:
+        t0 = flight.started_at
+        lifetime = max(0.0, float(token.expires_in))
+        refresh_at = t0 + self._random.uniform(*REFRESH_FRACTION) * lifetime
+        if token.refresh_in is not None and token.refresh_in >= 0:
+            refresh_at = min(refresh_at, t0 + float(token.refresh_in))
+        cached = CachedToken(token, "identity_provider", t0 + lifetime, refresh_at)
+        entry.cached = cached
+        entry.failures = 0
+        entry.last_error = None
+        entry.backoff_until = -math.inf
+        entry.permanent = False
+        self._emit("fetch", entry, outcome="ok", background=flight.background)
+        return cached
+
+    def _failed(self, entry: _Entry, flight: _Flight, exc: BaseException) -> None:
+        now = trio.current_time()
+        entry.failures += 1
+        entry.last_error = exc
+        entry.backoff_until = now + self.backoff_delay(entry.failures, exc)
+        entry.permanent = not (isinstance(exc, IdentityProviderError) and exc.transient)
+        self._emit("fetch", entry, outcome="error", background=flight.background)
+
+    def backoff_delay(self, failures: int, exc: BaseException | None = None) -> float:
+        """Equal-jitter exponential backoff, at least the identity provider's Retry-After."""
+        nominal = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(failures - 1, 30))
+        delay = nominal / 2 + self._random.uniform(0, nominal / 2)
+        retry_after = getattr(exc, "retry_after_s", None)
+        if retry_after is not None and retry_after > delay:
+            delay = float(retry_after)
+        return delay
+
+    # -- background scheduling ---------------------------------------------------
+
+    def _reschedule(self, entry: _Entry) -> None:
+        """Plan the entry's next wake-up from its state (or none)."""
+        entry.sched_gen += 1
+        if entry.inflight is not None:
+            return  # the fetch's completion reschedules
+        idle_at = entry.last_requested + self.idle_timeout_s
+        if entry.idle:
+            due = entry.cached.expires_at if entry.cached is not None else -math.inf
+        elif entry.permanent or (entry.failures == 0 and entry.cached is None):
+            due = idle_at
+        elif entry.failures:
+            due = min(entry.backoff_until, idle_at)
+        else:
+            assert entry.cached is not None
+            due = min(entry.cached.refresh_at, idle_at)
+        if len(self._heap) > 4 * len(self._entries) + 64:
+            # Superseded wake-ups pile up; drop them so the heap stays O(entries).
+            self._heap = [
+                item
+                for item in self._heap
+                if item[2] == item[3].sched_gen and self._entries.get(item[3].key) is item[3]
+            ]
+            heapq.heapify(self._heap)
+        self._seq += 1
+        heapq.heappush(self._heap, (due, self._seq, entry.sched_gen, entry))
+        if self._heap[0][1] == self._seq:
+            self._wakeup.set()  # new earliest deadline
+
+    async def _scheduler(self) -> None:
+        while True:
+            now = trio.current_time()
+            while self._heap and self._heap[0][0] <= now:
+                _, _, gen, entry = heapq.heappop(self._heap)
+                if gen == entry.sched_gen and self._entries.get(entry.key) is entry:
+                    self._due(entry, now)
+            self._wakeup = trio.Event()
+            deadline = self._heap[0][0] if self._heap else math.inf
+            with trio.move_on_at(deadline):
+                await self._wakeup.wait()
+
+    def _due(self, entry: _Entry, now: float) -> None:
+        if entry.inflight is not None:
+            return
+        # Same expression as in _reschedule, so a wake-up at idle_at is idle (no float drift).
+        if now >= entry.last_requested + self.idle_timeout_s:
+            if not entry.idle:
+                entry.idle = True
+                self._emit("idle", entry)
+            if entry.cached is None or entry.cached.expires_at <= now:
+                self._remove(entry, "idle")
+            else:
+                self._reschedule(entry)
+            return
+        if not entry.permanent:
+            if entry.failures:
+                due = entry.backoff_until
+            elif entry.cached is not None:
+                due = entry.cached.refresh_at
+            else:
+                due = math.inf
+            if due <= now:
+                self._start(entry, background=True)
+                return
+        self._reschedule(entry)
+
+    # -- bookkeeping -------------------------------------------------------------
+
+    def _remove(self, entry: _Entry, reason: str) -> None:
+        if self._entries.get(entry.key) is entry:
+            del self._entries[entry.key]
+        entry.sched_gen += 1
+        self._emit("evict", entry, reason=reason)
+
+    def _status(self, entry: _Entry, now: float) -> EntryStatus:
+        cached = entry.cached
+        state: State
+        refresh_at: float | None = None
+        if entry.inflight is not None:
+            state = "refreshing" if cached is not None else "pending"
+        elif entry.idle:
+            state = "idle"
+        elif entry.permanent and entry.last_error is not None:
+            state = "failed"
+        elif entry.failures:
+            state = "backoff"
+            refresh_at = entry.backoff_until
+        elif cached is None:
+            state = "pending"
+        elif cached.expires_at <= now:
+            state = "expired"
+        else:
+            state = "valid"
+            refresh_at = cached.refresh_at
+        return EntryStatus(
+            key=entry.key,
+            description=entry.description,
+            label=entry.label,
+            state=state,
+            expires_at=cached.expires_at if cached is not None else None,
+            refresh_at=refresh_at,
+            last_requested=entry.last_requested,
+            last_error=error_summary(entry.last_error) if entry.last_error is not None else None,
+            consecutive_failures=entry.failures,
+            served_from_cache=entry.from_cache,
+            served_from_identity_provider=entry.from_idp,
+            info=entry.info,
+        )
+
+    def _emit(self, event: str, entry: _Entry, **fields: Any) -> None:
+        for listener in self._listeners:
+            # A metrics bug must never break token serving.
+            with contextlib.suppress(Exception):
+                listener(event, key=entry.key, label=entry.label, **fields)

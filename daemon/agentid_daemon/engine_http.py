@@ -1,0 +1,184 @@
+"""The HTTP plumbing the engine hands to MSAL, each piece defusing one MSAL trap.
+
+* :class:`NoStoreTokenCache`: MSAL's token cache that never stores, so every
+  ``acquire_*`` call goes to the identity provider (the daemon owns caching).
+* :class:`NeverStoreMapping`: MSAL's ``http_cache``; its throttling wrapper
+  replays 429s per URL+client+scope (blind to ``fmi_path``) and exact 400s for
+  60 s. The daemon owns backoff, so nothing is remembered.
+* :class:`ProviderSession`: a ``requests.Session`` whose configured trust
+  (``ca_bundle`` *added* to the system and certifi roots) wins over
+  ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``, with connect/read timeouts, and
+  which remembers the last response's status and headers per thread (MSAL
+  drops them, but ``Retry-After`` and the correlation id matter).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import ssl
+import tempfile
+import threading
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msal
+import requests
+from requests.adapters import HTTPAdapter
+
+from .errors import ConfigurationError
+
+
+class NoStoreTokenCache(msal.TokenCache):
+    """An MSAL token cache that drops everything it is given."""
+
+    def add(self, event: dict[str, Any], now: Any = None) -> None:  # type: ignore[override]
+        return None
+
+
+class NeverStoreMapping(MutableMapping[str, Any]):
+    """A dict-like that forgets every write (MSAL's ``http_cache``)."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise KeyError(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        return None
+
+    def __delitem__(self, key: str) -> None:
+        return None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class ResponseInfo:
+    """What MSAL does not pass on: status and the headers we care about."""
+
+    status: int
+    retry_after: str | None = None
+    correlation_id: str | None = None
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+class ProviderSession(requests.Session):
+    """requests Session for the identity provider (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        verify: str | bool = True,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 30.0,
+    ) -> None:
+        super().__init__()
+        self._pinned_verify = verify
+        self.verify = verify
+        self._timeout = (connect_timeout_s, read_timeout_s)
+        self._local = threading.local()
+        # One retry of a failed *connection* (urllib3 does not resend a POST
+        # whose request went out); everything else is the daemon's backoff.
+        adapter = HTTPAdapter(max_retries=1)
+        self.mount("https://", adapter)
+        self.mount("http://", adapter)
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if self._pinned_verify is not True:
+            # requests lets REQUESTS_CA_BUNDLE override Session.verify; the
+            # configured ca_bundle must win. Proxies from the environment stay.
+            settings["verify"] = self._pinned_verify
+        return settings
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", self._timeout)
+        self._local.last = None
+        response = super().request(method, url, *args, **kwargs)
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        self._local.last = ResponseInfo(
+            status=response.status_code,
+            retry_after=headers.get("retry-after"),
+            correlation_id=headers.get("x-ms-correlation-id") or headers.get("client-request-id"),
+            headers=headers,
+        )
+        return response
+
+    def reset_last(self) -> None:
+        self._local.last = None
+
+    @property
+    def last(self) -> ResponseInfo | None:
+        """The last response this thread received, if any."""
+        return getattr(self._local, "last", None)
+
+
+class TrustStore:
+    """Builds combined CA files: system roots + certifi + a configured bundle.
+
+    A combined file (rather than ``verify=ca_bundle``) keeps public roots
+    trusted, so a ``ca_bundle`` for a TLS proxy or the emulator is *extra*
+    trust. Files live in a private temporary directory removed at exit.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._dir: str | None = None
+        self._files: dict[tuple[str, int, int], str] = {}
+
+    def combined(self, ca_bundle: str) -> str:
+        try:
+            st = os.stat(ca_bundle)
+            with open(ca_bundle, "rb") as fh:
+                extra = fh.read()
+        except FileNotFoundError:
+            raise ConfigurationError(f"ca_bundle {ca_bundle} does not exist") from None
+        except PermissionError:
+            raise ConfigurationError(f"ca_bundle {ca_bundle}: permission denied") from None
+        except OSError as exc:
+            raise ConfigurationError(
+                f"ca_bundle {ca_bundle}: cannot read ({exc.strerror})"
+            ) from None
+        if b"-----BEGIN CERTIFICATE-----" not in extra:
+            raise ConfigurationError(f"ca_bundle {ca_bundle} holds no PEM certificate")
+        key = (ca_bundle, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            existing = self._files.get(key)
+            if existing and os.path.exists(existing):
+                return existing
+            if self._dir is None:
+                self._dir = tempfile.mkdtemp(prefix="agentid-helper-ca-")
+                atexit.register(shutil.rmtree, self._dir, True)
+            parts = [_read_roots(), extra]
+            fd, path = tempfile.mkstemp(dir=self._dir, suffix=".pem")
+            with os.fdopen(fd, "wb") as out:
+                out.write(b"\n".join(parts) + b"\n")
+            self._files[key] = path
+            return path
+
+
+def _read_roots() -> bytes:
+    """System roots, then certifi's (requests' default), for the combined bundle."""
+    chunks: list[bytes] = []
+    paths = [ssl.get_default_verify_paths().cafile]
+    try:
+        import certifi
+
+        paths.append(certifi.where())
+    except ImportError:  # pragma: no cover - requests depends on certifi
+        pass
+    for path in paths:
+        if path and os.path.isfile(path):
+            try:
+                with open(path, "rb") as fh:
+                    chunks.append(fh.read())
+            except OSError:
+                continue
+    return b"\n".join(chunks)

@@ -1,0 +1,129 @@
+"""MSAL results -> :class:`AcquiredToken` or :class:`IdentityProviderError`.
+
+Transient (a retry may fix it: HTTP 429/5xx, ``temporarily_unavailable``,
+``server_error``, the AADSTS codes in :data:`TRANSIENT_AADSTS`) versus
+permanent (invalid_client, invalid_grant, consent...). Messages keep the first
+line of Entra's description minus its trace block, with anything shaped like
+a JWT removed; secrets never reach them (MSAL's results carry none).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from typing import Any
+
+from .errors import IdentityProviderError
+from .hints import hint_for
+from .models import AcquiredToken
+from .scopes import RESERVED_SCOPES
+
+# AADSTS codes a retry may fix (service-side hiccups and throttling).
+TRANSIENT_AADSTS = frozenset({90033, 90055, 50196, 80001, 80002, 80005})
+TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
+_AADSTS_RE = re.compile(r"AADSTS(\d{4,9})")
+_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
+_MAX_DESCRIPTION = 300
+
+
+
+def http_error(leg: str, last: Any, what: str) -> IdentityProviderError:
+    status = last.status if last is not None else None
+    return IdentityProviderError(
+        f"{leg}: identity provider {what}" + (f" (HTTP {status})" if status else ""),
+        transient=status is None or status == 429 or status >= 500,
+        correlation_id=last.correlation_id if last is not None else None,
+        retry_after_s=parse_retry_after(last.retry_after) if last is not None else None,
+        leg=leg,
+        status=status,
+    )
+
+
+def token_from_result(
+    leg: str, result: dict[str, Any], sent: float, scopes: list[str]
+) -> AcquiredToken:
+    """Map a successful MSAL result; durations are relative to ``sent``."""
+    try:
+        expires_in = float(result.get("expires_in") or 0)
+    except (TypeError, ValueError):
+        expires_in = 0.0
+    if expires_in <= 0:
+        raise IdentityProviderError(
+            f"{leg}: the token response has no valid expires_in", transient=True, leg=leg
+        )
+    refresh_in: float | None = None
+    if result.get("refresh_on"):  # MSAL turns the response's refresh_in into refresh_on
+        refresh_in = max(0.0, float(result["refresh_on"]) - sent)
+    granted = str(result.get("scope") or " ".join(scopes)).split()
+    # MSAL adds openid/profile/offline_access to delegated requests; they are
+    # not what the caller asked for, so they are not reported back.
+    asked = {s.lower() for s in scopes}
+    granted = [s for s in granted if s.lower() not in RESERVED_SCOPES or s.lower() in asked]
+    return AcquiredToken(
+        access_token=result["access_token"],
+        expires_in=expires_in,
+        refresh_in=refresh_in,
+        scope=" ".join(granted),
+        token_type=str(result.get("token_type") or "Bearer"),
+    )
+
+
+def error_from_result(leg: str, result: dict[str, Any], last: Any) -> IdentityProviderError:
+    error = str(result.get("error") or "unknown_error")
+    description = str(result.get("error_description") or "")
+    codes: list[int] = []
+    for code in result.get("error_codes") or []:
+        if isinstance(code, int) and code not in codes:
+            codes.append(code)
+    for match in _AADSTS_RE.finditer(description):
+        code = int(match.group(1))
+        if code not in codes:
+            codes.append(code)
+    status = last.status if last is not None else None
+    correlation_id = result.get("correlation_id") or (last.correlation_id if last else None)
+    transient = (
+        (status is not None and (status == 429 or status >= 500))
+        or error in TRANSIENT_ERRORS
+        or any(c in TRANSIENT_AADSTS for c in codes)
+    )
+    first_line = description.strip().splitlines()[0] if description.strip() else ""
+    # Entra appends "Trace ID: ... Correlation ID: ... Timestamp: ..." (the
+    # correlation id is reported on its own).
+    first_line = redact(first_line.split(" Trace ID:", 1)[0].strip())
+    if len(first_line) > _MAX_DESCRIPTION:
+        first_line = first_line[: _MAX_DESCRIPTION - 3] + "..."
+    message = f"{leg}: {error}" + (f": {first_line}" if first_line else "")
+    return IdentityProviderError(
+        message,
+        transient=transient,
+        aadsts_codes=tuple(codes),
+        correlation_id=str(correlation_id) if correlation_id else None,
+        hint=hint_for(codes),
+        retry_after_s=parse_retry_after(last.retry_after) if last is not None else None,
+        leg=leg,
+        status=status,
+    )
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(0.0, seconds), 3600.0)
+
+
+def redact(text: str) -> str:
+    """Remove anything shaped like a JWT from identity-provider text."""
+    return _JWT_RE.sub("[redacted]", text)

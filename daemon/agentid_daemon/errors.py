@@ -1,0 +1,100 @@
+"""Typed errors shared by every daemon layer.
+
+Each error knows the HTTP status and the ``error`` code it becomes at the API
+edge (DESIGN.md: invalid_request 400, unknown_profile 404, forbidden 403,
+identity_provider_error 502, identity_provider_unavailable 503). Messages
+never contain tokens or secrets: callers build them from identifiers only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AgentIdError(Exception):
+    """Base class: an error the API reports as JSON."""
+
+    http_status: int = 500
+    error_code: str = "internal_error"
+
+    def __init__(self, description: str, *, hint: str | None = None) -> None:
+        super().__init__(description)
+        self.description = description
+        self.hint = hint
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "error": self.error_code,
+            "error_description": self.description,
+            "aadsts_codes": [],
+            "correlation_id": None,
+            "hint": self.hint,
+        }
+
+
+class InvalidRequest(AgentIdError):
+    """The request (or a merged profile) is malformed: bad GUID, mode, scope..."""
+
+    http_status = 400
+    error_code = "invalid_request"
+
+
+class UnknownProfile(AgentIdError):
+    http_status = 404
+    error_code = "unknown_profile"
+
+
+class Forbidden(AgentIdError):
+    http_status = 403
+    error_code = "forbidden"
+
+
+class ConfigurationError(AgentIdError):
+    """The daemon's configuration (file, credential source) is unusable.
+
+    Not one of DESIGN.md's request errors: the client maps it to exit code 5.
+    """
+
+    http_status = 500
+    error_code = "configuration_error"
+
+
+class IdentityProviderError(AgentIdError):
+    """Entra (or the network in front of it) refused or failed a token request.
+
+    ``transient`` separates what a retry may fix (5xx, 429, network errors,
+    timeouts) from what it will not (invalid_client, invalid_grant, consent).
+    ``retry_after_s`` carries a ``Retry-After`` the identity provider sent.
+    """
+
+    http_status = 502
+    error_code = "identity_provider_error"
+
+    def __init__(
+        self,
+        description: str,
+        *,
+        transient: bool = False,
+        aadsts_codes: tuple[int, ...] = (),
+        correlation_id: str | None = None,
+        hint: str | None = None,
+        retry_after_s: float | None = None,
+        leg: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(description, hint=hint)
+        self.transient = transient
+        self.aadsts_codes = tuple(aadsts_codes)
+        self.correlation_id = correlation_id
+        self.retry_after_s = retry_after_s
+        self.leg = leg
+        self.status = status
+        if transient:
+            self.http_status = 503
+            self.error_code = "identity_provider_unavailable"
+
+    def to_json(self) -> dict[str, Any]:
+        body = super().to_json()
+        body["aadsts_codes"] = list(self.aadsts_codes)
+        body["correlation_id"] = self.correlation_id
+        return body

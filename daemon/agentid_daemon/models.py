@@ -1,0 +1,135 @@
+"""Immutable values passed between the daemon's layers.
+
+The flow is: API handler -> ``config.resolve()`` makes a :class:`TokenRequest`
+-> ``broker.Broker.get_token()`` -> ``cache.TokenCache`` -> ``engine.Engine``
+(in a worker thread) returns an :class:`AcquiredToken`.
+
+Anything holding a token or secret hides it from ``repr`` so that a stray log
+line or traceback cannot leak it.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+class Mode(enum.StrEnum):
+    AUTONOMOUS_APP = "AutonomousApp"
+    OBO = "OBO"
+    AUTONOMOUS_USER = "AutonomousUser"
+
+
+DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
+DEFAULT_SCOPE = "https://graph.microsoft.com/.default"
+TOKEN_EXCHANGE_SCOPE = "api://AzureADTokenExchange/.default"
+
+CredentialKind = Literal["keyring", "secret_file", "certificate_file", "federated_token_file", "env"]
+
+
+@dataclass(frozen=True)
+class CredentialSpec:
+    """Where the blueprint's credential comes from (never the value itself).
+
+    ``location`` is a path for the *_file kinds, an environment variable name
+    for ``env`` and the keyring user (the blueprint app id) for ``keyring``.
+    """
+
+    kind: CredentialKind
+    location: str
+
+
+@dataclass(frozen=True)
+class AgentRef:
+    """One agent identity of one blueprint at one authority: the T1/T2 scope."""
+
+    authority_host: str  # e.g. "https://login.microsoftonline.com", no trailing slash
+    tenant_id: str
+    blueprint_app_id: str
+    agent_identity_app_id: str
+    credential: CredentialSpec
+    ca_bundle: str | None = None
+
+    @property
+    def identity(self) -> tuple[str, str, str, str]:
+        """The part of the ref that names the agent (cache keys use this, not the credential)."""
+        return (self.authority_host, self.tenant_id, self.blueprint_app_id, self.agent_identity_app_id)
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """A fully resolved, validated request for one resource token."""
+
+    agent: AgentRef
+    mode: Mode
+    scopes: tuple[str, ...]  # normalised: sorted, deduplicated, resource URI lower-cased
+    profile: str | None = None
+    user_upn: str | None = None  # lower-cased
+    user_object_id: str | None = None  # lower-cased GUID
+    user_token: str | None = field(default=None, repr=False)  # OBO input, never logged
+
+    @property
+    def user_key(self) -> str | None:
+        """The cache key's user part: UPN, object id, or SHA-256 of the OBO user token."""
+        if self.mode is Mode.OBO and self.user_token is not None:
+            return "sha256:" + hashlib.sha256(self.user_token.encode()).hexdigest()
+        if self.user_upn:
+            return "upn:" + self.user_upn.lower()
+        if self.user_object_id:
+            return "oid:" + self.user_object_id.lower()
+        return None
+
+    @property
+    def scope_string(self) -> str:
+        return " ".join(self.scopes)
+
+    def cache_key(self) -> ResourceKey:
+        return ResourceKey(*self.agent.identity, self.mode.value, self.scopes, self.user_key)
+
+
+@dataclass(frozen=True)
+class ResourceKey:
+    """(authority, tenant, blueprint, agent, mode, normalised scopes, user)."""
+
+    authority_host: str
+    tenant_id: str
+    blueprint_app_id: str
+    agent_identity_app_id: str
+    mode: str
+    scopes: tuple[str, ...]
+    user: str | None
+
+    def describe(self) -> str:
+        """A log/status-safe description (the OBO user part is already a hash)."""
+        user = self.user
+        if user and user.startswith("sha256:"):
+            user = user[:19]
+        return f"{self.mode} {self.agent_identity_app_id} {' '.join(self.scopes)} user={user}"
+
+
+@dataclass(frozen=True)
+class ExchangeKey:
+    """Key of a T1 (``leg='t1'``) or T2 (``leg='t2'``) exchange token of one agent."""
+
+    leg: Literal["t1", "t2"]
+    authority_host: str
+    tenant_id: str
+    blueprint_app_id: str
+    agent_identity_app_id: str
+
+
+@dataclass(frozen=True)
+class AcquiredToken:
+    """What the engine got from the identity provider for one leg.
+
+    Durations are relative to the moment the request was sent, so the trio
+    side can turn them into trio-clock deadlines without wall-clock math.
+    """
+
+    access_token: str = field(repr=False)
+    expires_in: float
+    refresh_in: float | None = None
+    scope: str = ""
+    token_type: str = "Bearer"

@@ -1,0 +1,409 @@
+"""HTTP/1.1 over trio streams with h11: connections, limits, graceful shutdown.
+
+The HTTP state machine is h11's (sans-IO); this module only moves bytes
+between it and a trio stream and enforces the server's limits:
+
+- request heads up to ``max_header_bytes`` (h11 ``max_incomplete_event_size``;
+  beyond it: 431), bodies up to ``max_body_bytes`` (413);
+- a whole request must arrive within ``request_timeout_s`` and a kept-alive
+  connection may idle ``idle_timeout_s`` (slow or silent clients are dropped);
+- at most ``max_connections`` at once: beyond that we stop accepting and new
+  clients wait in the kernel backlog (backpressure rather than 503s, because
+  our clients are local scripts that would only retry);
+- malformed HTTP: 400 and close; handler exceptions: 500, logged, the server
+  goes on;
+- browsers are not clients: a request with ``Origin`` or ``Referer`` gets 403
+  (a web page must not be able to fetch tokens via a local proxy);
+- peers with another uid (``SO_PEERCRED``) get 403.
+
+The application is a single coroutine ``handler(method, path, headers, body)
+-> Response`` (see :mod:`.api`), so routes are testable without any socket.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import h11
+import trio
+
+from .listener import PeerCred, peer_allowed, peer_credentials
+from .logs import get_logger
+
+log = get_logger("agentid_daemon.protocol")
+
+SERVER_NAME = "agentid-helper"
+RECEIVE_SIZE = 16 * 1024
+
+Headers = list[tuple[str, str]]
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Headers = field(default_factory=list)
+    body: bytes = field(default=b"", repr=False)
+
+    @classmethod
+    def json(cls, status: int, obj: Any, headers: Iterable[tuple[str, str]] = ()) -> Response:
+        body = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+        return cls(status, [("content-type", "application/json"), *headers], body)
+
+    @classmethod
+    def error(
+        cls,
+        status: int,
+        error: str,
+        description: str,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> Response:
+        return cls.json(
+            status,
+            {
+                "error": error,
+                "error_description": description,
+                "aadsts_codes": [],
+                "correlation_id": None,
+                "hint": None,
+            },
+            headers,
+        )
+
+    @classmethod
+    def empty(cls, status: int = 204, headers: Iterable[tuple[str, str]] = ()) -> Response:
+        return cls(status, list(headers), b"")
+
+    @classmethod
+    def text(
+        cls, status: int, text: str, content_type: str = "text/plain; charset=utf-8"
+    ) -> Response:
+        return cls(status, [("content-type", content_type)], text.encode())
+
+
+Handler = Callable[[str, str, Headers, bytes], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_header_bytes: int = 64 * 1024
+    max_body_bytes: int = 64 * 1024
+    request_timeout_s: float = 10.0
+    idle_timeout_s: float = 60.0
+    max_connections: int = 256
+    shutdown_grace_s: float = 5.0
+
+
+class _Timeout(Exception):
+    def __init__(self, mid_request: bool) -> None:
+        super().__init__("timeout")
+        self.mid_request = mid_request
+
+
+class _Close(Exception):
+    """Stop serving this connection (after any response already sent)."""
+
+
+class _Conn:
+    """Per-connection state visible to the server for graceful shutdown."""
+
+    def __init__(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
+        self.stream = stream
+        self.scope = scope
+        self.idle = True
+
+
+class HttpServer:
+    """Serves one :data:`Handler` on trio listeners with the limits above."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        limits: Limits | None = None,
+        allowed_uid: int | None = None,
+    ) -> None:
+        self.handler = handler
+        self.limits = limits or Limits()
+        self.allowed_uid = allowed_uid
+        self._conns: set[_Conn] = set()
+        self._closing = False
+        self._accept_scope = trio.CancelScope()
+        self.serving = False
+
+    @property
+    def active_connections(self) -> int:
+        return len(self._conns)
+
+    # ---- accepting -------------------------------------------------------
+
+    async def serve(
+        self,
+        listener: trio.abc.Listener[trio.abc.Stream],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept until :meth:`stop`, then let in-flight requests finish (bounded)."""
+        slots = trio.Semaphore(self.limits.max_connections)
+        async with trio.open_nursery() as nursery:
+            with self._accept_scope:
+                self.serving = True
+                task_status.started()
+                while True:
+                    await slots.acquire()
+                    try:
+                        stream = await listener.accept()
+                    except trio.ClosedResourceError:
+                        slots.release()
+                        break  # the listener was closed under us: same as stop()
+                    except OSError as exc:
+                        # EMFILE and friends: wait instead of spinning or dying.
+                        slots.release()
+                        log.warning("accept failed", error=str(exc))
+                        await trio.sleep(0.1)
+                        continue
+                    except BaseException:
+                        slots.release()
+                        raise
+                    nursery.start_soon(self._run_connection, stream, slots)
+            self.serving = False
+            self._closing = True
+            for conn in list(self._conns):
+                if conn.idle:
+                    conn.scope.cancel()
+            nursery.cancel_scope.deadline = trio.current_time() + self.limits.shutdown_grace_s
+
+    def stop(self) -> None:
+        """Stop accepting; idle connections close, busy ones finish their request."""
+        self._accept_scope.cancel()
+
+    async def _run_connection(self, stream: trio.abc.Stream, slots: trio.Semaphore) -> None:
+        try:
+            await self.serve_connection(stream)
+        finally:
+            slots.release()
+
+    # ---- one connection --------------------------------------------------
+
+    async def serve_connection(self, stream: trio.abc.Stream) -> None:
+        """Serve requests on *stream* until the client or a limit closes it."""
+        with trio.CancelScope() as scope:
+            conn = _Conn(stream, scope)
+            self._conns.add(conn)
+            try:
+                await self._serve(conn)
+            except (_Close, _Timeout, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            except Exception:
+                log.exception("connection failed")
+            finally:
+                self._conns.discard(conn)
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await stream.aclose()
+
+    def _peer(self, stream: trio.abc.Stream) -> PeerCred | None:
+        sock = getattr(stream, "socket", None)
+        if sock is None or sock.family != trio.socket.AF_UNIX:
+            return None
+        try:
+            return peer_credentials(sock)
+        except OSError:
+            return None
+
+    async def _serve(self, conn: _Conn) -> None:
+        h = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
+        peer = self._peer(conn.stream)
+        forbidden_peer = not peer_allowed(peer, uid=self.allowed_uid)
+        if forbidden_peer:
+            assert peer is not None
+            log.warning(
+                "refused connection from another user", peer_uid=peer.uid, peer_pid=peer.pid
+            )
+        first = True
+        while True:
+            conn.idle = True
+            if self._closing:
+                return
+            wait = self.limits.request_timeout_s if first else self.limits.idle_timeout_s
+            first = False
+            try:
+                request, body = await self._read_request(h, conn, wait)
+            except h11.RemoteProtocolError as exc:
+                status = exc.error_status_hint or 400
+                desc = "request headers too large" if status == 431 else "malformed HTTP request"
+                await self._send(
+                    h, conn, Response.error(status, "invalid_request", desc), close=True
+                )
+                return
+            except _BodyTooLarge:
+                await self._send(
+                    h,
+                    conn,
+                    Response.error(
+                        413,
+                        "invalid_request",
+                        f"request body larger than {self.limits.max_body_bytes} bytes",
+                    ),
+                    close=True,
+                )
+                return
+            except _Timeout as exc:
+                if exc.mid_request:
+                    await self._send(
+                        h,
+                        conn,
+                        Response.error(408, "invalid_request", "request timeout"),
+                        close=True,
+                    )
+                return
+            if request is None:  # clean EOF between requests
+                return
+            conn.idle = False
+            method = request.method.decode("ascii", "replace").upper()
+            target = request.target.decode("ascii", "replace")
+            headers = [
+                (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.headers
+            ]
+            if forbidden_peer:
+                response = Response.error(
+                    403, "forbidden", "connections from another user are not allowed"
+                )
+                await self._send(h, conn, response, close=True, method=method)
+                return
+            if any(k in ("origin", "referer") for k, _ in headers):
+                log.warning(
+                    "refused request with Origin/Referer", method=method, path=target.split("?")[0]
+                )
+                response = Response.error(
+                    403, "forbidden", "requests from web pages (Origin/Referer) are not allowed"
+                )
+            else:
+                response = await self._call_handler(method, target, headers, body)
+            close = self._closing or _wants_close(request)
+            await self._send(h, conn, response, close=close, method=method)
+            if close or h.our_state is not h11.DONE:
+                return
+            try:
+                h.start_next_cycle()
+            except h11.LocalProtocolError:
+                return
+
+    async def _call_handler(
+        self, method: str, target: str, headers: Headers, body: bytes
+    ) -> Response:
+        try:
+            return await self.handler(method, target, headers, body)
+        except Exception:
+            # The traceback is rendered without locals and redacted (logs.py).
+            log.exception("request handler failed", method=method, path=target.split("?")[0])
+            return Response.error(500, "internal_error", "internal error; see the daemon log")
+
+    async def _read_request(
+        self, h: h11.Connection, conn: _Conn, wait_s: float
+    ) -> tuple[h11.Request | None, bytes]:
+        """Read one request head and body. ``(None, b"")`` on EOF before a request."""
+        deadline = trio.current_time() + wait_s
+        started = False
+        request: h11.Request | None = None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            event = h.next_event()
+            if event is h11.NEED_DATA:
+                if h.their_state is h11.DONE:
+                    # Should not happen, but never block forever on it.
+                    raise _Close()
+                with trio.move_on_at(deadline) as cs:
+                    data = await conn.stream.receive_some(RECEIVE_SIZE)
+                if cs.cancelled_caught:
+                    raise _Timeout(started)
+                if data and not started:
+                    # The idle wait is over; the request must now arrive quickly.
+                    started = True
+                    conn.idle = False
+                    deadline = trio.current_time() + self.limits.request_timeout_s
+                h.receive_data(data)
+                continue
+            if isinstance(event, h11.Request):
+                request = event
+                # h11 only bounds *incomplete* heads; a head that arrived whole in
+                # one large read is bounded here.
+                head = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+                if head > self.limits.max_header_bytes:
+                    raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
+                length = _content_length(event)
+                if length is not None and length > self.limits.max_body_bytes:
+                    raise _BodyTooLarge()
+            elif isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > self.limits.max_body_bytes:
+                    raise _BodyTooLarge()
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                return request, b"".join(chunks)
+            elif isinstance(event, h11.ConnectionClosed):
+                if request is not None:
+                    raise _Close()  # EOF in the middle of a request
+                return None, b""
+            elif event is h11.PAUSED:
+                raise _Close()
+
+    async def _send(
+        self,
+        h: h11.Connection,
+        conn: _Conn,
+        response: Response,
+        *,
+        close: bool,
+        method: str = "",
+    ) -> None:
+        if h.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        headers = [(k.lower(), v) for k, v in response.headers]
+        names = {k for k, _ in headers}
+        if "content-length" not in names and response.status not in (204, 304):
+            headers.append(("content-length", str(len(response.body))))
+        if "cache-control" not in names:
+            headers.append(("cache-control", "no-store"))
+        headers.append(("server", SERVER_NAME))
+        if close:
+            headers.append(("connection", "close"))
+        try:
+            data = h.send(h11.Response(status_code=response.status, headers=headers))
+            if response.body and method != "HEAD" and response.status not in (204, 304):
+                data += h.send(h11.Data(data=response.body))
+            data += h.send(h11.EndOfMessage())
+        except h11.LocalProtocolError as exc:
+            log.error("cannot send response", status=response.status, error=str(exc))
+            raise _Close() from exc
+        # A response must not hang on a client that stops reading.
+        with trio.move_on_after(self.limits.request_timeout_s) as cs:
+            await conn.stream.send_all(data)
+        if cs.cancelled_caught:
+            raise _Close()
+        if close:
+            raise _Close()
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _content_length(request: h11.Request) -> int | None:
+    for name, value in request.headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _wants_close(request: h11.Request) -> bool:
+    if request.http_version == b"1.0":
+        return not any(
+            k == b"connection" and b"keep-alive" in v.lower() for k, v in request.headers
+        )
+    return any(k == b"connection" and b"close" in v.lower() for k, v in request.headers)

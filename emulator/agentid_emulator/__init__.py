@@ -1,0 +1,84 @@
+"""agentid_emulator: a local Microsoft Entra emulator for agent identities.
+
+An offline authority that speaks Entra's dialect well enough for MSAL, for the
+demo, the tests, benchmarks, and developers building agents without a tenant::
+
+    agentid-helper-emulator --demo --port 8443 --ready-file ready.json
+
+It serves HTTPS on 127.0.0.1 with a CA it generates (``<state-dir>/ca.pem``;
+the server certificate has SAN IP:127.0.0.1 and DNS:localhost).
+
+Using it from MSAL Python
+-------------------------
+MSAL validates authorities it does not know through Microsoft's instance
+discovery endpoint on login.microsoftonline.com, which is neither reachable
+offline nor aware of 127.0.0.1. Build every application with
+``instance_discovery=False``; MSAL then reads
+``{authority_host}/{tenant}/v2.0/.well-known/openid-configuration`` directly::
+
+    msal.ConfidentialClientApplication(
+        client_id, client_credential=..., authority=f"{authority_host}/{tenant_id}",
+        instance_discovery=False, http_client=session_trusting_ca_pem)
+
+``REQUESTS_CA_BUNDLE`` overrides a requests session's ``verify``; to trust
+``ca.pem`` whatever the environment says, use a ``requests.Session`` subclass
+whose ``merge_environment_settings`` forces ``verify`` (see
+tests/emulator_msal_helpers.py, ``PinnedSession``).
+
+Modules
+-------
+certs (CA, server certificate, signing key), directory (demo and TOML seeds),
+jwt_tokens (minting, JWKS, verification), scopes (scope -> resource),
+client_auth (secret / certificate / federated / T1 client authentication),
+legs (the token endpoint, sans-IO), errors (AADSTS shapes), faults, stats,
+workload (the emulator's own federated-token issuer), server (HTTP I/O), cli.
+
+Fidelity
+--------
+Emulated faithfully:
+
+- OIDC discovery per tenant GUID (issuer ``{authority_host}/{tenant}/v2.0``,
+  token/authorize/JWKS endpoints) and JWKS (RS256, ``kid``).
+- The five agent legs, with MSAL 1.39's exact requests: T1 (blueprint
+  client_credentials + ``fmi_path`` + ``api://AzureADTokenExchange/.default``,
+  authenticated by secret, by certificate assertion (x5t or x5t#S256, RS256 or
+  PS256, ``iss``=``sub``=client_id, ``aud``=token endpoint, expiry) or by a
+  federated assertion matched to a federated identity credential on issuer,
+  audience and subject); AutonomousApp and T2 (agent client_credentials with a
+  T1 client assertion: signature by this emulator, issuer of this tenant,
+  ``aud`` fb60f99c-7a34-4190-8149-302f77469936, unexpired, ``sub`` =
+  ``/eid1/c/pub/t/<tenant>/a/<blueprint>/<agent>``); OBO (user token signed
+  here, unexpired, ``aud`` = the agent id or ``api://<agent id>``, user
+  exists); user_fic (T1 client assertion + T2 of the same agent + an agent
+  user of that agent by ``username`` or ``user_id``).
+- Token claims shaped like Entra v2.0 tokens (see jwt_tokens/legs), responses
+  with ``token_type``, ``expires_in``, ``ext_expires_in``, ``refresh_in``
+  (lifetime/2 when the lifetime is >= 2 h, or ``--refresh-in-s``), and for user
+  legs ``id_token``/``client_info`` so MSAL records the account.
+- Errors in Entra's JSON shape and status (401 for invalid_client), the
+  client's ``client-request-id`` echoed as correlation id, ``{EmailHidden}``
+  in user-not-found messages. Codes: 7000215, 7000216, 700016, 700021, 700024,
+  700027, 700211, 700212, 700213, 7002137, 50013, 50027, 50034, 500133,
+  1002012, 70011, 28000, 900144, 70003, 90002; faults use 90055 (429) and
+  90033 (5xx).
+- client_secret_post and client_secret_basic.
+
+Deliberately not emulated:
+
+- Interactive flows (authorize, device code), refresh tokens, ROPC, SAML,
+  managed identity, the v1.0 endpoint, ``common``/``organizations`` and tenant
+  domain names (tenant GUIDs only), instance discovery, regional endpoints.
+- Consent and permission grants: any resource URI is accepted; ``/.default``
+  yields the agent's seeded ``roles`` (app) or ``User.Read`` /
+  ``user_impersonation`` (delegated). Resource-specific checks (AADSTS500011)
+  are not made.
+- Conditional Access, claims challenges (``claims`` is ignored), token
+  protection, CAE (``xms_cc``), PoP tokens, encrypted tokens.
+- Clock skew: assertions are checked without leeway (Entra allows ~5 min), so
+  that short test lifetimes expire when they say.
+- Error codes outside the list above may differ from Entra's for the same
+  condition (Entra's exact choice is not always documented).
+- Object ids of service principals equal the application ids; ``sub`` of user
+  tokens is a stable pairwise hash, not Entra's exact algorithm.
+- Throttling is only what ``/_emulator/faults`` injects.
+"""

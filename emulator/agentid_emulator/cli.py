@@ -1,0 +1,174 @@
+"""``agentid-helper-emulator``: run the local Entra emulator.
+
+    agentid-helper-emulator [--port N] [--demo | --seed FILE] [--ready-file F]
+                            [--state-dir D] [--token-lifetime-s N] [--refresh-in-s N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from .certs import cert_pem, ensure_key_material, key_pem, new_key, self_signed_certificate
+from .directory import Directory, SeedError, demo_directory, load_seed
+from .jwt_tokens import TokenIssuer
+from .legs import TokenService
+from .server import EmulatorHTTPServer, EmulatorState
+from .workload import workload_issuer, write_workload_token
+
+PROG = "agentid-helper-emulator"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be between 0 and 65535")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Local Microsoft Entra emulator for agent identities "
+                               "(offline authority over HTTPS on 127.0.0.1).")
+    parser.add_argument("--port", type=_port, default=0,
+                        help="TCP port on 127.0.0.1 (default 0: any free port)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--demo", action="store_true",
+                        help="built-in directory with fixed GUIDs (the default)")
+    source.add_argument("--seed", type=Path, metavar="FILE", help="TOML directory to load")
+    parser.add_argument("--ready-file", type=Path, metavar="F",
+                        help="write connection details here (JSON, atomically) once serving")
+    parser.add_argument("--state-dir", type=Path, metavar="D",
+                        help="CA, keys and certificates (default: the user state dir)")
+    parser.add_argument("--token-lifetime-s", type=_positive_int, default=3600, metavar="N",
+                        help="lifetime of issued tokens in seconds (default 3600)")
+    parser.add_argument("--refresh-in-s", type=_positive_int, metavar="N",
+                        help="always send refresh_in=N (default: lifetime/2 when >= 2h)")
+    return parser
+
+
+def _default_state_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("agentid-helper-emulator"))
+
+
+def demo_certificate(state_dir: Path) -> tuple[x509.Certificate, Path]:
+    """The demo blueprint's certificate credential: key + certificate in one PEM (0600)."""
+    path = state_dir / "blueprint-cert.pem"
+    with contextlib.suppress(OSError, ValueError):
+        return x509.load_pem_x509_certificate(path.read_bytes()), path
+    key = new_key()
+    cert = self_signed_certificate(key, "agentid-helper demo blueprint")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key_pem(key) + cert_pem(cert))
+    return cert, path
+
+
+def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    state_dir: Path = (args.state_dir or _default_state_dir()).expanduser().resolve()
+    extra: dict[str, Any] = {}
+    directory: Directory
+    if args.seed is not None:   # before any key generation: a bad seed fails fast
+        try:
+            directory = load_seed(args.seed)
+        except SeedError as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return 2
+    try:
+        keys = ensure_key_material(state_dir)
+    except OSError as exc:
+        print(f"{PROG}: cannot prepare state dir {state_dir}: {exc}", file=sys.stderr)
+        return 5
+    if args.seed is None:
+        cert, cert_path = demo_certificate(state_dir)
+        directory = demo_directory(blueprint_certificate=cert)
+        extra["blueprint_certificate_file"] = str(cert_path)
+
+    issuer = TokenIssuer("https://127.0.0.1:0", keys.signing_key)
+    service = TokenService(directory, issuer, args.token_lifetime_s, args.refresh_in_s)
+    state = EmulatorState(service)
+    try:
+        server = EmulatorHTTPServer(args.port, state, keys.server_cert_path, keys.server_key_path)
+    except OSError as exc:
+        print(f"{PROG}: cannot listen on 127.0.0.1:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    issuer.authority_host = f"https://127.0.0.1:{server.port}"
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                              name="emulator-http", daemon=True)
+    thread.start()
+
+    tenant_id = directory.summary.get("tenant_id")
+    if args.seed is None:
+        token_file = state_dir / "workload-token.jwt"
+        write_workload_token(service, token_file)
+        extra["blueprint_federated_token_file"] = str(token_file)
+    info = {
+        "authority_host": issuer.authority_host,
+        "authority": f"{issuer.authority_host}/{tenant_id}",
+        "token_endpoint": f"{issuer.authority_host}/{tenant_id}/oauth2/v2.0/token",
+        "ca_bundle": str(keys.ca_cert_path),
+        "port": server.port,
+        "pid": os.getpid(),
+        "state_dir": str(state_dir),
+        "workload_issuer": workload_issuer(issuer.authority_host),
+        "token_lifetime_s": args.token_lifetime_s,
+        **directory.summary,
+        **extra,
+    }
+    if args.ready_file:
+        _write_json_atomically(args.ready_file, info)
+    source = f"seed {args.seed}" if args.seed else "demo directory"
+    print(f"{PROG}: serving {issuer.authority_host} (tenant {tenant_id}, {source}, "
+          f"CA {keys.ca_cert_path})", file=sys.stderr, flush=True)
+    try:
+        while not stop.wait(1.0):
+            if not thread.is_alive():
+                return 1
+    finally:
+        server.shutdown()
+        server.server_close()
+        if args.ready_file:
+            with contextlib.suppress(OSError):
+                args.ready_file.unlink()
+        print(f"{PROG}: stopped", file=sys.stderr, flush=True)
+    return 0

@@ -1,0 +1,301 @@
+"""The token endpoint, sans-IO: a form dict in, a response (status, JSON body) out.
+
+The five agent legs (DESIGN.md) are validated for real: client credentials,
+T1/T2 assertions (signature, issuer, audience, expiry, subject), the OBO user
+token (signature, expiry, audience = the agent), the user_fic credential and
+the agent user. ``classify`` names the leg of a request from its form alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+
+from .certs import b64url
+from .client_auth import authenticate_agent, authenticate_blueprint, verify_exchange_token
+from .directory import AgentIdentity, Blueprint, Directory, Tenant, User
+from .errors import AadstsError, missing_parameter, render
+from .jwt_tokens import TOKEN_EXCHANGE_APP_ID, TokenIssuer, fmi_subject
+from .scopes import ResolvedScope, is_token_exchange, resolve
+
+GRANT_CLIENT_CREDENTIALS = "client_credentials"
+GRANT_JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+GRANT_USER_FIC = "user_fic"
+# Entra sends refresh_in when a token lives at least this long (half the lifetime).
+REFRESH_IN_THRESHOLD_S = 7200
+
+
+def classify(form: dict[str, str]) -> str | None:
+    """The leg of a token request, from its form alone (None if not an agent leg)."""
+    grant = form.get("grant_type")
+    if grant == GRANT_CLIENT_CREDENTIALS:
+        if form.get("fmi_path"):
+            return "t1"
+        return "t2" if is_token_exchange(form.get("scope")) else "autonomous_app"
+    if grant == GRANT_JWT_BEARER:
+        return "obo"
+    if grant == GRANT_USER_FIC:
+        return "user_fic"
+    return None
+
+
+@dataclass(frozen=True)
+class TokenResponse:
+    status: int
+    body: dict[str, Any] = field(repr=False)
+    headers: dict[str, str]
+    leg: str | None
+    client_id: str | None
+    aadsts: int | None = None
+
+
+@dataclass
+class TokenService:
+    """Validates token requests against a Directory and mints the answers."""
+
+    directory: Directory
+    issuer: TokenIssuer
+    token_lifetime_s: int = 3600
+    refresh_in_s: int | None = None
+
+    @property
+    def authority_host(self) -> str:
+        return self.issuer.authority_host
+
+    def handle(self, tenant_id: str, form: dict[str, str], *,
+               correlation_id: str | None = None, now: float | None = None) -> TokenResponse:
+        now = time.time() if now is None else now
+        leg = classify(form)
+        client_id = form.get("client_id") or None
+        try:
+            body = self._dispatch(tenant_id, form, now)
+        except AadstsError as err:
+            rendered = render(err, now=now, correlation_id=correlation_id,
+                              authority_host=self.authority_host)
+            return TokenResponse(rendered.status, rendered.body, rendered.headers, leg,
+                                 client_id, err.code)
+        headers = {"client-request-id": correlation_id} if correlation_id else {}
+        return TokenResponse(200, body, headers, leg, client_id)
+
+    # -- dispatch ---------------------------------------------------------------
+    def _dispatch(self, tenant_id: str, form: dict[str, str], now: float) -> dict[str, Any]:
+        grant = form.get("grant_type")
+        if not grant:
+            raise missing_parameter("grant_type")
+        if grant not in (GRANT_CLIENT_CREDENTIALS, GRANT_JWT_BEARER, GRANT_USER_FIC):
+            raise AadstsError(70003, f"The app requested an unsupported grant type '{grant}'.",
+                              error="unsupported_grant_type")
+        client_id = form.get("client_id")
+        if not client_id:
+            raise missing_parameter("client_id")
+        tenant = self.tenant(tenant_id)
+        blueprint = tenant.blueprints.get(client_id.lower())
+        agent = tenant.agents.get(client_id.lower())
+        if blueprint is None and agent is None:
+            raise AadstsError(700016, f"Application with identifier '{client_id}' was not "
+                                      f"found in the directory '{tenant.tenant_id}'. This can "
+                                      "happen if the application has not been installed by "
+                                      "the administrator of the tenant.")
+        if blueprint is not None:
+            if grant != GRANT_CLIENT_CREDENTIALS:
+                raise AadstsError(70003, f"The app requested an unsupported grant type "
+                                         f"'{grant}': an agent identity blueprint only "
+                                         "obtains exchange tokens (client_credentials).",
+                                  error="unsupported_grant_type")
+            return self._t1(tenant, blueprint, form, now)
+        assert agent is not None
+        if grant == GRANT_CLIENT_CREDENTIALS:
+            return self._agent_app(tenant, agent, form, now)
+        if grant == GRANT_JWT_BEARER:
+            return self._obo(tenant, agent, form, now)
+        return self._user_fic(tenant, agent, form, now)
+
+    def tenant(self, tenant_id: str) -> Tenant:
+        tenant = self.directory.tenant(tenant_id)
+        if tenant is None:
+            raise AadstsError(90002, f"Tenant '{tenant_id}' not found. Check to make sure you "
+                                     "have the correct tenant ID and are signing into the "
+                                     "correct cloud.")
+        return tenant
+
+    # -- legs -------------------------------------------------------------------
+    def _t1(self, tenant: Tenant, bp: Blueprint, form: dict[str, str],
+            now: float) -> dict[str, Any]:
+        token_endpoint = f"{self.authority_host}/{tenant.tenant_id}/oauth2/v2.0/token"
+        kind = authenticate_blueprint(bp, form, now=now, token_endpoint=token_endpoint,
+                                      authority_host=self.authority_host, issuer=self.issuer)
+        scope = resolve(form.get("scope"), app_only=True)
+        fmi_path = form.get("fmi_path")
+        if not fmi_path:
+            raise missing_parameter("fmi_path")
+        if not is_token_exchange(form.get("scope")):
+            raise AadstsError(70011, f"The provided value for scope {form.get('scope')} is "
+                                     "not valid. A blueprint token for an agent (fmi_path) "
+                                     "must use scope api://AzureADTokenExchange/.default.",
+                              error="invalid_scope")
+        agent = tenant.agents.get(fmi_path.lower())
+        if agent is None or agent.blueprint_app_id != bp.app_id:
+            raise AadstsError(700016, f"Application with identifier '{fmi_path}' (fmi_path) "
+                                      "was not found as an agent identity of blueprint "
+                                      f"'{bp.app_id}' in the directory '{tenant.tenant_id}'.")
+        acr = "1" if kind == "secret" else "2"
+        claims = {"aud": TOKEN_EXCHANGE_APP_ID, "azp": bp.app_id, "azpacr": acr,
+                  "appid": bp.app_id, "appidacr": acr, "idtyp": "app", "oid": bp.app_id,
+                  "sub": fmi_subject(tenant.tenant_id, bp.app_id, agent.app_id)}
+        return self._app_response(tenant, claims, scope)
+
+    def _agent_app(self, tenant: Tenant, agent: AgentIdentity, form: dict[str, str],
+                   now: float) -> dict[str, Any]:
+        authenticate_agent(agent, form, tenant_id=tenant.tenant_id, now=now,
+                           issuer=self.issuer)
+        scope = resolve(form.get("scope"), app_only=True)
+        claims: dict[str, Any] = {
+            "aud": scope.resource, "azp": agent.app_id, "azpacr": "2", "appid": agent.app_id,
+            "appidacr": "2", "idtyp": "app", "oid": agent.app_id, "sub": agent.app_id,
+            "xms_par_app_azp": agent.blueprint_app_id}
+        if is_token_exchange(form.get("scope")):   # T2: the agent's own exchange token
+            claims["aud"] = TOKEN_EXCHANGE_APP_ID
+        elif agent.roles:
+            claims["roles"] = list(agent.roles)
+        return self._app_response(tenant, claims, scope)
+
+    def _obo(self, tenant: Tenant, agent: AgentIdentity, form: dict[str, str],
+             now: float) -> dict[str, Any]:
+        authenticate_agent(agent, form, tenant_id=tenant.tenant_id, now=now,
+                           issuer=self.issuer)
+        assertion = form.get("assertion")
+        if not assertion:
+            raise missing_parameter("assertion")
+        use = form.get("requested_token_use")
+        if not use:
+            raise missing_parameter("requested_token_use")
+        if use != "on_behalf_of":
+            raise AadstsError(900144, "The request body must contain the following parameter: "
+                                      "'requested_token_use' with the value 'on_behalf_of'.")
+        scope = resolve(form.get("scope"), app_only=False)
+        user = self._obo_user(tenant, agent, assertion, now)
+        return self._user_response(tenant, agent, user, scope)
+
+    def _obo_user(self, tenant: Tenant, agent: AgentIdentity, assertion: str,
+                  now: float) -> User:
+        try:
+            claims = self.issuer.verify(assertion, now=now)
+        except (jwt.ExpiredSignatureError, jwt.ImmatureSignatureError):
+            raise AadstsError(500133, "Assertion is not within its valid time range. Ensure "
+                                      "that the access token is not expired before using it "
+                                      "for user assertion.", error="invalid_grant") from None
+        except jwt.InvalidSignatureError:
+            raise AadstsError(50013, "Assertion failed signature validation. [Reason - The "
+                                     "key was not found.]") from None
+        except jwt.PyJWTError:
+            raise AadstsError(50027, "JWT token is invalid or malformed (assertion).") from None
+        if claims.get("iss") != self.issuer.issuer(tenant.tenant_id):
+            raise AadstsError(50013, "Assertion contains an invalid issuer "
+                                     f"'{claims.get('iss')}'.")
+        allowed = {agent.app_id.lower(), f"api://{agent.app_id}".lower()}
+        aud = str(claims.get("aud", ""))
+        if aud.lower() not in allowed:
+            raise AadstsError(50013, "Assertion audience does not match the Client app "
+                                     f"presenting the assertion. The audience in the assertion "
+                                     f"was '{aud}' and the expected audience is "
+                                     f"'{agent.app_id}' or one of the Application Id URIs of "
+                                     "this web API.")
+        if claims.get("idtyp") == "app" or not claims.get("oid"):
+            raise AadstsError(50013, "Assertion is not a user token: on-behalf-of needs the "
+                                     "access token of a signed-in user.")
+        user = tenant.find_user(object_id=str(claims["oid"]))
+        if user is None:
+            raise self._user_not_found(tenant)
+        return user
+
+    def _user_fic(self, tenant: Tenant, agent: AgentIdentity, form: dict[str, str],
+                  now: float) -> dict[str, Any]:
+        authenticate_agent(agent, form, tenant_id=tenant.tenant_id, now=now,
+                           issuer=self.issuer)
+        fic = form.get("user_federated_identity_credential")
+        if not fic:
+            raise missing_parameter("user_federated_identity_credential")
+        claims = verify_exchange_token(fic, issuer=self.issuer, tenant_id=tenant.tenant_id,
+                                       now=now, what="User federated identity credential")
+        if claims.get("sub") != agent.app_id or claims.get("azp") != agent.app_id:
+            raise AadstsError(7002137, "No matching federated identity record found for "
+                                       f"presented assertion subject '{claims.get('sub')}'. "
+                                       "The user federated identity credential must be an "
+                                       f"exchange token of agent '{agent.app_id}'.")
+        upn, oid = form.get("username"), form.get("user_id")
+        if not upn and not oid:
+            raise missing_parameter("username")
+        scope = resolve(form.get("scope"), app_only=False)
+        user = tenant.find_user(upn=upn) if upn else tenant.find_user(object_id=oid)
+        if user is None or user.agent_identity_app_id != agent.app_id:
+            raise self._user_not_found(tenant)
+        return self._user_response(tenant, agent, user, scope)
+
+    @staticmethod
+    def _user_not_found(tenant: Tenant) -> AadstsError:
+        # Entra hides the name ({EmailHidden}); so does the emulator.
+        return AadstsError(50034, "The user account {EmailHidden} does not exist in the "
+                                  f"{tenant.tenant_id} directory. To sign into this "
+                                  "application, the account must be added to the directory.")
+
+    # -- responses --------------------------------------------------------------
+    def _lifetimes(self) -> dict[str, int]:
+        lifetime = self.token_lifetime_s
+        out = {"expires_in": lifetime, "ext_expires_in": lifetime}
+        if self.refresh_in_s is not None:
+            out["refresh_in"] = self.refresh_in_s
+        elif lifetime >= REFRESH_IN_THRESHOLD_S:
+            out["refresh_in"] = lifetime // 2
+        return out
+
+    def _app_response(self, tenant: Tenant, claims: dict[str, Any],
+                      scope: ResolvedScope) -> dict[str, Any]:
+        token = self.issuer.mint(tenant.tenant_id, claims, lifetime_s=self.token_lifetime_s)
+        return {"token_type": "Bearer", **self._lifetimes(), "access_token": token}
+
+    def _user_response(self, tenant: Tenant, agent: AgentIdentity, user: User,
+                       scope: ResolvedScope) -> dict[str, Any]:
+        scp = " ".join(scope.delegated_permissions())
+        claims = {"aud": scope.resource, "azp": agent.app_id, "azpacr": "2",
+                  "appid": agent.app_id, "appidacr": "2", "idtyp": "user", "upn": user.upn,
+                  "unique_name": user.upn, "name": user.display_name or user.upn,
+                  "oid": user.object_id, "sub": pairwise_subject(user.object_id, agent.app_id),
+                  "scp": scp, "xms_par_app_azp": agent.blueprint_app_id}
+        lifetime = self.token_lifetime_s
+        token = self.issuer.mint(tenant.tenant_id, claims, lifetime_s=lifetime)
+        id_token = self.issuer.mint(tenant.tenant_id, {
+            "aud": agent.app_id, "sub": pairwise_subject(user.object_id, agent.app_id),
+            "oid": user.object_id, "preferred_username": user.upn,
+            "name": user.display_name or user.upn}, lifetime_s=lifetime)
+        client_info = b64url(json.dumps({"uid": user.object_id,
+                                         "utid": tenant.tenant_id}).encode())
+        return {"token_type": "Bearer", "scope": scope.response_scope(delegated=True),
+                **self._lifetimes(), "access_token": token, "id_token": id_token,
+                "client_info": client_info}
+
+    def interactive_user_token(self, tenant_id: str, upn: str, audience: str) -> str:
+        """A user token as an interactive sign-in gives (``/_emulator/users/token``)."""
+        tenant = self.tenant(tenant_id)
+        user = tenant.find_user(upn=upn)
+        if user is None:
+            raise self._user_not_found(tenant)
+        client = INTERACTIVE_CLIENT_ID
+        claims = {"aud": audience, "azp": client, "azpacr": "0", "appid": client,
+                  "appidacr": "0", "idtyp": "user", "upn": user.upn, "unique_name": user.upn,
+                  "name": user.display_name or user.upn, "oid": user.object_id,
+                  "sub": pairwise_subject(user.object_id, client), "scp": "access_as_user"}
+        return self.issuer.mint(tenant.tenant_id, claims, lifetime_s=self.token_lifetime_s)
+
+
+# The public client a developer signs in with (Azure CLI's well-known app id).
+INTERACTIVE_CLIENT_ID = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
+
+
+def pairwise_subject(object_id: str, app_id: str) -> str:
+    """Entra's ``sub`` is pairwise: stable per (user, application)."""
+    return b64url(hashlib.sha256(f"{object_id}|{app_id}".encode()).digest())[:43]

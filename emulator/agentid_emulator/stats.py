@@ -1,0 +1,44 @@
+"""Token request counters for ``GET /_emulator/stats``."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+LEGS = ("t1", "autonomous_app", "obo", "t2", "user_fic")
+
+
+class Stats:
+    """Counts every token endpoint request: by leg (when it can be classified),
+    by client_id, and the ones that did not end in a 200 (``errors``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._total = 0
+            self._errors = 0
+            self._by_leg: Counter[str] = Counter({leg: 0 for leg in LEGS})
+            self._by_client: Counter[str] = Counter()
+
+    def record(self, *, leg: str | None, client_id: str | None, ok: bool) -> None:
+        with self._lock:
+            self._total += 1
+            if leg in LEGS:
+                self._by_leg[leg] += 1
+            if client_id:
+                self._by_client[client_id] += 1
+            if not ok:
+                self._errors += 1
+
+    def to_json(self) -> dict[str, Any]:
+        with self._lock:
+            return {"token_requests": {
+                "total": self._total,
+                "by_leg": {leg: self._by_leg[leg] for leg in LEGS},
+                "by_client": dict(self._by_client),
+                "errors": self._errors,
+            }}

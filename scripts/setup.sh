@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Idempotent setup for a fresh Debian machine (Python 3.11+, root or sudo):
+# system packages the tests use, then a venv in .venv with the project
+# installed in editable mode with its test extras. A second run is fast: it
+# only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+# command -> Debian package that provides it
+declare -A NEEDED=(
+  [git]=git
+  [gnome-keyring-daemon]=gnome-keyring
+  [dbus-run-session]=dbus-daemon
+  [dbus-daemon]=dbus-daemon
+  [systemd-analyze]=systemd
+  [systemd-socket-activate]=systemd
+  [openssl]=openssl
+  [strace]=strace
+  [ss]=iproute2
+)
+missing=()
+for cmd in "${!NEEDED[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEEDED[$cmd]}")
+done
+if ! command -v kubectl >/dev/null 2>&1; then
+  # google-cloud-cli's kubectl where that apt source exists, Debian's otherwise
+  if apt-cache policy kubectl 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    missing+=(kubectl)
+  else
+    missing+=(kubernetes-client)
+  fi
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  # shellcheck disable=SC2046
+  $SUDO apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${missing[@]}" | sort -u) >/dev/null
+fi
+
+PY="${PYTHON:-python3}"
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "setup: creating .venv and installing agentid-helper[test]" >&2
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -c 'import agentid_daemon, agentid_client, agentid_emulator, msal, trio, pytest_trio'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi

@@ -1,0 +1,391 @@
+"""Tests for app.py: the daemon as a subprocess (health, signals, reload, refusal),
+the in-process lifecycle with sd_notify, and end to end against the emulator."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from agentid_daemon.app import Daemon, main
+from agentid_daemon.config import Config
+from agentid_daemon.sdnotify import Notifier
+
+START_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 15.0
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 30.0) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.unix_path)
+
+
+def call(sock: Path, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    conn = UnixHTTPConnection(str(sock))
+    try:
+        data = None if body is None else json.dumps(body).encode()
+        conn.request(method, path, body=data, headers={"content-type": "application/json"})
+        resp = conn.getresponse()
+        raw = resp.read()
+        ctype = resp.getheader("content-type") or ""
+        return resp.status, json.loads(raw) if raw and "json" in ctype else raw.decode()
+    finally:
+        conn.close()
+
+
+class DaemonProc:
+    def __init__(self, proc: subprocess.Popen[str], sock: Path) -> None:
+        self.proc, self.sock = proc, sock
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
+        self.proc.send_signal(sig)
+        out, err = self.proc.communicate(timeout=STOP_TIMEOUT_S)
+        return self.proc.returncode, out, err
+
+
+def start_daemon(
+    tmp_path: Path, config: Path, *extra: str, env: dict[str, str] | None = None
+) -> DaemonProc:
+    sock = tmp_path / "run" / "d.sock"
+    environ = {**os.environ, "AGENTID_HELPER_SOCKET": str(sock), **(env or {})}
+    environ.pop("NOTIFY_SOCKET", None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agentid_daemon",
+            "--config",
+            str(config),
+            "--log-format",
+            "json",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environ,
+    )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"daemon exited {proc.returncode}: {err}{out}")
+        try:
+            if call(sock, "GET", "/readyz")[0] == 200:
+                return DaemonProc(proc, sock)
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("daemon did not become ready")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[DaemonProc]:
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    d = start_daemon(tmp_path, config)
+    yield d
+    if d.proc.poll() is None:
+        d.proc.kill()
+        d.proc.communicate(timeout=STOP_TIMEOUT_S)
+
+
+def log_events(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_health_and_sigterm(daemon: DaemonProc) -> None:
+    assert call(daemon.sock, "GET", "/healthz") == (200, {"status": "ok"})
+    assert os.stat(daemon.sock).st_mode & 0o777 == 0o600
+    rc, out, _err = daemon.stop()
+    assert rc == 0
+    assert not daemon.sock.exists()
+    events = [e["event"] for e in log_events(out)]
+    assert "daemon ready" in events and "shutting down" in events and "daemon stopped" in events
+
+
+def test_sigint_also_graceful(daemon: DaemonProc) -> None:
+    rc, _out, _err = daemon.stop(signal.SIGINT)
+    assert rc == 0 and not daemon.sock.exists()
+
+
+def test_second_daemon_refuses(daemon: DaemonProc, tmp_path: Path) -> None:
+    second = subprocess.run(
+        [sys.executable, "-m", "agentid_daemon", "--config", str(tmp_path / "config.toml")],
+        env={**os.environ, "AGENTID_HELPER_SOCKET": str(daemon.sock)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert second.returncode == 1
+    first_line = second.stderr.splitlines()[0]
+    assert "another agentid-helper daemon is already serving on" in first_line
+    assert f"pid {daemon.proc.pid}" in first_line
+    assert call(daemon.sock, "GET", "/healthz")[0] == 200  # the first one is untouched
+
+
+def test_bad_config_exit_5(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("this is = = not toml")
+    rc = main(
+        ["--config", str(config), "--socket", str(tmp_path / "s.sock"), "--log-format", "json"]
+    )
+    assert rc == 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("agentid-helperd: configuration error:")
+    assert not (tmp_path / "s.sock").exists()
+
+
+def test_lax_socket_dir_exit_5(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lax = tmp_path / "lax"
+    lax.mkdir()
+    lax.chmod(0o777)
+    config = tmp_path / "c.toml"
+    config.write_text("")
+    rc = main(["--config", str(config), "--socket", str(lax / "s.sock"), "--log-format", "json"])
+    assert rc == 5
+    assert "world-writable" in capsys.readouterr().err
+
+
+def test_usage_error_exit_2() -> None:
+    assert main(["--log-format", "xml"]) == 2
+
+
+PROFILE = """
+[profiles.{name}]
+tenant_id = "11111111-1111-1111-1111-111111111111"
+blueprint_app_id = "22222222-2222-2222-2222-222222222222"
+agent_identity_app_id = "33333333-3333-3333-3333-333333333333"
+blueprint_credential = {{ env = "NOPE" }}
+"""
+
+
+def test_sighup_reload_keeps_old_config_on_error(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(PROFILE.format(name="one"))
+    d = start_daemon(tmp_path, config)
+    try:
+        assert call(d.sock, "GET", "/v1/status")[1]["daemon"]["profiles"] == ["one"]
+        config.write_text(PROFILE.format(name="one") + PROFILE.format(name="two"))
+        d.proc.send_signal(signal.SIGHUP)
+        _wait_for(
+            lambda: call(d.sock, "GET", "/v1/status")[1]["daemon"]["profiles"] == ["one", "two"]
+        )
+        config.write_text("[profiles.broken\n")
+        d.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)  # give the reload a chance; the old config must stay either way
+        assert call(d.sock, "GET", "/v1/status")[1]["daemon"]["profiles"] == ["one", "two"]
+        assert call(d.sock, "GET", "/readyz")[0] == 200
+    finally:
+        rc, out, _ = d.stop()
+    assert rc == 0
+    events = log_events(out)
+    reloaded = [e for e in events if e["event"] == "configuration reloaded"]
+    assert reloaded and reloaded[0]["added"] == ["two"]
+    assert any(e["event"].startswith("configuration reload failed") for e in events)
+
+
+def _wait_for(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+# ---- in process: lifecycle and sd_notify -----------------------------------------
+
+
+class FakeCache:
+    def __init__(self) -> None:
+        self.running = False
+
+    def __len__(self) -> int:
+        return 0
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self.running = True
+        task_status.started()
+        await trio.sleep_forever()
+
+
+class FakeBroker:
+    def status(self) -> list[dict[str, Any]]:
+        return []
+
+
+async def next_message(receiver: trio.socket.SocketType) -> bytes:
+    """The next sd_notify message that is not a periodic STATUS= refresh."""
+    while (msg := await receiver.recv(4096)).startswith(b"STATUS="):
+        pass
+    return msg
+
+
+async def test_lifecycle_notifies_systemd(tmp_path: Path) -> None:
+    notify_path = str(tmp_path / "notify")
+    receiver = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_DGRAM)
+    await receiver.bind(notify_path)
+    sock = tmp_path / "run" / "d.sock"
+    daemon = Daemon(
+        Config(path=str(tmp_path / "c.toml")),
+        socket_path=sock,
+        notifier=Notifier({"NOTIFY_SOCKET": notify_path}),
+        components=(FakeCache(), FakeBroker(), None),
+    )
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            opened = await nursery.start(daemon.run)
+            assert opened.path == str(sock) and daemon.state.listening
+            ready = (await receiver.recv(4096)).decode()
+            assert ready.startswith("READY=1\nSTATUS=0 token(s) cached")
+            stream = await trio.open_unix_socket(str(sock))
+            await stream.send_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 200")
+            await stream.aclose()
+            assert await daemon.reload()  # the file is missing: an empty config is valid
+            assert (await next_message(receiver)).startswith(b"RELOADING=1\nMONOTONIC_USEC=")
+            assert (await next_message(receiver)).startswith(b"READY=1")
+            await daemon.stop()
+        assert (await next_message(receiver)) == b"STOPPING=1"
+    assert not sock.exists()
+    receiver.close()
+
+
+class SlowBroker(FakeBroker):
+    def __init__(self) -> None:
+        self.entered = trio.Event()
+        self.release = trio.Event()
+
+    async def get_token(self, req: Any, **_kw: Any) -> Any:
+        self.entered.set()
+        await self.release.wait()
+
+        class Served:
+            def to_json(self) -> dict[str, Any]:
+                return {"access_token": "x", "source": "cache"}
+
+        return Served()
+
+
+class AnyConfig:
+    profiles: dict[str, dict[str, Any]] = {}
+
+    def resolve(self, fields: dict[str, Any]) -> Any:
+        return None
+
+
+async def test_shutdown_removes_socket_then_drains(tmp_path: Path) -> None:
+    sock = tmp_path / "run" / "d.sock"
+    broker = SlowBroker()
+    daemon = Daemon(
+        Config(), socket_path=sock, notifier=Notifier({}), components=(FakeCache(), broker, None)
+    )
+    daemon.state.config = AnyConfig()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.run)
+            stream = await trio.open_unix_socket(str(sock))
+            await stream.send_all(
+                b"POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+            )
+            await broker.entered.wait()
+            await daemon.stop()
+            assert not sock.exists()  # new clients fail fast while we drain
+            broker.release.set()
+            data = b""
+            while chunk := await stream.receive_some(4096):
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200") and b"connection: close" in data
+            await stream.aclose()
+
+
+# ---- end to end: daemon subprocess + emulator --------------------------------------
+
+
+def emulator_config(emu: Any, path: Path) -> None:
+    secret = path.parent / "bp.secret"
+    secret.write_text(emu.blueprint_secret)
+    secret.chmod(0o600)
+    path.write_text(
+        f"""
+default_profile = "app"
+
+[defaults]
+tenant_id = "{emu.tenant_id}"
+authority_host = "{emu.authority_host}"
+ca_bundle = "{emu.ca_bundle}"
+blueprint_app_id = "{emu.blueprint_app_id}"
+agent_identity_app_id = "{emu.agent_identity_app_id}"
+blueprint_credential = {{ secret_file = "{secret}" }}
+
+[profiles.app]
+mode = "AutonomousApp"
+
+[profiles.obo]
+mode = "OBO"
+
+[profiles.user]
+mode = "AutonomousUser"
+user_upn = "{emu.agent_user_upn}"
+"""
+    )
+
+
+def test_end_to_end_three_modes(emulator: Any, tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    emulator_config(emulator, config)
+    d = start_daemon(tmp_path, config, env={"REQUESTS_CA_BUNDLE": "/nonexistent"})
+    try:
+        status, body = call(d.sock, "POST", "/v1/token", {"profile": "app"})
+        assert status == 200, body
+        assert body["mode"] == "AutonomousApp" and body["source"] == "identity_provider"
+        assert body["token_type"] == "Bearer" and body["access_token"].count(".") == 2
+        status, again = call(d.sock, "POST", "/v1/token", {"profile": "app"})
+        assert status == 200 and again["source"] == "cache"
+        assert again["access_token"] == body["access_token"]
+
+        user_token = emulator.user_token(emulator.user_upn, audience=emulator.agent_identity_app_id)
+        status, obo = call(
+            d.sock, "POST", "/v1/token", {"profile": "obo", "user_token": user_token}
+        )
+        assert status == 200, obo
+        assert obo["mode"] == "OBO"
+
+        status, user = call(d.sock, "POST", "/v1/token", {"profile": "user"})
+        assert status == 200, user
+        assert user["mode"] == "AutonomousUser"
+
+        status, st = call(d.sock, "GET", "/v1/status")
+        assert status == 200 and len(st["entries"]) >= 3
+        text = json.dumps(st)
+        for tok in (body["access_token"], obo["access_token"], user["access_token"], user_token):
+            assert tok not in text
+        status, metrics = call(d.sock, "GET", "/metrics")
+        assert status == 200 and 'endpoint="/v1/token",status="200"' in metrics
+        assert call(d.sock, "DELETE", "/v1/token", {"profile": "app"})[0] == 204
+        status, fresh = call(d.sock, "POST", "/v1/token", {"profile": "app"})
+        assert status == 200 and fresh["source"] == "identity_provider"
+    finally:
+        rc, out, err = d.stop()
+    assert rc == 0, err
+    for secret in (emulator.blueprint_secret, user_token, body["access_token"]):
+        assert secret not in out and secret not in err

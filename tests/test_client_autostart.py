@@ -1,0 +1,96 @@
+"""Autostart: spawn, wait, lock, failure reporting (with stand-in daemons)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentid_client import autostart
+from agentid_client.cli import CLI
+
+TESTS = str(Path(__file__).parent)
+
+# A stand-in daemon: the shared fake, serving until killed.
+FAKE_DAEMON = (
+    "import os, sys, time; sys.path.insert(0, {tests!r});"
+    "from test_client_fakes import FakeDaemon;"
+    "f = FakeDaemon(os.environ['AGENTID_HELPER_SOCKET']).__enter__();"
+    "open(os.environ['AGENTID_HELPER_SOCKET'] + '.pid', 'w').write(str(os.getpid()));"
+    "time.sleep(60)"
+)
+
+
+@pytest.fixture
+def sockdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    directory = tempfile.mkdtemp(prefix="aidc-as-")
+    sock = os.path.join(directory, "sub", "dir", "agentid-helper.sock")
+    monkeypatch.setenv("AGENTID_HELPER_SOCKET", sock)
+    monkeypatch.delenv("AGENTID_HELPER_NO_AUTOSTART", raising=False)
+    yield sock
+    pidfile = sock + ".pid"
+    if os.path.exists(pidfile):
+        os.kill(int(Path(pidfile).read_text()), signal.SIGKILL)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    return CLI(io.StringIO(), out, err).run(argv), out.getvalue(), err.getvalue()
+
+
+def test_autostart_spawns_and_serves(sockdir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(autostart, "_DAEMON_CODE", FAKE_DAEMON.format(tests=TESTS))
+    code, out, err = run(["get"])
+    assert code == 0, err
+    assert out.strip().count(".") == 2
+    directory = os.path.dirname(sockdir)
+    assert os.stat(directory).st_mode & 0o777 == 0o700
+    assert os.stat(os.path.dirname(directory)).st_mode & 0o777 == 0o700
+    assert os.path.exists(os.path.join(directory, autostart.LOCK_NAME))
+    assert autostart.answers(sockdir)
+    pid = int(Path(sockdir + ".pid").read_text())
+    assert os.getsid(pid) == pid  # detached into its own session
+    # a second call finds the running daemon: no new spawn
+    monkeypatch.setattr(autostart, "_DAEMON_CODE", "raise SystemExit(9)")
+    assert run(["get"])[0] == 0
+
+
+def test_daemon_that_dies_is_reported(sockdir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        autostart, "_DAEMON_CODE", "import sys; sys.stderr.write('boom\\n'); sys.exit(5)"
+    )
+    code, out, err = run(["get"])
+    assert (code, out) == (3, "")
+    assert "the daemon exited with status 5 while starting" in err.splitlines()[0]
+    log = os.path.join(os.path.dirname(sockdir), autostart.LOG_NAME)
+    assert f"see {log}" in err
+    assert Path(log).read_text() == "boom\n"
+    assert os.stat(log).st_mode & 0o777 == 0o600
+
+
+def test_daemon_that_never_listens_times_out(sockdir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(autostart, "_DAEMON_CODE", "import time; time.sleep(30)")
+    monkeypatch.setattr(autostart.ensure_daemon, "__defaults__", (0.3,))
+    spawned = []
+    real_spawn = autostart.spawn
+
+    def spawn(log_path: str):  # type: ignore[no-untyped-def]
+        proc = real_spawn(log_path)
+        spawned.append(proc)
+        return proc
+
+    monkeypatch.setattr(autostart, "spawn", spawn)
+    try:
+        code, _, err = run(["get"])
+    finally:
+        for proc in spawned:  # a slow daemon is left running by design; not in a test
+            proc.kill()
+            proc.wait(5)
+    assert code == 3 and "did not listen within 0.3 s" in err

@@ -1,0 +1,55 @@
+"""Daemon error JSON -> exit codes and messages."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from agentid_client.failures import ClientError, UsageError, from_response
+
+
+@pytest.mark.parametrize(
+    "status,error,code",
+    [
+        (400, "invalid_request", 2),
+        (404, "unknown_profile", 2),
+        (403, "forbidden", 3),
+        (502, "identity_provider_error", 4),
+        (503, "identity_provider_unavailable", 4),
+        (500, "configuration_error", 5),
+        (500, "internal_error", 1),
+        (418, None, 1),
+    ],
+)
+def test_exit_codes(status: int, error: str | None, code: int) -> None:
+    body = {"error": error, "error_description": "d"} if error else None
+    assert from_response(status, body).exit_code == code
+
+
+def test_message_carries_aadsts_correlation_and_hint() -> None:
+    err = from_response(
+        502,
+        {
+            "error": "identity_provider_error",
+            "error_description": "AADSTS7000215: Invalid client secret provided.",
+            "aadsts_codes": [7000215, 50034],
+            "correlation_id": "c-1",
+            "hint": "check the secret",
+        },
+    )
+    out = io.StringIO()
+    assert err.report(out) == 4
+    lines = out.getvalue().splitlines()
+    assert lines[0] == (
+        "agentid-helper: error: AADSTS7000215: Invalid client secret provided. "
+        "[AADSTS50034] (identity_provider_error)"
+    )
+    assert lines[1:] == ["  correlation id: c-1", "  hint: check the secret"]
+
+
+def test_usage_error_points_at_help() -> None:
+    out = io.StringIO()
+    assert UsageError("bad", "get").report(out) == 2
+    assert "agentid-helper get --help" in out.getvalue()
+    assert ClientError("x").exit_code == 1

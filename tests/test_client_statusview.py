@@ -1,0 +1,78 @@
+"""status table rendering."""
+
+from __future__ import annotations
+
+from agentid_client.statusview import render_status
+
+NOW = 1_000_000.0
+
+
+def test_table_rows_and_no_tokens() -> None:
+    body = {
+        "daemon": {"pid": 42, "uptime_s": 3700, "socket": "/run/s.sock", "config_path": "/c.toml"},
+        "entries": [
+            {
+                "kind": "resource",
+                "profile": "bot",
+                "mode": "AutonomousApp",
+                "agent_identity_app_id": "aaaa",
+                "scopes": ["https://graph.microsoft.com/.default"],
+                "user": None,
+                "expires_on": NOW + 3000,
+                "refresh_on": NOW + 125,
+                "last_error": None,
+                "access_token": "SHOULD-NOT-SHOW",
+            },
+            {
+                "kind": "t1",
+                "agent_identity_app_id": "aaaa",
+                "expires_on": NOW - 1,
+                "refresh_on": None,
+                "last_error": {"error_description": "bad\nsecret", "aadsts_codes": [7000215]},
+            },
+        ],
+    }
+    out = render_status(body, now=NOW)
+    lines = out.splitlines()
+    assert lines[0] == "daemon: pid 42, up 1h01m, socket /run/s.sock, config /c.toml"
+    assert lines[1].split() == [
+        "PROFILE",
+        "MODE",
+        "AGENT",
+        "SCOPE",
+        "USER",
+        "EXPIRES",
+        "IN",
+        "NEXT",
+        "REFRESH",
+        "LAST",
+        "ERROR",
+    ]
+    assert lines[2].split() == [
+        "bot",
+        "AutonomousApp",
+        "aaaa",
+        "https://graph.microsoft.com/.default",
+        "-",
+        "50m00s",
+        "2m05s",
+        "-",
+    ]
+    assert lines[3].split() == [
+        "-",
+        "(t1)",
+        "aaaa",
+        "-",
+        "-",
+        "expired",
+        "-",
+        "AADSTS7000215",
+        "bad",
+        "secret",
+    ]
+    assert "SHOULD-NOT-SHOW" not in out
+
+
+def test_empty() -> None:
+    assert render_status({"entries": []}, now=NOW) == "no cached tokens"
+    assert render_status([], now=NOW) == "no cached tokens"

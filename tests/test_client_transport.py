@@ -1,0 +1,137 @@
+"""The minimal HTTP/1.1 client: framing, errors, connect failures."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+import test_client_fakes
+from test_client_fakes import FakeDaemon
+
+from agentid_client.failures import ClientError
+from agentid_client.transport import ConnectFailed, ProtocolError, Response, build_request, request
+
+fake_daemon = test_client_fakes.fake_daemon  # the shared fixture
+
+
+def one_shot_server(path: str, reply: bytes) -> threading.Thread:
+    """Accept one connection, read the request head, send ``reply`` raw, close."""
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(1)
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        conn.settimeout(5)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(4096)
+        for i in range(0, len(reply), 7):  # dribble: the reader must reassemble
+            conn.sendall(reply[i : i + 7])
+        conn.close()
+        srv.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture
+def sock_path() -> str:
+    return test_client_fakes.short_socket_path()
+
+
+def test_json_round_trip(fake_daemon: FakeDaemon) -> None:
+    resp = request(fake_daemon.path, "POST", "/v1/token", {"profile": "p"}, timeout=5)
+    assert resp.status == 200 and resp.json()["access_token"] == test_client_fakes.TOKEN
+    sent = fake_daemon.requests[-1]
+    assert sent["json"] == {"profile": "p"}
+    assert sent["headers"]["content-type"] == "application/json"
+    assert "origin" not in sent["headers"] and "referer" not in sent["headers"]
+
+
+def test_204_and_empty_delete(fake_daemon: FakeDaemon) -> None:
+    resp = request(fake_daemon.path, "POST", "/v1/flush", timeout=5)
+    assert (resp.status, resp.body, resp.json()) == (204, b"", None)
+    assert fake_daemon.requests[-1]["headers"]["content-length"] == "0"
+
+
+@pytest.mark.parametrize(
+    "reply,body",
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n{}  ", b"{}  "),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\n{}\r\n3;x=1\r\n[1]\r\n0\r\n\r\n",
+            b"{}[1]",
+        ),
+        (b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"a": 1}', b'{"a": 1}'),
+    ],
+)
+def test_response_framing(sock_path: str, reply: bytes, body: bytes) -> None:
+    thread = one_shot_server(sock_path, reply)
+    resp = request(sock_path, "GET", "/v1/status", timeout=5)
+    thread.join(5)
+    assert resp.status == 200 and resp.body == body
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"garbage\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+        b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+)
+def test_malformed_responses(sock_path: str, reply: bytes) -> None:
+    thread = one_shot_server(sock_path, reply)
+    with pytest.raises(ProtocolError):
+        request(sock_path, "GET", "/v1/status", timeout=5)
+    thread.join(5)
+
+
+def test_invalid_json_body(sock_path: str) -> None:
+    thread = one_shot_server(sock_path, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n{x}")
+    resp = request(sock_path, "GET", "/v1/status", timeout=5)
+    thread.join(5)
+    with pytest.raises(ProtocolError):
+        resp.json()
+
+
+def test_connect_failures(tmp_path: Path, sock_path: str) -> None:
+    with pytest.raises(ConnectFailed):
+        request(str(tmp_path / "absent.sock"), "GET", "/healthz", timeout=5)
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(sock_path)  # bound, never listening: ECONNREFUSED
+    try:
+        with pytest.raises(ConnectFailed):
+            request(sock_path, "GET", "/healthz", timeout=5)
+    finally:
+        dead.close()
+        os.unlink(sock_path)
+
+
+def test_timeout_is_exit_3(sock_path: str) -> None:
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(sock_path)
+    srv.listen(1)  # accepts into the backlog, never answers
+    try:
+        with pytest.raises(ClientError) as info:
+            request(sock_path, "GET", "/healthz", timeout=0.2)
+        assert info.value.exit_code == 3
+    finally:
+        srv.close()
+
+
+def test_request_bytes_and_repr() -> None:
+    raw = build_request("POST", "/v1/token", b'{"a":1}')
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /v1/token HTTP/1.1\r\n") and b"Content-Length: 7" in head
+    assert body == b'{"a":1}'
+    assert "secret-token" not in repr(Response(200, {}, b'{"access_token":"secret-token"}'))

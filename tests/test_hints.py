@@ -1,0 +1,20 @@
+"""Tests for AADSTS hints."""
+
+from __future__ import annotations
+
+import pytest
+from agentid_daemon.hints import HINTS, hint_for
+
+REQUIRED = [7000215, 7000216, 7002137, 700211, 65001, 50034, 50013, 82001, 1002012, 700024,
+            700016]
+
+
+@pytest.mark.parametrize("code", REQUIRED)
+def test_required_codes_have_one_line_hints(code: int) -> None:
+    assert "\n" not in HINTS[code] and HINTS[code]
+
+
+def test_first_known_code_wins() -> None:
+    assert hint_for([1, 50034, 65001]) == HINTS[50034]
+    assert hint_for([1, 2]) is None
+    assert hint_for([]) is None

@@ -1,0 +1,353 @@
+"""The systemd user units and `agentid-helper systemd install|uninstall`."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from agentid_client import systemd_units as su
+from agentid_client.systemd_templates import SERVICE_TEMPLATE, SOCKET_TEMPLATE
+
+REPO = Path(__file__).resolve().parents[1]
+DAEMON = str(Path(sys.executable).parent / "agentid-helperd")
+MAX_EXPOSURE = 4.0
+
+needs_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed"
+)
+
+FAKE_SYSTEMCTL = """#!/bin/sh
+printf '%s\\n' "$*" >> "$FAKE_SYSTEMCTL_LOG"
+case " $* " in *" $FAKE_SYSTEMCTL_FAIL_ON "*)
+  echo "Failed to connect to bus: No medium found" >&2; exit 1;;
+esac
+exit 0
+"""
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private HOME/XDG_CONFIG_HOME and a fake systemctl first on PATH."""
+    h = tmp_path / "home"
+    (h / "cfg").mkdir(parents=True)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "systemctl"
+    fake.write_text(FAKE_SYSTEMCTL)
+    fake.chmod(0o755)
+    monkeypatch.setenv("HOME", str(h))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(h / "cfg"))
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SYSTEMCTL_LOG", str(tmp_path / "systemctl.log"))
+    monkeypatch.setenv("FAKE_SYSTEMCTL_FAIL_ON", "--never--")
+    monkeypatch.setenv("USER", "agent-test")
+    return h
+
+
+def systemctl_calls(home: Path) -> list[str]:
+    log = home.parent / "systemctl.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def run_install(now: bool, tmp_path: Path, **kw: object) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    kw.setdefault("proc_sys", tmp_path / "no-proc-sys")
+    code = su.install(now, daemon_path=DAEMON, out=out, err=err, **kw)  # type: ignore[arg-type]
+    return code, out.getvalue(), err.getvalue()
+
+
+def run_uninstall() -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    return su.uninstall(out=out, err=err), out.getvalue(), err.getvalue()
+
+
+# --- the unit texts ------------------------------------------------------------
+
+
+def test_embedded_templates_match_repository_units() -> None:
+    assert (REPO / "systemd/agentid-helper.socket").read_text() == SOCKET_TEMPLATE
+    assert (REPO / "systemd/agentid-helper.service").read_text() == SERVICE_TEMPLATE
+
+
+def test_socket_unit_pins_modes_and_name() -> None:
+    lines = set(SOCKET_TEMPLATE.splitlines())
+    for expected in (
+        "ListenStream=%t/agentid-helper/agentid-helper.sock",
+        "SocketMode=0600",
+        "DirectoryMode=0700",
+        "FileDescriptorName=agentid-helper",
+        "Accept=no",
+        "WantedBy=sockets.target",
+    ):
+        assert expected in lines
+
+
+def test_service_unit_essentials() -> None:
+    lines = set(SERVICE_TEMPLATE.splitlines())
+    for expected in (
+        "Type=notify",
+        "NotifyAccess=main",
+        "Restart=on-failure",
+        "WatchdogSec=30s",
+        "TimeoutStopSec=15s",
+        "Requires=agentid-helper.socket",
+        "Also=agentid-helper.socket",
+        "UMask=0077",
+        "PrivateUsers=yes",
+    ):
+        assert expected in lines
+
+
+def test_render_service_substitutes_absolute_daemon_path() -> None:
+    text = su.render_service("/opt/agent id/bin/agentid-helperd")
+    assert 'ExecStart="/opt/agent id/bin/agentid-helperd"\n' in text
+    assert su.DEFAULT_EXEC not in text
+    assert su.is_generated_unmodified(text)
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/usr/bin/agentid-helperd", "/usr/bin/agentid-helperd"),
+        ("/home/a%b/bin/d", "/home/a%%b/bin/d"),
+        ("/home/$USER/bin/d", "/home/$$USER/bin/d"),
+        ('/we"ird\\path/d', '"/we\\"ird\\\\path/d"'),
+    ],
+)
+def test_quote_exec_path(path: str, expected: str) -> None:
+    assert su.quote_exec_path(path) == expected
+
+
+@pytest.mark.parametrize("bad", ["agentid-helperd", "bin/agentid-helperd", "/a\nb"])
+def test_quote_exec_path_rejects(bad: str) -> None:
+    with pytest.raises(su.InstallError):
+        su.quote_exec_path(bad)
+
+
+def test_generated_mark_detects_edits() -> None:
+    text = su.render_socket()
+    assert su.is_generated_unmodified(text)
+    assert not su.is_generated_unmodified(text.replace("0600", "0666"))
+    assert not su.is_generated_unmodified(SOCKET_TEMPLATE)
+
+
+def test_userns_detection(tmp_path: Path) -> None:
+    assert su.userns_unusable_reason(tmp_path) is None
+    (tmp_path / "kernel").mkdir()
+    (tmp_path / "kernel/apparmor_restrict_unprivileged_userns").write_text("0\n")
+    (tmp_path / "kernel/unprivileged_userns_clone").write_text("1\n")
+    assert su.userns_unusable_reason(tmp_path) is None
+    (tmp_path / "kernel/apparmor_restrict_unprivileged_userns").write_text("1\n")
+    assert "AppArmor" in (su.userns_unusable_reason(tmp_path) or "")
+
+
+def test_find_daemon_prefers_this_interpreter_bin_dir() -> None:
+    assert su.find_daemon() == DAEMON
+
+
+# --- install / uninstall with a fake systemctl ---------------------------------------
+
+
+def test_install_writes_units_and_reloads(home: Path, tmp_path: Path) -> None:
+    code, out, err = run_install(False, tmp_path)
+    assert code == 0, err
+    unit_dir = home / "cfg/systemd/user"
+    service = (unit_dir / "agentid-helper.service").read_text()
+    assert f"ExecStart={DAEMON}\n" in service
+    assert (unit_dir / "agentid-helper.socket").read_text() == su.render_socket()
+    assert stat.S_IMODE((unit_dir / "agentid-helper.service").stat().st_mode) == 0o644
+    assert systemctl_calls(home) == ["--user daemon-reload"]
+    assert "wrote" in out and "enable --now agentid-helper.socket" in out
+    assert "loginctl enable-linger agent-test" in out
+    assert not list(unit_dir.glob(".*"))  # no temp files left behind
+
+
+def test_install_now_enables_socket_and_restarts_running_daemon(
+    home: Path, tmp_path: Path
+) -> None:
+    code, _, err = run_install(True, tmp_path)
+    assert code == 0, err
+    assert systemctl_calls(home) == [
+        "--user daemon-reload",
+        "--user enable --now agentid-helper.socket",
+        "--user try-restart agentid-helper.service",
+    ]
+
+
+def test_reinstall_is_idempotent_and_updates_our_own_files(home: Path, tmp_path: Path) -> None:
+    run_install(False, tmp_path)
+    code, out, _ = run_install(False, tmp_path)
+    assert code == 0 and out.count("unchanged") == 2
+    out_, err = io.StringIO(), io.StringIO()
+    assert su.install(False, daemon_path="/other/agentid-helperd", out=out_, err=err,
+                      proc_sys=tmp_path / "none") == 0
+    assert "updated" in out_.getvalue() and "backed up" not in out_.getvalue()
+    assert not list((home / "cfg/systemd/user").glob("*.bak-*"))
+
+
+def test_install_backs_up_a_user_modified_unit(home: Path, tmp_path: Path) -> None:
+    run_install(False, tmp_path)
+    unit = home / "cfg/systemd/user/agentid-helper.service"
+    unit.write_text(unit.read_text().replace("RestartSec=2s", "RestartSec=9s"))
+    code, out, _ = run_install(False, tmp_path)
+    assert code == 0
+    backups = list(unit.parent.glob("agentid-helper.service.bak-*"))
+    assert len(backups) == 1 and "RestartSec=9s" in backups[0].read_text()
+    assert "backed up locally modified" in out and str(backups[0]) in out
+    assert su.is_generated_unmodified(unit.read_text())
+
+
+def test_install_adds_and_removes_the_no_userns_dropin(home: Path, tmp_path: Path) -> None:
+    proc = tmp_path / "proc-sys"
+    (proc / "user").mkdir(parents=True)
+    (proc / "user/max_user_namespaces").write_text("0\n")
+    code, out, _ = run_install(False, tmp_path, proc_sys=proc)
+    dropin = home / "cfg/systemd/user/agentid-helper.service.d" / su.NO_USERNS_DROPIN
+    assert code == 0 and "PrivateUsers=no" in dropin.read_text()
+    assert "PrivateUsers= turned off" in out
+    (proc / "user/max_user_namespaces").write_text("1000\n")
+    run_install(False, tmp_path, proc_sys=proc)
+    assert not dropin.exists()
+
+
+def test_install_without_user_manager_prints_the_commands(home: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_SYSTEMCTL_FAIL_ON", "daemon-reload")
+    code, _, err = run_install(True, tmp_path)
+    assert code == su.EXIT_MANAGER_UNREACHABLE
+    assert "Failed to connect to bus" in err.splitlines()[0]
+    assert "  systemctl --user daemon-reload" in err
+    assert "  systemctl --user enable --now agentid-helper.socket" in err
+    assert (home / "cfg/systemd/user/agentid-helper.service").exists()
+    # Without --now the units are installed: a warning, not a failure.
+    code, _, err = run_install(False, tmp_path)
+    assert code == 0 and "systemctl --user daemon-reload" in err
+
+
+def test_install_without_systemctl(home: Path, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(su.shutil, "which", lambda name: None)
+    code, _, err = run_install(True, tmp_path)
+    assert code == su.EXIT_MANAGER_UNREACHABLE and "systemctl not found" in err
+
+
+def test_install_reports_unwritable_unit_dir(home: Path, tmp_path: Path) -> None:
+    (home / "cfg/systemd").write_text("not a directory")
+    code, _, err = run_install(False, tmp_path)
+    assert code == su.EXIT_CONFIG and err.startswith("agentid-helper: cannot write units")
+
+
+def test_uninstall_stops_disables_and_removes(home: Path, tmp_path: Path) -> None:
+    run_install(True, tmp_path)
+    user_dropin = home / "cfg/systemd/user/agentid-helper.service.d/override.conf"
+    user_dropin.parent.mkdir()
+    user_dropin.write_text("[Service]\nEnvironment=X=1\n")
+    (home.parent / "systemctl.log").unlink()
+    code, out, err = run_uninstall()
+    assert code == 0, err
+    assert systemctl_calls(home) == [
+        "--user disable --now agentid-helper.socket agentid-helper.service",
+        "--user daemon-reload",
+    ]
+    unit_dir = home / "cfg/systemd/user"
+    assert not (unit_dir / "agentid-helper.service").exists()
+    assert not (unit_dir / "agentid-helper.socket").exists()
+    assert user_dropin.exists()  # the user's own drop-in is theirs to remove
+    assert out.count("removed") == 2
+
+
+def test_uninstall_keeps_user_edits_as_backup(home: Path, tmp_path: Path) -> None:
+    run_install(False, tmp_path)
+    sock = home / "cfg/systemd/user/agentid-helper.socket"
+    sock.write_text(sock.read_text() + "# mine\n")
+    code, out, _ = run_uninstall()
+    assert code == 0 and not sock.exists()
+    assert "moved locally modified" in out
+    assert len(list(sock.parent.glob("agentid-helper.socket.bak-*"))) == 1
+
+
+def test_uninstall_when_nothing_installed(home: Path) -> None:
+    code, out, _ = run_uninstall()
+    assert code == 0 and "nothing to remove" in out and systemctl_calls(home) == []
+
+
+def test_uninstall_without_user_manager_still_removes_files(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_install(False, tmp_path)
+    wants = home / "cfg/systemd/user/sockets.target.wants"
+    wants.mkdir()
+    (wants / "agentid-helper.socket").symlink_to("../agentid-helper.socket")
+    (wants / "other.socket").symlink_to("/elsewhere/other.socket")
+    monkeypatch.setenv("FAKE_SYSTEMCTL_FAIL_ON", "disable")
+    code, _, err = run_uninstall()
+    assert code == 0
+    assert err.startswith("agentid-helper: warning: `systemctl --user disable --now")
+    assert not (home / "cfg/systemd/user/agentid-helper.service").exists()
+    assert not (wants / "agentid-helper.socket").is_symlink()  # no dangling enable link
+    assert (wants / "other.socket").is_symlink()
+    assert "--user daemon-reload" not in systemctl_calls(home)[-1]
+
+
+# --- systemd's own tools on the installed units ----------------------------------------
+
+
+def _analyze_env(home: Path) -> dict[str, str]:
+    run = home / "run"
+    run.mkdir(mode=0o700, exist_ok=True)
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / "cfg"),
+        "XDG_RUNTIME_DIR": str(run),
+        "LANG": "C.UTF-8",
+    }
+
+
+def _installed(home: Path, tmp_path: Path, *, no_userns: bool) -> Path:
+    proc = tmp_path / "proc-sys"
+    if no_userns:
+        (proc / "kernel").mkdir(parents=True)
+        (proc / "kernel/apparmor_restrict_unprivileged_userns").write_text("1\n")
+    code, _, err = run_install(False, tmp_path, proc_sys=proc)
+    assert code == 0, err
+    return home / "cfg/systemd/user"
+
+
+@pytest.mark.integration
+@needs_analyze
+@pytest.mark.parametrize("no_userns", [False, True], ids=["userns", "no-userns-dropin"])
+def test_systemd_analyze_verify_is_clean(home: Path, tmp_path: Path, no_userns: bool) -> None:
+    unit_dir = _installed(home, tmp_path, no_userns=no_userns)
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", "--user", "--man=no", "--generators=no",
+         str(unit_dir / "agentid-helper.socket"), str(unit_dir / "agentid-helper.service")],
+        env=_analyze_env(home), capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # verify exits 0 on warnings: any output is a finding
+
+
+@pytest.mark.integration
+@needs_analyze
+@pytest.mark.parametrize("no_userns", [False, True], ids=["userns", "no-userns-dropin"])
+def test_systemd_analyze_security_exposure(home: Path, tmp_path: Path, no_userns: bool) -> None:
+    unit_dir = _installed(home, tmp_path, no_userns=no_userns)
+    proc = subprocess.run(
+        ["systemd-analyze", "security", "--user", "--offline=true", "--no-pager",
+         str(unit_dir / "agentid-helper.service")],
+        env=_analyze_env(home), capture_output=True, text=True, timeout=60, check=False,
+    )
+    m = re.search(r"Overall exposure level for agentid-helper\.service: (\d+\.\d+)", proc.stdout)
+    assert m, proc.stdout + proc.stderr
+    score = float(m.group(1))
+    print(f"\nsystemd-analyze security exposure ({'no-userns' if no_userns else 'default'}):"
+          f" {score}")
+    assert score <= MAX_EXPOSURE

@@ -36,7 +36,7 @@ class Params:
     idle_timeout_s: float = 2.0
 
 
-QUICK = Params(k_scopes=5, lifetime_s=8, window_s=25.0, idle_lifetime_s=6, idle_timeout_s=1.0)
+QUICK = Params(k_scopes=5, lifetime_s=6, window_s=18.0, idle_lifetime_s=5, idle_timeout_s=1.0)
 FULL = Params()
 TINY = Params(burst=50, burst_delay_s=0.2, k_scopes=2, lifetime_s=3, window_s=4.0,
               idle_lifetime_s=3, idle_timeout_s=0.5)  # smoke test only
@@ -272,7 +272,11 @@ def measure(workdir: Path, p: Params) -> Section:
         f"emulator delaying every response by {p.burst_delay_s:g} s so that all requests are "
         "in flight while the first acquisition runs; a burst passes only if all requests "
         "got the same token. OBO uses a user token from `/_emulator/users/token` with "
-        "audience = the agent identity app id."))
+        f"audience = the agent identity app id. k scopes: {p.k_scopes} concurrent requests "
+        "for distinct `api://<guid>/.default` scopes of the demo agent on a fresh daemon. "
+        f"Idle: a separate emulator ({p.idle_lifetime_s} s tokens) and daemon with "
+        f"`[daemon] idle_timeout_s = {p.idle_timeout_s:g}`; one request, then silence for "
+        "the steady-traffic window, counting every token request after the first."))
     for row in sec.missed:
         sec.notes.append(f"Missed: {row.figure}: {row.value}. See the daemon's cache "
                          "single-flight/refresh scheduling (cache.py, broker.py).")

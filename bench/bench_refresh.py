@@ -30,7 +30,7 @@ class Params:
     pace_s: float = 0.02  # 50 req/s per key: far below saturation, so queueing is not measured
 
 
-QUICK = Params(lifetime_s=18, window_s=16.0)
+QUICK = Params(lifetime_s=14, window_s=13.5)
 FULL = Params()
 TINY = Params(lifetime_s=6, window_s=5.0, delay_s=1.0, keys=2, pace_s=0.02)  # smoke only
 

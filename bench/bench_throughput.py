@@ -142,7 +142,7 @@ def measure(workdir: Path, params: Params, *, seed: int = 2) -> Section:
         "interleaved the same way, is a second daemon started with `--log-level warning` "
         "(informative: it drops the info line the daemon logs for every request).",
         f"Every response was a 200; the emulator saw {idp} token request(s) in this "
-        f"benchmark (the warm-up). Daemon RSS after the load: {rss_kib / 1024:.1f} MiB.",
+        f"benchmark (the daemons' warm-ups). Daemon RSS after the load: {rss_kib / 1024:.1f} MiB.",
         "The load generator runs on the same 2 cores as the server: with 8 or 32 clients "
         "the clients' own CPU and the scheduler dominate latency, for the floor as much "
         "as for the daemon.",

@@ -83,3 +83,40 @@ def fresh_emulator(request: pytest.FixtureRequest,
         @pytest.mark.parametrize("fresh_emulator", [{"token_lifetime_s": 10}], indirect=True)
     """
     return emulator_factory(**dict(getattr(request, "param", None) or {}))
+
+
+# --- session-wide log audit (tests/log_audit.py) ------------------------------
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Scan what each test phase printed or logged for tokens and secrets."""
+    from log_audit import AUDIT
+
+    exempt_raw_log = "raw_log_records_hold_planted_secrets" in report.keywords
+    for title, text in report.sections:
+        if exempt_raw_log and title.startswith("Captured log"):
+            # pytest's own handler sees the stdlib record *before* the daemon's
+            # redaction; those tests plant tokens on purpose to prove redaction.
+            continue
+        AUDIT.scanned_sections += 1
+        AUDIT.scan_text(text, f"{report.nodeid} [{title}]")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Scan the logs the run left behind; any finding fails the run."""
+    from log_audit import AUDIT
+
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None:
+        with contextlib.suppress(OSError, ValueError):
+            AUDIT.scan_tree(factory.getbasetemp())
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(
+            f"log audit: {AUDIT.scanned_files} log files and {AUDIT.scanned_sections} "
+            f"captured outputs scanned, {len(AUDIT.findings)} token/secret findings"
+        )
+        for finding in AUDIT.findings[:50]:
+            reporter.write_line(f"log audit: LEAK {finding}", red=True)
+    if AUDIT.findings and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from log_audit import scan_tree
 
 from agentid_client import autostart
 from agentid_client.cli import CLI
@@ -37,6 +38,7 @@ def sockdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     pidfile = sock + ".pid"
     if os.path.exists(pidfile):
         os.kill(int(Path(pidfile).read_text()), signal.SIGKILL)
+    scan_tree(Path(directory))  # session-wide log audit
     shutil.rmtree(directory, ignore_errors=True)
 
 

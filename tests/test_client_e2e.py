@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from log_audit import scan_tree
 
 HELPER = [sys.executable, "-m", "agentid_client"]
 
@@ -108,6 +109,7 @@ def client_env(emulator: Any, tmp_path: Path) -> Iterator[Env]:
             time.sleep(0.05)
         for pid in daemon_pids(env.sock):
             os.kill(pid, signal.SIGKILL)
+        scan_tree(Path(sockdir))  # session-wide log audit
         shutil.rmtree(sockdir, ignore_errors=True)
 
 
@@ -199,4 +201,5 @@ def test_identity_provider_refusal_exit_4(emulator: Any, tmp_path: Path) -> None
     finally:
         for pid in daemon_pids(env.sock):
             os.kill(pid, signal.SIGTERM)
+        scan_tree(Path(sockdir))  # session-wide log audit
         shutil.rmtree(sockdir, ignore_errors=True)

@@ -10,6 +10,10 @@ import pytest
 
 from agentid_daemon.logs import MASK, configure_logging, get_logger, redact, scrub_text
 
+# These tests hand tokens to loggers on purpose; what the daemon renders is
+# checked here and by the session-wide audit, pytest's raw record capture is not.
+pytestmark = pytest.mark.raw_log_records_hold_planted_secrets
+
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhYmMiLCJhdWQiOiJ4eXoifQ.c2lnbmF0dXJlLXBhcnQ"
 SECRET = "s3cr3t-Value~123"
 

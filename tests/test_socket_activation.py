@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from log_audit import scan_tree
+from tooling import require_tools
 
 BIN = Path(sys.executable).parent
 DAEMON = str(BIN / "agentid-helperd")
@@ -121,12 +123,13 @@ class Stack:
 @pytest.fixture
 def stack(emulator: Any) -> Iterator[Stack]:
     if not Path(CLIENT).exists() or not Path(DAEMON).exists():
-        pytest.skip("agentid-helper / agentid-helperd not installed")
+        pytest.fail("agentid-helper / agentid-helperd not installed: run scripts/setup.sh")
     # sun_path is 108 bytes: keep the socket path short (pytest's tmp_path may not be).
     root = Path(tempfile.mkdtemp(prefix="aid-sa-", dir="/tmp"))
     try:
         yield Stack(root, emulator)
     finally:
+        scan_tree(root)  # the session-wide log audit (tests/log_audit.py)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -153,9 +156,8 @@ def _wait_for(predicate: Any, what: str, proc: subprocess.Popen[bytes] | None = 
 # --- systemd-socket-activate --------------------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None,
-                    reason="systemd-socket-activate not installed")
 def test_get_through_systemd_socket_activate(stack: Stack) -> None:
+    require_tools("systemd-socket-activate")
     stack.sock.parent.mkdir(mode=0o700)
     env = stack.env()
     # systemd-socket-activate passes only the variables named with -E.
@@ -406,10 +408,9 @@ def _unit_syscall_allowlist() -> set[str]:
     return allowed
 
 
-@pytest.mark.skipif(shutil.which("strace") is None or shutil.which("systemd-analyze") is None,
-                    reason="strace or systemd-analyze not installed")
 def test_daemon_syscalls_fit_the_unit_filter(stack: Stack) -> None:
     """Every system call the daemon makes serving a token passes SystemCallFilter=."""
+    require_tools("strace", "systemd-analyze")
     allowed = _unit_syscall_allowlist()
     holder = SocketHolder(stack)
     trace = stack.root / "strace.txt"

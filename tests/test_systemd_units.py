@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from tooling import require_tools
+
 from agentid_client import systemd_units as su
 from agentid_client.systemd_templates import SERVICE_TEMPLATE, SOCKET_TEMPLATE
 
@@ -19,9 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 DAEMON = str(Path(sys.executable).parent / "agentid-helperd")
 MAX_EXPOSURE = 4.0
 
-needs_analyze = pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed"
-)
+@pytest.fixture
+def needs_analyze() -> None:
+    require_tools("systemd-analyze")
 
 FAKE_SYSTEMCTL = """#!/bin/sh
 printf '%s\\n' "$*" >> "$FAKE_SYSTEMCTL_LOG"
@@ -322,7 +323,7 @@ def _installed(home: Path, tmp_path: Path, *, no_userns: bool) -> Path:
 
 
 @pytest.mark.integration
-@needs_analyze
+@pytest.mark.usefixtures("needs_analyze")
 @pytest.mark.parametrize("no_userns", [False, True], ids=["userns", "no-userns-dropin"])
 def test_systemd_analyze_verify_is_clean(home: Path, tmp_path: Path, no_userns: bool) -> None:
     unit_dir = _installed(home, tmp_path, no_userns=no_userns)
@@ -336,7 +337,7 @@ def test_systemd_analyze_verify_is_clean(home: Path, tmp_path: Path, no_userns: 
 
 
 @pytest.mark.integration
-@needs_analyze
+@pytest.mark.usefixtures("needs_analyze")
 @pytest.mark.parametrize("no_userns", [False, True], ids=["userns", "no-userns-dropin"])
 def test_systemd_analyze_security_exposure(home: Path, tmp_path: Path, no_userns: bool) -> None:
     unit_dir = _installed(home, tmp_path, no_userns=no_userns)

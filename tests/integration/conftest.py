@@ -51,7 +51,11 @@ def secret_service(sandbox: HelperSandbox, tmp_path: Path) -> Iterator[SecretSer
     """An unlocked gnome-keyring on a private session bus, wired into ``sandbox.env``."""
     missing = missing_tools()
     if missing:
-        pytest.skip(f"needs {', '.join(missing)} (Debian: dbus-daemon, gnome-keyring)")
+        pytest.fail(
+            f"missing {', '.join(missing)}: run scripts/setup.sh (Debian: dbus-daemon, "
+            "gnome-keyring)",
+            pytrace=False,
+        )
     service = SecretService(sandbox.env, tmp_path / "secret-service")
     with service:
         sandbox.env.update(service.env)

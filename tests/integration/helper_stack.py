@@ -34,12 +34,10 @@ GIT_RESOURCE = "499b84ac-1321-427f-aa17-267ca6975798"
 
 
 def require_tools(*tools: str) -> None:
-    """Skip when a real tool (kubectl, git, ...) is not on this machine."""
-    import pytest
+    """Fail (never skip) when a real tool (kubectl, git, ...) is missing: see tests/tooling.py."""
+    from tooling import require_tools as require
 
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)} (scripts/setup.sh installs it)")
+    require(*tools)
 
 
 def helper_bin(name: str) -> str:

@@ -389,3 +389,28 @@ def test_end_to_end_three_modes(emulator: Any, tmp_path: Path) -> None:
     assert rc == 0, err
     for secret in (emulator.blueprint_secret, user_token, body["access_token"]):
         assert secret not in out and secret not in err
+
+
+def test_status_text_names_entries_last_refresh_and_last_error() -> None:
+    from agentid_daemon.app import _Activity
+
+    activity = _Activity(cache=[object(), object()])
+    assert activity.text() == "2 token(s) cached; last refresh never"
+    activity.on_event("fetch", label="t1", outcome="ok")
+    activity.on_event(
+        "fetch", label="AutonomousApp", outcome="error",
+        error="IdentityProviderError: AADSTS7000215: Invalid client secret provided.",
+    )
+    text = activity.text()
+    assert text.startswith("2 token(s) cached; last refresh ")
+    assert "last error " in text and "AutonomousApp: IdentityProviderError: AADSTS7000215" in text
+
+
+def test_log_level_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentid_daemon.app import parse_args
+
+    monkeypatch.setenv("AGENTID_HELPER_LOG_LEVEL", "DEBUG")  # a systemd drop-in's Environment=
+    assert parse_args([]).log_level == "debug"
+    assert parse_args(["--log-level", "warning"]).log_level == "warning"
+    monkeypatch.delenv("AGENTID_HELPER_LOG_LEVEL")
+    assert parse_args([]).log_level == "info"

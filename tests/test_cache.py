@@ -381,7 +381,9 @@ async def test_snapshot_and_events_never_carry_tokens(
     assert snap[0].served_from_cache == 1 and snap[0].served_from_identity_provider == 1
     names = [e for e, _ in events]
     assert names[:3] == ["miss", "fetch", "hit"]
-    assert ("fetch", {"key": "k", "label": "t1", "outcome": "error", "background": True}) in events
+    failed = {"key": "k", "label": "t1", "outcome": "error", "background": True,
+              "error": "AgentIdError: secret-free description"}
+    assert ("fetch", failed) in events
 
 
 async def test_foreign_error_text_is_not_exposed(autojump_clock: trio.testing.MockClock) -> None:

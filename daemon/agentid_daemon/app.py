@@ -75,9 +75,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--log-level",
-        default="info",
+        # The environment lets a systemd drop-in (Environment=) change it
+        # without editing ExecStart=.
+        default=os.environ.get("AGENTID_HELPER_LOG_LEVEL", "info").lower(),
         choices=["debug", "info", "warning", "error"],
         type=str.lower,
+        help="default: $AGENTID_HELPER_LOG_LEVEL or info",
     )
     parser.add_argument(
         "--log-format",
@@ -105,9 +108,11 @@ class _Activity:
             self.last_refresh = time.time()
         else:
             self.errors += 1
-            self.last_error = time.strftime("%H:%M:%S", time.gmtime()) + (
-                f" ({label})" if label else ""
-            )
+            # error_summary() text: identifiers and AADSTS descriptions only.
+            summary = str(fields.get("error") or "error")[:200]
+            self.last_error = time.strftime("%H:%M:%SZ", time.gmtime()) + (
+                f" {label}" if label else ""
+            ) + f": {summary}"
 
     def text(self) -> str:
         n = len(self.cache)
@@ -118,7 +123,7 @@ class _Activity:
         )
         text = f"{n} token(s) cached; last refresh {refresh}"
         if self.last_error:
-            text += f"; last error {self.last_error}Z"
+            text += f"; last error {self.last_error}"
         return text
 
 

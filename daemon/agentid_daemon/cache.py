@@ -367,7 +367,9 @@ class TokenCache:
         entry.last_error = exc
         entry.backoff_until = now + self.backoff_delay(entry.failures, exc)
         entry.permanent = not (isinstance(exc, IdentityProviderError) and exc.transient)
-        self._emit("fetch", entry, outcome="error", background=flight.background)
+        self._emit(
+            "fetch", entry, outcome="error", background=flight.background, error=error_summary(exc)
+        )
 
     def backoff_delay(self, failures: int, exc: BaseException | None = None) -> float:
         """Equal-jitter exponential backoff, at least the identity provider's Retry-After."""

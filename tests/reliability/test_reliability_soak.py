@@ -164,6 +164,9 @@ def test_soak(emulator_factory: Callable[..., Emulator],
     entries = _metric(metrics, "agentid_helper_cache_entries")
     assert 5 <= entries <= 4 + users.issued + 1, (entries, users)
 
+    print(f"soak: {elapsed:.1f}s statuses={dict(statuses)} legs={legs} "
+          f"errors={stats['errors']} fds {fd_base}->{fd_count(pid)} rss {rss_base}->{rss} KiB "
+          f"entries={entries} user_tokens={users.issued}")
     # Identity-provider traffic matches refresh-ahead: each key is refreshed
     # every 2/3..3/4 of a lifetime (plus retries after the injected 500s).
     retries = stats["errors"]

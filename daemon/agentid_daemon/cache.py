@@ -42,123 +42,39 @@ import heapq
 import math
 import random as _random
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
 
 import trio
 
+from .cache_entry import (
+    BACKOFF_BASE_S,
+    BACKOFF_CAP_S,
+    REFRESH_FRACTION,
+    CachedToken,
+    Entry,
+    EntryStatus,
+    EventCallback,
+    Fetch,
+    Flight,
+    State,
+    error_summary,
+    reraisable,
+)
 from .errors import AgentIdError, IdentityProviderError
 from .models import AcquiredToken
 
-Fetch = Callable[[], Awaitable[AcquiredToken]]
-EventCallback = Callable[..., None]
-
-BACKOFF_BASE_S = 1.0
-BACKOFF_CAP_S = 300.0
-REFRESH_FRACTION = (2 / 3, 3 / 4)
-
-State = Literal["pending", "valid", "refreshing", "backoff", "failed", "idle", "expired"]
-
-
-@dataclass(frozen=True)
-class CachedToken:
-    token: AcquiredToken
-    source: Literal["cache", "identity_provider"]
-    expires_at: float  # trio clock
-    refresh_at: float  # trio clock
-
-
-@dataclass(frozen=True)
-class EntryStatus:
-    """One key's state for ``status``; never carries a token value."""
-
-    key: Hashable
-    description: str
-    label: str
-    state: State
-    expires_at: float | None  # trio clock
-    refresh_at: float | None  # trio clock; None when no refresh is planned
-    last_requested: float  # trio clock
-    last_error: str | None
-    consecutive_failures: int
-    served_from_cache: int
-    served_from_identity_provider: int
-    info: Mapping[str, Any] = field(default_factory=dict)
-
-
-class _Flight:
-    """One running fetch; waiters block on ``done``."""
-
-    __slots__ = ("background", "done", "error", "result", "started_at")
-
-    def __init__(self, started_at: float, background: bool) -> None:
-        self.started_at = started_at
-        self.background = background
-        self.done = trio.Event()
-        self.result: CachedToken | None = None
-        self.error: BaseException | None = None
-
-
-class _Entry:
-    __slots__ = (
-        "backoff_until",
-        "cached",
-        "description",
-        "failures",
-        "fetch",
-        "from_cache",
-        "from_idp",
-        "idle",
-        "inflight",
-        "info",
-        "key",
-        "label",
-        "last_error",
-        "last_requested",
-        "permanent",
-        "sched_gen",
-    )
-
-    def __init__(self, key: Hashable, fetch: Fetch, label: str, now: float) -> None:
-        self.key = key
-        self.fetch = fetch
-        self.label = label
-        self.description = _describe(key)
-        self.info: Mapping[str, Any] = {}
-        self.cached: CachedToken | None = None
-        self.inflight: _Flight | None = None
-        self.last_requested = now
-        self.last_error: BaseException | None = None
-        self.failures = 0
-        self.backoff_until = -math.inf
-        self.permanent = False
-        self.idle = False
-        self.sched_gen = 0
-        self.from_cache = 0
-        self.from_idp = 0
-
-
-def _describe(key: Hashable) -> str:
-    describe = getattr(key, "describe", None)
-    if callable(describe):
-        return str(describe())
-    return str(key)
-
-
-def _reraisable(exc: BaseException) -> BaseException:
-    """The shared error, its traceback reset: one exception object is raised by
-    every waiter and every fail-fast request, and each raise would otherwise
-    grow its traceback chain (and pin frames) for as long as the entry lives."""
-    return exc.with_traceback(None)
-
-
-def error_summary(exc: BaseException) -> str:
-    """A status-safe one-liner: our errors carry no secrets; others give their type only."""
-    if isinstance(exc, AgentIdError):
-        return f"{type(exc).__name__}: {exc.description}"
-    return type(exc).__name__
-
+__all__ = [
+    "BACKOFF_BASE_S",
+    "BACKOFF_CAP_S",
+    "REFRESH_FRACTION",
+    "CachedToken",
+    "EntryStatus",
+    "Fetch",
+    "State",
+    "TokenCache",
+    "error_summary",
+]
 
 class TokenCache:
     """Tokens by key; see the module docstring for the policy."""
@@ -177,8 +93,8 @@ class TokenCache:
         self.max_entries = max_entries
         self._random = random or _random.Random()
         self._listeners: list[EventCallback] = [on_event] if on_event else []
-        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()  # LRU order by request
-        self._heap: list[tuple[float, int, int, _Entry]] = []  # (due, seq, gen, entry)
+        self._entries: OrderedDict[Hashable, Entry] = OrderedDict()  # LRU order by request
+        self._heap: list[tuple[float, int, int, Entry]] = []  # (due, seq, gen, entry)
         self._seq = 0
         self._wakeup = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -243,7 +159,7 @@ class TokenCache:
             flight = entry.inflight
             if flight is None:
                 if now < entry.backoff_until and entry.last_error is not None:
-                    raise _reraisable(entry.last_error)
+                    raise reraisable(entry.last_error)
                 flight = self._start(entry, background=False)
             elif force_refresh and flight.started_at < asked_at:
                 # That fetch may answer with a token minted before we asked.
@@ -251,7 +167,7 @@ class TokenCache:
                 continue
             await flight.done.wait()
             if flight.error is not None:
-                raise _reraisable(flight.error)
+                raise reraisable(flight.error)
             assert flight.result is not None
             entry.from_idp += 1
             return flight.result
@@ -290,10 +206,10 @@ class TokenCache:
         label: str,
         info: Mapping[str, Any] | None,
         now: float,
-    ) -> _Entry:
+    ) -> Entry:
         entry = self._entries.get(key)
         if entry is None:
-            entry = _Entry(key, fetch, label, now)
+            entry = Entry(key, fetch, label, now)
             self._entries[key] = entry
             while len(self._entries) > self.max_entries:
                 oldest = next(iter(self._entries.values()))
@@ -318,15 +234,15 @@ class TokenCache:
 
     # -- fetching ----------------------------------------------------------------
 
-    def _start(self, entry: _Entry, *, background: bool) -> _Flight:
+    def _start(self, entry: Entry, *, background: bool) -> Flight:
         assert self._nursery is not None
-        flight = _Flight(trio.current_time(), background)
+        flight = Flight(trio.current_time(), background)
         entry.inflight = flight
         entry.sched_gen += 1  # any pending schedule is superseded by this fetch
         self._nursery.start_soon(self._fly, entry, flight, name=f"fetch {entry.label}")
         return flight
 
-    async def _fly(self, entry: _Entry, flight: _Flight) -> None:
+    async def _fly(self, entry: Entry, flight: Flight) -> None:
         try:
             token = await entry.fetch()
         except trio.Cancelled:
@@ -346,7 +262,7 @@ class TokenCache:
             if self._entries.get(entry.key) is entry:
                 self._reschedule(entry)
 
-    def _succeeded(self, entry: _Entry, flight: _Flight, token: AcquiredToken) -> CachedToken:
+    def _succeeded(self, entry: Entry, flight: Flight, token: AcquiredToken) -> CachedToken:
         t0 = flight.started_at
         lifetime = max(0.0, float(token.expires_in))
         refresh_at = t0 + self._random.uniform(*REFRESH_FRACTION) * lifetime
@@ -361,7 +277,7 @@ class TokenCache:
         self._emit("fetch", entry, outcome="ok", background=flight.background)
         return cached
 
-    def _failed(self, entry: _Entry, flight: _Flight, exc: BaseException) -> None:
+    def _failed(self, entry: Entry, flight: Flight, exc: BaseException) -> None:
         now = trio.current_time()
         entry.failures += 1
         entry.last_error = exc
@@ -382,7 +298,7 @@ class TokenCache:
 
     # -- background scheduling ---------------------------------------------------
 
-    def _reschedule(self, entry: _Entry) -> None:
+    def _reschedule(self, entry: Entry) -> None:
         """Plan the entry's next wake-up from its state (or none)."""
         entry.sched_gen += 1
         if entry.inflight is not None:
@@ -422,7 +338,7 @@ class TokenCache:
             with trio.move_on_at(deadline):
                 await self._wakeup.wait()
 
-    def _due(self, entry: _Entry, now: float) -> None:
+    def _due(self, entry: Entry, now: float) -> None:
         if entry.inflight is not None:
             return
         # Same expression as in _reschedule, so a wake-up at idle_at is idle (no float drift).
@@ -449,13 +365,13 @@ class TokenCache:
 
     # -- bookkeeping -------------------------------------------------------------
 
-    def _remove(self, entry: _Entry, reason: str) -> None:
+    def _remove(self, entry: Entry, reason: str) -> None:
         if self._entries.get(entry.key) is entry:
             del self._entries[entry.key]
         entry.sched_gen += 1
         self._emit("evict", entry, reason=reason)
 
-    def _status(self, entry: _Entry, now: float) -> EntryStatus:
+    def _status(self, entry: Entry, now: float) -> EntryStatus:
         cached = entry.cached
         state: State
         refresh_at: float | None = None
@@ -490,7 +406,7 @@ class TokenCache:
             info=entry.info,
         )
 
-    def _emit(self, event: str, entry: _Entry, **fields: Any) -> None:
+    def _emit(self, event: str, entry: Entry, **fields: Any) -> None:
         for listener in self._listeners:
             # A metrics bug must never break token serving.
             with contextlib.suppress(Exception):

@@ -26,7 +26,9 @@ DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 DEFAULT_SCOPE = "https://graph.microsoft.com/.default"
 TOKEN_EXCHANGE_SCOPE = "api://AzureADTokenExchange/.default"
 
-CredentialKind = Literal["keyring", "secret_file", "certificate_file", "federated_token_file", "env"]
+CredentialKind = Literal[
+    "keyring", "secret_file", "certificate_file", "federated_token_file", "env"
+]
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,12 @@ class AgentRef:
     @property
     def identity(self) -> tuple[str, str, str, str]:
         """The part of the ref that names the agent (cache keys use this, not the credential)."""
-        return (self.authority_host, self.tenant_id, self.blueprint_app_id, self.agent_identity_app_id)
+        return (
+            self.authority_host,
+            self.tenant_id,
+            self.blueprint_app_id,
+            self.agent_identity_app_id,
+        )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,125 @@
+"""Per-key state of the token cache: values, in-flight fetches and status rows.
+
+Split from :mod:`cache` so that the scheduling logic there reads on its own;
+nothing here does I/O or looks at a clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import trio
+
+from .errors import AgentIdError
+from .models import AcquiredToken
+
+Fetch = Callable[[], Awaitable[AcquiredToken]]
+EventCallback = Callable[..., None]
+
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 300.0
+REFRESH_FRACTION = (2 / 3, 3 / 4)
+
+State = Literal["pending", "valid", "refreshing", "backoff", "failed", "idle", "expired"]
+
+
+@dataclass(frozen=True)
+class CachedToken:
+    token: AcquiredToken
+    source: Literal["cache", "identity_provider"]
+    expires_at: float  # trio clock
+    refresh_at: float  # trio clock
+
+
+@dataclass(frozen=True)
+class EntryStatus:
+    """One key's state for ``status``; never carries a token value."""
+
+    key: Hashable
+    description: str
+    label: str
+    state: State
+    expires_at: float | None  # trio clock
+    refresh_at: float | None  # trio clock; None when no refresh is planned
+    last_requested: float  # trio clock
+    last_error: str | None
+    consecutive_failures: int
+    served_from_cache: int
+    served_from_identity_provider: int
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Flight:
+    """One running fetch; waiters block on ``done``."""
+
+    __slots__ = ("background", "done", "error", "result", "started_at")
+
+    def __init__(self, started_at: float, background: bool) -> None:
+        self.started_at = started_at
+        self.background = background
+        self.done = trio.Event()
+        self.result: CachedToken | None = None
+        self.error: BaseException | None = None
+
+
+class Entry:
+    __slots__ = (
+        "backoff_until",
+        "cached",
+        "description",
+        "failures",
+        "fetch",
+        "from_cache",
+        "from_idp",
+        "idle",
+        "inflight",
+        "info",
+        "key",
+        "label",
+        "last_error",
+        "last_requested",
+        "permanent",
+        "sched_gen",
+    )
+
+    def __init__(self, key: Hashable, fetch: Fetch, label: str, now: float) -> None:
+        self.key = key
+        self.fetch = fetch
+        self.label = label
+        self.description = describe_key(key)
+        self.info: Mapping[str, Any] = {}
+        self.cached: CachedToken | None = None
+        self.inflight: Flight | None = None
+        self.last_requested = now
+        self.last_error: BaseException | None = None
+        self.failures = 0
+        self.backoff_until = -math.inf
+        self.permanent = False
+        self.idle = False
+        self.sched_gen = 0
+        self.from_cache = 0
+        self.from_idp = 0
+
+
+def describe_key(key: Hashable) -> str:
+    describe = getattr(key, "describe", None)
+    if callable(describe):
+        return str(describe())
+    return str(key)
+
+
+def reraisable(exc: BaseException) -> BaseException:
+    """The shared error, its traceback reset: one exception object is raised by
+    every waiter and every fail-fast request, and each raise would otherwise
+    grow its traceback chain (and pin frames) for as long as the entry lives."""
+    return exc.with_traceback(None)
+
+
+def error_summary(exc: BaseException) -> str:
+    """A status-safe one-liner: our errors carry no secrets; others give their type only."""
+    if isinstance(exc, AgentIdError):
+        return f"{type(exc).__name__}: {exc.description}"
+    return type(exc).__name__

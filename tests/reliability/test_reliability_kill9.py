@@ -1,0 +1,105 @@
+"""kill -9 of an autostarted daemon mid-traffic: the next client call starts a new one.
+
+The daemon is started by the client's autostart in a private runtime dir; the
+SIGKILL leaves its socket file behind (stale). The next ``agentid-helper get``
+must replace it and succeed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from emulator_harness import Emulator
+from rel_stack import HelperSandbox, describe, poll_until, short_tempdir, stack_config
+
+CLIENT_TIMEOUT_S = 60
+
+
+def _daemon_pids(sock: str) -> list[int]:
+    """Daemons serving *sock* (found through their environment), for cleanup and kill."""
+    needle = f"AGENTID_HELPER_SOCKET={sock}".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                environ = fh.read().split(b"\0")
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+        except OSError:
+            continue
+        if needle in environ and b"agentid_daemon" in cmdline:
+            pids.append(int(entry))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.fixture
+def autostart_sandbox(emulator: Emulator) -> Iterator[HelperSandbox]:
+    with short_tempdir() as root:
+        sandbox = HelperSandbox.create(root / "h", {"AGENTID_HELPER_NO_AUTOSTART": None})
+        secret = sandbox.write_secret("bp.secret", emulator.blueprint_secret)
+        sandbox.write_config(stack_config(emulator, secret))
+        try:
+            yield sandbox
+        finally:
+            for pid in _daemon_pids(str(sandbox.socket_path)):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_kill9_mid_traffic_then_autostart_replaces_stale_socket(
+        autostart_sandbox: HelperSandbox) -> None:
+    sandbox = autostart_sandbox
+    sock = str(sandbox.socket_path)
+    first = sandbox.client("get", "--profile", "app", timeout=CLIENT_TIMEOUT_S)
+    assert first.returncode == 0, describe(first)
+    (old_pid,) = _daemon_pids(sock)
+
+    # Traffic in flight while the daemon dies: those calls may fail (exit 3,
+    # never a hang or a traceback); afterwards every call must succeed.
+    stop = threading.Event()
+    outcomes: list[tuple[int, str]] = []
+
+    def traffic() -> None:
+        while not stop.is_set():
+            proc = sandbox.client("get", "--profile", "user", timeout=CLIENT_TIMEOUT_S,
+                                  env={"AGENTID_HELPER_NO_AUTOSTART": "1"})
+            outcomes.append((proc.returncode, proc.stderr))
+
+    workers = [threading.Thread(target=traffic, daemon=True) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    poll_until(lambda: len(outcomes) >= 3, timeout=30, what="traffic to flow")
+    os.kill(old_pid, signal.SIGKILL)
+    poll_until(lambda: not _alive(old_pid), timeout=10, what="the daemon to die")
+    assert Path(sock).exists(), "expected a stale socket file after SIGKILL"
+    poll_until(lambda: any(code != 0 for code, _ in outcomes[3:]), timeout=30,
+               what="a call to notice the dead daemon")
+    stop.set()
+    for worker in workers:
+        worker.join(timeout=CLIENT_TIMEOUT_S)
+    for code, stderr in outcomes:
+        assert code in (0, 3), stderr
+        assert "Traceback" not in stderr, stderr
+
+    again = sandbox.client("get", "--profile", "app", "--format", "json",
+                           timeout=CLIENT_TIMEOUT_S)
+    assert again.returncode == 0, describe(again)
+    new_pids = _daemon_pids(sock)
+    assert len(new_pids) == 1 and new_pids[0] != old_pid, new_pids
+    for profile in ("app", "user"):
+        proc = sandbox.client("get", "--profile", profile, timeout=CLIENT_TIMEOUT_S)
+        assert proc.returncode == 0, describe(proc)

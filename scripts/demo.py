@@ -48,6 +48,12 @@ def wait_for(predicate, what: str, timeout_s: float = READY_TIMEOUT_S) -> None:
         time.sleep(0.05)
 
 
+def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """Start a background process whose output goes to ``log`` (the child keeps the fd)."""
+    with log.open("w") as out:
+        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
 def client(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
     cmd = [str(BIN / "agentid-helper"), *args]
     print("   $ agentid-helper " + " ".join(args), flush=True)
@@ -119,10 +125,10 @@ def main() -> int:
             step("1. Start the local Entra emulator (offline authority over HTTPS)")
             ready = tmp / "emulator.json"
             procs.append(
-                subprocess.Popen(
+                start(
                     [str(BIN / "agentid-helper-emulator"), "--demo", "--port", "0",
                      "--ready-file", str(ready), "--state-dir", str(tmp / "emulator")],
-                    env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "emulator.log", "w"),
+                    env, tmp / "emulator.log",
                 )
             )
             wait_for(ready.exists, "the emulator")
@@ -136,12 +142,7 @@ def main() -> int:
             write_config(tmp / "config.toml", info, secret_file)
 
             step("2. Start the daemon on a private Unix socket")
-            procs.append(
-                subprocess.Popen(
-                    [str(BIN / "agentid-helperd")], env=env,
-                    stdout=open(tmp / "daemon.log", "w"), stderr=subprocess.STDOUT,
-                )
-            )
+            procs.append(start([str(BIN / "agentid-helperd")], env, tmp / "daemon.log"))
             wait_for(Path(env["AGENTID_HELPER_SOCKET"]).exists, "the daemon socket")
             print(f"   socket {env['AGENTID_HELPER_SOCKET']}")
 

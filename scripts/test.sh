@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-.venv/bin/ruff check daemon client emulator tests bench
+.venv/bin/ruff check daemon client emulator tests bench scripts
 exec .venv/bin/python -m pytest "$@"

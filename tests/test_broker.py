@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+
 from agentid_daemon.broker import Broker, ServedToken
 from agentid_daemon.cache import TokenCache
 from agentid_daemon.errors import ConfigurationError, IdentityProviderError, InvalidRequest

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import trio
+
 from agentid_daemon.broker import Broker
 from agentid_daemon.cache import TokenCache
 from agentid_daemon.engine import Engine

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
+
 from agentid_daemon.cache import BACKOFF_CAP_S, TokenCache
 from agentid_daemon.errors import AgentIdError, IdentityProviderError
 from agentid_daemon.models import AcquiredToken
-from hypothesis import given
-from hypothesis import strategies as st
 
 # With autojump_clock a deadlock jumps straight to this (virtual) deadline.
 GUARD_S = 10**7

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import certifi
 import pytest
+
 from agentid_daemon.engine_http import (
     NeverStoreMapping,
     NoStoreTokenCache,

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+
 from agentid_daemon.engine_results import error_from_result, parse_retry_after, token_from_result
 from agentid_daemon.errors import IdentityProviderError
 

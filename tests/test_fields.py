@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from agentid_daemon import fields as F
 from agentid_daemon.models import Mode
 

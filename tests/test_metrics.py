@@ -6,6 +6,7 @@ import math
 import re
 
 import pytest
+
 from agentid_daemon.metrics import (
     CONTENT_TYPE,
     Metrics,

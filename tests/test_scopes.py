@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from agentid_daemon.errors import InvalidRequest
 from agentid_daemon.models import Mode
 from agentid_daemon.scopes import normalise_scopes, validate_for_mode
-from hypothesis import given
-from hypothesis import strategies as st
 
 GRAPH = "https://graph.microsoft.com/.default"
 

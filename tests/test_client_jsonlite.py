@@ -44,3 +44,24 @@ def test_dumps_rejects_unknown_types() -> None:
         jsonlite.dumps({"a": object()})
     with pytest.raises(TypeError):
         jsonlite.dumps({1: "a"})
+
+
+@pytest.mark.parametrize("text", ['"\x01"', '["a\x01"]', '"\\x"', "[" * 5000, "{" * 100])
+def test_bad_strings_and_deep_nesting_are_value_errors_in_a_fresh_process(text: str) -> None:
+    """In a fresh interpreter (json.decoder never imported) bad input is a ValueError."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from agentid_client import jsonlite\n"
+        "try:\n"
+        "    jsonlite.loads(sys.stdin.read())\n"
+        "except ValueError:\n"
+        "    print('ValueError')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], input=text, capture_output=True, text=True, timeout=30,
+        check=False,
+    )
+    assert done.stdout.strip() == "ValueError", done.stderr[-500:]

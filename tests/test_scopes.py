@@ -91,3 +91,8 @@ def test_delegated_modes_accept_short_scopes(mode: Mode) -> None:
 def test_delegated_modes_refuse_oidc_scopes() -> None:
     with pytest.raises(InvalidRequest, match="added by the library"):
         validate_for_mode(("User.Read", "offline_access"), Mode.OBO)
+
+
+def test_default_without_a_resource_is_refused_before_entra() -> None:
+    with pytest.raises(InvalidRequest, match="names no resource"):
+        normalise_scopes("/.default")

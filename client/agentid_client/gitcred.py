@@ -44,7 +44,11 @@ def parse_request(stream: TextIO) -> dict[str, Any]:
             if value == "":
                 attrs[name] = []  # an empty value resets the list (git-credential(1))
             else:
-                attrs.setdefault(name, []).append(value)
+                current = attrs.get(name)
+                if not isinstance(current, list):
+                    # "key=v" then "key[]=w": the list form wins, as in git.
+                    current = attrs[name] = []
+                current.append(value)
         else:
             attrs[key] = value
     if "url" in attrs and "host" not in attrs:

@@ -37,14 +37,55 @@ _scan = _json.make_scanner(_Context())
 _escape = _json.encode_basestring_ascii
 
 
+MAX_DEPTH = 64
+
+
+def _check_depth(text: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH before the C scanner recurses into it.
+
+    ``_json``'s scanner recurses per level: thousands of ``[`` exhaust the C
+    stack guard (RecursionError, or SystemError on some builds). Nothing the
+    client decodes nests more than a few levels, so the fast path is a count.
+    """
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
+        elif char in "]}":
+            depth -= 1
+
+
 def loads(data: str | bytes) -> Any:
     """Decode one JSON document; raise ValueError when it is not valid JSON."""
     text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
+    _check_depth(text)
     idx = len(text) - len(text.lstrip(_WS))
     try:
         value, end = _scan(text, idx)
     except StopIteration:
         raise ValueError(f"expecting a JSON value at character {idx}") from None
+    except SystemError:
+        # _json reports a bad string (control character, bad escape) by raising
+        # json.decoder.JSONDecodeError, which it looks up in sys.modules only:
+        # without `import json` (avoided on purpose) it fails with no exception
+        # set, and the interpreter turns that into SystemError.
+        raise ValueError("invalid JSON string (control character or bad escape)") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
     rest = text[end:]
     if rest.strip(_WS):
         raise ValueError(f"extra data at character {end}")

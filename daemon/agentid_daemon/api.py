@@ -91,6 +91,8 @@ def parse_json_object(body: bytes, *, allow_empty: bool) -> dict[str, Any]:
         raise InvalidRequest("request body must be a JSON object")
     try:
         value = json.loads(body)
+    except RecursionError:  # "[[[[...": nesting deeper than the interpreter's stack
+        raise InvalidRequest("request body is nested too deeply") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         # The message names the position only: never echo the body (it may hold a token).
         pos = getattr(exc, "pos", None)

@@ -231,7 +231,11 @@ class HttpServer:
             try:
                 request, body = await self._read_request(h, conn, wait)
             except h11.RemoteProtocolError as exc:
+                # h11 hints 501 for an unknown Transfer-Encoding (RFC 9112's
+                # SHOULD); this API answers every malformed request with a 4xx.
                 status = exc.error_status_hint or 400
+                if status >= 500:
+                    status = 400
                 desc = "request headers too large" if status == 431 else "malformed HTTP request"
                 await self._send(
                     h, conn, Response.error(status, "invalid_request", desc), close=True

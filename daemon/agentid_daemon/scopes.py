@@ -60,6 +60,11 @@ def _normalise_one(scope: str) -> str:
         raise InvalidRequest(f"invalid character in scope {scope!r}")
     if "://" not in scope:
         if scope.lower().endswith(_DEFAULT_SUFFIX):
+            if len(scope) == len(_DEFAULT_SUFFIX):
+                raise InvalidRequest(
+                    f"scope {scope!r} names no resource: use e.g. "
+                    "https://graph.microsoft.com/.default or api://<app id>/.default"
+                )
             # "x/.default" without a scheme: Entra resolves it as an app id URI;
             # only the suffix is canonicalised.
             return scope[: -len(_DEFAULT_SUFFIX)] + _DEFAULT_SUFFIX

@@ -52,7 +52,8 @@ def parse_responses(data: bytes, *, head_only: bool = False) -> list[ParsedRespo
 def assert_acceptable(resp: ParsedResponse, *, allowed: tuple[int, ...] = ()) -> None:
     """Not a 5xx (unless in *allowed*); a 4xx carries the JSON error shape."""
     assert resp.status < 500 or resp.status in allowed, (
-        f"daemon answered {resp.status}: {resp.body[:300]!r}")
+        f"daemon answered {resp.status}: {resp.body[:300]!r}"
+    )
     if 400 <= resp.status < 600 and resp.body:
         assert resp.headers.get("content-type", "").startswith("application/json"), resp.headers
         body = json.loads(resp.body)

@@ -33,8 +33,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
-from emulator_harness import Emulator  # noqa: E402
-from helper_stack import (  # noqa: E402
+from emulator_harness import Emulator
+from helper_stack import (
     DaemonProcess,
     HelperSandbox,
     describe,
@@ -94,13 +94,23 @@ def _read_response(sock: socket.socket) -> HttpResult:
     return HttpResult(status, headers, rest[:length])
 
 
-def http_call(sock_path: str | Path, method: str, path: str, body: Any = None, *,
-              raw_body: bytes | None = None, timeout: float = IO_TIMEOUT_S) -> HttpResult:
+def http_call(
+    sock_path: str | Path,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    raw_body: bytes | None = None,
+    timeout: float = IO_TIMEOUT_S,
+) -> HttpResult:
     """One request on a fresh connection (``Connection: close``); JSON *body* or *raw_body*."""
-    data = raw_body if raw_body is not None else (
-        b"" if body is None else json.dumps(body).encode())
-    head = (f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode()
+    data = (
+        raw_body if raw_body is not None else (b"" if body is None else json.dumps(body).encode())
+    )
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    ).encode()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(str(sock_path))
@@ -108,8 +118,14 @@ def http_call(sock_path: str | Path, method: str, path: str, body: Any = None, *
         return _read_response(sock)
 
 
-def raw_exchange(sock_path: str | Path, payload: bytes, *, shutdown_write: bool = True,
-                 timeout: float = IO_TIMEOUT_S, limit: int = 1 << 20) -> bytes:
+def raw_exchange(
+    sock_path: str | Path,
+    payload: bytes,
+    *,
+    shutdown_write: bool = True,
+    timeout: float = IO_TIMEOUT_S,
+    limit: int = 1 << 20,
+) -> bytes:
     """Send *payload* as is, then read until the daemon closes (bounded by *timeout*).
 
     A ``socket.timeout`` escapes: the caller treats it as a hang. A reset by
@@ -136,8 +152,13 @@ def raw_exchange(sock_path: str | Path, payload: bytes, *, shutdown_write: bool 
     return out
 
 
-def stack_config(emu: Emulator, secret_file: Path, *, idle_timeout_s: float | None = None,
-                 ca_bundle: str | None = None) -> dict[str, Any]:
+def stack_config(
+    emu: Emulator,
+    secret_file: Path,
+    *,
+    idle_timeout_s: float | None = None,
+    ca_bundle: str | None = None,
+) -> dict[str, Any]:
     """Three profiles on the emulator's demo agent: ``app``, ``user`` and ``obo``."""
     info = emu.info
     credential = {"secret_file": str(secret_file)}
@@ -151,10 +172,14 @@ def stack_config(emu: Emulator, secret_file: Path, *, idle_timeout_s: float | No
     }
     config["profiles"] = {
         "app": emulator_profile(info, resource=GRAPH_RESOURCE, credential=credential),
-        "user": emulator_profile(info, resource=GRAPH_RESOURCE, credential=credential,
-                                 mode="AutonomousUser", user_upn=emu.agent_user_upn),
-        "obo": emulator_profile(info, resource=GRAPH_RESOURCE, credential=credential,
-                                mode="OBO"),
+        "user": emulator_profile(
+            info,
+            resource=GRAPH_RESOURCE,
+            credential=credential,
+            mode="AutonomousUser",
+            user_upn=emu.agent_user_upn,
+        ),
+        "obo": emulator_profile(info, resource=GRAPH_RESOURCE, credential=credential, mode="OBO"),
     }
     return config
 
@@ -167,8 +192,9 @@ class Stack:
     holds a user token and an environment.
     """
 
-    def __init__(self, emulator: Emulator, sandbox: HelperSandbox, daemon: DaemonProcess,
-                 obo_user_token: str) -> None:
+    def __init__(
+        self, emulator: Emulator, sandbox: HelperSandbox, daemon: DaemonProcess, obo_user_token: str
+    ) -> None:
         self.emulator = emulator
         self.sandbox = sandbox
         self.daemon = daemon
@@ -218,15 +244,20 @@ def short_tempdir(prefix: str = "aidr-") -> Iterator[Path]:
 
 
 @contextmanager
-def start_stack(emu: Emulator, *, idle_timeout_s: float | None = None,
-                ca_bundle: str | None = None,
-                extra_env: Mapping[str, str | None] | None = None) -> Iterator[Stack]:
+def start_stack(
+    emu: Emulator,
+    *,
+    idle_timeout_s: float | None = None,
+    ca_bundle: str | None = None,
+    extra_env: Mapping[str, str | None] | None = None,
+) -> Iterator[Stack]:
     """Run ``agentid-helperd`` against *emu* in a fresh sandbox; stopped on exit."""
     with short_tempdir() as root:
         sandbox = HelperSandbox.create(root / "h", extra_env)
         secret = sandbox.write_secret("bp.secret", emu.blueprint_secret)
-        sandbox.write_config(stack_config(emu, secret, idle_timeout_s=idle_timeout_s,
-                                          ca_bundle=ca_bundle))
+        sandbox.write_config(
+            stack_config(emu, secret, idle_timeout_s=idle_timeout_s, ca_bundle=ca_bundle)
+        )
         user_token = emu.user_token(emu.user_upn, audience=emu.agent_identity_app_id)
         daemon = DaemonProcess(sandbox).start()
         try:
@@ -235,8 +266,9 @@ def start_stack(emu: Emulator, *, idle_timeout_s: float | None = None,
             daemon.stop()
 
 
-def poll_until(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.2,
-               what: str = "condition") -> Any:
+def poll_until(
+    predicate: Callable[[], Any], *, timeout: float, interval: float = 0.2, what: str = "condition"
+) -> Any:
     """Call *predicate* until it returns something truthy; fail after *timeout* seconds."""
     deadline = time.monotonic() + timeout
     while True:

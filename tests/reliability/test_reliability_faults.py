@@ -52,14 +52,18 @@ def _error(resp: HttpResult, status: int, code: str) -> dict[str, Any]:
 
 def _recovers(stack: Stack, profile: str = "app") -> dict[str, Any]:
     """After a fault is cleared, a token flows again within the backoff bound."""
-    resp = poll_until(lambda: (r := _token(stack, profile)).status == 200 and r,
-                      timeout=RECOVERY_BOUND_S, what="a token after the fault cleared")
+    resp = poll_until(
+        lambda: (r := _token(stack, profile)).status == 200 and r,
+        timeout=RECOVERY_BOUND_S,
+        what="a token after the fault cleared",
+    )
     return _ok(resp)
 
 
 def _client_get(stack: Stack, profile: str = "app") -> Any:
-    return stack.client("get", "--profile", profile, "--min-validity", "0", "--format", "json",
-                        timeout=30)
+    return stack.client(
+        "get", "--profile", profile, "--min-validity", "0", "--format", "json", timeout=30
+    )
 
 
 @pytest.fixture
@@ -68,7 +72,8 @@ def short_emulator(emulator_factory: EmulatorFactory) -> Emulator:
 
 
 def test_outage_cache_while_valid_clear_error_after_expiry_then_recovery(
-        short_emulator: Emulator, stack_factory: StackFactory) -> None:
+    short_emulator: Emulator, stack_factory: StackFactory
+) -> None:
     stack = stack_factory(short_emulator, idle_timeout_s=60)
     first = _ok(_token(stack))
     assert first["source"] == "identity_provider"
@@ -78,11 +83,15 @@ def test_outage_cache_while_valid_clear_error_after_expiry_then_recovery(
         cached = _ok(_token(stack))
         assert cached["source"] == "cache"
     # After expiry: a clear, transient error (503), and exit 4 from the client.
-    resp = poll_until(lambda: (r := _token(stack)).status != 200 and r,
-                      timeout=LIFETIME_S + 5, what="the cached token to expire")
+    resp = poll_until(
+        lambda: (r := _token(stack)).status != 200 and r,
+        timeout=LIFETIME_S + 5,
+        what="the cached token to expire",
+    )
     err = _error(resp, 503, "identity_provider_unavailable")
-    assert "connect" in err["error_description"] or "identity provider" in err[
-        "error_description"], err
+    assert (
+        "connect" in err["error_description"] or "identity provider" in err["error_description"]
+    ), err
     proc = _client_get(stack)
     assert proc.returncode == EXIT_IDP, describe(proc)
     assert proc.stderr.startswith("agentid-helper: error: ") and proc.stdout == ""
@@ -91,11 +100,19 @@ def test_outage_cache_while_valid_clear_error_after_expiry_then_recovery(
     assert fresh["access_token"] != first["access_token"]
 
 
-@pytest.mark.parametrize("fault", [
-    {"status": 500}, {"status": 503}, {"status": 429}, {"outage": True},
-], ids=["500", "503", "429-no-retry-after", "outage"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 500},
+        {"status": 503},
+        {"status": 429},
+        {"outage": True},
+    ],
+    ids=["500", "503", "429-no-retry-after", "outage"],
+)
 def test_failure_without_cache_is_clear_and_recovers(
-        short_emulator: Emulator, stack_factory: StackFactory, fault: dict[str, Any]) -> None:
+    short_emulator: Emulator, stack_factory: StackFactory, fault: dict[str, Any]
+) -> None:
     stack = stack_factory(short_emulator)
     short_emulator.set_faults(**fault)
     err = _error(_token(stack), 503, "identity_provider_unavailable")
@@ -108,8 +125,7 @@ def test_failure_without_cache_is_clear_and_recovers(
     _recovers(stack)
 
 
-def test_429_retry_after_is_honoured(short_emulator: Emulator,
-                                     stack_factory: StackFactory) -> None:
+def test_429_retry_after_is_honoured(short_emulator: Emulator, stack_factory: StackFactory) -> None:
     retry_after = 4
     stack = stack_factory(short_emulator)
     short_emulator.reset()
@@ -127,20 +143,23 @@ def test_429_retry_after_is_honoured(short_emulator: Emulator,
         again = _token(stack)
         assert again.status == 503, (again.status, again.body[:300])
         assert short_emulator.stats()["token_requests"]["total"] == seen, (
-            "a token request reached the identity provider inside the Retry-After period")
+            "a token request reached the identity provider inside the Retry-After period"
+        )
         time.sleep(0.2)
     # count=1: the retry after the period succeeds (background retry or the next request).
     _recovers(stack)
 
 
-def test_delay_refresh_while_cache_serves(short_emulator: Emulator,
-                                          stack_factory: StackFactory) -> None:
+def test_delay_refresh_while_cache_serves(
+    short_emulator: Emulator, stack_factory: StackFactory
+) -> None:
     stack = stack_factory(short_emulator)
     first = _ok(_token(stack))
     short_emulator.set_faults(delay_s=2.0)
     results: dict[str, HttpResult] = {}
-    slow = threading.Thread(target=lambda: results.update(
-        forced=_token(stack, force_refresh=True)), daemon=True)
+    slow = threading.Thread(
+        target=lambda: results.update(forced=_token(stack, force_refresh=True)), daemon=True
+    )
     slow.start()
     try:
         for _ in range(3):
@@ -160,8 +179,9 @@ def _assert_tls_message(text: str) -> None:
     assert "tls" in lowered or "certificate" in lowered, text
 
 
-def test_wrong_ca_bundle_is_a_clear_tls_error(emulator: Emulator, stack_factory: StackFactory,
-                                              tmp_path: Path) -> None:
+def test_wrong_ca_bundle_is_a_clear_tls_error(
+    emulator: Emulator, stack_factory: StackFactory, tmp_path: Path
+) -> None:
     wrong = make_server_tls(tmp_path / "other-ca")
     stack = stack_factory(emulator, ca_bundle=str(wrong.ca_file))
     resp = _token(stack)
@@ -176,19 +196,26 @@ def test_wrong_ca_bundle_is_a_clear_tls_error(emulator: Emulator, stack_factory:
 
 
 def test_wrong_ca_after_reload_cache_flows_then_clear_error(
-        short_emulator: Emulator, stack_factory: StackFactory, tmp_path: Path) -> None:
+    short_emulator: Emulator, stack_factory: StackFactory, tmp_path: Path
+) -> None:
     stack = stack_factory(short_emulator, idle_timeout_s=60)
     first = _ok(_token(stack))
     wrong = make_server_tls(tmp_path / "other-ca")
     stack.write_config(idle_timeout_s=60, ca_bundle=str(wrong.ca_file))
     stack.daemon.process.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
-    poll_until(lambda: "configuration reloaded" in stack.daemon.log_text(), timeout=10,
-               what="the daemon to reload its configuration")
+    poll_until(
+        lambda: "configuration reloaded" in stack.daemon.log_text(),
+        timeout=10,
+        what="the daemon to reload its configuration",
+    )
     for _ in range(3):
         cached = _ok(_token(stack))
         assert cached["source"] == "cache" and cached["access_token"] == first["access_token"]
-    resp = poll_until(lambda: (r := _token(stack)).status != 200 and r,
-                      timeout=LIFETIME_S + 5, what="the cached token to expire")
+    resp = poll_until(
+        lambda: (r := _token(stack)).status != 200 and r,
+        timeout=LIFETIME_S + 5,
+        what="the cached token to expire",
+    )
     # A TLS verification failure is not transient: the daemon answers 502.
     assert resp.status in (502, 503), (resp.status, resp.body[:300])
     body = resp.json()
@@ -201,5 +228,6 @@ def test_wrong_ca_after_reload_cache_flows_then_clear_error(
     stack.write_config(idle_timeout_s=60)
     stack.daemon.process.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
     assert _recovers(stack)["access_token"] != first["access_token"]
-    stack.daemon.assert_log_free_of([first["access_token"], short_emulator.blueprint_secret,
-                                     stack.obo_user_token])
+    stack.daemon.assert_log_free_of(
+        [first["access_token"], short_emulator.blueprint_secret, stack.obo_user_token]
+    )

@@ -27,11 +27,30 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
-SELECTION_FIELDS = ("profile", "tenant_id", "blueprint_app_id", "agent_identity_app_id",
-                    "scope", "mode", "user_upn", "user_object_id", "user_token")
+SELECTION_FIELDS = (
+    "profile",
+    "tenant_id",
+    "blueprint_app_id",
+    "agent_identity_app_id",
+    "scope",
+    "mode",
+    "user_upn",
+    "user_object_id",
+    "user_token",
+)
 ENDPOINTS = (("POST", "/v1/token"), ("DELETE", "/v1/token"), ("POST", "/v1/flush"))
-ROUTES = ("/v1/token", "/v1/status", "/v1/flush", "/healthz", "/readyz", "/metrics",
-          "/", "/v1", "/v1/token/x", "/v1/token?x=1")
+ROUTES = (
+    "/v1/token",
+    "/v1/status",
+    "/v1/flush",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/",
+    "/v1",
+    "/v1/token/x",
+    "/v1/token?x=1",
+)
 MAX_HEADER_BYTES = 64 * 1024  # protocol.Limits defaults
 MAX_BODY_BYTES = 64 * 1024
 
@@ -96,8 +115,13 @@ def _still_serving(live_stack: Stack, good_client: GoodClient) -> Iterator[None]
 
 # ---- raw bytes ---------------------------------------------------------------
 
-REQUEST_PREFIXES = (b"", b"POST /v1/token HTTP/1.1\r\n", b"GET /healthz HTTP/1.1\r\n",
-                    b"DELETE /v1/token HTTP/1.1\r\nHost: x\r\n", b"POST /v1/flush HTTP/1.0\r\n")
+REQUEST_PREFIXES = (
+    b"",
+    b"POST /v1/token HTTP/1.1\r\n",
+    b"GET /healthz HTTP/1.1\r\n",
+    b"DELETE /v1/token HTTP/1.1\r\nHost: x\r\n",
+    b"POST /v1/flush HTTP/1.0\r\n",
+)
 
 
 @FUZZ
@@ -117,20 +141,51 @@ def _line_text() -> st.SearchStrategy[bytes]:
 @st.composite
 def http_requests(draw: st.DrawFn) -> tuple[bytes, bool]:
     """A request with fuzzed method, target, version, headers, lengths and body."""
-    method = draw(st.one_of(
-        st.sampled_from([b"GET", b"POST", b"DELETE", b"PUT", b"HEAD", b"OPTIONS", b"PATCH",
-                         b"get", b"CONNECT", b"TRACE"]),
-        st.binary(min_size=1, max_size=10)))
-    target = draw(st.one_of(st.sampled_from(ROUTES).map(str.encode), _line_text(),
-                            st.sampled_from([b"*", b"http://x/v1/token", b"/" + b"a" * 5000])))
-    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/9.9", b"",
-                                    b"HTTP/1.1 extra"]))
+    method = draw(
+        st.one_of(
+            st.sampled_from(
+                [
+                    b"GET",
+                    b"POST",
+                    b"DELETE",
+                    b"PUT",
+                    b"HEAD",
+                    b"OPTIONS",
+                    b"PATCH",
+                    b"get",
+                    b"CONNECT",
+                    b"TRACE",
+                ]
+            ),
+            st.binary(min_size=1, max_size=10),
+        )
+    )
+    target = draw(
+        st.one_of(
+            st.sampled_from(ROUTES).map(str.encode),
+            _line_text(),
+            st.sampled_from([b"*", b"http://x/v1/token", b"/" + b"a" * 5000]),
+        )
+    )
+    version = draw(
+        st.sampled_from(
+            [b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/9.9", b"", b"HTTP/1.1 extra"]
+        )
+    )
     headers = draw(st.lists(st.tuples(_line_text(), _line_text()), max_size=6))
-    body = draw(st.one_of(st.binary(max_size=512),
-                          st.sampled_from([b"{}", b'{"profile": "app"}', b"[]", b"null"])))
-    length = draw(st.one_of(st.none(), st.just(str(len(body)).encode()),
-                            st.integers(-5, 2048).map(lambda n: str(n).encode()),
-                            st.sampled_from([b"abc", b"1, 2", b" 3", b"99999999999999999999"])))
+    body = draw(
+        st.one_of(
+            st.binary(max_size=512), st.sampled_from([b"{}", b'{"profile": "app"}', b"[]", b"null"])
+        )
+    )
+    length = draw(
+        st.one_of(
+            st.none(),
+            st.just(str(len(body)).encode()),
+            st.integers(-5, 2048).map(lambda n: str(n).encode()),
+            st.sampled_from([b"abc", b"1, 2", b" 3", b"99999999999999999999"]),
+        )
+    )
     lines = [method + b" " + target + (b" " + version if version else b"")]
     lines += [b"Host: localhost"] if draw(st.booleans()) else []
     lines += [name + b": " + value for name, value in headers]
@@ -160,72 +215,71 @@ def test_fuzzed_requests(live_stack: Stack, request: tuple[bytes, bool]) -> None
 @pytest.mark.parametrize("coding", [b"gzip", b"chunked, gzip"])
 def test_unknown_transfer_coding_is_4xx(live_stack: Stack, coding: bytes) -> None:
     """The brief's contract: malformed or unsupported requests get a 4xx, never a 5xx."""
-    payload = (b"POST /v1/token HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + coding
-               + b"\r\n\r\n")
+    payload = b"POST /v1/token HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + coding + b"\r\n\r\n"
     responses = parse_responses(raw_exchange(live_stack.socket, payload))
     assert responses, "expected an answer"
     assert 400 <= responses[0].status < 500, responses[0]
 
 
 @FUZZ
-@given(payload=st.sampled_from([
-    b"POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{\"profile\": \"app\", \"min_validity_s\": 3",
-    b"DELETE /v1/token HTTP/1.1\r\nHost: x\r\nContent-Length: 19\r\n\r\n{\"profile\": \"app\"}\n",
-    b"POST /v1/flush HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"all\r\n0\r\n\r\n",
-    b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n",
-]), cut=st.integers(min_value=0, max_value=200))
+@given(
+    payload=st.sampled_from(
+        [
+            b"POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n"
+            b'{"profile": "app", "min_validity_s": 3',
+            b"DELETE /v1/token HTTP/1.1\r\nHost: x\r\nContent-Length: 19\r\n\r\n"
+            b'{"profile": "app"}\n',
+            b"POST /v1/flush HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b'5\r\n{"all\r\n0\r\n\r\n',
+            b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n",
+        ]
+    ),
+    cut=st.integers(min_value=0, max_value=200),
+)
 def test_truncated_requests(live_stack: Stack, payload: bytes, cut: int) -> None:
     """Any prefix of a valid request, then EOF: an answer (4xx or, if whole, 2xx) or a close."""
     assert_raw_answer(raw_exchange(live_stack.socket, payload[: min(cut, len(payload))]))
 
 
-def test_slow_and_stalled_clients_do_not_block_others(live_stack: Stack) -> None:
-    """Half-sent requests that stay open get 408 (or a close) while others are served."""
-    stalled = [
-        b"POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"prof",
-        b"GET /v1/stat",
-        b"POST /v1/token HTTP/1.1\r\nHost: x\r\n",
-    ]
-    socks = []
-    for payload in stalled:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(30)  # request_timeout_s is 10 s: a hang shows as a timeout here
-        sock.connect(live_stack.socket)
-        sock.sendall(payload)
-        socks.append(sock)
-    try:
-        for _ in range(5):  # served meanwhile
-            assert live_stack.token("app").status == 200
-        for sock in socks:
-            data = b""
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            for resp in assert_raw_answer(data):
-                assert resp.status == 408, resp
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 # ---- size limits -------------------------------------------------------------
 
-@pytest.mark.parametrize("payload,expected", [
-    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEADER_BYTES + 10)
-     + b"\r\n\r\n", 431),
-    (b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
-     + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(800)) + b"\r\n", 431),
-    (b"GET /" + b"a" * (MAX_HEADER_BYTES + 10) + b" HTTP/1.1\r\nHost: x\r\n\r\n", 431),
-    (b"POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
-     % (MAX_BODY_BYTES + 1) + b"{" * (MAX_BODY_BYTES + 1), 413),
-    (b"POST /v1/token HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-     + (b"8000\r\n" + b" " * 0x8000 + b"\r\n") * 3 + b"0\r\n\r\n", 413),
-    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nOrigin: http://evil.example\r\n\r\n", 403),
-    (b"POST /v1/token HTTP/1.1\r\nHost: x\r\nReferer: http://evil.example/\r\n"
-     b"Content-Length: 2\r\n\r\n{}", 403),
-])
+
+@pytest.mark.parametrize(
+    "payload,expected",
+    [
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "
+            + b"a" * (MAX_HEADER_BYTES + 10)
+            + b"\r\n\r\n",
+            431,
+        ),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+            + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(800))
+            + b"\r\n",
+            431,
+        ),
+        (b"GET /" + b"a" * (MAX_HEADER_BYTES + 10) + b" HTTP/1.1\r\nHost: x\r\n\r\n", 431),
+        (
+            b"POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+            % (MAX_BODY_BYTES + 1)
+            + b"{" * (MAX_BODY_BYTES + 1),
+            413,
+        ),
+        (
+            b"POST /v1/token HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + (b"8000\r\n" + b" " * 0x8000 + b"\r\n") * 3
+            + b"0\r\n\r\n",
+            413,
+        ),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nOrigin: http://evil.example\r\n\r\n", 403),
+        (
+            b"POST /v1/token HTTP/1.1\r\nHost: x\r\nReferer: http://evil.example/\r\n"
+            b"Content-Length: 2\r\n\r\n{}",
+            403,
+        ),
+    ],
+)
 def test_limits(live_stack: Stack, payload: bytes, expected: int) -> None:
     responses = assert_raw_answer(raw_exchange(live_stack.socket, payload))
     assert responses, "expected an answer, the connection was closed silently"
@@ -234,25 +288,41 @@ def test_limits(live_stack: Stack, payload: bytes, expected: int) -> None:
 
 # ---- JSON bodies ---------------------------------------------------------------
 
+
 @FUZZ
-@given(endpoint=st.sampled_from(ENDPOINTS), body=st.one_of(
-    st.binary(max_size=300),
-    st.binary(max_size=60).map(lambda b: b'{"profile": "' + b + b'"}'),
-    st.sampled_from([b"\xff", b'{"scope": "\xc3\x28"}', b'{"profile": "\xed\xa0\x80"}',
-                     b'"\\ud800"', b"{\"profile\": \"app\"" * 50, b"1e999999",
-                     b'{"min_validity_s": 1e999}', b'{"min_validity_s": NaN}'])))
+@given(
+    endpoint=st.sampled_from(ENDPOINTS),
+    body=st.one_of(
+        st.binary(max_size=300),
+        st.binary(max_size=60).map(lambda b: b'{"profile": "' + b + b'"}'),
+        st.sampled_from(
+            [
+                b"\xff",
+                b'{"scope": "\xc3\x28"}',
+                b'{"profile": "\xed\xa0\x80"}',
+                b'"\\ud800"',
+                b'{"profile": "app"' * 50,
+                b"1e999999",
+                b'{"min_validity_s": 1e999}',
+                b'{"min_validity_s": NaN}',
+            ]
+        ),
+    ),
+)
 def test_invalid_bodies(live_stack: Stack, endpoint: tuple[str, str], body: bytes) -> None:
     method, path = endpoint
     resp = http_call(live_stack.socket, method, path, raw_body=body)
     assert_acceptable(parse_responses(_reencode(resp))[0], allowed=(502,) if _is_idp(resp) else ())
 
 
-@pytest.mark.parametrize("method,path,body", [
-    ("POST", "/v1/token", b"[" * 5000),
-    ("POST", "/v1/flush", b'{"a":' * 3000 + b"1" + b"}" * 3000),
-])
-def test_deeply_nested_json_is_400(live_stack: Stack, method: str, path: str,
-                                   body: bytes) -> None:
+@pytest.mark.parametrize(
+    "method,path,body",
+    [
+        ("POST", "/v1/token", b"[" * 5000),
+        ("POST", "/v1/flush", b'{"a":' * 3000 + b"1" + b"}" * 3000),
+    ],
+)
+def test_deeply_nested_json_is_400(live_stack: Stack, method: str, path: str, body: bytes) -> None:
     """json.loads raises RecursionError (not JSONDecodeError) on deep nesting."""
     resp = http_call(live_stack.socket, method, path, raw_body=body)
     assert resp.status == 400, (resp.status, resp.body[:300])
@@ -262,7 +332,8 @@ def test_deeply_nested_json_is_400(live_stack: Stack, method: str, path: str,
 def _reencode(resp: Any) -> bytes:
     """An HttpResult back into bytes, so one checker judges every answer."""
     head = f"HTTP/1.1 {resp.status} X\r\n" + "".join(
-        f"{k}: {v}\r\n" for k, v in resp.headers.items())
+        f"{k}: {v}\r\n" for k, v in resp.headers.items()
+    )
     return head.encode("latin-1") + b"\r\n" + resp.body
 
 
@@ -274,11 +345,16 @@ def _is_idp(resp: Any) -> bool:
     return body.get("error") == "identity_provider_error" and bool(body.get("aadsts_codes"))
 
 
-JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
-                         st.text(max_size=20))
-JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-    max_leaves=10)
+JSON_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20)
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
 
 
 def _wrong_type(field: str, value: Any) -> bool:
@@ -287,7 +363,8 @@ def _wrong_type(field: str, value: Any) -> bool:
         return False
     if field == "scope":
         return not isinstance(value, str) and not (
-            isinstance(value, list) and all(isinstance(v, str) for v in value))
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        )
     if field == "min_validity_s":
         return isinstance(value, bool) or not isinstance(value, int | float)
     if field in ("force_refresh", "all"):
@@ -313,8 +390,9 @@ def wrong_typed(draw: st.DrawFn) -> tuple[str, str, dict[str, Any]]:
 
 @FUZZ
 @given(case=wrong_typed())
-def test_wrong_json_types_in_every_field(live_stack: Stack,
-                                         case: tuple[str, str, dict[str, Any]]) -> None:
+def test_wrong_json_types_in_every_field(
+    live_stack: Stack, case: tuple[str, str, dict[str, Any]]
+) -> None:
     method, path, body = case
     resp = live_stack.call(method, path, body)
     assert resp.status == 400, (body, resp.status, resp.body[:300])
@@ -323,8 +401,9 @@ def test_wrong_json_types_in_every_field(live_stack: Stack,
 
 
 @FUZZ
-@given(endpoint=st.sampled_from(ENDPOINTS), value=JSON_VALUES.filter(
-    lambda v: not isinstance(v, dict)))
+@given(
+    endpoint=st.sampled_from(ENDPOINTS), value=JSON_VALUES.filter(lambda v: not isinstance(v, dict))
+)
 def test_non_object_bodies(live_stack: Stack, endpoint: tuple[str, str], value: Any) -> None:
     method, path = endpoint
     resp = live_stack.call(method, path, raw_body=json.dumps(value).encode())
@@ -332,13 +411,70 @@ def test_non_object_bodies(live_stack: Stack, endpoint: tuple[str, str], value: 
 
 
 @FUZZ
-@given(endpoint=st.sampled_from(ENDPOINTS), field=st.sampled_from(SELECTION_FIELDS),
-       value=st.text(max_size=60), extra=st.dictionaries(st.text(max_size=10), JSON_SCALARS,
-                                                          max_size=2))
-def test_string_values_and_unknown_keys(live_stack: Stack, endpoint: tuple[str, str], field: str,
-                                        value: str, extra: dict[str, Any]) -> None:
+@given(
+    endpoint=st.sampled_from(ENDPOINTS),
+    field=st.sampled_from(SELECTION_FIELDS),
+    value=st.text(max_size=60),
+    extra=st.dictionaries(st.text(max_size=10), JSON_SCALARS, max_size=2),
+)
+def test_string_values_and_unknown_keys(
+    live_stack: Stack, endpoint: tuple[str, str], field: str, value: str, extra: dict[str, Any]
+) -> None:
     """Right types, arbitrary values: a 2xx, a 4xx, or the identity provider's refusal."""
     method, path = endpoint
     resp = live_stack.call(method, path, {**extra, field: value})
     assert_acceptable(parse_responses(_reencode(resp))[0], allowed=(502,) if _is_idp(resp) else ())
     assert resp.status in (200, 204, 400, 404, 502), (resp.status, resp.body[:300])
+
+
+# ---- stalled clients (opened when the module starts, judged at the end) -------------
+
+STALLED = (
+    b'POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"prof',
+    b"GET /v1/stat",
+    b"POST /v1/token HTTP/1.1\r\nHost: x\r\n",
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stalled_sockets(live_stack: Stack) -> Iterator[list[socket.socket]]:
+    """Half-sent requests left open while every other test of the module runs.
+
+    Opened first so that their request timeout (10 s) runs concurrently with
+    the fuzzers instead of adding to the suite's time.
+    """
+    socks = []
+    for payload in STALLED:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(30)  # request_timeout_s is 10 s: a hang shows as a timeout here
+        sock.connect(live_stack.socket)
+        sock.sendall(payload)
+        socks.append(sock)
+    try:
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_stalled_clients_get_408_and_do_not_block_others(
+    live_stack: Stack, stalled_sockets: list[socket.socket]
+) -> None:
+    """Every other test was served while these stalled; now each gets 408 (or a close)."""
+    for _ in range(3):
+        assert live_stack.token("app").status == 200
+    for sock in stalled_sockets:
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        for resp in assert_raw_answer(data):
+            assert resp.status == 408, resp
+
+
+def test_no_secret_reached_the_log(live_stack: Stack) -> None:
+    """After all the hostile input: no token, user token or secret in the daemon log."""
+    token = live_stack.token("app").json()["access_token"]
+    obo = live_stack.token("obo").json()["access_token"]
+    live_stack.daemon.assert_log_free_of(
+        [token, obo, live_stack.obo_user_token, live_stack.emulator.blueprint_secret]
+    )

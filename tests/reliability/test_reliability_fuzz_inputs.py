@@ -25,10 +25,12 @@ from agentid_client.cli import CLI
 from agentid_client.failures import EXIT_USAGE, ClientError
 from agentid_client.formats import EXEC_APIS, exec_api_version
 
-FUZZ = settings(max_examples=150, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])
-SUBPROCESS_FUZZ = settings(max_examples=15, deadline=None,
-                           suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+SUBPROCESS_FUZZ = settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 SUBPROCESS_TIMEOUT_S = 20
 
 # Exit codes the CLI may use for hostile input (DESIGN.md + failures.py):
@@ -36,9 +38,25 @@ SUBPROCESS_TIMEOUT_S = 20
 # large), 2 usage, 3 no daemon.
 CLIENT_EXITS = (0, 1, 2, 3)
 
-GIT_KEYS = ("protocol", "host", "path", "url", "username", "password", "capability[]",
-            "wwwauth[]", "authtype", "credential", "state[]", "ephemeral", "capability",
-            "host[]", "url[]", "path[]", "password_expiry_utc")
+GIT_KEYS = (
+    "protocol",
+    "host",
+    "path",
+    "url",
+    "username",
+    "password",
+    "capability[]",
+    "wwwauth[]",
+    "authtype",
+    "credential",
+    "state[]",
+    "ephemeral",
+    "capability",
+    "host[]",
+    "url[]",
+    "path[]",
+    "password_expiry_utc",
+)
 
 
 class ClientEnv(dict[str, str]):
@@ -53,8 +71,10 @@ def client_env() -> Iterator[ClientEnv]:
     """No daemon, no autostart, a config mapping git hosts to a profile."""
     with short_tempdir() as root:
         config = Path(root) / "config.toml"
-        config.write_text('[git."git.example.test"]\nprofile = "app"\n'
-                          '[git."127.0.0.1:8443/team"]\nprofile = "team"\n')
+        config.write_text(
+            '[git."git.example.test"]\nprofile = "app"\n'
+            '[git."127.0.0.1:8443/team"]\nprofile = "team"\n'
+        )
         env = {
             "AGENTID_HELPER_CONFIG": str(config),
             "AGENTID_HELPER_SOCKET": str(Path(root) / "none.sock"),
@@ -68,18 +88,37 @@ def client_env() -> Iterator[ClientEnv]:
 
 # ---- git credential lines -------------------------------------------------------
 
+
 @st.composite
 def git_input(draw: st.DrawFn) -> str:
     """Plausible attribute lines mixed with junk, CRs, blank lines and no-newline endings."""
-    lines = draw(st.lists(st.one_of(
-        st.tuples(st.sampled_from(GIT_KEYS), st.text(max_size=40)).map("=".join),
-        st.tuples(st.sampled_from(["url", "host"]), st.sampled_from([
-            "https://git.example.test/a/b", "http://127.0.0.1:8443/team/x", "https://u@h:1/",
-            "https://", "://x", "https://[::1]/x", "file:///etc", "git.example.test",
-            "http://[::1", "https://GIT.example.TEST:443/"])).map("=".join),
-        st.text(max_size=60),
-        st.just(""),
-    ), max_size=12))
+    lines = draw(
+        st.lists(
+            st.one_of(
+                st.tuples(st.sampled_from(GIT_KEYS), st.text(max_size=40)).map("=".join),
+                st.tuples(
+                    st.sampled_from(["url", "host"]),
+                    st.sampled_from(
+                        [
+                            "https://git.example.test/a/b",
+                            "http://127.0.0.1:8443/team/x",
+                            "https://u@h:1/",
+                            "https://",
+                            "://x",
+                            "https://[::1]/x",
+                            "file:///etc",
+                            "git.example.test",
+                            "http://[::1",
+                            "https://GIT.example.TEST:443/",
+                        ]
+                    ),
+                ).map("=".join),
+                st.text(max_size=60),
+                st.just(""),
+            ),
+            max_size=12,
+        )
+    )
     sep = draw(st.sampled_from(["\n", "\r\n", "\r"]))
     return sep.join(lines) + draw(st.sampled_from(["", "\n", "\n\n"]))
 
@@ -99,8 +138,9 @@ def test_git_parse_request(text: str) -> None:
     profile = gitcred.profile_for(attrs, mapping)
     assert profile in (None, "app", "team")
     gitcred.protocol_allowed(attrs)
-    answer = gitcred.answer_get(attrs, profile or "app",
-                                {"access_token": "tok", "expires_on": 1_800_000_000})
+    answer = gitcred.answer_get(
+        attrs, profile or "app", {"access_token": "tok", "expires_on": 1_800_000_000}
+    )
     assert answer.endswith("\n")
 
 
@@ -127,19 +167,30 @@ def test_git_credential_command(client_env: ClientEnv, text: str, operation: str
 @example(data=b"host=git.example.test\nprotocol=https\n\xff\xfe\n")
 def test_git_credential_bytes_subprocess(client_env: ClientEnv, data: bytes) -> None:
     """Real stdin bytes (invalid UTF-8 too) into the real console script."""
-    proc = subprocess.run([helper_bin("agentid-helper"), "git-credential", "get"], input=data,
-                          capture_output=True, env=client_env, timeout=SUBPROCESS_TIMEOUT_S)
+    proc = subprocess.run(
+        [helper_bin("agentid-helper"), "git-credential", "get"],
+        input=data,
+        capture_output=True,
+        env=client_env,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
     assert proc.returncode in CLIENT_EXITS, proc.stderr[-2000:]
     assert b"Traceback" not in proc.stderr, proc.stderr[-2000:]
 
 
 # ---- KUBERNETES_EXEC_INFO -----------------------------------------------------------
 
-ENV_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",),
-                                          blacklist_characters="\x00"), max_size=200)
+ENV_TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=200
+)
 JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), ENV_TEXT)
-JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(ENV_TEXT, inner, max_size=3)), max_leaves=8)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(ENV_TEXT, inner, max_size=3)
+    ),
+    max_leaves=8,
+)
 
 
 @st.composite
@@ -148,9 +199,13 @@ def exec_infos(draw: st.DrawFn) -> str:
 
     kind = draw(st.sampled_from(["object", "value", "text", "nested"]))
     if kind == "object":
-        obj = draw(st.dictionaries(st.sampled_from(["apiVersion", "kind", "spec", "x"]),
-                                   st.one_of(JSON_VALUES, st.sampled_from(EXEC_APIS),
-                                             st.just("ExecCredential")), max_size=4))
+        obj = draw(
+            st.dictionaries(
+                st.sampled_from(["apiVersion", "kind", "spec", "x"]),
+                st.one_of(JSON_VALUES, st.sampled_from(EXEC_APIS), st.just("ExecCredential")),
+                max_size=4,
+            )
+        )
         return json.dumps(obj, ensure_ascii=draw(st.booleans()))
     if kind == "value":
         return json.dumps(draw(JSON_VALUES))
@@ -162,8 +217,10 @@ def exec_infos(draw: st.DrawFn) -> str:
 
 @FUZZ
 @given(info=exec_infos())
-@example(info='{"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential",'
-              ' "spec": {"interactive": false}}')
+@example(
+    info='{"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential",'
+    ' "spec": {"interactive": false}}'
+)
 @example(info='{"apiVersion": NaN}')
 def test_exec_api_version(info: str) -> None:
     try:
@@ -181,10 +238,14 @@ def test_exec_api_version(info: str) -> None:
 def test_kubectl_credential_subprocess(client_env: ClientEnv, info: str) -> None:
     """The real console script: bad info is exit 2 with one line; good info reaches for the
     daemon (exit 3 here, there is none)."""
-    proc = subprocess.run([helper_bin("agentid-helper"), "kubectl-credential", "--profile", "app"],
-                          capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S,
-                          env={**client_env, "KUBERNETES_EXEC_INFO": info},
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [helper_bin("agentid-helper"), "kubectl-credential", "--profile", "app"],
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+        env={**client_env, "KUBERNETES_EXEC_INFO": info},
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode in (EXIT_USAGE, 3), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.startswith("agentid-helper: error: "), proc.stderr[-2000:]
@@ -193,10 +254,14 @@ def test_kubectl_credential_subprocess(client_env: ClientEnv, info: str) -> None
 
 # ---- regressions found by the fuzzers above (kept small and named) ------------------
 
-@pytest.mark.parametrize("text", [
-    "capability=authtype\ncapability[]=state\nprotocol=https\nhost=git.example.test\n",
-    "wwwauth=x\nwwwauth[]=y\n",
-])
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "capability=authtype\ncapability[]=state\nprotocol=https\nhost=git.example.test\n",
+        "wwwauth=x\nwwwauth[]=y\n",
+    ],
+)
 def test_git_scalar_then_list_attribute(client_env: ClientEnv, text: str) -> None:
     """``key=v`` then ``key[]=w``: the helper must not crash (AttributeError on str.append)."""
     out, err = io.StringIO(), io.StringIO()

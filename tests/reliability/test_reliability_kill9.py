@@ -61,7 +61,8 @@ def autostart_sandbox(emulator: Emulator) -> Iterator[HelperSandbox]:
 
 
 def test_kill9_mid_traffic_then_autostart_replaces_stale_socket(
-        autostart_sandbox: HelperSandbox) -> None:
+    autostart_sandbox: HelperSandbox,
+) -> None:
     sandbox = autostart_sandbox
     sock = str(sandbox.socket_path)
     first = sandbox.client("get", "--profile", "app", timeout=CLIENT_TIMEOUT_S)
@@ -75,8 +76,13 @@ def test_kill9_mid_traffic_then_autostart_replaces_stale_socket(
 
     def traffic() -> None:
         while not stop.is_set():
-            proc = sandbox.client("get", "--profile", "user", timeout=CLIENT_TIMEOUT_S,
-                                  env={"AGENTID_HELPER_NO_AUTOSTART": "1"})
+            proc = sandbox.client(
+                "get",
+                "--profile",
+                "user",
+                timeout=CLIENT_TIMEOUT_S,
+                env={"AGENTID_HELPER_NO_AUTOSTART": "1"},
+            )
             outcomes.append((proc.returncode, proc.stderr))
 
     workers = [threading.Thread(target=traffic, daemon=True) for _ in range(3)]
@@ -86,8 +92,11 @@ def test_kill9_mid_traffic_then_autostart_replaces_stale_socket(
     os.kill(old_pid, signal.SIGKILL)
     poll_until(lambda: not _alive(old_pid), timeout=10, what="the daemon to die")
     assert Path(sock).exists(), "expected a stale socket file after SIGKILL"
-    poll_until(lambda: any(code != 0 for code, _ in outcomes[3:]), timeout=30,
-               what="a call to notice the dead daemon")
+    poll_until(
+        lambda: any(code != 0 for code, _ in outcomes[3:]),
+        timeout=30,
+        what="a call to notice the dead daemon",
+    )
     stop.set()
     for worker in workers:
         worker.join(timeout=CLIENT_TIMEOUT_S)
@@ -95,8 +104,7 @@ def test_kill9_mid_traffic_then_autostart_replaces_stale_socket(
         assert code in (0, 3), stderr
         assert "Traceback" not in stderr, stderr
 
-    again = sandbox.client("get", "--profile", "app", "--format", "json",
-                           timeout=CLIENT_TIMEOUT_S)
+    again = sandbox.client("get", "--profile", "app", "--format", "json", timeout=CLIENT_TIMEOUT_S)
     assert again.returncode == 0, describe(again)
     new_pids = _daemon_pids(sock)
     assert len(new_pids) == 1 and new_pids[0] != old_pid, new_pids

@@ -237,13 +237,15 @@ async def test_rejected_assertion_is_replaced_once(autojump_clock: trio.testing.
     async with running(engine) as (broker, _):
         await broker.get_token(request())
         engine.revoked.add("t1-secret-1")
-        served = await broker.get_token(request(), force_refresh=True)
+        broker.invalidate(request())  # the resource token goes, the revoked T1 stays
+        served = await broker.get_token(request())
         assert served.access_token == "autonomous_app-secret-3"
         assert engine.calls == {"t1": 2, "autonomous_app": 3}
         # Rejected again after the retry: the error surfaces, no loop.
         engine.errors["autonomous_app"] = [expired_assertion(), expired_assertion()]
+        broker.invalidate(request())
         with pytest.raises(IdentityProviderError):
-            await broker.get_token(request(), force_refresh=True)
+            await broker.get_token(request())
         assert engine.calls == {"t1": 3, "autonomous_app": 5}
 
 
@@ -253,8 +255,29 @@ async def test_rejected_user_fic_replaces_t1_and_t2(autojump_clock: trio.testing
         req = request(mode=Mode.AUTONOMOUS_USER, user_upn="bob@contoso.example")
         await broker.get_token(req)
         engine.revoked.add("t2-secret-1")
-        await broker.get_token(req, force_refresh=True)
+        broker.invalidate(req)
+        await broker.get_token(req)
         assert engine.calls == {"t1": 2, "t2": 2, "user_fic": 3}  # rejected call + retry
+
+
+async def test_force_refresh_reacquires_the_whole_chain(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A forced request proves the blueprint credential works *now* (doctor relies on it)."""
+    engine = FakeEngine()
+    async with running(engine) as (broker, _):
+        app = request()
+        user = request(mode=Mode.AUTONOMOUS_USER, user_upn="bob@contoso.example")
+        await broker.get_token(app)
+        await broker.get_token(user)
+        assert engine.calls == {"t1": 1, "autonomous_app": 1, "t2": 1, "user_fic": 1}
+        await broker.get_token(app, force_refresh=True)
+        assert engine.calls == {"t1": 2, "autonomous_app": 2, "t2": 1, "user_fic": 1}
+        await broker.get_token(user, force_refresh=True)
+        assert engine.calls == {"t1": 3, "autonomous_app": 2, "t2": 2, "user_fic": 2}
+        # Without force the fresh exchange tokens are reused.
+        await broker.get_token(request(scopes=("api://other/.default",)))
+        assert engine.calls["t1"] == 3
 
 
 async def test_assertion_needs_validity_left(autojump_clock: trio.testing.MockClock) -> None:
@@ -353,3 +376,37 @@ async def test_real_worker_threads() -> None:
     assert engine.calls == {"t1": 1, "autonomous_app": 1}
     assert threads and main_thread not in threads
     assert isinstance(served[0], ServedToken)
+
+
+class CredentialCheckingEngine(FakeEngine):
+    """T1 fails for a credential source named in ``broken`` (e.g. an unset env var)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken: set[str] = set()
+
+    def acquire_t1(self, agent: AgentRef) -> AcquiredToken:
+        if agent.credential.location in self.broken:
+            raise ConfigurationError(f"environment variable {agent.credential.location} is not set")
+        return super().acquire_t1(agent)
+
+
+async def test_credential_sources_of_one_agent_are_kept_apart(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A profile with a broken credential neither rides on nor breaks another's tokens."""
+    engine = CredentialCheckingEngine()
+    engine.broken.add("NOPE_SECRET")
+    good = request()
+    ref = good.agent
+    bad_ref = AgentRef(ref.authority_host, ref.tenant_id, ref.blueprint_app_id,
+                       ref.agent_identity_app_id, CredentialSpec("env", "NOPE_SECRET"))
+    bad = TokenRequest(bad_ref, good.mode, good.scopes)
+    async with running(engine) as (broker, _):
+        served = await broker.get_token(good)
+        with pytest.raises(ConfigurationError):
+            await broker.get_token(bad)
+        await trio.sleep(3000)  # past refresh-ahead: the good key refreshed with its own source
+        again = await broker.get_token(good)
+        assert again.access_token != served.access_token
+        assert engine.calls["t1"] == 2 and engine.calls["autonomous_app"] == 2

@@ -90,7 +90,7 @@ class ServedToken:
 
 
 def _exchange_key(leg: Literal["t1", "t2"], agent: AgentRef) -> ExchangeKey:
-    return ExchangeKey(leg, *agent.identity)
+    return ExchangeKey(leg, *agent.identity, credential=agent.credential)
 
 
 def _wall(trio_time: float | None, now_trio: float, now_wall: float) -> int | None:
@@ -126,6 +126,14 @@ class Broker:
         if not (0 <= min_validity_s < 86_400 * 365):  # also rejects NaN
             raise InvalidRequest("min_validity_s must be a number of seconds >= 0")
         self._check(req)
+        if force_refresh:
+            # "Fresh" means from the credential up: re-acquire the exchange
+            # tokens too, so a forced request proves the blueprint credential
+            # works now (doctor relies on it) instead of riding on a T1 that a
+            # since-broken credential obtained earlier.
+            await self._exchange("t1", req.agent, force_refresh=True)
+            if req.mode is Mode.AUTONOMOUS_USER:
+                await self._exchange("t2", req.agent, force_refresh=True)
         cached = await self._cache.get(
             req.cache_key(),
             self._resource_fetch(req),
@@ -187,7 +195,9 @@ class Broker:
         """Run a blocking engine call in a worker thread (tests override this seam)."""
         return await trio.to_thread.run_sync(call, limiter=self._limiter, abandon_on_cancel=True)
 
-    async def _exchange(self, leg: Literal["t1", "t2"], agent: AgentRef) -> CachedToken:
+    async def _exchange(
+        self, leg: Literal["t1", "t2"], agent: AgentRef, *, force_refresh: bool = False
+    ) -> CachedToken:
         """T1 or T2 of ``agent`` from the cache, with enough life left to be an assertion."""
         key = _exchange_key(leg, agent)
         lifetime = self._exchange_lifetime.get(key)
@@ -213,7 +223,9 @@ class Broker:
             self._exchange_lifetime[key] = float(token.expires_in)
             return token
 
-        return await self._cache.get(key, fetch, min_validity_s=margin, label=leg)
+        return await self._cache.get(
+            key, fetch, min_validity_s=margin, force_refresh=force_refresh, label=leg
+        )
 
     def _resource_fetch(self, req: TokenRequest) -> Callable[[], Any]:
         """The resource leg for ``req`` as a closure (it keeps an OBO user token alive)."""

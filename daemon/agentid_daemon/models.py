@@ -93,7 +93,10 @@ class TokenRequest:
         return " ".join(self.scopes)
 
     def cache_key(self) -> ResourceKey:
-        return ResourceKey(*self.agent.identity, self.mode.value, self.scopes, self.user_key)
+        return ResourceKey(
+            *self.agent.identity, self.mode.value, self.scopes, self.user_key,
+            credential=self.agent.credential,
+        )
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,10 @@ class ResourceKey:
     mode: str
     scopes: tuple[str, ...]
     user: str | None
+    # Two profiles naming one agent with different credential sources are kept
+    # apart: an entry's refresh uses the credential of whoever asked last, so a
+    # shared entry would let a broken source break (or a working one mask) the other.
+    credential: CredentialSpec | None = None
 
     def describe(self) -> str:
         """A log/status-safe description (the OBO user part is already a hash)."""
@@ -125,6 +132,7 @@ class ExchangeKey:
     tenant_id: str
     blueprint_app_id: str
     agent_identity_app_id: str
+    credential: CredentialSpec | None = None  # see ResourceKey.credential
 
 
 @dataclass(frozen=True)

@@ -96,3 +96,18 @@ def test_daemon_that_never_listens_times_out(sockdir: str, monkeypatch: pytest.M
             proc.kill()
             proc.wait(5)
     assert code == 3 and "did not listen within 0.3 s" in err
+
+
+def test_daemon_log_gets_stdout_and_rotates(sockdir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's JSON lines (stdout) land in the log; a big old log moves to .1 first."""
+    directory = os.path.dirname(sockdir)
+    os.makedirs(directory, mode=0o700)
+    log = os.path.join(directory, autostart.LOG_NAME)
+    Path(log).write_text("x" * (autostart.LOG_ROTATE_BYTES + 1))
+    monkeypatch.setattr(
+        autostart, "_DAEMON_CODE", "import sys; print('{\"event\": \"started\"}'); sys.exit(5)"
+    )
+    code, _, _ = run(["get"])
+    assert code == 3
+    assert Path(log).read_text() == '{"event": "started"}\n'
+    assert Path(log + ".1").stat().st_size == autostart.LOG_ROTATE_BYTES + 1

@@ -4,10 +4,12 @@ Only the cold path imports this module. A client that finds no daemon takes
 an exclusive ``flock`` on ``agentid-helper.lock`` next to the socket, checks
 again (another client may have started one while it waited), and otherwise
 spawns ``python -c 'agentid_daemon.app.main()'`` detached (new session,
-stdin/stdout on /dev/null, stderr appended to ``agentid-helperd.log`` in the
-socket directory) and polls until the socket accepts a connection. The lock
-is held while polling so that waiting clients never start a second daemon;
-the daemon itself also refuses to start when another one answers.
+stdin on /dev/null, its JSON log lines (stdout) and stderr appended to
+``agentid-helperd.log`` in the socket directory, which moves to
+``agentid-helperd.log.1`` at a start once it passes ``LOG_ROTATE_BYTES``)
+and polls until the socket accepts a connection. The lock is held while
+polling so that waiting clients never start a second daemon; the daemon
+itself also refuses to start when another one answers.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ LOG_NAME = "agentid-helperd.log"
 START_TIMEOUT_S = 5.0
 LOCK_TIMEOUT_S = 15.0
 POLL_S = 0.02
+LOG_ROTATE_BYTES = 4 * 1024 * 1024
 
 # -c rather than -m: works whether or not the daemon package ships __main__.
 _DAEMON_CODE = "import sys; from agentid_daemon.app import main; sys.exit(main(sys.argv[1:]))"
@@ -91,12 +94,17 @@ def _lock(directory: str) -> int:
 
 def spawn(log_path: str) -> subprocess.Popen[bytes]:
     """Start the daemon detached from this process (new session, no terminal)."""
+    try:
+        if os.stat(log_path).st_size > LOG_ROTATE_BYTES:
+            os.replace(log_path, log_path + ".1")  # keep one generation for post-mortems
+    except OSError:
+        pass  # no log yet (or unreadable): open() below reports what matters
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
         return subprocess.Popen(
             [sys.executable, "-c", _DAEMON_CODE],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=log_fd,  # the daemon logs JSON lines to stdout (journald's way)
             stderr=log_fd,
             start_new_session=True,
             close_fds=True,

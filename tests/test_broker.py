@@ -410,3 +410,32 @@ async def test_credential_sources_of_one_agent_are_kept_apart(
         again = await broker.get_token(good)
         assert again.access_token != served.access_token
         assert engine.calls["t1"] == 2 and engine.calls["autonomous_app"] == 2
+
+
+async def test_identity_provider_requests_are_logged_by_leg_without_tokens(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    import io
+    import json
+
+    from agentid_daemon.logs import configure_logging
+
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    try:
+        engine = FakeEngine()
+        async with running(engine) as (broker, _):
+            await broker.get_token(request())
+            engine.errors["autonomous_app"] = [expired_assertion(), expired_assertion()]
+            broker.invalidate(request())
+            with pytest.raises(IdentityProviderError):
+                await broker.get_token(request())
+    finally:
+        configure_logging("info", "json", stream=io.StringIO())
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    calls = [line for line in lines if line["event"] == "identity provider request"]
+    assert [(c["leg"], c["outcome"]) for c in calls][:2] == [("t1", "ok"), ("autonomous_app", "ok")]
+    failed = [c for c in calls if c["outcome"] == "error"]
+    assert failed and failed[0]["aadsts_codes"] == [700024] and failed[0]["level"] == "warning"
+    assert all("duration_ms" in c and c["agent_identity_app_id"] == AGENT_A for c in calls)
+    assert "-secret-" not in stream.getvalue()

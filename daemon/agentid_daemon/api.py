@@ -13,16 +13,18 @@ SIGHUP reload (which swaps ``state.config``) takes effect for the next request.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import trio
 
 from .errors import AgentIdError, ConfigurationError, IdentityProviderError, InvalidRequest
-from .logs import get_logger
+from .logs import get_logger, is_enabled_for
 from .protocol import Headers, Response
 
 log = get_logger("agentid_daemon.api")
@@ -43,6 +45,10 @@ DEFAULT_MIN_VALIDITY_S = 300.0
 MAX_MIN_VALIDITY_S = 3600.0
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Probes are polled; they are logged only when they fail.
+_PROBE_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+RouteHandler = Callable[[bytes, dict[str, Any]], Awaitable[Response]]
 
 
 class ConfigLike(Protocol):
@@ -168,7 +174,7 @@ class Api:
 
     def __init__(self, state: ApiState) -> None:
         self.state = state
-        self._routes = {
+        self._routes: dict[str, dict[str, RouteHandler]] = {
             "/v1/token": {"POST": self._post_token, "DELETE": self._delete_token},
             "/v1/status": {"GET": self._get_status},
             "/v1/flush": {"POST": self._post_flush},
@@ -181,26 +187,37 @@ class Api:
         self, method: str, target: str, headers: Headers, body: bytes
     ) -> Response:
         start = trio.current_time()
-        path = target.split("?", 1)[0]
-        route = path if path in self._routes else "other"
+        path = target.split("?", 1)[0] if "?" in target else target
+        methods = self._routes.get(path)
+        route = path if methods is not None else "other"
         ctx: dict[str, Any] = {}
         try:
-            response = await self._dispatch(method, path, body, ctx)
+            response = await self._dispatch(method, path, methods, body, ctx)
         except AgentIdError as exc:
             response = _error_response(exc)
             ctx.update(error=exc.error_code)
             if isinstance(exc, IdentityProviderError):
                 ctx.update(leg=exc.leg, correlation_id=exc.correlation_id)
-        duration_ms = round((trio.current_time() - start) * 1000, 1)
-        self._count(route, response.status)
-        if route not in ("/healthz", "/readyz", "/metrics") or response.status >= 400:
-            level = "warning" if response.status >= 500 else "info"
-            getattr(log, level)(
+        status = response.status
+        self._count(route, status)
+        if route in _PROBE_ROUTES and status < 400:
+            return response
+        if status >= 500:
+            level = logging.WARNING
+        elif status == 200 and ctx.get("source") == "cache":
+            # Cache hits are the hot path and carry no news: debug, so that the
+            # default level logs acquisitions, refreshes and errors only.
+            level = logging.DEBUG
+        else:
+            level = logging.INFO
+        if is_enabled_for(level):
+            log.log(
+                level,
                 "request",
                 method=method,
                 path=path,
-                status=response.status,
-                duration_ms=duration_ms,
+                status=status,
+                duration_ms=round((trio.current_time() - start) * 1000, 1),
                 **{k: v for k, v in ctx.items() if v is not None},
             )
         return response
@@ -214,8 +231,14 @@ class Api:
         except Exception as exc:  # metrics must never break a response
             log.warning("metrics update failed", error=str(exc))
 
-    async def _dispatch(self, method: str, path: str, body: bytes, ctx: dict[str, Any]) -> Response:
-        methods = self._routes.get(path)
+    async def _dispatch(
+        self,
+        method: str,
+        path: str,
+        methods: dict[str, RouteHandler] | None,
+        body: bytes,
+        ctx: dict[str, Any],
+    ) -> Response:
         if methods is None:
             return Response.error(404, "not_found", f"no such endpoint: {path[:200]}")
         handler = methods.get(method)

@@ -29,7 +29,8 @@ from typing import Any, Literal, Protocol
 import trio
 
 from .cache import CachedToken, EntryStatus, TokenCache
-from .errors import IdentityProviderError, InvalidRequest
+from .errors import AgentIdError, IdentityProviderError, InvalidRequest
+from .logs import get_logger
 from .metrics import Metrics
 from .models import AcquiredToken, AgentRef, ExchangeKey, Mode, ResourceKey, TokenRequest
 
@@ -98,6 +99,9 @@ def _wall(trio_time: float | None, now_trio: float, now_wall: float) -> int | No
     if trio_time is None:
         return None
     return int(now_wall + (trio_time - now_trio))
+
+
+_LOG = get_logger("agentid_daemon.broker")
 
 
 class Broker:
@@ -178,18 +182,48 @@ class Broker:
 
     async def _call(self, leg: str, fn: Callable[..., AcquiredToken], *args: Any,
                     **kwargs: Any) -> AcquiredToken:
-        """One identity-provider call in a worker thread, counted by leg and outcome."""
+        """One identity-provider call in a worker thread, counted and logged by leg.
+
+        The log line carries what journald users filter on (leg, outcome,
+        duration_ms, agent, and for failures the AADSTS codes and correlation
+        id); the arguments (assertions, user tokens) never reach it.
+        """
+        agent = args[0] if args and isinstance(args[0], AgentRef) else None
+        started = trio.current_time()
         try:
             token = await self._in_thread(functools.partial(fn, *args, **kwargs))
         except IdentityProviderError as exc:
             outcome = "transient_error" if exc.transient else "error"
             self._metrics.identity_provider_requests.inc(leg=leg, outcome=outcome)
+            self._log_call(leg, outcome, started, agent, exc)
             raise
-        except Exception:
+        except Exception as exc:
             self._metrics.identity_provider_requests.inc(leg=leg, outcome="error")
+            self._log_call(leg, "error", started, agent, exc)
             raise
         self._metrics.identity_provider_requests.inc(leg=leg, outcome="ok")
+        self._log_call(leg, "ok", started, agent, None)
         return token
+
+    @staticmethod
+    def _log_call(leg: str, outcome: str, started: float, agent: AgentRef | None,
+                  exc: BaseException | None) -> None:
+        fields: dict[str, Any] = {
+            "leg": leg,
+            "outcome": outcome,
+            "duration_ms": round((trio.current_time() - started) * 1000, 1),
+        }
+        if agent is not None:
+            fields["agent_identity_app_id"] = agent.agent_identity_app_id
+        if isinstance(exc, IdentityProviderError):
+            fields.update(aadsts_codes=list(exc.aadsts_codes), correlation_id=exc.correlation_id,
+                          error=exc.description)
+        elif isinstance(exc, AgentIdError):
+            fields["error"] = exc.description
+        elif exc is not None:
+            fields["error"] = type(exc).__name__  # foreign text may hold anything
+        log = _LOG.info if exc is None else _LOG.warning
+        log("identity provider request", **fields)
 
     async def _in_thread(self, call: Callable[[], AcquiredToken]) -> AcquiredToken:
         """Run a blocking engine call in a worker thread (tests override this seam)."""

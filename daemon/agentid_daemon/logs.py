@@ -27,6 +27,11 @@ import structlog
 
 LogFormat = Literal["json", "console"]
 
+# The level configure_logging() last set for our own loggers. Hot paths ask
+# is_enabled_for() before building a log call at all: even a filtered-out
+# structlog call costs a lazy-proxy bind and the keyword dict per request.
+_level_no: int = logging.INFO
+
 MASK = "[redacted]"
 
 # Keys whose values are masked whatever they hold (compared lower-cased, with
@@ -184,6 +189,7 @@ def configure_logging(
     stream: TextIO | None = None,
 ) -> None:
     """Configure structlog and the stdlib root logger. Safe to call again."""
+    global _level_no
     stream = stream if stream is not None else sys.stdout
     level_no = parse_level(level)
     log_format = resolve_format(fmt, stream)
@@ -226,6 +232,16 @@ def configure_logging(
     for name in ("msal", "urllib3", "requests", "trio", "h11", "asyncio"):
         logging.getLogger(name).setLevel(max(level_no, logging.WARNING))
     logging.getLogger("agentid_daemon").setLevel(level_no)
+    _level_no = level_no
+
+
+def is_enabled_for(level: int) -> bool:
+    """Whether our loggers emit *level* (a stdlib level number) as configured.
+
+    A cheap guard for per-request log lines: when it says no, skip the call
+    (and the building of its fields) entirely.
+    """
+    return level >= _level_no
 
 
 def get_logger(name: str = "agentid_daemon") -> Any:

@@ -40,6 +40,10 @@ RECEIVE_SIZE = 16 * 1024
 
 Headers = list[tuple[str, str]]
 
+# One encoder for every response: json.dumps() with non-default arguments
+# builds a new JSONEncoder per call.
+_JSON_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
 
 @dataclass
 class Response:
@@ -49,7 +53,7 @@ class Response:
 
     @classmethod
     def json(cls, status: int, obj: Any, headers: Iterable[tuple[str, str]] = ()) -> Response:
-        body = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+        body = (_JSON_ENCODER.encode(obj) + "\n").encode()
         return cls(status, [("content-type", "application/json"), *headers], body)
 
     @classmethod

@@ -31,7 +31,7 @@ import trio
 from .cache import CachedToken, EntryStatus, TokenCache
 from .errors import AgentIdError, IdentityProviderError, InvalidRequest
 from .logs import get_logger
-from .metrics import Metrics
+from .metrics import BoundCounter, Metrics
 from .models import AcquiredToken, AgentRef, ExchangeKey, Mode, ResourceKey, TokenRequest
 
 # An assertion must outlive the next leg's round trip (and clock skew at the
@@ -119,6 +119,9 @@ class Broker:
         self._limiter = limiter
         # Last seen lifetime per exchange key, to size the assertion margin.
         self._exchange_lifetime: dict[ExchangeKey, float] = {}
+        # Hit/miss counters per kind, bound once: hits are counted per request.
+        self._hit_counters: dict[str, BoundCounter] = {}
+        self._miss_counters: dict[str, BoundCounter] = {}
         cache.add_listener(self._on_cache_event)
         metrics.cache_entries.set_function(lambda: len(cache))
 
@@ -313,9 +316,15 @@ class Broker:
     def _on_cache_event(self, event: str, *, key: object, label: str, **fields: Any) -> None:
         kind = label or "resource"
         if event == "hit":
-            self._metrics.cache_hits.inc(kind=kind)
+            counter = self._hit_counters.get(kind)
+            if counter is None:
+                counter = self._hit_counters[kind] = self._metrics.cache_hits.labels(kind=kind)
+            counter.inc()
         elif event == "miss":
-            self._metrics.cache_misses.inc(kind=kind)
+            counter = self._miss_counters.get(kind)
+            if counter is None:
+                counter = self._miss_counters[kind] = self._metrics.cache_misses.labels(kind=kind)
+            counter.inc()
         elif event == "fetch" and fields.get("background"):
             self._metrics.refreshes.inc(kind=kind, outcome=fields.get("outcome", "unknown"))
         elif event == "evict" and isinstance(key, ExchangeKey):

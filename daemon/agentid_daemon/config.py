@@ -13,10 +13,8 @@ that name everything with flags.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
 import tomllib
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ from .models import (
     Mode,
     TokenRequest,
 )
+from .resolve_memo import ResolveMemo, memo_key
 from .scopes import normalise_scopes, validate_for_mode
 
 APP_NAME = "agentid-helper"
@@ -86,79 +85,6 @@ def did_you_mean(key: str, known: tuple[str, ...] | list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-# Resolved requests remembered per Config (see ResolveMemo).
-RESOLVE_MEMO_SIZE = 256
-
-MemoKey = tuple[tuple[str, Any], ...]
-
-
-class ResolveMemo:
-    """A small LRU of ``request fields -> TokenRequest`` for one :class:`Config`.
-
-    Clients ask for the same few selections over and over; merging and
-    validating them again on every request is most of a cache hit's cost.
-    The memo belongs to one Config object: a reload builds a new Config, so
-    it starts empty (and :meth:`Config.forget_resolved` drops the old one).
-    Only successful resolutions are remembered.
-
-    Keys never hold an OBO user token: its SHA-256 stands in for it. The
-    TokenRequest values do hold it (memory only, like the token cache's own
-    entries); the bound keeps that to at most ``maxsize`` requests.
-    """
-
-    def __init__(self, maxsize: int = RESOLVE_MEMO_SIZE) -> None:
-        self.maxsize = maxsize
-        self._data: OrderedDict[MemoKey, TokenRequest] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __repr__(self) -> str:
-        return f"ResolveMemo({len(self._data)}/{self.maxsize})"
-
-    def get(self, key: MemoKey) -> TokenRequest | None:
-        found = self._data.get(key)
-        if found is not None:
-            self._data.move_to_end(key)
-        return found
-
-    def put(self, key: MemoKey, value: TokenRequest) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.maxsize:
-            self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        self._data.clear()
-
-
-def memo_key(fields: Mapping[str, Any]) -> MemoKey | None:
-    """The memo key of request *fields*, or ``None`` when they are not memoisable.
-
-    Keys keep the fields' order (a different order is only a memo miss);
-    request options and nulls are left out because resolve() ignores them.
-    Anything but strings (and a list of strings for ``scope``) goes the slow
-    way, where resolve() reports the error.
-    """
-    items: list[tuple[str, Any]] = []
-    for key, value in fields.items():
-        if value is None or key in REQUEST_OPTION_KEYS:
-            continue
-        if isinstance(value, str):
-            if key == "user_token":
-                digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
-                items.append((key, ("sha256", digest)))
-            else:
-                items.append((key, value))
-        elif key == "scope" and isinstance(value, list | tuple):
-            if not all(isinstance(v, str) for v in value):
-                return None
-            items.append((key, ("list", *value)))
-        else:
-            return None
-    return tuple(items)
-
-
 @dataclass(frozen=True)
 class DaemonSettings:
     idle_timeout_s: float = 3600.0
@@ -182,9 +108,7 @@ class Config:
     git: dict[str, dict[str, Any]] = field(default_factory=dict)
     env_defaults: dict[str, Any] = field(default_factory=dict)
     # Not part of the value: a cache of resolve() results for this object.
-    _memo: ResolveMemo = field(
-        default_factory=ResolveMemo, init=False, repr=False, compare=False
-    )
+    _memo: ResolveMemo = field(default_factory=ResolveMemo, init=False, repr=False, compare=False)
 
     def profile_names(self) -> list[str]:
         return sorted(self.profiles)
@@ -217,7 +141,7 @@ class Config:
         """
         if not isinstance(fields, Mapping):
             raise InvalidRequest("the request body must be a JSON object")
-        key = memo_key(fields)
+        key = memo_key(fields, ignore=REQUEST_OPTION_KEYS)
         if key is not None:
             found = self._memo.get(key)
             if found is not None:

@@ -93,11 +93,31 @@ class Counter(_Metric):
 
     kind = "counter"
 
+    def labels(self, **labels: object) -> BoundCounter:
+        """This counter with its label values checked and bound once (for hot paths)."""
+        return BoundCounter(self._values, self._key(labels))
+
     def inc(self, amount: float = 1.0, **labels: object) -> None:
         if amount < 0:
             raise ValueError("a counter only goes up")
         key = self._key(labels)
         self._values[key] = self._values.get(key, 0.0) + amount
+
+
+class BoundCounter:
+    """One label set of a :class:`Counter`: ``inc()`` without per-call label work."""
+
+    __slots__ = ("_key", "_values")
+
+    def __init__(self, values: dict[LabelValues, float], key: LabelValues) -> None:
+        self._values = values
+        self._key = key
+
+    def inc(self, amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError("a counter only goes up")
+        values = self._values
+        values[self._key] = values.get(self._key, 0.0) + amount
 
 
 class Gauge(_Metric):
@@ -200,7 +220,15 @@ class Metrics(Registry):
             PREFIX + "cache_entries",
             "Keys currently held by the token cache (resource tokens and T1/T2).",
         )
+        # observe_request() is called once per API request: its label sets
+        # (routes x statuses, both few) are bound on first use.
+        self._request_counters: dict[tuple[str, int | str], BoundCounter] = {}
 
     def observe_request(self, endpoint: str, status: int | str) -> None:
         """Count one API request (for the API layer)."""
-        self.requests.inc(endpoint=endpoint, status=str(status))
+        counter = self._request_counters.get((endpoint, status))
+        if counter is None:
+            counter = self.requests.labels(endpoint=endpoint, status=str(status))
+            if len(self._request_counters) < 1024:  # endpoints are routes; a bound anyway
+                self._request_counters[(endpoint, status)] = counter
+        counter.inc()

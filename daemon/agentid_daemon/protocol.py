@@ -23,6 +23,7 @@ The application is a single coroutine ``handler(method, path, headers, body)
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,12 +101,6 @@ class Limits:
     shutdown_grace_s: float = 5.0
 
 
-class _Timeout(Exception):
-    def __init__(self, mid_request: bool) -> None:
-        super().__init__("timeout")
-        self.mid_request = mid_request
-
-
 class _Close(Exception):
     """Stop serving this connection (after any response already sent)."""
 
@@ -117,6 +112,13 @@ class _Conn:
         self.stream = stream
         self.scope = scope
         self.idle = True
+        # Every wait on the client (request arrival, idle keep-alive, sending
+        # a response) is bounded by this one scope: its deadline is set before
+        # the wait and reset to infinity after. Entering a fresh cancel scope
+        # per wait costs more than the rest of a cache hit's trio overhead.
+        # When it fires the connection is done (see HttpServer._serve).
+        self.timer = trio.CancelScope()
+        self.mid_request = False  # the timer is bounding a started request
 
 
 class HttpServer:
@@ -198,7 +200,7 @@ class HttpServer:
             self._conns.add(conn)
             try:
                 await self._serve(conn)
-            except (_Close, _Timeout, trio.BrokenResourceError, trio.ClosedResourceError):
+            except (_Close, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
             except Exception:
                 log.exception("connection failed")
@@ -218,6 +220,22 @@ class HttpServer:
 
     async def _serve(self, conn: _Conn) -> None:
         h = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
+        with conn.timer:
+            await self._serve_requests(h, conn)
+            return
+        # The timer fired: a slow request gets a 408, an idle keep-alive
+        # connection or a client that stopped reading is dropped silently.
+        if conn.mid_request:
+            conn.timer = trio.CancelScope()
+            with conn.timer:
+                await self._send(
+                    h,
+                    conn,
+                    Response.error(408, "invalid_request", "request timeout"),
+                    close=True,
+                )
+
+    async def _serve_requests(self, h: h11.Connection, conn: _Conn) -> None:
         peer = self._peer(conn.stream)
         forbidden_peer = not peer_allowed(peer, uid=self.allowed_uid)
         if forbidden_peer:
@@ -256,15 +274,6 @@ class HttpServer:
                     ),
                     close=True,
                 )
-                return
-            except _Timeout as exc:
-                if exc.mid_request:
-                    await self._send(
-                        h,
-                        conn,
-                        Response.error(408, "invalid_request", "request timeout"),
-                        close=True,
-                    )
                 return
             if request is None:  # clean EOF between requests
                 return
@@ -312,7 +321,9 @@ class HttpServer:
         self, h: h11.Connection, conn: _Conn, wait_s: float
     ) -> tuple[h11.Request | None, bytes]:
         """Read one request head and body. ``(None, b"")`` on EOF before a request."""
-        deadline = trio.current_time() + wait_s
+        timer = conn.timer
+        timer.deadline = trio.current_time() + wait_s
+        conn.mid_request = False
         started = False
         request: h11.Request | None = None
         chunks: list[bytes] = []
@@ -323,15 +334,13 @@ class HttpServer:
                 if h.their_state is h11.DONE:
                     # Should not happen, but never block forever on it.
                     raise _Close()
-                with trio.move_on_at(deadline) as cs:
-                    data = await conn.stream.receive_some(RECEIVE_SIZE)
-                if cs.cancelled_caught:
-                    raise _Timeout(started)
+                data = await conn.stream.receive_some(RECEIVE_SIZE)
                 if data and not started:
                     # The idle wait is over; the request must now arrive quickly.
                     started = True
                     conn.idle = False
-                    deadline = trio.current_time() + self.limits.request_timeout_s
+                    conn.mid_request = True
+                    timer.deadline = trio.current_time() + self.limits.request_timeout_s
                 h.receive_data(data)
                 continue
             if isinstance(event, h11.Request):
@@ -350,6 +359,8 @@ class HttpServer:
                     raise _BodyTooLarge()
                 chunks.append(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
+                timer.deadline = math.inf
+                conn.mid_request = False
                 return request, b"".join(chunks)
             elif isinstance(event, h11.ConnectionClosed):
                 if request is not None:
@@ -379,24 +390,47 @@ class HttpServer:
         if close:
             headers.append(("connection", "close"))
         try:
-            data = h.send(h11.Response(status_code=response.status, headers=headers))
+            data = h.send(_response_event(response.status, tuple(headers)))
             if response.body and method != "HEAD" and response.status not in (204, 304):
                 data += h.send(h11.Data(data=response.body))
             data += h.send(h11.EndOfMessage())
         except h11.LocalProtocolError as exc:
             log.error("cannot send response", status=response.status, error=str(exc))
             raise _Close() from exc
-        # A response must not hang on a client that stops reading.
-        with trio.move_on_after(self.limits.request_timeout_s) as cs:
-            await conn.stream.send_all(data)
-        if cs.cancelled_caught:
-            raise _Close()
+        # A response must not hang on a client that stops reading: on expiry
+        # the timer ends the connection (HttpServer._serve).
+        conn.mid_request = False
+        conn.timer.deadline = trio.current_time() + self.limits.request_timeout_s
+        await conn.stream.send_all(data)
+        conn.timer.deadline = math.inf
         if close:
             raise _Close()
 
 
 class _BodyTooLarge(Exception):
     pass
+
+
+_EVENT_MEMO_SIZE = 128
+_events: dict[tuple[int, tuple[tuple[str, str], ...]], h11.Response] = {}
+
+
+def _response_event(status: int, headers: tuple[tuple[str, str], ...]) -> h11.Response:
+    """The h11 response head for *status* and *headers*, validated once.
+
+    Building an ``h11.Response`` validates every header against h11's
+    grammar; responses repeat the same few heads (the token answer differs
+    at most in its content-length), and h11 events are immutable, so one
+    event per distinct head is reused. Bounded: cleared when full.
+    """
+    key = (status, headers)
+    event = _events.get(key)
+    if event is None:
+        event = h11.Response(status_code=status, headers=list(headers))
+        if len(_events) >= _EVENT_MEMO_SIZE:
+            _events.clear()
+        _events[key] = event
+    return event
 
 
 def _content_length(request: h11.Request) -> int | None:

@@ -227,3 +227,73 @@ async def test_not_found_and_method_not_allowed(api: Api) -> None:
     assert resp.status == 200
     resp, _ = await call(api, "GET", "/healthz?x=1")
     assert resp.status == 200
+
+
+# ---- request log levels (performance: cache hits are the hot path) ----------
+
+
+@pytest.fixture
+def log_lines() -> Any:
+    import io
+
+    from agentid_daemon.logs import configure_logging
+
+    streams: list[io.StringIO] = []
+
+    def configure(level: str) -> io.StringIO:
+        stream = io.StringIO()
+        configure_logging(level, "json", stream=stream)
+        streams.append(stream)
+        return stream
+
+    yield configure
+    configure_logging("info", "json", stream=io.StringIO())
+
+
+def _records(stream: Any) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+
+async def test_cache_hits_logged_at_debug_acquisitions_at_info(
+    api: Api, broker: FakeBroker, log_lines: Any
+) -> None:
+    stream = log_lines("info")
+    broker.get_token = _served_from("cache")  # type: ignore[method-assign]
+    resp, _ = await call(api, "POST", "/v1/token", {"profile": "bot"})
+    assert resp.status == 200
+    assert [r for r in _records(stream) if r["event"] == "request"] == []
+
+    broker.get_token = _served_from("identity_provider")  # type: ignore[method-assign]
+    await call(api, "POST", "/v1/token", {"profile": "bot"})
+    (rec,) = [r for r in _records(stream) if r["event"] == "request"]
+    assert rec["level"] == "info" and rec["source"] == "identity_provider"
+    assert rec["profile"] == "bot" and rec["mode"] == "AutonomousApp" and rec["status"] == 200
+
+    stream = log_lines("debug")
+    broker.get_token = _served_from("cache")  # type: ignore[method-assign]
+    await call(api, "POST", "/v1/token", {"profile": "bot"})
+    (rec,) = [r for r in _records(stream) if r["event"] == "request"]
+    # The fields journald users filter on are all there at debug.
+    assert rec["level"] == "debug" and rec["source"] == "cache"
+    assert {"method", "path", "status", "duration_ms", "profile", "mode"} <= set(rec)
+
+
+async def test_errors_still_logged_at_info_and_warning(
+    api: Api, broker: FakeBroker, log_lines: Any
+) -> None:
+    stream = log_lines("info")
+    await call(api, "POST", "/v1/token", {"profile": "nope"})
+    broker.error = RuntimeError("boom")
+    with pytest.raises(RuntimeError):
+        await call(api, "POST", "/v1/token", {"profile": "bot"})
+    broker.error = IdentityProviderError("down", transient=True)
+    await call(api, "POST", "/v1/token", {"profile": "bot"})
+    levels = [(r["level"], r["status"]) for r in _records(stream) if r["event"] == "request"]
+    assert levels == [("info", 404), ("warning", 503)]
+
+
+def _served_from(source: str) -> Any:
+    async def get_token(req: Any, *, min_validity_s: float = 300, force_refresh: bool = False):
+        return FakeServed(source)
+
+    return get_token

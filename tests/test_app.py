@@ -414,3 +414,46 @@ def test_log_level_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse_args(["--log-level", "warning"]).log_level == "warning"
     monkeypatch.delenv("AGENTID_HELPER_LOG_LEVEL")
     assert parse_args([]).log_level == "info"
+
+
+async def test_reload_forgets_remembered_resolutions(tmp_path: Path) -> None:
+    from agentid_daemon.config import load_config
+
+    path = tmp_path / "config.toml"
+    path.write_text(PROFILE.format(name="one"))
+    old = load_config(path, environ={})
+    daemon = Daemon(
+        old,
+        config_path=str(path),
+        notifier=Notifier(environ={}),
+        components=([], object(), None),  # a "cache" with a length; no broker calls
+    )
+    before = old.resolve({"profile": "one"})
+    assert old.resolve({"profile": "one"}) is before  # remembered
+    path.write_text(PROFILE.format(name="one").replace("33333333-", "55555555-"))
+    with trio.fail_after(10):
+        assert await daemon.reload()
+    new = daemon.state.config
+    assert new is not old and len(old._memo) == 0
+    after = new.resolve({"profile": "one"})
+    assert after.agent.agent_identity_app_id.startswith("55555555-")
+
+
+async def test_sigterm_before_the_receiver_shuts_down_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop during start-up (SIGTERM caught by the early handler) ends run() cleanly."""
+    from agentid_daemon import app
+
+    monkeypatch.setattr(app, "_EARLY_TERM", [])
+    app._remember_early_term(15, None)  # what the handler main() installs does
+    sock = tmp_path / "run" / "d.sock"
+    daemon = Daemon(
+        Config(path=str(tmp_path / "c.toml")),
+        socket_path=sock,
+        notifier=Notifier({}),
+        components=(FakeCache(), FakeBroker(), None),
+    )
+    with trio.fail_after(10):
+        await daemon.run()  # returns by itself: the remembered SIGTERM stops it
+    assert not sock.exists()

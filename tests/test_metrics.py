@@ -98,3 +98,27 @@ def test_gauges_and_values() -> None:
     assert "broken NaN\n" in reg.render()
     assert format_value(math.inf) == "+Inf" and format_value(-math.inf) == "-Inf"
     assert format_value(2.0) == "2" and format_value(0.25) == "0.25"
+
+
+def test_bound_counter_shares_the_series() -> None:
+    m = Metrics()
+    hits = m.cache_hits.labels(kind="resource")
+    hits.inc()
+    hits.inc(2)
+    m.cache_hits.inc(kind="resource")
+    assert m.cache_hits.value(kind="resource") == 4
+    with pytest.raises(ValueError):
+        hits.inc(-1)
+    with pytest.raises(ValueError):
+        m.cache_hits.labels(leg="t1")
+    assert 'agentid_helper_cache_hits_total{kind="resource"} 4' in m.render()
+
+
+def test_observe_request_int_and_str_status_are_one_series() -> None:
+    m = Metrics()
+    for status in (200, "200", 200, 404):
+        m.observe_request("/v1/token", status)
+    assert m.requests.value(endpoint="/v1/token", status="200") == 3
+    assert m.requests.value(endpoint="/v1/token", status="404") == 1
+    text = m.render()
+    assert text.count('endpoint="/v1/token",status="200"') == 1

@@ -297,3 +297,54 @@ async def test_unix_socket_other_uid_forbidden(tmp_path: Path, nursery) -> None:
         assert status == 403 and json.loads(body)["error"] == "forbidden"
         assert await closed(stream)
         server.stop()
+
+
+# ---- the per-connection timer (one cancel scope for every wait) -------------
+
+
+async def test_slow_handler_is_not_cut_by_the_request_timer(autojump_clock) -> None:
+    async def slow(method: str, target: str, headers: Headers, body: bytes) -> Response:
+        await trio.sleep(35)  # longer than request_timeout_s + idle_timeout_s of the limits
+        return Response.json(200, {"ok": True})
+
+    server = HttpServer(slow, limits=Limits(request_timeout_s=10, idle_timeout_s=20))
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.serve_connection, server_stream)
+        with trio.fail_after(100):
+            status, _, body = await Client(client_stream).request(req())
+        assert status == 200 and json.loads(body) == {"ok": True}
+        nursery.cancel_scope.cancel()
+
+
+async def test_timer_rearms_for_each_request(autojump_clock, pair) -> None:
+    _server, stream = pair
+    c = Client(stream)
+    with trio.fail_after(200):
+        for _ in range(3):
+            status, _, _ = await c.request(req())
+            assert status == 200
+            await trio.sleep(50)  # idle, but within idle_timeout_s (60)
+        # A request that stops half-way after keep-alive requests still gets its 408.
+        await stream.send_all(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        c.h.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
+        c.h.send(h11.EndOfMessage())
+        start = trio.current_time()
+        status, _, _ = await c.response()
+        assert status == 408 and trio.current_time() - start == pytest.approx(10, abs=0.5)
+        assert await closed(stream)
+
+
+async def test_client_that_stops_reading_is_dropped(autojump_clock) -> None:
+    async def big(method: str, target: str, headers: Headers, body: bytes) -> Response:
+        return Response(200, [("content-type", "text/plain")], b"x" * 100_000)
+
+    server = HttpServer(big, limits=Limits(request_timeout_s=10))
+    # Lockstep: the server's send_all waits until the client reads (it never does).
+    client_stream, server_stream = trio.testing.lockstep_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client_stream.send_all, req())
+        with trio.fail_after(60):
+            await server.serve_connection(server_stream)  # returns: the timer dropped it
+        assert server.active_connections == 0
+        nursery.cancel_scope.cancel()

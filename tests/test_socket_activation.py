@@ -295,8 +295,16 @@ def test_restarts_behind_held_socket_lose_no_request(stack: Stack) -> None:
         clients = [threading.Thread(target=client_loop, daemon=True) for _ in range(2)]
         for t in clients:
             t.start()
-        for _ in range(2):
+        for restart in range(2):
             # A graceful restart (systemctl restart): SIGTERM, then a new daemon.
+            # Count only once the current daemon is ready: responses of the
+            # previous one may still be on their way to the client threads.
+            _wait_for(
+                lambda restart=restart: sum(
+                    e.get("event") == "daemon ready" for e in stack.log_events()
+                ) >= restart + 1,
+                "the daemon to be ready",
+            )
             count = len(served)
             _wait_for(lambda count=count: errors or len(served) >= count + 2,
                       "requests to be served")

@@ -92,6 +92,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+_EARLY_TERM: list[int] = []
+
+
+def _remember_early_term(signum: int, _frame: object) -> None:
+    """SIGTERM handler outside trio's signal receiver: record, never interrupt."""
+    _EARLY_TERM.append(signum)
+
+
 @dataclass
 class _Activity:
     """What STATUS= tells systemd: entries, last refresh, last error."""
@@ -216,6 +224,9 @@ class Daemon:
                     await self.notifier.ready(self.activity.text())
                     nursery.start_soon(self.notifier.run_watchdog, self.activity.text)
                     task_status.started(opened)
+                    if _EARLY_TERM:
+                        log.info("shutting down", signal="SIGTERM", during="start-up")
+                        await self.stop()
                     async for signum in sigs:
                         if signum == signal.SIGHUP:
                             await self.reload()
@@ -261,6 +272,10 @@ class Daemon:
                 return False
             old = self.state.config
             self.state.config = new
+            if old is not None:
+                # The new Config resolves afresh; the old one's remembered
+                # requests (which may hold OBO user tokens) go now.
+                old.forget_resolved()
             if hasattr(self.cache, "idle_timeout_s"):
                 self.cache.idle_timeout_s = new.daemon.idle_timeout_s
             changes = _profile_changes(old, new) if old is not None else {}
@@ -288,6 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config_path=args.config,
     )
     try:
+        # A SIGTERM before trio's receiver is installed (a stop during start-up)
+        # or after it is gone (during final clean-up) must not kill the process
+        # with the default action: remember it and shut down cleanly instead.
+        signal.signal(signal.SIGTERM, _remember_early_term)
         trio.run(daemon.run)
     except AlreadyRunning as exc:
         print(f"agentid-helperd: {exc}", file=sys.stderr)

@@ -22,71 +22,22 @@ The application is a single coroutine ``handler(method, path, headers, body)
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import h11
 import trio
 
 from .listener import PeerCred, peer_allowed, peer_credentials
 from .logs import get_logger
+from .responses import SERVER_NAME, Headers, Response, response_head
+
+__all__ = ["SERVER_NAME", "Handler", "Headers", "HttpServer", "Limits", "Response"]
 
 log = get_logger("agentid_daemon.protocol")
 
-SERVER_NAME = "agentid-helper"
 RECEIVE_SIZE = 16 * 1024
-
-Headers = list[tuple[str, str]]
-
-# One encoder for every response: json.dumps() with non-default arguments
-# builds a new JSONEncoder per call.
-_JSON_ENCODER = json.JSONEncoder(separators=(",", ":"))
-
-
-@dataclass
-class Response:
-    status: int
-    headers: Headers = field(default_factory=list)
-    body: bytes = field(default=b"", repr=False)
-
-    @classmethod
-    def json(cls, status: int, obj: Any, headers: Iterable[tuple[str, str]] = ()) -> Response:
-        body = (_JSON_ENCODER.encode(obj) + "\n").encode()
-        return cls(status, [("content-type", "application/json"), *headers], body)
-
-    @classmethod
-    def error(
-        cls,
-        status: int,
-        error: str,
-        description: str,
-        headers: Iterable[tuple[str, str]] = (),
-    ) -> Response:
-        return cls.json(
-            status,
-            {
-                "error": error,
-                "error_description": description,
-                "aadsts_codes": [],
-                "correlation_id": None,
-                "hint": None,
-            },
-            headers,
-        )
-
-    @classmethod
-    def empty(cls, status: int = 204, headers: Iterable[tuple[str, str]] = ()) -> Response:
-        return cls(status, list(headers), b"")
-
-    @classmethod
-    def text(
-        cls, status: int, text: str, content_type: str = "text/plain; charset=utf-8"
-    ) -> Response:
-        return cls(status, [("content-type", content_type)], text.encode())
-
 
 Handler = Callable[[str, str, Headers, bytes], Awaitable[Response]]
 
@@ -340,13 +291,17 @@ class HttpServer:
                 if h.their_state is h11.DONE:
                     # Should not happen, but never block forever on it.
                     raise _Close()
-                data = await conn.stream.receive_some(RECEIVE_SIZE)
-                if data and not started:
-                    # The idle wait is over; the request must now arrive quickly.
-                    started = True
-                    conn.idle = False
+                if started and not conn.mid_request:
+                    # The idle wait is over and the request is not complete:
+                    # the rest must arrive quickly. (Armed here rather than
+                    # on the first bytes: most requests arrive in one read,
+                    # and no await separates the two points.)
                     conn.mid_request = True
                     timer.deadline = trio.current_time() + self.limits.request_timeout_s
+                data = await conn.stream.receive_some(RECEIVE_SIZE)
+                if data and not started:
+                    started = True
+                    conn.idle = False
                 h.receive_data(data)
                 continue
             if isinstance(event, h11.Request):
@@ -387,17 +342,8 @@ class HttpServer:
     ) -> None:
         if h.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
-        headers = [(k.lower(), v) for k, v in response.headers]
-        names = {k for k, _ in headers}
-        if "content-length" not in names and response.status not in (204, 304):
-            headers.append(("content-length", str(len(response.body))))
-        if "cache-control" not in names:
-            headers.append(("cache-control", "no-store"))
-        headers.append(("server", SERVER_NAME))
-        if close:
-            headers.append(("connection", "close"))
         try:
-            data = h.send(_response_event(response.status, tuple(headers)))
+            data = h.send(response_head(response, close))
             if response.body and method != "HEAD" and response.status not in (204, 304):
                 data += h.send(h11.Data(data=response.body))
             data += h.send(h11.EndOfMessage())
@@ -417,28 +363,6 @@ class HttpServer:
 
 class _BodyTooLarge(Exception):
     pass
-
-
-_EVENT_MEMO_SIZE = 128
-_events: dict[tuple[int, tuple[tuple[str, str], ...]], h11.Response] = {}
-
-
-def _response_event(status: int, headers: tuple[tuple[str, str], ...]) -> h11.Response:
-    """The h11 response head for *status* and *headers*, validated once.
-
-    Building an ``h11.Response`` validates every header against h11's
-    grammar; responses repeat the same few heads (the token answer differs
-    at most in its content-length), and h11 events are immutable, so one
-    event per distinct head is reused. Bounded: cleared when full.
-    """
-    key = (status, headers)
-    event = _events.get(key)
-    if event is None:
-        event = h11.Response(status_code=status, headers=list(headers))
-        if len(_events) >= _EVENT_MEMO_SIZE:
-            _events.clear()
-        _events[key] = event
-    return event
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:

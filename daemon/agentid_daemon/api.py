@@ -23,23 +23,15 @@ from typing import Any, Protocol
 
 import trio
 
+from .config import REQUEST_KEYS
 from .errors import AgentIdError, ConfigurationError, IdentityProviderError, InvalidRequest
 from .logs import get_logger, is_enabled_for
 from .protocol import Headers, Response
 
 log = get_logger("agentid_daemon.api")
 
-SELECTION_FIELDS = (
-    "profile",
-    "tenant_id",
-    "blueprint_app_id",
-    "agent_identity_app_id",
-    "scope",
-    "mode",
-    "user_upn",
-    "user_object_id",
-    "user_token",
-)
+# The request's selection fields are exactly what Config.resolve() accepts.
+SELECTION_FIELDS = REQUEST_KEYS
 TOKEN_OPTIONS = ("min_validity_s", "force_refresh")
 DEFAULT_MIN_VALIDITY_S = 300.0
 MAX_MIN_VALIDITY_S = 3600.0

@@ -439,3 +439,32 @@ async def test_identity_provider_requests_are_logged_by_leg_without_tokens(
     assert failed and failed[0]["aadsts_codes"] == [700024] and failed[0]["level"] == "warning"
     assert all("duration_ms" in c and c["agent_identity_app_id"] == AGENT_A for c in calls)
     assert "-secret-" not in stream.getvalue()
+
+
+async def test_resource_waits_for_its_input_not_a_backoff_of_its_own(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """While T1 fails, the resource key follows T1's retries and recovers with it."""
+    engine = FakeEngine()
+    outage = [IdentityProviderError("AADSTS90033: service unavailable", transient=True,
+                                    aadsts_codes=(90033,), leg="t1", status=503)
+              for _ in range(6)]
+    engine.errors["t1"] = outage
+    async with running(engine) as (broker, _):
+        with pytest.raises(IdentityProviderError) as info:
+            await broker.get_token(request())
+        assert info.value.aadsts_codes == (90033,)  # the requester sees T1's own error
+        # T1 is retried in the background with its backoff (1 + 2 + 4 + 8 + 16 s
+        # nominal, jittered); the resource key must not pile up failures meanwhile.
+        for _ in range(200):
+            await trio.sleep(1)
+            if engine.calls["autonomous_app"]:
+                break
+            rows = {row["kind"]: row for row in broker.status()}
+            # Retried with each T1 retry, never on a schedule of its own.
+            assert rows["resource"]["consecutive_failures"] == rows["t1"]["consecutive_failures"]
+            assert rows["resource"]["refresh_on"] == rows["t1"]["refresh_on"]
+        t1_ok_at = trio.current_time()
+        assert engine.calls["t1"] == 7 and engine.calls["autonomous_app"] == 1
+        served = await broker.get_token(request())
+        assert served.source == "cache" and trio.current_time() == t1_ok_at

@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol
 
 import trio
 
-from .cache import CachedToken, EntryStatus, TokenCache
+from .cache import CachedToken, DependencyFailed, EntryStatus, TokenCache
 from .errors import AgentIdError, IdentityProviderError, InvalidRequest
 from .logs import get_logger
 from .metrics import BoundCounter, Metrics
@@ -232,6 +232,17 @@ class Broker:
         """Run a blocking engine call in a worker thread (tests override this seam)."""
         return await trio.to_thread.run_sync(call, limiter=self._limiter, abandon_on_cancel=True)
 
+    async def _input(self, leg: Literal["t1", "t2"], agent: AgentRef) -> CachedToken:
+        """An exchange token as the input of another leg's fetch.
+
+        Its failure is raised as :class:`DependencyFailed`, so the dependent
+        key retries when the exchange key does instead of backing off itself.
+        """
+        try:
+            return await self._exchange(leg, agent)
+        except AgentIdError as exc:
+            raise DependencyFailed(exc, self._cache.retry_at(_exchange_key(leg, agent))) from None
+
     async def _exchange(
         self, leg: Literal["t1", "t2"], agent: AgentRef, *, force_refresh: bool = False
     ) -> CachedToken:
@@ -246,7 +257,7 @@ class Broker:
             if leg == "t1":
                 token = await self._call("t1", self._engine.acquire_t1, agent)
             else:
-                t1 = await self._exchange("t1", agent)
+                t1 = await self._input("t1", agent)
                 try:
                     token = await self._call("t2", self._engine.acquire_t2, agent,
                                              t1.token.access_token)
@@ -254,7 +265,7 @@ class Broker:
                     if not _assertion_rejected(exc):
                         raise
                     self._cache.invalidate(_exchange_key("t1", agent), if_token=t1.token)
-                    t1 = await self._exchange("t1", agent)
+                    t1 = await self._input("t1", agent)
                     token = await self._call("t2", self._engine.acquire_t2, agent,
                                              t1.token.access_token)
             self._exchange_lifetime[key] = float(token.expires_in)
@@ -271,7 +282,7 @@ class Broker:
 
         async def once() -> tuple[AcquiredToken | None, IdentityProviderError | None,
                                   list[tuple[ExchangeKey, AcquiredToken]]]:
-            t1 = await self._exchange("t1", agent)
+            t1 = await self._input("t1", agent)
             used = [(_exchange_key("t1", agent), t1.token)]
             try:
                 if mode is Mode.AUTONOMOUS_APP:
@@ -283,7 +294,7 @@ class Broker:
                     token = await self._call("obo", self._engine.acquire_obo,
                                              agent, t1.token.access_token, user_token, scopes)
                 else:
-                    t2 = await self._exchange("t2", agent)
+                    t2 = await self._input("t2", agent)
                     used.append((_exchange_key("t2", agent), t2.token))
                     token = await self._call("user_fic", self._engine.acquire_user_fic,
                                              agent, t1.token.access_token,

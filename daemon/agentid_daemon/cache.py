@@ -52,6 +52,7 @@ from .cache_entry import (
     BACKOFF_CAP_S,
     REFRESH_FRACTION,
     CachedToken,
+    DependencyFailed,
     Entry,
     EntryStatus,
     EventCallback,
@@ -69,6 +70,7 @@ __all__ = [
     "BACKOFF_CAP_S",
     "REFRESH_FRACTION",
     "CachedToken",
+    "DependencyFailed",
     "EntryStatus",
     "Fetch",
     "State",
@@ -248,6 +250,9 @@ class TokenCache:
         except trio.Cancelled:
             flight.error = AgentIdError("the token cache is shutting down")
             raise
+        except DependencyFailed as dep:  # an input token failed: report its error
+            flight.error = dep.error
+            self._failed(entry, flight, dep.error, retry_at=dep.retry_at)
         except Exception as exc:  # any failure is reported to every waiter
             flight.error = exc
             self._failed(entry, flight, exc)
@@ -271,21 +276,36 @@ class TokenCache:
         cached = CachedToken(token, "identity_provider", t0 + lifetime, refresh_at)
         entry.cached = cached
         entry.failures = 0
+        entry.own_failures = 0
         entry.last_error = None
         entry.backoff_until = -math.inf
         entry.permanent = False
         self._emit("fetch", entry, outcome="ok", background=flight.background)
         return cached
 
-    def _failed(self, entry: Entry, flight: Flight, exc: BaseException) -> None:
+    def _failed(
+        self, entry: Entry, flight: Flight, exc: BaseException, *, retry_at: float | None = None
+    ) -> None:
         now = trio.current_time()
-        entry.failures += 1
         entry.last_error = exc
-        entry.backoff_until = now + self.backoff_delay(entry.failures, exc)
+        entry.failures += 1
+        if retry_at is None:
+            entry.own_failures += 1
+            entry.backoff_until = now + self.backoff_delay(entry.own_failures, exc)
+        else:
+            # The input's failure, not ours: retry when the input is retried
+            # (never sooner than half the base delay, so a dependency without
+            # a backoff of its own cannot make us spin).
+            entry.backoff_until = max(retry_at, now + BACKOFF_BASE_S / 2)
         entry.permanent = not (isinstance(exc, IdentityProviderError) and exc.transient)
         self._emit(
             "fetch", entry, outcome="error", background=flight.background, error=error_summary(exc)
         )
+
+    def retry_at(self, key: Hashable) -> float:
+        """When ``key`` may next be fetched (trio clock); -inf when it is not backing off."""
+        entry = self._entries.get(key)
+        return entry.backoff_until if entry is not None else -math.inf
 
     def backoff_delay(self, failures: int, exc: BaseException | None = None) -> float:
         """Equal-jitter exponential backoff, at least the identity provider's Retry-After."""

@@ -81,6 +81,7 @@ class Entry:
         "label",
         "last_error",
         "last_requested",
+        "own_failures",
         "permanent",
         "sched_gen",
     )
@@ -95,7 +96,8 @@ class Entry:
         self.inflight: Flight | None = None
         self.last_requested = now
         self.last_error: BaseException | None = None
-        self.failures = 0
+        self.failures = 0  # consecutive failed fetches (status, scheduling)
+        self.own_failures = 0  # ... of those, not caused by an input: sizes the backoff
         self.backoff_until = -math.inf
         self.permanent = False
         self.idle = False
@@ -123,3 +125,20 @@ def error_summary(exc: BaseException) -> str:
     if isinstance(exc, AgentIdError):
         return f"{type(exc).__name__}: {exc.description}"
     return type(exc).__name__
+
+
+class DependencyFailed(Exception):
+    """Raised by a fetch whose input token (T1, T2) could not be had.
+
+    Carries the input's own error (what waiters and the API see) and when the
+    cache will next try the input (``retry_at``, trio clock). The dependent key
+    retries then instead of growing a backoff of its own: otherwise, after an
+    outage, a resource key could sit out minutes of backoff it earned only by
+    failing fast on T1, while T1 itself had long recovered.
+    """
+
+    def __init__(self, error: BaseException, retry_at: float) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_at = retry_at
+

@@ -59,6 +59,7 @@ from .cache_entry import (
     Fetch,
     Flight,
     State,
+    entry_status,
     error_summary,
     reraisable,
 )
@@ -197,7 +198,7 @@ class TokenCache:
 
     def snapshot(self) -> list[EntryStatus]:
         now = trio.current_time()
-        return [self._status(entry, now) for entry in self._entries.values()]
+        return [entry_status(entry, now) for entry in self._entries.values()]
 
     # -- request side ------------------------------------------------------------
 
@@ -390,41 +391,6 @@ class TokenCache:
             del self._entries[entry.key]
         entry.sched_gen += 1
         self._emit("evict", entry, reason=reason)
-
-    def _status(self, entry: Entry, now: float) -> EntryStatus:
-        cached = entry.cached
-        state: State
-        refresh_at: float | None = None
-        if entry.inflight is not None:
-            state = "refreshing" if cached is not None else "pending"
-        elif entry.idle:
-            state = "idle"
-        elif entry.permanent and entry.last_error is not None:
-            state = "failed"
-        elif entry.failures:
-            state = "backoff"
-            refresh_at = entry.backoff_until
-        elif cached is None:
-            state = "pending"
-        elif cached.expires_at <= now:
-            state = "expired"
-        else:
-            state = "valid"
-            refresh_at = cached.refresh_at
-        return EntryStatus(
-            key=entry.key,
-            description=entry.description,
-            label=entry.label,
-            state=state,
-            expires_at=cached.expires_at if cached is not None else None,
-            refresh_at=refresh_at,
-            last_requested=entry.last_requested,
-            last_error=error_summary(entry.last_error) if entry.last_error is not None else None,
-            consecutive_failures=entry.failures,
-            served_from_cache=entry.from_cache,
-            served_from_identity_provider=entry.from_idp,
-            info=entry.info,
-        )
 
     def _emit(self, event: str, entry: Entry, **fields: Any) -> None:
         for listener in self._listeners:

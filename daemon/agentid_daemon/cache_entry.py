@@ -142,3 +142,39 @@ class DependencyFailed(Exception):
         self.error = error
         self.retry_at = retry_at
 
+
+def entry_status(entry: Entry, now: float) -> EntryStatus:
+    """One key's state for ``status``; never carries a token value."""
+    cached = entry.cached
+    state: State
+    refresh_at: float | None = None
+    if entry.inflight is not None:
+        state = "refreshing" if cached is not None else "pending"
+    elif entry.idle:
+        state = "idle"
+    elif entry.permanent and entry.last_error is not None:
+        state = "failed"
+    elif entry.failures:
+        state = "backoff"
+        refresh_at = entry.backoff_until
+    elif cached is None:
+        state = "pending"
+    elif cached.expires_at <= now:
+        state = "expired"
+    else:
+        state = "valid"
+        refresh_at = cached.refresh_at
+    return EntryStatus(
+        key=entry.key,
+        description=entry.description,
+        label=entry.label,
+        state=state,
+        expires_at=cached.expires_at if cached is not None else None,
+        refresh_at=refresh_at,
+        last_requested=entry.last_requested,
+        last_error=error_summary(entry.last_error) if entry.last_error is not None else None,
+        consecutive_failures=entry.failures,
+        served_from_cache=entry.from_cache,
+        served_from_identity_provider=entry.from_idp,
+        info=entry.info,
+    )

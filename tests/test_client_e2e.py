@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon_procs import daemon_pids
 from log_audit import scan_tree
 
 HELPER = [sys.executable, "-m", "agentid_client"]
@@ -52,25 +53,6 @@ user_upn = "{emu.agent_user_upn}"
 profile = "app"
 """)
     return config
-
-
-def daemon_pids(sock: str) -> list[int]:
-    """Processes running the daemon for ``sock`` (found through their environment)."""
-    pids = []
-    needle = f"AGENTID_HELPER_SOCKET={sock}".encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                environ = fh.read().split(b"\0")
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmdline = fh.read()
-        except OSError:
-            continue
-        if needle in environ and b"agentid_daemon" in cmdline:
-            pids.append(int(entry))
-    return pids
 
 
 class Env:

@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 from rel_http import assert_acceptable, assert_raw_answer, parse_responses
 from rel_stack import Stack, http_call, raw_exchange
 
+from agentid_daemon.config import REQUEST_KEYS
+
 FUZZ = settings(
     max_examples=60,
     deadline=None,
@@ -27,17 +29,8 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
-SELECTION_FIELDS = (
-    "profile",
-    "tenant_id",
-    "blueprint_app_id",
-    "agent_identity_app_id",
-    "scope",
-    "mode",
-    "user_upn",
-    "user_object_id",
-    "user_token",
-)
+# The fields a request may carry are exactly what Config.resolve() accepts.
+SELECTION_FIELDS = REQUEST_KEYS
 ENDPOINTS = (("POST", "/v1/token"), ("DELETE", "/v1/token"), ("POST", "/v1/flush"))
 ROUTES = (
     "/v1/token",

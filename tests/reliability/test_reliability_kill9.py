@@ -14,29 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from daemon_procs import daemon_pids
 from emulator_harness import Emulator
 from rel_stack import HelperSandbox, describe, poll_until, short_tempdir, stack_config
 
 CLIENT_TIMEOUT_S = 60
-
-
-def _daemon_pids(sock: str) -> list[int]:
-    """Daemons serving *sock* (found through their environment), for cleanup and kill."""
-    needle = f"AGENTID_HELPER_SOCKET={sock}".encode()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                environ = fh.read().split(b"\0")
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmdline = fh.read()
-        except OSError:
-            continue
-        if needle in environ and b"agentid_daemon" in cmdline:
-            pids.append(int(entry))
-    return pids
 
 
 def _alive(pid: int) -> bool:
@@ -56,7 +38,7 @@ def autostart_sandbox(emulator: Emulator) -> Iterator[HelperSandbox]:
         try:
             yield sandbox
         finally:
-            for pid in _daemon_pids(str(sandbox.socket_path)):
+            for pid in daemon_pids(str(sandbox.socket_path)):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -67,7 +49,7 @@ def test_kill9_mid_traffic_then_autostart_replaces_stale_socket(
     sock = str(sandbox.socket_path)
     first = sandbox.client("get", "--profile", "app", timeout=CLIENT_TIMEOUT_S)
     assert first.returncode == 0, describe(first)
-    (old_pid,) = _daemon_pids(sock)
+    (old_pid,) = daemon_pids(sock)
 
     # Traffic in flight while the daemon dies: those calls may fail (exit 3,
     # never a hang or a traceback); afterwards every call must succeed.
@@ -106,7 +88,7 @@ def test_kill9_mid_traffic_then_autostart_replaces_stale_socket(
 
     again = sandbox.client("get", "--profile", "app", "--format", "json", timeout=CLIENT_TIMEOUT_S)
     assert again.returncode == 0, describe(again)
-    new_pids = _daemon_pids(sock)
+    new_pids = daemon_pids(sock)
     assert len(new_pids) == 1 and new_pids[0] != old_pid, new_pids
     for profile in ("app", "user"):
         proc = sandbox.client("get", "--profile", profile, timeout=CLIENT_TIMEOUT_S)

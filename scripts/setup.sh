@@ -41,6 +41,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${missing[@]}" | sort -u) >/dev/null
 fi
 
+# Local users the trust-boundary and user-manager tests run as (tests run as
+# root and drop to them). Names are tied to tests/machine_users.py by a test.
+for user in agentid-alice agentid-mallory agentid-systemd; do
+  if ! id -u "$user" >/dev/null 2>&1; then
+    $SUDO useradd --create-home --shell /bin/bash --user-group "$user"
+  fi
+done
+
 PY="${PYTHON:-python3}"
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then

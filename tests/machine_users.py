@@ -25,4 +25,6 @@ def require_user(name: str) -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(name)
     except KeyError:
-        pytest.fail(f"missing test user {name}: run scripts/setup.sh, which creates it", pytrace=False)
+        pytest.fail(
+            f"missing test user {name}: run scripts/setup.sh, which creates it", pytrace=False
+        )

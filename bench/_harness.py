@@ -1,6 +1,6 @@
 """Start the emulator and the daemon in a private directory, for benchmarks.
 
-Everything goes through the public contract (DESIGN.md): the console
+Everything goes through the public contract (docs/api.md, docs/design.md): the console
 scripts, their flags and environment variables, the config file keys, the
 daemon's HTTP API on its Unix socket and the emulator's ``/_emulator/``
 admin endpoints. Nothing here imports the daemon, the client or the

@@ -65,3 +65,47 @@ def test_bad_strings_and_deep_nesting_are_value_errors_in_a_fresh_process(text: 
         check=False,
     )
     assert done.stdout.strip() == "ValueError", done.stderr[-500:]
+
+
+FALLBACK_PROBE = r"""
+import json, sys
+{setup}
+from agentid_client import jsonlite
+doc = {{"a": [1, 2.5, None, True, "é\n\u0001"], "b": {{"c": "x"}}, "n": -3}}
+text = json.dumps(doc, indent=2, sort_keys=True)
+assert jsonlite.dumps(doc, indent=2, sort_keys=True) == text, "dumps differs"
+assert jsonlite.loads(text) == doc, "loads differs"
+try:
+    jsonlite.loads('"\x01"')
+except ValueError:
+    pass
+else:
+    raise SystemExit("a control character was accepted")
+print(jsonlite.ACCELERATED)
+"""
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        # No C accelerator at all (another interpreter, a stripped build).
+        "sys.modules['_json'] = None",
+        # An accelerator without the internals jsonlite uses.
+        "import types; sys.modules['_json'] = types.ModuleType('_json')",
+    ],
+    ids=["no-_json", "_json-without-make_scanner"],
+)
+def test_falls_back_to_json_when_cpython_internals_are_missing(setup: str) -> None:
+    import subprocess
+    import sys
+
+    code = FALLBACK_PROBE.format(setup=setup)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_uses_the_accelerator_on_cpython() -> None:
+    assert jsonlite.ACCELERATED is True

@@ -1,4 +1,4 @@
-"""The command table: every command of DESIGN.md's client CLI, its options and
+"""The command table: every command of the client CLI, its options and
 its ``--help`` examples (scripts, kubectl, git). Parsed by :mod:`cliargs`,
 rendered for ``--help`` by :mod:`helptext`.
 """

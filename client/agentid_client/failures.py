@@ -1,4 +1,4 @@
-"""Client errors, their exit codes (DESIGN.md) and how they are printed.
+"""Client errors, their exit codes (docs/design.md) and how they are printed.
 
 Exit codes: 0 ok; 1 unexpected daemon failure; 2 usage or invalid input;
 3 daemon unreachable; 4 the identity provider refused; 5 configuration error.
@@ -73,7 +73,7 @@ _ERROR_EXIT = {
 
 
 def from_response(status: int, body: Any) -> ClientError:
-    """Turn a daemon error response (DESIGN.md error JSON) into a ClientError."""
+    """Turn a daemon error response (the error JSON of docs/api.md) into a ClientError."""
     info: dict[str, Any] = body if isinstance(body, dict) else {}
     code = str(info.get("error") or "")
     exit_code = _ERROR_EXIT.get(code) or _STATUS_EXIT.get(status) or EXIT_FAILURE

@@ -38,17 +38,24 @@ environment:
 
 
 def _command_parser(
-    cmd: Command, sub: argparse._SubParsersAction | None = None
+    cmd: Command, sub: argparse._SubParsersAction[argparse.ArgumentParser] | None = None
 ) -> argparse.ArgumentParser:
-    kwargs = {
-        "description": cmd.summary,
-        "epilog": cmd.epilog,
-        "formatter_class": argparse.RawDescriptionHelpFormatter,
-    }
+    raw = argparse.RawDescriptionHelpFormatter
     if sub is not None:
-        parser = sub.add_parser(cmd.name, help=cmd.summary, **kwargs)
+        parser = sub.add_parser(
+            cmd.name,
+            help=cmd.summary,
+            description=cmd.summary,
+            epilog=cmd.epilog,
+            formatter_class=raw,
+        )
     else:
-        parser = argparse.ArgumentParser(prog=f"agentid-helper {cmd.name}", **kwargs)
+        parser = argparse.ArgumentParser(
+            prog=f"agentid-helper {cmd.name}",
+            description=cmd.summary,
+            epilog=cmd.epilog,
+            formatter_class=raw,
+        )
     for pos in cmd.positionals:
         parser.add_argument(pos.name, help=pos.help, choices=pos.choices or None)
     for opt in cmd.opts.values():

@@ -11,11 +11,12 @@ for the types the client handles (dict, list, str, int, float, bool, None);
 
 from __future__ import annotations
 
-import _json
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
+
+    Scanner = Callable[[str, int], tuple[Any, int]]
 
 _WS = " \t\n\r"
 _CONSTANTS = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}
@@ -33,8 +34,31 @@ class _Context:
     memo: dict[str, str] = {}
 
 
-_scan = _json.make_scanner(_Context())
-_escape = _json.encode_basestring_ascii
+def _accelerated() -> tuple[Scanner, Callable[[str], str], bool]:
+    """The C scanner and escaper, or the ``json`` package's when they are missing.
+
+    ``_json`` is a CPython implementation detail: another interpreter (or a
+    build without the accelerator) may lack it or its ``make_scanner``. The
+    fallback is slower to import but decodes and encodes the same.
+    """
+    try:
+        import _json
+
+        # typeshed types make_scanner's argument as make_scanner itself; it
+        # reads a JSONDecoder's attributes, which _Context provides.
+        scan: Scanner = _json.make_scanner(_Context())  # type: ignore[arg-type]
+        return scan, _json.encode_basestring_ascii, True
+    except (ImportError, AttributeError, TypeError):
+        import json
+        import json.encoder
+        import json.scanner
+
+        fallback: Scanner = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+        return fallback, json.encoder.encode_basestring_ascii, False
+
+
+# ACCELERATED tells tests (and the curious) which path this interpreter takes.
+_scan, _escape, ACCELERATED = _accelerated()
 
 
 MAX_DEPTH = 64

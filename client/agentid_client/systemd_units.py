@@ -100,7 +100,7 @@ def is_generated_unmodified(text: str) -> bool:
     """True if ``text`` was written by install and not edited since."""
     first, _, body = text.partition("\n")
     m = _MARK_RE.match(first)
-    return bool(m) and hashlib.sha256(body.encode()).hexdigest() == m.group(1)
+    return m is not None and hashlib.sha256(body.encode()).hexdigest() == m.group(1)
 
 
 # --- environment -------------------------------------------------------------

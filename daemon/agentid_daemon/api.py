@@ -1,6 +1,6 @@
 """The daemon's HTTP API: routes -> Broker/Config calls -> :class:`Response`.
 
-Routes (DESIGN.md): ``POST/DELETE /v1/token``, ``GET /v1/status``,
+Routes (docs/api.md): ``POST/DELETE /v1/token``, ``GET /v1/status``,
 ``POST /v1/flush``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``.
 Request bodies are validated strictly here (JSON object, known keys, types);
 the values themselves (GUIDs, modes, scopes, users) are validated by
@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import trio
 
-from .config import REQUEST_KEYS
+from .config import REQUEST_KEYS, Config
 from .errors import AgentIdError, ConfigurationError, IdentityProviderError, InvalidRequest
 from .logs import get_logger, is_enabled_for
 from .protocol import Headers, Response
@@ -41,12 +41,6 @@ PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _PROBE_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 RouteHandler = Callable[[bytes, dict[str, Any]], Awaitable[Response]]
-
-
-class ConfigLike(Protocol):
-    profiles: dict[str, dict[str, Any]]
-
-    def resolve(self, fields: dict[str, Any]) -> Any: ...
 
 
 class BrokerLike(Protocol):
@@ -69,7 +63,7 @@ class ApiState:
 
     broker: BrokerLike
     metrics: MetricsLike | None
-    config: ConfigLike | None
+    config: Config | None
     config_path: str | None = None
     socket_path: str | None = None
     version: str = "0"
@@ -246,7 +240,7 @@ class Api:
             )
         return await handler(body, ctx)
 
-    def _config(self) -> ConfigLike:
+    def _config(self) -> Config:
         if self.state.config is None:
             raise ConfigurationError("the daemon has no usable configuration")
         return self.state.config

@@ -9,7 +9,7 @@ cancel the rest, exit 0. SIGHUP reloads the configuration; a bad
 new file is logged and the old configuration stays in force. Cached tokens
 survive a reload: the cache is keyed by resolved identities, not profile names.
 
-Exit codes follow DESIGN.md: 0 ok, 2 usage, 5 configuration error (bad
+Exit codes (docs/design.md): 0 ok, 2 usage, 5 configuration error (bad
 config file, unusable socket directory); 1 when another daemon already serves
 the socket (nothing is wrong with the configuration then).
 """

@@ -3,7 +3,7 @@
 Every time here is on the trio clock (``trio.current_time()``), so tests drive
 it with ``autojump_clock``; wall-clock conversion happens at the API edge.
 
-Policy (DESIGN.md "Cache semantics"), decided here:
+Policy (docs/design.md, "Cache semantics"), decided here:
 
 * **Single-flight.** At most one fetch per key runs at a time, as a task in the
   nursery owned by :meth:`TokenCache.run`. Requests join it and get its result

@@ -130,7 +130,7 @@ class Config:
         for candidate in candidates:
             entry = self.git.get(candidate)
             if entry is not None:
-                return entry["profile"]
+                return str(entry["profile"])
         return None
 
     def resolve(self, fields: Mapping[str, Any]) -> TokenRequest:

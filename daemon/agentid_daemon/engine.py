@@ -40,7 +40,7 @@ class _HeldAssertion:
         self._local = local
 
     def __call__(self) -> str:
-        value = getattr(self._local, "assertion", None)
+        value: str | None = getattr(self._local, "assertion", None)
         if not value:
             raise RuntimeError("no client assertion set for this request")
         return value

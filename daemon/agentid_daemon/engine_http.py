@@ -31,10 +31,10 @@ from requests.adapters import HTTPAdapter
 from .errors import ConfigurationError
 
 
-class NoStoreTokenCache(msal.TokenCache):
+class NoStoreTokenCache(msal.TokenCache):  # type: ignore[misc]  # msal ships no types
     """An MSAL token cache that drops everything it is given."""
 
-    def add(self, event: dict[str, Any], now: Any = None) -> None:  # type: ignore[override]
+    def add(self, event: dict[str, Any], now: Any = None) -> None:
         return None
 
 
@@ -98,7 +98,7 @@ class ProviderSession(requests.Session):
             settings["verify"] = self._pinned_verify
         return settings
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("timeout", self._timeout)
         self._local.last = None
         response = super().request(method, url, *args, **kwargs)

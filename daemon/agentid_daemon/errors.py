@@ -1,7 +1,7 @@
 """Typed errors shared by every daemon layer.
 
 Each error knows the HTTP status and the ``error`` code it becomes at the API
-edge (DESIGN.md: invalid_request 400, unknown_profile 404, forbidden 403,
+edge (docs/api.md: invalid_request 400, unknown_profile 404, forbidden 403,
 identity_provider_error 502, identity_provider_unavailable 503). Messages
 never contain tokens or secrets: callers build them from identifiers only.
 """
@@ -52,7 +52,7 @@ class Forbidden(AgentIdError):
 class ConfigurationError(AgentIdError):
     """The daemon's configuration (file, credential source) is unusable.
 
-    Not one of DESIGN.md's request errors: the client maps it to exit code 5.
+    Not one of the request errors of docs/api.md: the client maps it to exit code 5.
     """
 
     http_status = 500

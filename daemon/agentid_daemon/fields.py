@@ -33,10 +33,10 @@ MAX_USER_TOKEN_CHARS = 32_768
 def _require_str(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"must be a string, not {type(value).__name__}")
-    value = value.strip()
-    if not value:
+    text: str = value.strip()
+    if not text:
         raise ValueError("must not be empty")
-    return value
+    return text
 
 
 def guid(value: Any) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast
 
 import h11
 import trio
@@ -302,7 +303,8 @@ class HttpServer:
                 if data and not started:
                     started = True
                     conn.idle = False
-                h.receive_data(data)
+                # trio's streams hand out bytes (typed bytes | bytearray).
+                h.receive_data(cast(bytes, data))
                 continue
             if isinstance(event, h11.Request):
                 request = event

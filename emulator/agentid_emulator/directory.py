@@ -193,6 +193,7 @@ def _load_certificate(path: Path, where: str) -> x509.Certificate:
 
 
 def _load_public_key(path: Path, where: str) -> rsa.RSAPublicKey:
+    key: object
     try:
         data = path.read_bytes()
         if b"CERTIFICATE" in data:

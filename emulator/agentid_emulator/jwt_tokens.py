@@ -23,6 +23,7 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.types import Options
 
 from .certs import b64url
 
@@ -113,7 +114,7 @@ class TokenIssuer:
     @staticmethod
     def verify_with(token: str, key: rsa.RSAPublicKey, *, now: float | None = None,
                     algorithms: tuple[str, ...] = ("RS256",)) -> dict[str, Any]:
-        options = {"verify_aud": False, "verify_iss": False, "verify_exp": False,
+        options: Options = {"verify_aud": False, "verify_iss": False, "verify_exp": False,
                    "verify_nbf": False, "verify_iat": False, "require": ["exp"]}
         claims = jwt.decode(token, key, algorithms=list(algorithms), options=options)
         # Time checked here (no leeway) so that sans-IO callers can pass their own clock.

@@ -1,6 +1,6 @@
 """The token endpoint, sans-IO: a form dict in, a response (status, JSON body) out.
 
-The five agent legs (DESIGN.md) are validated for real: client credentials,
+The five agent legs (docs/design.md) are validated for real: client credentials,
 T1/T2 assertions (signature, issuer, audience, expiry, subject), the OBO user
 token (signature, expiry, audience = the agent), the user_fic credential and
 the agent user. ``classify`` names the leg of a request from its form alone.

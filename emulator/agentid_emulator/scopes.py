@@ -62,7 +62,7 @@ def _split(scope: str) -> tuple[str, str]:
 
 
 def is_token_exchange(scope: str | None) -> bool:
-    return bool(scope) and scope.strip().lower() == TOKEN_EXCHANGE_SCOPE.lower()
+    return scope is not None and scope.strip().lower() == TOKEN_EXCHANGE_SCOPE.lower()
 
 
 def resolve(scope: str | None, *, app_only: bool) -> ResolvedScope:

@@ -33,7 +33,7 @@ SUBPROCESS_FUZZ = settings(
 )
 SUBPROCESS_TIMEOUT_S = 20
 
-# Exit codes the CLI may use for hostile input (DESIGN.md + failures.py):
+# Exit codes the CLI may use for hostile input (docs/design.md + failures.py):
 # 0 not ours / ignored, 1 a ClientError without a specific code (input too
 # large), 2 usage, 3 no daemon.
 CLIENT_EXITS = (0, 1, 2, 3)

@@ -20,6 +20,7 @@ declare -A NEEDED=(
   [openssl]=openssl
   [strace]=strace
   [ss]=iproute2
+  [jq]=jq
 )
 missing=()
 for cmd in "${!NEEDED[@]}"; do

@@ -7,92 +7,20 @@ environment (the private socket path) and killed by pid at the end.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from client_stack import Env, client_stack
 from daemon_procs import daemon_pids
-from log_audit import scan_tree
-
-HELPER = [sys.executable, "-m", "agentid_client"]
-
-
-def write_config(emu: Any, directory: Path, secret: str | None = None) -> Path:
-    secret_file = directory / "bp.secret"
-    secret_file.write_text(secret if secret is not None else emu.blueprint_secret)
-    secret_file.chmod(0o600)
-    config = directory / "config.toml"
-    config.write_text(f"""
-default_profile = "app"
-
-[defaults]
-tenant_id = "{emu.tenant_id}"
-authority_host = "{emu.authority_host}"
-ca_bundle = "{emu.ca_bundle}"
-blueprint_app_id = "{emu.blueprint_app_id}"
-agent_identity_app_id = "{emu.agent_identity_app_id}"
-blueprint_credential = {{ secret_file = "{secret_file}" }}
-
-[profiles.app]
-mode = "AutonomousApp"
-
-[profiles.user]
-mode = "AutonomousUser"
-user_upn = "{emu.agent_user_upn}"
-
-[git."git.example.test"]
-profile = "app"
-""")
-    return config
-
-
-class Env:
-    def __init__(self, emu: Any, workdir: Path, sockdir: str, secret: str | None = None):
-        self.sock = os.path.join(sockdir, "agentid-helper.sock")
-        self.config = write_config(emu, workdir, secret)
-        self.env = dict(
-            os.environ, AGENTID_HELPER_SOCKET=self.sock, AGENTID_HELPER_CONFIG=str(self.config)
-        )
-        self.env.pop("AGENTID_HELPER_NO_AUTOSTART", None)
-
-    def run(
-        self, *args: str, stdin: str = "", timeout: float = 60, **env: str
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*HELPER, *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env={**self.env, **env},
-            timeout=timeout,
-        )
 
 
 @pytest.fixture
 def client_env(emulator: Any, tmp_path: Path) -> Iterator[Env]:
-    sockdir = tempfile.mkdtemp(prefix="aidc-e2e-")  # short: AF_UNIX path limit
-    env = Env(emulator, tmp_path, sockdir)
-    try:
+    with client_stack(emulator, tmp_path) as env:
         yield env
-    finally:
-        for pid in daemon_pids(env.sock):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while daemon_pids(env.sock) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for pid in daemon_pids(env.sock):
-            os.kill(pid, signal.SIGKILL)
-        scan_tree(Path(sockdir))  # session-wide log audit
-        shutil.rmtree(sockdir, ignore_errors=True)
 
 
 def test_autostart_race_one_daemon(client_env: Env, emulator: Any) -> None:
@@ -172,16 +100,10 @@ def test_commands_against_the_real_daemon(client_env: Env, emulator: Any) -> Non
 
 
 def test_identity_provider_refusal_exit_4(emulator: Any, tmp_path: Path) -> None:
-    sockdir = tempfile.mkdtemp(prefix="aidc-e2e-")
-    env = Env(emulator, tmp_path, sockdir, secret="wrong-secret")
-    try:
+    with client_stack(emulator, tmp_path, secret="wrong-secret") as env:
         r = env.run("get")
-        assert r.returncode == 4, r.stderr
-        first = r.stderr.splitlines()[0]
-        assert first.startswith("agentid-helper: error: ") and "AADSTS7000215" in first
-        assert "wrong-secret" not in r.stderr
-    finally:
-        for pid in daemon_pids(env.sock):
-            os.kill(pid, signal.SIGTERM)
-        scan_tree(Path(sockdir))  # session-wide log audit
-        shutil.rmtree(sockdir, ignore_errors=True)
+    assert r.returncode == 4, r.stderr
+    first = r.stderr.splitlines()[0]
+    assert first.startswith("agentid-helper: error: ")
+    assert "AADSTS7000215" in first
+    assert "wrong-secret" not in r.stderr

@@ -158,7 +158,7 @@ _add(
         ],
         epilog="""examples:
   agentid-helper status
-  agentid-helper status --json | jq '.[] | {profile, expires_on}'
+  agentid-helper status --json | jq '.entries[] | {profile, mode, expires_on}'
 """,
     )
 )

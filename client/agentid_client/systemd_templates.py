@@ -15,7 +15,7 @@ SOCKET_TEMPLATE = """\
 
 [Unit]
 Description=agentid-helper credential socket (Entra agent identity tokens)
-Documentation=https://github.com/agentid-helper/agentid-helper/blob/main/docs/systemd.md
+Documentation=man:agentid-helper(1)
 
 [Socket]
 # The public socket path ($XDG_RUNTIME_DIR/agentid-helper/agentid-helper.sock).
@@ -46,7 +46,7 @@ SERVICE_TEMPLATE = """\
 
 [Unit]
 Description=agentid-helper credential daemon (Entra agent identity tokens)
-Documentation=https://github.com/agentid-helper/agentid-helper/blob/main/docs/systemd.md
+Documentation=man:agentid-helper(1)
 Requires=agentid-helper.socket
 After=agentid-helper.socket
 

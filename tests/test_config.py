@@ -260,14 +260,6 @@ def test_unreadable_and_directory(tmp_path: Path) -> None:
         load_config(tmp_path, environ={})
 
 
-def test_git_profile_for(config: Config) -> None:
-    assert config.git_profile_for("Dev.Azure.com") == "graph-bot"
-    assert config.git_profile_for("dev.azure.com", "/contoso/repo/") == "user-bot"
-    assert config.git_profile_for("dev.azure.com", "contoso/repo/sub") == "user-bot"
-    assert config.git_profile_for("dev.azure.com", "contoso/repository") == "graph-bot"
-    assert config.git_profile_for("github.com") is None
-
-
 def test_default_config_path(tmp_path: Path) -> None:
     assert default_config_path({"AGENTID_HELPER_CONFIG": "/x/c.toml"}) == Path("/x/c.toml")
     assert default_config_path({"XDG_CONFIG_HOME": str(tmp_path)}) == (
@@ -279,13 +271,3 @@ def test_load_uses_env_path(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD)
     cfg = load_config(environ={"AGENTID_HELPER_CONFIG": str(path)})
     assert cfg.path == str(path) and cfg.default_profile == "graph-bot"
-
-
-def test_agent_ref_for_doctor(config: Config) -> None:
-    agent = config.agent_ref("obo-bot")
-    assert agent.blueprint_app_id == B and agent.credential == CredentialSpec("env", "BP_SECRET")
-    assert config.agent_ref().agent_identity_app_id == A
-    with pytest.raises(UnknownProfile):
-        config.agent_ref("nope")
-    with pytest.raises(InvalidRequest, match="missing"):
-        Config.empty(environ={}).agent_ref()

@@ -14,6 +14,7 @@ import sys
 from . import daemon_api
 from .cliargs import HelpRequested, Parsed, parse
 from .commands import COMMANDS
+from .contract import MAX_MIN_VALIDITY_S
 from .failures import EXIT_OK, EXIT_USAGE, ClientError, UsageError
 from .selection import request_fields
 
@@ -82,10 +83,10 @@ class CLI:
                 value = float(raw)
             except ValueError:
                 value = -1.0
-            if not 0 <= value <= 86400 or value != value:
+            if not 0 <= value <= MAX_MIN_VALIDITY_S or value != value:
                 raise UsageError(
                     f"{parsed.command}: --min-validity must be seconds between 0 and "
-                    f"86400 (got {raw!r})",
+                    f"{MAX_MIN_VALIDITY_S} (got {raw!r})",
                     parsed.command,
                 )
             fields["min_validity_s"] = int(value) if value.is_integer() else value

@@ -14,6 +14,7 @@ longest matching prefix wins.
 from __future__ import annotations
 
 from . import paths
+from .contract import git_key, git_profile
 from .failures import EXIT_CONFIG, ClientError
 
 TYPE_CHECKING = False  # typing costs ~10 ms of imports on the hot path
@@ -92,25 +93,13 @@ def load_git_map(config_file: str | None = None) -> dict[str, str]:
         profile = entry.get("profile") if isinstance(entry, dict) else None
         if not isinstance(profile, str) or not profile:
             raise ClientError(f'config {path}: [git."{host}"] needs profile = "..."', EXIT_CONFIG)
-        mapping[host.strip().strip("/").lower()] = profile
+        mapping[git_key(host)] = profile
     return mapping
 
 
 def profile_for(attrs: dict[str, Any], mapping: dict[str, str]) -> str | None:
-    """The profile for git's host/path: the longest ``host[/path]`` prefix in the map."""
-    host = str(attrs.get("host", "")).lower()
-    if not host:
-        return None
-    path = str(attrs.get("path", "")).strip("/")
-    candidates = [host]
-    if path:
-        parts = path.split("/")
-        candidates = [host + "/" + "/".join(parts[:n]) for n in range(len(parts), 0, -1)] + [host]
-    for candidate in candidates:
-        if candidate in mapping:
-            return mapping[candidate]
-    bare = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    return mapping.get(bare)
+    """The profile for git's host/path (see :func:`contract.git_profile`)."""
+    return git_profile(mapping, str(attrs.get("host", "")), str(attrs.get("path", "")))
 
 
 def protocol_allowed(attrs: dict[str, Any]) -> bool:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import sys
 
 from .commands import SELECTION_DESTS
+from .contract import MAX_USER_TOKEN_CHARS
 from .failures import EXIT_USAGE, ClientError, UsageError
 
 TYPE_CHECKING = False  # typing costs ~10 ms of imports on the hot path
 if TYPE_CHECKING:
     from typing import Any, TextIO
 
+# A read bound (whitespace around the token is allowed); the token's own
+# limit is MAX_USER_TOKEN_CHARS.
 MAX_USER_TOKEN_BYTES = 64 * 1024
 
 
@@ -38,6 +41,11 @@ def read_user_token(source: str, stdin: TextIO | None = None) -> str:
     token = data.strip()
     if not token:
         raise ClientError(f"--user-token-file {source} is empty", EXIT_USAGE)
+    if len(token) > MAX_USER_TOKEN_CHARS:
+        raise ClientError(
+            f"--user-token-file {source} holds more than {MAX_USER_TOKEN_CHARS} characters",
+            EXIT_USAGE,
+        )
     if any(c.isspace() for c in token):
         raise ClientError(f"--user-token-file {source} holds more than one token", EXIT_USAGE)
     return token

@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 import trio
 
+from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S, TOKEN_OPTIONS
+
 from .config import REQUEST_KEYS, Config
 from .errors import AgentIdError, ConfigurationError, IdentityProviderError, InvalidRequest
 from .logs import get_logger, is_enabled_for
@@ -32,9 +34,6 @@ log = get_logger("agentid_daemon.api")
 
 # The request's selection fields are exactly what Config.resolve() accepts.
 SELECTION_FIELDS = REQUEST_KEYS
-TOKEN_OPTIONS = ("min_validity_s", "force_refresh")
-DEFAULT_MIN_VALIDITY_S = 300.0
-MAX_MIN_VALIDITY_S = 3600.0
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Probes are polled; they are logged only when they fail.
@@ -132,7 +131,7 @@ def selection_fields(obj: dict[str, Any], *, extra: tuple[str, ...] = ()) -> dic
 
 
 def token_options(obj: dict[str, Any]) -> tuple[float, bool]:
-    """``min_validity_s`` (0..3600, default 300) and ``force_refresh`` (bool)."""
+    """``min_validity_s`` (0..MAX_MIN_VALIDITY_S, default 300) and ``force_refresh`` (bool)."""
     min_validity: Any = obj.get("min_validity_s")
     if min_validity is None:
         min_validity = DEFAULT_MIN_VALIDITY_S
@@ -142,7 +141,7 @@ def token_options(obj: dict[str, Any]) -> tuple[float, bool]:
         )
     elif not math.isfinite(min_validity) or not 0 <= min_validity <= MAX_MIN_VALIDITY_S:
         raise InvalidRequest(
-            f"field 'min_validity_s' must be between 0 and {MAX_MIN_VALIDITY_S:g} seconds"
+            f"field 'min_validity_s' must be between 0 and {MAX_MIN_VALIDITY_S} seconds"
         )
     force = obj.get("force_refresh")
     if force is None:

@@ -28,6 +28,8 @@ from typing import Any, Literal, Protocol
 
 import trio
 
+from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S
+
 from .cache import CachedToken, DependencyFailed, EntryStatus, TokenCache
 from .errors import AgentIdError, IdentityProviderError, InvalidRequest
 from .logs import get_logger
@@ -128,10 +130,16 @@ class Broker:
     # -- public API --------------------------------------------------------------
 
     async def get_token(
-        self, req: TokenRequest, *, min_validity_s: float = 300, force_refresh: bool = False
+        self,
+        req: TokenRequest,
+        *,
+        min_validity_s: float = DEFAULT_MIN_VALIDITY_S,
+        force_refresh: bool = False,
     ) -> ServedToken:
-        if not (0 <= min_validity_s < 86_400 * 365):  # also rejects NaN
-            raise InvalidRequest("min_validity_s must be a number of seconds >= 0")
+        if not (0 <= min_validity_s <= MAX_MIN_VALIDITY_S):  # also rejects NaN
+            raise InvalidRequest(
+                f"min_validity_s must be between 0 and {MAX_MIN_VALIDITY_S} seconds"
+            )
         self._check(req)
         if force_refresh:
             # "Fresh" means from the credential up: re-acquire the exchange

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentid_client.contract import SELECTION_FIELDS, TOKEN_OPTIONS
+
 from . import fields as F
 from .errors import ConfigurationError, InvalidRequest, UnknownProfile
 from .models import (
@@ -51,19 +53,9 @@ PROFILE_KEYS = (
     "user_object_id",
     "blueprint_credential",
 )
-REQUEST_KEYS = (
-    "profile",
-    "tenant_id",
-    "blueprint_app_id",
-    "agent_identity_app_id",
-    "scope",
-    "mode",
-    "user_upn",
-    "user_object_id",
-    "user_token",
-)
+REQUEST_KEYS = SELECTION_FIELDS
 # Request options handled by the broker, tolerated (and ignored) by resolve().
-REQUEST_OPTION_KEYS = ("min_validity_s", "force_refresh")
+REQUEST_OPTION_KEYS = TOKEN_OPTIONS
 CREDENTIAL_KINDS = ("secret_file", "certificate_file", "federated_token_file", "env")
 _USER_KEYS = ("user_upn", "user_object_id")
 
@@ -112,26 +104,6 @@ class Config:
 
     def profile_names(self) -> list[str]:
         return sorted(self.profiles)
-
-    def git_profile_for(self, host: str, path: str | None = None) -> str | None:
-        """The profile mapped to a git ``host`` (and optionally a repository ``path``).
-
-        ``[git."host/prefix"]`` entries match paths under that prefix (segment
-        by segment); the longest match wins, then ``[git."host"]``. Hosts
-        compare case-insensitively. ``None`` when nothing matches: the caller
-        decides whether the default profile applies.
-        """
-        host = host.strip().lower()
-        candidates = [host]
-        if path:
-            segments = [s for s in path.strip("/").split("/") if s]
-            for n in range(len(segments), 0, -1):
-                candidates.insert(len(candidates) - 1, "/".join([host, *segments[:n]]))
-        for candidate in candidates:
-            entry = self.git.get(candidate)
-            if entry is not None:
-                return str(entry["profile"])
-        return None
 
     def resolve(self, fields: Mapping[str, Any]) -> TokenRequest:
         """Merge defaults < profile < request ``fields`` into a validated request.
@@ -196,22 +168,6 @@ class Config:
                 lower.pop(key, None)
         merged = {**lower, **request}
         return _build_request(merged, request, name)
-
-    def agent_ref(self, profile: str | None = None) -> AgentRef:
-        """The agent (ids, authority, credential) of a profile, without mode checks.
-
-        For ``doctor``: checking a profile's credential needs no user token.
-        """
-        name = profile or self.default_profile
-        body: dict[str, Any] = {}
-        if name is not None:
-            if name not in self.profiles:
-                known = ", ".join(self.profile_names()) or "none configured"
-                raise UnknownProfile(f"unknown profile {name!r}; known profiles: {known}")
-            body = self.profiles[name]
-        merged = {**self.env_defaults, **self.defaults, **body}
-        _require_ids(merged, f" (profile {name!r})" if name else "")
-        return _agent_from(merged)
 
     @classmethod
     def empty(cls, environ: Mapping[str, str] | None = None) -> Config:

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from agentid_client.contract import git_key
+
 from . import fields as F
 from .config import (
     CREDENTIAL_KINDS,
@@ -78,7 +80,7 @@ class FileLoader:
                 raise self.error(where, "profile", "must name a profile")
             if prof not in profiles:
                 raise self.error(where, "profile", self.unknown_profile(prof, profiles))
-            git[host.strip().strip("/").lower()] = {"profile": prof}
+            git[git_key(host)] = {"profile": prof}
 
         default_profile = data.get("default_profile")
         if default_profile is not None:

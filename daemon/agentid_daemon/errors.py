@@ -8,7 +8,26 @@ never contain tokens or secrets: callers build them from identifiers only.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+
+
+def error_body(
+    error: str,
+    description: str,
+    *,
+    hint: str | None = None,
+    aadsts_codes: Iterable[int] = (),
+    correlation_id: str | None = None,
+) -> dict[str, Any]:
+    """The one shape of every error answer (docs/api.md, "Errors")."""
+    return {
+        "error": error,
+        "error_description": description,
+        "aadsts_codes": list(aadsts_codes),
+        "correlation_id": correlation_id,
+        "hint": hint,
+    }
 
 
 class AgentIdError(Exception):
@@ -23,13 +42,7 @@ class AgentIdError(Exception):
         self.hint = hint
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "error": self.error_code,
-            "error_description": self.description,
-            "aadsts_codes": [],
-            "correlation_id": None,
-            "hint": self.hint,
-        }
+        return error_body(self.error_code, self.description, hint=self.hint)
 
 
 class InvalidRequest(AgentIdError):
@@ -94,7 +107,10 @@ class IdentityProviderError(AgentIdError):
             self.error_code = "identity_provider_unavailable"
 
     def to_json(self) -> dict[str, Any]:
-        body = super().to_json()
-        body["aadsts_codes"] = list(self.aadsts_codes)
-        body["correlation_id"] = self.correlation_id
-        return body
+        return error_body(
+            self.error_code,
+            self.description,
+            hint=self.hint,
+            aadsts_codes=self.aadsts_codes,
+            correlation_id=self.correlation_id,
+        )

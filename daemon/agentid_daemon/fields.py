@@ -18,6 +18,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from agentid_client.contract import MAX_USER_TOKEN_CHARS
+
 from .models import Mode
 
 GUID_RE = re.compile(
@@ -27,7 +29,6 @@ _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _UPN_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
 _MULTI_TENANT = frozenset({"common", "organizations", "consumers"})
-MAX_USER_TOKEN_CHARS = 32_768
 
 
 def _require_str(value: Any) -> str:

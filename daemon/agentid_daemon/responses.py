@@ -13,6 +13,8 @@ from typing import Any
 
 import h11
 
+from .errors import error_body
+
 SERVER_NAME = "agentid-helper"
 
 Headers = list[tuple[str, str]]
@@ -41,17 +43,7 @@ class Response:
         description: str,
         headers: Iterable[tuple[str, str]] = (),
     ) -> Response:
-        return cls.json(
-            status,
-            {
-                "error": error,
-                "error_description": description,
-                "aadsts_codes": [],
-                "correlation_id": None,
-                "hint": None,
-            },
-            headers,
-        )
+        return cls.json(status, error_body(error, description), headers)
 
     @classmethod
     def empty(cls, status: int = 204, headers: Iterable[tuple[str, str]] = ()) -> Response:

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from agentid_client import transport
+from agentid_client.failures import ClientError
 
 BIN_DIR = Path(sys.executable).parent
 CLIENT_TIMEOUT_S = 30.0
@@ -260,21 +262,6 @@ class DaemonProcess:
 def _http_status(sock_path: Path, path: str, timeout: float = 2.0) -> int | None:
     """GET *path* over the daemon's Unix socket; the status code, or None if unreachable."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(str(sock_path))
-            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n"
-                         "Connection: close\r\n\r\n".encode())
-            head = b""
-            while b"\r\n" not in head:
-                chunk = sock.recv(1024)
-                if not chunk:
-                    break
-                head += chunk
-    except OSError:
-        return None
-    parts = head.split(b" ", 2)
-    try:
-        return int(parts[1])
-    except (IndexError, ValueError):
+        return transport.request(str(sock_path), "GET", path, timeout=timeout).status
+    except (OSError, transport.ConnectFailed, ClientError):
         return None

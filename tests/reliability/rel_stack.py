@@ -27,7 +27,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,8 @@ from helper_stack import (
     emulator_profile,
     helper_bin,
 )
+
+from agentid_client import transport
 
 __all__ = [
     "DaemonProcess",
@@ -60,38 +61,9 @@ IO_TIMEOUT_S = 20.0
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 
 
-@dataclass
-class HttpResult:
-    status: int
-    headers: dict[str, str]
-    body: bytes = field(repr=False)
-
-    def json(self) -> Any:
-        return json.loads(self.body) if self.body else None
-
-
-def _read_response(sock: socket.socket) -> HttpResult:
-    """Read one HTTP/1.1 response with a Content-Length body (the daemon always sends one)."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"connection closed before a response head ({len(buf)} bytes)")
-        buf += chunk
-    head, _, rest = buf.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    length = int(headers.get("content-length", "0"))
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("connection closed inside a response body")
-        rest += chunk
-    return HttpResult(status, headers, rest[:length])
+# The client's own HTTP reader: one implementation of the wire format for
+# the client, these tests and the e2e helpers.
+HttpResult = transport.Response
 
 
 def http_call(
@@ -104,18 +76,14 @@ def http_call(
     timeout: float = IO_TIMEOUT_S,
 ) -> HttpResult:
     """One request on a fresh connection (``Connection: close``); JSON *body* or *raw_body*."""
-    data = (
-        raw_body if raw_body is not None else (b"" if body is None else json.dumps(body).encode())
-    )
-    head = (
-        f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
-    ).encode()
+    data = raw_body
+    if data is None and body is not None:
+        data = json.dumps(body).encode()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(str(sock_path))
-        sock.sendall(head + data)
-        return _read_response(sock)
+        sock.sendall(transport.build_request(method, path, data))
+        return transport.read_response(sock, method)
 
 
 def raw_exchange(

@@ -1,0 +1,64 @@
+"""Facts both sides of the socket rely on, stated once (see docs/api.md).
+
+The client may import nothing heavier than the standard library on its hot
+paths, and never the daemon; so these facts live here, in a module that
+imports nothing, and the daemon imports them from the client package.
+"""
+
+from __future__ import annotations
+
+# The modes, as Entra's PowerShell cmdlet spells them (models.Mode has these values).
+MODES = ("AutonomousApp", "OBO", "AutonomousUser")
+
+# The request fields that select a token (POST/DELETE /v1/token, POST /v1/flush).
+# The client's selection flags are these, except that user_token is read from
+# --user-token-file (argv is visible to every user).
+SELECTION_FIELDS = (
+    "profile",
+    "tenant_id",
+    "blueprint_app_id",
+    "agent_identity_app_id",
+    "scope",
+    "mode",
+    "user_upn",
+    "user_object_id",
+    "user_token",
+)
+
+# Options of POST /v1/token, handled by the broker rather than by profile resolution.
+TOKEN_OPTIONS = ("min_validity_s", "force_refresh")
+
+# min_validity_s: a cached token with less left is not served. Entra's tokens
+# live 60-90 minutes, so more than an hour would refuse every cached token.
+DEFAULT_MIN_VALIDITY_S = 300
+MAX_MIN_VALIDITY_S = 3600
+
+# An OBO user token (a JWT) longer than this is refused by both sides.
+MAX_USER_TOKEN_CHARS = 32_768
+
+
+def git_key(host: str) -> str:
+    """The canonical key of a ``[git."HOST[/path]"]`` table: lower case, no edge slashes."""
+    return host.strip().strip("/").lower()
+
+
+def git_profile(mapping: dict[str, str], host: str, path: str = "") -> str | None:
+    """The profile mapped to git's ``host`` and ``path`` in ``{git_key: profile}``.
+
+    The longest ``host/path`` prefix (segment by segment) wins, then the host;
+    a host with a port (``dev.azure.com:443``) that matches nothing is tried
+    again without it. ``None`` when nothing matches, so that git asks its
+    next helper.
+    """
+    host = git_key(host)
+    if not host:
+        return None
+    segments = [s for s in path.strip("/").split("/") if s]
+    for n in range(len(segments), -1, -1):
+        found = mapping.get("/".join([host, *segments[:n]]))
+        if found is not None:
+            return found
+    bare, colon, port = host.rpartition(":")
+    if colon and port.isdigit() and "]" not in port:
+        return git_profile(mapping, bare, path)
+    return None

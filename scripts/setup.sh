@@ -21,6 +21,8 @@ declare -A NEEDED=(
   [strace]=strace
   [ss]=iproute2
   [jq]=jq
+  [zsh]=zsh
+  [man]=man-db
 )
 missing=()
 for cmd in "${!NEEDED[@]}"; do

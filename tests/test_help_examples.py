@@ -18,9 +18,8 @@ from typing import Any
 import pytest
 from client_stack import client_stack
 
-from agentid_client import helptext
 from agentid_client.cliargs import HelpRequested, parse
-from agentid_client.commands import COMMANDS
+from agentid_client.commands import COMMANDS, EXAMPLES
 
 PROGRAM = "agentid-helper"
 _OPERATORS = {"|", "||", "&&", ";", ">", ">>", "<", "2>", "&"}
@@ -28,7 +27,7 @@ _OPERATORS = {"|", "||", "&&", ";", ">", ">>", "<", "2>", "&"}
 
 def example_lines() -> list[str]:
     """Every command line of the examples (comment lines and continuations joined)."""
-    texts = [helptext.EPILOG, *(cmd.epilog for cmd in COMMANDS.values())]
+    texts = [EXAMPLES, *(cmd.epilog for cmd in COMMANDS.values())]
     lines: list[str] = []
     for text in texts:
         pending = ""

@@ -1,14 +1,50 @@
 """The command table: every command of the client CLI, its options and
-its ``--help`` examples (scripts, kubectl, git). Parsed by :mod:`cliargs`,
-rendered for ``--help`` by :mod:`helptext`.
+its ``--help`` examples (scripts, kubectl, git), with the program's summary,
+exit codes and environment. Parsed by :mod:`cliargs`, rendered for ``--help``
+by :mod:`helptext`, and into the man page and shell completions by
+:mod:`docgen`.
 """
 
 from __future__ import annotations
 
 from .cliargs import Command, Opt, Pos
+from .contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S, MODES, SELECTION_FIELDS
 
-MODES = ("AutonomousApp", "OBO", "AutonomousUser")
 FORMATS = ("token", "json", "header")
+
+PROGRAM = "agentid-helper"
+SUMMARY = "per-user credential helper for Microsoft Entra agent identities"
+ABOUT = (
+    "A local daemon (started on demand) acquires agent tokens, caches them and "
+    "refreshes them ahead of expiry; this client fetches them for scripts, kubectl, "
+    "git and any command."
+)
+EXIT_CODES = (
+    (0, "ok"),
+    (1, "unexpected failure (see the message)"),
+    (2, "usage or invalid input"),
+    (3, "daemon unreachable"),
+    (4, "the identity provider refused"),
+    (5, "configuration error"),
+)
+ENVIRONMENT = (
+    (
+        "AGENTID_HELPER_SOCKET",
+        "daemon socket (default $XDG_RUNTIME_DIR/agentid-helper/agentid-helper.sock)",
+    ),
+    (
+        "AGENTID_HELPER_CONFIG",
+        "config file (default $XDG_CONFIG_HOME/agentid-helper/config.toml)",
+    ),
+    ("AGENTID_HELPER_NO_AUTOSTART", "set to 1 to never start the daemon from the client"),
+)
+EXAMPLES = """\
+  agentid-helper get --profile graph-bot                       # scripts
+  agentid-helper exec -- az rest --url https://graph.microsoft.com/v1.0/me
+  agentid-helper kubeconfig-user --profile aks                 # kubectl exec plugin
+  git config --global credential.https://dev.azure.com.helper "agentid-helper git-credential"
+  agentid-helper status; agentid-helper doctor
+"""
 
 
 def _selection() -> list[Opt]:
@@ -35,16 +71,9 @@ def _selection() -> list[Opt]:
     ]
 
 
-SELECTION_DESTS = (
-    "profile",
-    "tenant_id",
-    "blueprint_app_id",
-    "agent_identity_app_id",
-    "scope",
-    "mode",
-    "user_upn",
-    "user_object_id",
-)
+# The selection flags' destinations: the request's selection fields but the
+# user token, which comes from --user-token-file.
+SELECTION_DESTS = tuple(f for f in SELECTION_FIELDS if f != "user_token")
 
 COMMANDS: dict[str, Command] = {}
 
@@ -61,7 +90,8 @@ _add(
             *_selection(),
             Opt(
                 "--min-validity",
-                "serve only a token valid at least S more seconds (daemon default 300)",
+                "serve only a token valid at least S more seconds "
+                f"(default {DEFAULT_MIN_VALIDITY_S}, at most {MAX_MIN_VALIDITY_S})",
                 metavar="S",
             ),
             Opt("--force-refresh", "ask the identity provider for a new token", kind="flag"),

@@ -7,34 +7,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from typing import TextIO
 
 from .cliargs import Command
-from .commands import COMMANDS
+from .commands import ABOUT, COMMANDS, ENVIRONMENT, EXAMPLES, EXIT_CODES, SUMMARY
 
-DESCRIPTION = """\
-Per-user credential helper for Microsoft Entra agent identities. A local
-daemon (started on demand) acquires agent tokens, caches them and refreshes
-them ahead of expiry; this client fetches them for scripts, kubectl, git and
-any command.
 
-exit codes: 0 ok, 2 usage or invalid input, 3 daemon unreachable,
-4 the identity provider refused, 5 configuration error
-"""
+def _description() -> str:
+    codes = ", ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES)
+    text = f"{SUMMARY[0].upper()}{SUMMARY[1:]}. {ABOUT}"
+    return textwrap.fill(text, 76) + "\n\n" + textwrap.fill(f"exit codes: {codes}", 76) + "\n"
 
-EPILOG = """examples:
-  agentid-helper get --profile graph-bot                       # scripts
-  agentid-helper exec -- az rest --url https://graph.microsoft.com/v1.0/me
-  agentid-helper kubeconfig-user --profile aks                 # kubectl exec plugin
-  git config --global credential.https://dev.azure.com.helper "agentid-helper git-credential"
-  agentid-helper status; agentid-helper doctor
 
-environment:
-  AGENTID_HELPER_SOCKET        daemon socket
-                               (default $XDG_RUNTIME_DIR/agentid-helper/agentid-helper.sock)
-  AGENTID_HELPER_CONFIG        config file (default $XDG_CONFIG_HOME/agentid-helper/config.toml)
-  AGENTID_HELPER_NO_AUTOSTART  set to 1 to never start the daemon from the client
-"""
+def _epilog() -> str:
+    width = max(len(name) for name, _ in ENVIRONMENT) + 2
+    env = "".join(f"  {name:<{width}} {text}\n" for name, text in ENVIRONMENT)
+    return f"examples:\n{EXAMPLES}\nenvironment:\n{env}"
+
+
+DESCRIPTION = _description()
+EPILOG = _epilog()
 
 
 def _command_parser(

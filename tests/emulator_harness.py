@@ -130,10 +130,18 @@ class Emulator:
     def clear_faults(self) -> None:
         self.admin("DELETE", "/_emulator/faults")
 
-    def user_token(self, upn: str, audience: str) -> str:
-        """A user token as an interactive sign-in would give (the input of OBO)."""
-        return str(self.admin("POST", "/_emulator/users/token",
-                              {"upn": upn, "audience": audience})["access_token"])
+    def user_token(self, upn: str, audience: str | None = None,
+                   lifetime_s: int | None = None) -> str:
+        """A user token as an interactive sign-in would give (the input of OBO).
+
+        ``audience`` defaults (in the emulator) to the blueprint: what OBO needs.
+        """
+        body: dict[str, Any] = {"upn": upn}
+        if audience is not None:
+            body["audience"] = audience
+        if lifetime_s is not None:
+            body["lifetime_s"] = lifetime_s
+        return str(self.admin("POST", "/_emulator/users/token", body)["access_token"])
 
     # -- lifecycle ------------------------------------------------------------
     def stop(self) -> None:

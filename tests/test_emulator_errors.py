@@ -118,13 +118,20 @@ def test_50034_human_user_is_not_an_agent_user(emulator: Any) -> None:
     check(s, result, 50034, 400)
 
 
-def test_50013_obo_audience(emulator: Any) -> None:
-    user_token = emulator.user_token(emulator.user_upn, "https://graph.microsoft.com")
+@pytest.mark.parametrize("audience", ["agent", "agent_uri", "https://graph.microsoft.com"])
+def test_50013_obo_audience(emulator: Any, audience: str) -> None:
+    # The user token must be for the blueprint, never for the agent identity
+    # (agent-on-behalf-of-oauth-flow.md: "Tc (aud) == Agent ID blueprint client ID").
+    agent = emulator.agent_identity_app_id
+    aud = {"agent": agent, "agent_uri": f"api://{agent}"}.get(audience, audience)
+    user_token = emulator.user_token(emulator.user_upn, aud)
     s = PinnedSession(emulator.ca_bundle)
     result = agent_app(emulator, t1(emulator), s).acquire_token_on_behalf_of(
         user_token, ["User.Read"])
     check(s, result, 50013, 400)
     assert result["error"] == "invalid_grant"
+    assert f"the expected audience is '{emulator.blueprint_app_id}'" in \
+        result["error_description"]
 
 
 def test_1002012_scope_without_default(emulator: Any) -> None:

@@ -209,26 +209,112 @@ def test_obo(service: TokenService) -> None:
     form = agent_form(first, grant_type=GRANT_JWT_BEARER, requested_token_use="on_behalf_of",
                       scope="User.Read Mail.Read")
 
-    def user_token(audience: str, upn: str = d.DEMO_USER_UPN, **kw: Any) -> str:
+    def user_token(audience: str | None = None, upn: str = d.DEMO_USER_UPN) -> str:
         return service.interactive_user_token(TENANT, upn, audience)
 
-    body = ok(service.handle(TENANT, {**form, "assertion": user_token(AGENT)}))
+    # agent-on-behalf-of-oauth-flow.md: "Tc (aud) == Agent ID blueprint client ID".
+    body = ok(service.handle(TENANT, {**form, "assertion": user_token(BP)}))
     claims = claims_of(body["access_token"])
     assert claims["scp"] == "User.Read Mail.Read" and claims["idtyp"] == "user"
-    assert ok(service.handle(TENANT, {**form, "assertion": user_token(f"api://{AGENT}")}))
+    assert ok(service.handle(TENANT, {**form, "assertion": user_token(f"api://{BP}")}))
+    assert ok(service.handle(TENANT, {**form, "assertion": user_token()}))   # default: BP
     assert code(service.handle(TENANT, {**form, "assertion": user_token("api://x")})) == 50013
     app_token = ok(service.handle(TENANT, agent_form(first)))["access_token"]
     assert code(service.handle(TENANT, {**form, "assertion": app_token})) == 50013
-    stale = {**form, "assertion": user_token(AGENT)}
+    stale = {**form, "assertion": user_token(BP)}
     assert code(service.handle(TENANT, stale, now=time.time() + 3601)) == 700024  # T1 first
     assert code(service.handle(TENANT, form)) == 900144
-    wrong_use = {**form, "assertion": user_token(AGENT), "requested_token_use": "x"}
+    wrong_use = {**form, "assertion": user_token(BP), "requested_token_use": "x"}
     assert code(service.handle(TENANT, wrong_use)) == 900144
+
+
+@pytest.mark.parametrize("audience", [AGENT, f"api://{AGENT}"])
+def test_obo_refuses_a_user_token_for_the_agent_identity(service: TokenService,
+                                                         audience: str) -> None:
+    # An agent identity exposes no API: no user can get a token for it.
+    form = agent_form(get_t1(service), grant_type=GRANT_JWT_BEARER,
+                      requested_token_use="on_behalf_of", scope="User.Read",
+                      assertion=service.interactive_user_token(TENANT, d.DEMO_USER_UPN, audience))
+    resp = service.handle(TENANT, form)
+    assert code(resp) == 50013 and resp.body["error"] == "invalid_grant"
+    description = resp.body["error_description"]
+    assert description.startswith("AADSTS50013: Assertion audience does not match the Client "
+                                  f"app presenting the assertion. The audience in the assertion "
+                                  f"was '{audience}' and the expected audience is '{BP}'")
+
+
+def test_interactive_user_token_is_for_the_blueprint(service: TokenService) -> None:
+    # Like the recorded client token (joetanx/mslab auth-flows.md 5.2.3): aud = the
+    # blueprint, scp = access_agent.
+    claims = claims_of(service.interactive_user_token(TENANT, d.DEMO_USER_UPN))
+    assert claims["aud"] == BP and claims["scp"] == "access_agent"
+    assert claims["idtyp"] == "user" and claims["oid"] == d.DEMO_USER_OID
+    uri = claims_of(service.interactive_user_token(TENANT, d.DEMO_USER_UPN, f"api://{BP}"))
+    assert uri["aud"] == f"api://{BP}" and uri["scp"] == "access_agent"
+    other = claims_of(service.interactive_user_token(TENANT, d.DEMO_USER_UPN, "api://my-api"))
+    assert other["scp"] == "access_as_user"
+    short = claims_of(service.interactive_user_token(TENANT, d.DEMO_USER_UPN, lifetime_s=60))
+    assert short["exp"] - short["iat"] == 60
+
+
+def test_blueprint_own_token_needs_no_fmi_path(service: TokenService) -> None:
+    # create-delete-agent-identities.md, "Get an access token using agent identity blueprint".
+    form = t1_form(scope=GRAPH)
+    del form["fmi_path"]
+    assert classify(form) == "autonomous_app" and service.leg_of(TENANT, form) == "blueprint_app"
+    resp = service.handle(TENANT, form)
+    assert resp.leg == "blueprint_app"
+    claims = claims_of(ok(resp)["access_token"])
+    assert claims["aud"] == "https://graph.microsoft.com" and claims["idtyp"] == "app"
+    assert claims["appid"] == claims["azp"] == claims["oid"] == claims["sub"] == BP
+    assert claims["appidacr"] == "1"    # client secret
+    assert claims["roles"] == list(d.DEMO_BLUEPRINT_ROLES)
+    # The exchange scope still names the agent: fmi_path stays required there.
+    no_fmi = {k: v for k, v in t1_form().items() if k != "fmi_path"}
+    resp = service.handle(TENANT, no_fmi)
+    assert code(resp) == 900144 and "fmi_path" in resp.body["error_description"]
+    assert code(service.handle(TENANT, {**form, "scope": "User.Read"})) == 1002012
+    assert code(service.handle(TENANT, {**form, "client_secret": "wrong"})) == 7000215
+
+
+def test_agent_claims_as_recorded(service: TokenService) -> None:
+    # Facets of the public recordings ("AgenticTokens from Console"; joetanx/mslab).
+    first = get_t1(service)
+    t1 = claims_of(first)
+    assert (t1["xms_act_fct"], t1["xms_sub_fct"], t1["xms_idrel"]) == ("9 1", "1 9", "14 7")
+    assert "xms_par_app_azp" not in t1
+    t2 = claims_of(ok(service.handle(TENANT, agent_form(first, scope=TX)))["access_token"])
+    assert (t2["xms_act_fct"], t2["xms_sub_fct"], t2["xms_idrel"]) == ("1 9 11", "11 1 9",
+                                                                       "7 12")
+    assert t2["xms_par_app_azp"] == BP
+    app = claims_of(ok(service.handle(TENANT, agent_form(first)))["access_token"])
+    assert (app["xms_act_fct"], app["xms_sub_fct"], app["xms_idrel"]) == ("3 11 9", "11 3 9",
+                                                                          "28 7")
+    assert app["xms_par_app_azp"] == BP
+    obo_form = agent_form(first, grant_type=GRANT_JWT_BEARER, scope="User.Read",
+                          requested_token_use="on_behalf_of",
+                          assertion=service.interactive_user_token(TENANT, d.DEMO_USER_UPN))
+    obo = claims_of(ok(service.handle(TENANT, obo_form))["access_token"])
+    assert (obo["xms_act_fct"], obo["xms_sub_fct"], obo["xms_idrel"]) == ("3 9 11", "3 10",
+                                                                          "18 1")
+    assert obo["xms_par_app_azp"] == BP
+    second = ok(service.handle(TENANT, agent_form(first, scope=TX)))["access_token"]
+    fic = agent_form(first, grant_type="user_fic", scope="User.Read",
+                     user_federated_identity_credential=second,
+                     username=d.DEMO_AGENT_USER_UPN)
+    user = claims_of(ok(service.handle(TENANT, fic))["access_token"])
+    assert (user["xms_act_fct"], user["xms_sub_fct"], user["xms_idrel"]) == ("1 9 11", "1 13",
+                                                                             "12 1")
+    assert user["xms_par_app_azp"] == BP
+    own = t1_form(scope=GRAPH)
+    del own["fmi_path"]
+    bp = claims_of(ok(service.handle(TENANT, own))["access_token"])
+    assert (bp["xms_act_fct"], bp["xms_sub_fct"], bp["xms_idrel"]) == ("9 3", "9 3", "8 7")
 
 
 def test_obo_expired_user_token(service: TokenService) -> None:
     first = get_t1(service)
-    expired = service.issuer.mint(TENANT, {"aud": AGENT, "idtyp": "user",
+    expired = service.issuer.mint(TENANT, {"aud": BP, "idtyp": "user",
                                            "oid": d.DEMO_USER_OID}, lifetime_s=60,
                                   now=time.time() - 120)
     form = agent_form(first, grant_type=GRANT_JWT_BEARER, requested_token_use="on_behalf_of",

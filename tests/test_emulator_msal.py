@@ -122,7 +122,7 @@ def test_t2(emulator: Any) -> None:
 
 
 def test_obo(emulator: Any) -> None:
-    user_token = emulator.user_token(emulator.user_upn, emulator.agent_identity_app_id)
+    user_token = emulator.user_token(emulator.user_upn, emulator.blueprint_app_id)
     result = agent_app(emulator, t1(emulator)).acquire_token_on_behalf_of(
         user_token, ["User.Read"])
     assert "access_token" in result, result
@@ -134,12 +134,31 @@ def test_obo(emulator: Any) -> None:
     assert claims["aud"] == "https://graph.microsoft.com"
 
 
-def test_obo_accepts_api_uri_audience(emulator: Any) -> None:
-    user_token = emulator.user_token(emulator.user_upn,
-                                     f"api://{emulator.agent_identity_app_id}")
+def test_obo_accepts_the_blueprint_identifier_uri(emulator: Any) -> None:
+    user_token = emulator.user_token(emulator.user_upn, f"api://{emulator.blueprint_app_id}")
     result = agent_app(emulator, t1(emulator)).acquire_token_on_behalf_of(
         user_token, [GRAPH_DEFAULT])
     assert "access_token" in result, result
+
+
+def test_obo_with_the_default_user_token(emulator: Any) -> None:
+    # /_emulator/users/token defaults to the blueprint, with scp = access_agent.
+    user_token = emulator.user_token(emulator.user_upn)
+    claims = verified(emulator, user_token)
+    assert claims["aud"] == emulator.blueprint_app_id and claims["scp"] == "access_agent"
+    result = agent_app(emulator, t1(emulator)).acquire_token_on_behalf_of(
+        user_token, ["User.Read"])
+    assert "access_token" in result, result
+
+
+def test_blueprint_own_token_without_fmi_path(emulator: Any) -> None:
+    # create-delete-agent-identities.md: the blueprint's own Graph token (to create agents).
+    result = blueprint_app(emulator).acquire_token_for_client([GRAPH_DEFAULT])
+    assert "access_token" in result, result
+    claims = verified(emulator, result["access_token"])
+    assert claims["aud"] == "https://graph.microsoft.com" and claims["idtyp"] == "app"
+    assert claims["azp"] == claims["oid"] == emulator.blueprint_app_id
+    assert "AgentIdentity.CreateAsManager" in claims["roles"]
 
 
 @pytest.mark.parametrize("by", ["username", "user_object_id"])
@@ -167,13 +186,15 @@ def test_stats_count_legs_and_clients(fresh_emulator: Any) -> None:
     agent_app(emu, first).acquire_token_by_user_federated_identity_credential(
         ["User.Read"], assertion=second, username=emu.agent_user_upn)
     agent_app(emu, first).acquire_token_on_behalf_of(
-        emu.user_token(emu.user_upn, emu.agent_identity_app_id), ["User.Read"])
+        emu.user_token(emu.user_upn, emu.blueprint_app_id), ["User.Read"])
     blueprint_app(emu, secret="wrong").acquire_token_for_client(
         [TX_SCOPE], fmi_path=emu.agent_identity_app_id)
+    blueprint_app(emu).acquire_token_for_client([GRAPH_DEFAULT])
     stats = emu.stats()["token_requests"]
-    assert stats["by_leg"] == {"t1": 2, "autonomous_app": 1, "obo": 1, "t2": 1, "user_fic": 1}
-    assert stats["total"] == 6 and stats["errors"] == 1
-    assert stats["by_client"] == {emu.blueprint_app_id: 2, emu.agent_identity_app_id: 4}
+    assert stats["by_leg"] == {"t1": 2, "autonomous_app": 1, "obo": 1, "t2": 1, "user_fic": 1,
+                               "blueprint_app": 1, "managed_identity": 0}
+    assert stats["total"] == 7 and stats["errors"] == 1
+    assert stats["by_client"] == {emu.blueprint_app_id: 3, emu.agent_identity_app_id: 4}
     emu.reset()
     assert emu.stats()["token_requests"]["total"] == 0
 

@@ -11,10 +11,14 @@ def test_stats() -> None:
     stats.record(leg="t1", client_id="bp", ok=True)
     stats.record(leg="obo", client_id="agent", ok=False)
     stats.record(leg=None, client_id=None, ok=False)
+    stats.record(leg="managed_identity", client_id="mi", ok=True)
     got = stats.to_json()["token_requests"]
-    assert got["total"] == 3 and got["errors"] == 2
-    assert got["by_leg"] == {**{leg: 0 for leg in LEGS}, "t1": 1, "obo": 1}
-    assert got["by_client"] == {"bp": 1, "agent": 1}
+    assert got["total"] == 4 and got["errors"] == 2
+    assert got["by_leg"] == {**{leg: 0 for leg in LEGS}, "t1": 1, "obo": 1,
+                             "managed_identity": 1}
+    assert set(LEGS) >= {"t1", "autonomous_app", "obo", "t2", "user_fic", "blueprint_app",
+                         "managed_identity"}
+    assert got["by_client"] == {"bp": 1, "agent": 1, "mi": 1}
     stats.reset()
     assert stats.to_json()["token_requests"]["total"] == 0
 

@@ -19,7 +19,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .directory import AgentIdentity, Blueprint, FederatedCredential
+from .directory import TOKEN_EXCHANGE_AUDIENCE, AgentIdentity, Blueprint, FederatedCredential
 from .errors import AadstsError, missing_parameter
 from .jwt_tokens import (
     TOKEN_EXCHANGE_APP_ID,
@@ -122,6 +122,16 @@ def _federated_issuer(cred: FederatedCredential, authority_host: str) -> str:
     return authority_host + cred.issuer if cred.issuer.startswith("/") else cred.issuer
 
 
+def _federation_audiences(audiences: list[str]) -> set[str]:
+    # An Entra-issued token (a managed identity's, from IMDS) for
+    # api://AzureADTokenExchange carries the app id of "AAD Token Exchange" as
+    # aud; Entra matches it to a credential whose audience is the URI.
+    out = set(audiences)
+    if TOKEN_EXCHANGE_APP_ID in out:
+        out.add(TOKEN_EXCHANGE_AUDIENCE)
+    return out
+
+
 def _check_federated_assertion(blueprint: Blueprint, assertion: str, *, now: float,
                                authority_host: str, issuer: TokenIssuer) -> None:
     presented = unverified_claims(assertion)
@@ -134,7 +144,7 @@ def _check_federated_assertion(blueprint: Blueprint, assertion: str, *, now: flo
     key = creds[0].public_key or issuer.key.public_key()
     claims = _verify_signed(assertion, key, ("RS256",), now, "Federated assertion")
     audiences = _audiences(claims)
-    creds = [c for c in creds if c.audience in audiences]
+    creds = [c for c in creds if c.audience in _federation_audiences(audiences)]
     if not creds:
         raise AadstsError(700212, "No matching federated identity record found for presented "
                                   f"assertion audience '{', '.join(audiences)}'.")

@@ -9,12 +9,18 @@ Loaded from the built-in demo (fixed GUIDs, a known secret) or a TOML seed::
     [[tenants.blueprints]]
     app_id = "..."
     secrets = ["..."]                          # client secrets
+    roles = ["AgentIdentity.CreateAsManager"]  # app roles of its own (Graph) token
     certificates = ["/path/bp-cert.pem"]       # public certificates (PEM)
     [[tenants.blueprints.federated_credentials]]
     issuer = "https://issuer.example"
     subject = "system:serviceaccount:ns:name"
     audience = "api://AzureADTokenExchange"    # default
     public_key_file = "/path/issuer-public.pem"  # verifies the assertion signature
+    # A managed identity as credential: issuer = this tenant's issuer (a path is
+    # relative to the emulator's authority host), subject = its object id.
+    [[tenants.blueprints.federated_credentials]]
+    issuer = "/11111111-1111-1111-1111-111111111111/v2.0"
+    subject = "<managed identity object id>"
 
     [[tenants.agent_identities]]
     app_id = "..."
@@ -29,6 +35,11 @@ Loaded from the built-in demo (fixed GUIDs, a known secret) or a TOML seed::
     [[tenants.users]]
     upn = "alice@contoso.example"
     object_id = "..."
+
+    [[tenants.managed_identities]]             # user-assigned, served by --imds-port
+    client_id = "..."
+    object_id = "..."
+    resource_id = "/subscriptions/.../userAssignedIdentities/name"   # optional
 
 Relative file paths are resolved against the seed file's folder.
 """
@@ -59,6 +70,14 @@ DEMO_AGENT_USER_OID = "c0ffee00-0003-4c4c-8d8d-000000000c01"
 DEMO_USER_UPN = "alice@contoso.example"
 DEMO_USER_OID = "a11ce000-0004-4d4d-9e9e-000000000d01"
 DEMO_WORKLOAD_SUBJECT = "system:serviceaccount:agents:graph-bot"
+DEMO_MI_CLIENT_ID = "3f1e2d3c-0005-4e6f-8a9b-000000000e01"
+DEMO_MI_OBJECT_ID = "0b7ec7ed-0006-4f70-9b8c-000000000f01"
+DEMO_MI_RESOURCE_ID = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/"
+                       "agentid-demo/providers/Microsoft.ManagedIdentity/"
+                       "userAssignedIdentities/demo-agent-identity")
+# The roles of the recorded blueprint Graph token (joetanx/mslab auth-flows.md, 2.1.1).
+DEMO_BLUEPRINT_ROLES = ("AgentIdUser.ReadWrite.IdentityParentedBy",
+                        "AgentIdentity.CreateAsManager")
 # The emulator's own workload-identity issuer path (for federated blueprint credentials).
 WORKLOAD_ISSUER_PATH = "/_emulator/workload"
 
@@ -84,6 +103,7 @@ class Blueprint:
     certificates: dict[str, rsa.RSAPublicKey] = field(default_factory=dict, repr=False)
     federated_credentials: tuple[FederatedCredential, ...] = ()
     display_name: str = ""
+    roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,6 +123,16 @@ class User:
     agent_identity_app_id: str | None = None
 
 
+@dataclass(frozen=True)
+class ManagedIdentity:
+    """A user-assigned managed identity: its tokens come from the IMDS endpoint."""
+
+    client_id: str
+    object_id: str
+    resource_id: str = ""
+    tenant_id: str = ""
+
+
 @dataclass
 class Tenant:
     tenant_id: str
@@ -110,6 +140,7 @@ class Tenant:
     agents: dict[str, AgentIdentity] = field(default_factory=dict)
     users_by_upn: dict[str, User] = field(default_factory=dict)
     users_by_oid: dict[str, User] = field(default_factory=dict)
+    managed_identities: list[ManagedIdentity] = field(default_factory=list)
 
     def add_user(self, user: User) -> None:
         self.users_by_upn[user.upn.lower()] = user
@@ -132,6 +163,9 @@ class Directory:
     def tenant(self, tenant: str) -> Tenant | None:
         return self.tenants.get(tenant.lower())
 
+    def managed_identities(self) -> list[ManagedIdentity]:
+        return [mi for t in self.tenants.values() for mi in t.managed_identities]
+
 
 def certificate_entry(cert: x509.Certificate) -> dict[str, rsa.RSAPublicKey]:
     """Both thumbprint forms of a certificate, mapped to its public key."""
@@ -146,10 +180,15 @@ def demo_directory(*, blueprint_certificate: x509.Certificate | None = None) -> 
     """The built-in directory of ``--demo`` (fixed GUIDs, known secret)."""
     certs = certificate_entry(blueprint_certificate) if blueprint_certificate else {}
     tenant = Tenant(DEMO_TENANT_ID)
+    feds = (FederatedCredential(WORKLOAD_ISSUER_PATH, DEMO_WORKLOAD_SUBJECT),
+            # The demo managed identity, trusted as Entra's docs configure it.
+            FederatedCredential(tenant_issuer_path(DEMO_TENANT_ID), DEMO_MI_OBJECT_ID))
     tenant.blueprints[DEMO_BLUEPRINT_APP_ID] = Blueprint(
         DEMO_BLUEPRINT_APP_ID, secrets=(DEMO_BLUEPRINT_SECRET,), certificates=certs,
-        federated_credentials=(FederatedCredential(WORKLOAD_ISSUER_PATH, DEMO_WORKLOAD_SUBJECT),),
-        display_name="Demo agent blueprint")
+        federated_credentials=feds, display_name="Demo agent blueprint",
+        roles=DEMO_BLUEPRINT_ROLES)
+    tenant.managed_identities.append(ManagedIdentity(
+        DEMO_MI_CLIENT_ID, DEMO_MI_OBJECT_ID, DEMO_MI_RESOURCE_ID, DEMO_TENANT_ID))
     tenant.agents[DEMO_AGENT_APP_ID] = AgentIdentity(
         DEMO_AGENT_APP_ID, DEMO_BLUEPRINT_APP_ID, roles=("User.Read.All",),
         display_name="Demo agent identity")
@@ -162,8 +201,15 @@ def demo_directory(*, blueprint_certificate: x509.Certificate | None = None) -> 
         "agent_user_upn": DEMO_AGENT_USER_UPN, "agent_user_object_id": DEMO_AGENT_USER_OID,
         "user_upn": DEMO_USER_UPN, "user_object_id": DEMO_USER_OID,
         "workload_subject": DEMO_WORKLOAD_SUBJECT,
+        "managed_identity_client_id": DEMO_MI_CLIENT_ID,
+        "managed_identity_object_id": DEMO_MI_OBJECT_ID,
     }
     return Directory({DEMO_TENANT_ID: tenant}, summary)
+
+
+def tenant_issuer_path(tenant_id: str) -> str:
+    """The tenant's issuer relative to the authority host (managed identity tokens)."""
+    return f"/{tenant_id}/v2.0"
 
 
 def _guid(value: Any, where: str) -> str:
@@ -196,10 +242,8 @@ def _load_public_key(path: Path, where: str) -> rsa.RSAPublicKey:
     key: object
     try:
         data = path.read_bytes()
-        if b"CERTIFICATE" in data:
-            key = x509.load_pem_x509_certificate(data).public_key()
-        else:
-            key = serialization.load_pem_public_key(data)
+        key: Any = (x509.load_pem_x509_certificate(data).public_key()
+                    if b"CERTIFICATE" in data else serialization.load_pem_public_key(data))
     except (OSError, ValueError) as exc:
         raise SeedError(f"{where}: cannot read public key {path}: {exc}") from None
     if not isinstance(key, rsa.RSAPublicKey):
@@ -223,7 +267,23 @@ def _blueprint(entry: dict[str, Any], base: Path, where: str) -> Blueprint:
             _str(fed, "issuer", fwhere), _str(fed, "subject", fwhere),
             fed.get("audience", TOKEN_EXCHANGE_AUDIENCE),
             _load_public_key(_path(base, key_file), fwhere) if key_file else None))
-    return Blueprint(app_id, tuple(secrets), certs, tuple(feds), entry.get("display_name", ""))
+    return Blueprint(app_id, tuple(secrets), certs, tuple(feds), entry.get("display_name", ""),
+                     _strings(entry, "roles", where))
+
+
+def _strings(entry: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = entry.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise SeedError(f"{where}: '{key}' must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _managed_identity(entry: dict[str, Any], tenant_id: str, where: str) -> ManagedIdentity:
+    resource_id = entry.get("resource_id", "")
+    if not isinstance(resource_id, str):
+        raise SeedError(f"{where}: 'resource_id' must be a string")
+    return ManagedIdentity(_guid(entry.get("client_id"), where),
+                           _guid(entry.get("object_id"), where), resource_id, tenant_id)
 
 
 def load_seed(path: Path) -> Directory:
@@ -266,6 +326,9 @@ def load_seed(path: Path) -> Directory:
             tenant.add_user(User(_str(entry, "upn", uwhere),
                                  _guid(entry.get("object_id"), uwhere),
                                  entry.get("display_name", "")))
+        for i, entry in enumerate(t_entry.get("managed_identities", [])):
+            tenant.managed_identities.append(_managed_identity(
+                entry, tenant.tenant_id, f"{where}.managed_identities[{i}]"))
         directory.tenants[tenant.tenant_id] = tenant
     directory.summary = _summary(directory)
     return directory
@@ -290,4 +353,8 @@ def _summary(directory: Directory) -> dict[str, Any]:
     if human:
         summary["user_upn"] = human.upn
         summary["user_object_id"] = human.object_id
+    mi = next(iter(directory.managed_identities()), None)
+    if mi:
+        summary["managed_identity_client_id"] = mi.client_id
+        summary["managed_identity_object_id"] = mi.object_id
     return summary

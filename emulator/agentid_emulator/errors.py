@@ -34,6 +34,7 @@ _KINDS: dict[int, tuple[str, int]] = {
     50034: ("invalid_grant", 400),      # user not found
     50013: ("invalid_grant", 400),      # OBO assertion audience invalid
     500133: ("invalid_grant", 400),     # OBO assertion expired
+    500011: ("invalid_resource", 400),  # resource principal not found
     1002012: ("invalid_scope", 400),    # client credentials scope without /.default
     70011: ("invalid_scope", 400),      # scope not valid
     28000: ("invalid_scope", 400),      # more than one resource

@@ -1,14 +1,15 @@
 """The token endpoint, sans-IO: a form dict in, a response (status, JSON body) out.
 
-The five agent legs (docs/design.md) are validated for real: client credentials,
-T1/T2 assertions (signature, issuer, audience, expiry, subject), the OBO user
-token (signature, expiry, audience = the agent), the user_fic credential and
-the agent user. ``classify`` names the leg of a request from its form alone.
+The five agent legs (docs/design.md) are validated for real: client
+credentials, T1/T2 assertions (signature, issuer, audience, expiry, subject),
+the OBO user token (signature, expiry, audience = the agent's blueprint), the
+user_fic credential and the agent user; so is the blueprint's own app-only token. ``classify``
+names the leg of a request from its form alone; ``TokenService.leg_of`` also
+tells a blueprint's own token from an agent's.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -16,12 +17,15 @@ from typing import Any
 
 import jwt
 
+from . import agent_claims
+from .agent_claims import AgentFacets
 from .certs import b64url
 from .client_auth import authenticate_agent, authenticate_blueprint, verify_exchange_token
 from .directory import AgentIdentity, Blueprint, Directory, Tenant, User
 from .errors import AadstsError, missing_parameter, render
 from .jwt_tokens import TOKEN_EXCHANGE_APP_ID, TokenIssuer, fmi_subject
 from .scopes import ResolvedScope, is_token_exchange, resolve
+from .user_tokens import blueprint_audiences, interactive_claims, pairwise_subject, user_not_found
 
 GRANT_CLIENT_CREDENTIALS = "client_credentials"
 GRANT_JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -67,10 +71,20 @@ class TokenService:
     def authority_host(self) -> str:
         return self.issuer.authority_host
 
+    def leg_of(self, tenant_id: str, form: dict[str, str]) -> str | None:
+        """The leg of a request; a blueprint's client_credentials without fmi_path
+        for a resource is its own app-only token (``blueprint_app``)."""
+        leg = classify(form)
+        if leg == "autonomous_app":
+            tenant = self.directory.tenant(tenant_id)
+            if tenant is not None and (form.get("client_id") or "").lower() in tenant.blueprints:
+                return "blueprint_app"
+        return leg
+
     def handle(self, tenant_id: str, form: dict[str, str], *,
                correlation_id: str | None = None, now: float | None = None) -> TokenResponse:
         now = time.time() if now is None else now
-        leg = classify(form)
+        leg = self.leg_of(tenant_id, form)
         client_id = form.get("client_id") or None
         try:
             body = self._dispatch(tenant_id, form, now)
@@ -105,9 +119,9 @@ class TokenService:
             if grant != GRANT_CLIENT_CREDENTIALS:
                 raise AadstsError(70003, f"The app requested an unsupported grant type "
                                          f"'{grant}': an agent identity blueprint only "
-                                         "obtains exchange tokens (client_credentials).",
+                                         "obtains app-only tokens (client_credentials).",
                                   error="unsupported_grant_type")
-            return self._t1(tenant, blueprint, form, now)
+            return self._blueprint(tenant, blueprint, form, now)
         assert agent is not None
         if grant == GRANT_CLIENT_CREDENTIALS:
             return self._agent_app(tenant, agent, form, now)
@@ -124,11 +138,33 @@ class TokenService:
         return tenant
 
     # -- legs -------------------------------------------------------------------
-    def _t1(self, tenant: Tenant, bp: Blueprint, form: dict[str, str],
-            now: float) -> dict[str, Any]:
+    def _blueprint(self, tenant: Tenant, bp: Blueprint, form: dict[str, str],
+                   now: float) -> dict[str, Any]:
         token_endpoint = f"{self.authority_host}/{tenant.tenant_id}/oauth2/v2.0/token"
         kind = authenticate_blueprint(bp, form, now=now, token_endpoint=token_endpoint,
                                       authority_host=self.authority_host, issuer=self.issuer)
+        # "appidacr"/"azpacr": 1 = client secret, 2 = certificate or federated assertion.
+        acr = "1" if kind == "secret" else "2"
+        if form.get("fmi_path") or is_token_exchange(form.get("scope")):
+            return self._t1(tenant, bp, form, acr)
+        return self._blueprint_app(tenant, bp, form, acr)
+
+    def _blueprint_app(self, tenant: Tenant, bp: Blueprint, form: dict[str, str],
+                       acr: str) -> dict[str, Any]:
+        """The blueprint's own token for a resource (e.g. Graph, to create agent
+        identities): create-delete-agent-identities.md, "Get an access token using
+        agent identity blueprint"; no fmi_path."""
+        scope = resolve(form.get("scope"), app_only=True)
+        claims: dict[str, Any] = {
+            "aud": scope.resource, "azp": bp.app_id, "azpacr": acr, "appid": bp.app_id,
+            "appidacr": acr, "idtyp": "app", "oid": bp.app_id, "sub": bp.app_id,
+            **agent_claims.BLUEPRINT_APP.claims(bp.app_id)}
+        if bp.roles:
+            claims["roles"] = list(bp.roles)
+        return self._app_response(tenant, claims, scope)
+
+    def _t1(self, tenant: Tenant, bp: Blueprint, form: dict[str, str],
+            acr: str) -> dict[str, Any]:
         scope = resolve(form.get("scope"), app_only=True)
         fmi_path = form.get("fmi_path")
         if not fmi_path:
@@ -143,10 +179,10 @@ class TokenService:
             raise AadstsError(700016, f"Application with identifier '{fmi_path}' (fmi_path) "
                                       "was not found as an agent identity of blueprint "
                                       f"'{bp.app_id}' in the directory '{tenant.tenant_id}'.")
-        acr = "1" if kind == "secret" else "2"
         claims = {"aud": TOKEN_EXCHANGE_APP_ID, "azp": bp.app_id, "azpacr": acr,
                   "appid": bp.app_id, "appidacr": acr, "idtyp": "app", "oid": bp.app_id,
-                  "sub": fmi_subject(tenant.tenant_id, bp.app_id, agent.app_id)}
+                  "sub": fmi_subject(tenant.tenant_id, bp.app_id, agent.app_id),
+                  **agent_claims.T1.claims(bp.app_id)}
         return self._app_response(tenant, claims, scope)
 
     def _agent_app(self, tenant: Tenant, agent: AgentIdentity, form: dict[str, str],
@@ -154,13 +190,14 @@ class TokenService:
         authenticate_agent(agent, form, tenant_id=tenant.tenant_id, now=now,
                            issuer=self.issuer)
         scope = resolve(form.get("scope"), app_only=True)
+        exchange = is_token_exchange(form.get("scope"))   # T2: the agent's own exchange token
+        facets = agent_claims.T2 if exchange else agent_claims.AUTONOMOUS_APP
         claims: dict[str, Any] = {
-            "aud": scope.resource, "azp": agent.app_id, "azpacr": "2", "appid": agent.app_id,
-            "appidacr": "2", "idtyp": "app", "oid": agent.app_id, "sub": agent.app_id,
-            "xms_par_app_azp": agent.blueprint_app_id}
-        if is_token_exchange(form.get("scope")):   # T2: the agent's own exchange token
-            claims["aud"] = TOKEN_EXCHANGE_APP_ID
-        elif agent.roles:
+            "aud": TOKEN_EXCHANGE_APP_ID if exchange else scope.resource, "azp": agent.app_id,
+            "azpacr": "2", "appid": agent.app_id, "appidacr": "2", "idtyp": "app",
+            "oid": agent.app_id, "sub": agent.app_id,
+            **facets.claims(agent.blueprint_app_id)}
+        if not exchange and agent.roles:
             claims["roles"] = list(agent.roles)
         return self._app_response(tenant, claims, scope)
 
@@ -179,7 +216,7 @@ class TokenService:
                                       "'requested_token_use' with the value 'on_behalf_of'.")
         scope = resolve(form.get("scope"), app_only=False)
         user = self._obo_user(tenant, agent, assertion, now)
-        return self._user_response(tenant, agent, user, scope)
+        return self._user_response(tenant, agent, user, scope, agent_claims.OBO)
 
     def _obo_user(self, tenant: Tenant, agent: AgentIdentity, assertion: str,
                   now: float) -> User:
@@ -197,21 +234,31 @@ class TokenService:
         if claims.get("iss") != self.issuer.issuer(tenant.tenant_id):
             raise AadstsError(50013, "Assertion contains an invalid issuer "
                                      f"'{claims.get('iss')}'.")
-        allowed = {agent.app_id.lower(), f"api://{agent.app_id}".lower()}
-        aud = str(claims.get("aud", ""))
-        if aud.lower() not in allowed:
-            raise AadstsError(50013, "Assertion audience does not match the Client app "
-                                     f"presenting the assertion. The audience in the assertion "
-                                     f"was '{aud}' and the expected audience is "
-                                     f"'{agent.app_id}' or one of the Application Id URIs of "
-                                     "this web API.")
+        self._check_obo_audience(agent, str(claims.get("aud", "")))
         if claims.get("idtyp") == "app" or not claims.get("oid"):
             raise AadstsError(50013, "Assertion is not a user token: on-behalf-of needs the "
                                      "access token of a signed-in user.")
         user = tenant.find_user(object_id=str(claims["oid"]))
         if user is None:
-            raise self._user_not_found(tenant)
+            raise user_not_found(tenant)
         return user
+
+    @staticmethod
+    def _check_obo_audience(agent: AgentIdentity, aud: str) -> None:
+        """The user token must be for the agent's blueprint: agent-on-behalf-of-oauth-flow.md,
+        "Tc (aud) == Agent ID blueprint client ID". The blueprint exposes the API
+        (``api://<blueprint>/access_agent``); an agent identity exposes none."""
+        bp = agent.blueprint_app_id
+        if aud.lower() in blueprint_audiences(bp):
+            return
+        raise AadstsError(50013, "Assertion audience does not match the Client app presenting "
+                                 f"the assertion. The audience in the assertion was '{aud}' "
+                                 f"and the expected audience is '{bp}' or one of the "
+                                 "Application Uris of this application with App ID "
+                                 f"'{bp}'. The downstream client must request a token for "
+                                 "the expected audience (the application that made the OBO "
+                                 "request) and this application should use that token as "
+                                 "the assertion.")
 
     def _user_fic(self, tenant: Tenant, agent: AgentIdentity, form: dict[str, str],
                   now: float) -> dict[str, Any]:
@@ -233,15 +280,8 @@ class TokenService:
         scope = resolve(form.get("scope"), app_only=False)
         user = tenant.find_user(upn=upn) if upn else tenant.find_user(object_id=oid)
         if user is None or user.agent_identity_app_id != agent.app_id:
-            raise self._user_not_found(tenant)
-        return self._user_response(tenant, agent, user, scope)
-
-    @staticmethod
-    def _user_not_found(tenant: Tenant) -> AadstsError:
-        # Entra hides the name ({EmailHidden}); so does the emulator.
-        return AadstsError(50034, "The user account {EmailHidden} does not exist in the "
-                                  f"{tenant.tenant_id} directory. To sign into this "
-                                  "application, the account must be added to the directory.")
+            raise user_not_found(tenant)
+        return self._user_response(tenant, agent, user, scope, agent_claims.AGENT_USER)
 
     # -- responses --------------------------------------------------------------
     def _lifetimes(self) -> dict[str, int]:
@@ -259,13 +299,13 @@ class TokenService:
         return {"token_type": "Bearer", **self._lifetimes(), "access_token": token}
 
     def _user_response(self, tenant: Tenant, agent: AgentIdentity, user: User,
-                       scope: ResolvedScope) -> dict[str, Any]:
+                       scope: ResolvedScope, facets: AgentFacets) -> dict[str, Any]:
         scp = " ".join(scope.delegated_permissions())
         claims = {"aud": scope.resource, "azp": agent.app_id, "azpacr": "2",
                   "appid": agent.app_id, "appidacr": "2", "idtyp": "user", "upn": user.upn,
                   "unique_name": user.upn, "name": user.display_name or user.upn,
                   "oid": user.object_id, "sub": pairwise_subject(user.object_id, agent.app_id),
-                  "scp": scp, "xms_par_app_azp": agent.blueprint_app_id}
+                  "scp": scp, **facets.claims(agent.blueprint_app_id)}
         lifetime = self.token_lifetime_s
         token = self.issuer.mint(tenant.tenant_id, claims, lifetime_s=lifetime)
         id_token = self.issuer.mint(tenant.tenant_id, {
@@ -278,24 +318,10 @@ class TokenService:
                 **self._lifetimes(), "access_token": token, "id_token": id_token,
                 "client_info": client_info}
 
-    def interactive_user_token(self, tenant_id: str, upn: str, audience: str) -> str:
+    def interactive_user_token(self, tenant_id: str, upn: str, audience: str | None = None,
+                               *, lifetime_s: int | None = None) -> str:
         """A user token as an interactive sign-in gives (``/_emulator/users/token``)."""
         tenant = self.tenant(tenant_id)
-        user = tenant.find_user(upn=upn)
-        if user is None:
-            raise self._user_not_found(tenant)
-        client = INTERACTIVE_CLIENT_ID
-        claims = {"aud": audience, "azp": client, "azpacr": "0", "appid": client,
-                  "appidacr": "0", "idtyp": "user", "upn": user.upn, "unique_name": user.upn,
-                  "name": user.display_name or user.upn, "oid": user.object_id,
-                  "sub": pairwise_subject(user.object_id, client), "scp": "access_as_user"}
-        return self.issuer.mint(tenant.tenant_id, claims, lifetime_s=self.token_lifetime_s)
-
-
-# The public client a developer signs in with (Azure CLI's well-known app id).
-INTERACTIVE_CLIENT_ID = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
-
-
-def pairwise_subject(object_id: str, app_id: str) -> str:
-    """Entra's ``sub`` is pairwise: stable per (user, application)."""
-    return b64url(hashlib.sha256(f"{object_id}|{app_id}".encode()).digest())[:43]
+        claims = interactive_claims(tenant, upn, audience)
+        return self.issuer.mint(tenant.tenant_id, claims,
+                                lifetime_s=lifetime_s or self.token_lifetime_s)

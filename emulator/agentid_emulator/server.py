@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 from .errors import AadstsError, render
 from .faults import Fault, FaultSpecError, FaultState, parse_fault
-from .legs import TokenService, classify
+from .legs import TokenService
 from .stats import Stats
 from .workload import mint_workload_token
 
@@ -210,7 +210,7 @@ class _Handler(BaseHTTPRequestHandler):
             for key, value in parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True):
                 form.setdefault(key, value)   # first occurrence wins
             form.update(_basic_auth(self.headers.get("Authorization"), form))
-        leg, client_id = classify(form), form.get("client_id") or None
+        leg, client_id = state.service.leg_of(tenant_id, form), form.get("client_id") or None
         self._log.update(leg=leg, client_id=client_id, aadsts=None)
         fault = state.faults.take()
         if fault is not None and self._apply_fault(fault):
@@ -299,19 +299,28 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _admin_user_token(self, body: Any) -> None:
         service = self._state().service
+        if not isinstance(body, dict):
+            body = {}
         upn, audience = body.get("upn"), body.get("audience")
-        if not isinstance(upn, str) or not upn or not isinstance(audience, str) or not audience:
+        lifetime = body.get("lifetime_s")
+        if (not isinstance(upn, str) or not upn
+                or (audience is not None and (not isinstance(audience, str) or not audience))
+                or (lifetime is not None and (isinstance(lifetime, bool)
+                                              or not isinstance(lifetime, int) or lifetime < 1))):
             self._send(400, {"error": "invalid_request",
-                             "error_description": "'upn' and 'audience' are required strings"})
+                             "error_description": "'upn' is a required string; 'audience' "
+                                                  "(default: the blueprint) a string; "
+                                                  "'lifetime_s' a positive integer"})
             return
         tenant_id = body.get("tenant_id") or service.directory.summary["tenant_id"]
         try:
-            token = service.interactive_user_token(str(tenant_id), upn, audience)
+            token = service.interactive_user_token(str(tenant_id), upn, audience,
+                                                   lifetime_s=lifetime)
         except AadstsError as err:
             self._error(err)
             return
         self._send(200, {"access_token": token, "token_type": "Bearer",
-                         "expires_in": service.token_lifetime_s})
+                         "expires_in": lifetime or service.token_lifetime_s})
 
 
 class EmulatorHTTPServer(ThreadingHTTPServer):

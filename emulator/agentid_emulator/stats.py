@@ -6,7 +6,9 @@ import threading
 from collections import Counter
 from typing import Any
 
-LEGS = ("t1", "autonomous_app", "obo", "t2", "user_fic")
+# The five agent legs, the blueprint's own app-only token, and managed identity
+# tokens from the IMDS endpoint (--imds-port).
+LEGS = ("t1", "autonomous_app", "obo", "t2", "user_fic", "blueprint_app", "managed_identity")
 
 
 class Stats:

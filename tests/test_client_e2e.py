@@ -49,7 +49,7 @@ def test_commands_against_the_real_daemon(client_env: Env, emulator: Any) -> Non
     user = client_env.run("get", "--profile", "user", "--scope", "User.Read")
     assert user.returncode == 0, user.stderr
 
-    user_token = emulator.user_token(emulator.user_upn, audience=emulator.agent_identity_app_id)
+    user_token = emulator.user_token(emulator.user_upn, audience=emulator.blueprint_app_id)
     obo = client_env.run(
         "get",
         "--mode",
@@ -107,3 +107,14 @@ def test_identity_provider_refusal_exit_4(emulator: Any, tmp_path: Path) -> None
     assert first.startswith("agentid-helper: error: ")
     assert "AADSTS7000215" in first
     assert "wrong-secret" not in r.stderr
+
+
+def test_unknown_tenant_exit_4_with_aadsts90002(client_env: Env) -> None:
+    # Authority discovery for a tenant Entra does not know: its AADSTS90002, hint
+    # included, reaches the user instead of a bare "discovery failed (HTTP 400)".
+    r = client_env.run("get", "--tenant-id", "0badc0de-0000-4000-8000-00000000dead")
+    assert r.returncode == 4, r.stderr
+    first = r.stderr.splitlines()[0]
+    assert first.startswith("agentid-helper: error: ") and "AADSTS90002" in first
+    assert "0badc0de-0000-4000-8000-00000000dead" in first and "not found" in first
+    assert "tenant_id" in r.stderr  # the hint

@@ -29,7 +29,7 @@ def test_error_mapping_codes_hint_and_redaction() -> None:
         _Last(400),
     )
     assert err.aadsts_codes == (50013,) and err.correlation_id == "corr-1"
-    assert not err.transient and err.hint and "audience" in err.hint
+    assert not err.transient and err.hint and "/access_agent" in err.hint
     assert jwtish not in str(err) and "Trace ID" not in str(err)
     assert str(err).startswith("obo: invalid_grant: AADSTS50013")
 

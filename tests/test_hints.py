@@ -19,3 +19,9 @@ def test_first_known_code_wins() -> None:
     assert hint_for([1, 50034, 65001]) == HINTS[50034]
     assert hint_for([1, 2]) is None
     assert hint_for([]) is None
+
+
+def test_50013_hint_names_the_blueprint_scope() -> None:
+    # The OBO user token's audience is the blueprint (agent-on-behalf-of-oauth-flow.md).
+    assert "api://<blueprint app id>/access_agent" in HINTS[50013]
+    assert "blueprint" in HINTS[50013]

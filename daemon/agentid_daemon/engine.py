@@ -28,7 +28,13 @@ from msal.exceptions import MsalServiceError
 
 from .credentials import ClientCredential, credential_fingerprint, load_client_credential
 from .engine_http import NeverStoreMapping, NoStoreTokenCache, ProviderSession, TrustStore
-from .engine_results import error_from_result, http_error, redact, token_from_result
+from .engine_results import (
+    discovery_error,
+    error_from_result,
+    http_error,
+    redact,
+    token_from_result,
+)
 from .errors import ConfigurationError, IdentityProviderError
 from .models import TOKEN_EXCHANGE_SCOPE, AcquiredToken, AgentRef
 
@@ -315,12 +321,6 @@ def _guard(
                 status=last.status,
             ) from None
         if discovery and last.status < 500 and last.status != 429:
-            raise IdentityProviderError(
-                f"{what} failed (HTTP {last.status})",
-                leg=leg,
-                status=last.status,
-                correlation_id=last.correlation_id,
-                hint="check tenant_id and authority_host",
-            ) from None
+            raise discovery_error(leg, discovery, last) from None
         # A non-JSON error body (a proxy's 429/502 page, for instance).
         raise http_error(leg, last, "non-JSON error response") from None

@@ -9,12 +9,15 @@
   (``ca_bundle`` *added* to the system and certifi roots) wins over
   ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``, with connect/read timeouts, and
   which remembers the last response's status and headers per thread (MSAL
-  drops them, but ``Retry-After`` and the correlation id matter).
+  drops them, but ``Retry-After`` and the correlation id matter), and the
+  OAuth error fields of an error response (MSAL turns a refused authority
+  discovery into a bare ``ValueError``; Entra's body says why, e.g. AADSTS90002).
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import ssl
@@ -57,14 +60,37 @@ class NeverStoreMapping(MutableMapping[str, Any]):
         return 0
 
 
+# The OAuth error fields kept from an error response (never a token: Entra's
+# error bodies carry none, and nothing else is kept).
+ERROR_FIELDS = ("error", "error_description", "error_codes", "correlation_id")
+MAX_ERROR_BODY = 64 * 1024
+
+
 @dataclass(frozen=True)
 class ResponseInfo:
-    """What MSAL does not pass on: status and the headers we care about."""
+    """What MSAL does not pass on: status, the headers we care about, error fields."""
 
     status: int
     retry_after: str | None = None
     correlation_id: str | None = None
     headers: dict[str, str] = field(default_factory=dict, repr=False)
+    error: dict[str, Any] | None = field(default=None, repr=False)
+
+
+def error_fields(response: requests.Response) -> dict[str, Any] | None:
+    """The OAuth error fields of a JSON error response, or None."""
+    if response.status_code < 400 or "json" not in response.headers.get("content-type", ""):
+        return None
+    raw = response.content
+    if len(raw) > MAX_ERROR_BODY:
+        return None
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+        return None
+    return {k: body[k] for k in ERROR_FIELDS if k in body}
 
 
 class ProviderSession(requests.Session):
@@ -108,6 +134,7 @@ class ProviderSession(requests.Session):
             retry_after=headers.get("retry-after"),
             correlation_id=headers.get("x-ms-correlation-id") or headers.get("client-request-id"),
             headers=headers,
+            error=error_fields(response),
         )
         return response
 

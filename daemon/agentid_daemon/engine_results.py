@@ -69,7 +69,24 @@ def token_from_result(
     )
 
 
-def error_from_result(leg: str, result: dict[str, Any], last: Any) -> IdentityProviderError:
+def discovery_error(leg: str, authority: str, last: Any) -> IdentityProviderError:
+    """Authority discovery refused (4xx): Entra's own error when its body says
+    (AADSTS90002 for a tenant it does not know), else the bare status."""
+    what = f"authority discovery at {authority} failed"
+    if last.error:
+        return error_from_result(leg, last.error, last, what=what)
+    return IdentityProviderError(
+        f"{leg}: {what} (HTTP {last.status})",
+        leg=leg,
+        status=last.status,
+        correlation_id=last.correlation_id,
+        hint="check tenant_id and authority_host",
+    )
+
+
+def error_from_result(
+    leg: str, result: dict[str, Any], last: Any, *, what: str = ""
+) -> IdentityProviderError:
     error = str(result.get("error") or "unknown_error")
     description = str(result.get("error_description") or "")
     codes: list[int] = []
@@ -93,7 +110,8 @@ def error_from_result(leg: str, result: dict[str, Any], last: Any) -> IdentityPr
     first_line = redact(first_line.split(" Trace ID:", 1)[0].strip())
     if len(first_line) > _MAX_DESCRIPTION:
         first_line = first_line[: _MAX_DESCRIPTION - 3] + "..."
-    message = f"{leg}: {error}" + (f": {first_line}" if first_line else "")
+    message = f"{leg}: " + (f"{what}: " if what else "") + error
+    message += f": {first_line}" if first_line else ""
     return IdentityProviderError(
         message,
         transient=transient,

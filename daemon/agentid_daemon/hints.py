@@ -18,8 +18,9 @@ HINTS: dict[int, str] = {
     65001: "consent is missing: an administrator must grant the agent identity the "
     "requested permissions",
     50034: "the user does not exist in this tenant: check user_upn / user_object_id",
-    50013: "the user token was not issued for this agent identity: request it with the "
-    "agent identity app id as the audience",
+    50013: "the user token must be issued for the agent's blueprint: request "
+    "'api://<blueprint app id>/access_agent' (its audience is the blueprint, never the "
+    "agent identity)",
     82001: "the agent user is not linked to this agent identity: check the agent user's "
     "identity parent",
     1002012: "app-only tokens need a '/.default' scope, e.g. https://graph.microsoft.com/.default",

@@ -126,6 +126,7 @@ class Emulator:
         self.admin("DELETE", "/_emulator/faults")
 
     def user_token(self, upn: str, audience: str) -> str:
+        """A signed-in user's token for ``audience`` (for OBO: the blueprint app id)."""
         tok = self.admin("POST", "/_emulator/users/token", {"upn": upn, "audience": audience})
         return str(tok["access_token"])
 

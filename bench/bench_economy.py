@@ -50,7 +50,7 @@ def fingerprint(body: dict[str, Any]) -> str:
 
 def mode_bodies(emu: h.Emulator) -> dict[str, dict[str, Any]]:
     info = emu.info
-    user_token = emu.user_token(info["user_upn"], info["agent_identity_app_id"])
+    user_token = emu.user_token(info["user_upn"], info["blueprint_app_id"])
     return {
         "AutonomousApp": {"profile": h.PROFILE},
         "OBO": {"profile": h.PROFILE, "mode": "OBO", "user_token": user_token},
@@ -272,7 +272,7 @@ def measure(workdir: Path, p: Params) -> Section:
         f"emulator delaying every response by {p.burst_delay_s:g} s so that all requests are "
         "in flight while the first acquisition runs; a burst passes only if all requests "
         "got the same token. OBO uses a user token from `/_emulator/users/token` with "
-        f"audience = the agent identity app id. k scopes: {p.k_scopes} concurrent requests "
+        f"audience = the blueprint app id. k scopes: {p.k_scopes} concurrent requests "
         "for distinct `api://<guid>/.default` scopes of the demo agent on a fresh daemon. "
         f"Idle: a separate emulator ({p.idle_lifetime_s} s tokens) and daemon with "
         f"`[daemon] idle_timeout_s = {p.idle_timeout_s:g}`; one request, then silence for "

@@ -156,8 +156,11 @@ def main() -> int:
             step("4. OBO: the agent acts for a signed-in human (user token from a file)")
             user = emulator_admin(
                 info, "/_emulator/users/token",
-                {"upn": info["user_upn"], "audience": info["agent_identity_app_id"]},
+                {"upn": info["user_upn"], "audience": info["blueprint_app_id"]},
             )
+            # Signed in for api://<blueprint>/access_agent: OBO needs aud = the blueprint.
+            print("   user token for the blueprint (as for api://<blueprint>/access_agent):")
+            show_token(user["access_token"], ("aud", "scp", "upn"))
             user_token_file = tmp / "user.jwt"
             user_token_file.write_text(user["access_token"])
             user_token_file.chmod(0o600)

@@ -363,7 +363,7 @@ def test_end_to_end_three_modes(emulator: Any, tmp_path: Path) -> None:
         assert status == 200 and again["source"] == "cache"
         assert again["access_token"] == body["access_token"]
 
-        user_token = emulator.user_token(emulator.user_upn, audience=emulator.agent_identity_app_id)
+        user_token = emulator.user_token(emulator.user_upn, audience=emulator.blueprint_app_id)
         status, obo = call(
             d.sock, "POST", "/v1/token", {"profile": "obo", "user_token": user_token}
         )

@@ -80,7 +80,7 @@ async def test_cold_burst_then_reuse(emulator: Any, monkeypatch: pytest.MonkeyPa
             await broker.get_token(upn)
             assert by_leg(emulator) == {"t1": 1, "autonomous_app": 2, "t2": 1, "user_fic": 2}
 
-            alice = emulator.user_token(emulator.user_upn, emulator.agent_identity_app_id)
+            alice = emulator.user_token(emulator.user_upn, emulator.blueprint_app_id)
             obo = TokenRequest(ref, Mode.OBO, ("user.read",), user_token=alice)
             first = await broker.get_token(obo)
             second = await broker.get_token(obo)

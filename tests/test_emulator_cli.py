@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from emulator_msal_helpers import TX_SCOPE, PinnedSession, agent_app, app
 
 from agentid_emulator.certs import cert_pem, key_pem, new_key, self_signed_certificate
-from agentid_emulator.cli import main
+from agentid_emulator.cli import main, write_ready_file
 
 pytestmark = pytest.mark.timeout(60)
 SEED = Path(__file__).with_name("emulator_seed_example.toml")
@@ -27,6 +28,22 @@ def test_ready_file_and_summary(emulator: Any) -> None:
     assert emulator.authority_host.startswith("https://127.0.0.1:")
     assert Path(emulator.ca_bundle).read_text().startswith("-----BEGIN CERTIFICATE-----")
     assert "serving https://127.0.0.1:" in emulator.log_text().splitlines()[0]
+    # It holds the blueprint secret: owner only.
+    ready = emulator.log_path.with_name("ready.json")
+    assert ready.stat().st_mode & 0o777 == 0o600
+
+
+def test_ready_file_is_0600_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        write_ready_file(tmp_path / "ready.json", {"blueprint_secret": "s"})
+        (tmp_path / "ready.json").chmod(0o644)
+        write_ready_file(tmp_path / "ready.json", {"blueprint_secret": "t"})  # replaces
+    finally:
+        os.umask(old)
+    assert (tmp_path / "ready.json").stat().st_mode & 0o777 == 0o600
+    assert json.loads((tmp_path / "ready.json").read_text()) == {"blueprint_secret": "t"}
+    assert [p.name for p in tmp_path.iterdir()] == ["ready.json"]   # no temp file left
 
 
 def test_graceful_sigterm(emulator_factory: Any) -> None:

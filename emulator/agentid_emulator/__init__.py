@@ -30,27 +30,59 @@ Modules
 certs (CA, server certificate, signing key), directory (demo and TOML seeds),
 jwt_tokens (minting, JWKS, verification), scopes (scope -> resource),
 client_auth (secret / certificate / federated / T1 client authentication),
-legs (the token endpoint, sans-IO), errors (AADSTS shapes), faults, stats,
-workload (the emulator's own federated-token issuer), server (HTTP I/O), cli.
+legs (the token endpoint, sans-IO), agent_claims (the agent facets of real
+tokens), user_tokens (signed-in users' tokens, the input of OBO), errors
+(AADSTS shapes), faults, stats, workload (the emulator's own federated-token
+issuer), server (HTTP I/O), cli.
+
+The admin endpoints (``/_emulator/...``: stats, faults, reset, user and
+federated tokens) are unauthenticated: anyone who can reach 127.0.0.1 can mint
+tokens with them. The emulator is for one developer's machine, never a shared
+host.
 
 Fidelity
 --------
+Each choice names what it follows. "Docs" are MicrosoftDocs/entra-docs files
+under ``docs/agent-id/identity-platform/`` unless a path is given; "recorded"
+tokens are public decodings of real tokens: "AgenticTokens from Console" (T1,
+T2 and an agent user's Graph token) and joetanx/mslab
+``entra/agent-id/auth-flows.md`` (every token of a tenant walk-through).
+
 Emulated faithfully:
 
 - OIDC discovery per tenant GUID (issuer ``{authority_host}/{tenant}/v2.0``,
-  token/authorize/JWKS endpoints) and JWKS (RS256, ``kid``).
-- The five agent legs, with MSAL 1.39's exact requests: T1 (blueprint
-  client_credentials + ``fmi_path`` + ``api://AzureADTokenExchange/.default``,
-  authenticated by secret, by certificate assertion (x5t or x5t#S256, RS256 or
-  PS256, ``iss``=``sub``=client_id, ``aud``=token endpoint, expiry) or by a
-  federated assertion matched to a federated identity credential on issuer,
-  audience and subject); AutonomousApp and T2 (agent client_credentials with a
-  T1 client assertion: signature by this emulator, issuer of this tenant,
-  ``aud`` fb60f99c-7a34-4190-8149-302f77469936, unexpired, ``sub`` =
-  ``/eid1/c/pub/t/<tenant>/a/<blueprint>/<agent>``); OBO (user token signed
-  here, unexpired, ``aud`` = the agent id or ``api://<agent id>``, user
-  exists); user_fic (T1 client assertion + T2 of the same agent + an agent
-  user of that agent by ``username`` or ``user_id``).
+  token/authorize/JWKS endpoints) and JWKS (RS256, ``kid``); a tenant it does
+  not know gets AADSTS90002 (400) from discovery and the token endpoint.
+- The five agent legs, with MSAL 1.39's exact requests
+  (agent-oauth-protocols.md, agent-autonomous-app-oauth-flow.md,
+  agent-user-oauth-flow.md): T1 (blueprint client_credentials + ``fmi_path``
+  + ``api://AzureADTokenExchange/.default``, authenticated by secret, by
+  certificate assertion (x5t or x5t#S256, RS256 or PS256, ``iss``=``sub``=
+  client_id, ``aud``=token endpoint, expiry) or by a federated assertion
+  matched to a federated identity credential on issuer, audience and subject);
+  AutonomousApp and T2 (agent client_credentials with a T1 client assertion:
+  signature by this emulator, issuer of this tenant, ``aud``
+  fb60f99c-7a34-4190-8149-302f77469936, unexpired, ``sub`` =
+  ``/eid1/c/pub/t/<tenant>/a/<blueprint>/<agent>``, as recorded); user_fic
+  (T1 client assertion + T2 of the same agent + an agent user of that agent by
+  ``username`` or ``user_id``).
+- OBO (agent-on-behalf-of-oauth-flow.md: "Tc (aud) == Agent ID blueprint
+  client ID"): the user token must be signed here, unexpired, for an existing
+  user, with ``aud`` = the agent's blueprint app id or ``api://<blueprint>``;
+  the agent identity's own id (which exposes no API) or anything else gets
+  AADSTS50013 with Entra's wording. ``/_emulator/users/token`` issues for the
+  blueprint by default with ``scp`` = ``access_agent``, as the recorded client
+  token (auth-flows.md 5.2.3) for ``api://<blueprint>/access_agent``.
+- The blueprint's own app-only token: client_credentials for a resource
+  scope without ``fmi_path`` (create-delete-agent-identities.md, "Get an
+  access token using agent identity blueprint"), with the blueprint's seeded
+  ``roles`` (the demo has the recorded AgentIdentity.CreateAsManager and
+  AgentIdUser.ReadWrite.IdentityParentedBy); ``fmi_path`` stays required for
+  the token-exchange scope.
+- Agent claims ``xms_act_fct``, ``xms_sub_fct``, ``xms_idrel`` and
+  ``xms_par_app_azp`` with the recorded values (agent_claims): T1, T2 and the
+  agent user token from "AgenticTokens from Console"; the blueprint's own,
+  the AutonomousApp and the OBO token from auth-flows.md.
 - Token claims shaped like Entra v2.0 tokens (see jwt_tokens/legs), responses
   with ``token_type``, ``expires_in``, ``ext_expires_in``, ``refresh_in``
   (lifetime/2 when the lifetime is >= 2 h, or ``--refresh-in-s``), and for user
@@ -58,27 +90,44 @@ Emulated faithfully:
 - Errors in Entra's JSON shape and status (401 for invalid_client), the
   client's ``client-request-id`` echoed as correlation id, ``{EmailHidden}``
   in user-not-found messages. Codes: 7000215, 7000216, 700016, 700021, 700024,
-  700027, 700211, 700212, 700213, 7002137, 50013, 50027, 50034, 500133,
-  1002012, 70011, 28000, 900144, 70003, 90002; faults use 90055 (429) and
-  90033 (5xx).
+  700027, 700211, 700212, 700213, 7002137, 50013, 50027, 50034, 500011,
+  500133, 1002012, 70011, 28000, 900144, 70003, 90002; faults use 90055 (429)
+  and 90033 (5xx).
 - client_secret_post and client_secret_basic.
 
-Deliberately not emulated:
+Still different from real tokens and Entra (deliberately or not yet):
 
+- Every token is a v2.0 token signed by one key and issued by
+  ``{authority_host}/{tenant}/v2.0``; real resource tokens for Graph are v1.0
+  (``iss`` ``https://sts.windows.net/<tenant>/``, ``appid`` but no ``azp``).
+- Recorded claims not emitted: ``aio``, ``rh``, ``uti`` format, ``xms_ftd``,
+  ``xms_rd``, ``xms_tcdt``, ``xms_tnt_fct``, ``xms_ficinfo``, ``xms_st``,
+  ``xms_mirid`` on resource tokens, ``wids``, ``acr``/``acrs``/``amr``,
+  ``sid``, ``puid``, ``ipaddr``, ``platf``, ``tenant_region_scope``,
+  ``app_displayname``. The recorded OBO and agent user tokens' ``scp`` also
+  lists ``profile openid email``; the emulator grants what was asked.
+- The two recordings come from different tenants whose tenant facet differs
+  (``1`` vs ``3`` in ``xms_act_fct``/``xms_sub_fct``); each token keeps its
+  recording's values.
+- Object ids of service principals equal the application ids (real blueprint
+  and agent tokens carry the principal's own ``oid``); ``sub`` of user tokens
+  is a stable pairwise hash, not Entra's exact algorithm.
+- A user token for the blueprint is minted with the ``aud`` asked for
+  (``api://<blueprint>`` stays a URI); a real v2.0 token always carries the
+  app id.
 - Interactive flows (authorize, device code), refresh tokens, ROPC, SAML,
-  managed identity, the v1.0 endpoint, ``common``/``organizations`` and tenant
-  domain names (tenant GUIDs only), instance discovery, regional endpoints.
+  the v1.0 endpoint, ``common``/``organizations`` and tenant domain names
+  (tenant GUIDs only), instance discovery, regional endpoints, managed
+  identity.
 - Consent and permission grants: any resource URI is accepted; ``/.default``
-  yields the agent's seeded ``roles`` (app) or ``User.Read`` /
-  ``user_impersonation`` (delegated). Resource-specific checks (AADSTS500011)
-  are not made.
+  yields the seeded ``roles`` (app) or ``User.Read`` / ``user_impersonation``
+  (delegated). Resource-specific checks (AADSTS500011 at the token endpoint),
+  consent (65001) and ``InheritDelegatedPermissions`` are not modelled.
 - Conditional Access, claims challenges (``claims`` is ignored), token
   protection, CAE (``xms_cc``), PoP tokens, encrypted tokens.
 - Clock skew: assertions are checked without leeway (Entra allows ~5 min), so
   that short test lifetimes expire when they say.
 - Error codes outside the list above may differ from Entra's for the same
   condition (Entra's exact choice is not always documented).
-- Object ids of service principals equal the application ids; ``sub`` of user
-  tokens is a stable pairwise hash, not Entra's exact algorithm.
-- Throttling is only what ``/_emulator/faults`` injects.
+- Throttling is only what ``/_emulator/faults`` injects (token endpoint only).
 """

@@ -88,10 +88,17 @@ def demo_certificate(state_dir: Path) -> tuple[x509.Certificate, Path]:
     return cert, path
 
 
-def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+def write_ready_file(path: Path, data: dict[str, Any]) -> None:
+    """Write the ready file atomically, readable by its owner only (0600): it
+    holds the demo blueprint's secret."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()   # a leftover of a crashed run with our pid
+    # O_EXCL | O_NOFOLLOW: never write through a file or link someone else put there.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
 
 
@@ -156,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         **extra,
     }
     if args.ready_file:
-        _write_json_atomically(args.ready_file, info)
+        write_ready_file(args.ready_file, info)
     source = f"seed {args.seed}" if args.seed else "demo directory"
     print(f"{PROG}: serving {issuer.authority_host} (tenant {tenant_id}, {source}, "
           f"CA {keys.ca_cert_path})", file=sys.stderr, flush=True)

@@ -226,7 +226,7 @@ def start_stack(
         sandbox.write_config(
             stack_config(emu, secret, idle_timeout_s=idle_timeout_s, ca_bundle=ca_bundle)
         )
-        user_token = emu.user_token(emu.user_upn, audience=emu.agent_identity_app_id)
+        user_token = emu.user_token(emu.user_upn, audience=emu.blueprint_app_id)
         daemon = DaemonProcess(sandbox).start()
         try:
             yield Stack(emu, sandbox, daemon, user_token)

@@ -53,7 +53,7 @@ class UserTokens:
         with self.lock:
             if time.monotonic() - self._at > LIFETIME_S / 2:
                 self._token = self.emu.user_token(
-                    self.emu.user_upn, audience=self.emu.agent_identity_app_id
+                    self.emu.user_upn, audience=self.emu.blueprint_app_id
                 )
                 self._at = time.monotonic()
                 self.issued += 1

@@ -242,8 +242,8 @@ def _load_public_key(path: Path, where: str) -> rsa.RSAPublicKey:
     key: object
     try:
         data = path.read_bytes()
-        key: Any = (x509.load_pem_x509_certificate(data).public_key()
-                    if b"CERTIFICATE" in data else serialization.load_pem_public_key(data))
+        key = (x509.load_pem_x509_certificate(data).public_key()
+               if b"CERTIFICATE" in data else serialization.load_pem_public_key(data))
     except (OSError, ValueError) as exc:
         raise SeedError(f"{where}: cannot read public key {path}: {exc}") from None
     if not isinstance(key, rsa.RSAPublicKey):

@@ -52,18 +52,20 @@ def test_ensure_private_dir_creates_0700(tmp_path: Path) -> None:
     assert mode(target) == 0o700 and mode(target.parent) == 0o700
 
 
-def test_refuses_group_writable_dir(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lax", [0o770, 0o750, 0o705])
+def test_refuses_dir_open_to_group_or_others(tmp_path: Path, lax: int) -> None:
+    """The client's rule (no group/other bits at all), not just "not writable"."""
     d = tmp_path / "lax"
     d.mkdir()
-    d.chmod(0o770)
-    with pytest.raises(ListenerError, match=r"group- or world-writable \(mode 0770\)"):
+    d.chmod(lax)
+    with pytest.raises(ListenerError, match=rf"mode {lax:04o} lets other users in"):
         ensure_private_dir(d)
 
 
 def test_refuses_symlink_and_file(tmp_path: Path) -> None:
     (tmp_path / "real").mkdir(mode=0o700)
     (tmp_path / "link").symlink_to(tmp_path / "real")
-    with pytest.raises(ListenerError, match="not a directory"):
+    with pytest.raises(ListenerError, match="a symlink"):
         ensure_private_dir(tmp_path / "link")
 
 
@@ -83,7 +85,7 @@ def test_refuses_foreign_parent(tmp_path: Path) -> None:
     parent.mkdir(mode=0o700)
     (parent / "agentid-helper").mkdir(mode=0o700)
     os.chown(parent, 65534, 65534)
-    with pytest.raises(ListenerError, match="parent of the socket directory"):
+    with pytest.raises(ListenerError, match=r"ancestor .*/runtime-1000 owned by uid 65534"):
         ensure_private_dir(parent / "agentid-helper")
 
 

@@ -10,6 +10,11 @@ stdin on /dev/null, its JSON log lines (stdout) and stderr appended to
 and polls until the socket accepts a connection. The lock is held while
 polling so that waiting clients never start a second daemon; the daemon
 itself also refuses to start when another one answers.
+
+Nothing is created or opened before the directory passes the private
+directory rule (:mod:`.private_dir`); the lock and log are opened with
+``O_NOFOLLOW``. The daemon gets an allow-listed environment
+(:func:`daemon_environment`), never the client's whole one.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
+
+from . import private_dir
 
 LOCK_NAME = "agentid-helper.lock"
 LOG_NAME = "agentid-helperd.log"
@@ -31,6 +39,32 @@ LOG_ROTATE_BYTES = 4 * 1024 * 1024
 
 # -c rather than -m: works whether or not the daemon package ships __main__.
 _DAEMON_CODE = "import sys; from agentid_daemon.app import main; sys.exit(main(sys.argv[1:]))"
+
+
+# What an autostarted daemon inherits from the client that starts it: names
+# and name prefixes. Nothing else (tokens such as AGENTID_ACCESS_TOKEN from
+# `exec`, credentials of unrelated tools) lives on in the daemon for its whole
+# life. Proxies and CA bundles come from the client that started it (or from
+# the systemd unit's environment). README "Security model" lists them.
+DAEMON_ENV_NAMES = frozenset(
+    {
+        *("HOME", "USER", "LOGNAME", "PATH", "LANG", "TZ"),
+        *("DBUS_SESSION_BUS_ADDRESS", "PYTHON_KEYRING_BACKEND"),  # the keyring
+        *("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"),
+        *("http_proxy", "https_proxy", "no_proxy", "all_proxy"),
+        *("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"),
+    }
+)
+DAEMON_ENV_PREFIXES = ("LC_", "XDG_", "AZURE_", "AGENTID_HELPER_", "KEYRING_PROPERTY_")
+
+
+def daemon_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The allow-listed part of ``environ``: the environment of an autostarted daemon."""
+    return {
+        name: value
+        for name, value in environ.items()
+        if name in DAEMON_ENV_NAMES or name.startswith(DAEMON_ENV_PREFIXES)
+    }
 
 
 class StartFailed(Exception):
@@ -53,30 +87,23 @@ def answers(path: str) -> bool:
 
 
 def _ensure_dir(directory: str) -> None:
-    """Create ``directory`` and any missing parents with mode 0700.
+    """Create ``directory`` (and missing parents) 0700, or accept it only if it is private."""
+    try:
+        private_dir.make_private_dir(directory)
+    except private_dir.PrivateDirError as exc:
+        raise StartFailed(f"refusing {exc}") from None
 
-    (os.makedirs applies its mode to the leaf only; a parent such as
-    /tmp/runtime-UID must be private too.)
-    """
-    missing = []
-    current = directory
-    while not os.path.isdir(current):
-        missing.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            break
-        current = parent
-    for path in reversed(missing):
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise StartFailed(f"cannot create {path}: {exc.strerror}") from None
+
+def _open(directory: str, name: str, flags: int) -> int:
+    """Open a file in the (checked) socket directory: no symlink, our regular file."""
+    try:
+        return private_dir.open_private_file(directory, name, flags)
+    except private_dir.PrivateDirError as exc:
+        raise StartFailed(f"refusing {exc}") from None
 
 
 def _lock(directory: str) -> int:
-    fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = _open(directory, LOCK_NAME, os.O_RDWR | os.O_CREAT)
     deadline = time.monotonic() + LOCK_TIMEOUT_S
     while True:
         try:
@@ -94,12 +121,14 @@ def _lock(directory: str) -> int:
 
 def spawn(log_path: str) -> subprocess.Popen[bytes]:
     """Start the daemon detached from this process (new session, no terminal)."""
+    directory, name = os.path.split(log_path)
     try:
-        if os.stat(log_path).st_size > LOG_ROTATE_BYTES:
-            os.replace(log_path, log_path + ".1")  # keep one generation for post-mortems
+        if os.lstat(log_path).st_size > LOG_ROTATE_BYTES:
+            # keep one generation for post-mortems (rename moves a link, never its target)
+            os.replace(log_path, log_path + ".1")
     except OSError:
-        pass  # no log yet (or unreadable): open() below reports what matters
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        pass  # no log yet: the open below reports what matters
+    log_fd = _open(directory, name, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         return subprocess.Popen(
             [sys.executable, "-c", _DAEMON_CODE],
@@ -109,6 +138,7 @@ def spawn(log_path: str) -> subprocess.Popen[bytes]:
             start_new_session=True,
             close_fds=True,
             cwd="/",
+            env=daemon_environment(os.environ),
         )
     except OSError as exc:
         raise StartFailed(f"cannot run {sys.executable}: {exc.strerror}") from None

@@ -10,10 +10,9 @@ code and hint). Prints one ✔/✘ line per check; exit 0 only when all pass.
 from __future__ import annotations
 
 import os
-import stat
 from typing import Any, TextIO
 
-from . import daemon_api, paths
+from . import daemon_api, paths, private_dir, trust
 from .failures import ClientError
 
 OK, FAIL = "✔", "✘"
@@ -56,26 +55,22 @@ def _check_config(report: Report) -> Any:
 
 
 def _check_socket_dir(report: Report, sock: str) -> None:
+    """The client's own rule (private_dir): what passes here is what get/exec accept."""
     directory = os.path.dirname(os.path.abspath(sock))
-    try:
-        info = os.lstat(directory)
-    except FileNotFoundError:
-        report.line(True, f"socket directory {directory}: absent (created when the daemon starts)")
+    if not os.path.lexists(directory):
+        reason = private_dir.parents_problem(directory)
+        report.line(
+            reason is None,
+            f"socket directory {directory}: "
+            + (reason or "absent (created when the daemon starts)"),
+            trust.WHAT_TO_DO,
+        )
         return
-    except OSError as exc:
-        report.line(False, f"socket directory {directory}: {exc.strerror}")
-        return
-    problems = []
-    if not stat.S_ISDIR(info.st_mode):
-        problems.append("not a directory")
-    if info.st_uid != os.geteuid():
-        problems.append(f"owned by uid {info.st_uid}")
-    if info.st_mode & 0o077:
-        problems.append(f"mode {info.st_mode & 0o777:04o}, should be 0700")
+    reason = private_dir.dir_problem(directory)
     report.line(
-        not problems,
-        f"socket directory {directory}: " + (", ".join(problems) or "private"),
-        f"fix: chmod 0700 {directory}",
+        reason is None,
+        f"socket directory {directory}: {reason or 'private'}",
+        f"fix: chmod 0700 {directory} if it is yours; else {trust.WHAT_TO_DO}",
     )
 
 

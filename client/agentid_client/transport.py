@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import _socket  # the C module: socket.py pulls in enum and selectors (~5 ms)
 
-from . import jsonlite
+from . import jsonlite, trust
 from .failures import ClientError
 
 TYPE_CHECKING = False  # typing costs ~10 ms of imports on the hot path
@@ -59,7 +59,22 @@ class Response:
 
 
 def connect(path: str, timeout: float) -> _socket.socket:
-    """Connect to ``path``; raise ConnectFailed when no daemon listens there."""
+    """Connect to ``path``; raise ConnectFailed when no daemon listens there.
+
+    Only our own daemon is trusted (trust.py): the directory is checked
+    before connecting, the peer's uid right after; Untrusted (exit 3) otherwise.
+    """
+    trust.check_socket_dir(path)
+    sock = _connect(path, timeout)
+    try:
+        trust.check_peer(sock, path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _connect(path: str, timeout: float) -> _socket.socket:
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import trio
 
+from agentid_client import private_dir
+
 APP_NAME = "agentid-helper"
 SOCKET_NAME = "agentid-helper.sock"
 SOCKET_ENV = "AGENTID_HELPER_SOCKET"
@@ -67,62 +69,24 @@ def default_socket_path(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def ensure_private_dir(path: Path, *, create: bool = True) -> None:
-    """Make sure *path* is a directory we own that nobody else can write to.
+    """Make sure *path* is a private directory of ours (the client's rule, in one place).
 
-    Missing directories (and missing parents) are created 0700. An existing
-    directory must be a real directory (not a symlink), owned by our uid and
-    not group/world writable; otherwise a clear :class:`ListenerError`.
-    """
-    uid = os.getuid()
-    if create and not os.path.lexists(path):
-        try:
-            old = os.umask(0o077)
-            try:
-                path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            finally:
-                os.umask(old)
-        except OSError as exc:
-            raise ListenerError(f"cannot create socket directory {path}: {exc.strerror}") from exc
-    try:
-        st = os.lstat(path)
-    except OSError as exc:
-        raise ListenerError(f"socket directory {path} is not usable: {exc.strerror}") from exc
-    if not stat.S_ISDIR(st.st_mode):
-        raise ListenerError(f"socket directory {path} is not a directory (or is a symlink)")
-    if st.st_uid != uid:
-        raise ListenerError(
-            f"socket directory {path} is owned by uid {st.st_uid}, not by us (uid {uid}); "
-            "refusing to use it: choose another path with AGENTID_HELPER_SOCKET"
-        )
-    if st.st_mode & 0o022:
-        raise ListenerError(
-            f"socket directory {path} is group- or world-writable "
-            f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 700 {path}"
-        )
-    _check_parent(path.parent, uid)
-
-
-def _check_parent(parent: Path, uid: int) -> None:
-    """Whoever controls the parent can swap our directory: it must be ours or root's.
-
-    A writable parent is fine only with the sticky bit (``/tmp``): then nobody
-    else can rename or remove our directory. This matters for platformdirs'
-    ``/tmp/runtime-$UID`` fallback, which another user could create first.
+    Missing directories (and missing parents) are created 0700 by ``mkdir``,
+    which never adopts a name someone else created first; an existing one
+    must pass :mod:`agentid_client.private_dir`'s rule (real directory, ours,
+    no group/other bits, ancestors nobody else can swap). Otherwise a clear
+    :class:`ListenerError` (exit 5).
     """
     try:
-        st = os.stat(parent)
-    except OSError:
-        return
-    if st.st_uid not in (uid, 0):
+        if create:
+            private_dir.make_private_dir(os.fspath(path), os.getuid())
+        else:
+            private_dir.check_private_dir(os.fspath(path), os.getuid())
+    except private_dir.PrivateDirError as exc:
         raise ListenerError(
-            f"{parent} (parent of the socket directory) is owned by uid {st.st_uid}; "
-            "refusing to use it: set XDG_RUNTIME_DIR or AGENTID_HELPER_SOCKET"
-        )
-    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-        raise ListenerError(
-            f"{parent} (parent of the socket directory) is writable by others "
-            f"(mode {stat.S_IMODE(st.st_mode):04o}) without the sticky bit; refusing to use it"
-        )
+            f"refusing the socket directory {exc}; set XDG_RUNTIME_DIR to a private "
+            "directory of yours, or choose another path with AGENTID_HELPER_SOCKET"
+        ) from None
 
 
 def peer_credentials(sock: socket.socket | trio.socket.SocketType) -> PeerCred:

@@ -163,7 +163,7 @@ def test_lax_socket_dir_exit_5(tmp_path: Path, capsys: pytest.CaptureFixture[str
     config.write_text("")
     rc = main(["--config", str(config), "--socket", str(lax / "s.sock"), "--log-format", "json"])
     assert rc == 5
-    assert "world-writable" in capsys.readouterr().err
+    assert "lets other users in" in capsys.readouterr().err
 
 
 def test_usage_error_exit_2() -> None:

@@ -83,8 +83,8 @@ def test_daemon_that_never_listens_times_out(sockdir: str, monkeypatch: pytest.M
     spawned = []
     real_spawn = autostart.spawn
 
-    def spawn(log_path: str):  # type: ignore[no-untyped-def]
-        proc = real_spawn(log_path)
+    def spawn(log_path: str, socket_path: str):  # type: ignore[no-untyped-def]
+        proc = real_spawn(log_path, socket_path)
         spawned.append(proc)
         return proc
 

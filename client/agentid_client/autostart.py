@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Mapping
 
-from . import private_dir
+from . import paths, private_dir
 
 LOCK_NAME = "agentid-helper.lock"
 LOG_NAME = "agentid-helperd.log"
@@ -48,7 +48,7 @@ _DAEMON_CODE = "import sys; from agentid_daemon.app import main; sys.exit(main(s
 # the systemd unit's environment). README "Security model" lists them.
 DAEMON_ENV_NAMES = frozenset(
     {
-        *("HOME", "USER", "LOGNAME", "PATH", "LANG", "TZ"),
+        *("HOME", "USER", "LOGNAME", "PATH", "LANG", "TZ", "TMPDIR", "TEMP", "TMP"),
         *("DBUS_SESSION_BUS_ADDRESS", "PYTHON_KEYRING_BACKEND"),  # the keyring
         *("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"),
         *("http_proxy", "https_proxy", "no_proxy", "all_proxy"),
@@ -58,13 +58,15 @@ DAEMON_ENV_NAMES = frozenset(
 DAEMON_ENV_PREFIXES = ("LC_", "XDG_", "AZURE_", "AGENTID_HELPER_", "KEYRING_PROPERTY_")
 
 
-def daemon_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The allow-listed part of ``environ``: the environment of an autostarted daemon."""
-    return {
+def daemon_environment(environ: Mapping[str, str], socket_path: str) -> dict[str, str]:
+    """The allow-listed part of ``environ``, plus the socket the client checked and waits on."""
+    env = {
         name: value
         for name, value in environ.items()
         if name in DAEMON_ENV_NAMES or name.startswith(DAEMON_ENV_PREFIXES)
     }
+    env[paths.SOCKET_ENV] = socket_path
+    return env
 
 
 class StartFailed(Exception):
@@ -119,7 +121,7 @@ def _lock(directory: str) -> int:
         time.sleep(POLL_S)
 
 
-def spawn(log_path: str) -> subprocess.Popen[bytes]:
+def spawn(log_path: str, socket_path: str) -> subprocess.Popen[bytes]:
     """Start the daemon detached from this process (new session, no terminal)."""
     directory, name = os.path.split(log_path)
     try:
@@ -138,7 +140,7 @@ def spawn(log_path: str) -> subprocess.Popen[bytes]:
             start_new_session=True,
             close_fds=True,
             cwd="/",
-            env=daemon_environment(os.environ),
+            env=daemon_environment(os.environ, socket_path),
         )
     except OSError as exc:
         raise StartFailed(f"cannot run {sys.executable}: {exc.strerror}") from None
@@ -155,7 +157,7 @@ def ensure_daemon(path: str, timeout: float = START_TIMEOUT_S) -> None:
     try:
         if answers(path):
             return
-        proc = spawn(log_path)
+        proc = spawn(log_path, path)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if answers(path):

@@ -17,6 +17,7 @@ from .commands import COMMANDS
 from .contract import MAX_MIN_VALIDITY_S
 from .failures import EXIT_OK, EXIT_USAGE, ClientError, UsageError
 from .selection import request_fields
+from .trust import Untrusted
 
 TYPE_CHECKING = False  # typing costs ~10 ms of imports on the hot path
 if TYPE_CHECKING:
@@ -190,7 +191,8 @@ class CLI:
         try:
             daemon_api.call_ok(method, target, payload, autostart=False, timeout=10)
         except ClientError as exc:
-            if exc.exit_code != 3:
+            # An untrusted socket is not "no daemon": it must be reported.
+            if exc.exit_code != 3 or isinstance(exc, Untrusted):
                 raise
             self.stderr.write("agentid-helper: daemon not running: nothing cached\n")
         return EXIT_OK

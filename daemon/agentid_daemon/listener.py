@@ -20,14 +20,13 @@ import os
 import socket
 import stat
 import struct
-import warnings
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 
-from agentid_client import private_dir
+from agentid_client import paths, private_dir
 
 APP_NAME = "agentid-helper"
 SOCKET_NAME = "agentid-helper.sock"
@@ -53,19 +52,19 @@ class PeerCred:
 
 
 def default_socket_path(environ: Mapping[str, str] | None = None) -> Path:
-    """``AGENTID_HELPER_SOCKET`` or ``user_runtime_dir("agentid-helper")/agentid-helper.sock``."""
+    """``AGENTID_HELPER_SOCKET`` (from *environ*) or ``<runtime dir>/agentid-helper/<socket>``.
+
+    The runtime directory is the client's answer (agentid_client.paths follows
+    platformdirs' ``user_runtime_dir`` rules, from the process environment):
+    client and daemon must agree on the path. Where platformdirs would raise
+    for a ``<tmp>/runtime-<uid>`` made by another user, the private-directory
+    check refuses it with a message naming the owner.
+    """
     env = os.environ if environ is None else environ
     override = env.get(SOCKET_ENV)
     if override:
         return Path(override).expanduser()
-    import platformdirs
-
-    # Without XDG_RUNTIME_DIR platformdirs falls back to /tmp/runtime-$UID and
-    # warns; the directory checks below make that fallback safe.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        runtime = platformdirs.user_runtime_dir(APP_NAME)
-    return Path(runtime) / SOCKET_NAME
+    return Path(paths.runtime_base()) / APP_NAME / SOCKET_NAME
 
 
 def ensure_private_dir(path: Path, *, create: bool = True) -> None:

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,3 +112,41 @@ def test_daemon_log_gets_stdout_and_rotates(sockdir: str, monkeypatch: pytest.Mo
     assert code == 3
     assert Path(log).read_text() == '{"event": "started"}\n'
     assert Path(log + ".1").stat().st_size == autostart.LOG_ROTATE_BYTES + 1
+
+
+def test_autostarted_daemon_gets_an_allow_listed_environment(
+    sockdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Row 8: a client's token-bearing variables do not live on in the daemon it starts."""
+    monkeypatch.setattr(autostart, "_DAEMON_CODE", FAKE_DAEMON.format(tests=TESTS))
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("no_proxy", "localhost")
+    monkeypatch.setenv("AZURE_AUTHORITY_HOST", "https://login.example")
+    monkeypatch.setenv("LC_TIME", "C")
+    monkeypatch.setenv("AGENTID_ACCESS_TOKEN", "client-token-value")
+    monkeypatch.setenv("GITHUB_TOKEN", "another-token-value")
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/whatever")
+    assert run(["get"])[0] == 0
+    pid = _wait_for_pid(sockdir + ".pid")
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    env = dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+    assert env["HTTPS_PROXY"] == "http://proxy.example:3128" and env["no_proxy"] == "localhost"
+    assert env["AZURE_AUTHORITY_HOST"] == "https://login.example" and env["LC_TIME"] == "C"
+    assert env["AGENTID_HELPER_SOCKET"] == sockdir  # the very path the client checked
+    for name in ("AGENTID_ACCESS_TOKEN", "GITHUB_TOKEN", "NOTIFY_SOCKET"):
+        assert name not in env
+    assert b"token-value" not in raw
+    for name in env:
+        assert name in autostart.DAEMON_ENV_NAMES or name.startswith(
+            autostart.DAEMON_ENV_PREFIXES
+        ), name
+
+
+def _wait_for_pid(pidfile: str) -> int:
+    """The stand-in writes its pid just after it starts listening: wait for it (bounded)."""
+    for _ in range(500):
+        text = Path(pidfile).read_text() if os.path.exists(pidfile) else ""
+        if text:
+            return int(text)
+        time.sleep(0.01)
+    raise AssertionError("the stand-in daemon never wrote its pid")

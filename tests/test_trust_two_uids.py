@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -299,3 +300,38 @@ def test_fallback_dir_is_created_private_and_alices_own_daemon_serves(box: Box) 
     finally:
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
+
+
+def test_row4_daemon_leaves_no_core_file_and_limits_show_0(box: Box) -> None:
+    """Row 4: started under `ulimit -c unlimited`, killed with SIGSEGV: no core anywhere."""
+
+    def unlimited_core() -> None:
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY,) * 2)
+
+    proc = subprocess.Popen(
+        [*as_user(ALICE), str(box.python), "-m", "agentid_daemon"],
+        env=box.alice_env(),
+        cwd=box.alice_home,  # core_pattern "core" writes into the cwd
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=unlimited_core,
+    )
+    try:
+        sock = box.sock_dir / "agentid-helper.sock"
+        deadline = time.monotonic() + 60
+        while not sock.exists():
+            assert proc.poll() is None, "the daemon exited"
+            assert time.monotonic() < deadline, "the daemon did not listen"
+            time.sleep(0.05)
+        limits = Path(f"/proc/{proc.pid}/limits").read_text().splitlines()
+        core = next(line for line in limits if line.startswith("Max core file size"))
+        assert core.split()[4:6] == ["0", "0"], core
+        # PR_SET_DUMPABLE 0: the kernel hands the files in /proc/<pid> of Alice's process
+        # (mem, environ, status) to root: no debugger or reader of Alice's may open them.
+        assert os.stat(f"/proc/{proc.pid}/mem").st_uid == 0
+    finally:
+        proc.send_signal(signal.SIGSEGV)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGSEGV
+    assert [name for name in os.listdir(box.alice_home) if name.startswith("core")] == []

@@ -148,9 +148,14 @@ def open_private_file(directory: str, name: str, flags: int, mode: int = 0o600) 
     try:
         fd = os.open(path, flags | _FILE_FLAGS, mode)
     except OSError as exc:
-        if os.path.islink(path):
+        try:
+            found = os.lstat(path)
+        except OSError:
+            raise PrivateDirError(path, f"cannot be opened ({exc.strerror})") from None
+        if stat.S_ISLNK(found.st_mode):
             raise PrivateDirError(path, "a symlink; not followed") from None
-        raise PrivateDirError(path, f"cannot be opened ({exc.strerror})") from None
+        kind = "not a regular file" if not stat.S_ISREG(found.st_mode) else "cannot be opened"
+        raise PrivateDirError(path, f"{kind} ({exc.strerror})") from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
         os.close(fd)

@@ -116,6 +116,9 @@ SystemCallErrorNumber=EPERM
 PrivateMounts=yes
 KeyringMode=private
 UMask=0077
+# No core files: the daemon's memory holds tokens and secrets (it also sets
+# RLIMIT_CORE=0 and PR_SET_DUMPABLE=0 itself).
+LimitCORE=0
 # Left out on purpose:
 # - RemoveIPC=, User=, DynamicUser=: system services only.
 # - IPAddressDeny=/IPAddressAllow=: the identity provider's addresses are not

@@ -31,6 +31,7 @@ import trio
 from .api import Api, ApiState
 from .config import Config, load_config
 from .errors import ConfigurationError
+from .hardening import forbid_core_dumps
 from .listener import AlreadyRunning, ListenerError, OpenedListener, open_listener
 from .logs import configure_logging, get_logger
 from .protocol import HttpServer, Limits
@@ -292,6 +293,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help / --version / usage errors
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
     configure_logging(args.log_level, args.log_format)
+    try:
+        forbid_core_dumps()  # before the first secret is read
+    except OSError as exc:
+        print(f"agentid-helperd: cannot forbid core dumps: {exc.strerror}", file=sys.stderr)
+        return EXIT_ERROR
     try:
         config = load_config(args.config)
     except ConfigurationError as exc:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import trio
 
+from agentid_daemon import app
 from agentid_daemon.app import Daemon, main
 from agentid_daemon.config import Config
 from agentid_daemon.sdnotify import Notifier
@@ -35,6 +36,16 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
         self.sock.connect(self.unix_path)
+
+
+@pytest.fixture(autouse=True)
+def in_process_main_keeps_core_limits(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """main() called in this process must not make pytest itself non-dumpable with a hard
+    core limit of 0 (raising it back needs CAP_SYS_RESOURCE): record the call instead.
+    Daemons in subprocesses harden for real (test_trust_two_uids.py checks /proc)."""
+    calls: list[bool] = []
+    monkeypatch.setattr(app, "forbid_core_dumps", lambda: calls.append(True))
+    return calls
 
 
 def call(sock: Path, method: str, path: str, body: Any = None) -> tuple[int, Any]:
@@ -155,7 +166,11 @@ def test_bad_config_exit_5(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert not (tmp_path / "s.sock").exists()
 
 
-def test_lax_socket_dir_exit_5(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_lax_socket_dir_exit_5(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    in_process_main_keeps_core_limits: list[bool],
+) -> None:
     lax = tmp_path / "lax"
     lax.mkdir()
     lax.chmod(0o777)
@@ -164,6 +179,7 @@ def test_lax_socket_dir_exit_5(tmp_path: Path, capsys: pytest.CaptureFixture[str
     rc = main(["--config", str(config), "--socket", str(lax / "s.sock"), "--log-format", "json"])
     assert rc == 5
     assert "lets other users in" in capsys.readouterr().err
+    assert in_process_main_keeps_core_limits == [True]  # hardened before anything else
 
 
 def test_usage_error_exit_2() -> None:

@@ -75,8 +75,8 @@ def test_missing_file_is_empty_config(tmp_path: Path) -> None:
 def test_loads_everything(config: Config, tmp_path: Path) -> None:
     assert config.daemon.idle_timeout_s == 600
     assert config.profile_names() == ["graph-bot", "obo-bot", "user-bot"]
-    assert config.defaults["ca_bundle"] == str(tmp_path / "ca.pem")
-    assert config.profiles["user-bot"]["blueprint_credential"] == CredentialSpec(
+    assert config.defaults.ca_bundle == str(tmp_path / "ca.pem")
+    assert config.profiles["user-bot"].blueprint_credential == CredentialSpec(
         "secret_file", str(tmp_path / "secrets" / "bp")
     )
 
@@ -194,7 +194,7 @@ def test_env_defaults_are_below_the_file(tmp_path: Path) -> None:
     assert req.agent.tenant_id == T
     assert req.agent.authority_host == "https://login.microsoftonline.com"
     cfg = load_config(tmp_path / "none.toml", environ=env)
-    assert cfg.env_defaults["authority_host"] == "https://e.example"
+    assert cfg.env_defaults.authority_host == "https://e.example"
 
 
 def test_bad_env_default() -> None:
@@ -238,12 +238,14 @@ def test_path_expands_env_vars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     text = "[profiles.p]\nblueprint_credential = { secret_file = '$CREDENTIALS_DIRECTORY/bp' }"
     path = write(tmp_path, text)
     cfg = load_config(path, environ={})
-    assert cfg.profiles["p"]["blueprint_credential"].location == "/run/creds/bp"
+    assert cfg.profiles["p"].blueprint_credential == CredentialSpec("secret_file", "/run/creds/bp")
     monkeypatch.delenv("CREDENTIALS_DIRECTORY")
     # A credential path naming an unset variable is kept as written: only that
     # profile fails, when used (see test_credentials), not the whole file.
     cfg = load_config(path, environ={})
-    assert cfg.profiles["p"]["blueprint_credential"].location == "$CREDENTIALS_DIRECTORY/bp"
+    assert cfg.profiles["p"].blueprint_credential == CredentialSpec(
+        "secret_file", "$CREDENTIALS_DIRECTORY/bp"
+    )
 
 
 def test_ca_bundle_with_unset_variable_is_an_error(

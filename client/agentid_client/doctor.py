@@ -10,10 +10,13 @@ code and hint). Prints one ✔/✘ line per check; exit 0 only when all pass.
 from __future__ import annotations
 
 import os
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from . import daemon_api, paths, private_dir, trust
 from .failures import ClientError
+
+if TYPE_CHECKING:  # the daemon's config is imported lazily, when doctor runs
+    from agentid_daemon.config import Config
 
 OK, FAIL = "✔", "✘"
 
@@ -32,7 +35,7 @@ class Report:
         return ok
 
 
-def _check_config(report: Report) -> Any:
+def _check_config(report: Report) -> Config | None:
     try:
         from agentid_daemon.config import load_config
         from agentid_daemon.errors import AgentIdError
@@ -45,7 +48,7 @@ def _check_config(report: Report) -> Any:
     except AgentIdError as exc:
         report.line(False, f"config {path}: {exc.description}", exc.hint)
         return None
-    names = list(getattr(config, "profiles", {}) or {})
+    names = list(config.profiles)
     exists = os.path.exists(path)
     report.line(
         True,
@@ -102,23 +105,21 @@ def _check_keyring(report: Report, needed: bool) -> None:
         report.out.write(f"- keyring: {problem} (no profile uses the keyring)\n")
 
 
-def _uses_keyring(config: Any) -> bool:
-    defaults = getattr(config, "defaults", {}) or {}
-    for profile in (getattr(config, "profiles", {}) or {}).values():
-        merged = {**defaults, **profile} if isinstance(profile, dict) else defaults
-        spec = merged.get("blueprint_credential")
-        if spec is None or getattr(spec, "kind", None) == "keyring":
+def _uses_keyring(config: Config) -> bool:
+    for profile in config.profiles.values():
+        spec = config.layered(profile).get("blueprint_credential")
+        if spec is None or spec.kind == "keyring":
             return True
     return False
 
 
-def _check_profiles(report: Report, config: Any) -> None:
-    names = sorted(getattr(config, "profiles", {}) or {})
+def _check_profiles(report: Report, config: Config) -> None:
+    names = config.profile_names()
     if not names:
         report.out.write("- no profiles configured: nothing to test\n")
-    profiles = getattr(config, "profiles", {}) or {}
     for name in names:
-        if str(profiles[name].get("mode", "")) == "OBO":
+        mode = config.layered(config.profiles[name]).get("mode")
+        if mode is not None and mode.value == "OBO":
             report.out.write(
                 f"- profile {name}: OBO needs a user token; test it with "
                 f"`agentid-helper get --profile {name} --user-token-file -`\n"

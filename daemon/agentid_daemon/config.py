@@ -12,17 +12,18 @@ that name everything with flags.
 
 from __future__ import annotations
 
-import difflib
 import os
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentid_client.contract import SELECTION_FIELDS, TOKEN_OPTIONS
+from agentid_client.contract import TOKEN_OPTIONS
 
-from . import fields as F
+from . import config_schema as schema
+from .config_file import FileLoader
+from .config_schema import DaemonSettings, Profile, did_you_mean, reason
 from .errors import ConfigurationError, InvalidRequest, UnknownProfile
 from .models import (
     DEFAULT_AUTHORITY_HOST,
@@ -38,72 +39,53 @@ from .scopes import normalise_scopes, validate_for_mode
 APP_NAME = "agentid-helper"
 CONFIG_ENV = "AGENTID_HELPER_CONFIG"
 
-TOP_KEYS = ("default_profile", "daemon", "defaults", "profiles", "git")
-DAEMON_KEYS = ("idle_timeout_s",)
-GIT_KEYS = ("profile",)
-PROFILE_KEYS = (
-    "tenant_id",
-    "authority_host",
-    "ca_bundle",
-    "blueprint_app_id",
-    "agent_identity_app_id",
-    "scope",
-    "mode",
-    "user_upn",
-    "user_object_id",
-    "blueprint_credential",
-)
-REQUEST_KEYS = SELECTION_FIELDS
+# Derived from the schema (config_schema.SCHEMA), never listed here.
+PROFILE_KEYS = schema.keys("profile")
+REQUEST_KEYS = schema.keys("request")
+DAEMON_KEYS = schema.keys("daemon")
 # Request options handled by the broker, tolerated (and ignored) by resolve().
 REQUEST_OPTION_KEYS = TOKEN_OPTIONS
-CREDENTIAL_KINDS = ("secret_file", "certificate_file", "federated_token_file", "env")
 _USER_KEYS = ("user_upn", "user_object_id")
 
-VALIDATORS: dict[str, Callable[[Any], Any]] = {
-    "tenant_id": F.tenant,
-    "authority_host": F.authority_host,
-    "blueprint_app_id": F.guid,
-    "agent_identity_app_id": F.guid,
-    "scope": normalise_scopes,
-    "mode": F.mode,
-    "user_upn": F.upn,
-    "user_object_id": F.guid,
-    "user_token": F.user_token,
-}
-
-
-def did_you_mean(key: str, known: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(key, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-@dataclass(frozen=True)
-class DaemonSettings:
-    idle_timeout_s: float = 3600.0
+__all__ = [
+    "DAEMON_KEYS",
+    "PROFILE_KEYS",
+    "REQUEST_KEYS",
+    "Config",
+    "DaemonSettings",
+    "Profile",
+    "default_config_path",
+    "load_config",
+]
 
 
 @dataclass(frozen=True)
 class Config:
     """A loaded, validated configuration.
 
-    ``defaults``, ``profiles`` and ``git`` hold canonical values: scopes are
-    normalised tuples, modes are :class:`Mode`, ``blueprint_credential`` is a
-    :class:`CredentialSpec` (a keyring spec's location is filled in from the
-    blueprint app id at resolve time).
+    ``defaults``, ``profiles`` and ``env_defaults`` are :class:`Profile` values
+    holding canonical values: scopes are normalised tuples, modes are
+    :class:`Mode`, ``blueprint_credential`` is a :class:`CredentialSpec` (a
+    keyring spec's location is filled in from the blueprint app id at resolve
+    time). ``git`` maps ``contract.git_key(host)`` to a profile name.
     """
 
     path: str | None = None
     default_profile: str | None = None
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
-    defaults: dict[str, Any] = field(default_factory=dict)
-    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
-    git: dict[str, dict[str, Any]] = field(default_factory=dict)
-    env_defaults: dict[str, Any] = field(default_factory=dict)
+    defaults: Profile = field(default_factory=Profile)
+    profiles: Mapping[str, Profile] = field(default_factory=dict)
+    git: Mapping[str, str] = field(default_factory=dict)
+    env_defaults: Profile = field(default_factory=Profile)
     # Not part of the value: a cache of resolve() results for this object.
     _memo: ResolveMemo = field(default_factory=ResolveMemo, init=False, repr=False, compare=False)
 
     def profile_names(self) -> list[str]:
         return sorted(self.profiles)
+
+    def layered(self, profile: Profile) -> dict[str, Any]:
+        """Environment defaults < ``[defaults]`` < ``profile``: the keys that are set."""
+        return {**self.env_defaults.values(), **self.defaults.values(), **profile.values()}
 
     def resolve(self, fields: Mapping[str, Any]) -> TokenRequest:
         """Merge defaults < profile < request ``fields`` into a validated request.
@@ -132,25 +114,10 @@ class Config:
         for key, value in fields.items():
             if key in REQUEST_OPTION_KEYS or value is None:
                 continue
-            if key not in REQUEST_KEYS:
-                raise InvalidRequest(
-                    f"unknown request field {key!r}{did_you_mean(str(key), REQUEST_KEYS)}"
-                )
-            if key == "profile":
-                try:
-                    request[key] = F.profile_name(value)
-                except ValueError as exc:
-                    raise InvalidRequest(f"profile {exc}") from None
-                continue
-            try:
-                request[key] = VALIDATORS[key](value)
-            except ValueError as exc:
-                raise InvalidRequest(f"{key} {reason(exc)}") from None
-            except InvalidRequest as exc:
-                raise InvalidRequest(f"{key}: {exc.description}", hint=exc.hint) from None
+            request[key] = schema.check_request(str(key), value)
 
         name = request.pop("profile", None) or self.default_profile
-        profile: dict[str, Any] = {}
+        profile = Profile()
         if name is not None:
             if name not in self.profiles:
                 known = ", ".join(self.profile_names()) or "none configured"
@@ -160,7 +127,7 @@ class Config:
                 )
             profile = self.profiles[name]
 
-        lower = {**self.env_defaults, **self.defaults, **profile}
+        lower = self.layered(profile)
         if any(k in request for k in _USER_KEYS):
             # The request names its user: a profile's other user field must not
             # collide with it (UPN xor object id).
@@ -172,11 +139,6 @@ class Config:
     @classmethod
     def empty(cls, environ: Mapping[str, str] | None = None) -> Config:
         return cls(env_defaults=_env_defaults(os.environ if environ is None else environ))
-
-
-def reason(exc: ValueError) -> str:
-    text = str(exc)
-    return text if text.startswith(("must", "is ")) else f"is invalid: {text}"
 
 
 def _build_request(
@@ -267,17 +229,17 @@ def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
     return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
 
 
-def _env_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
+def _env_defaults(environ: Mapping[str, str]) -> Profile:
     out: dict[str, Any] = {}
-    for var, key in (("AZURE_TENANT_ID", "tenant_id"), ("AZURE_AUTHORITY_HOST", "authority_host")):
-        raw = environ.get(var, "").strip()
+    for key in schema.env_defaults():
+        raw = environ.get(key.env, "").strip()
         if not raw:
             continue
         try:
-            out[key] = VALIDATORS[key](raw)
+            out[key.name] = key.validate(raw, None)
         except ValueError as exc:
-            raise ConfigurationError(f"environment variable {var} {reason(exc)}") from None
-    return out
+            raise ConfigurationError(f"environment variable {key.env} {reason(exc)}") from None
+    return Profile(**out)
 
 
 def load_config(
@@ -303,6 +265,13 @@ def load_config(
         raise ConfigurationError(f"{file}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{file}: invalid TOML: {exc}") from None
-    from .config_file import FileLoader  # here: it imports this module
-
-    return FileLoader(file).build(data, env_defaults)
+    contents = FileLoader(file).build(data)
+    return Config(
+        path=str(file),
+        default_profile=contents.default_profile,
+        daemon=contents.daemon,
+        defaults=contents.defaults,
+        profiles=contents.profiles,
+        git=contents.git,
+        env_defaults=env_defaults,
+    )

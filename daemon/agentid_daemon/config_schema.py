@@ -1,0 +1,384 @@
+"""The configuration schema: one table of every key, from which the rest derives.
+
+Each :class:`Key` says where it may appear (the top level, ``[daemon]``,
+``[defaults]``, ``[profiles.NAME]``, ``[git."HOST"]``, a token request), its
+type as users read it, its default, its validator and its documentation. The
+key sets (:func:`keys`), the validation of the file and of requests, their
+error messages and the reference tables of docs/configuration.md
+(:func:`reference_tables`) all come from :data:`SCHEMA`.
+
+Validators take the raw value and the config file's directory (``None`` for
+a request or the environment) and return the canonical value, or raise
+``ValueError`` with a reason that never repeats a secret. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from agentid_client.contract import MAX_USER_TOKEN_CHARS
+
+from . import fields as F
+from .errors import InvalidRequest
+from .models import DEFAULT_AUTHORITY_HOST, DEFAULT_SCOPE, CredentialSpec, Mode
+from .scopes import normalise_scopes
+
+Where = Literal["top", "daemon", "defaults", "profile", "git", "request"]
+Validator = Callable[[Any, Path | None], Any]
+
+# Where a key may appear, and the heading of its reference table.
+SECTIONS: dict[Where, str] = {
+    "top": "Top level",
+    "daemon": "`[daemon]`",
+    "defaults": "`[defaults]`",
+    "profile": "`[profiles.NAME]`",
+    "git": '`[git."HOST"]`',
+    "request": "token requests",
+}
+SELECTION: frozenset[Where] = frozenset({"defaults", "profile", "request"})
+FILE_ONLY: frozenset[Where] = frozenset({"defaults", "profile"})
+
+CREDENTIAL_KINDS = ("secret_file", "certificate_file", "federated_token_file", "env")
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    type: str  # as the reference shows it
+    where: frozenset[Where]
+    doc: str
+    validate: Validator
+    default: str = ""  # as the reference shows it; "" = none
+    env: str = ""  # environment variable supplying a default (below [defaults])
+
+
+def did_you_mean(key: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class Described(ValueError):
+    """A ValueError whose text is a whole description (it names the key itself)."""
+
+
+def reason(exc: ValueError) -> str:
+    """The text after "KEY " (a request) or "key 'KEY': " (the file) for a bad value."""
+    text = str(exc)
+    if isinstance(exc, Described) or text.startswith(("must", "is ")):
+        return text
+    return f"is invalid: {text}"
+
+
+# ---- validators ---------------------------------------------------------------
+
+
+def _plain(check: Callable[[Any], Any]) -> Validator:
+    """A validator that does not depend on where the file is."""
+
+    def validate(value: Any, base: Path | None) -> Any:
+        return check(value)
+
+    return validate
+
+
+def _scopes(value: Any, base: Path | None) -> tuple[str, ...]:
+    try:
+        return normalise_scopes(value)
+    except InvalidRequest as exc:  # its description names the scope
+        raise Described(exc.description) from None
+
+
+def expand_path(value: Any, base: Path | None, *, defer_unset: bool = False) -> str:
+    """Expand ``~`` and ``$VARS`` (e.g. ``$CREDENTIALS_DIRECTORY``); relative to ``base``.
+
+    With ``defer_unset`` (credential paths) a path naming an unset variable
+    is kept as written: the credential reader expands it when the profile is
+    used, so one systemd-only profile does not break the whole file.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty path string")
+    expanded = Path(os.path.expandvars(os.path.expanduser(value.strip())))
+    if "$" in str(expanded):
+        if defer_unset:
+            return value.strip()
+        raise ValueError(f"{value!r} names an unset environment variable")
+    if not expanded.is_absolute() and base is not None:
+        expanded = base / expanded
+    return os.path.normpath(expanded)
+
+
+def _path(value: Any, base: Path | None) -> str:
+    return expand_path(value, base)
+
+
+def credential(value: Any, base: Path | None) -> CredentialSpec:
+    """``"keyring"`` or a one-key table naming the source (see CREDENTIAL_KINDS)."""
+    if isinstance(value, str):
+        if value.strip().lower() == "keyring":
+            return CredentialSpec("keyring", "")
+        raise ValueError(
+            f'{value!r} is not a credential source: use "keyring" or a table such as '
+            '{ secret_file = "/path" }'
+        )
+    if not isinstance(value, dict):
+        raise ValueError(f'must be "keyring" or a table, not {type(value).__name__}')
+    if len(value) != 1:
+        raise ValueError(
+            f"must have exactly one of {', '.join(CREDENTIAL_KINDS)}; got {sorted(value)}"
+        )
+    ((kind, location),) = value.items()
+    if kind not in CREDENTIAL_KINDS:
+        raise ValueError(
+            f"unknown credential source {kind!r}{did_you_mean(kind, CREDENTIAL_KINDS)}; "
+            f"use one of {', '.join(CREDENTIAL_KINDS)}"
+        )
+    if kind == "env":
+        return CredentialSpec("env", F.env_name(location))
+    return CredentialSpec(kind, expand_path(location, base, defer_unset=True))
+
+
+def _profile_ref(value: Any, base: Path | None) -> str:
+    # Whether the profile exists is checked once the whole file is read.
+    if not isinstance(value, str) or not value:
+        raise ValueError("must name a profile")
+    return value
+
+
+# ---- the values a file holds ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A validated ``[defaults]`` or ``[profiles.NAME]`` table; ``None`` = not set.
+
+    Its fields are :func:`keys` ``("profile")`` (tests/test_config_schema.py).
+    """
+
+    tenant_id: str | None = None
+    authority_host: str | None = None
+    ca_bundle: str | None = None
+    blueprint_app_id: str | None = None
+    agent_identity_app_id: str | None = None
+    scope: tuple[str, ...] | None = None
+    mode: Mode | None = None
+    user_upn: str | None = None
+    user_object_id: str | None = None
+    blueprint_credential: CredentialSpec | None = None
+
+    def values(self) -> dict[str, Any]:
+        """The keys that are set, for merging (defaults < profile < request)."""
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """The validated ``[daemon]`` table."""
+
+    idle_timeout_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class FileContents:
+    """A validated config file, before it becomes a :class:`config.Config`."""
+
+    default_profile: str | None = None
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    defaults: Profile = field(default_factory=Profile)
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    git: dict[str, str] = field(default_factory=dict)  # contract.git_key(host) -> profile
+
+
+# ---- the table ----------------------------------------------------------------
+
+SCHEMA: tuple[Key, ...] = (
+    Key(
+        "default_profile",
+        "string",
+        frozenset({"top"}),
+        "the profile used when a request names none; must name a profile of the file",
+        _profile_ref,
+    ),
+    Key(
+        "idle_timeout_s",
+        "positive number",
+        frozenset({"daemon"}),
+        "a key not requested for this long stops being refreshed (a reload applies it)",
+        _plain(F.positive_number),
+        default=f"{DaemonSettings().idle_timeout_s:g}",
+    ),
+    Key(
+        "profile",
+        "string",
+        frozenset({"request"}),
+        "the profile to use (default: `default_profile`)",
+        _plain(F.profile_name),
+    ),
+    Key(
+        "tenant_id",
+        "string",
+        SELECTION,
+        "a tenant GUID or a domain such as `contoso.onmicrosoft.com` (`common`, "
+        "`organizations` and `consumers` are refused); lower-cased",
+        _plain(F.tenant),
+        env="AZURE_TENANT_ID",
+    ),
+    Key(
+        "authority_host",
+        "string",
+        FILE_ONLY,
+        "`https://host[:port]` of the identity provider, without a path",
+        _plain(F.authority_host),
+        default=DEFAULT_AUTHORITY_HOST,
+        env="AZURE_AUTHORITY_HOST",
+    ),
+    Key(
+        "ca_bundle",
+        "path",
+        FILE_ONLY,
+        "PEM file of extra trusted CAs (a TLS proxy, the emulator), added to the system "
+        "roots; wins over `REQUESTS_CA_BUNDLE`",
+        _path,
+    ),
+    Key(
+        "blueprint_app_id",
+        "GUID",
+        SELECTION,
+        "the agent identity blueprint's app id (required after merging)",
+        _plain(F.guid),
+    ),
+    Key(
+        "agent_identity_app_id",
+        "GUID",
+        SELECTION,
+        "the agent identity's app id (required after merging)",
+        _plain(F.guid),
+    ),
+    Key(
+        "scope",
+        "string or array of strings",
+        SELECTION,
+        "space-separated scopes; `AutonomousApp` needs one `/.default` scope, the "
+        "delegated modes also take short Graph scopes such as `User.Read`",
+        _scopes,
+        default=DEFAULT_SCOPE,
+    ),
+    Key(
+        "mode",
+        "string",
+        SELECTION,
+        "`AutonomousApp`, `OBO` or `AutonomousUser` (any case)",
+        _plain(F.mode),
+        default=Mode.AUTONOMOUS_APP.value,
+    ),
+    Key(
+        "user_upn",
+        "string",
+        SELECTION,
+        "the agent user (`name@domain`) for `AutonomousUser`; not with `user_object_id`",
+        _plain(F.upn),
+    ),
+    Key(
+        "user_object_id",
+        "GUID",
+        SELECTION,
+        "the agent user's object id for `AutonomousUser`",
+        _plain(F.guid),
+    ),
+    Key(
+        "user_token",
+        "string",
+        frozenset({"request"}),
+        f"the signed-in user's token (a JWT, at most {MAX_USER_TOKEN_CHARS} characters) "
+        "for `OBO`; never in the file",
+        _plain(F.user_token),
+    ),
+    Key(
+        "blueprint_credential",
+        '"keyring" or table',
+        FILE_ONLY,
+        "where the blueprint's credential comes from: `\"keyring\"`, or one of "
+        + ", ".join(f"`{{ {kind} = ... }}`" for kind in CREDENTIAL_KINDS),
+        credential,
+        default='"keyring"',
+    ),
+    Key(
+        "profile",
+        "string",
+        frozenset({"git"}),
+        "the profile whose token git gets for this host; must name a profile of the file",
+        _profile_ref,
+    ),
+)
+
+_TABLES = frozenset({"daemon", "defaults", "profiles", "git"})
+
+
+def keys(where: Where) -> tuple[str, ...]:
+    """The keys allowed in ``where``, in table order."""
+    return tuple(k.name for k in SCHEMA if where in k.where)
+
+
+def top_keys() -> tuple[str, ...]:
+    return (*keys("top"), *sorted(_TABLES))
+
+
+def key(where: Where, name: str) -> Key:
+    for candidate in SCHEMA:
+        if candidate.name == name and where in candidate.where:
+            return candidate
+    raise KeyError(f"no key {name!r} in {where}")
+
+
+def env_defaults() -> tuple[Key, ...]:
+    """The keys an environment variable supplies a default for."""
+    return tuple(k for k in SCHEMA if k.env and "defaults" in k.where)
+
+
+def check_request(name: str, value: Any) -> Any:
+    """Validate one request field; unknown names and bad values are InvalidRequest."""
+    allowed = keys("request")
+    if name not in allowed:
+        raise InvalidRequest(f"unknown request field {name!r}{did_you_mean(name, allowed)}")
+    try:
+        return key("request", name).validate(value, None)
+    except Described as exc:
+        raise InvalidRequest(f"{name}: {exc}") from None
+    except ValueError as exc:
+        raise InvalidRequest(f"{name} {reason(exc)}") from None
+
+
+# ---- reference ----------------------------------------------------------------
+
+
+_MARK = re.compile(r"(<!-- schema:(\w+) -->\n)(.*?)(<!-- /schema -->)", re.DOTALL)
+
+
+def splice_reference(doc: str) -> str:
+    """``doc`` with every ``<!-- schema:WHERE -->`` block replaced by its table."""
+
+    def table(match: re.Match[str]) -> str:
+        for where in SECTIONS:
+            if where == match.group(2):
+                return match.group(1) + reference_table(where) + match.group(4)
+        raise ValueError(f"unknown schema section {match.group(2)!r}")
+
+    return _MARK.sub(table, doc)
+
+
+def reference_table(where: Where) -> str:
+    """The markdown table of the keys allowed in ``where`` (docs/configuration.md)."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for k in SCHEMA:
+        if where not in k.where:
+            continue
+        default = f"`{k.default}`" if k.default else "none"
+        if k.env:
+            default = f"`${k.env}`, else {default}"
+        rows.append(f"| `{k.name}` | {k.type} | {default} | {k.doc} |")
+    return "\n".join(rows) + "\n"

@@ -77,6 +77,7 @@ def test_state_dir_reused_across_restarts(tmp_path: Path) -> None:
     (["--port", "70000"], "between 0 and 65535"),
     (["--token-lifetime-s", "0"], "at least 1"),
     (["--demo", "--seed", "x.toml"], "not allowed with"),
+    (["--imds-port", "-1"], "between 0 and 65535"),
 ])
 def test_bad_flags(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
@@ -92,6 +93,12 @@ def test_bad_flags(args: list[str], message: str, capsys: pytest.CaptureFixture[
     ('[[tenants]]\nid = "22222222-2222-4222-8222-222222222222"\n'
      '[[tenants.agent_identities]]\napp_id = "44444444-4444-4444-8444-444444444444"\n'
      'blueprint_app_id = "33333333-3333-4333-8333-333333333333"\n', "is not declared"),
+    ('[[tenants]]\nid = "22222222-2222-4222-8222-222222222222"\n'
+     '[[tenants.managed_identities]]\nclient_id = "x"\n',
+     "tenants[0].managed_identities[0]: 'x' is not a GUID"),
+    ('[[tenants]]\nid = "22222222-2222-4222-8222-222222222222"\n'
+     '[[tenants.blueprints]]\napp_id = "33333333-3333-4333-8333-333333333333"\nroles = "x"\n',
+     "'roles' must be a list of non-empty strings"),
 ])
 def test_bad_seed(tmp_path: Path, text: str, message: str,
                   capsys: pytest.CaptureFixture[str]) -> None:

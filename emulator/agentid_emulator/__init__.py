@@ -25,15 +25,26 @@ offline nor aware of 127.0.0.1. Build every application with
 whose ``merge_environment_settings`` forces ``verify`` (see
 tests/emulator_msal_helpers.py, ``PinnedSession``).
 
+Managed identity
+----------------
+``--imds-port 0`` adds IMDS's token endpoint on plain HTTP; the ready file
+gives ``imds_endpoint``, ``managed_identity_client_id`` and
+``managed_identity_object_id``, and the demo blueprint trusts that identity::
+
+    AZURE_POD_IDENTITY_AUTHORITY_HOST=<imds_endpoint>   # MSAL and azure-identity
+    msal.ManagedIdentityClient(msal.UserAssignedManagedIdentity(client_id=...),
+                               http_client=requests.Session()
+                               ).acquire_token_for_client(resource="api://AzureADTokenExchange")
+
 Modules
 -------
 certs (CA, server certificate, signing key), directory (demo and TOML seeds),
 jwt_tokens (minting, JWKS, verification), scopes (scope -> resource),
 client_auth (secret / certificate / federated / T1 client authentication),
 legs (the token endpoint, sans-IO), agent_claims (the agent facets of real
-tokens), user_tokens (signed-in users' tokens, the input of OBO), errors
-(AADSTS shapes), faults, stats, workload (the emulator's own federated-token
-issuer), server (HTTP I/O), cli.
+tokens), user_tokens (signed-in users' tokens, the input of OBO), imds (the
+managed identity endpoint), errors (AADSTS shapes), faults, stats, workload
+(the emulator's own federated-token issuer), server (HTTP I/O), cli.
 
 The admin endpoints (``/_emulator/...``: stats, faults, reset, user and
 federated tokens) are unauthenticated: anyone who can reach 127.0.0.1 can mint
@@ -83,6 +94,19 @@ Emulated faithfully:
   ``xms_par_app_azp`` with the recorded values (agent_claims): T1, T2 and the
   agent user token from "AgenticTokens from Console"; the blueprint's own,
   the AutonomousApp and the OBO token from auth-flows.md.
+- Managed identity (``--imds-port``): Azure IMDS's token endpoint as
+  docs/identity/managed-identities-azure-resources/how-to-use-vm-token.md
+  specifies it (GET, ``Metadata: true`` or 400 ``bad_request_102``,
+  ``api-version``, ``resource``, ``client_id``/``object_id``/``msi_res_id``;
+  string ``expires_in``/``expires_on``; JSON ``error``/``error_description``),
+  reached by MSAL's ``ManagedIdentityClient`` through
+  ``AZURE_POD_IDENTITY_AUTHORITY_HOST``. Its token for
+  ``api://AzureADTokenExchange`` has ``aud`` = the exchange app id, ``iss`` =
+  the tenant's v2.0 issuer, ``sub`` = ``oid`` = the identity's object id, and
+  a blueprint trusts it through a federated identity credential (issuer = the
+  tenant issuer, subject = the object id, audience
+  ``api://AzureADTokenExchange``), as agent-on-behalf-of-oauth-flow.md's
+  ``TUAMI`` and auth-flows.md 2.1.B show.
 - Token claims shaped like Entra v2.0 tokens (see jwt_tokens/legs), responses
   with ``token_type``, ``expires_in``, ``ext_expires_in``, ``refresh_in``
   (lifetime/2 when the lifetime is >= 2 h, or ``--refresh-in-s``), and for user
@@ -117,8 +141,12 @@ Still different from real tokens and Entra (deliberately or not yet):
   app id.
 - Interactive flows (authorize, device code), refresh tokens, ROPC, SAML,
   the v1.0 endpoint, ``common``/``organizations`` and tenant domain names
-  (tenant GUIDs only), instance discovery, regional endpoints, managed
-  identity.
+  (tenant GUIDs only), instance discovery, regional endpoints.
+- Managed identity only in IMDS's shape (not App Service, Arc, Service
+  Fabric) and only user-assigned identities (a request naming none gets the
+  only one, as on a VM with a single user-assigned identity); its tokens live
+  ``--token-lifetime-s`` (IMDS's about 24 h); IMDS's 404/410/429/500 answers,
+  faults and the system-assigned identity are not emulated.
 - Consent and permission grants: any resource URI is accepted; ``/.default``
   yields the seeded ``roles`` (app) or ``User.Read`` / ``user_impersonation``
   (delegated). Resource-specific checks (AADSTS500011 at the token endpoint),

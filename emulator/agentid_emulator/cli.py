@@ -2,6 +2,7 @@
 
     agentid-helper-emulator [--port N] [--demo | --seed FILE] [--ready-file F]
                             [--state-dir D] [--token-lifetime-s N] [--refresh-in-s N]
+                            [--imds-port N]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from cryptography import x509
 
 from .certs import cert_pem, ensure_key_material, key_pem, new_key, self_signed_certificate
 from .directory import Directory, SeedError, demo_directory, load_seed
+from .imds import ImdsHTTPServer, ImdsService, serve_in_thread
 from .jwt_tokens import TokenIssuer
 from .legs import TokenService
 from .server import EmulatorHTTPServer, EmulatorState
@@ -66,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="lifetime of issued tokens in seconds (default 3600)")
     parser.add_argument("--refresh-in-s", type=_positive_int, metavar="N",
                         help="always send refresh_in=N (default: lifetime/2 when >= 2h)")
+    parser.add_argument("--imds-port", type=_port, metavar="N",
+                        help="also serve an Azure IMDS-shaped managed identity endpoint "
+                             "(plain HTTP on 127.0.0.1; 0: any free port); set "
+                             "AZURE_POD_IDENTITY_AUTHORITY_HOST to the ready file's "
+                             "imds_endpoint")
     return parser
 
 
@@ -132,6 +139,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: cannot listen on 127.0.0.1:{args.port}: {exc}", file=sys.stderr)
         return 1
     issuer.authority_host = f"https://127.0.0.1:{server.port}"
+    imds: ImdsHTTPServer | None = None
+    if args.imds_port is not None:
+        try:
+            imds = ImdsHTTPServer(args.imds_port, state, ImdsService(service))
+        except OSError as exc:
+            server.server_close()
+            print(f"{PROG}: cannot listen on 127.0.0.1:{args.imds_port}: {exc}",
+                  file=sys.stderr)
+            return 1
+        extra["imds_endpoint"] = imds.endpoint
 
     stop = threading.Event()
 
@@ -143,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                               name="emulator-http", daemon=True)
     thread.start()
+    threads = [thread] + ([serve_in_thread(imds)] if imds else [])
 
     tenant_id = directory.summary.get("tenant_id")
     if args.seed is None:
@@ -166,14 +184,17 @@ def main(argv: list[str] | None = None) -> int:
         write_ready_file(args.ready_file, info)
     source = f"seed {args.seed}" if args.seed else "demo directory"
     print(f"{PROG}: serving {issuer.authority_host} (tenant {tenant_id}, {source}, "
-          f"CA {keys.ca_cert_path})", file=sys.stderr, flush=True)
+          f"CA {keys.ca_cert_path})" + (f"; managed identity endpoint {imds.endpoint}"
+                                       if imds else ""), file=sys.stderr, flush=True)
     try:
         while not stop.wait(1.0):
-            if not thread.is_alive():
+            if not all(t.is_alive() for t in threads):
                 return 1
     finally:
-        server.shutdown()
-        server.server_close()
+        for srv in (server, imds):
+            if srv is not None:
+                srv.shutdown()
+                srv.server_close()
         if args.ready_file:
             with contextlib.suppress(OSError):
                 args.ready_file.unlink()

@@ -297,3 +297,83 @@ def _served_from(source: str) -> Any:
         return FakeServed(source)
 
     return get_token
+
+
+class FakeSessions:
+    def __init__(self) -> None:
+        self.registered: list[tuple[dict[str, Any], int]] = []
+
+    async def register(self, fields: dict[str, Any], pid: int) -> dict[str, Any]:
+        self.registered.append((fields, pid))
+        return {"identity_endpoint": "http://127.0.0.1:9/msi/token",
+                "identity_header": "h" * 43, "pid": pid}
+
+    def status(self) -> dict[str, Any]:
+        return {"endpoint": None, "sessions": len(self.registered)}
+
+
+async def test_identity_session_needs_a_peer_pid(api: Api) -> None:
+    """Without SO_PEERCRED (not a Unix socket) no process can own the session."""
+    api.state.identity_sessions = FakeSessions()
+    resp, body = await call(api, "POST", "/v1/identity-sessions", {"profile": "bot"})
+    assert resp.status == 400 and "cannot identify the calling process" in body[
+        "error_description"]
+
+
+async def test_identity_session_validates_selection_first(api: Api) -> None:
+    sessions = FakeSessions()
+    api.state.identity_sessions = sessions
+    resp, body = await call(api, "POST", "/v1/identity-sessions", {"profile": "nope"})
+    assert resp.status == 404 and body["error"] == "unknown_profile"
+    resp, body = await call(api, "POST", "/v1/identity-sessions", {"scope": 3})
+    assert resp.status == 400
+    assert sessions.registered == []
+
+
+async def test_identity_session_registers_the_peer(api: Api) -> None:
+    """Over a real Unix socket: the session is bound to the connecting process's pid."""
+    import os
+    import socket
+
+    import trio
+
+    from agentid_daemon.protocol import HttpServer
+
+    sessions = FakeSessions()
+    api.state.identity_sessions = sessions
+    server = HttpServer(api.handle_request)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    async with trio.open_nursery() as nursery:
+        served = trio.SocketStream(trio.socket.from_stdlib_socket(b))
+        nursery.start_soon(server.serve_connection, served)
+        client = trio.SocketStream(trio.socket.from_stdlib_socket(a))
+        body = b'{"profile": "bot"}'
+        await client.send_all(b"POST /v1/identity-sessions HTTP/1.1\r\nHost: x\r\n"
+                              b"Content-Type: application/json\r\nConnection: close\r\n"
+                              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        data = b""
+        while chunk := await client.receive_some(65536):
+            data += chunk
+        await client.aclose()
+    assert data.startswith(b"HTTP/1.1 201")
+    assert sessions.registered == [({"profile": "bot"}, os.getpid())]
+
+
+async def test_identity_sessions_absent_is_404(api: Api) -> None:
+    resp, _ = await call(api, "POST", "/v1/identity-sessions", {})
+    assert resp.status == 404
+
+
+async def test_token_payload_names_tenant_and_agent(api: Api) -> None:
+    from types import SimpleNamespace
+
+    class Config(FakeConfig):
+        def resolve(self, fields: dict[str, Any]) -> Any:
+            req = super().resolve(fields)
+            return SimpleNamespace(profile=req.profile, mode=req.mode, agent=SimpleNamespace(
+                tenant_id="t", agent_identity_app_id="a"))
+
+    api.state.config = Config()
+    resp, body = await call(api, "POST", "/v1/token", {})
+    assert resp.status == 200
+    assert (body["tenant_id"], body["agent_identity_app_id"]) == ("t", "a")

@@ -25,6 +25,13 @@ Handler = Callable[[dict[str, Any]], Any]
 TOKEN = "eyJ0eXAiOiJKV1QifQ.eyJzdWIiOiJmYWtlIn0.c2lnbmF0dXJl"  # looks like a JWT; not a real one
 
 
+IDENTITY_SESSION = {
+    "identity_endpoint": "http://127.0.0.1:1/msi/token",
+    "identity_header": "fake-identity-header-0123456789abcdef0123456789",
+    "pid": 1,
+}
+
+
 def token_body(token: str = TOKEN, expires_in: int = 3600, **extra: Any) -> dict[str, Any]:
     import time
 
@@ -67,6 +74,7 @@ class FakeDaemon:
         self.requests: list[dict[str, Any]] = []
         self.routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/token"): lambda req: (200, token_body()),
+            ("POST", "/v1/identity-sessions"): lambda req: (201, IDENTITY_SESSION),
             ("DELETE", "/v1/token"): lambda req: (204, None),
             ("POST", "/v1/flush"): lambda req: (204, None),
             ("GET", "/v1/status"): lambda req: (200, {"daemon": {"pid": 1}, "entries": []}),

@@ -90,3 +90,34 @@ def test_humanize() -> None:
         "1h00m",
         "1h02m",
     ]
+
+
+@pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Asia/Kolkata"])
+def test_format_az_is_what_azure_cli_credential_parses(
+        tz: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`get --format az` against azure-identity's own parser of `az account get-access-token`."""
+    import time
+
+    from azure.identity._credentials.azure_cli import parse_token
+
+    monkeypatch.setenv("TZ", tz)
+    time.tzset()
+    try:
+        body = {**BODY, "tenant_id": "contoso.example"}
+        out = json.loads(format_token(body, "az"))
+        assert out == {
+            "accessToken": "tok",
+            "expiresOn": time.strftime("%Y-%m-%d %H:%M:%S.000000",
+                                       time.localtime(1_800_000_000)),
+            "expires_on": 1_800_000_000,
+            "tenant": "contoso.example",
+            "tokenType": "Bearer",
+        }
+        parsed = parse_token(json.dumps(out))
+        assert (parsed.token, parsed.expires_on) == ("tok", 1_800_000_000)
+        # Older az printed only expiresOn (local time): it must mean the same instant.
+        del out["expires_on"]
+        assert parse_token(json.dumps(out)).expires_on == 1_800_000_000
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

@@ -24,6 +24,13 @@ if TYPE_CHECKING:
     from typing import Any, TextIO
 
 DEFAULT_ENV_VAR = "AGENTID_ACCESS_TOKEN"
+# What `exec` exports for the Azure SDKs (App Service managed identity protocol).
+IDENTITY_ENDPOINT_VAR = "IDENTITY_ENDPOINT"
+IDENTITY_HEADER_VAR = "IDENTITY_HEADER"
+# Inherited variables that would make azure-identity or MSAL pick another
+# managed identity source over IDENTITY_ENDPOINT + IDENTITY_HEADER (Service
+# Fabric, Azure Arc, Azure ML / Cloud Shell): removed from CMD's environment.
+SHADOWING_MI_VARS = ("MSI_ENDPOINT", "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT")
 
 
 def _valid_env_name(name: str) -> bool:
@@ -145,9 +152,18 @@ class CLI:
             raise UsageError(
                 f"exec: --env-var {name!r} is not a valid environment variable name", "exec"
             )
-        body = daemon_api.get_token(self._token_fields(parsed))
+        fields = self._token_fields(parsed)
+        body = daemon_api.get_token(fields)
         env = dict(os.environ)
         env[name] = str(body["access_token"])
+        if not parsed.opts.get("no_identity_endpoint"):
+            # Bound by the daemon to this process, which CMD is about to become:
+            # the endpoint answers for exactly as long as CMD lives.
+            session = daemon_api.register_identity_session(fields)
+            for var in SHADOWING_MI_VARS:
+                env.pop(var, None)
+            env[IDENTITY_ENDPOINT_VAR] = str(session["identity_endpoint"])
+            env[IDENTITY_HEADER_VAR] = str(session["identity_header"])
         self.stdout.flush()
         self.stderr.flush()
         import signal

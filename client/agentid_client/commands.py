@@ -10,7 +10,7 @@ from __future__ import annotations
 from .cliargs import Command, Opt, Pos
 from .contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S, MODES, SELECTION_FIELDS
 
-FORMATS = ("token", "json", "header")
+FORMATS = ("token", "json", "header", "az")
 
 PROGRAM = "agentid-helper"
 SUMMARY = "per-user credential helper for Microsoft Entra agent identities"
@@ -97,7 +97,8 @@ _add(
             Opt("--force-refresh", "ask the identity provider for a new token", kind="flag"),
             Opt(
                 "--format",
-                "output: the token (default), the JSON response, or an Authorization header",
+                "output: the token (default), the JSON response, an Authorization header, "
+                "or the JSON of `az account get-access-token`",
                 choices=FORMATS,
             ),
         ],
@@ -110,6 +111,7 @@ _add(
   # as the agent's own user account
   agentid-helper get --profile bot --mode AutonomousUser --user-upn a@contoso.com --scope User.Read
   agentid-helper get --format json | jq .expires_on
+  agentid-helper get --format az --scope https://management.azure.com/.default   # az's JSON
 """,
     )
 )
@@ -161,7 +163,7 @@ _add(
 _add(
     Command(
         "exec",
-        "run a command with a token in its environment",
+        "run a command with a token and a managed identity endpoint in its environment",
         [
             *_selection(),
             Opt(
@@ -169,11 +171,20 @@ _add(
                 "environment variable receiving the token (default AGENTID_ACCESS_TOKEN)",
                 metavar="NAME",
             ),
+            Opt(
+                "--no-identity-endpoint",
+                "do not set IDENTITY_ENDPOINT/IDENTITY_HEADER (the managed identity endpoint "
+                "the Azure SDKs use)",
+                kind="flag",
+            ),
         ],
         rest="command",
         epilog="""examples:
   agentid-helper exec -- sh -c 'curl -H "Authorization: Bearer $AGENTID_ACCESS_TOKEN" https://graph.microsoft.com/v1.0/users'
   agentid-helper exec --profile ops --env-var AZURE_ACCESS_TOKEN -- ./deploy.sh
+  # Azure SDK programs (ManagedIdentityCredential, DefaultAzureCredential) get the
+  # agent's tokens, fresh for as long as the command runs, with no code change:
+  agentid-helper exec --profile graph-bot -- python3 my_agent.py
   # exec replaces itself with CMD: signals reach CMD directly and its exit status is the result
 """,
     )

@@ -72,11 +72,29 @@ def call_ok(method: str, target: str, payload: Any = None, **kwargs: Any) -> Any
     return resp.json()
 
 
-def get_token(fields: dict[str, Any]) -> dict[str, Any]:
+def get_token(fields: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """POST /v1/token; returns the 200 body (access_token, expires_on, ...)."""
-    body = call_ok("POST", "/v1/token", fields)
+    body = call_ok("POST", "/v1/token", fields, **kwargs)
     if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
         from .transport import ProtocolError
 
         raise ProtocolError("token response without access_token")
+    return body
+
+
+def register_identity_session(fields: dict[str, Any]) -> dict[str, Any]:
+    """POST /v1/identity-sessions: a managed identity endpoint session for this process.
+
+    The daemon binds the session to the caller's pid (SO_PEERCRED), so the
+    process that calls this must be the one that lives on (exec, not fork).
+    """
+    body = call_ok("POST", "/v1/identity-sessions", fields)
+    if (
+        not isinstance(body, dict)
+        or not isinstance(body.get("identity_endpoint"), str)
+        or not isinstance(body.get("identity_header"), str)
+    ):
+        from .transport import ProtocolError
+
+        raise ProtocolError("identity session response without endpoint and header")
     return body

@@ -1,4 +1,4 @@
-"""Output formats: token/json/header, kubectl ExecCredential, RFC 3339 times."""
+"""Output formats: token/json/header/az, kubectl ExecCredential, RFC 3339 times."""
 
 from __future__ import annotations
 
@@ -18,12 +18,34 @@ MAX_EXPIRY_MARGIN_S = 60
 
 
 def format_token(body: dict[str, Any], fmt: str) -> str:
-    """Render a ``POST /v1/token`` response as ``token``, ``json`` or ``header``."""
+    """Render a ``POST /v1/token`` response as ``token``, ``json``, ``header`` or ``az``."""
     if fmt == "json":
         return jsonlite.dumps(body, indent=2, sort_keys=True)
     if fmt == "header":
         return f"Authorization: Bearer {body['access_token']}"
+    if fmt == "az":
+        return az_access_token(body)
     return str(body["access_token"])
+
+
+def az_access_token(body: dict[str, Any]) -> str:
+    """The JSON of ``az account get-access-token``, for tools that parse it.
+
+    ``expiresOn`` is local time without a zone (``YYYY-MM-DD HH:MM:SS.ffffff``)
+    as az prints it; ``expires_on`` is epoch seconds (az >= 2.54), which is
+    what azure-identity's AzureCliCredential prefers when present.
+    """
+    expires_on = int(body["expires_on"])
+    return jsonlite.dumps(
+        {
+            "accessToken": body["access_token"],
+            "expiresOn": time.strftime("%Y-%m-%d %H:%M:%S.000000", time.localtime(expires_on)),
+            "expires_on": expires_on,
+            "tenant": body.get("tenant_id"),
+            "tokenType": body.get("token_type") or "Bearer",
+        },
+        indent=2,
+    )
 
 
 def rfc3339(epoch: float) -> str:

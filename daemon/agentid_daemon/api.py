@@ -1,7 +1,8 @@
 """The daemon's HTTP API: routes -> Broker/Config calls -> :class:`Response`.
 
-Routes (docs/api.md): ``POST/DELETE /v1/token``, ``GET /v1/status``,
-``POST /v1/flush``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``.
+Routes (docs/api.md): ``POST/DELETE /v1/token``, ``POST /v1/identity-sessions``,
+``GET /v1/status``, ``POST /v1/flush``, ``GET /healthz``, ``GET /readyz``,
+``GET /metrics``.
 Request bodies are validated strictly here (JSON object, known keys, types);
 the values themselves (GUIDs, modes, scopes, users) are validated by
 ``Config.resolve``. Errors are ``AgentIdError.to_json()`` with its status.
@@ -28,7 +29,7 @@ from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S, 
 from .config import REQUEST_KEYS, Config
 from .errors import AgentIdError, ConfigurationError, IdentityProviderError, InvalidRequest
 from .logs import get_logger, is_enabled_for
-from .protocol import Headers, Response
+from .protocol import Headers, Response, current_peer
 
 log = get_logger("agentid_daemon.api")
 
@@ -51,6 +52,13 @@ class BrokerLike(Protocol):
     def status(self) -> list[dict[str, Any]]: ...
 
 
+class IdentitySessionsLike(Protocol):
+    """The managed identity endpoint's sessions (:mod:`.identity_sessions`)."""
+
+    async def register(self, fields: dict[str, Any], pid: int) -> dict[str, Any]: ...
+    def status(self) -> dict[str, Any]: ...
+
+
 class MetricsLike(Protocol):
     def render(self) -> str: ...
     def observe_request(self, endpoint: str, status: int | str) -> None: ...
@@ -67,6 +75,7 @@ class ApiState:
     socket_path: str | None = None
     version: str = "0"
     listening: bool = False
+    identity_sessions: IdentitySessionsLike | None = None
     started_monotonic: float = field(default_factory=time.monotonic)
     started_wall: float = field(default_factory=time.time)
 
@@ -161,6 +170,7 @@ class Api:
         self.state = state
         self._routes: dict[str, dict[str, RouteHandler]] = {
             "/v1/token": {"POST": self._post_token, "DELETE": self._delete_token},
+            "/v1/identity-sessions": {"POST": self._post_identity_session},
             "/v1/status": {"GET": self._get_status},
             "/v1/flush": {"POST": self._post_flush},
             "/healthz": {"GET": self._healthz},
@@ -246,16 +256,60 @@ class Api:
 
     async def _post_token(self, body: bytes, ctx: dict[str, Any]) -> Response:
         obj = parse_json_object(body, allow_empty=True)
-        fields = selection_fields(obj, extra=TOKEN_OPTIONS)
+        return Response.json(200, await self.token_payload(obj, ctx))
+
+    def resolve_selection(self, obj: dict[str, Any]) -> Any:
+        """The TokenRequest a ``POST /v1/token`` body selects (validated the same way)."""
+        return self._config().resolve(selection_fields(obj, extra=TOKEN_OPTIONS))
+
+    async def token_payload(self, obj: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+        """The 200 body of ``POST /v1/token`` for a decoded request object.
+
+        The managed identity endpoint serves its tokens through here too, so
+        both surfaces validate and honour the same request fields.
+        """
         min_validity_s, force_refresh = token_options(obj)
-        req = self._config().resolve(fields)
+        req = self.resolve_selection(obj)
         ctx.update(profile=getattr(req, "profile", None), mode=_mode(req))
         served = await self.state.broker.get_token(
             req, min_validity_s=min_validity_s, force_refresh=force_refresh
         )
-        payload = served.to_json()
+        payload: dict[str, Any] = served.to_json()
+        agent = getattr(req, "agent", None)
+        if agent is not None:
+            # Which identity answered: `get --format az` reports the tenant, and
+            # the managed identity endpoint the client id.
+            payload["tenant_id"] = agent.tenant_id
+            payload["agent_identity_app_id"] = agent.agent_identity_app_id
         ctx.update(source=payload.get("source"))
-        return Response.json(200, payload)
+        return payload
+
+    async def _post_identity_session(self, body: bytes, ctx: dict[str, Any]) -> Response:
+        """Register a managed identity endpoint session for the calling process.
+
+        The session is bound to the peer's pid (SO_PEERCRED): ``agentid-helper
+        exec`` registers and then execs the command in the same process, so the
+        session lives exactly as long as the command.
+        """
+        sessions = self.state.identity_sessions
+        if sessions is None:
+            return Response.error(
+                404, "not_found", "this daemon does not serve a managed identity endpoint"
+            )
+        obj = parse_json_object(body, allow_empty=True)
+        fields = selection_fields(obj)
+        # Validate now: a bad selection fails the exec, not the command's first call.
+        req = self._config().resolve(fields)
+        ctx.update(profile=getattr(req, "profile", None), mode=_mode(req))
+        peer = current_peer()
+        if peer is None or peer.pid <= 0:
+            raise InvalidRequest(
+                "cannot identify the calling process (no peer pid on this connection; a "
+                "client in another pid namespace cannot own a session: use the sidecar's "
+                "fixed session, [daemon] managed_identity_listen)"
+            )
+        ctx.update(pid=peer.pid)
+        return Response.json(201, await sessions.register(fields, peer.pid))
 
     async def _delete_token(self, body: bytes, ctx: dict[str, Any]) -> Response:
         obj = parse_json_object(body, allow_empty=True)
@@ -295,6 +349,8 @@ class Api:
             "default_profile": getattr(config, "default_profile", None) if config else None,
             "profiles": profiles,
         }
+        if state.identity_sessions is not None:
+            daemon["managed_identity"] = state.identity_sessions.status()
         return Response.json(200, {"daemon": daemon, "entries": state.broker.status()})
 
     async def _healthz(self, body: bytes, ctx: dict[str, Any]) -> Response:

@@ -32,6 +32,7 @@ from .api import Api, ApiState
 from .config import Config, load_config
 from .errors import ConfigurationError
 from .hardening import forbid_core_dumps
+from .identity_sessions import IdentitySessions, SidecarSettings
 from .listener import AlreadyRunning, ListenerError, OpenedListener, open_listener
 from .logs import configure_logging, get_logger
 from .protocol import HttpServer, Limits
@@ -187,6 +188,8 @@ class Daemon:
             version=_version(),
         )
         self.api = Api(self.state)
+        self.sessions = IdentitySessions(self.api, sidecar=_sidecar(config))
+        self.state.identity_sessions = self.sessions
         self.server = HttpServer(self.api.handle_request, limits=limits, allowed_uid=os.getuid())
         self._stopping = False
         self._opened: OpenedListener | None = None
@@ -200,11 +203,15 @@ class Daemon:
         self._opened = opened
         self.state.socket_path = opened.path
         try:
+            # Outside the nursery: a bad sidecar header file or a taken port
+            # must surface as itself (exit 5), not inside an exception group.
+            await self.sessions.prepare()
             async with trio.open_nursery() as nursery:
                 with trio.open_signal_receiver(
                     signal.SIGTERM, signal.SIGINT, signal.SIGHUP
                 ) as sigs:
                     await nursery.start(self.cache.run)
+                    await nursery.start(self.sessions.run)
 
                     async def serve_then_stop(task_status: trio.TaskStatus[None]) -> None:
                         await self.server.serve(opened.listener, task_status=task_status)
@@ -280,10 +287,26 @@ class Daemon:
             if hasattr(self.cache, "idle_timeout_s"):
                 self.cache.idle_timeout_s = new.daemon.idle_timeout_s
             changes = _profile_changes(old, new) if old is not None else {}
+            if _sidecar(new) != self.sessions.sidecar:
+                log.warning(
+                    "the managed_identity_* settings changed; they take effect at the next "
+                    "daemon start"
+                )
             log.info("configuration reloaded", config=new.path, **changes)
             return True
         finally:
             await self.notifier.ready(self.activity.text())
+
+
+def _sidecar(config: Config) -> SidecarSettings | None:
+    settings = config.daemon
+    if settings.managed_identity_listen is None or settings.managed_identity_header_file is None:
+        return None
+    return SidecarSettings(
+        listen=settings.managed_identity_listen,
+        header_file=settings.managed_identity_header_file,
+        profile=settings.managed_identity_profile,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -319,6 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except ListenerError as exc:
         print(f"agentid-helperd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ConfigurationError as exc:  # e.g. the sidecar's header file
+        print(f"agentid-helperd: configuration error: {exc.description}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:  # Ctrl-C before the signal handler was installed
         return EXIT_OK

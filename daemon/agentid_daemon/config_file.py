@@ -87,7 +87,24 @@ class FileLoader:
         default_profile = top.get("default_profile")
         if default_profile is not None:
             self.known_profile(default_profile, profiles, "top level", "default_profile")
+        self.check_sidecar(daemon, profiles)
         return FileContents(default_profile, daemon, defaults, profiles, git)
+
+    def check_sidecar(self, daemon: DaemonSettings, profiles: dict[str, Profile]) -> None:
+        """``managed_identity_listen`` and ``_header_file`` go together; ``_profile`` exists."""
+        listen, header_file = daemon.managed_identity_listen, daemon.managed_identity_header_file
+        if (listen is None) != (header_file is None):
+            missing = "managed_identity_header_file" if listen else "managed_identity_listen"
+            raise self.error("[daemon]", missing, "is needed too: the sidecar endpoint takes both")
+        profile = daemon.managed_identity_profile
+        if profile is not None:
+            if listen is None:
+                raise self.error(
+                    "[daemon]",
+                    "managed_identity_profile",
+                    "needs managed_identity_listen and managed_identity_header_file",
+                )
+            self.known_profile(profile, profiles, "[daemon]", "managed_identity_profile")
 
     def profile(self, body: dict[str, Any], kind: Where, where: str) -> Profile:
         out = self.values(body, kind, where)

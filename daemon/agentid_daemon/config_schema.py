@@ -26,6 +26,7 @@ from agentid_client.contract import MAX_USER_TOKEN_CHARS
 
 from . import fields as F
 from .errors import InvalidRequest
+from .mi_protocol import parse_listen
 from .models import DEFAULT_AUTHORITY_HOST, DEFAULT_SCOPE, CredentialSpec, Mode
 from .scopes import normalise_scopes
 
@@ -143,6 +144,12 @@ def credential(value: Any, base: Path | None) -> CredentialSpec:
     return CredentialSpec(kind, expand_path(location, base, defer_unset=True))
 
 
+def _listen(value: Any, base: Path | None) -> tuple[str, int]:
+    if not isinstance(value, str):
+        raise ValueError("must be a string HOST:PORT such as 127.0.0.1:8081")
+    return parse_listen(value)
+
+
 def _profile_ref(value: Any, base: Path | None) -> str:
     # Whether the profile exists is checked once the whole file is read.
     if not isinstance(value, str) or not value:
@@ -181,6 +188,11 @@ class DaemonSettings:
     """The validated ``[daemon]`` table."""
 
     idle_timeout_s: float = 3600.0
+    # The sidecar's fixed managed identity endpoint: listen and header_file
+    # together (config_file checks the pair); profile defaults to default_profile.
+    managed_identity_listen: tuple[str, int] | None = None
+    managed_identity_header_file: str | None = None
+    managed_identity_profile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +223,31 @@ SCHEMA: tuple[Key, ...] = (
         "a key not requested for this long stops being refreshed (a reload applies it)",
         _plain(F.positive_number),
         default=f"{DaemonSettings().idle_timeout_s:g}",
+    ),
+    Key(
+        "managed_identity_listen",
+        "string `HOST:PORT`",
+        frozenset({"daemon"}),
+        "a fixed managed identity endpoint (sidecar mode), opened at start-up; loopback "
+        "addresses only (`127.0.0.1:8081`); needs `managed_identity_header_file`",
+        _listen,
+    ),
+    Key(
+        "managed_identity_header_file",
+        "path",
+        frozenset({"daemon"}),
+        "the sidecar session's `X-IDENTITY-HEADER`: read from this file (32 to 512 "
+        "characters of `A-Z a-z 0-9 - . _ ~ + / =`), or created there (0600, 256 random "
+        "bits) when absent; needs `managed_identity_listen`",
+        _path,
+    ),
+    Key(
+        "managed_identity_profile",
+        "string",
+        frozenset({"daemon"}),
+        "the profile whose tokens the sidecar session serves (default: `default_profile`); "
+        "must name a profile of the file",
+        _profile_ref,
     ),
     Key(
         "profile",

@@ -54,6 +54,9 @@ SENSITIVE_KEYS = frozenset(
         "proxy_authorization",
         "cookie",
         "private_key",
+        # The managed identity endpoint's per-session secret (X-IDENTITY-HEADER).
+        "identity_header",
+        "x_identity_header",
     }
 )
 

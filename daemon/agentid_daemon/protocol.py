@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import cast
 
@@ -34,13 +35,33 @@ from .listener import PeerCred, peer_allowed, peer_credentials
 from .logs import get_logger
 from .responses import SERVER_NAME, Headers, Response, response_head
 
-__all__ = ["SERVER_NAME", "Handler", "Headers", "HttpServer", "Limits", "Response"]
+__all__ = [
+    "SERVER_NAME",
+    "Handler",
+    "Headers",
+    "HttpServer",
+    "Limits",
+    "Response",
+    "current_peer",
+]
 
 log = get_logger("agentid_daemon.protocol")
 
 RECEIVE_SIZE = 16 * 1024
 
 Handler = Callable[[str, str, Headers, bytes], Awaitable[Response]]
+
+# The SO_PEERCRED of the connection whose request is being handled (None on a
+# TCP or in-memory stream). Each connection is served in its own task, so a
+# task-local context variable keeps the handler signature free of transport
+# details while letting a route that needs the caller's pid (the identity
+# session registration) ask for it.
+_PEER: ContextVar[PeerCred | None] = ContextVar("agentid_peer", default=None)
+
+
+def current_peer() -> PeerCred | None:
+    """The peer credentials of the request being handled (see ``_PEER``)."""
+    return _PEER.get()
 
 
 @dataclass(frozen=True)
@@ -190,6 +211,7 @@ class HttpServer:
 
     async def _serve_requests(self, h: h11.Connection, conn: _Conn) -> None:
         peer = self._peer(conn.stream)
+        _PEER.set(peer)
         forbidden_peer = not peer_allowed(peer, uid=self.allowed_uid)
         if forbidden_peer:
             assert peer is not None

@@ -1,0 +1,132 @@
+"""identity_sessions: the session table, the sidecar's header file, pidfd-bound sessions."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from agentid_daemon.errors import ConfigurationError, InvalidRequest
+from agentid_daemon.identity_sessions import (
+    MIN_HEADER_CHARS,
+    IdentitySession,
+    IdentitySessions,
+    SessionTable,
+    TooManySessions,
+    load_or_create_header,
+    new_header,
+)
+
+
+def test_new_header_has_at_least_128_random_bits() -> None:
+    headers = {new_header() for _ in range(100)}
+    assert len(headers) == 100
+    # token_urlsafe(32): 43 base64url characters = 256 bits
+    assert all(len(h) >= 22 for h in headers)
+
+
+def test_table_finds_only_the_exact_header() -> None:
+    table = SessionTable()
+    session = IdentitySession(new_header(), {"profile": "p"}, label="profile p", pid=1)
+    table.add(session)
+    assert table.find(session.header) is session
+    assert table.find(session.header[:-1]) is None
+    assert table.find(session.header + "x") is None
+    assert table.find("") is None
+    assert table.find("x" * 10_000) is None
+    table.remove(session)
+    assert table.find(session.header) is None
+    assert len(table) == 0
+
+
+def test_table_is_bounded() -> None:
+    table = SessionTable(max_sessions=2)
+    table.add(IdentitySession(new_header(), {}, label="a"))
+    table.add(IdentitySession(new_header(), {}, label="b"))
+    with pytest.raises(TooManySessions):
+        table.add(IdentitySession(new_header(), {}, label="c"))
+
+
+def test_session_repr_hides_header_and_fields() -> None:
+    session = IdentitySession("the-header-value", {"user_token": "tok"}, label="l", pid=3)
+    assert "the-header-value" not in repr(session) and "tok" not in repr(session)
+
+
+def test_header_file_created_private_then_reused(tmp_path: Path) -> None:
+    path = tmp_path / "header"
+    header = load_or_create_header(str(path))
+    assert len(header) >= MIN_HEADER_CHARS
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create_header(str(path)) == header
+
+
+@pytest.mark.parametrize("content", ["short", "x" * 40 + " y" * 10, "é" * 40, ""])
+def test_header_file_refuses_weak_or_odd_values(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "header"
+    path.write_text(content)
+    with pytest.raises(ConfigurationError) as err:
+        load_or_create_header(str(path))
+    assert content not in err.value.description or not content
+
+
+def test_header_file_in_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="cannot create"):
+        load_or_create_header(str(tmp_path / "nope" / "header"))
+
+
+class FakeTokens:
+    def resolve_selection(self, obj: dict[str, Any]) -> Any:
+        raise AssertionError("not used")
+
+    async def token_payload(self, obj: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+        raise AssertionError("not used")
+
+
+async def test_session_ends_when_its_process_exits() -> None:
+    sessions = IdentitySessions(FakeTokens())
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sessions.run)
+            answer = await sessions.register({"profile": "p"}, child.pid)
+            header = answer["identity_header"]
+            assert answer["identity_endpoint"].startswith("http://127.0.0.1:")
+            assert answer["identity_endpoint"].endswith("/msi/token")
+            assert sessions.table.find(header) is not None
+            assert sessions.status() == {"endpoint": answer["identity_endpoint"], "sessions": 1}
+            assert child.stdin is not None
+            child.stdin.close()
+            await trio.to_thread.run_sync(child.wait)
+            with trio.fail_after(10):
+                while sessions.table.find(header) is not None:
+                    await trio.sleep(0.01)
+            assert sessions.status()["sessions"] == 0
+            nursery.cancel_scope.cancel()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+async def test_register_for_a_process_that_is_gone() -> None:
+    sessions = IdentitySessions(FakeTokens())
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: the pid no longer exists
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sessions.run)
+        with pytest.raises(InvalidRequest, match="already exited"):
+            await sessions.register({}, child.pid)
+        assert len(sessions.table) == 0
+        nursery.cancel_scope.cancel()
+
+
+def test_pidfd_is_available_here() -> None:
+    fd = os.pidfd_open(os.getpid())
+    os.close(fd)

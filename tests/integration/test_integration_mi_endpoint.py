@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -109,9 +110,17 @@ def daemon(emulator: Any, sandbox: HelperSandbox,
 
 
 def sessions_count(sandbox: HelperSandbox) -> int:
-    status = sandbox.client("status", "--json")
-    assert status.returncode == 0, describe(status)
-    return int(json.loads(status.stdout)["daemon"]["managed_identity"]["sessions"])
+    """``GET /v1/status`` read directly (the client refuses a socket dir opened up on purpose)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(str(sandbox.socket_path))
+        sock.sendall(b"GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return int(json.loads(body)["daemon"]["managed_identity"]["sessions"])
 
 
 def test_exec_exports_the_endpoint_and_removes_shadowing_variables(

@@ -273,3 +273,40 @@ def test_load_uses_env_path(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD)
     cfg = load_config(environ={"AGENTID_HELPER_CONFIG": str(path)})
     assert cfg.path == str(path) and cfg.default_profile == "graph-bot"
+
+
+SIDECAR_PROFILE = """
+[profiles.bot]
+blueprint_app_id = "11111111-2222-3333-4444-555555555555"
+agent_identity_app_id = "66666666-7777-8888-9999-000000000000"
+tenant_id = "contoso.onmicrosoft.com"
+"""
+
+
+def test_sidecar_daemon_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, SIDECAR_PROFILE + """
+[daemon]
+managed_identity_listen = "127.0.0.1:8081"
+managed_identity_header_file = "run/header"
+managed_identity_profile = "bot"
+""")
+    daemon = load_config(path).daemon
+    assert daemon.managed_identity_listen == ("127.0.0.1", 8081)
+    assert daemon.managed_identity_header_file == str(tmp_path / "run" / "header")
+    assert daemon.managed_identity_profile == "bot"
+
+
+@pytest.mark.parametrize(("daemon", "match"), [
+    ('managed_identity_listen = "127.0.0.1:8081"', "managed_identity_header_file.*needed too"),
+    ('managed_identity_header_file = "/h"', "managed_identity_listen.*needed too"),
+    ('managed_identity_listen = "0.0.0.0:8081"\nmanaged_identity_header_file = "/h"',
+     "not a loopback address"),
+    ('managed_identity_listen = 8081\nmanaged_identity_header_file = "/h"', "HOST:PORT"),
+    ('managed_identity_listen = "127.0.0.1:8081"\nmanaged_identity_header_file = "/h"\n'
+     'managed_identity_profile = "nope"', "no profile 'nope'"),
+    ('managed_identity_profile = "bot"', "needs managed_identity_listen"),
+])
+def test_sidecar_daemon_keys_refused(tmp_path: Path, daemon: str, match: str) -> None:
+    path = write(tmp_path, SIDECAR_PROFILE + "\n[daemon]\n" + daemon + "\n")
+    with pytest.raises(ConfigurationError, match=match):
+        load_config(path)

@@ -1,83 +1,18 @@
-"""Tests for api.py: routes, body validation and error mapping with fake broker/config."""
+"""Tests for api.py: routes, body validation and error mapping (real config, fake broker)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon_fakes import AGENT, TENANT, TOKEN, FakeBroker, FakeSessions, load_api_config
 
 from agentid_daemon.api import Api, ApiState
-from agentid_daemon.errors import (
-    ConfigurationError,
-    IdentityProviderError,
-    InvalidRequest,
-    UnknownProfile,
-)
+from agentid_daemon.errors import ConfigurationError, IdentityProviderError
 from agentid_daemon.metrics import Metrics
 from agentid_daemon.protocol import Response
-
-TOKEN = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."
-
-
-@dataclass
-class FakeReq:
-    profile: str | None
-    mode: str
-    fields: dict[str, Any] = field(repr=False)
-
-
-class FakeConfig:
-    default_profile = "bot"
-    profiles = {"bot": {"mode": "AutonomousApp"}, "obo": {"mode": "OBO"}}
-
-    def resolve(self, fields: dict[str, Any]) -> FakeReq:
-        name = fields.get("profile", self.default_profile)
-        if name not in self.profiles:
-            raise UnknownProfile(f"no profile named {name!r}")
-        if fields.get("tenant_id") == "bad":
-            raise InvalidRequest("tenant_id must be a GUID or a domain name")
-        return FakeReq(name, fields.get("mode", self.profiles[name]["mode"]), dict(fields))
-
-
-@dataclass
-class FakeServed:
-    source: str = "identity_provider"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "access_token": TOKEN,
-            "token_type": "Bearer",
-            "expires_on": 2,
-            "refresh_on": 1,
-            "scope": "s",
-            "mode": "AutonomousApp",
-            "source": self.source,
-        }
-
-
-class FakeBroker:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-        self.error: Exception | None = None
-
-    async def get_token(self, req, *, min_validity_s=300, force_refresh=False):
-        self.calls.append(("get", (req, min_validity_s, force_refresh)))
-        if self.error:
-            raise self.error
-        return FakeServed()
-
-    def invalidate(self, req) -> bool:
-        self.calls.append(("invalidate", req))
-        return True
-
-    def flush(self) -> int:
-        self.calls.append(("flush", None))
-        return 3
-
-    def status(self) -> list[dict[str, Any]]:
-        return [{"key": "AutonomousApp x", "state": "valid"}]
 
 
 @pytest.fixture
@@ -86,9 +21,13 @@ def broker() -> FakeBroker:
 
 
 @pytest.fixture
-def api(broker: FakeBroker) -> Api:
+def api(broker: FakeBroker, tmp_path: Path) -> Api:
     state = ApiState(
-        broker=broker, metrics=Metrics(), config=FakeConfig(), config_path="/c.toml", version="9"
+        broker=broker,
+        metrics=Metrics(),
+        config=load_api_config(tmp_path),
+        config_path="/c.toml",
+        version="9",
     )
     state.listening = True
     state.socket_path = "/run/s.sock"
@@ -106,17 +45,22 @@ async def call(api: Api, method: str, path: str, body: Any = None) -> tuple[Resp
 
 async def test_post_token(api: Api, broker: FakeBroker) -> None:
     resp, body = await call(api, "POST", "/v1/token", {"profile": "bot", "min_validity_s": 10})
-    assert resp.status == 200 and body["access_token"] == TOKEN
+    assert resp.status == 200
+    assert body["access_token"] == TOKEN
     kind, (req, min_validity, force) = broker.calls[0]
-    assert kind == "get" and req.profile == "bot" and min_validity == 10.0 and force is False
-    assert "min_validity_s" not in req.fields
+    assert kind == "get"
+    assert req.profile == "bot"
+    assert min_validity == 10.0
+    assert force is False
 
 
 async def test_post_token_defaults_and_nulls(api: Api, broker: FakeBroker) -> None:
     resp, _ = await call(api, "POST", "/v1/token", {"profile": None, "force_refresh": True})
     assert resp.status == 200
     _, (req, min_validity, force) = broker.calls[0]
-    assert req.profile == "bot" and min_validity == 300.0 and force is True
+    assert req.profile == "bot"
+    assert min_validity == 300.0
+    assert force is True
     resp, _ = await call(api, "POST", "/v1/token")  # empty body: default profile
     assert resp.status == 200
 
@@ -134,7 +78,7 @@ async def test_post_token_defaults_and_nulls(api: Api, broker: FakeBroker) -> No
         ({"min_validity_s": -1}, "between 0 and 3600"),
         ({"min_validity_s": 99999}, "between 0 and 3600"),
         ({"force_refresh": "yes"}, "'force_refresh' must be a boolean"),
-        ({"tenant_id": "bad"}, "tenant_id must be a GUID"),
+        ({"tenant_id": "bad"}, "tenant_id is invalid: 'bad' is neither a tenant GUID"),
     ],
 )
 async def test_post_token_invalid(api: Api, broker: FakeBroker, body: Any, message: str) -> None:
@@ -148,12 +92,14 @@ async def test_post_token_invalid(api: Api, broker: FakeBroker, body: Any, messa
 
 async def test_invalid_json_never_echoes_body(api: Api) -> None:
     resp, parsed = await call(api, "POST", "/v1/token", b'{"user_token": "' + TOKEN.encode() + b'"')
-    assert resp.status == 400 and TOKEN not in parsed["error_description"]
+    assert resp.status == 400
+    assert TOKEN not in parsed["error_description"]
 
 
 async def test_unknown_profile_404(api: Api) -> None:
     resp, parsed = await call(api, "POST", "/v1/token", {"profile": "nope"})
-    assert resp.status == 404 and parsed["error"] == "unknown_profile"
+    assert resp.status == 404
+    assert parsed["error"] == "unknown_profile"
 
 
 async def test_identity_provider_errors(api: Api, broker: FakeBroker) -> None:
@@ -161,29 +107,39 @@ async def test_identity_provider_errors(api: Api, broker: FakeBroker) -> None:
         "AADSTS7000215: invalid secret", aadsts_codes=(7000215,), correlation_id="c-1", leg="t1"
     )
     resp, parsed = await call(api, "POST", "/v1/token", {})
-    assert resp.status == 502 and parsed["aadsts_codes"] == [7000215]
+    assert resp.status == 502
+    assert parsed["aadsts_codes"] == [7000215]
     assert parsed["correlation_id"] == "c-1"
     broker.error = IdentityProviderError("throttled", transient=True, retry_after_s=4.2)
     resp, parsed = await call(api, "POST", "/v1/token", {})
-    assert resp.status == 503 and parsed["error"] == "identity_provider_unavailable"
+    assert resp.status == 503
+    assert parsed["error"] == "identity_provider_unavailable"
     assert ("retry-after", "5") in resp.headers
     broker.error = ConfigurationError("blueprint secret file /x is unreadable")
     resp, parsed = await call(api, "POST", "/v1/token", {})
-    assert resp.status == 500 and parsed["error"] == "configuration_error"
+    assert resp.status == 500
+    assert parsed["error"] == "configuration_error"
 
 
 async def test_delete_token_and_flush(api: Api, broker: FakeBroker) -> None:
-    resp, _ = await call(api, "DELETE", "/v1/token", {"profile": "obo"})
-    assert resp.status == 204 and resp.body == b""
-    assert broker.calls[-1][0] == "invalidate" and broker.calls[-1][1].profile == "obo"
+    resp, _ = await call(api, "DELETE", "/v1/token", {"profile": "user"})
+    assert resp.status == 204
+    assert resp.body == b""
+    kind, req = broker.calls[-1]
+    assert kind == "invalidate"
+    assert req.profile == "user"
     resp, parsed = await call(api, "DELETE", "/v1/token", {"force_refresh": True})
-    assert resp.status == 400 and "unknown field" in parsed["error_description"]
+    assert resp.status == 400
+    assert "unknown field" in parsed["error_description"]
     resp, _ = await call(api, "POST", "/v1/flush")
-    assert resp.status == 204 and broker.calls[-1] == ("flush", None)
+    assert resp.status == 204
+    assert broker.calls[-1] == ("flush", None)
     resp, _ = await call(api, "POST", "/v1/flush", {"all": True})
-    assert resp.status == 204 and broker.calls[-1] == ("flush", None)
+    assert resp.status == 204
+    assert broker.calls[-1] == ("flush", None)
     resp, _ = await call(api, "POST", "/v1/flush", {"profile": "bot"})
-    assert resp.status == 204 and broker.calls[-1][0] == "invalidate"
+    assert resp.status == 204
+    assert broker.calls[-1][0] == "invalidate"
     resp, _ = await call(api, "POST", "/v1/flush", {"all": "yes"})
     assert resp.status == 400
 
@@ -192,24 +148,32 @@ async def test_status(api: Api) -> None:
     resp, body = await call(api, "GET", "/v1/status")
     assert resp.status == 200
     d = body["daemon"]
-    assert d["version"] == "9" and d["socket"] == "/run/s.sock" and d["config_path"] == "/c.toml"
-    assert d["profiles"] == ["bot", "obo"] and d["default_profile"] == "bot"
-    assert isinstance(d["pid"], int) and d["uptime_s"] >= 0
+    assert d["version"] == "9"
+    assert d["socket"] == "/run/s.sock"
+    assert d["config_path"] == "/c.toml"
+    assert d["profiles"] == ["bot", "obo", "user"]
+    assert d["default_profile"] == "bot"
+    assert isinstance(d["pid"], int)
+    assert d["uptime_s"] >= 0
     assert body["entries"] == [{"key": "AutonomousApp x", "state": "valid"}]
     assert TOKEN not in resp.body.decode()
 
 
 async def test_health_ready_metrics(api: Api) -> None:
     resp, body = await call(api, "GET", "/healthz")
-    assert resp.status == 200 and body == {"status": "ok"}
+    assert resp.status == 200
+    assert body == {"status": "ok"}
     resp, body = await call(api, "GET", "/readyz")
-    assert resp.status == 200 and body["status"] == "ok"
+    assert resp.status == 200
+    assert body["status"] == "ok"
     api.state.listening = False
     resp, body = await call(api, "GET", "/readyz")
-    assert resp.status == 503 and body["listener_up"] is False
+    assert resp.status == 503
+    assert body["listener_up"] is False
     api.state.listening, api.state.config = True, None
     resp, body = await call(api, "GET", "/readyz")
-    assert resp.status == 503 and body["config_loaded"] is False
+    assert resp.status == 503
+    assert body["config_loaded"] is False
     resp = await api.handle_request("GET", "/metrics", [], b"")
     assert resp.status == 200
     assert ("content-type", "text/plain; version=0.0.4; charset=utf-8") in resp.headers
@@ -220,9 +184,11 @@ async def test_health_ready_metrics(api: Api) -> None:
 
 async def test_not_found_and_method_not_allowed(api: Api) -> None:
     resp, body = await call(api, "GET", "/v2/nothing")
-    assert resp.status == 404 and body["error"] == "not_found"
+    assert resp.status == 404
+    assert body["error"] == "not_found"
     resp, body = await call(api, "GET", "/v1/token")
-    assert resp.status == 405 and ("allow", "DELETE, POST") in resp.headers
+    assert resp.status == 405
+    assert ("allow", "DELETE, POST") in resp.headers
     resp, _ = await call(api, "HEAD", "/healthz")
     assert resp.status == 200
     resp, _ = await call(api, "GET", "/healthz?x=1")
@@ -258,23 +224,27 @@ async def test_cache_hits_logged_at_debug_acquisitions_at_info(
     api: Api, broker: FakeBroker, log_lines: Any
 ) -> None:
     stream = log_lines("info")
-    broker.get_token = _served_from("cache")  # type: ignore[method-assign]
+    broker.source = "cache"
     resp, _ = await call(api, "POST", "/v1/token", {"profile": "bot"})
     assert resp.status == 200
     assert [r for r in _records(stream) if r["event"] == "request"] == []
 
-    broker.get_token = _served_from("identity_provider")  # type: ignore[method-assign]
+    broker.source = "identity_provider"
     await call(api, "POST", "/v1/token", {"profile": "bot"})
     (rec,) = [r for r in _records(stream) if r["event"] == "request"]
-    assert rec["level"] == "info" and rec["source"] == "identity_provider"
-    assert rec["profile"] == "bot" and rec["mode"] == "AutonomousApp" and rec["status"] == 200
+    assert rec["level"] == "info"
+    assert rec["source"] == "identity_provider"
+    assert rec["profile"] == "bot"
+    assert rec["mode"] == "AutonomousApp"
+    assert rec["status"] == 200
 
     stream = log_lines("debug")
-    broker.get_token = _served_from("cache")  # type: ignore[method-assign]
+    broker.source = "cache"
     await call(api, "POST", "/v1/token", {"profile": "bot"})
     (rec,) = [r for r in _records(stream) if r["event"] == "request"]
     # The fields journald users filter on are all there at debug.
-    assert rec["level"] == "debug" and rec["source"] == "cache"
+    assert rec["level"] == "debug"
+    assert rec["source"] == "cache"
     assert {"method", "path", "status", "duration_ms", "profile", "mode"} <= set(rec)
 
 
@@ -292,39 +262,20 @@ async def test_errors_still_logged_at_info_and_warning(
     assert levels == [("info", 404), ("warning", 503)]
 
 
-def _served_from(source: str) -> Any:
-    async def get_token(req: Any, *, min_validity_s: float = 300, force_refresh: bool = False):
-        return FakeServed(source)
-
-    return get_token
-
-
-class FakeSessions:
-    def __init__(self) -> None:
-        self.registered: list[tuple[dict[str, Any], int]] = []
-
-    async def register(self, fields: dict[str, Any], pid: int) -> dict[str, Any]:
-        self.registered.append((fields, pid))
-        return {"identity_endpoint": "http://127.0.0.1:9/msi/token",
-                "identity_header": "h" * 43, "pid": pid}
-
-    def status(self) -> dict[str, Any]:
-        return {"endpoint": None, "sessions": len(self.registered)}
-
-
 async def test_identity_session_needs_a_peer_pid(api: Api) -> None:
     """Without SO_PEERCRED (not a Unix socket) no process can own the session."""
     api.state.identity_sessions = FakeSessions()
     resp, body = await call(api, "POST", "/v1/identity-sessions", {"profile": "bot"})
-    assert resp.status == 400 and "cannot identify the calling process" in body[
-        "error_description"]
+    assert resp.status == 400
+    assert "cannot identify the calling process" in body["error_description"]
 
 
 async def test_identity_session_validates_selection_first(api: Api) -> None:
     sessions = FakeSessions()
     api.state.identity_sessions = sessions
     resp, body = await call(api, "POST", "/v1/identity-sessions", {"profile": "nope"})
-    assert resp.status == 404 and body["error"] == "unknown_profile"
+    assert resp.status == 404
+    assert body["error"] == "unknown_profile"
     resp, body = await call(api, "POST", "/v1/identity-sessions", {"scope": 3})
     assert resp.status == 400
     assert sessions.registered == []
@@ -365,15 +316,6 @@ async def test_identity_sessions_absent_is_404(api: Api) -> None:
 
 
 async def test_token_payload_names_tenant_and_agent(api: Api) -> None:
-    from types import SimpleNamespace
-
-    class Config(FakeConfig):
-        def resolve(self, fields: dict[str, Any]) -> Any:
-            req = super().resolve(fields)
-            return SimpleNamespace(profile=req.profile, mode=req.mode, agent=SimpleNamespace(
-                tenant_id="t", agent_identity_app_id="a"))
-
-    api.state.config = Config()
     resp, body = await call(api, "POST", "/v1/token", {})
     assert resp.status == 200
-    assert (body["tenant_id"], body["agent_identity_app_id"]) == ("t", "a")
+    assert (body["tenant_id"], body["agent_identity_app_id"]) == (TENANT, AGENT)

@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 import trio
+from daemon_fakes import FakeBroker, FakeCache, load_api_config
 
 from agentid_daemon import app
-from agentid_daemon.app import Daemon, main
+from agentid_daemon.app import Components, Daemon, main
 from agentid_daemon.config import Config
 from agentid_daemon.sdnotify import Notifier
 
@@ -231,24 +232,6 @@ def _wait_for(predicate: Any, timeout: float = 10.0) -> None:
 # ---- in process: lifecycle and sd_notify -----------------------------------------
 
 
-class FakeCache:
-    def __init__(self) -> None:
-        self.running = False
-
-    def __len__(self) -> int:
-        return 0
-
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        self.running = True
-        task_status.started()
-        await trio.sleep_forever()
-
-
-class FakeBroker:
-    def status(self) -> list[dict[str, Any]]:
-        return []
-
-
 async def next_message(receiver: trio.socket.SocketType) -> bytes:
     """The next sd_notify message that is not a periodic STATUS= refresh."""
     while (msg := await receiver.recv(4096)).startswith(b"STATUS="):
@@ -265,7 +248,7 @@ async def test_lifecycle_notifies_systemd(tmp_path: Path) -> None:
         Config(path=str(tmp_path / "c.toml")),
         socket_path=sock,
         notifier=Notifier({"NOTIFY_SOCKET": notify_path}),
-        components=(FakeCache(), FakeBroker(), None),
+        components=Components(FakeCache(), FakeBroker(), None),
     )
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -286,36 +269,15 @@ async def test_lifecycle_notifies_systemd(tmp_path: Path) -> None:
     receiver.close()
 
 
-class SlowBroker(FakeBroker):
-    def __init__(self) -> None:
-        self.entered = trio.Event()
-        self.release = trio.Event()
-
-    async def get_token(self, req: Any, **_kw: Any) -> Any:
-        self.entered.set()
-        await self.release.wait()
-
-        class Served:
-            def to_json(self) -> dict[str, Any]:
-                return {"access_token": "x", "source": "cache"}
-
-        return Served()
-
-
-class AnyConfig:
-    profiles: dict[str, dict[str, Any]] = {}
-
-    def resolve(self, fields: dict[str, Any]) -> Any:
-        return None
-
-
 async def test_shutdown_removes_socket_then_drains(tmp_path: Path) -> None:
     sock = tmp_path / "run" / "d.sock"
-    broker = SlowBroker()
+    broker = FakeBroker(gate=trio.Event())
     daemon = Daemon(
-        Config(), socket_path=sock, notifier=Notifier({}), components=(FakeCache(), broker, None)
+        load_api_config(tmp_path),
+        socket_path=sock,
+        notifier=Notifier({}),
+        components=Components(FakeCache(), broker, None),
     )
-    daemon.state.config = AnyConfig()
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.run)
@@ -326,7 +288,8 @@ async def test_shutdown_removes_socket_then_drains(tmp_path: Path) -> None:
             await broker.entered.wait()
             await daemon.stop()
             assert not sock.exists()  # new clients fail fast while we drain
-            broker.release.set()
+            assert broker.gate is not None
+            broker.gate.set()
             data = b""
             while chunk := await stream.receive_some(4096):
                 data += chunk
@@ -410,7 +373,7 @@ def test_end_to_end_three_modes(emulator: Any, tmp_path: Path) -> None:
 def test_status_text_names_entries_last_refresh_and_last_error() -> None:
     from agentid_daemon.app import _Activity
 
-    activity = _Activity(cache=[object(), object()])
+    activity = _Activity(cache=FakeCache(entries=2))
     assert activity.text() == "2 token(s) cached; last refresh never"
     activity.on_event("fetch", label="t1", outcome="ok")
     activity.on_event(
@@ -442,7 +405,7 @@ async def test_reload_forgets_remembered_resolutions(tmp_path: Path) -> None:
         old,
         config_path=str(path),
         notifier=Notifier(environ={}),
-        components=([], object(), None),  # a "cache" with a length; no broker calls
+        components=Components(FakeCache(), FakeBroker(), None),
     )
     before = old.resolve({"profile": "one"})
     assert old.resolve({"profile": "one"}) is before  # remembered
@@ -468,8 +431,26 @@ async def test_sigterm_before_the_receiver_shuts_down_cleanly(
         Config(path=str(tmp_path / "c.toml")),
         socket_path=sock,
         notifier=Notifier({}),
-        components=(FakeCache(), FakeBroker(), None),
+        components=Components(FakeCache(), FakeBroker(), None),
     )
     with trio.fail_after(10):
         await daemon.run()  # returns by itself: the remembered SIGTERM stops it
     assert not sock.exists()
+
+
+async def test_reload_applies_idle_timeout_to_the_real_cache(tmp_path: Path) -> None:
+    """SIGHUP's reload reaches the real TokenCache (no fake, no hasattr in between)."""
+    from agentid_daemon.cache import TokenCache
+    from agentid_daemon.config import load_config
+
+    path = tmp_path / "config.toml"
+    path.write_text("[daemon]\nidle_timeout_s = 600\n")
+    daemon = Daemon(
+        load_config(path, environ={}), config_path=str(path), notifier=Notifier(environ={})
+    )
+    assert isinstance(daemon.cache, TokenCache)
+    assert daemon.cache.idle_timeout_s == 600
+    path.write_text("[daemon]\nidle_timeout_s = 120\n")
+    with trio.fail_after(10):
+        assert await daemon.reload()
+    assert daemon.cache.idle_timeout_s == 120

@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -29,7 +29,11 @@ from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S, 
 from .config import REQUEST_KEYS, Config
 from .errors import AgentIdError, ConfigurationError, IdentityProviderError, InvalidRequest
 from .logs import get_logger, is_enabled_for
+from .models import TokenRequest
 from .protocol import Headers, Response, current_peer
+
+if TYPE_CHECKING:  # broker.py pulls in the cache and metrics: annotations only
+    from .broker import ServedToken
 
 log = get_logger("agentid_daemon.api")
 
@@ -44,10 +48,16 @@ RouteHandler = Callable[[bytes, dict[str, Any]], Awaitable[Response]]
 
 
 class BrokerLike(Protocol):
+    """What the routes ask of :class:`broker.Broker` (tests pass conforming fakes)."""
+
     async def get_token(
-        self, req: Any, *, min_validity_s: float = 300, force_refresh: bool = False
-    ) -> Any: ...
-    def invalidate(self, req: Any) -> bool: ...
+        self,
+        req: TokenRequest,
+        *,
+        min_validity_s: float = DEFAULT_MIN_VALIDITY_S,
+        force_refresh: bool = False,
+    ) -> ServedToken: ...
+    def invalidate(self, req: TokenRequest) -> bool: ...
     def flush(self) -> int: ...
     def status(self) -> list[dict[str, Any]]: ...
 
@@ -60,6 +70,8 @@ class IdentitySessionsLike(Protocol):
 
 
 class MetricsLike(Protocol):
+    """What the routes ask of :class:`metrics.Metrics`."""
+
     def render(self) -> str: ...
     def observe_request(self, endpoint: str, status: int | str) -> None: ...
 
@@ -93,11 +105,11 @@ def parse_json_object(body: bytes, *, allow_empty: bool) -> dict[str, Any]:
         value = json.loads(body)
     except RecursionError:  # "[[[[...": nesting deeper than the interpreter's stack
         raise InvalidRequest("request body is nested too deeply") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise InvalidRequest("request body is not valid JSON (not UTF-8)") from None
+    except json.JSONDecodeError as exc:
         # The message names the position only: never echo the body (it may hold a token).
-        pos = getattr(exc, "pos", None)
-        where = f" at position {pos}" if pos is not None else ""
-        raise InvalidRequest(f"request body is not valid JSON{where}") from None
+        raise InvalidRequest(f"request body is not valid JSON at position {exc.pos}") from None
     if not isinstance(value, dict):
         raise InvalidRequest(f"request body must be a JSON object, not {_json_type(value)}")
     return value
@@ -258,7 +270,7 @@ class Api:
         obj = parse_json_object(body, allow_empty=True)
         return Response.json(200, await self.token_payload(obj, ctx))
 
-    def resolve_selection(self, obj: dict[str, Any]) -> Any:
+    def resolve_selection(self, obj: dict[str, Any]) -> TokenRequest:
         """The TokenRequest a ``POST /v1/token`` body selects (validated the same way)."""
         return self._config().resolve(selection_fields(obj, extra=TOKEN_OPTIONS))
 
@@ -270,18 +282,16 @@ class Api:
         """
         min_validity_s, force_refresh = token_options(obj)
         req = self.resolve_selection(obj)
-        ctx.update(profile=getattr(req, "profile", None), mode=_mode(req))
+        ctx.update(profile=req.profile, mode=req.mode.value)
         served = await self.state.broker.get_token(
             req, min_validity_s=min_validity_s, force_refresh=force_refresh
         )
         payload: dict[str, Any] = served.to_json()
-        agent = getattr(req, "agent", None)
-        if agent is not None:
-            # Which identity answered: `get --format az` reports the tenant, and
-            # the managed identity endpoint the client id.
-            payload["tenant_id"] = agent.tenant_id
-            payload["agent_identity_app_id"] = agent.agent_identity_app_id
-        ctx.update(source=payload.get("source"))
+        # Which identity answered: `get --format az` reports the tenant, and
+        # the managed identity endpoint the client id.
+        payload["tenant_id"] = req.agent.tenant_id
+        payload["agent_identity_app_id"] = req.agent.agent_identity_app_id
+        ctx.update(source=served.source)
         return payload
 
     async def _post_identity_session(self, body: bytes, ctx: dict[str, Any]) -> Response:
@@ -300,7 +310,7 @@ class Api:
         fields = selection_fields(obj)
         # Validate now: a bad selection fails the exec, not the command's first call.
         req = self._config().resolve(fields)
-        ctx.update(profile=getattr(req, "profile", None), mode=_mode(req))
+        ctx.update(profile=req.profile, mode=req.mode.value)
         peer = current_peer()
         if peer is None or peer.pid <= 0:
             raise InvalidRequest(
@@ -314,7 +324,7 @@ class Api:
     async def _delete_token(self, body: bytes, ctx: dict[str, Any]) -> Response:
         obj = parse_json_object(body, allow_empty=True)
         req = self._config().resolve(selection_fields(obj))
-        ctx.update(profile=getattr(req, "profile", None), mode=_mode(req))
+        ctx.update(profile=req.profile, mode=req.mode.value)
         dropped = self.state.broker.invalidate(req)
         ctx.update(dropped=dropped)
         return Response.empty(204)
@@ -337,7 +347,7 @@ class Api:
     async def _get_status(self, body: bytes, ctx: dict[str, Any]) -> Response:
         state = self.state
         config = state.config
-        profiles = sorted(getattr(config, "profiles", {}) or {}) if config else []
+        profiles = config.profile_names() if config else []
         daemon = {
             "pid": os.getpid(),
             "version": state.version,
@@ -346,7 +356,7 @@ class Api:
             "socket": state.socket_path,
             "config_path": state.config_path,
             "config_loaded": config is not None,
-            "default_profile": getattr(config, "default_profile", None) if config else None,
+            "default_profile": config.default_profile if config else None,
             "profiles": profiles,
         }
         if state.identity_sessions is not None:
@@ -371,11 +381,6 @@ class Api:
             return Response(200, [("content-type", PROMETHEUS_CONTENT_TYPE)], b"")
         text = self.state.metrics.render()
         return Response(200, [("content-type", PROMETHEUS_CONTENT_TYPE)], text.encode())
-
-
-def _mode(req: Any) -> str | None:
-    mode = getattr(req, "mode", None)
-    return getattr(mode, "value", mode)
 
 
 def _error_response(exc: AgentIdError) -> Response:

@@ -24,11 +24,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
-from .api import Api, ApiState
+from .api import Api, ApiState, BrokerLike, MetricsLike
+from .cache_entry import EventCallback
 from .config import Config, load_config
 from .errors import ConfigurationError
 from .hardening import forbid_core_dumps
@@ -102,11 +103,30 @@ def _remember_early_term(signum: int, _frame: object) -> None:
     _EARLY_TERM.append(signum)
 
 
+class CacheService(Protocol):
+    """What the daemon asks of :class:`cache.TokenCache` (tests pass conforming fakes)."""
+
+    idle_timeout_s: float  # a reload sets it
+
+    def __len__(self) -> int: ...
+    async def run(self, *, task_status: trio.TaskStatus[None] = ...) -> None: ...
+    def add_listener(self, callback: EventCallback) -> None: ...
+
+
+@dataclass(frozen=True)
+class Components:
+    """The parts :class:`Daemon` runs; :func:`_build` makes the real ones."""
+
+    cache: CacheService
+    broker: BrokerLike
+    metrics: MetricsLike | None
+
+
 @dataclass
 class _Activity:
     """What STATUS= tells systemd: entries, last refresh, last error."""
 
-    cache: Any
+    cache: CacheService
     last_refresh: float | None = None
     last_error: str | None = None
     errors: int = field(default=0)
@@ -137,7 +157,7 @@ class _Activity:
         return text
 
 
-def _build(config: Config) -> tuple[Any, Any, Any]:
+def _build(config: Config) -> Components:
     """Engine, cache, broker and metrics for *config* (imported late: heavy modules)."""
     from .broker import Broker
     from .cache import TokenCache
@@ -147,7 +167,7 @@ def _build(config: Config) -> tuple[Any, Any, Any]:
     metrics = Metrics()
     cache = TokenCache(idle_timeout_s=config.daemon.idle_timeout_s)
     broker = Broker(Engine(), cache, metrics, limiter=trio.CapacityLimiter(ENGINE_THREADS))
-    return cache, broker, metrics
+    return Components(cache, broker, metrics)
 
 
 def _profile_changes(old: Config, new: Config) -> dict[str, list[str]]:
@@ -170,16 +190,15 @@ class Daemon:
         config_path: str | None = None,
         limits: Limits | None = None,
         notifier: Notifier | None = None,
-        components: tuple[Any, Any, Any] | None = None,
+        components: Components | None = None,
     ) -> None:
         self.config_path = config_path
         self.socket_path = socket_path
         self.notifier = notifier or Notifier()
-        self.cache, self.broker, self.metrics = components or _build(config)
+        parts = components or _build(config)
+        self.cache, self.broker, self.metrics = parts.cache, parts.broker, parts.metrics
         self.activity = _Activity(self.cache)
-        add_listener = getattr(self.cache, "add_listener", None)
-        if add_listener is not None:
-            add_listener(self.activity.on_event)
+        self.cache.add_listener(self.activity.on_event)
         self.state = ApiState(
             broker=self.broker,
             metrics=self.metrics,
@@ -284,8 +303,7 @@ class Daemon:
                 # The new Config resolves afresh; the old one's remembered
                 # requests (which may hold OBO user tokens) go now.
                 old.forget_resolved()
-            if hasattr(self.cache, "idle_timeout_s"):
-                self.cache.idle_timeout_s = new.daemon.idle_timeout_s
+            self.cache.idle_timeout_s = new.daemon.idle_timeout_s
             changes = _profile_changes(old, new) if old is not None else {}
             if _sidecar(new) != self.sessions.sidecar:
                 log.warning(

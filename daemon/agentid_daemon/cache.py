@@ -111,7 +111,7 @@ class TokenCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the fetch and refresh tasks; :meth:`get` needs this running."""
         if self._nursery is not None:
             raise RuntimeError("TokenCache.run() is already running")
@@ -312,7 +312,7 @@ class TokenCache:
         """Equal-jitter exponential backoff, at least the identity provider's Retry-After."""
         nominal = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(failures - 1, 30))
         delay = nominal / 2 + self._random.uniform(0, nominal / 2)
-        retry_after = getattr(exc, "retry_after_s", None)
+        retry_after = exc.retry_after_s if isinstance(exc, IdentityProviderError) else None
         if retry_after is not None and retry_after > delay:
             delay = float(retry_after)
         return delay

@@ -53,7 +53,8 @@ def credential_fingerprint(credential: ClientCredential) -> str:
         h.update(b"secret\0" + credential.encode())
     elif "client_assertion" in credential:
         assertion = credential["client_assertion"]
-        h.update(b"assertion\0" + repr(getattr(assertion, "path", id(assertion))).encode())
+        source = assertion.path if isinstance(assertion, _FileAssertion) else id(assertion)
+        h.update(b"assertion\0" + repr(source).encode())
     else:
         h.update(b"cert\0" + str(credential.get("private_key", "")).encode())
         h.update(b"\0" + str(credential.get("public_certificate", "")).encode())

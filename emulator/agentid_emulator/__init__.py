@@ -138,7 +138,8 @@ Still different from real tokens and Entra (deliberately or not yet):
   is a stable pairwise hash, not Entra's exact algorithm.
 - A user token for the blueprint is minted with the ``aud`` asked for
   (``api://<blueprint>`` stays a URI); a real v2.0 token always carries the
-  app id.
+  app id. It also carries ``upn``/``unique_name`` (v1.0 names) besides
+  ``preferred_username``, and its client is Azure CLI's public client id.
 - Interactive flows (authorize, device code), refresh tokens, ROPC, SAML,
   the v1.0 endpoint, ``common``/``organizations`` and tenant domain names
   (tenant GUIDs only), instance discovery, regional endpoints.

@@ -1,9 +1,11 @@
 """The demo: emulator + daemon + client, tokens in all three modes.
 
 Everything runs from a temporary directory on loopback: the local Entra
-emulator (``agentid-helper-emulator --demo``), the daemon on a private socket,
-and the ``agentid-helper`` client as a script, kubectl or git would run it.
-Tokens are shown as decoded claims and a short prefix, never whole.
+emulator (``agentid-helper-emulator --demo --imds-port 0``), the daemon on a
+private socket, and the ``agentid-helper`` client as a script, kubectl or git
+would run it; then a managed identity (the emulator's IMDS endpoint) as the
+blueprint's credential. Tokens are shown as decoded claims and a short
+prefix, never whole. tests/test_demo.py runs it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from ssl import create_default_context
@@ -79,6 +82,32 @@ def emulator_admin(info: dict, path: str, body: dict | None = None) -> dict:
         return json.loads(resp.read() or b"{}")
 
 
+def managed_identity_step(info: dict) -> None:
+    """The blueprint's own Graph token with a managed identity as its credential,
+    over the wire as Microsoft's docs show it (create-delete-agent-identities.md)."""
+    query = urllib.parse.urlencode({"api-version": "2018-02-01",
+                                    "resource": "api://AzureADTokenExchange",
+                                    "client_id": info["managed_identity_client_id"]})
+    print(f"   GET {info['imds_endpoint']}/metadata/identity/oauth2/token?... (Metadata: true)")
+    req = urllib.request.Request(f"{info['imds_endpoint']}/metadata/identity/oauth2/token?"
+                                 f"{query}", headers={"Metadata": "true"})
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # IMDS: no proxy
+    with direct.open(req, timeout=10) as resp:
+        mi_token = json.loads(resp.read())["access_token"]
+    show_token(mi_token, ("aud", "sub", "azp"))
+    form = urllib.parse.urlencode({
+        "client_id": info["blueprint_app_id"], "grant_type": "client_credentials",
+        "scope": "https://graph.microsoft.com/.default", "client_assertion": mi_token,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+    }).encode()
+    print("   POST token endpoint: the blueprint, client_assertion = that token, no fmi_path")
+    ctx = create_default_context(cafile=info["ca_bundle"])
+    with urllib.request.urlopen(info["token_endpoint"], data=form, context=ctx,
+                                timeout=10) as resp:
+        own = json.loads(resp.read())["access_token"]
+    show_token(own, ("aud", "appid", "idtyp", "roles"))
+
+
 def write_config(path: Path, info: dict, secret_file: Path) -> None:
     path.write_text(
         f"""default_profile = "graph-bot"
@@ -127,7 +156,8 @@ def main() -> int:
             procs.append(
                 start(
                     [str(BIN / "agentid-helper-emulator"), "--demo", "--port", "0",
-                     "--ready-file", str(ready), "--state-dir", str(tmp / "emulator")],
+                     "--imds-port", "0", "--ready-file", str(ready),
+                     "--state-dir", str(tmp / "emulator")],
                     env, tmp / "emulator.log",
                 )
             )
@@ -184,7 +214,10 @@ def main() -> int:
             step("7. What the daemon holds (never token values)")
             print(client(env, "status").rstrip())
 
-            step("8. What the identity provider saw")
+            step("8. A managed identity as the blueprint's credential (emulated IMDS)")
+            managed_identity_step(info)
+
+            step("9. What the identity provider saw")
             stats = emulator_admin(info, "/_emulator/stats")["token_requests"]
             print(f"   token requests: {stats['total']} by leg {json.dumps(stats['by_leg'])}")
             print("   (T1 was reused by all three modes; the repeated call cost nothing)")

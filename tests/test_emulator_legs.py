@@ -273,6 +273,7 @@ def test_blueprint_own_token_needs_no_fmi_path(service: TokenService) -> None:
     no_fmi = {k: v for k, v in t1_form().items() if k != "fmi_path"}
     resp = service.handle(TENANT, no_fmi)
     assert code(resp) == 900144 and "fmi_path" in resp.body["error_description"]
+    assert resp.leg == "t1"
     assert code(service.handle(TENANT, {**form, "scope": "User.Read"})) == 1002012
     assert code(service.handle(TENANT, {**form, "client_secret": "wrong"})) == 7000215
 

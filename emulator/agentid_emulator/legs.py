@@ -72,13 +72,15 @@ class TokenService:
         return self.issuer.authority_host
 
     def leg_of(self, tenant_id: str, form: dict[str, str]) -> str | None:
-        """The leg of a request; a blueprint's client_credentials without fmi_path
-        for a resource is its own app-only token (``blueprint_app``)."""
+        """The leg of a request, knowing who the client is: a blueprint's
+        client_credentials without fmi_path is its own app-only token
+        (``blueprint_app``) for a resource, a T1 lacking fmi_path for the
+        exchange scope."""
         leg = classify(form)
-        if leg == "autonomous_app":
+        if leg in ("autonomous_app", "t2"):
             tenant = self.directory.tenant(tenant_id)
             if tenant is not None and (form.get("client_id") or "").lower() in tenant.blueprints:
-                return "blueprint_app"
+                return "t1" if leg == "t2" else "blueprint_app"
         return leg
 
     def handle(self, tenant_id: str, form: dict[str, str], *,

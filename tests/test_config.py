@@ -310,3 +310,51 @@ def test_sidecar_daemon_keys_refused(tmp_path: Path, daemon: str, match: str) ->
     path = write(tmp_path, SIDECAR_PROFILE + "\n[daemon]\n" + daemon + "\n")
     with pytest.raises(ConfigurationError, match=match):
         load_config(path)
+
+
+@pytest.mark.parametrize(("value", "location"), [
+    ('{ managed_identity = "system" }', "system"),
+    ('{ managed_identity = "SYSTEM" }', "system"),
+    ('{ managed_identity = "99999999-9999-4999-8999-99999999999A" }',
+     "client_id=99999999-9999-4999-8999-99999999999a"),
+    ('{ managed_identity = { client_id = "99999999-9999-4999-8999-999999999999" } }',
+     "client_id=99999999-9999-4999-8999-999999999999"),
+    ('{ managed_identity = { object_id = "88888888-8888-4888-8888-888888888888" } }',
+     "object_id=88888888-8888-4888-8888-888888888888"),
+    ('{ managed_identity = { resource_id = "/subscriptions/s/resourcegroups/r/providers/'
+     'Microsoft.ManagedIdentity/userAssignedIdentities/n" } }',
+     "resource_id=/subscriptions/s/resourcegroups/r/providers/"
+     "Microsoft.ManagedIdentity/userAssignedIdentities/n"),
+])
+def test_managed_identity_credential(tmp_path: Path, value: str, location: str) -> None:
+    path = write(tmp_path, SIDECAR_PROFILE + f"blueprint_credential = {value}\n")
+    spec = load_config(path, environ={}).profiles["bot"].blueprint_credential
+    assert spec == CredentialSpec("managed_identity", location)
+
+
+@pytest.mark.parametrize(("value", "match"), [
+    ('{ managed_identity = "nope" }', 'must be "system", a client id'),
+    ('{ managed_identity = { client_id = "x" } }', "client_id must be a GUID"),
+    ('{ managed_identity = { objectid = "x" } }', "did you mean 'object_id'"),
+    ('{ managed_identity = { resource_id = "x" } }', "Azure resource id"),
+    ('{ managed_identity = { object_id = "a", client_id = "b" } }', "one of"),
+    ('"workload-identity"', "did you mean 'workload_identity'"),
+])
+def test_managed_identity_credential_refused(tmp_path: Path, value: str, match: str) -> None:
+    path = write(tmp_path, SIDECAR_PROFILE + f"blueprint_credential = {value}\n")
+    with pytest.raises(ConfigurationError, match=match):
+        load_config(path, environ={})
+
+
+def test_workload_identity_and_azure_client_id(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[profiles.wi]
+agent_identity_app_id = "66666666-7777-8888-9999-000000000000"
+blueprint_credential = "workload_identity"
+""")
+    config = load_config(path, environ={
+        "AZURE_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+        "AZURE_TENANT_ID": "contoso.onmicrosoft.com"})
+    req = config.resolve({"profile": "wi"})
+    assert req.agent.blueprint_app_id == "11111111-2222-3333-4444-555555555555"
+    assert req.agent.credential == CredentialSpec("workload_identity", "")

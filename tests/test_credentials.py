@@ -256,3 +256,46 @@ def test_secret_file_under_unset_variable_fails_when_used(
     (tmp_path / "bp").write_text(SECRET + "\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     assert load_client_credential(spec) == SECRET
+
+
+def test_workload_identity_reads_azure_federated_token_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "token"
+    path.write_text("first\n")
+    monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", str(path))
+    cred = load_client_credential(CredentialSpec("workload_identity", ""))
+    assert isinstance(cred, dict)
+    assert cred["client_assertion"]() == "first"
+    path.write_text("rotated")
+    assert cred["client_assertion"]() == "rotated"
+
+
+def test_workload_identity_without_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AZURE_FEDERATED_TOKEN_FILE", raising=False)
+    with pytest.raises(ConfigurationError, match="AZURE_FEDERATED_TOKEN_FILE"):
+        load_client_credential(CredentialSpec("workload_identity", ""))
+
+
+def test_managed_identity_is_not_read_from_a_source() -> None:
+    with pytest.raises(ConfigurationError):
+        load_client_credential(CredentialSpec("managed_identity", "system"))
+
+
+@pytest.mark.parametrize(("location", "expected"), [
+    ("system", {"ManagedIdentityIdType": "SystemAssigned", "Id": None}),
+    ("client_id=c", {"ManagedIdentityIdType": "ClientId", "Id": "c"}),
+    ("object_id=o", {"ManagedIdentityIdType": "ObjectId", "Id": "o"}),
+    ("resource_id=/subscriptions/r", {"ManagedIdentityIdType": "ResourceId",
+                                      "Id": "/subscriptions/r"}),
+])
+def test_msal_identity(location: str, expected: dict[str, object]) -> None:
+    from agentid_daemon.mi_credential import msal_identity
+
+    assert dict(msal_identity(location)) == expected
+
+
+def test_msal_identity_refuses_garbage() -> None:
+    from agentid_daemon.mi_credential import msal_identity
+
+    with pytest.raises(ConfigurationError):
+        msal_identity("principal=1")

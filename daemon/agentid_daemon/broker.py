@@ -4,7 +4,9 @@ Every token is a :class:`TokenCache` entry: the resource token under
 ``TokenRequest.cache_key()``, the exchange tokens under
 ``ExchangeKey("t1" | "t2", agent...)``. So T1 is fetched once per agent and
 reused by every scope, mode and user; T2 once per agent for every agent user;
-concurrent cold requests for one key make one fetch per leg.
+concurrent cold requests for one key make one fetch per leg. A blueprint
+whose credential is a managed identity gets T1 with that identity's token,
+itself an entry (``ManagedIdentityKey``) shared by every agent that uses it.
 
 A fetch is a closure kept by its cache entry (background refreshes call it
 again). For OBO it holds the user token, in memory only; once that token has
@@ -30,11 +32,21 @@ import trio
 
 from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S
 
-from .cache import CachedToken, DependencyFailed, EntryStatus, TokenCache
+from .broker_status import status_row, wall_seconds
+from .cache import CachedToken, DependencyFailed, TokenCache
 from .errors import AgentIdError, IdentityProviderError, InvalidRequest
 from .logs import get_logger
 from .metrics import BoundCounter, Metrics
-from .models import AcquiredToken, AgentRef, ExchangeKey, Mode, ResourceKey, TokenRequest
+from .mi_credential import LEG as MI_LEG
+from .mi_credential import ManagedIdentityKey
+from .models import (
+    AcquiredToken,
+    AgentRef,
+    CredentialSpec,
+    ExchangeKey,
+    Mode,
+    TokenRequest,
+)
 
 # An assertion must outlive the next leg's round trip (and clock skew at the
 # identity provider); capped to a quarter of the token's lifetime so that
@@ -48,7 +60,8 @@ REJECTED_ASSERTION_CODES = frozenset({700024, 50027})
 class Engine(Protocol):
     """The engine seam (docs/INTERNALS.md); sync methods, run in worker threads."""
 
-    def acquire_t1(self, agent: AgentRef) -> AcquiredToken: ...
+    def acquire_t1(self, agent: AgentRef, *, assertion: str | None = None) -> AcquiredToken: ...
+    def acquire_managed_identity(self, credential: CredentialSpec) -> AcquiredToken: ...
     def acquire_autonomous_app(
         self, agent: AgentRef, t1: str, scopes: tuple[str, ...]
     ) -> AcquiredToken: ...
@@ -96,13 +109,6 @@ def _exchange_key(leg: Literal["t1", "t2"], agent: AgentRef) -> ExchangeKey:
     return ExchangeKey(leg, *agent.identity, credential=agent.credential)
 
 
-def _wall(trio_time: float | None, now_trio: float, now_wall: float) -> int | None:
-    """Convert a trio-clock instant to integer epoch seconds at the edge."""
-    if trio_time is None:
-        return None
-    return int(now_wall + (trio_time - now_trio))
-
-
 _LOG = get_logger("agentid_daemon.broker")
 
 
@@ -146,6 +152,8 @@ class Broker:
             # tokens too, so a forced request proves the blueprint credential
             # works now (doctor relies on it) instead of riding on a T1 that a
             # since-broken credential obtained earlier.
+            if req.agent.credential.kind == "managed_identity":
+                await self._managed_identity(req.agent.credential, force_refresh=True)
             await self._exchange("t1", req.agent, force_refresh=True)
             if req.mode is Mode.AUTONOMOUS_USER:
                 await self._exchange("t2", req.agent, force_refresh=True)
@@ -161,8 +169,8 @@ class Broker:
         return ServedToken(
             access_token=cached.token.access_token,
             token_type=cached.token.token_type or "Bearer",
-            expires_on=_wall(cached.expires_at, now_trio, now_wall) or 0,
-            refresh_on=_wall(cached.refresh_at, now_trio, now_wall) or 0,
+            expires_on=wall_seconds(cached.expires_at, now_trio, now_wall) or 0,
+            refresh_on=wall_seconds(cached.refresh_at, now_trio, now_wall) or 0,
             scope=cached.token.scope or req.scope_string,
             mode=req.mode.value,
             source=cached.source,
@@ -180,7 +188,7 @@ class Broker:
     def status(self) -> list[dict[str, Any]]:
         """One JSON-ready dict per cache entry; never a token value."""
         now_trio, now_wall = trio.current_time(), time.time()
-        return [_status_row(s, now_trio, now_wall) for s in self._cache.snapshot()]
+        return [status_row(s, now_trio, now_wall) for s in self._cache.snapshot()]
 
     # -- legs --------------------------------------------------------------------
 
@@ -263,7 +271,7 @@ class Broker:
 
         async def fetch() -> AcquiredToken:
             if leg == "t1":
-                token = await self._call("t1", self._engine.acquire_t1, agent)
+                token = await self._t1(agent)
             else:
                 t1 = await self._input("t1", agent)
                 try:
@@ -281,6 +289,43 @@ class Broker:
 
         return await self._cache.get(
             key, fetch, min_validity_s=margin, force_refresh=force_refresh, label=leg
+        )
+
+    async def _t1(self, agent: AgentRef) -> AcquiredToken:
+        if agent.credential.kind != "managed_identity":
+            return await self._call("t1", self._engine.acquire_t1, agent)
+        mi = await self._managed_identity_input(agent.credential)
+        try:
+            return await self._call("t1", self._engine.acquire_t1, agent,
+                                    assertion=mi.token.access_token)
+        except IdentityProviderError as exc:
+            if not _assertion_rejected(exc):
+                raise
+        # The managed identity token was refused (expired early, revoked):
+        # drop exactly that one and retry once with a fresh one.
+        self._cache.invalidate(ManagedIdentityKey(agent.credential), if_token=mi.token)
+        mi = await self._managed_identity_input(agent.credential)
+        return await self._call("t1", self._engine.acquire_t1, agent,
+                                assertion=mi.token.access_token)
+
+    async def _managed_identity_input(self, credential: CredentialSpec) -> CachedToken:
+        key = ManagedIdentityKey(credential)
+        try:
+            return await self._managed_identity(credential)
+        except AgentIdError as exc:
+            raise DependencyFailed(exc, self._cache.retry_at(key)) from None
+
+    async def _managed_identity(
+        self, credential: CredentialSpec, *, force_refresh: bool = False
+    ) -> CachedToken:
+        """The managed identity's exchange token: an entry of its own, refreshed ahead."""
+
+        async def fetch() -> AcquiredToken:
+            return await self._call(MI_LEG, self._engine.acquire_managed_identity, credential)
+
+        return await self._cache.get(
+            ManagedIdentityKey(credential), fetch, min_validity_s=ASSERTION_MIN_VALIDITY_S,
+            force_refresh=force_refresh, label=MI_LEG,
         )
 
     def _resource_fetch(self, req: TokenRequest) -> Callable[[], Any]:
@@ -352,47 +397,3 @@ class Broker:
 
 def _assertion_rejected(exc: IdentityProviderError) -> bool:
     return any(code in REJECTED_ASSERTION_CODES for code in exc.aadsts_codes)
-
-
-def _status_row(s: EntryStatus, now_trio: float, now_wall: float) -> dict[str, Any]:
-    row: dict[str, Any] = {"kind": s.label or "resource"}
-    key = s.key
-    if isinstance(key, ResourceKey):
-        row.update(
-            profile=s.info.get("profile"),
-            mode=key.mode,
-            authority_host=key.authority_host,
-            tenant_id=key.tenant_id,
-            blueprint_app_id=key.blueprint_app_id,
-            agent_identity_app_id=key.agent_identity_app_id,
-            scopes=list(key.scopes),
-            user=_safe_user(key.user),
-        )
-    elif isinstance(key, ExchangeKey):
-        row.update(
-            kind=key.leg,
-            authority_host=key.authority_host,
-            tenant_id=key.tenant_id,
-            blueprint_app_id=key.blueprint_app_id,
-            agent_identity_app_id=key.agent_identity_app_id,
-        )
-    else:
-        row["key"] = s.description
-    row.update(
-        state=s.state,
-        expires_on=_wall(s.expires_at, now_trio, now_wall),
-        refresh_on=_wall(s.refresh_at, now_trio, now_wall),
-        last_requested=_wall(s.last_requested, now_trio, now_wall),
-        last_error=s.last_error,
-        consecutive_failures=s.consecutive_failures,
-        served_from_cache=s.served_from_cache,
-        served_from_identity_provider=s.served_from_identity_provider,
-    )
-    return row
-
-
-def _safe_user(user: str | None) -> str | None:
-    """UPN/object id as is; the OBO user part is already a SHA-256, shortened."""
-    if user and user.startswith("sha256:"):
-        return user[:23]
-    return user

@@ -45,7 +45,17 @@ SECTIONS: dict[Where, str] = {
 SELECTION: frozenset[Where] = frozenset({"defaults", "profile", "request"})
 FILE_ONLY: frozenset[Where] = frozenset({"defaults", "profile"})
 
-CREDENTIAL_KINDS = ("secret_file", "certificate_file", "federated_token_file", "env")
+CREDENTIAL_KINDS = (
+    "secret_file",
+    "certificate_file",
+    "federated_token_file",
+    "env",
+    "managed_identity",
+)
+# blueprint_credential's string forms.
+CREDENTIAL_WORDS = ("keyring", "workload_identity")
+# { managed_identity = { KIND = "..." } }: how a user-assigned identity is named.
+MANAGED_IDENTITY_ID_KINDS = ("client_id", "object_id", "resource_id")
 
 
 @dataclass(frozen=True)
@@ -119,13 +129,17 @@ def _path(value: Any, base: Path | None) -> str:
 
 
 def credential(value: Any, base: Path | None) -> CredentialSpec:
-    """``"keyring"`` or a one-key table naming the source (see CREDENTIAL_KINDS)."""
+    """``"keyring"``, ``"workload_identity"`` or a one-key table naming the source."""
     if isinstance(value, str):
-        if value.strip().lower() == "keyring":
+        word = value.strip().lower()
+        if word == "keyring":
             return CredentialSpec("keyring", "")
+        if word == "workload_identity":
+            return CredentialSpec("workload_identity", "")
         raise ValueError(
-            f'{value!r} is not a credential source: use "keyring" or a table such as '
-            '{ secret_file = "/path" }'
+            f'{value!r} is not a credential source: use "keyring", "workload_identity" or a '
+            'table such as { secret_file = "/path" }'
+            + did_you_mean(word, CREDENTIAL_WORDS)
         )
     if not isinstance(value, dict):
         raise ValueError(f'must be "keyring" or a table, not {type(value).__name__}')
@@ -141,7 +155,50 @@ def credential(value: Any, base: Path | None) -> CredentialSpec:
         )
     if kind == "env":
         return CredentialSpec("env", F.env_name(location))
+    if kind == "managed_identity":
+        return CredentialSpec("managed_identity", managed_identity_location(location))
     return CredentialSpec(kind, expand_path(location, base, defer_unset=True))
+
+
+def managed_identity_location(value: Any) -> str:
+    """``"system"``, ``"<client id>"`` or ``{ client_id|object_id|resource_id = "..." }``.
+
+    The result is :class:`CredentialSpec`'s location: ``system`` or ``KIND=ID``.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() == "system":
+            return "system"
+        try:
+            return f"client_id={F.guid(text)}"
+        except ValueError:
+            raise ValueError(
+                f'managed_identity {value!r} must be "system", a client id (GUID), or a table '
+                "{ object_id = ... } or { resource_id = ... }"
+            ) from None
+    if not isinstance(value, dict) or len(value) != 1:
+        raise ValueError(
+            "managed_identity must be \"system\", a client id, or a table with one of "
+            + ", ".join(MANAGED_IDENTITY_ID_KINDS)
+        )
+    ((kind, ident),) = value.items()
+    if kind not in MANAGED_IDENTITY_ID_KINDS:
+        raise ValueError(
+            f"managed_identity: unknown key {kind!r}"
+            f"{did_you_mean(kind, MANAGED_IDENTITY_ID_KINDS)}; use one of "
+            + ", ".join(MANAGED_IDENTITY_ID_KINDS)
+        )
+    if kind == "resource_id":
+        if not isinstance(ident, str) or not ident.strip().lower().startswith("/subscriptions/"):
+            raise ValueError(
+                "managed_identity resource_id must be an Azure resource id "
+                "(/subscriptions/.../userAssignedIdentities/NAME)"
+            )
+        return f"resource_id={ident.strip()}"
+    try:
+        return f"{kind}={F.guid(ident)}"
+    except ValueError:
+        raise ValueError(f"managed_identity {kind} must be a GUID") from None
 
 
 def _listen(value: Any, base: Path | None) -> tuple[str, int]:
@@ -286,8 +343,10 @@ SCHEMA: tuple[Key, ...] = (
         "blueprint_app_id",
         "GUID",
         SELECTION,
-        "the agent identity blueprint's app id (required after merging)",
+        "the agent identity blueprint's app id (required after merging); the AKS workload "
+        "identity webhook sets `AZURE_CLIENT_ID` to it",
         _plain(F.guid),
+        env="AZURE_CLIENT_ID",
     ),
     Key(
         "agent_identity_app_id",
@@ -339,7 +398,8 @@ SCHEMA: tuple[Key, ...] = (
         "blueprint_credential",
         '"keyring" or table',
         FILE_ONLY,
-        "where the blueprint's credential comes from: `\"keyring\"`, or one of "
+        "where the blueprint's credential comes from: `\"keyring\"`, "
+        "`\"workload_identity\"`, or one of "
         + ", ".join(f"`{{ {kind} = ... }}`" for kind in CREDENTIAL_KINDS),
         credential,
         default='"keyring"',

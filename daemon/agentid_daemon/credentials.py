@@ -19,6 +19,9 @@ from .errors import ConfigurationError
 from .models import CredentialSpec
 
 KEYRING_SERVICE = "agentid-helper"
+# Set by the AKS workload identity webhook (and read by azure-identity's
+# WorkloadIdentityCredential): the projected service account token's path.
+FEDERATED_TOKEN_FILE_ENV = "AZURE_FEDERATED_TOKEN_FILE"
 
 ClientCredential = str | dict[str, Any]
 
@@ -35,6 +38,12 @@ def load_client_credential(spec: CredentialSpec) -> ClientCredential:
         return _from_keyring(spec.location)
     if spec.kind == "env":
         return _from_env(spec.location)
+    if spec.kind == "workload_identity":
+        return _from_workload_identity()
+    if spec.kind == "managed_identity":
+        # Its token is a cache entry of its own, handed to the engine as the
+        # assertion (broker -> Engine.acquire_t1(assertion=...)).
+        raise ConfigurationError("a managed identity credential is not read from a source")
     path = _expand_at_use(spec.location, spec.kind)
     if spec.kind == "secret_file":
         return _read_text(path, "secret file")
@@ -115,6 +124,20 @@ def _read_text(path: str, what: str) -> str:
     if not text.strip():
         raise ConfigurationError(f"{what} {path} is empty")
     return text
+
+
+def _from_workload_identity() -> dict[str, Any]:
+    """``"workload_identity"``: the token file AKS projects, named by the webhook's variable."""
+    path = os.environ.get(FEDERATED_TOKEN_FILE_ENV, "").strip()
+    if not path:
+        raise ConfigurationError(
+            f"blueprint_credential \"workload_identity\" needs {FEDERATED_TOKEN_FILE_ENV}, "
+            "which is not set in the daemon's environment",
+            hint="label the pod azure.workload.identity/use: \"true\" (the AKS workload "
+            "identity webhook sets it), or use { federated_token_file = \"/path\" }",
+        )
+    _read_text(path, "federated token file")  # fail early, at load time
+    return {"client_assertion": _FileAssertion(path)}
 
 
 def _from_env(name: str) -> str:

@@ -36,7 +36,8 @@ from .engine_results import (
     token_from_result,
 )
 from .errors import ConfigurationError, IdentityProviderError
-from .models import TOKEN_EXCHANGE_SCOPE, AcquiredToken, AgentRef
+from .mi_credential import ManagedIdentitySource
+from .models import TOKEN_EXCHANGE_SCOPE, AcquiredToken, AgentRef, CredentialSpec
 
 
 class _HeldAssertion:
@@ -78,23 +79,43 @@ class Engine:
         self._token_cache = NoStoreTokenCache()
         self._assertions = threading.local()
         self._held_assertion = _HeldAssertion(self._assertions)
+        self._managed_identities = ManagedIdentitySource(
+            connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s
+        )
 
     # ------------------------------------------------------------- the legs
 
-    def acquire_t1(self, agent: AgentRef) -> AcquiredToken:
-        """Blueprint exchange token for ``agent`` (``fmi_path`` = agent identity app id)."""
+    def acquire_t1(self, agent: AgentRef, *, assertion: str | None = None) -> AcquiredToken:
+        """Blueprint exchange token for ``agent`` (``fmi_path`` = agent identity app id).
+
+        ``assertion``: the blueprint authenticates with this token (a managed
+        identity's, see :mod:`.mi_credential`) instead of its credential source.
+        """
+
+        def call(app: msal.ConfidentialClientApplication) -> dict[str, Any]:
+            return app.acquire_token_for_client(  # type: ignore[no-any-return]
+                [TOKEN_EXCHANGE_SCOPE], fmi_path=agent.agent_identity_app_id
+            )
+
+        if assertion is not None:
+            held = {"client_assertion": self._held_assertion}
+            app, session = self._app(agent, agent.blueprint_app_id, held, "held-mi", "t1")
+            self._assertions.assertion = assertion
+            try:
+                return self._run("t1", session, lambda: call(app), [TOKEN_EXCHANGE_SCOPE])
+            finally:
+                self._assertions.assertion = None
+        if agent.credential.kind == "managed_identity":
+            raise ValueError("a managed identity blueprint credential needs its token")
         credential = self._load_credential(agent.credential)
         app, session = self._app(
             agent, agent.blueprint_app_id, credential, credential_fingerprint(credential), "t1"
         )
-        return self._run(
-            "t1",
-            session,
-            lambda: app.acquire_token_for_client(
-                [TOKEN_EXCHANGE_SCOPE], fmi_path=agent.agent_identity_app_id
-            ),
-            [TOKEN_EXCHANGE_SCOPE],
-        )
+        return self._run("t1", session, lambda: call(app), [TOKEN_EXCHANGE_SCOPE])
+
+    def acquire_managed_identity(self, credential: CredentialSpec) -> AcquiredToken:
+        """The managed identity's token for ``api://AzureADTokenExchange`` (T1's assertion)."""
+        return self._managed_identities.acquire(credential)
 
     def acquire_autonomous_app(
         self, agent: AgentRef, t1: str, scopes: tuple[str, ...]
@@ -156,6 +177,7 @@ class Engine:
             self._apps.clear()
         for session in sessions:
             session.close()
+        self._managed_identities.close()
 
     # ------------------------------------------------------------- internals
 

@@ -27,7 +27,13 @@ DEFAULT_SCOPE = "https://graph.microsoft.com/.default"
 TOKEN_EXCHANGE_SCOPE = "api://AzureADTokenExchange/.default"
 
 CredentialKind = Literal[
-    "keyring", "secret_file", "certificate_file", "federated_token_file", "env"
+    "keyring",
+    "secret_file",
+    "certificate_file",
+    "federated_token_file",
+    "env",
+    "managed_identity",  # location: "system" or "client_id=..."/"object_id=..."/"resource_id=..."
+    "workload_identity",  # AZURE_FEDERATED_TOKEN_FILE, read when used
 ]
 
 
@@ -36,7 +42,10 @@ class CredentialSpec:
     """Where the blueprint's credential comes from (never the value itself).
 
     ``location`` is a path for the *_file kinds, an environment variable name
-    for ``env`` and the keyring user (the blueprint app id) for ``keyring``.
+    for ``env``, the keyring user (the blueprint app id) for ``keyring``, the
+    identity for ``managed_identity`` (``system`` or ``client_id=<id>``,
+    ``object_id=<id>``, ``resource_id=<id>``) and empty for
+    ``workload_identity``.
     """
 
     kind: CredentialKind

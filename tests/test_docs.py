@@ -81,7 +81,7 @@ def error_codes() -> list[str]:
         if isinstance(cls, type) and issubclass(cls, errors.AgentIdError)
     }
     transient = errors.IdentityProviderError("x", transient=True).error_code
-    protocol = {"not_found", "method_not_allowed"}
+    protocol = {"not_found", "method_not_allowed", "forbidden"}  # answered by protocol.py
     return sorted(codes | {transient} | protocol)
 
 

@@ -287,7 +287,7 @@ class Daemon:
 
     async def reload(self) -> bool:
         """Re-read the config file; keep the old one if the new one is bad."""
-        await self.notifier.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        await self.notifier.reloading()
         try:
             try:
                 new = await trio.to_thread.run_sync(load_config, self.state.config_path)

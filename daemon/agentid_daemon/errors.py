@@ -57,11 +57,6 @@ class UnknownProfile(AgentIdError):
     error_code = "unknown_profile"
 
 
-class Forbidden(AgentIdError):
-    http_status = 403
-    error_code = "forbidden"
-
-
 class ConfigurationError(AgentIdError):
     """The daemon's configuration (file, credential source) is unusable.
 

@@ -121,23 +121,13 @@ class BoundCounter:
 
 
 class Gauge(_Metric):
-    """A value that goes up and down; without labels it may be read from a callback."""
+    """A value read from a callback at render time (the daemon's gauges count live state)."""
 
     kind = "gauge"
 
     def __init__(self, name: str, help_text: str, labelnames: Iterable[str] = ()) -> None:
         super().__init__(name, help_text, labelnames)
         self._function: Callable[[], float] | None = None
-
-    def set(self, value: float, **labels: object) -> None:
-        self._values[self._key(labels)] = float(value)
-
-    def inc(self, amount: float = 1.0, **labels: object) -> None:
-        key = self._key(labels)
-        self._values[key] = self._values.get(key, 0.0) + amount
-
-    def dec(self, amount: float = 1.0, **labels: object) -> None:
-        self.inc(-amount, **labels)
 
     def set_function(self, function: Callable[[], float]) -> None:
         """Read the (label-less) value from ``function`` at render time."""
@@ -175,9 +165,6 @@ class Registry:
         metric = Gauge(name, help_text, labelnames)
         self._add(metric)
         return metric
-
-    def get(self, name: str) -> _Metric | None:
-        return self._metrics.get(name)
 
     def render(self) -> str:
         lines: list[str] = []

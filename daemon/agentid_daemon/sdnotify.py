@@ -15,6 +15,7 @@ not take the daemon down.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 
 import trio
@@ -75,7 +76,8 @@ class Notifier:
         return await self.notify("STOPPING=1")
 
     async def reloading(self) -> bool:
-        return await self.notify("RELOADING=1")
+        # Type=notify-reload wants the monotonic time of the reload's start.
+        return await self.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
 
     async def watchdog(self) -> bool:
         return await self.notify("WATCHDOG=1")

@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from client_fakes import fake_daemon
 from emulator_harness import Emulator, EmulatorError, start_emulator
 
-__all__ = ["Emulator", "EmulatorError", "start_emulator"]
+# fake_daemon: the client tests' stand-in daemon (tests/client_fakes.py).
+__all__ = ["Emulator", "EmulatorError", "fake_daemon", "start_emulator"]
 
 
 @pytest.fixture(scope="session")

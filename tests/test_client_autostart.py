@@ -22,7 +22,7 @@ TESTS = str(Path(__file__).parent)
 # A stand-in daemon: the shared fake, serving until killed.
 FAKE_DAEMON = (
     "import os, sys, time; sys.path.insert(0, {tests!r});"
-    "from test_client_fakes import FakeDaemon;"
+    "from client_fakes import FakeDaemon;"
     "f = FakeDaemon(os.environ['AGENTID_HELPER_SOCKET']).__enter__();"
     "open(os.environ['AGENTID_HELPER_SOCKET'] + '.pid', 'w').write(str(os.getpid()));"
     "time.sleep(60)"

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import test_client_fakes
 from azure.core.credentials import (
     AccessToken,
     AccessTokenInfo,
@@ -15,11 +14,9 @@ from azure.core.credentials import (
     TokenCredential,
 )
 from azure.core.exceptions import ClientAuthenticationError
-from test_client_fakes import TOKEN, FakeDaemon, error_body, token_body
+from client_fakes import TOKEN, FakeDaemon, error_body, token_body
 
 from agentid_client.azure import AgentIdentityCredential
-
-fake_daemon = test_client_fakes.fake_daemon  # the shared fixture
 
 
 def test_implements_azure_core_protocols() -> None:

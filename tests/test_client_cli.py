@@ -14,12 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import test_client_fakes
-from test_client_fakes import TOKEN, FakeDaemon, error_body
+from client_fakes import TOKEN, FakeDaemon, error_body
 
 from agentid_client.cli import CLI, main
-
-fake_daemon = test_client_fakes.fake_daemon  # the shared fixture
 
 
 def run(argv: list[str], stdin: str = "") -> tuple[int, str, str]:
@@ -519,7 +516,7 @@ _SHADOWING = {"MSI_ENDPOINT": "http://169.254.169.254/x", "MSI_SECRET": "s",
 
 
 def test_exec_exports_identity_endpoint(fake_daemon: FakeDaemon) -> None:
-    from test_client_fakes import IDENTITY_SESSION
+    from client_fakes import IDENTITY_SESSION
 
     env = {**os.environ, **_SHADOWING}
     proc = _client(["exec", "--profile", "p", "--", sys.executable, "-c", _SHOW_MI_ENV], env)

@@ -5,13 +5,11 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import client_fakes
 import pytest
-import test_client_fakes
-from test_client_fakes import FakeDaemon, error_body
+from client_fakes import FakeDaemon, error_body
 
 from agentid_client.doctor import run_doctor
-
-fake_daemon = test_client_fakes.fake_daemon  # the shared fixture
 
 GUID = "11111111-2222-3333-4444-555555555555"
 
@@ -44,7 +42,7 @@ def test_all_good(fake_daemon: FakeDaemon, config: Path) -> None:
     assert "✔ daemon ready" in text and "✔ profile app: token acquired" in text
     assert "- profile obo: OBO needs a user token" in text
     assert fake_daemon.token_requests[-1]["json"] == {"profile": "app", "force_refresh": True}
-    assert test_client_fakes.TOKEN not in text
+    assert client_fakes.TOKEN not in text
 
 
 def test_refusal_shows_aadsts(fake_daemon: FakeDaemon, config: Path) -> None:

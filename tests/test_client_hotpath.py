@@ -12,10 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import test_client_fakes
-from test_client_fakes import TOKEN, FakeDaemon
-
-fake_daemon = test_client_fakes.fake_daemon  # the shared fixture
+from client_fakes import TOKEN, FakeDaemon
 
 FORBIDDEN = (
     "trio",

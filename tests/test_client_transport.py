@@ -7,14 +7,12 @@ import socket
 import threading
 from pathlib import Path
 
+import client_fakes
 import pytest
-import test_client_fakes
-from test_client_fakes import FakeDaemon
+from client_fakes import FakeDaemon
 
 from agentid_client.failures import ClientError
 from agentid_client.transport import ConnectFailed, ProtocolError, Response, build_request, request
-
-fake_daemon = test_client_fakes.fake_daemon  # the shared fixture
 
 
 def one_shot_server(path: str, reply: bytes) -> threading.Thread:
@@ -41,12 +39,12 @@ def one_shot_server(path: str, reply: bytes) -> threading.Thread:
 
 @pytest.fixture
 def sock_path() -> str:
-    return test_client_fakes.short_socket_path()
+    return client_fakes.short_socket_path()
 
 
 def test_json_round_trip(fake_daemon: FakeDaemon) -> None:
     resp = request(fake_daemon.path, "POST", "/v1/token", {"profile": "p"}, timeout=5)
-    assert resp.status == 200 and resp.json()["access_token"] == test_client_fakes.TOKEN
+    assert resp.status == 200 and resp.json()["access_token"] == client_fakes.TOKEN
     sent = fake_daemon.requests[-1]
     assert sent["json"] == {"profile": "p"}
     assert sent["headers"]["content-type"] == "application/json"
@@ -135,3 +133,15 @@ def test_request_bytes_and_repr() -> None:
     assert head.startswith(b"POST /v1/token HTTP/1.1\r\n") and b"Content-Length: 7" in head
     assert body == b'{"a":1}'
     assert "secret-token" not in repr(Response(200, {}, b'{"access_token":"secret-token"}'))
+
+
+def test_fake_daemon_answers(fake_daemon: FakeDaemon) -> None:
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(5)
+    sock.connect(fake_daemon.path)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    sock.close()
+    assert data.startswith(b"HTTP/1.1 200")

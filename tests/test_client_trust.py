@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_client_fakes import FakeDaemon
+from client_fakes import FakeDaemon
 
 from agentid_client import autostart, private_dir
 from agentid_client.cli import CLI

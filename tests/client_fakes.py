@@ -1,7 +1,8 @@
 """A fake daemon for the client's tests: HTTP/1.1 over AF_UNIX in a thread.
 
-Other ``test_client_*`` files import :class:`FakeDaemon` and the ``fake_daemon``
-fixture from here. A route maps ``(method, path)`` to a callable returning
+The client's test modules import :class:`FakeDaemon` from here; the
+``fake_daemon`` fixture is registered for all of them by tests/conftest.py.
+A route maps ``(method, path)`` to a callable returning
 ``(status, json_body_or_None)`` or a raw ``bytes`` response.
 """
 
@@ -11,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import socketserver
 import threading
 from collections.abc import Callable, Iterator
@@ -164,15 +164,3 @@ def running_fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDaemon]:
 def fake_daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDaemon]:
     with running_fake(monkeypatch) as fake:
         yield fake
-
-
-def test_fake_daemon_answers(fake_daemon: FakeDaemon) -> None:
-    sock = socket.socket(socket.AF_UNIX)
-    sock.settimeout(5)
-    sock.connect(fake_daemon.path)
-    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    data = b""
-    while chunk := sock.recv(4096):
-        data += chunk
-    sock.close()
-    assert data.startswith(b"HTTP/1.1 200")

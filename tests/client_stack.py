@@ -1,7 +1,8 @@
 """A real client + autostarted daemon on the emulator, for end-to-end tests.
 
-``write_config`` is the suite's one writer of a client-test config.toml for the
-emulator (profiles ``app`` and ``user``, git host ``git.example.test``);
+``write_config`` writes the client tests' config.toml for the emulator
+(through tests/emulator_config.py: profiles ``app``, ``user`` and ``obo``, git
+host ``git.example.test``);
 ``client_stack`` yields an :class:`Env` and stops every daemon started for its
 private socket at exit (by pid, found through the daemon's environment).
 """
@@ -21,38 +22,21 @@ from pathlib import Path
 from typing import Any
 
 from daemon_procs import daemon_pids
+from emulator_config import secret_file, write_emulator_config
 from log_audit import scan_tree
 
 HELPER = [sys.executable, "-m", "agentid_client"]
 
 
 def write_config(emu: Any, directory: Path, secret: str | None = None) -> Path:
-    secret_file = directory / "bp.secret"
-    secret_file.write_text(secret if secret is not None else emu.blueprint_secret)
-    secret_file.chmod(0o600)
-    config = directory / "config.toml"
-    config.write_text(f"""
-default_profile = "app"
-
-[defaults]
-tenant_id = "{emu.tenant_id}"
-authority_host = "{emu.authority_host}"
-ca_bundle = "{emu.ca_bundle}"
-blueprint_app_id = "{emu.blueprint_app_id}"
-agent_identity_app_id = "{emu.agent_identity_app_id}"
-blueprint_credential = {{ secret_file = "{secret_file}" }}
-
-[profiles.app]
-mode = "AutonomousApp"
-
-[profiles.user]
-mode = "AutonomousUser"
-user_upn = "{emu.agent_user_upn}"
-
-[git."git.example.test"]
-profile = "app"
-""")
-    return config
+    """Profiles app (default), user and obo; git host git.example.test -> app."""
+    secret_path = secret_file(emu, directory / "bp.secret", secret)
+    return write_emulator_config(
+        directory / "config.toml",
+        emu.info,
+        {"secret_file": str(secret_path)},
+        git={"git.example.test": "app"},
+    )
 
 
 class Env:

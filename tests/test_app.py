@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import trio
 from daemon_fakes import FakeBroker, FakeCache, load_api_config
+from emulator_config import secret_file, write_emulator_config
 
 from agentid_daemon import app
 from agentid_daemon.app import Components, Daemon, main
@@ -301,32 +302,8 @@ async def test_shutdown_removes_socket_then_drains(tmp_path: Path) -> None:
 
 
 def emulator_config(emu: Any, path: Path) -> None:
-    secret = path.parent / "bp.secret"
-    secret.write_text(emu.blueprint_secret)
-    secret.chmod(0o600)
-    path.write_text(
-        f"""
-default_profile = "app"
-
-[defaults]
-tenant_id = "{emu.tenant_id}"
-authority_host = "{emu.authority_host}"
-ca_bundle = "{emu.ca_bundle}"
-blueprint_app_id = "{emu.blueprint_app_id}"
-agent_identity_app_id = "{emu.agent_identity_app_id}"
-blueprint_credential = {{ secret_file = "{secret}" }}
-
-[profiles.app]
-mode = "AutonomousApp"
-
-[profiles.obo]
-mode = "OBO"
-
-[profiles.user]
-mode = "AutonomousUser"
-user_upn = "{emu.agent_user_upn}"
-"""
-    )
+    secret = secret_file(emu, path.parent / "bp.secret")
+    write_emulator_config(path, emu.info, {"secret_file": str(secret)})
 
 
 def test_end_to_end_three_modes(emulator: Any, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from emulator_config import GRAPH_RESOURCE, emulator_profile, write_emulator_config
 from log_audit import scan_tree
 from tooling import require_tools
 
@@ -66,15 +67,15 @@ class Stack:
         secret = self.creds / "blueprint-secret"
         secret.write_text(emulator.blueprint_secret)
         secret.chmod(0o400)
-        self.config = root / "config.toml"
-        self.config.write_text(
-            f'default_profile = "bot"\n\n[defaults]\ntenant_id = "{emulator.tenant_id}"\n'
-            f'authority_host = "{emulator.authority_host}"\n'
-            f'ca_bundle = "{emulator.ca_bundle}"\n\n[profiles.bot]\n'
-            f'blueprint_app_id = "{emulator.blueprint_app_id}"\n'
-            f'agent_identity_app_id = "{emulator.agent_identity_app_id}"\n'
-            'mode = "AutonomousApp"\n'
-            'blueprint_credential = { secret_file = "$CREDENTIALS_DIRECTORY/blueprint-secret" }\n'
+        # The secret comes in as a systemd credential, as the units document.
+        credential = {"secret_file": "$CREDENTIALS_DIRECTORY/blueprint-secret"}
+        bot = emulator_profile(emulator.info, resource=GRAPH_RESOURCE, credential=credential)
+        self.config = write_emulator_config(
+            root / "config.toml",
+            emulator.info,
+            credential,
+            profiles={"bot": bot},
+            default_profile="bot",
         )
         self.logs: list[Path] = []
 

@@ -9,7 +9,6 @@ gets. :class:`DaemonProcess` starts the daemon in it and waits until
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -20,6 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from emulator_config import emulator_profile, toml_dumps
 
 from agentid_client import transport
 from agentid_client.failures import ClientError
@@ -53,62 +54,9 @@ def helper_bin(name: str) -> str:
     return found
 
 
-# -- config ------------------------------------------------------------------
+# -- config: tests/emulator_config.py (toml_dumps, emulator_profile) ----------
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}"
-                                for k, v in value.items()) + " }"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
-
-
-def _toml_key(key: str) -> str:
-    bare = key.replace("-", "").replace("_", "").isalnum() and key.isascii()
-    return key if bare else json.dumps(key)
-
-
-def toml_dumps(data: Mapping[str, Any]) -> str:
-    """Just enough TOML for config.toml: scalars, inline tables, two table levels.
-
-    A top-level mapping whose values are all mappings (``profiles``, ``git``)
-    becomes ``[name."sub"]`` sections; other mappings become ``[name]``.
-    """
-    lines: list[str] = []
-    tables: list[tuple[str, Mapping[str, Any]]] = []
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            if value and all(isinstance(v, Mapping) for v in value.values()):
-                tables += [(f"{_toml_key(key)}.{_toml_key(k)}", v) for k, v in value.items()]
-            else:
-                tables.append((_toml_key(key), value))
-        else:
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    for header, table in tables:
-        lines += ["", f"[{header}]"]
-        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
-    return "\n".join(lines) + "\n"
-
-
-def emulator_profile(info: Mapping[str, Any], *, resource: str,
-                     credential: str | Mapping[str, str], **overrides: Any) -> dict[str, Any]:
-    """An AutonomousApp profile for the emulator's demo agent and *resource*."""
-    profile: dict[str, Any] = {
-        "blueprint_app_id": info["blueprint_app_id"],
-        "agent_identity_app_id": info["agent_identity_app_id"],
-        "scope": f"{resource}/.default",
-        "mode": "AutonomousApp",
-        "blueprint_credential": credential,
-    }
-    profile.update(overrides)
-    return profile
+__all__ = ["emulator_profile", "toml_dumps"]  # re-exported for the integration tests
 
 
 # -- sandbox -----------------------------------------------------------------

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from emulator_config import emulator_config
 from graph_stub import GRAPH_RESOURCE, GraphStub
 from helper_stack import DaemonProcess, HelperSandbox, describe, emulator_profile
 from tls_certs import ServerTls
@@ -72,13 +73,12 @@ def stack(emulator: Any, sandbox: HelperSandbox,
           start_daemon: Callable[[], DaemonProcess]) -> Iterator[Stack]:
     info = emulator.info
     secret_file = sandbox.write_secret("blueprint.secret", info["blueprint_secret"])
-    sandbox.write_config({
-        "default_profile": PROFILE,
-        "defaults": {"tenant_id": info["tenant_id"], "authority_host": info["authority_host"],
-                     "ca_bundle": info["ca_bundle"]},
-        "profiles": {PROFILE: emulator_profile(
+    sandbox.write_config(emulator_config(
+        info, {"secret_file": str(secret_file)},
+        profiles={PROFILE: emulator_profile(
             info, resource=GRAPH_RESOURCE, credential={"secret_file": str(secret_file)})},
-    })
+        default_profile=PROFILE,
+    ))
     daemon = start_daemon()
     gate = TokenGate.from_emulator(info, audience=GRAPH_RESOURCE)
     yield Stack(sandbox, daemon, gate, info)

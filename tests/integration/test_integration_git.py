@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from emulator_config import emulator_config
 from git_http_server import GitHttpServer, make_bare_repo
 from helper_stack import (
     GIT_RESOURCE,
@@ -74,13 +75,13 @@ class GitSetup:
 
 def _write_config(sandbox: HelperSandbox, info: dict[str, Any], git_hosts: dict[str, Any]) -> None:
     secret_file = sandbox.write_secret("blueprint.secret", info["blueprint_secret"])
-    sandbox.write_config({
-        "defaults": {"tenant_id": info["tenant_id"], "authority_host": info["authority_host"],
-                     "ca_bundle": info["ca_bundle"]},
-        "profiles": {PROFILE: emulator_profile(
+    sandbox.write_config(emulator_config(
+        info, {"secret_file": str(secret_file)},
+        profiles={PROFILE: emulator_profile(
             info, resource=GIT_RESOURCE, credential={"secret_file": str(secret_file)})},
-        "git": git_hosts,
-    })
+        default_profile=None,
+        git={host: entry["profile"] for host, entry in git_hosts.items()},
+    ))
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from emulator_config import emulator_config
 from helper_stack import DaemonProcess, HelperSandbox, describe, emulator_profile
 from secret_service import SecretService
 from token_gate import TokenGate
@@ -48,12 +49,11 @@ def test_blueprint_secret_from_the_keyring(
         start_daemon: Callable[[], DaemonProcess]) -> None:
     info = emulator.info
     blueprint, secret = info["blueprint_app_id"], info["blueprint_secret"]
-    sandbox.write_config({
-        "default_profile": PROFILE,
-        "defaults": {"tenant_id": info["tenant_id"], "authority_host": info["authority_host"],
-                     "ca_bundle": info["ca_bundle"]},
-        "profiles": {PROFILE: emulator_profile(info, resource=GRAPH, credential="keyring")},
-    })
+    sandbox.write_config(emulator_config(
+        info, "keyring",
+        profiles={PROFILE: emulator_profile(info, resource=GRAPH, credential="keyring")},
+        default_profile=PROFILE,
+    ))
 
     stored = sandbox.client("secret", "set", "--blueprint-app-id", blueprint, input=secret + "\n")
     assert stored.returncode == 0, describe(stored)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from emulator_config import emulator_config
 from helper_stack import (
     KUBE_RESOURCE,
     DaemonProcess,
@@ -98,12 +99,12 @@ def kube(emulator: Any, sandbox: HelperSandbox, start_daemon: Callable[[], Daemo
     require_tools("kubectl")
     info = emulator.info
     secret_file = sandbox.write_secret("blueprint.secret", info["blueprint_secret"])
-    sandbox.write_config({
-        "defaults": {"tenant_id": info["tenant_id"], "authority_host": info["authority_host"],
-                     "ca_bundle": info["ca_bundle"]},
-        "profiles": {PROFILE: emulator_profile(
+    sandbox.write_config(emulator_config(
+        info, {"secret_file": str(secret_file)},
+        profiles={PROFILE: emulator_profile(
             info, resource=KUBE_RESOURCE, credential={"secret_file": str(secret_file)})},
-    })
+        default_profile=None,
+    ))
     daemon = start_daemon()
     gate = TokenGate.from_emulator(info, audience=KUBE_RESOURCE)
     printed = sandbox.client("kubeconfig-user", "--profile", PROFILE, "--name", USER)

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import pytest
+from emulator_config import emulator_config
 from graph_stub import GRAPH_RESOURCE
 from helper_stack import DaemonProcess, HelperSandbox, describe, emulator_profile, helper_bin
 from machine_users import MALLORY, require_user
@@ -93,13 +94,12 @@ def mi_get(endpoint: str, *, header: str | None, method: str = "GET",
 def configure(emulator: Any, sandbox: HelperSandbox) -> None:
     info = emulator.info
     secret_file = sandbox.write_secret("blueprint.secret", info["blueprint_secret"])
-    sandbox.write_config({
-        "default_profile": PROFILE,
-        "defaults": {"tenant_id": info["tenant_id"], "authority_host": info["authority_host"],
-                     "ca_bundle": info["ca_bundle"]},
-        "profiles": {PROFILE: emulator_profile(
+    sandbox.write_config(emulator_config(
+        info, {"secret_file": str(secret_file)},
+        profiles={PROFILE: emulator_profile(
             info, resource=GRAPH_RESOURCE, credential={"secret_file": str(secret_file)})},
-    })
+        default_profile=PROFILE,
+    ))
 
 
 @pytest.fixture

@@ -32,12 +32,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
+from emulator_config import emulator_config
 from emulator_harness import Emulator
 from helper_stack import (
     DaemonProcess,
     HelperSandbox,
     describe,
-    emulator_profile,
     helper_bin,
 )
 
@@ -58,7 +58,6 @@ __all__ = [
 ]
 
 IO_TIMEOUT_S = 20.0
-GRAPH_RESOURCE = "https://graph.microsoft.com"
 
 
 # The client's own HTTP reader: one implementation of the wire format for
@@ -128,28 +127,10 @@ def stack_config(
     ca_bundle: str | None = None,
 ) -> dict[str, Any]:
     """Three profiles on the emulator's demo agent: ``app``, ``user`` and ``obo``."""
-    info = emu.info
-    credential = {"secret_file": str(secret_file)}
-    config: dict[str, Any] = {"default_profile": "app"}
-    if idle_timeout_s is not None:
-        config["daemon"] = {"idle_timeout_s": idle_timeout_s}
-    config["defaults"] = {
-        "tenant_id": emu.tenant_id,
-        "authority_host": emu.authority_host,
-        "ca_bundle": ca_bundle or emu.ca_bundle,
-    }
-    config["profiles"] = {
-        "app": emulator_profile(info, resource=GRAPH_RESOURCE, credential=credential),
-        "user": emulator_profile(
-            info,
-            resource=GRAPH_RESOURCE,
-            credential=credential,
-            mode="AutonomousUser",
-            user_upn=emu.agent_user_upn,
-        ),
-        "obo": emulator_profile(info, resource=GRAPH_RESOURCE, credential=credential, mode="OBO"),
-    }
-    return config
+    daemon = {"idle_timeout_s": idle_timeout_s} if idle_timeout_s is not None else None
+    return emulator_config(
+        emu.info, {"secret_file": str(secret_file)}, daemon=daemon, ca_bundle=ca_bundle
+    )
 
 
 class Stack:

@@ -46,7 +46,8 @@ def test_parse_response_content_length_and_incomplete() -> None:
     assert _uds_http.parse_response(RESPONSE[:-1]) is None
     resp, used = _uds_http.parse_response(RESPONSE + b"HTTP/1.1 204")  # type: ignore[misc]
     assert used == len(RESPONSE)
-    assert resp.status == 200 and resp.raw == RESPONSE
+    assert resp.status == 200
+    assert resp.raw == RESPONSE
     assert resp.headers["content-length"] == str(len(_BODY))
     assert "x.y.z" not in repr(resp)  # bodies carry tokens: never in a repr
 
@@ -55,9 +56,11 @@ def test_parse_response_chunked_204_and_eof() -> None:
     chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
     resp, used = _uds_http.parse_response(chunked)  # type: ignore[misc]
-    assert resp.body == b"abcde" and used == len(chunked)
+    assert resp.body == b"abcde"
+    assert used == len(chunked)
     resp, _ = _uds_http.parse_response(b"HTTP/1.1 204 No Content\r\n\r\n")  # type: ignore[misc]
-    assert resp.status == 204 and resp.body == b""
+    assert resp.status == 204
+    assert resp.body == b""
     no_len = b"HTTP/1.1 200 OK\r\n\r\nbody"
     assert _uds_http.parse_response(no_len) is None
     resp, _ = _uds_http.parse_response(no_len, eof=True)  # type: ignore[misc]
@@ -95,7 +98,9 @@ def test_render_results() -> None:
     text = _results.render([ok, miss, broken], date="2026-01-01T00:00:00Z", machine="m",
                            mode="tiny", elapsed_s=1, command="cmd")
     assert "| figure | value | floor or baseline | ratio | target | met? | date | cores |" in text
-    assert "fig\\|1" in text and "**no**" in text and "**Could not run:** daemon missing" in text
+    assert "fig\\|1" in text
+    assert "**no**" in text
+    assert "**Could not run:** daemon missing" in text
     assert "- Missed: fig2." in text
 
 
@@ -144,10 +149,12 @@ def test_loadgen_against_floor_server_process(tmp_path: Path) -> None:
         req = _uds_http.build_request("POST", "/v1/token", {"profile": "p"})
         res = _loadgen.run_load(sock, [req], 2, 0.2, warmup_s=0.05, detailed=True,
                                 timeout_s=30)
-        assert res.completed > 0 and res.errors == 0
+        assert res.completed > 0
+        assert res.errors == 0
         assert len(res.latencies_s) == res.completed == len(res.records)
-        assert {r.fingerprint for r in res.records} and {r.source for r in res.records} == {
-            "cache"}
+        assert {r.fingerprint for r in res.records}
+        assert ({r.source for r in res.records} == {
+            "cache"})
         assert {r.client for r in res.records} <= {0, 1}
     finally:
         proc.terminate()

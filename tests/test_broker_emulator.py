@@ -63,7 +63,8 @@ async def test_cold_burst_then_reuse(emulator: Any, monkeypatch: pytest.MonkeyPa
             async with trio.open_nursery() as nursery:
                 for _ in range(200):
                     nursery.start_soon(one)
-            assert len(tokens) == 200 and len(set(tokens)) == 1
+            assert len(tokens) == 200
+            assert len(set(tokens)) == 1
             assert emulator.stats()["token_requests"]["total"] == 2
             assert by_leg(emulator) == {"t1": 1, "autonomous_app": 1}
 
@@ -84,8 +85,10 @@ async def test_cold_burst_then_reuse(emulator: Any, monkeypatch: pytest.MonkeyPa
             obo = TokenRequest(ref, Mode.OBO, ("user.read",), user_token=alice)
             first = await broker.get_token(obo)
             second = await broker.get_token(obo)
-            assert first.source == "identity_provider" and second.source == "cache"
-            assert by_leg(emulator)["obo"] == 1 and by_leg(emulator)["t1"] == 1
+            assert first.source == "identity_provider"
+            assert second.source == "cache"
+            assert by_leg(emulator)["obo"] == 1
+            assert by_leg(emulator)["t1"] == 1
             assert alice not in repr(broker.status())
 
 

@@ -57,7 +57,8 @@ def test_selection_claims_and_tenant_are_forwarded(fake_daemon: FakeDaemon) -> N
     assert first == {"profile": "bot", "agent_identity_app_id": "a1", "mode": "AutonomousUser",
                      "user_upn": "u@x", "scope": "s/.default", "claims": claims,
                      "tenant_id": "t2"}
-    assert second["claims"] == claims and "tenant_id" not in second
+    assert second["claims"] == claims
+    assert "tenant_id" not in second
 
 
 def test_unknown_keyword_is_a_type_error() -> None:
@@ -77,7 +78,9 @@ def test_daemon_errors_become_client_authentication_error(fake_daemon: FakeDaemo
     with pytest.raises(ClientAuthenticationError) as err:
         AgentIdentityCredential("bot").get_token("s/.default")
     message = str(err.value)
-    assert "AADSTS7000215" in message and "c0ffee" in message and "rotate the secret" in message
+    assert "AADSTS7000215" in message
+    assert "c0ffee" in message
+    assert "rotate the secret" in message
 
 
 def test_unreachable_daemon(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:

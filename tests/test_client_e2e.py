@@ -30,10 +30,12 @@ def test_autostart_race_one_daemon(client_env: Env, emulator: Any) -> None:
     for r in results:
         assert r.returncode == 0, r.stderr
     tokens = {r.stdout.strip() for r in results}
-    assert len(tokens) == 1 and next(iter(tokens)).count(".") == 2
+    assert len(tokens) == 1
+    assert next(iter(tokens)).count(".") == 2
     assert len(daemon_pids(client_env.sock)) == 1
     stats = emulator.stats()["token_requests"]["by_leg"]
-    assert stats.get("t1") == 1 and stats.get("autonomous_app") == 1  # single flight
+    assert stats.get("t1") == 1
+    assert stats.get("autonomous_app") == 1  # single flight
 
 
 def test_commands_against_the_real_daemon(client_env: Env, emulator: Any) -> None:
@@ -44,7 +46,8 @@ def test_commands_against_the_real_daemon(client_env: Env, emulator: Any) -> Non
     header = client_env.run("get", "--format", "header")
     assert header.stdout == f"Authorization: Bearer {tok}\n"
     as_json = json.loads(client_env.run("get", "--format", "json").stdout)
-    assert as_json["source"] == "cache" and as_json["mode"] == "AutonomousApp"
+    assert as_json["source"] == "cache"
+    assert as_json["mode"] == "AutonomousApp"
 
     user = client_env.run("get", "--profile", "user", "--scope", "User.Read")
     assert user.returncode == 0, user.stderr
@@ -61,7 +64,8 @@ def test_commands_against_the_real_daemon(client_env: Env, emulator: Any) -> Non
         stdin=user_token + "\n",
     )
     assert obo.returncode == 0, obo.stderr
-    assert json.loads(obo.stdout)["mode"] == "OBO" and user_token not in obo.stderr
+    assert json.loads(obo.stdout)["mode"] == "OBO"
+    assert user_token not in obo.stderr
 
     for api in ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1"):
         kube = client_env.run(
@@ -72,16 +76,20 @@ def test_commands_against_the_real_daemon(client_env: Env, emulator: Any) -> Non
         )
         cred = json.loads(kube.stdout)
         # a refresh-ahead may have replaced the token meanwhile: compare shapes, not values
-        assert cred["apiVersion"] == api and cred["status"]["token"].count(".") == 2
+        assert cred["apiVersion"] == api
+        assert cred["status"]["token"].count(".") == 2
         assert cred["status"]["expirationTimestamp"].endswith("Z")
 
     git = client_env.run("git-credential", "get", stdin="protocol=https\nhost=git.example.test\n\n")
-    assert git.returncode == 0 and git.stdout.startswith("username=app\npassword=ey")
+    assert git.returncode == 0
+    assert git.stdout.startswith("username=app\npassword=ey")
 
     status = client_env.run("status")
-    assert status.returncode == 0 and "AutonomousApp" in status.stdout
+    assert status.returncode == 0
+    assert "AutonomousApp" in status.stdout
     raw = client_env.run("status", "--json").stdout
-    assert tok not in raw and tok not in status.stdout
+    assert tok not in raw
+    assert tok not in status.stdout
 
     erase = client_env.run(
         "git-credential", "erase", stdin="protocol=https\nhost=git.example.test\n\n"
@@ -92,11 +100,13 @@ def test_commands_against_the_real_daemon(client_env: Env, emulator: Any) -> Non
 
     assert client_env.run("flush", "--all").returncode == 0
     unknown = client_env.run("get", "--profile", "nope")
-    assert unknown.returncode == 2 and "nope" in unknown.stderr.splitlines()[0]
+    assert unknown.returncode == 2
+    assert "nope" in unknown.stderr.splitlines()[0]
 
     doctor = client_env.run("doctor", timeout=90)
     assert doctor.returncode in (0, 1), doctor.stderr
-    assert "✔ daemon ready" in doctor.stdout and "✔ profile app: token acquired" in doctor.stdout
+    assert "✔ daemon ready" in doctor.stdout
+    assert "✔ profile app: token acquired" in doctor.stdout
 
 
 def test_identity_provider_refusal_exit_4(emulator: Any, tmp_path: Path) -> None:
@@ -115,6 +125,8 @@ def test_unknown_tenant_exit_4_with_aadsts90002(client_env: Env) -> None:
     r = client_env.run("get", "--tenant-id", "0badc0de-0000-4000-8000-00000000dead")
     assert r.returncode == 4, r.stderr
     first = r.stderr.splitlines()[0]
-    assert first.startswith("agentid-helper: error: ") and "AADSTS90002" in first
-    assert "0badc0de-0000-4000-8000-00000000dead" in first and "not found" in first
+    assert first.startswith("agentid-helper: error: ")
+    assert "AADSTS90002" in first
+    assert "0badc0de-0000-4000-8000-00000000dead" in first
+    assert "not found" in first
     assert "tenant_id" in r.stderr  # the hint

@@ -61,7 +61,8 @@ def test_exec_api_version(value: str | None, expected: str) -> None:
 def test_exec_api_version_malformed(value: str) -> None:
     with pytest.raises(ClientError) as info:
         exec_api_version(value)
-    assert info.value.exit_code == 2 and "KUBERNETES_EXEC_INFO" in info.value.message
+    assert info.value.exit_code == 2
+    assert "KUBERNETES_EXEC_INFO" in info.value.message
 
 
 @pytest.mark.parametrize(

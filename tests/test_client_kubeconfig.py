@@ -32,4 +32,5 @@ def test_users_entry_shape_and_quoting() -> None:
 def test_helper_command_is_absolute(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "argv", ["python"])
     path = kubeconfig.helper_command()
-    assert path.startswith("/") and path.endswith("/agentid-helper")
+    assert path.startswith("/")
+    assert path.endswith("/agentid-helper")

@@ -55,7 +55,8 @@ def test_set_and_delete(memory: MemoryKeyring) -> None:
     assert code == 0
     assert memory.store == {("agentid-helper", BP): "s3cr3t-value"}
     assert "s3cr3t" not in out + err
-    assert run("delete", BP)[0] == 0 and memory.store == {}
+    assert run("delete", BP)[0] == 0
+    assert memory.store == {}
     with pytest.raises(ClientError) as info:
         run("delete", BP)
     assert info.value.exit_code == 2
@@ -79,9 +80,11 @@ def test_no_backend_names_the_fix() -> None:
         keyring.set_keyring(previous)
     assert info.value.exit_code == 5
     hints = " ".join(info.value.hints)
-    assert "gnome-keyring" in hints and "secret_file" in hints
+    assert "gnome-keyring" in hints
+    assert "secret_file" in hints
 
 
 def test_is_guid() -> None:
-    assert is_guid(BP) and is_guid(BP.upper())
+    assert is_guid(BP)
+    assert is_guid(BP.upper())
     assert not any(is_guid(v) for v in ("", BP + "0", BP.replace("-", ""), "g" * 8 + BP[8:]))

@@ -68,7 +68,8 @@ def config(tmp_path: Path) -> Config:
 
 def test_missing_file_is_empty_config(tmp_path: Path) -> None:
     cfg = load_config(tmp_path / "nope.toml", environ={})
-    assert cfg.profiles == {} and cfg.default_profile is None
+    assert cfg.profiles == {}
+    assert cfg.default_profile is None
     assert cfg.daemon.idle_timeout_s == 3600
 
 
@@ -86,7 +87,8 @@ def test_resolve_default_profile(config: Config, tmp_path: Path) -> None:
     assert req.profile == "graph-bot"
     assert req.mode is Mode.AUTONOMOUS_APP
     assert req.scopes == ("https://graph.microsoft.com/.default",)
-    assert req.agent.tenant_id == T and req.agent.agent_identity_app_id == A
+    assert req.agent.tenant_id == T
+    assert req.agent.agent_identity_app_id == A
     assert req.agent.credential == CredentialSpec("keyring", B)
     assert req.agent.ca_bundle == str(tmp_path / "ca.pem")
 
@@ -100,13 +102,15 @@ def test_request_fields_win(config: Config) -> None:
 
 def test_autonomous_user_profile(config: Config) -> None:
     req = config.resolve({"profile": "user-bot"})
-    assert req.mode is Mode.AUTONOMOUS_USER and req.user_upn == "agent@contoso.com"
+    assert req.mode is Mode.AUTONOMOUS_USER
+    assert req.user_upn == "agent@contoso.com"
     assert req.scopes == ("User.Read",)
 
 
 def test_request_user_replaces_profile_user(config: Config) -> None:
     req = config.resolve({"profile": "user-bot", "user_object_id": U})
-    assert req.user_object_id == U and req.user_upn is None
+    assert req.user_object_id == U
+    assert req.user_upn is None
 
 
 def test_autonomous_user_needs_a_user(config: Config) -> None:
@@ -128,7 +132,8 @@ def test_obo_needs_user_token(config: Config) -> None:
     with pytest.raises(InvalidRequest, match="user's token"):
         config.resolve({"profile": "obo-bot"})
     req = config.resolve({"profile": "obo-bot", "user_token": JWT})
-    assert req.user_token == JWT and JWT not in repr(req)
+    assert req.user_token == JWT
+    assert JWT not in repr(req)
     assert req.agent.credential == CredentialSpec("env", "BP_SECRET")
 
 
@@ -272,7 +277,8 @@ def test_default_config_path(tmp_path: Path) -> None:
 def test_load_uses_env_path(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD)
     cfg = load_config(environ={"AGENTID_HELPER_CONFIG": str(path)})
-    assert cfg.path == str(path) and cfg.default_profile == "graph-bot"
+    assert cfg.path == str(path)
+    assert cfg.default_profile == "graph-bot"
 
 
 SIDECAR_PROFILE = """

@@ -73,7 +73,8 @@ def test_keyring_secret(memory_keyring: MemoryKeyring) -> None:
 def test_keyring_missing_entry_hints_secret_set(memory_keyring: MemoryKeyring) -> None:
     with pytest.raises(ConfigurationError, match="no blueprint secret in the keyring") as info:
         load_client_credential(CredentialSpec("keyring", B))
-    assert info.value.hint and f"secret set --blueprint-app-id {B}" in info.value.hint
+    assert info.value.hint
+    assert f"secret set --blueprint-app-id {B}" in info.value.hint
 
 
 @pytest.mark.parametrize(
@@ -145,7 +146,8 @@ def test_secret_file_permission_denied(tmp_path: Path) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert "permission denied" in message
-    assert str(path) in message and SECRET not in message
+    assert str(path) in message
+    assert SECRET not in message
 
 
 def test_env_secret(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -242,7 +244,8 @@ def test_certificate_file_errors(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> 
 
 def test_fingerprint_changes_with_secret_and_hides_it() -> None:
     a, b = credential_fingerprint("one"), credential_fingerprint("two")
-    assert a != b and "one" not in a
+    assert a != b
+    assert "one" not in a
     assert credential_fingerprint("one") == a
 
 

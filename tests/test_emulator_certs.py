@@ -42,5 +42,7 @@ def test_broken_material_is_regenerated(tmp_path: Path) -> None:
 def test_thumbprints_are_unpadded_base64url(tmp_path: Path) -> None:
     material = ensure_key_material(tmp_path)
     sha1, sha256 = thumbprints(self_signed_certificate(material.signing_key, "x"))
-    assert len(sha1) == 27 and len(sha256) == 43
-    assert "=" not in sha1 + sha256 and "+" not in sha1 + sha256
+    assert len(sha1) == 27
+    assert len(sha256) == 43
+    assert "=" not in sha1 + sha256
+    assert "+" not in sha1 + sha256

@@ -161,8 +161,11 @@ def test_admin_user_token(emulator: Any) -> None:
     token = emulator.user_token(emulator.user_upn, "api://my-api")
     payload = token.split(".")[1]
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    assert claims["idtyp"] == "user" and claims["aud"] == "api://my-api"
-    assert claims["upn"] == emulator.user_upn and claims["oid"] and claims["scp"]
+    assert claims["idtyp"] == "user"
+    assert claims["aud"] == "api://my-api"
+    assert claims["upn"] == emulator.user_upn
+    assert claims["oid"]
+    assert claims["scp"]
 
 
 def test_admin_errors(emulator: Any) -> None:
@@ -190,6 +193,8 @@ def test_http_edges(emulator: Any) -> None:
     assert s.get(emulator.token_endpoint).status_code == 405
     assert s.get(f"{emulator.authority_host}/nowhere").status_code == 404
     resp = s.post(emulator.token_endpoint, json={"grant_type": "client_credentials"})
-    assert resp.status_code == 400 and resp.json()["error_codes"] == [900144]
+    assert resp.status_code == 400
+    assert resp.json()["error_codes"] == [900144]
     jwks = s.get(f"{emulator.authority}/discovery/v2.0/keys").json()
-    assert jwks["keys"][0]["kty"] == "RSA" and jwks["keys"][0]["kid"]
+    assert jwks["keys"][0]["kty"] == "RSA"
+    assert jwks["keys"][0]["kid"]

@@ -26,9 +26,11 @@ def test_demo_directory() -> None:
     assert tenant.agents[DEMO_AGENT_APP_ID].blueprint_app_id == directory.summary[
         "blueprint_app_id"]
     agent_user = tenant.find_user(upn=directory.summary["agent_user_upn"].upper())
-    assert agent_user is not None and agent_user.agent_identity_app_id == DEMO_AGENT_APP_ID
+    assert agent_user is not None
+    assert agent_user.agent_identity_app_id == DEMO_AGENT_APP_ID
     human = tenant.find_user(object_id=directory.summary["user_object_id"])
-    assert human is not None and human.agent_identity_app_id is None
+    assert human is not None
+    assert human.agent_identity_app_id is None
     assert DEMO_BLUEPRINT_SECRET not in repr(directory)
 
 
@@ -38,7 +40,8 @@ def test_example_seed() -> None:
     assert directory.summary["agent_user_upn"] == "release-bot@fabrikam.example"
     assert directory.summary["user_upn"] == "bob@fabrikam.example"
     tenant = directory.tenant(directory.summary["tenant_id"])
-    assert tenant is not None and len(tenant.agents) == 2
+    assert tenant is not None
+    assert len(tenant.agents) == 2
     assert "example-secret-1" not in repr(tenant)
 
 

@@ -39,7 +39,8 @@ def check(session: PinnedSession, result: dict[str, Any], code: int, status: int
                      body["error_description"])
     # MSAL sends client-request-id; Entra echoes it as the correlation id.
     sent = session.last.request.headers.get("client-request-id")
-    assert sent and body["correlation_id"] == sent
+    assert sent
+    assert body["correlation_id"] == sent
     if body["error"] == "invalid_client":
         assert status == 401
 

@@ -47,7 +47,8 @@ def test_429_with_retry_after(faulty: Any) -> None:
     s = PinnedSession(emu.ca_bundle)
     result = t1_attempt(emu, s)
     assert "access_token" not in result
-    assert s.last is not None and s.last.status_code == 429
+    assert s.last is not None
+    assert s.last.status_code == 429
     assert s.last.headers["Retry-After"] == "7"
     assert "access_token" in t1_attempt(emu)   # count=1: the next one goes through
 
@@ -59,14 +60,16 @@ def test_server_errors(faulty: Any, status: int) -> None:
     s = PinnedSession(emu.ca_bundle)
     with pytest.raises(MsalServiceError, match=f"HTTP Error: {status}"):
         t1_attempt(emu, s)   # MSAL raises for 5xx (its own error type, not requests')
-    assert s.last is not None and s.last.status_code == status
+    assert s.last is not None
+    assert s.last.status_code == status
     assert s.last.headers["Retry-After"] == "3"
     with pytest.raises(MsalServiceError):
         t1_attempt(emu)      # no count: lasts until cleared
     emu.clear_faults()
     assert "access_token" in t1_attempt(emu)
     stats = emu.stats()["token_requests"]
-    assert stats["total"] == 3 and stats["errors"] == 2
+    assert stats["total"] == 3
+    assert stats["errors"] == 2
 
 
 def test_delay(faulty: Any) -> None:
@@ -135,7 +138,8 @@ def test_concurrent_requests(faulty: Any) -> None:
     assert all(results)
     # MSAL may answer some from its own cache once the first token is in.
     stats = emu.stats()["token_requests"]
-    assert stats["errors"] == 0 and 1 <= stats["total"] <= 120
+    assert stats["errors"] == 0
+    assert 1 <= stats["total"] <= 120
 
 
 def test_concurrent_raw_requests(faulty: Any) -> None:

@@ -55,18 +55,23 @@ def test_token_for_the_exchange_audience(imds: ImdsService) -> None:
     now = time.time()
     resp = imds.handle("GET", target(resource=EXCHANGE, client_id=d.DEMO_MI_CLIENT_ID), META,
                        now=now)
-    assert resp.status == 200 and resp.client_id == d.DEMO_MI_CLIENT_ID
+    assert resp.status == 200
+    assert resp.client_id == d.DEMO_MI_CLIENT_ID
     body = resp.body
     # IMDS's fields, numbers as strings (how-to-use-vm-token.md, "Sample response").
     assert set(body) == {"access_token", "client_id", "expires_in", "expires_on",
                          "ext_expires_in", "not_before", "resource", "token_type"}
-    assert body["expires_in"] == "3600" and body["expires_on"] == str(int(now) + 3600)
-    assert body["resource"] == EXCHANGE and body["token_type"] == "Bearer"
+    assert body["expires_in"] == "3600"
+    assert body["expires_on"] == str(int(now) + 3600)
+    assert body["resource"] == EXCHANGE
+    assert body["token_type"] == "Bearer"
     assert body["client_id"] == d.DEMO_MI_CLIENT_ID
     claims = claims_of(body["access_token"])
     assert claims["aud"] == TOKEN_EXCHANGE_APP_ID     # the app id, not the URI
-    assert claims["iss"] == f"{HOST}/{TENANT}/v2.0" and claims["tid"] == TENANT
-    assert claims["azp"] == d.DEMO_MI_CLIENT_ID and claims["idtyp"] == "app"
+    assert claims["iss"] == f"{HOST}/{TENANT}/v2.0"
+    assert claims["tid"] == TENANT
+    assert claims["azp"] == d.DEMO_MI_CLIENT_ID
+    assert claims["idtyp"] == "app"
     assert claims["sub"] == claims["oid"] == d.DEMO_MI_OBJECT_ID
     assert claims["xms_mirid"] == d.DEMO_MI_RESOURCE_ID
 
@@ -115,8 +120,9 @@ def test_several_identities_need_a_selector() -> None:
         tenant_id=TENANT))
     service = ImdsService(TokenService(directory, TokenIssuer(HOST, new_key())))
     resp = service.handle("GET", target(resource=EXCHANGE), META)
-    assert resp.status == 400 and "Multiple user assigned identities" in \
-        resp.body["error_description"]
+    assert resp.status == 400
+    assert ("Multiple user assigned identities" in \
+        resp.body["error_description"])
     picked = service.handle("GET", target(resource=EXCHANGE,
                                           object_id="0f0f0f0f-0000-4000-8000-000000000002"), META)
     assert claims_of(picked.body["access_token"])["azp"] == "0f0f0f0f-0000-4000-8000-000000000001"
@@ -178,7 +184,8 @@ def test_msal_managed_identity_client(pod_identity: Any, by: str) -> None:
            "resource_id": d.DEMO_MI_RESOURCE_ID}
     result = mi_client(emu, **{by: ids[by]}).acquire_token_for_client(resource=EXCHANGE)
     assert "access_token" in result, result
-    assert result["token_type"] == "Bearer" and result["expires_in"] > 3000
+    assert result["token_type"] == "Bearer"
+    assert result["expires_in"] > 3000
     claims = claims_of(result["access_token"])
     assert claims["aud"] == TOKEN_EXCHANGE_APP_ID
     assert claims["sub"] == emu.info["managed_identity_object_id"]
@@ -190,7 +197,8 @@ def test_msal_managed_identity_client(pod_identity: Any, by: str) -> None:
 def test_unknown_identity_is_msal_error(pod_identity: Any) -> None:
     result = mi_client(pod_identity, client_id="0badc0de-0000-4000-8000-000000000000"
                        ).acquire_token_for_client(resource=EXCHANGE)
-    assert result.get("error") == "invalid_request" and "access_token" not in result
+    assert result.get("error") == "invalid_request"
+    assert "access_token" not in result
     assert pod_identity.stats()["token_requests"]["errors"] == 1
 
 
@@ -209,7 +217,8 @@ def test_managed_identity_token_is_the_blueprints_credential(pod_identity: Any) 
     second = agent_app(emu, t1["access_token"]).acquire_token_for_client([GRAPH_DEFAULT])
     assert "access_token" in second, second
     own = bp.acquire_token_for_client([GRAPH_DEFAULT])
-    assert "access_token" in own and claims_of(own["access_token"])["idtyp"] == "app"
+    assert "access_token" in own
+    assert claims_of(own["access_token"])["idtyp"] == "app"
     by_leg = emu.stats()["token_requests"]["by_leg"]
     assert (by_leg["managed_identity"], by_leg["t1"], by_leg["autonomous_app"],
             by_leg["blueprint_app"]) == (1, 1, 1, 1)
@@ -234,13 +243,15 @@ def test_without_metadata_header_400(pod_identity: Any) -> None:
                            "error_description": "Required metadata header not specified"}
     assert bare.headers["Server"].startswith("IMDS/")
     ok = requests.get(url, params=params, headers=META, timeout=10)
-    assert ok.status_code == 200 and set(ok.json()) >= {"access_token", "expires_on"}
+    assert ok.status_code == 200
+    assert set(ok.json()) >= {"access_token", "expires_on"}
     assert requests.post(url, params=params, headers=META, timeout=10).status_code == 405
     # The log names the path and the identity, never the query or the token.
     log = pod_identity.log_text()
     assert ok.json()["access_token"] not in log
     lines = [json.loads(line) for line in log.splitlines() if '"managed_identity"' in line]
-    assert lines and all(line["path"] == TOKEN_PATH for line in lines)
+    assert lines
+    assert all(line["path"] == TOKEN_PATH for line in lines)
 
 
 def test_seeded_managed_identity_and_credential(tmp_path: Path, emulator_factory: Any,

@@ -27,8 +27,10 @@ def test_mint_and_verify(issuer: TokenIssuer) -> None:
     token = issuer.mint(TENANT, {"aud": "x", "sub": "s"}, lifetime_s=60)
     assert unverified_header(token) == {"alg": "RS256", "kid": issuer.kid, "typ": "JWT"}
     claims = issuer.verify(token)
-    assert claims["iss"] == f"https://127.0.0.1:1/{TENANT}/v2.0" and claims["ver"] == "2.0"
-    assert claims["exp"] - claims["iat"] == 60 and claims["tid"] == TENANT
+    assert claims["iss"] == f"https://127.0.0.1:1/{TENANT}/v2.0"
+    assert claims["ver"] == "2.0"
+    assert claims["exp"] - claims["iat"] == 60
+    assert claims["tid"] == TENANT
     other = issuer.mint(TENANT, {}, lifetime_s=60)
     assert unverified_claims(other)["uti"] != claims["uti"]
 
@@ -55,11 +57,14 @@ def test_verify_rejects(issuer: TokenIssuer) -> None:
         issuer.verify(forged.mint(TENANT, {}, lifetime_s=60))     # right kid, wrong key
     with pytest.raises(jwt.PyJWTError):
         issuer.verify("not.a.jwt")
-    assert unverified_claims("garbage") == {} and unverified_header("garbage") == {}
+    assert unverified_claims("garbage") == {}
+    assert unverified_header("garbage") == {}
 
 
 def test_fmi_subject_shape() -> None:
     sub = fmi_subject(TENANT, "b1e2c3d4-0001-4a5b-8c7d-000000000b01", "agent")
     parts = sub.split("/")
-    assert parts[:5] == ["", "eid1", "c", "pub", "t"] and parts[6] == "a"
-    assert len(parts[5]) == len(parts[7]) == 22 and parts[8] == "agent"
+    assert parts[:5] == ["", "eid1", "c", "pub", "t"]
+    assert parts[6] == "a"
+    assert len(parts[5]) == len(parts[7]) == 22
+    assert parts[8] == "agent"

@@ -94,14 +94,18 @@ def test_fmi_subject_uses_little_endian_guid_bytes() -> None:
 
 def test_correlation_id_echoed(service: TokenService) -> None:
     resp = service.handle(TENANT, t1_form(client_secret="bad"), correlation_id="corr-1")
-    assert resp.status == 401 and resp.body["correlation_id"] == "corr-1"
+    assert resp.status == 401
+    assert resp.body["correlation_id"] == "corr-1"
     assert "Correlation ID: corr-1 " in resp.body["error_description"]
-    assert resp.aadsts == 7000215 and resp.leg == "t1" and resp.client_id == BP
+    assert resp.aadsts == 7000215
+    assert resp.leg == "t1"
+    assert resp.client_id == BP
 
 
 def test_secret_never_echoed(service: TokenService) -> None:
     resp = service.handle(TENANT, t1_form(client_secret="s3cr3t-value"))
-    assert "s3cr3t-value" not in repr(resp) and "s3cr3t-value" not in str(resp.body)
+    assert "s3cr3t-value" not in repr(resp)
+    assert "s3cr3t-value" not in str(resp.body)
 
 
 def _cert_assertion(key: rsa.RSAPrivateKey, cert: Any, *, aud: str = ENDPOINT,
@@ -163,7 +167,8 @@ def test_agent_legs(service: TokenService) -> None:
     assert app_claims["roles"] == ["User.Read.All"]
     second = ok(service.handle(TENANT, agent_form(first, scope=TX)))["access_token"]
     t2_claims = claims_of(second)
-    assert t2_claims["aud"] == TOKEN_EXCHANGE_APP_ID and "roles" not in t2_claims
+    assert t2_claims["aud"] == TOKEN_EXCHANGE_APP_ID
+    assert "roles" not in t2_claims
     fic = {"client_id": AGENT, "client_assertion": first,
            "client_assertion_type": JWT_BEARER_ASSERTION_TYPE, "grant_type": "user_fic",
            "scope": "User.Read openid profile offline_access",
@@ -215,7 +220,8 @@ def test_obo(service: TokenService) -> None:
     # agent-on-behalf-of-oauth-flow.md: "Tc (aud) == Agent ID blueprint client ID".
     body = ok(service.handle(TENANT, {**form, "assertion": user_token(BP)}))
     claims = claims_of(body["access_token"])
-    assert claims["scp"] == "User.Read Mail.Read" and claims["idtyp"] == "user"
+    assert claims["scp"] == "User.Read Mail.Read"
+    assert claims["idtyp"] == "user"
     assert ok(service.handle(TENANT, {**form, "assertion": user_token(f"api://{BP}")}))
     assert ok(service.handle(TENANT, {**form, "assertion": user_token()}))   # default: BP
     assert code(service.handle(TENANT, {**form, "assertion": user_token("api://x")})) == 50013
@@ -236,7 +242,8 @@ def test_obo_refuses_a_user_token_for_the_agent_identity(service: TokenService,
                       requested_token_use="on_behalf_of", scope="User.Read",
                       assertion=service.interactive_user_token(TENANT, d.DEMO_USER_UPN, audience))
     resp = service.handle(TENANT, form)
-    assert code(resp) == 50013 and resp.body["error"] == "invalid_grant"
+    assert code(resp) == 50013
+    assert resp.body["error"] == "invalid_grant"
     description = resp.body["error_description"]
     assert description.startswith("AADSTS50013: Assertion audience does not match the Client "
                                   f"app presenting the assertion. The audience in the assertion "
@@ -247,10 +254,13 @@ def test_interactive_user_token_is_for_the_blueprint(service: TokenService) -> N
     # Like the recorded client token (joetanx/mslab auth-flows.md 5.2.3): aud = the
     # blueprint, scp = access_agent.
     claims = claims_of(service.interactive_user_token(TENANT, d.DEMO_USER_UPN))
-    assert claims["aud"] == BP and claims["scp"] == "access_agent"
-    assert claims["idtyp"] == "user" and claims["oid"] == d.DEMO_USER_OID
+    assert claims["aud"] == BP
+    assert claims["scp"] == "access_agent"
+    assert claims["idtyp"] == "user"
+    assert claims["oid"] == d.DEMO_USER_OID
     uri = claims_of(service.interactive_user_token(TENANT, d.DEMO_USER_UPN, f"api://{BP}"))
-    assert uri["aud"] == f"api://{BP}" and uri["scp"] == "access_agent"
+    assert uri["aud"] == f"api://{BP}"
+    assert uri["scp"] == "access_agent"
     other = claims_of(service.interactive_user_token(TENANT, d.DEMO_USER_UPN, "api://my-api"))
     assert other["scp"] == "access_as_user"
     short = claims_of(service.interactive_user_token(TENANT, d.DEMO_USER_UPN, lifetime_s=60))
@@ -261,18 +271,21 @@ def test_blueprint_own_token_needs_no_fmi_path(service: TokenService) -> None:
     # create-delete-agent-identities.md, "Get an access token using agent identity blueprint".
     form = t1_form(scope=GRAPH)
     del form["fmi_path"]
-    assert classify(form) == "autonomous_app" and service.leg_of(TENANT, form) == "blueprint_app"
+    assert classify(form) == "autonomous_app"
+    assert service.leg_of(TENANT, form) == "blueprint_app"
     resp = service.handle(TENANT, form)
     assert resp.leg == "blueprint_app"
     claims = claims_of(ok(resp)["access_token"])
-    assert claims["aud"] == "https://graph.microsoft.com" and claims["idtyp"] == "app"
+    assert claims["aud"] == "https://graph.microsoft.com"
+    assert claims["idtyp"] == "app"
     assert claims["appid"] == claims["azp"] == claims["oid"] == claims["sub"] == BP
     assert claims["appidacr"] == "1"    # client secret
     assert claims["roles"] == list(d.DEMO_BLUEPRINT_ROLES)
     # The exchange scope still names the agent: fmi_path stays required there.
     no_fmi = {k: v for k, v in t1_form().items() if k != "fmi_path"}
     resp = service.handle(TENANT, no_fmi)
-    assert code(resp) == 900144 and "fmi_path" in resp.body["error_description"]
+    assert code(resp) == 900144
+    assert "fmi_path" in resp.body["error_description"]
     assert resp.leg == "t1"
     assert code(service.handle(TENANT, {**form, "scope": "User.Read"})) == 1002012
     assert code(service.handle(TENANT, {**form, "client_secret": "wrong"})) == 7000215
@@ -340,7 +353,8 @@ def test_request_errors(service: TokenService, form: dict[str, str], expected: i
 
 def test_unknown_tenant(service: TokenService) -> None:
     resp = service.handle("0badc0de-0000-4000-8000-000000000000", t1_form())
-    assert resp.status == 400 and code(resp) == 90002
+    assert resp.status == 400
+    assert code(resp) == 90002
 
 
 def test_refresh_in(keys: Any) -> None:
@@ -352,4 +366,5 @@ def test_refresh_in(keys: Any) -> None:
     assert ok(long.handle(TENANT, t1_form()))["refresh_in"] == 3600
     forced = TokenService(directory, issuer, token_lifetime_s=600, refresh_in_s=100)
     body = ok(forced.handle(TENANT, t1_form()))
-    assert body["refresh_in"] == 100 and body["expires_in"] == 600
+    assert body["refresh_in"] == 100
+    assert body["expires_in"] == 600

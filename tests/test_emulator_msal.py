@@ -63,7 +63,8 @@ def test_t1_response_shape(emulator: Any) -> None:
     session = PinnedSession(emulator.ca_bundle)
     blueprint_app(emulator, session).acquire_token_for_client(
         [TX_SCOPE], fmi_path=emulator.agent_identity_app_id)
-    assert session.last is not None and session.last.status_code == 200
+    assert session.last is not None
+    assert session.last.status_code == 200
     body = session.last.json()
     assert body["token_type"] == "Bearer"
     assert body["expires_in"] == body["ext_expires_in"] == 3600
@@ -145,7 +146,8 @@ def test_obo_with_the_default_user_token(emulator: Any) -> None:
     # /_emulator/users/token defaults to the blueprint, with scp = access_agent.
     user_token = emulator.user_token(emulator.user_upn)
     claims = verified(emulator, user_token)
-    assert claims["aud"] == emulator.blueprint_app_id and claims["scp"] == "access_agent"
+    assert claims["aud"] == emulator.blueprint_app_id
+    assert claims["scp"] == "access_agent"
     result = agent_app(emulator, t1(emulator)).acquire_token_on_behalf_of(
         user_token, ["User.Read"])
     assert "access_token" in result, result
@@ -156,7 +158,8 @@ def test_blueprint_own_token_without_fmi_path(emulator: Any) -> None:
     result = blueprint_app(emulator).acquire_token_for_client([GRAPH_DEFAULT])
     assert "access_token" in result, result
     claims = verified(emulator, result["access_token"])
-    assert claims["aud"] == "https://graph.microsoft.com" and claims["idtyp"] == "app"
+    assert claims["aud"] == "https://graph.microsoft.com"
+    assert claims["idtyp"] == "app"
     assert claims["azp"] == claims["oid"] == emulator.blueprint_app_id
     assert "AgentIdentity.CreateAsManager" in claims["roles"]
 
@@ -193,7 +196,8 @@ def test_stats_count_legs_and_clients(fresh_emulator: Any) -> None:
     stats = emu.stats()["token_requests"]
     assert stats["by_leg"] == {"t1": 2, "autonomous_app": 1, "obo": 1, "t2": 1, "user_fic": 1,
                                "blueprint_app": 1, "managed_identity": 0}
-    assert stats["total"] == 7 and stats["errors"] == 1
+    assert stats["total"] == 7
+    assert stats["errors"] == 1
     assert stats["by_client"] == {emu.blueprint_app_id: 3, emu.agent_identity_app_id: 4}
     emu.reset()
     assert emu.stats()["token_requests"]["total"] == 0
@@ -212,7 +216,8 @@ def test_request_log_has_no_secrets(fresh_emulator: Any) -> None:
     for secret in (emu.blueprint_secret, "wrong-secret-value", token, fed,
                    token.split(".")[2], fed.split(".")[2]):
         assert secret not in log
-    assert '"leg":"t1"' in log and '"aadsts":7000215' in log
+    assert '"leg":"t1"' in log
+    assert '"aadsts":7000215' in log
 
 
 def test_requests_ca_bundle_does_not_override_pinned_ca(
@@ -237,4 +242,5 @@ def test_long_lifetime_sends_refresh_in(fresh_emulator: Any) -> None:
         [TX_SCOPE], fmi_path=fresh_emulator.agent_identity_app_id)
     assert session.last is not None
     body = session.last.json()
-    assert body["expires_in"] == 7200 and body["refresh_in"] == 3600
+    assert body["expires_in"] == 7200
+    assert body["refresh_in"] == 3600

@@ -77,7 +77,8 @@ def test_t1_claims(emu: Emulator, engine: Engine) -> None:
     c = claims(t1.access_token)
     assert c["azp"] == emu.blueprint_app_id
     assert c["sub"].endswith("/" + emu.agent_identity_app_id)
-    assert t1.expires_in > 0 and t1.scope == TOKEN_EXCHANGE_SCOPE
+    assert t1.expires_in > 0
+    assert t1.scope == TOKEN_EXCHANGE_SCOPE
     assert t1.access_token not in repr(t1)
 
 
@@ -99,7 +100,8 @@ def test_obo_claims(emu: Emulator, engine: Engine) -> None:
     c = claims(token.access_token)
     assert c["aud"] == "https://graph.microsoft.com"
     assert c["azp"] == emu.agent_identity_app_id
-    assert c["upn"] == emu.user_upn and c["scp"] == "User.Read"
+    assert c["upn"] == emu.user_upn
+    assert c["scp"] == "User.Read"
     assert token.scope == "User.Read"  # MSAL's openid/profile/offline_access are dropped
 
 
@@ -116,7 +118,8 @@ def test_t2_and_user_fic_claims(emu: Emulator, engine: Engine, by: str) -> None:
     )
     token = engine.acquire_user_fic(agent, t1, t2.access_token, ("User.Read",), **kwargs)
     c = claims(token.access_token)
-    assert c["oid"] == emu.agent_user_object_id and c["azp"] == emu.agent_identity_app_id
+    assert c["oid"] == emu.agent_user_object_id
+    assert c["azp"] == emu.agent_identity_app_id
     legs = {leg: n for leg, n in by_leg(emu).items() if n}
     assert legs == {"t1": 1, "t2": 1, "user_fic": 1}
 
@@ -152,7 +155,10 @@ def test_429_carries_retry_after_and_does_not_block_a_sibling(
     with pytest.raises(IdentityProviderError) as info:
         engine.acquire_t1(ref(emu, AGENT_A))
     err = info.value
-    assert err.transient and err.status == 429 and err.retry_after_s == 7 and err.leg == "t1"
+    assert err.transient
+    assert err.status == 429
+    assert err.retry_after_s == 7
+    assert err.leg == "t1"
     assert err.http_status == 503
     # Same blueprint, same URL, same scope: MSAL would replay the 429 for B.
     t1_b = engine.acquire_t1(ref(emu, AGENT_B))
@@ -180,11 +186,15 @@ def test_bad_secret_is_permanent_with_hint_and_fixed_secret_works_at_once(
     with pytest.raises(IdentityProviderError) as info:
         engine.acquire_t1(agent)
     err = info.value
-    assert not err.transient and err.status in (400, 401) and err.http_status == 502
+    assert not err.transient
+    assert err.status in (400, 401)
+    assert err.http_status == 502
     assert 7000215 in err.aadsts_codes
     assert err.correlation_id
-    assert err.hint and "secret set" in err.hint
-    assert "wrong-secret" not in str(err) and "wrong-secret" not in repr(err.to_json())
+    assert err.hint
+    assert "secret set" in err.hint
+    assert "wrong-secret" not in str(err)
+    assert "wrong-secret" not in repr(err.to_json())
     secret_file.write_text(emu.blueprint_secret + "\n")
     engine.acquire_t1(agent)
     assert by_leg(emu)["t1"] == 2
@@ -194,7 +204,8 @@ def test_expired_or_bogus_t1_is_permanent(emu: Emulator, engine: Engine) -> None
     bogus = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.c2ln"
     with pytest.raises(IdentityProviderError) as info:
         engine.acquire_autonomous_app(ref(emu), bogus, GRAPH)
-    assert not info.value.transient and info.value.aadsts_codes
+    assert not info.value.transient
+    assert info.value.aadsts_codes
     assert bogus not in str(info.value)
 
 
@@ -241,7 +252,8 @@ def test_server_error_is_transient(emu: Emulator, engine: Engine) -> None:
     emu.set_faults(status=503, retry_after_s=3, count=1)
     with pytest.raises(IdentityProviderError) as info:
         engine.acquire_t1(ref(emu))
-    assert info.value.transient and info.value.status == 503
+    assert info.value.transient
+    assert info.value.status == 503
     assert info.value.retry_after_s == 3
 
 
@@ -293,10 +305,14 @@ def test_unknown_tenant_fails_discovery_permanently(emu: Emulator, engine: Engin
     err = info.value
     assert not err.transient
     # Entra's own answer, not a bare "discovery failed (HTTP 400)".
-    assert err.aadsts_codes == (90002,) and err.status == 400
-    assert "authority discovery at" in str(err) and "AADSTS90002: Tenant " in str(err)
-    assert "not found" in str(err) and "Trace ID" not in str(err)
-    assert err.hint and "tenant_id" in err.hint
+    assert err.aadsts_codes == (90002,)
+    assert err.status == 400
+    assert "authority discovery at" in str(err)
+    assert "AADSTS90002: Tenant " in str(err)
+    assert "not found" in str(err)
+    assert "Trace ID" not in str(err)
+    assert err.hint
+    assert "tenant_id" in err.hint
 
 
 def test_unreadable_credential_is_a_configuration_error(emu: Emulator, engine: Engine) -> None:

@@ -21,7 +21,10 @@ PEM = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 def test_never_store_mapping_forgets() -> None:
     m = NeverStoreMapping()
     m["k"] = 1
-    assert "k" not in m and m.get("k") is None and len(m) == 0 and list(m) == []
+    assert "k" not in m
+    assert m.get("k") is None
+    assert len(m) == 0
+    assert list(m) == []
     del m["k"]
     assert m.pop("k", None) is None
 

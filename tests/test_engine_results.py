@@ -28,9 +28,13 @@ def test_error_mapping_codes_hint_and_redaction() -> None:
          "error_codes": [50013], "correlation_id": "corr-1"},
         _Last(400),
     )
-    assert err.aadsts_codes == (50013,) and err.correlation_id == "corr-1"
-    assert not err.transient and err.hint and "/access_agent" in err.hint
-    assert jwtish not in str(err) and "Trace ID" not in str(err)
+    assert err.aadsts_codes == (50013,)
+    assert err.correlation_id == "corr-1"
+    assert not err.transient
+    assert err.hint
+    assert "/access_agent" in err.hint
+    assert jwtish not in str(err)
+    assert "Trace ID" not in str(err)
     assert str(err).startswith("obo: invalid_grant: AADSTS50013")
 
 
@@ -54,8 +58,10 @@ def test_transient_classification(result: dict[str, Any], status: int, transient
 def test_retry_after_parsing() -> None:
 
     assert parse_retry_after("5") == 5.0
-    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
-    assert parse_retry_after("99999") == 3600.0 and parse_retry_after("-3") == 0.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("99999") == 3600.0
+    assert parse_retry_after("-3") == 0.0
     future = email.utils.formatdate(time.time() + 120, usegmt=True)
     assert 60 < (parse_retry_after(future) or 0) <= 121
 
@@ -69,8 +75,10 @@ def test_token_mapping_refresh_on_and_scopes() -> None:
         1000.0,
         ["User.Read"],
     )
-    assert token.expires_in == 7200 and token.refresh_in == 3600
+    assert token.expires_in == 7200
+    assert token.refresh_in == 3600
     assert token.scope == "User.Read"
     with pytest.raises(IdentityProviderError, match="expires_in") as info:
         token_from_result("t1", {"access_token": "at", "expires_in": "x"}, 0.0, [])
-    assert info.value.transient and info.value.leg == "t1"
+    assert info.value.transient
+    assert info.value.leg == "t1"

@@ -55,7 +55,8 @@ def test_table_is_bounded() -> None:
 
 def test_session_repr_hides_header_and_fields() -> None:
     session = IdentitySession("the-header-value", {"user_token": "tok"}, label="l", pid=3)
-    assert "the-header-value" not in repr(session) and "tok" not in repr(session)
+    assert "the-header-value" not in repr(session)
+    assert "tok" not in repr(session)
 
 
 def test_header_file_created_private_then_reused(tmp_path: Path) -> None:

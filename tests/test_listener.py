@@ -43,13 +43,15 @@ def mode(path: Path) -> int:
 def test_default_socket_path() -> None:
     assert default_socket_path({"AGENTID_HELPER_SOCKET": "/x/y.sock"}) == Path("/x/y.sock")
     path = default_socket_path({})
-    assert path.name == "agentid-helper.sock" and path.parent.name == "agentid-helper"
+    assert path.name == "agentid-helper.sock"
+    assert path.parent.name == "agentid-helper"
 
 
 def test_ensure_private_dir_creates_0700(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b"
     ensure_private_dir(target)
-    assert mode(target) == 0o700 and mode(target.parent) == 0o700
+    assert mode(target) == 0o700
+    assert mode(target.parent) == 0o700
 
 
 @pytest.mark.parametrize("lax", [0o770, 0o750, 0o705])
@@ -102,9 +104,11 @@ async def test_bind_modes_and_cleanup(tmp_path: Path) -> None:
     path = tmp_path / "run" / "d.sock"
     with trio.fail_after(5):
         opened = await bind_unix_listener(path)
-        assert opened.owned and opened.path == str(path)
+        assert opened.owned
+        assert opened.path == str(path)
         assert stat.S_ISSOCK(os.lstat(path).st_mode)
-        assert mode(path) == 0o600 and mode(path.parent) == 0o700
+        assert mode(path) == 0o600
+        assert mode(path.parent) == 0o700
         assert Path(str(path) + ".lock").exists()
         await opened.aclose()
     assert not path.exists()
@@ -162,7 +166,8 @@ async def test_path_too_long(tmp_path: Path) -> None:
 
 def test_systemd_listen_fds_parsing() -> None:
     env = {"LISTEN_PID": "1", "LISTEN_FDS": "1"}  # not our pid: ignored, still unset
-    assert systemd_listen_fds(env) == [] and env == {}
+    assert systemd_listen_fds(env) == []
+    assert env == {}
     env = {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "x"}
     with pytest.raises(ListenerError, match="invalid"):
         systemd_listen_fds(env)
@@ -274,10 +279,13 @@ async def test_other_uid_gets_403_and_log_line(shared_dir: Path) -> None:
             )
             server.stop()
     text = out.stdout.decode()
-    assert text.startswith("HTTP/1.1 403") and '"error":"forbidden"' in text
+    assert text.startswith("HTTP/1.1 403")
+    assert '"error":"forbidden"' in text
     lines = [json.loads(line) for line in logs.getvalue().splitlines()]
     refused = [r for r in lines if r["event"] == "refused connection from another user"]
-    assert refused and refused[0]["peer_uid"] == 65534 and refused[0]["level"] == "warning"
+    assert refused
+    assert refused[0]["peer_uid"] == 65534
+    assert refused[0]["level"] == "warning"
 
 
 async def test_open_listener_binds_when_no_systemd(tmp_path: Path) -> None:

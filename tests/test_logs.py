@@ -36,16 +36,21 @@ def test_json_line_fields(out: io.StringIO) -> None:
     assert rec["event"] == "hello"
     assert rec["level"] == "info"
     assert rec["logger"] == "agentid_daemon.test"
-    assert rec["profile"] == "p" and rec["mode"] == "OBO" and rec["duration_ms"] == 1.5
+    assert rec["profile"] == "p"
+    assert rec["mode"] == "OBO"
+    assert rec["duration_ms"] == 1.5
     assert rec["timestamp"].endswith("Z")
 
 
 def test_sensitive_keys_masked(out: io.StringIO) -> None:
     get_logger().info("x", access_token=JWT, client_secret=SECRET, Authorization="Bearer abc")
     text = out.getvalue()
-    assert JWT not in text and SECRET not in text and "Bearer abc" not in text
+    assert JWT not in text
+    assert SECRET not in text
+    assert "Bearer abc" not in text
     rec = lines(out)[0]
-    assert rec["access_token"] == MASK and rec["client_secret"] == MASK
+    assert rec["access_token"] == MASK
+    assert rec["client_secret"] == MASK
     assert rec["Authorization"] == MASK
 
 
@@ -56,7 +61,9 @@ def test_jwt_and_form_fragments_scrubbed_in_values(out: io.StringIO) -> None:
         nested={"headers": {"authorization": "Bearer zzzzzzzzzz"}, "items": [JWT]},
     )
     text = out.getvalue()
-    assert JWT not in text and SECRET not in text and "zzzzzzzzzz" not in text
+    assert JWT not in text
+    assert SECRET not in text
+    assert "zzzzzzzzzz" not in text
     assert "client_secret=" + MASK in text
 
 
@@ -67,11 +74,13 @@ def test_exception_text_redacted_without_locals(out: io.StringIO) -> None:
     except ValueError:
         get_logger().exception("failed")
     text = out.getvalue()
-    assert SECRET not in text and JWT not in text
+    assert SECRET not in text
+    assert JWT not in text
     rec = lines(out)[0]
     assert "exception" in rec
     frames = rec["exception"][0]["frames"]
-    assert frames and all("locals" not in frame for frame in frames)
+    assert frames
+    assert all("locals" not in frame for frame in frames)
 
 
 def test_stdlib_loggers_routed_and_redacted(out: io.StringIO) -> None:
@@ -79,7 +88,8 @@ def test_stdlib_loggers_routed_and_redacted(out: io.StringIO) -> None:
     logging.getLogger("msal.application").info("suppressed at INFO")
     recs = lines(out)
     assert len(recs) == 1
-    assert recs[0]["logger"] == "msal.application" and recs[0]["level"] == "warning"
+    assert recs[0]["logger"] == "msal.application"
+    assert recs[0]["level"] == "warning"
     assert JWT not in out.getvalue()
 
 
@@ -87,7 +97,8 @@ def test_console_format(out: io.StringIO) -> None:
     stream = io.StringIO()
     configure_logging("info", "console", stream=stream)
     get_logger().info("hello", token=JWT)
-    assert "hello" in stream.getvalue() and JWT not in stream.getvalue()
+    assert "hello" in stream.getvalue()
+    assert JWT not in stream.getvalue()
 
 
 def test_bad_level_and_format() -> None:

@@ -87,7 +87,8 @@ async def test_client_id(endpoint: MIEndpoint, tokens: FakeTokens,
     assert ok.status == 200
     other, body = await get(endpoint, Q + "&client_id=11111111-2222-3333-4444-555555555555",
                             header=session.header)
-    assert other.status == 400 and body["statusCode"] == 400
+    assert other.status == 400
+    assert body["statusCode"] == 400
     assert len(tokens.asked) == 1  # the refused one never asked for a token
 
 
@@ -104,7 +105,8 @@ async def test_refusals(endpoint: MIEndpoint, tokens: FakeTokens, session: Ident
     if kwargs.get("header") == "SESSION":
         kwargs["header"] = session.header
     resp, body = await get(endpoint, Q, **kwargs)
-    assert resp.status == status and body["statusCode"] == status
+    assert resp.status == status
+    assert body["statusCode"] == status
     assert session.header not in resp.body.decode()
     assert tokens.asked == []
 
@@ -136,7 +138,8 @@ async def test_errors_in_app_service_shape(endpoint: MIEndpoint, tokens: FakeTok
                                            status: int, words: list[str]) -> None:
     tokens.error = error
     resp, body = await get(endpoint, Q, header=session.header)
-    assert resp.status == status and body["statusCode"] == status
+    assert resp.status == status
+    assert body["statusCode"] == status
     assert all(w in body["message"] for w in words)
     if status == 503:
         assert ("retry-after", "8") in resp.headers

@@ -118,7 +118,8 @@ def test_fuzz_any_target_parses_or_is_refused(tgt: str) -> None:
         assert 400 <= exc.status < 500
         assert len(exc.message) < 300
         return
-    assert query.resource and query.scope.endswith("/.default")
+    assert query.resource
+    assert query.scope.endswith("/.default")
 
 
 @settings(max_examples=300, deadline=None)

@@ -84,11 +84,14 @@ def test_obo_user_token_keys_by_hash_and_requests_stay_apart(tmp_path: Path) -> 
     config = load(tmp_path)
     one = config.resolve({"profile": "obo", "user_token": USER_TOKEN})
     two = config.resolve({"profile": "obo", "user_token": USER_TOKEN + "x"})
-    assert one.user_token == USER_TOKEN and two.user_token == USER_TOKEN + "x"
+    assert one.user_token == USER_TOKEN
+    assert two.user_token == USER_TOKEN + "x"
     assert one.cache_key() != two.cache_key()
     key = memo_key({"profile": "obo", "user_token": USER_TOKEN})
-    assert key is not None and USER_TOKEN not in repr(key)
-    assert USER_TOKEN not in repr(config) and USER_TOKEN not in repr(config._memo)
+    assert key is not None
+    assert USER_TOKEN not in repr(key)
+    assert USER_TOKEN not in repr(config)
+    assert USER_TOKEN not in repr(config._memo)
 
 
 def test_memo_is_bounded_lru() -> None:
@@ -100,7 +103,8 @@ def test_memo_is_bounded_lru() -> None:
     memo.put((("k", "c"),), c)  # type: ignore[arg-type]
     assert len(memo) == 2
     assert memo.get((("k", "b"),)) is None
-    assert memo.get((("k", "a"),)) is a and memo.get((("k", "c"),)) is c
+    assert memo.get((("k", "a"),)) is a
+    assert memo.get((("k", "c"),)) is c
     memo.clear()
     assert len(memo) == 0
 
@@ -138,7 +142,8 @@ def test_reload_starts_a_fresh_memo(tmp_path: Path) -> None:
     before = old.resolve({"profile": "app"})
     new = load(tmp_path, CONFIG.replace(A, A2))
     after = new.resolve({"profile": "app"})
-    assert after is not before and after.agent.agent_identity_app_id == A2
+    assert after is not before
+    assert after.agent.agent_identity_app_id == A2
     old.forget_resolved()
     assert len(old._memo) == 0
     assert before.mode is Mode.AUTONOMOUS_APP

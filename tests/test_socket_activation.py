@@ -174,7 +174,8 @@ def test_get_through_systemd_socket_activate(stack: Stack) -> None:
         before = os.stat(stack.sock)
         # The daemon is started by this first connection (it waits in the backlog).
         body = stack.get()
-        assert body["token_type"] == "Bearer" and body["source"] == "identity_provider"
+        assert body["token_type"] == "Bearer"
+        assert body["source"] == "identity_provider"
         assert stack.get()["source"] == "cache"
         after = os.stat(stack.sock)
         assert (after.st_ino, after.st_dev) == (before.st_ino, before.st_dev)
@@ -182,7 +183,8 @@ def test_get_through_systemd_socket_activate(stack: Stack) -> None:
         assert len(ready) == 1, stack.log_text()
         # The socket came from LISTEN_FDS (systemd-socket-activate execs in place:
         # the daemon is its pid), and the daemon bound nothing of its own.
-        assert ready[0]["systemd_socket"] is True and ready[0]["pid"] == proc.pid
+        assert ready[0]["systemd_socket"] is True
+        assert ready[0]["pid"] == proc.pid
         assert not Path(str(stack.sock) + ".lock").exists()
     finally:
         code = _stop(proc)
@@ -362,7 +364,8 @@ def test_daemon_runs_under_memory_deny_write_execute(stack: Stack) -> None:
     try:
         holder.start()
         assert stack.get()["token_type"] == "Bearer"  # TLS, MSAL, cryptography, JWT
-        assert holder.daemon is not None and holder.daemon.poll() is None
+        assert holder.daemon is not None
+        assert holder.daemon.poll() is None
         pid = holder.daemon.pid
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         if b"MDWE=on" not in environ:
@@ -452,6 +455,7 @@ def test_daemon_syscalls_fit_the_unit_filter(stack: Stack) -> None:
     # RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
     assert families <= {"AF_UNIX", "AF_INET", "AF_INET6"}, families
     # The shim's own pre-exec calls (prctl for PR_SET_MDWE, dup2) are not the daemon's.
-    assert "openat" in used and "accept4" in used, sorted(used)
+    assert "openat" in used, sorted(used)
+    assert "accept4" in used, sorted(used)
     print(f"\n{len(used)} distinct syscalls used, all within the {len(allowed)} allowed")
     assert sorted(used - allowed) == []

@@ -196,8 +196,10 @@ def test_row1_fallback_dir_made_by_another_uid_is_refused(
     result = box.alice(*argv, stdin=stdin)
     assert result.returncode == 3, (result.stdout[:200], result.stderr)
     first = result.stderr.splitlines()[0]
-    assert str(box.runtime) in first and f"({MALLORY})" in first, first
-    assert "XDG_RUNTIME_DIR" in first and "AGENTID_HELPER_SOCKET" in first
+    assert str(box.runtime) in first, first
+    assert f"({MALLORY})" in first, first
+    assert "XDG_RUNTIME_DIR" in first
+    assert "AGENTID_HELPER_SOCKET" in first
     assert "eyJ" not in result.stdout  # the attacker's token was never printed
     assert requests_received(log) == []
     assert "alice-user-token" not in (log.read_text() if log.exists() else "")
@@ -234,7 +236,8 @@ def test_row2_listener_of_another_uid_in_a_directory_that_looks_right(
         result = box.alice(*argv, stdin=stdin, env=env)
         assert result.returncode == 3, (name, result.stderr)
         first = result.stderr.splitlines()[0]
-        assert f"refusing the daemon at {sock}" in first and f"({MALLORY})" in first, first
+        assert f"refusing the daemon at {sock}" in first, first
+        assert f"({MALLORY})" in first, first
     assert requests_received(log) == []  # connected, then closed before a byte
 
 
@@ -276,7 +279,9 @@ def test_daemon_refuses_a_fallback_dir_of_another_uid_with_exit_5(box: Box) -> N
     )
     assert result.returncode == 5, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and str(box.runtime) in lines[0] and f"({MALLORY})" in lines[0], lines
+    assert len(lines) == 1, lines
+    assert str(box.runtime) in lines[0], lines
+    assert f"({MALLORY})" in lines[0], lines
     assert os.listdir(box.runtime) == []
 
 

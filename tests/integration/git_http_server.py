@@ -157,7 +157,9 @@ class GitHttpHandler(QuietHandler):
             env=self._cgi_env(body),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
-        assert proc.stdin and proc.stdout and proc.stderr
+        assert proc.stdin
+        assert proc.stdout
+        assert proc.stderr
         # Feed stdin and drain stderr in threads so a large pack cannot deadlock.
         feeder = threading.Thread(target=_feed, args=(proc.stdin, body), daemon=True)
         drainer = threading.Thread(target=self._drain_stderr, args=(proc.stderr,), daemon=True)

@@ -120,7 +120,8 @@ def test_azure_cli_credential_reads_get_format_az(stack: Stack) -> None:
     shown = stack.sandbox.client("get", "--format", "az")
     assert shown.returncode == 0, describe(shown)
     az = json.loads(shown.stdout)
-    assert az["tenant"] == stack.info["tenant_id"] and az["tokenType"] == "Bearer"
+    assert az["tenant"] == stack.info["tenant_id"]
+    assert az["tokenType"] == "Bearer"
     assert sha256(az["accessToken"]) == report["sha256"]
 
 
@@ -133,7 +134,8 @@ def test_long_running_child_gets_fresh_tokens(stack: Stack) -> None:
         env=stack.sandbox.env, cwd=stack.sandbox.root,
     )
     try:
-        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout is not None
+        assert proc.stdin is not None
         first = json.loads(proc.stdout.readline())
         flushed = stack.sandbox.client("flush", "--all")
         assert flushed.returncode == 0, describe(flushed)

@@ -84,9 +84,11 @@ def test_managed_identity_blueprint_credential(
     body = get(sandbox)
     gate = TokenGate.from_emulator(imds_emulator.info, audience=GRAPH_RESOURCE)
     claims = gate.verify(body["access_token"])
-    assert claims["appid"] == AGENT_A and claims["xms_par_app_azp"] == BLUEPRINT
+    assert claims["appid"] == AGENT_A
+    assert claims["xms_par_app_azp"] == BLUEPRINT
     legs = by_leg(imds_emulator)
-    assert legs.get("managed_identity") == 1 and legs.get("t1") == 1
+    assert legs.get("managed_identity") == 1
+    assert legs.get("t1") == 1
     daemon.assert_log_free_of([body["access_token"]])
 
 
@@ -104,7 +106,8 @@ def test_managed_identity_token_is_one_cache_entry_for_every_agent(
     assert status.returncode == 0, describe(status)
     entries = json.loads(status.stdout)["entries"]
     mi_rows = [e for e in entries if e["kind"] == "managed_identity"]
-    assert len(mi_rows) == 1 and mi_rows[0]["state"] == "valid"
+    assert len(mi_rows) == 1
+    assert mi_rows[0]["state"] == "valid"
     assert mi_rows[0]["managed_identity"] == f"client_id={MI_CLIENT_ID}"
     # force_refresh proves the credential works now: from the managed identity up.
     get(sandbox, "--profile", "a", "--force-refresh")

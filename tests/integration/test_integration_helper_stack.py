@@ -31,9 +31,12 @@ def test_sandbox_environment_is_private(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/evil.pem")
     monkeypatch.setenv("KUBECONFIG", "/root/.kube/config")
     box = HelperSandbox.create(tmp_path / "box", {"EXTRA": "1", "PYTHON_KEYRING_BACKEND": None})
-    assert "REQUESTS_CA_BUNDLE" not in box.env and "KUBECONFIG" not in box.env
-    assert "PYTHON_KEYRING_BACKEND" not in box.env and box.env["EXTRA"] == "1"
-    assert box.home.is_relative_to(tmp_path) and box.socket_path.is_relative_to(tmp_path)
+    assert "REQUESTS_CA_BUNDLE" not in box.env
+    assert "KUBECONFIG" not in box.env
+    assert "PYTHON_KEYRING_BACKEND" not in box.env
+    assert box.env["EXTRA"] == "1"
+    assert box.home.is_relative_to(tmp_path)
+    assert box.socket_path.is_relative_to(tmp_path)
     assert os.stat(box.env["XDG_RUNTIME_DIR"]).st_mode & 0o777 == 0o700
     assert box.env["AGENTID_HELPER_NO_AUTOSTART"] == "1"
     secret = box.write_secret("s", "value")

@@ -128,7 +128,8 @@ def test_kubeconfig_user_entry_runs_this_helper(kube: KubeSetup, sandbox: Helper
     assert Path(exec_cfg["command"]).name == "agentid-helper"
     assert Path(exec_cfg["command"]).is_absolute() or exec_cfg["command"] == "agentid-helper"
     args = exec_cfg.get("args") or []
-    assert "kubectl-credential" in args and PROFILE in args
+    assert "kubectl-credential" in args
+    assert PROFILE in args
 
 
 def test_kubectl_get_namespaces_through_the_helper(
@@ -139,7 +140,8 @@ def test_kubectl_get_namespaces_through_the_helper(
 
         table = kubectl(sandbox, cfg, "get", "namespaces")
         assert table.returncode == 0, table.stderr
-        assert "agentid-demo" in table.stdout and "Active" in table.stdout
+        assert "agentid-demo" in table.stdout
+        assert "Active" in table.stdout
         first = gate.last_accepted
         assert gate.verify(first, record=False)["aud"] == KUBE_RESOURCE
 

@@ -128,16 +128,20 @@ def test_exec_exports_the_endpoint_and_removes_shadowing_variables(
     held = hold(sandbox, env={"MSI_ENDPOINT": "http://x", "MSI_SECRET": "s",
                               "IDENTITY_SERVER_THUMBPRINT": "t", "IMDS_ENDPOINT": "http://y"})
     try:
-        assert held.endpoint.startswith("http://127.0.0.1:") and held.endpoint.endswith(
-            "/msi/token")
-        assert len(held.header) >= 22 and held.report["token_var"] is True
+        assert held.endpoint.startswith("http://127.0.0.1:")
+        assert (held.endpoint.endswith(
+            "/msi/token"))
+        assert len(held.header) >= 22
+        assert held.report["token_var"] is True
         assert held.report["shadowing"] == []
         status, headers, body = mi_get(held.endpoint, header=held.header)
         assert status == 200, body
         assert headers["content-type"] == "application/json"
         assert set(body) == {"access_token", "expires_on", "resource", "token_type", "client_id"}
-        assert body["expires_on"].isdigit() and int(body["expires_on"]) > time.time()
-        assert body["resource"] == GRAPH_RESOURCE and body["token_type"] == "Bearer"
+        assert body["expires_on"].isdigit()
+        assert int(body["expires_on"]) > time.time()
+        assert body["resource"] == GRAPH_RESOURCE
+        assert body["token_type"] == "Bearer"
         assert body["client_id"] == emulator.info["agent_identity_app_id"]
         # client_id naming this session's agent is fine; another one is a 400.
         ok, _, _ = mi_get(held.endpoint, header=held.header, params={
@@ -147,7 +151,8 @@ def test_exec_exports_the_endpoint_and_removes_shadowing_variables(
         other, _, err = mi_get(held.endpoint, header=held.header, params={
             "resource": GRAPH_RESOURCE, "api-version": "2019-08-01",
             "client_id": emulator.info["blueprint_app_id"]})
-        assert other == 400 and "not this session's agent identity" in err["message"]
+        assert other == 400
+        assert "not this session's agent identity" in err["message"]
     finally:
         held.release()
     log = daemon.log_text()
@@ -157,8 +162,10 @@ def test_exec_exports_the_endpoint_and_removes_shadowing_variables(
 def test_no_identity_endpoint_opts_out(daemon: DaemonProcess, sandbox: HelperSandbox) -> None:
     held = hold(sandbox, "--no-identity-endpoint", env={"MSI_ENDPOINT": "http://x"})
     held.release()
-    assert held.endpoint == "" and held.header == ""
-    assert held.report["token_var"] is True and held.report["shadowing"] == ["MSI_ENDPOINT"]
+    assert held.endpoint == ""
+    assert held.header == ""
+    assert held.report["token_var"] is True
+    assert held.report["shadowing"] == ["MSI_ENDPOINT"]
 
 
 def test_endpoint_refusals(daemon: DaemonProcess, sandbox: HelperSandbox) -> None:
@@ -168,7 +175,9 @@ def test_endpoint_refusals(daemon: DaemonProcess, sandbox: HelperSandbox) -> Non
         assert mi_get(ep, header=None)[0] == 401
         wrong = good[:-1] + ("A" if good[-1] != "A" else "B")
         status, _, body = mi_get(ep, header=wrong)
-        assert status == 401 and body["statusCode"] == 401 and wrong not in json.dumps(body)
+        assert status == 401
+        assert body["statusCode"] == 401
+        assert wrong not in json.dumps(body)
         assert mi_get(ep, header="")[0] == 401
         # Browsers: Origin or Referer is refused; a CORS preflight gets no CORS answer.
         for extra in ({"Origin": "https://evil.example"},
@@ -179,7 +188,8 @@ def test_endpoint_refusals(daemon: DaemonProcess, sandbox: HelperSandbox) -> Non
         status, headers, _ = mi_get(ep, header=None, method="OPTIONS", extra={
             "Origin": "https://evil.example", "Access-Control-Request-Method": "GET",
             "Access-Control-Request-Headers": "x-identity-header"})
-        assert status >= 400 and not any(k.startswith("access-control-") for k in headers)
+        assert status >= 400
+        assert not any(k.startswith("access-control-") for k in headers)
         # DNS rebinding: a page's own host name resolving to 127.0.0.1.
         assert mi_get(ep, header=good, extra={"Host": "evil.example"})[0] == 403
         # Only GET, only the one path.
@@ -194,7 +204,8 @@ def test_endpoint_refusals(daemon: DaemonProcess, sandbox: HelperSandbox) -> Non
     finally:
         held.release()
     log = daemon.log_text()
-    assert good not in log and wrong not in log
+    assert good not in log
+    assert wrong not in log
     assert "missing or wrong X-IDENTITY-HEADER" in log
 
 

@@ -120,7 +120,8 @@ def test_kubectl_lists_namespaces_with_a_valid_token(
                           {"token": issuer.mint()})
         table = _kubectl(cfg, tmp_path, "get", "namespaces")
         assert table.returncode == 0, table.stderr
-        assert "agentid-demo" in table.stdout and "Active" in table.stdout
+        assert "agentid-demo" in table.stdout
+        assert "Active" in table.stdout
         names = _kubectl(cfg, tmp_path, "get", "namespaces", "-o", "name")
         assert names.returncode == 0, names.stderr
         assert "namespace/agentid-demo" in names.stdout.split()
@@ -135,7 +136,8 @@ def test_kubectl_is_refused_with_a_bad_token(
         result = _kubectl(cfg, tmp_path, "get", "namespaces")
         assert result.returncode != 0
         assert "You must be logged in to the server" in result.stderr
-        assert 401 in api.statuses() and 200 not in api.statuses()
+        assert 401 in api.statuses()
+        assert 200 not in api.statuses()
 
 
 _EXEC_PLUGIN = """\
@@ -171,10 +173,12 @@ def test_kubectl_reruns_exec_plugin_after_401(
         # credential by re-running the plugin and the run succeeds.
         assert result.returncode == 0, result.stderr
         assert state.with_suffix(".calls").read_text() == "2"
-        assert api.statuses()[0] == 401 and set(api.statuses()[1:]) == {200}
+        assert api.statuses()[0] == 401
+        assert set(api.statuses()[1:]) == {200}
         again = _kubectl(cfg, tmp_path, "get", "namespaces", "-o", "name")
         assert again.returncode == 0, again.stderr
-        assert gate.accepted and set(gate.accepted) == {new}
+        assert gate.accepted
+        assert set(gate.accepted) == {new}
 
 
 # -- git -----------------------------------------------------------------------

@@ -36,7 +36,9 @@ def parse_responses(data: bytes, *, head_only: bool = False) -> list[ParsedRespo
         headers: dict[str, str] = {}
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
-            assert colon and name and name == name.strip(), f"bad header line {line[:200]!r}"
+            assert colon, f"bad header line {line[:200]!r}"
+            assert name, f"bad header line {line[:200]!r}"
+            assert name == name.strip(), f"bad header line {line[:200]!r}"
             headers[name.decode("ascii").lower()] = value.decode("latin-1").strip()
         status = int(match.group(1))
         length = 0
@@ -58,8 +60,10 @@ def assert_acceptable(resp: ParsedResponse, *, allowed: tuple[int, ...] = ()) ->
         assert resp.headers.get("content-type", "").startswith("application/json"), resp.headers
         body = json.loads(resp.body)
         assert isinstance(body, dict), body
-        assert isinstance(body.get("error"), str) and body["error"], body
-        assert isinstance(body.get("error_description"), str) and body["error_description"], body
+        assert isinstance(body.get("error"), str), body
+        assert body["error"], body
+        assert isinstance(body.get("error_description"), str), body
+        assert body["error_description"], body
 
 
 def assert_raw_answer(data: bytes, *, head_only: bool = False) -> list[ParsedResponse]:

@@ -46,7 +46,8 @@ def _ok(resp: HttpResult) -> dict[str, Any]:
 def _error(resp: HttpResult, status: int, code: str) -> dict[str, Any]:
     assert resp.status == status, (resp.status, resp.body[:400])
     body = resp.json()
-    assert body["error"] == code and body["error_description"], body
+    assert body["error"] == code, body
+    assert body["error_description"], body
     return body
 
 
@@ -94,7 +95,8 @@ def test_outage_cache_while_valid_clear_error_after_expiry_then_recovery(
     ), err
     proc = _client_get(stack)
     assert proc.returncode == EXIT_IDP, describe(proc)
-    assert proc.stderr.startswith("agentid-helper: error: ") and proc.stdout == ""
+    assert proc.stderr.startswith("agentid-helper: error: ")
+    assert proc.stdout == ""
     short_emulator.clear_faults()
     fresh = _recovers(stack)  # from a background retry ("cache") or this request
     assert fresh["access_token"] != first["access_token"]
@@ -120,7 +122,8 @@ def test_failure_without_cache_is_clear_and_recovers(
     proc = _client_get(stack)
     assert proc.returncode == EXIT_IDP, describe(proc)
     first_line = proc.stderr.splitlines()[0]
-    assert first_line.startswith("agentid-helper: error: ") and len(first_line) > 30, first_line
+    assert first_line.startswith("agentid-helper: error: "), first_line
+    assert len(first_line) > 30, first_line
     short_emulator.clear_faults()
     _recovers(stack)
 
@@ -210,7 +213,8 @@ def test_wrong_ca_after_reload_cache_flows_then_clear_error(
     )
     for _ in range(3):
         cached = _ok(_token(stack))
-        assert cached["source"] == "cache" and cached["access_token"] == first["access_token"]
+        assert cached["source"] == "cache"
+        assert cached["access_token"] == first["access_token"]
     resp = poll_until(
         lambda: (r := _token(stack)).status != 200 and r,
         timeout=LIFETIME_S + 5,
@@ -219,7 +223,8 @@ def test_wrong_ca_after_reload_cache_flows_then_clear_error(
     # A TLS verification failure is not transient: the daemon answers 502.
     assert resp.status in (502, 503), (resp.status, resp.body[:300])
     body = resp.json()
-    assert body["error"].startswith("identity_provider_") and body["error_description"], body
+    assert body["error"].startswith("identity_provider_"), body
+    assert body["error_description"], body
     _assert_tls_message(body["error_description"])
     proc = _client_get(stack)
     assert proc.returncode == EXIT_IDP, describe(proc)

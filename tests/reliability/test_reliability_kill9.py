@@ -89,7 +89,8 @@ def test_kill9_mid_traffic_then_autostart_replaces_stale_socket(
     again = sandbox.client("get", "--profile", "app", "--format", "json", timeout=CLIENT_TIMEOUT_S)
     assert again.returncode == 0, describe(again)
     new_pids = daemon_pids(sock)
-    assert len(new_pids) == 1 and new_pids[0] != old_pid, new_pids
+    assert len(new_pids) == 1, new_pids
+    assert new_pids[0] != old_pid, new_pids
     for profile in ("app", "user"):
         proc = sandbox.client("get", "--profile", profile, timeout=CLIENT_TIMEOUT_S)
         assert proc.returncode == 0, describe(proc)

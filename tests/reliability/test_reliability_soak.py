@@ -156,7 +156,8 @@ def test_soak(
         assert statuses[(profile, 200)] > MIN_SERVED * sum(
             n for (p, _), n in statuses.items() if p == profile
         ), statuses
-    assert stack.daemon.process is not None and stack.daemon.process.poll() is None
+    assert stack.daemon.process is not None
+    assert stack.daemon.process.poll() is None
 
     # File descriptors: every client connection closed -> back near the baseline.
     poll_until(

@@ -88,3 +88,28 @@ def error_codes() -> list[str]:
 @pytest.mark.parametrize("code", error_codes())
 def test_api_doc_names_every_error_code(code: str) -> None:
     assert f"`{code}`" in (ROOT / "docs" / "api.md").read_text()
+
+
+def environment_rows() -> str:
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    return text[text.index("## Environment") :]
+
+
+def variables_read_by_the_code() -> list[str]:
+    found: set[str] = set()
+    for package in ("daemon", "client"):
+        for path in (ROOT / package).rglob("*.py"):
+            found.update(re.findall(r"\"((?:AGENTID_HELPER|AZURE)_[A-Z_]+)\"", path.read_text()))
+    return sorted(found)
+
+
+@pytest.mark.parametrize("variable", variables_read_by_the_code())
+def test_every_environment_variable_the_code_reads_is_documented(variable: str) -> None:
+    assert f"`{variable}`" in environment_rows()
+
+
+def test_the_clients_environment_help_is_in_the_reference() -> None:
+    from agentid_client.commands import ENVIRONMENT
+
+    for name, _ in ENVIRONMENT:
+        assert f"`{name}`" in environment_rows()

@@ -3,11 +3,9 @@ the in-process lifecycle with sd_notify, and end to end against the emulator."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +18,7 @@ import trio
 from daemon_fakes import FakeBroker, FakeCache, load_api_config
 from emulator_config import secret_file, write_emulator_config
 
+from agentid_client import transport
 from agentid_daemon import app
 from agentid_daemon.app import Components, Daemon, main
 from agentid_daemon.config import Config
@@ -27,17 +26,6 @@ from agentid_daemon.sdnotify import Notifier
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 30.0) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.unix_path)
 
 
 @pytest.fixture(autouse=True)
@@ -51,16 +39,10 @@ def in_process_main_keeps_core_limits(monkeypatch: pytest.MonkeyPatch) -> list[b
 
 
 def call(sock: Path, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    conn = UnixHTTPConnection(str(sock))
-    try:
-        data = None if body is None else json.dumps(body).encode()
-        conn.request(method, path, body=data, headers={"content-type": "application/json"})
-        resp = conn.getresponse()
-        raw = resp.read()
-        ctype = resp.getheader("content-type") or ""
-        return resp.status, json.loads(raw) if raw and "json" in ctype else raw.decode()
-    finally:
-        conn.close()
+    """One request with the client's own HTTP reader; the JSON body, or the text."""
+    resp = transport.request(str(sock), method, path, body, timeout=30.0)
+    ctype = resp.headers.get("content-type", "")
+    return resp.status, resp.json() if resp.body and "json" in ctype else resp.body.decode()
 
 
 class DaemonProc:
@@ -103,7 +85,7 @@ def start_daemon(
         try:
             if call(sock, "GET", "/readyz")[0] == 200:
                 return DaemonProc(proc, sock)
-        except OSError:
+        except (OSError, transport.ConnectFailed):
             pass
         if time.monotonic() > deadline:
             proc.kill()

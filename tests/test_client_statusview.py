@@ -76,3 +76,16 @@ def test_table_rows_and_no_tokens() -> None:
 def test_empty() -> None:
     assert render_status({"entries": []}, now=NOW) == "no cached tokens"
     assert render_status([], now=NOW) == "no cached tokens"
+
+
+def test_managed_identity_endpoint_and_entry() -> None:
+    body = {
+        "daemon": {"pid": 42, "uptime_s": 5, "socket": "/run/s.sock", "config_path": "/c.toml",
+                   "managed_identity": {"endpoint": "http://127.0.0.1:4100/msi/token",
+                                        "sessions": 2}},
+        "entries": [{"kind": "managed_identity", "managed_identity": "client_id=9999",
+                     "expires_on": NOW + 80000, "refresh_on": NOW + 50000, "last_error": None}],
+    }
+    lines = render_status(body, now=NOW).splitlines()
+    assert lines[1] == "managed identity endpoint: http://127.0.0.1:4100/msi/token, 2 session(s)"
+    assert "(managed_identity)" in lines[3] and "client_id=9999" in lines[3]

@@ -53,7 +53,8 @@ def rows(body: Any, now: float) -> list[tuple[str, ...]]:
                 for v in (
                     entry.get("profile"),
                     mode,
-                    entry.get("agent_identity_app_id"),
+                    # A managed identity's own token (a blueprint credential) names it.
+                    entry.get("agent_identity_app_id") or entry.get("managed_identity"),
                     scope,
                     entry.get("user"),
                     _until(entry.get("expires_on"), now),
@@ -75,6 +76,12 @@ def render_status(body: Any, now: float | None = None) -> str:
             f"daemon: pid {daemon.get('pid', '?')}, up {uptime}"
             f", socket {daemon.get('socket') or '?'}, config {daemon.get('config_path') or '?'}"
         )
+        endpoint = daemon.get("managed_identity")
+        if isinstance(endpoint, dict) and endpoint.get("endpoint"):
+            lines.append(
+                f"managed identity endpoint: {endpoint['endpoint']}, "
+                f"{endpoint.get('sessions', 0)} session(s)"
+            )
     table = rows(body, now)
     if not table:
         lines.append("no cached tokens")

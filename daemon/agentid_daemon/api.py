@@ -28,6 +28,7 @@ from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S, 
 
 from .config import REQUEST_KEYS, Config
 from .errors import AgentIdError, ConfigurationError, IdentityProviderError, InvalidRequest
+from .fields import user_token_expiry
 from .logs import get_logger, is_enabled_for
 from .models import TokenRequest
 from .protocol import Headers, Response, current_peer
@@ -110,6 +111,10 @@ def parse_json_object(body: bytes, *, allow_empty: bool) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         # The message names the position only: never echo the body (it may hold a token).
         raise InvalidRequest(f"request body is not valid JSON at position {exc.pos}") from None
+    except ValueError:  # e.g. an integer beyond sys.get_int_max_str_digits()
+        raise InvalidRequest(
+            "request body holds a value that cannot be parsed (a number with too many digits?)"
+        ) from None
     if not isinstance(value, dict):
         raise InvalidRequest(f"request body must be a JSON object, not {_json_type(value)}")
     return value
@@ -145,10 +150,44 @@ def selection_fields(obj: dict[str, Any], *, extra: tuple[str, ...] = ()) -> dic
         if key == "scope" and isinstance(value, list):
             if not all(isinstance(v, str) for v in value):
                 raise InvalidRequest("field 'scope' must be a string or an array of strings")
+            for item in value:
+                _require_unicode(key, item)
         elif not isinstance(value, str):
             raise InvalidRequest(f"field {key!r} must be a string, not {_json_type(value)}")
+        else:
+            _require_unicode(key, value)
         fields[key] = value
     return fields
+
+
+def _require_unicode(key: str, value: str) -> None:
+    """JSON may carry lone surrogates (``"\\ud800"``); nothing downstream can encode them."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"field {key!r} is not valid Unicode (a lone surrogate)") from None
+
+
+def refuse_expired_user_token(fields: dict[str, Any], now: float) -> None:
+    """An OBO user token past its ``exp`` is refused before any cache lookup (exit 2)."""
+    token = fields.get("user_token")
+    if not isinstance(token, str):
+        return
+    exp = user_token_expiry(token.strip())
+    if exp is not None and exp <= now:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(exp))
+        raise InvalidRequest(
+            f"the user token expired at {when} (its exp claim)",
+            hint="get a fresh token for the user (sign in again) and retry",
+        )
+
+
+def resolve(config: Config, fields: dict[str, Any]) -> TokenRequest:
+    """``config.resolve`` with parse errors of any kind as 400 (never a 500)."""
+    try:
+        return config.resolve(fields)
+    except (ValueError, UnicodeError) as exc:
+        raise InvalidRequest(f"request fields cannot be used ({type(exc).__name__})") from None
 
 
 def token_options(obj: dict[str, Any]) -> tuple[float, bool]:
@@ -272,7 +311,7 @@ class Api:
 
     def resolve_selection(self, obj: dict[str, Any]) -> TokenRequest:
         """The TokenRequest a ``POST /v1/token`` body selects (validated the same way)."""
-        return self._config().resolve(selection_fields(obj, extra=TOKEN_OPTIONS))
+        return resolve(self._config(), selection_fields(obj, extra=TOKEN_OPTIONS))
 
     async def token_payload(self, obj: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
         """The 200 body of ``POST /v1/token`` for a decoded request object.
@@ -281,6 +320,7 @@ class Api:
         both surfaces validate and honour the same request fields.
         """
         min_validity_s, force_refresh = token_options(obj)
+        refuse_expired_user_token(obj, time.time())
         req = self.resolve_selection(obj)
         ctx.update(profile=req.profile, mode=req.mode.value)
         served = await self.state.broker.get_token(
@@ -309,7 +349,7 @@ class Api:
         obj = parse_json_object(body, allow_empty=True)
         fields = selection_fields(obj)
         # Validate now: a bad selection fails the exec, not the command's first call.
-        req = self._config().resolve(fields)
+        req = resolve(self._config(), fields)
         ctx.update(profile=req.profile, mode=req.mode.value)
         peer = current_peer()
         if peer is None or peer.pid <= 0:
@@ -323,7 +363,7 @@ class Api:
 
     async def _delete_token(self, body: bytes, ctx: dict[str, Any]) -> Response:
         obj = parse_json_object(body, allow_empty=True)
-        req = self._config().resolve(selection_fields(obj))
+        req = resolve(self._config(), selection_fields(obj))
         ctx.update(profile=req.profile, mode=req.mode.value)
         dropped = self.state.broker.invalidate(req)
         ctx.update(dropped=dropped)
@@ -338,7 +378,7 @@ class Api:
         if fields and flush_all:
             raise InvalidRequest('give either selection fields or "all": true, not both')
         if fields:
-            req = self._config().resolve(fields)
+            req = resolve(self._config(), fields)
             ctx.update(dropped=int(self.state.broker.invalidate(req)))
         else:
             ctx.update(dropped=self.state.broker.flush())

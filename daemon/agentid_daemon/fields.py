@@ -114,6 +114,30 @@ def user_token(value: Any) -> str:
     return text
 
 
+def user_token_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a user token (a JWT), read without verifying it.
+
+    The identity provider verifies the token; the daemon reads ``exp`` only to
+    refuse a token that has expired before it looks for a cached OBO result
+    made from it. None when the payload is not base64url JSON or has no ``exp``.
+    """
+    import base64
+    import json
+
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        claims = json.loads(raw)
+    except (ValueError, UnicodeError, RecursionError):  # binascii.Error is a ValueError
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        return None
+    return float(exp)
+
+
 def env_name(value: Any) -> str:
     text = _require_str(value)
     if not _ENV_NAME_RE.match(text):

@@ -298,7 +298,14 @@ def test_limits(live_stack: Stack, payload: bytes, expected: int) -> None:
                 b"1e999999",
                 b'{"min_validity_s": 1e999}',
                 b'{"min_validity_s": NaN}',
+                b'{"min_validity_s": ' + b"9" * 5000 + b"}",  # beyond int_max_str_digits
+                b'{"profile": "app", "scope": -' + b"1" * 4301 + b"}",
+                b'{"profile": "\\ud800"}',
+                b'{"user_token": "\\udc00.eyJ.x", "mode": "OBO"}',
             ]
+        ),
+        st.integers(min_value=4301, max_value=6000).map(
+            lambda n: b'{"min_validity_s": ' + b"7" * n + b"}"
         ),
     ),
 )
@@ -418,6 +425,36 @@ def test_string_values_and_unknown_keys(
     resp = live_stack.call(method, path, {**extra, field: value})
     assert_acceptable(parse_responses(_reencode(resp))[0], allowed=(502,) if _is_idp(resp) else ())
     assert resp.status in (200, 204, 400, 404, 502), (resp.status, resp.body[:300])
+
+
+LONE_SURROGATES = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+
+
+@FUZZ
+@given(
+    endpoint=st.sampled_from(ENDPOINTS),
+    field=st.sampled_from(SELECTION_FIELDS),
+    before=st.text(max_size=10),
+    surrogate=LONE_SURROGATES,
+    as_list=st.booleans(),
+)
+def test_lone_surrogates_in_any_field_are_400(
+    live_stack: Stack,
+    endpoint: tuple[str, str],
+    field: str,
+    before: str,
+    surrogate: str,
+    as_list: bool,
+) -> None:
+    """JSON can carry a lone surrogate ("\\ud800"); no field may turn it into a 500."""
+    method, path = endpoint
+    value: Any = before + surrogate
+    if as_list and field == "scope":
+        value = [value]
+    body = json.dumps({"profile": "app", field: value}).encode()  # ensure_ascii: \\udXXX
+    resp = live_stack.call(method, path, raw_body=body)
+    assert resp.status == 400, (field, resp.status, resp.body[:300])
+    assert resp.json()["error"] == "invalid_request"
 
 
 # ---- stalled clients (opened when the module starts, judged at the end) -------------

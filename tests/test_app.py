@@ -204,6 +204,40 @@ def test_sighup_reload_keeps_old_config_on_error(tmp_path: Path) -> None:
     assert any(e["event"].startswith("configuration reload failed") for e in events)
 
 
+def test_sighup_with_the_config_file_removed_keeps_every_profile(tmp_path: Path) -> None:
+    """Row 7: a removed (or unreadable) file on SIGHUP is an error, not an empty config."""
+    config = tmp_path / "config.toml"
+    config.write_text(PROFILE.format(name="one"))
+    d = start_daemon(tmp_path, config)
+
+    def daemon_status() -> dict[str, Any]:
+        status: dict[str, Any] = call(d.sock, "GET", "/v1/status")[1]["daemon"]
+        return status
+
+    try:
+        assert daemon_status()["last_reload_error"] is None
+        config.unlink()
+        d.proc.send_signal(signal.SIGHUP)
+        _wait_for(lambda: daemon_status()["last_reload_error"] is not None)
+        status = daemon_status()
+        assert status["profiles"] == ["one"]
+        assert status["last_reload_error"] == f"{config}: the file is missing"
+        config.mkdir()  # unreadable as a file
+        d.proc.send_signal(signal.SIGHUP)
+        _wait_for(lambda: "is a directory" in (daemon_status()["last_reload_error"] or ""))
+        assert daemon_status()["profiles"] == ["one"]
+        config.rmdir()
+        config.write_text(PROFILE.format(name="one") + PROFILE.format(name="two"))
+        d.proc.send_signal(signal.SIGHUP)
+        _wait_for(lambda: daemon_status()["profiles"] == ["one", "two"])
+        assert daemon_status()["last_reload_error"] is None
+    finally:
+        rc, out, _ = d.stop()
+    assert rc == 0
+    failed = [e for e in log_events(out) if e["event"].startswith("configuration reload failed")]
+    assert len(failed) == 2 and "the file is missing" in failed[0]["error"]
+
+
 def _wait_for(predicate: Any, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -45,6 +45,27 @@ def test_git_profile(host: str, path: str, profile: str | None) -> None:
     assert contract.git_profile(MAP, host, path) == profile
 
 
+@pytest.mark.parametrize(
+    ("host", "protocol", "profile"),
+    [
+        # Row 10: [git."dev.azure.com"] matched any port; only the default one may match.
+        ("dev.azure.com:8443", "https", None),
+        ("dev.azure.com:80", "https", None),
+        ("dev.azure.com:444", "https", None),
+        ("dev.azure.com:443", "https", "ado"),
+        ("dev.azure.com:443", "HTTPS", "ado"),
+        ("dev.azure.com:80", "http", "ado"),
+        ("dev.azure.com:443", "http", None),
+        ("git.example.com:8443", "https", "port"),
+        ("git.example.com:443", "https", None),
+    ],
+)
+def test_git_host_table_matches_the_default_port_only(
+    host: str, protocol: str, profile: str | None
+) -> None:
+    assert contract.git_profile(MAP, host, "", protocol) == profile
+
+
 def test_daemon_and_client_normalise_git_hosts_alike(tmp_path: Any) -> None:
     from agentid_client.gitcred import load_git_map
 

@@ -42,13 +42,21 @@ def git_key(host: str) -> str:
     return host.strip().strip("/").lower()
 
 
-def git_profile(mapping: dict[str, str], host: str, path: str = "") -> str | None:
+# The port a URL without one means; a [git."HOST"] table matches only that port.
+DEFAULT_PORTS = {"https": "443", "http": "80"}
+
+
+def git_profile(
+    mapping: dict[str, str], host: str, path: str = "", protocol: str = "https"
+) -> str | None:
     """The profile mapped to git's ``host`` and ``path`` in ``{git_key: profile}``.
 
-    The longest ``host/path`` prefix (segment by segment) wins, then the host;
-    a host with a port (``dev.azure.com:443``) that matches nothing is tried
-    again without it. ``None`` when nothing matches, so that git asks its
-    next helper.
+    The longest ``host/path`` prefix (segment by segment) wins, then the host.
+    A host with the protocol's default port (``dev.azure.com:443`` over https)
+    is tried again without it; any other port matches only a table naming it
+    (``[git."host:8443"]``): another port may be another server, which must not
+    receive this host's token. ``None`` when nothing matches, so that git asks
+    its next helper.
     """
     host = git_key(host)
     if not host:
@@ -59,6 +67,6 @@ def git_profile(mapping: dict[str, str], host: str, path: str = "") -> str | Non
         if found is not None:
             return found
     bare, colon, port = host.rpartition(":")
-    if colon and port.isdigit() and "]" not in port:
-        return git_profile(mapping, bare, path)
+    if colon and "]" not in port and port == DEFAULT_PORTS.get(protocol.lower()):
+        return git_profile(mapping, bare, path, protocol)
     return None

@@ -1,10 +1,13 @@
 """``agentid-helper doctor``: check the whole chain and say what to fix.
 
 Checks, in order: the config parses (with the daemon's own loader), the
-socket directory is private, the daemon answers /healthz and /readyz, a
-keyring backend is usable (needed only by profiles using the keyring), and
-every profile gets a token (an identity-provider refusal shows its AADSTS
-code and hint). Prints one ✔/✘ line per check; exit 0 only when all pass.
+socket directory is private (the client's own rule), the daemon answers
+/healthz and /readyz and its last config reload succeeded, a keyring backend
+is usable (needed only by profiles using the keyring), and every profile gets
+a token (an identity-provider refusal shows its AADSTS code and hint). Prints
+one ✔/✘ line per check; exit 0 only when all pass. ⚠ lines (doctor_security):
+secret or config files readable by others, an old git that would hand our
+token to a storing helper; they do not fail doctor.
 """
 
 from __future__ import annotations
@@ -12,13 +15,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, TextIO
 
-from . import daemon_api, paths, private_dir, trust
+from . import daemon_api, doctor_security, paths, private_dir, trust
 from .failures import ClientError
 
 if TYPE_CHECKING:  # the daemon's config is imported lazily, when doctor runs
     from agentid_daemon.config import Config
 
-OK, FAIL = "✔", "✘"
+OK, FAIL, WARN = "✔", "✘", "⚠"
 
 
 class Report:
@@ -33,6 +36,12 @@ class Report:
         if not ok:
             self.failed += 1
         return ok
+
+    def warn(self, text: str, hint: str | None = None) -> None:
+        """Something works but exposes a secret or a token: said, not counted as failed."""
+        self.out.write(f"{WARN} {text}\n")
+        if hint:
+            self.out.write(f"    {hint}\n")
 
 
 def _check_config(report: Report) -> Config | None:
@@ -143,6 +152,11 @@ def run_doctor(out: TextIO) -> int:
     sock = paths.socket_path()
     _check_socket_dir(report, sock)
     daemon_ok = _check_daemon(report, sock)
+    if daemon_ok:
+        doctor_security.check_reload_error(report)
+    if config is not None:
+        doctor_security.check_file_modes(report, config)
+    doctor_security.check_git_chain(report)
     _check_keyring(report, needed=config is not None and _uses_keyring(config))
     if daemon_ok and config is not None:
         _check_profiles(report, config)

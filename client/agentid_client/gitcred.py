@@ -99,7 +99,8 @@ def load_git_map(config_file: str | None = None) -> dict[str, str]:
 
 def profile_for(attrs: dict[str, Any], mapping: dict[str, str]) -> str | None:
     """The profile for git's host/path (see :func:`contract.git_profile`)."""
-    return git_profile(mapping, str(attrs.get("host", "")), str(attrs.get("path", "")))
+    host, path = str(attrs.get("host", "")), str(attrs.get("path", ""))
+    return git_profile(mapping, host, path, str(attrs.get("protocol") or "https"))
 
 
 def protocol_allowed(attrs: dict[str, Any]) -> bool:

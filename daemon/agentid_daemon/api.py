@@ -89,6 +89,7 @@ class ApiState:
     version: str = "0"
     listening: bool = False
     identity_sessions: IdentitySessionsLike | None = None
+    last_reload_error: str | None = None  # set by app's SIGHUP reload
     started_monotonic: float = field(default_factory=time.monotonic)
     started_wall: float = field(default_factory=time.time)
 
@@ -396,6 +397,9 @@ class Api:
             "socket": state.socket_path,
             "config_path": state.config_path,
             "config_loaded": config is not None,
+            # The last SIGHUP reload's error (the previous config stays in force); None after
+            # a good reload.
+            "last_reload_error": state.last_reload_error,
             "default_profile": config.default_profile if config else None,
             "profiles": profiles,
         }

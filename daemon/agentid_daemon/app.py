@@ -179,6 +179,18 @@ def _profile_changes(old: Config, new: Config) -> dict[str, list[str]]:
     }
 
 
+def _reload_config(path: str | None) -> Config:
+    """``load_config`` for SIGHUP: a missing file is an error here, not an empty config.
+
+    (At start an absent file means "no profiles yet"; on reload it means the
+    file was removed or renamed, and dropping every profile would fail every get.)
+    """
+    config = load_config(path)
+    if config.path and not os.path.exists(config.path):
+        raise ConfigurationError(f"{config.path}: the file is missing")
+    return config
+
+
 class Daemon:
     """The running daemon; :meth:`run` is the whole lifetime."""
 
@@ -290,13 +302,15 @@ class Daemon:
         await self.notifier.reloading()
         try:
             try:
-                new = await trio.to_thread.run_sync(load_config, self.state.config_path)
+                new = await trio.to_thread.run_sync(_reload_config, self.state.config_path)
             except ConfigurationError as exc:
                 log.error(
                     "configuration reload failed; keeping the previous configuration",
                     error=exc.description,
                 )
+                self.state.last_reload_error = exc.description  # status and doctor show it
                 return False
+            self.state.last_reload_error = None
             old = self.state.config
             self.state.config = new
             if old is not None:

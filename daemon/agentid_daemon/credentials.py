@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import ConfigurationError
 from .models import CredentialSpec
+from .secret_files import read_credential_file
 
 KEYRING_SERVICE = "agentid-helper"
 # Set by the AKS workload identity webhook (and read by azure-identity's
@@ -105,19 +106,14 @@ class _FileAssertion:
 
 
 def _read_text(path: str, what: str) -> str:
+    # A regular file only, size-capped, read with a timeout (secret_files.py).
+    raw = read_credential_file(path, what)
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        raise ConfigurationError(f"{what} {path} does not exist") from None
-    except PermissionError:
-        raise ConfigurationError(f"{what} {path}: permission denied") from None
-    except IsADirectoryError:
-        raise ConfigurationError(f"{what} {path} is a directory") from None
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigurationError(f"{what} {path} is not UTF-8 text") from None
-    except OSError as exc:
-        raise ConfigurationError(f"{what} {path}: cannot read ({exc.strerror})") from None
+    del raw  # dropped at once: the daemon keeps no copy of a file's secret around
+    text = text.replace("\r\n", "\n").replace("\r", "\n")  # open()'s universal newlines
     # Only line endings are trimmed: editors and `echo` add them; anything else
     # is part of the value.
     text = text.rstrip("\r\n")

@@ -1,0 +1,107 @@
+"""doctor's security checks: file modes, the daemon's last reload, git's helper chain."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from pathlib import Path
+
+import pytest
+import test_client_doctor
+import test_client_fakes
+from test_client_fakes import FakeDaemon
+
+from agentid_client import doctor_security
+from agentid_client.doctor import run_doctor
+
+fake_daemon = test_client_fakes.fake_daemon  # the shared fixtures
+config = test_client_doctor.config
+
+
+def doctor() -> tuple[int, str]:
+    out = io.StringIO()
+    return run_doctor(out), out.getvalue()
+
+
+def test_secret_and_config_readable_by_others_are_warned(
+    fake_daemon: FakeDaemon, config: Path
+) -> None:
+    secret = config.parent / "s"
+    secret.chmod(0o644)
+    config.chmod(0o640)
+    code, text = doctor()
+    assert code == 0, text  # a warning, not a failure
+    assert f"⚠ profile app: secret file {secret} is readable by group or others (mode 0644)" in text
+    assert f"fix: chmod 600 {secret}" in text
+    assert f"⚠ config {config} is readable by group or others (mode 0640)" in text
+    secret.chmod(0o600)
+    config.chmod(0o600)
+    assert "⚠" not in doctor()[1]
+
+
+def test_failed_reload_is_a_failure(fake_daemon: FakeDaemon, config: Path) -> None:
+    """Row 7: the daemon kept its old config after a bad SIGHUP; doctor says so."""
+    error = f"{config}: the file is missing"
+    fake_daemon.routes[("GET", "/v1/status")] = lambda req: (
+        200,
+        {"daemon": {"pid": 1, "last_reload_error": error}, "entries": []},
+    )
+    code, text = doctor()
+    assert code == 1
+    assert f"✘ daemon configuration reload: {error}" in text
+    fake_daemon.routes[("GET", "/v1/status")] = lambda req: (
+        200,
+        {"daemon": {"pid": 1, "last_reload_error": None}, "entries": []},
+    )
+    assert "✔ daemon configuration reload: ok" in doctor()[1]
+
+
+@pytest.fixture
+def git_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private global git config (no system config)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.delenv("GIT_CONFIG_GLOBAL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return home
+
+
+def git_config(*args: str) -> None:
+    subprocess.run(["git", "config", "--global", *args], check=True)
+
+
+def test_old_git_with_a_storing_helper_after_ours_is_warned(
+    fake_daemon: FakeDaemon, config: Path, git_home: Path
+) -> None:
+    """Row 10: git < 2.46 hands the bearer token to `store`, which writes it in clear."""
+    git_config("--add", "credential.https://dev.azure.com.helper", "")
+    git_config("--add", "credential.https://dev.azure.com.helper", "!agentid-helper git-credential")
+    git_config("--add", "credential.https://dev.azure.com.helper", "store")
+    version = doctor_security._git_version(
+        subprocess.run(["git", "--version"], capture_output=True, text=True).stdout
+    )
+    assert version is not None
+    code, text = doctor()
+    assert code == 0
+    warned = "⚠ git" in text and "other helpers for https://dev.azure.com (store)" in text
+    assert warned == (version < doctor_security.GIT_SAFE_VERSION), text
+
+
+def test_no_warning_for_our_helper_alone_or_after_a_reset(
+    fake_daemon: FakeDaemon, config: Path, git_home: Path
+) -> None:
+    git_config("--add", "credential.helper", "store")  # for every host, but cleared below
+    git_config("--add", "credential.https://dev.azure.com.helper", "")
+    git_config("--add", "credential.https://dev.azure.com.helper", "!agentid-helper git-credential")
+    assert doctor_security.git_helper_chains() == {
+        "*": ["store"],
+        "https://dev.azure.com": ["!agentid-helper git-credential"],
+    }
+    assert "⚠ git" not in doctor()[1]
+    # A generic `store` after our list (in file order) applies to dev.azure.com too.
+    with open(git_home / ".gitconfig", "a") as fh:
+        fh.write("[credential]\n\thelper = store\n")
+    chain = doctor_security.git_helper_chains()["https://dev.azure.com"]
+    assert chain == ["!agentid-helper git-credential", "store"]

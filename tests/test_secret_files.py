@@ -1,0 +1,84 @@
+"""Credential files are regular files (issue row 5): no FIFO, device or huge file holds a thread."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from agentid_daemon import secret_files
+from agentid_daemon.credentials import load_client_credential
+from agentid_daemon.errors import ConfigurationError
+from agentid_daemon.models import CredentialSpec
+
+KINDS = ("secret_file", "certificate_file", "federated_token_file")
+
+
+def load_bounded(spec: CredentialSpec) -> BaseException | object:
+    """load_client_credential in a thread, waited for a bounded time: a hang is a failure."""
+    outcome: list[BaseException | object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(load_client_credential(spec))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert outcome, f"reading {spec.kind} {spec.location} hung"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fifo_fails_at_once(tmp_path: Path, kind: str) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    result = load_bounded(CredentialSpec(kind, str(fifo)))
+    assert isinstance(result, ConfigurationError)
+    assert f"{fifo} is a FIFO, not a regular file" in result.description
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"), [("/dev/zero", "a character device"), ("/dev/null", "a character device")]
+)
+def test_devices_fail_at_once(path: str, kind: str) -> None:
+    result = load_bounded(CredentialSpec("secret_file", path))
+    assert isinstance(result, ConfigurationError) and f"is {kind}" in result.description
+
+
+def test_directory_and_size_cap(tmp_path: Path) -> None:
+    result = load_bounded(CredentialSpec("secret_file", str(tmp_path)))
+    assert isinstance(result, ConfigurationError) and "is a directory" in result.description
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * (secret_files.MAX_CREDENTIAL_BYTES + 1))
+    result = load_bounded(CredentialSpec("secret_file", str(big)))
+    assert isinstance(result, ConfigurationError) and "larger than 64 KiB" in result.description
+    edge = tmp_path / "edge"
+    edge.write_bytes(b"y" * (secret_files.MAX_CREDENTIAL_BYTES - 1) + b"\n")  # at the cap
+    assert load_bounded(CredentialSpec("secret_file", str(edge))) == "y" * 65535
+
+
+def test_a_read_that_hangs_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hung filesystem: the engine thread gives up after the timeout, the message says so."""
+    release = threading.Event()
+
+    def stuck(path: str, what: str) -> bytes:
+        release.wait(30)
+        return b""
+
+    monkeypatch.setattr(secret_files, "_read_regular", stuck)
+    try:
+        with pytest.raises(ConfigurationError, match=r"did not answer within 0.2 s"):
+            secret_files.read_credential_file(str(tmp_path / "s"), "secret file", timeout_s=0.2)
+    finally:
+        release.set()
+
+
+def test_regular_file_still_reads_with_crlf(tmp_path: Path) -> None:
+    secret = tmp_path / "s"
+    secret.write_bytes(b"value-1\r\n")
+    assert load_bounded(CredentialSpec("secret_file", str(secret))) == "value-1"

@@ -119,7 +119,8 @@ def redact(
     so secrets quoted in exception messages are scrubbed too.
     """
     for key in list(event_dict):
-        if key == "_record" or key == "_from_structlog":
+        if key in ("_record", "_from_structlog", "exc_info"):
+            # exc_info is rendered into "exception" (then scrubbed) by the formatter.
             continue
         if _is_sensitive_key(key):
             event_dict[key] = MASK
@@ -185,6 +186,28 @@ def parse_level(level: str | int) -> int:
     return value
 
 
+_dropped_lines = 0
+
+
+def dropped_lines() -> int:
+    """Log lines dropped because the output failed (``/metrics``: log_lines_dropped_total)."""
+    return _dropped_lines
+
+
+class DroppingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that drops a line its stream cannot take, quietly, and counts it.
+
+    The stdlib's ``handleError`` prints "--- Logging error ---", a traceback and
+    the record's raw message and arguments to stderr: for a structlog event that
+    is the whole event dict. A closed pipe (``agentid-helperd | head``) or a full
+    disk must cost log lines, never leak them elsewhere.
+    """
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        global _dropped_lines
+        _dropped_lines += 1
+
+
 def configure_logging(
     level: str | int = "info",
     fmt: str | None = None,
@@ -202,6 +225,9 @@ def configure_logging(
         processors=[
             *shared,
             structlog.stdlib.PositionalArgumentsFormatter(),
+            # Redact before the event dict becomes a LogRecord: whatever handles
+            # the record (or fails to) never holds an unredacted value.
+            redact,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level_no),
@@ -219,7 +245,7 @@ def configure_logging(
             _renderer(log_format),
         ],
     )
-    handler = logging.StreamHandler(stream)
+    handler = DroppingStreamHandler(stream)
     handler.setFormatter(formatter)
     handler.set_name("agentid-helper")
 

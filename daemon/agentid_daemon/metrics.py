@@ -19,6 +19,8 @@ import math
 import re
 from collections.abc import Callable, Iterable
 
+from . import logs
+
 PREFIX = "agentid_helper_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -144,6 +146,19 @@ class Gauge(_Metric):
         return super().samples()
 
 
+class FunctionCounter(_Metric):
+    """A label-less counter whose total another module keeps (read at render time)."""
+
+    kind = "counter"
+
+    def __init__(self, name: str, help_text: str, function: Callable[[], float]) -> None:
+        super().__init__(name, help_text, ())
+        self._function = function
+
+    def samples(self) -> list[tuple[LabelValues, float]]:
+        return [((), float(self._function()))]
+
+
 class Registry:
     """Named metrics in registration order."""
 
@@ -206,6 +221,13 @@ class Metrics(Registry):
         self.cache_entries = self.gauge(
             PREFIX + "cache_entries",
             "Keys currently held by the token cache (resource tokens and T1/T2).",
+        )
+        self.log_lines_dropped = self._add(
+            FunctionCounter(
+                PREFIX + "log_lines_dropped_total",
+                "Log lines dropped because the log output failed (closed pipe, full disk).",
+                logs.dropped_lines,
+            )
         )
         # observe_request() is called once per API request: its label sets
         # (routes x statuses, both few) are bound on first use.

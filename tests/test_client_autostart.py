@@ -150,3 +150,16 @@ def _wait_for_pid(pidfile: str) -> int:
             return int(text)
         time.sleep(0.01)
     raise AssertionError("the stand-in daemon never wrote its pid")
+
+
+def test_readme_lists_the_daemon_environment_allow_list() -> None:
+    """One source (autostart.DAEMON_ENV_*), its documentation tied to it."""
+    readme = (Path(TESTS).parent / "README.md").read_text()
+    section = readme.split("## Security model", 1)[1].split("\n## ", 1)[0]
+    for name in autostart.DAEMON_ENV_NAMES:
+        if name.islower():
+            assert "also lower case" in section
+            continue
+        assert f"`{name}`" in section, name
+    for prefix in autostart.DAEMON_ENV_PREFIXES:
+        assert f"`{prefix}*`" in section, prefix

@@ -58,6 +58,7 @@ def records() -> Iterator[Records]:
     logs.configure_logging("info", "json")
 
 
+@pytest.mark.raw_log_records_hold_planted_secrets
 def test_broken_stream_drops_lines_quietly_and_counts_them(
     capsys: pytest.CaptureFixture[str], records: Records
 ) -> None:

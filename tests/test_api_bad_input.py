@@ -48,8 +48,10 @@ mode = "AutonomousApp"
 mode = "OBO"
 """)
     config = load_config(config_path, environ={})
-    _cache, broker, metrics = _build(config)
-    state = ApiState(broker=broker, metrics=metrics, config=config, config_path=str(config_path))
+    parts = _build(config)
+    state = ApiState(
+        broker=parts.broker, metrics=parts.metrics, config=config, config_path=str(config_path)
+    )
     state.listening = True
     return Api(state)
 

@@ -277,7 +277,8 @@ async def test_lifecycle_notifies_systemd(tmp_path: Path) -> None:
             await stream.send_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 200")
             await stream.aclose()
-            assert await daemon.reload()  # the file is missing: an empty config is valid
+            (tmp_path / "c.toml").write_text("")  # an empty file is a valid config
+            assert await daemon.reload()  # (a missing one is not, on reload: row 7 below)
             assert (await next_message(receiver)).startswith(b"RELOADING=1\nMONOTONIC_USEC=")
             assert (await next_message(receiver)).startswith(b"READY=1")
             await daemon.stop()

@@ -8,14 +8,12 @@ from pathlib import Path
 
 import pytest
 import test_client_doctor
-import test_client_fakes
-from test_client_fakes import FakeDaemon
+from client_fakes import FakeDaemon
 
 from agentid_client import doctor_security
 from agentid_client.doctor import run_doctor
 
-fake_daemon = test_client_fakes.fake_daemon  # the shared fixtures
-config = test_client_doctor.config
+config = test_client_doctor.config  # doctor's config fixture (fake_daemon is in conftest)
 
 
 def doctor() -> tuple[int, str]:

@@ -26,6 +26,7 @@ def test_fifo_secret_files_fail_at_once_and_other_profiles_still_work(
             for i in range(ENGINE_THREADS + 1):
                 fh.write(
                     f'\n[profiles.fifo{i}]\nagent_identity_app_id = "{uuid.uuid4()}"\n'
+                    f'blueprint_app_id = "{emulator.blueprint_app_id}"\n'
                     f'blueprint_credential = {{ secret_file = "{fifo}" }}\n'
                 )
         with ThreadPoolExecutor(max_workers=ENGINE_THREADS + 1) as pool:

@@ -11,10 +11,13 @@ import os
 import re
 import stat
 import subprocess
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import daemon_api, paths
 from .failures import ClientError
+
+if TYPE_CHECKING:  # the daemon's config is imported lazily, when doctor runs
+    from agentid_daemon.config import Config
 
 CREDENTIAL_FILE_KINDS = ("secret_file", "certificate_file", "federated_token_file")
 # git >= 2.46 understands authtype/ephemeral credentials and does not hand
@@ -28,12 +31,11 @@ class Reporter(Protocol):
     def warn(self, text: str, hint: str | None = None) -> None: ...
 
 
-def check_file_modes(report: Reporter, config: Any) -> None:
+def check_file_modes(report: Reporter, config: Config) -> None:
     """Warn about a config, secret, certificate or token file readable by group or others."""
     files = [("config", paths.config_path())]
-    defaults = getattr(config, "defaults", {}) or {}
-    for name, profile in sorted((getattr(config, "profiles", {}) or {}).items()):
-        spec = {**defaults, **profile}.get("blueprint_credential")  # a CredentialSpec or None
+    for name in config.profile_names():
+        spec = config.layered(config.profiles[name]).get("blueprint_credential")
         if spec is not None and spec.kind in CREDENTIAL_FILE_KINDS:
             location = os.path.expandvars(str(spec.location))
             files.append((f"profile {name}: {spec.kind.replace('_', ' ')}", location))

@@ -273,3 +273,18 @@ def test_sidecar_with_a_taken_port_exits_5(pod: Pod, tmp_path: Path) -> None:
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 5, shlex.join(args) + "\n" + proc.stderr[-2000:]
     assert f"cannot listen on 127.0.0.1:{pod.port}" in proc.stderr
+
+
+def test_exec_sessions_share_the_sidecars_port(pod: Pod) -> None:
+    """`agentid-helper exec` next to the sidecar session: same endpoint, its own header."""
+    show = ("import json, os; print(json.dumps({k: os.environ[k] for k in "
+            "('IDENTITY_ENDPOINT', 'IDENTITY_HEADER')}))")
+    proc = subprocess.run(
+        [helper_bin("agentid-helper"), "exec", "--", sys.executable, "-c", show],
+        env=pod.sidecar_env, capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, describe(proc)
+    exported = json.loads(proc.stdout)
+    assert exported["IDENTITY_ENDPOINT"] == f"http://127.0.0.1:{pod.port}/msi/token"
+    assert exported["IDENTITY_HEADER"] != pod.header

@@ -88,4 +88,5 @@ def test_managed_identity_endpoint_and_entry() -> None:
     }
     lines = render_status(body, now=NOW).splitlines()
     assert lines[1] == "managed identity endpoint: http://127.0.0.1:4100/msi/token, 2 session(s)"
-    assert "(managed_identity)" in lines[3] and "client_id=9999" in lines[3]
+    assert "(managed_identity)" in lines[3]
+    assert "client_id=9999" in lines[3]

@@ -61,7 +61,8 @@ def test_expired_user_token_is_refused_not_served_from_cache(
         again = env.run(*obo, stdin=user_token + "\n")
         assert again.returncode == 2, (again.stdout[:40], again.stderr)
         assert "the user token expired at" in again.stderr.splitlines()[0]
-        assert again.stdout == "" and user_token not in again.stderr
+        assert again.stdout == ""
+        assert user_token not in again.stderr
 
 
 def _exp(token: str) -> float:

@@ -72,8 +72,10 @@ def test_broken_stream_drops_lines_quietly_and_counts_them(
     assert err == ""  # no "--- Logging error ---", no raw event dict
     # Redaction ran before the event became a record: no handler ever held the token.
     event = records.records[0].msg
-    assert isinstance(event, dict) and event["user_token"] == logs.MASK
-    assert "hunter2" not in str(event) and FAKE_JWT not in str(event)
+    assert isinstance(event, dict)
+    assert event["user_token"] == logs.MASK
+    assert "hunter2" not in str(event)
+    assert FAKE_JWT not in str(event)
 
 
 def test_daemon_with_closed_stdout_prints_nothing_raw(tmp_path: Path) -> None:
@@ -95,7 +97,8 @@ def test_daemon_with_closed_stdout_prints_nothing_raw(tmp_path: Path) -> None:
         proc.stdout.close()
         deadline = time.monotonic() + 60
         while not sock.exists():
-            assert proc.poll() is None and time.monotonic() < deadline
+            assert proc.poll() is None
+            assert time.monotonic() < deadline
             time.sleep(0.05)
         for _ in range(5):  # each logs a "request" line at INFO
             status, body = call(
@@ -104,13 +107,16 @@ def test_daemon_with_closed_stdout_prints_nothing_raw(tmp_path: Path) -> None:
             assert status in (400, 404), body
         status, metrics = call(sock, "GET", "/metrics")
         dropped = _sample(metrics, "agentid_helper_log_lines_dropped_total")
-        assert status == 200 and dropped >= 5
+        assert status == 200
+        assert dropped >= 5
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0
     text = err.decode(errors="replace")
-    assert "Logging error" not in text and "'event'" not in text and FAKE_JWT not in text
+    assert "Logging error" not in text
+    assert "'event'" not in text
+    assert FAKE_JWT not in text
 
 
 def _sample(metrics: Any, name: str) -> float:

@@ -47,16 +47,19 @@ def test_fifo_fails_at_once(tmp_path: Path, kind: str) -> None:
 )
 def test_devices_fail_at_once(path: str, kind: str) -> None:
     result = load_bounded(CredentialSpec("secret_file", path))
-    assert isinstance(result, ConfigurationError) and f"is {kind}" in result.description
+    assert isinstance(result, ConfigurationError)
+    assert f"is {kind}" in result.description
 
 
 def test_directory_and_size_cap(tmp_path: Path) -> None:
     result = load_bounded(CredentialSpec("secret_file", str(tmp_path)))
-    assert isinstance(result, ConfigurationError) and "is a directory" in result.description
+    assert isinstance(result, ConfigurationError)
+    assert "is a directory" in result.description
     big = tmp_path / "big"
     big.write_bytes(b"x" * (secret_files.MAX_CREDENTIAL_BYTES + 1))
     result = load_bounded(CredentialSpec("secret_file", str(big)))
-    assert isinstance(result, ConfigurationError) and "larger than 64 KiB" in result.description
+    assert isinstance(result, ConfigurationError)
+    assert "larger than 64 KiB" in result.description
     edge = tmp_path / "edge"
     edge.write_bytes(b"y" * (secret_files.MAX_CREDENTIAL_BYTES - 1) + b"\n")  # at the cap
     assert load_bounded(CredentialSpec("secret_file", str(edge))) == "y" * 65535

@@ -87,11 +87,21 @@ class FakeBroker:
         self.rows: list[dict[str, Any]] = [{"key": "AutonomousApp x", "state": "valid"}]
         self.gate = gate
         self.entered = trio.Event()
+        self.claims: str | None = None  # of the last get_token
+        self.session_rows: list[dict[str, Any]] = [
+            {"name": "job-1", "user": "sha256:0123456789abcdef"}
+        ]
 
     async def get_token(
-        self, req: TokenRequest, *, min_validity_s: float = 300, force_refresh: bool = False
+        self,
+        req: TokenRequest,
+        *,
+        min_validity_s: float = 300,
+        force_refresh: bool = False,
+        claims: str | None = None,
     ) -> ServedToken:
         self.calls.append(("get", (req, min_validity_s, force_refresh)))
+        self.claims = claims
         self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
@@ -117,6 +127,9 @@ class FakeBroker:
 
     def status(self) -> list[dict[str, Any]]:
         return self.rows
+
+    def obo_sessions(self) -> list[dict[str, Any]]:
+        return self.session_rows
 
 
 class FakeSessions:

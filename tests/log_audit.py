@@ -7,8 +7,11 @@ session ends; tests that keep logs elsewhere (short socket paths under /tmp)
 hand them to :func:`scan_file` before deleting them. A finding fails the run
 and names where it was found, never the value.
 
-What counts as a leak: anything shaped like a JWT (every token in this project
-is one: T1, T2, resource tokens, user tokens) and the known test secrets.
+What counts as a leak: anything shaped like a JWT (every access token in this
+project is one: T1, T2, resource tokens, user tokens), anything shaped like a
+refresh token (Entra's are opaque ``0.A...``/``1.A...`` strings, and so are
+the emulator's; the broker tests' fake engine issues ``rt-secret-N``), and the
+known test secrets.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from pathlib import Path
 # header.payload.signature, each base64url; JWT headers and payloads are JSON
 # objects, so both start with "eyJ" ('{"').
 JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}")
+
+# Entra refresh tokens: "0.A" or "1.A" then hundreds of base64url characters.
+REFRESH_TOKEN_RE = re.compile(r"(?<![A-Za-z0-9_.-])[01]\.A[A-Za-z0-9_-]{80,}|\brt-secret-\d+\b")
 
 KNOWN_SECRETS = (
     "demo-blueprint-secret~not-a-real-secret",  # the emulator's --demo blueprint
@@ -40,6 +46,8 @@ class LogAudit:
     def scan_text(self, text: str, where: str) -> None:
         if JWT_RE.search(text):
             self.findings.append(f"{where}: a JWT (token) appears")
+        if REFRESH_TOKEN_RE.search(text):
+            self.findings.append(f"{where}: a refresh token appears")
         for secret in KNOWN_SECRETS:
             if secret in text:
                 self.findings.append(f"{where}: a known test secret appears")

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -53,6 +54,9 @@ class FakeEngine:
         self.expired_user_tokens: set[str] = set()
         self.seen_user: list[tuple[str | None, str | None]] = []
         self.assertions_used: list[str] = []
+        self.claims_seen: list[tuple[str, str | None]] = []  # (leg, claims)
+        self.refresh_tokens: dict[str, bool] = {}  # issued refresh token -> still valid
+        self.refresh_tokens_used: list[str] = []
         self._lock = threading.Lock()
 
     def _mint(self, leg: str) -> AcquiredToken:
@@ -76,27 +80,48 @@ class FakeEngine:
     def acquire_t1(self, agent: AgentRef) -> AcquiredToken:
         return self._mint("t1")
 
-    def acquire_autonomous_app(self, agent: AgentRef, t1: str, scopes: tuple[str, ...]
-                               ) -> AcquiredToken:
+    def acquire_autonomous_app(self, agent: AgentRef, t1: str, scopes: tuple[str, ...], *,
+                               claims: str | None = None) -> AcquiredToken:
         self._check(t1, "t1", "autonomous_app")
+        self.claims_seen.append(("autonomous_app", claims))
         return self._mint("autonomous_app")
 
-    def acquire_obo(self, agent: AgentRef, t1: str, user_token: str, scopes: tuple[str, ...]
-                    ) -> AcquiredToken:
+    def _with_refresh_token(self, token: AcquiredToken) -> AcquiredToken:
+        rt = f"rt-secret-{len(self.refresh_tokens) + 1}"
+        self.refresh_tokens[rt] = True
+        return replace(token, refresh_token=rt)
+
+    def acquire_obo(self, agent: AgentRef, t1: str, user_token: str, scopes: tuple[str, ...],
+                    *, claims: str | None = None) -> AcquiredToken:
         self._check(t1, "t1", "obo")
+        self.claims_seen.append(("obo", claims))
         if user_token in self.expired_user_tokens:
             self.calls["obo"] += 1
             raise IdentityProviderError("AADSTS500133: assertion is not within its valid time "
                                         "range", aadsts_codes=(500133,), leg="obo", status=400)
-        return self._mint("obo")
+        return self._with_refresh_token(self._mint("obo"))
+
+    def acquire_obo_refresh(self, agent: AgentRef, t1: str, refresh_token: str,
+                            scopes: tuple[str, ...], *, claims: str | None = None
+                            ) -> AcquiredToken:
+        self._check(t1, "t1", "obo_refresh")
+        self.claims_seen.append(("obo_refresh", claims))
+        self.refresh_tokens_used.append(refresh_token)
+        if not self.refresh_tokens.get(refresh_token):
+            self.calls["obo_refresh"] += 1
+            raise IdentityProviderError("AADSTS70000: the refresh token is revoked",
+                                        aadsts_codes=(70000,), leg="obo_refresh", status=400)
+        return self._with_refresh_token(self._mint("obo_refresh"))
 
     def acquire_t2(self, agent: AgentRef, t1: str) -> AcquiredToken:
         self._check(t1, "t1", "t2")
         return self._mint("t2")
 
     def acquire_user_fic(self, agent: AgentRef, t1: str, t2: str, scopes: tuple[str, ...], *,
-                         user_upn: str | None, user_object_id: str | None) -> AcquiredToken:
+                         user_upn: str | None, user_object_id: str | None,
+                         claims: str | None = None) -> AcquiredToken:
         self._check(t1, "t1", "user_fic")
+        self.claims_seen.append(("user_fic", claims))
         self._check(t2, "t2", "user_fic")
         self.seen_user.append((user_upn, user_object_id))
         return self._mint("user_fic")

@@ -82,7 +82,7 @@ def test_modes_are_the_daemons_modes() -> None:
 
 def test_selection_flags_cover_the_selection_fields() -> None:
     assert REQUEST_KEYS == contract.SELECTION_FIELDS
-    assert (*SELECTION_DESTS, "user_token") == contract.SELECTION_FIELDS
+    assert (*SELECTION_DESTS, *contract.FLAGLESS_FIELDS) == contract.SELECTION_FIELDS
     for name in ("get", "kubectl-credential", "exec", "flush"):
         dests = {opt.dest for opt in COMMANDS[name].opts.values()}
         assert set(SELECTION_DESTS) | {"user_token_file"} <= dests, name

@@ -20,6 +20,20 @@ def test_finds_a_jwt_and_names_the_place_not_the_value() -> None:
     assert JWT not in audit.findings[0]
 
 
+def test_finds_refresh_tokens() -> None:
+    """Entra-shaped (the emulator mints them so) and the fake engine's."""
+    import secrets
+
+    entra_like = "1.AXoA" + secrets.token_urlsafe(300)
+    audit = LogAudit()
+    audit.scan_text(f'{{"event": "refresh", "refresh_token": "{entra_like}"}}', "daemon.log")
+    audit.scan_text("error: rt-secret-3 was refused", "test output")
+    audit.scan_text("version 1.A2 and 0.5 and rt-secret-ish", "ok.log")
+    assert audit.findings == ["daemon.log: a refresh token appears",
+                              "test output: a refresh token appears"]
+    assert entra_like not in " ".join(audit.findings)
+
+
 def test_finds_known_secrets_and_ignores_redacted_lines() -> None:
     audit = LogAudit()
     audit.scan_text(f"client_secret={KNOWN_SECRETS[0]}", "emulator.log")

@@ -100,6 +100,14 @@ class CLI:
             fields["min_validity_s"] = int(value) if value.is_integer() else value
         if parsed.opts.get("force_refresh"):
             fields["force_refresh"] = True
+        for dest in ("claims", "obo_session"):  # `get` only; the daemon validates them
+            given = parsed.opts.get(dest)
+            if given is not None:
+                if not str(given).strip():
+                    raise UsageError(
+                        f"{parsed.command}: --{dest.replace('_', '-')} is empty", parsed.command
+                    )
+                fields[dest] = str(given).strip()
         return fields
 
     def do_get(self, parsed: Parsed) -> int:
@@ -198,6 +206,8 @@ class CLI:
 
     def do_flush(self, parsed: Parsed) -> int:
         fields = request_fields(parsed.opts, "flush", self.stdin)
+        if parsed.opts.get("obo_session") is not None:
+            fields["obo_session"] = str(parsed.opts["obo_session"]).strip()
         if parsed.opts.get("all"):
             if fields:
                 raise UsageError("flush: give either a selection or --all, not both", "flush")

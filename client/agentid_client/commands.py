@@ -8,7 +8,13 @@ by :mod:`helptext`, and into the man page and shell completions by
 from __future__ import annotations
 
 from .cliargs import Command, Opt, Pos
-from .contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S, MODES, SELECTION_FIELDS
+from .contract import (
+    DEFAULT_MIN_VALIDITY_S,
+    FLAGLESS_FIELDS,
+    MAX_MIN_VALIDITY_S,
+    MODES,
+    SELECTION_FIELDS,
+)
 
 FORMATS = ("token", "json", "header", "az")
 
@@ -71,9 +77,13 @@ def _selection() -> list[Opt]:
     ]
 
 
-# The selection flags' destinations: the request's selection fields but the
-# user token, which comes from --user-token-file.
-SELECTION_DESTS = tuple(f for f in SELECTION_FIELDS if f != "user_token")
+def _obo_session(text: str) -> Opt:
+    return Opt("--obo-session", text, metavar="N")
+
+
+# The selection flags' destinations: the request's selection fields but those
+# without a selection flag (contract.FLAGLESS_FIELDS).
+SELECTION_DESTS = tuple(f for f in SELECTION_FIELDS if f not in FLAGLESS_FIELDS)
 
 COMMANDS: dict[str, Command] = {}
 
@@ -96,6 +106,13 @@ _add(
             ),
             Opt("--force-refresh", "ask the identity provider for a new token", kind="flag"),
             Opt(
+                "--claims",
+                "a resource's claims challenge (the claims=\"...\" of its WWW-Authenticate "
+                "header, base64 or JSON): ask the identity provider, never the cache",
+                metavar="C",
+            ),
+            _obo_session("OBO: continue session N without a user token, or start it with one"),
+            Opt(
                 "--format",
                 "output: the token (default), the JSON response, an Authorization header, "
                 "or the JSON of `az account get-access-token`",
@@ -108,6 +125,11 @@ _add(
   TOKEN=$(agentid-helper get --profile graph-bot --scope https://vault.azure.net/.default)
   # on behalf of a signed-in user (the user token comes from a file or stdin, never argv)
   agentid-helper get --profile bot --mode OBO --user-token-file - < user-token.jwt
+  # long-running work for that user: start a session once, continue without the user token
+  agentid-helper get --profile bot --mode OBO --obo-session job-42 --user-token-file t.jwt
+  agentid-helper get --profile bot --mode OBO --obo-session job-42   # hours later
+  # a resource answered 401 with error="insufficient_claims", claims="eyJhY2Nlc3..."
+  agentid-helper get --profile bot --claims "$CLAIMS"   # the claims value, base64 or JSON
   # as the agent's own user account
   agentid-helper get --profile bot --mode AutonomousUser --user-upn a@contoso.com --scope User.Read
   agentid-helper get --format json | jq .expires_on
@@ -210,10 +232,13 @@ _add(
         "drop cached tokens",
         [
             *_selection(),
-            Opt("--all", "drop every cached token", kind="flag"),
+            _obo_session("end OBO session N (its refresh token and tokens)"),
+            Opt("--all", "drop every cached token and end every OBO session", kind="flag"),
         ],
         epilog="""examples:
   agentid-helper flush --profile graph-bot    # next get re-acquires
+  agentid-helper flush --profile aks          # kubectl: "You must be logged in to the server"
+  agentid-helper flush --profile bot --obo-session job-42
   agentid-helper flush --all
 """,
     )

@@ -11,8 +11,7 @@ from __future__ import annotations
 MODES = ("AutonomousApp", "OBO", "AutonomousUser")
 
 # The request fields that select a token (POST/DELETE /v1/token, POST /v1/flush).
-# The client's selection flags are these, except that user_token is read from
-# --user-token-file (argv is visible to every user).
+# The client's selection flags are these but FLAGLESS_FIELDS.
 SELECTION_FIELDS = (
     "profile",
     "tenant_id",
@@ -23,10 +22,19 @@ SELECTION_FIELDS = (
     "user_upn",
     "user_object_id",
     "user_token",
+    "obo_session",
+    "client_capabilities",
 )
+# Selection fields that take a JSON array of strings as well as a string.
+LIST_FIELDS = ("scope", "client_capabilities")
+# Selection fields without a selection flag: user_token comes from
+# --user-token-file (argv is visible to every user), obo_session has its own
+# flag on `get` and `flush`, client_capabilities is a profile key (and what
+# the Python credential's enable_cae asks for).
+FLAGLESS_FIELDS = ("user_token", "obo_session", "client_capabilities")
 
 # Options of POST /v1/token, handled by the broker rather than by profile resolution.
-TOKEN_OPTIONS = ("min_validity_s", "force_refresh")
+TOKEN_OPTIONS = ("min_validity_s", "force_refresh", "claims")
 
 # min_validity_s: a cached token with less left is not served. Entra's tokens
 # live 60-90 minutes, so more than an hour would refuse every cached token.

@@ -12,6 +12,7 @@ from typing import Any
 from .formats import humanize_seconds
 
 COLUMNS = ("PROFILE", "MODE", "AGENT", "SCOPE", "USER", "EXPIRES IN", "NEXT REFRESH", "LAST ERROR")
+SESSION_COLUMNS = ("OBO SESSION", "AGENT", "USER", "AGE", "LAST REFRESH", "ENDS IN", "LAST ERROR")
 MAX_CELL = 48
 
 
@@ -24,8 +25,18 @@ def _cell(value: Any) -> str:
     return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
 
 
+def _is_time(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _ago(epoch: Any, now: float) -> str | None:
+    if not _is_time(epoch):
+        return None
+    return humanize_seconds(max(0.0, now - float(epoch))) + " ago"
+
+
 def _until(epoch: Any, now: float) -> str:
-    if not isinstance(epoch, (int, float)) or isinstance(epoch, bool):
+    if not _is_time(epoch):
         return "-"
     return humanize_seconds(epoch - now)
 
@@ -66,6 +77,38 @@ def rows(body: Any, now: float) -> list[tuple[str, ...]]:
     return out
 
 
+def session_rows(body: Any, now: float) -> list[tuple[str, ...]]:
+    sessions = body.get("obo_sessions", []) if isinstance(body, dict) else []
+    out = []
+    for s in sessions or []:
+        if not isinstance(s, dict):
+            continue
+        last = s.get("last_refresh")
+        out.append(
+            tuple(
+                _cell(v)
+                for v in (
+                    s.get("name"),
+                    s.get("agent_identity_app_id"),
+                    s.get("user"),
+                    humanize_seconds(float(s.get("age_s") or 0)),
+                    _ago(last, now),
+                    _until(s.get("ends_on"), now),
+                    s.get("last_error"),
+                )
+            )
+        )
+    return out
+
+
+def _table(columns: tuple[str, ...], table: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(columns)]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in (columns, *table)
+    ]
+
+
 def render_status(body: Any, now: float | None = None) -> str:
     now = time.time() if now is None else now
     lines: list[str] = []
@@ -83,10 +126,9 @@ def render_status(body: Any, now: float | None = None) -> str:
                 f"{endpoint.get('sessions', 0)} session(s)"
             )
     table = rows(body, now)
-    if not table:
-        lines.append("no cached tokens")
-        return "\n".join(lines)
-    widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(COLUMNS)]
-    for row in (COLUMNS, *table):
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    lines.extend(_table(COLUMNS, table) if table else ["no cached tokens"])
+    sessions = session_rows(body, now)
+    if sessions:
+        lines.append("")
+        lines.extend(_table(SESSION_COLUMNS, sessions))
     return "\n".join(lines)

@@ -26,7 +26,8 @@ import trio
 
 from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S, TOKEN_OPTIONS
 
-from .config import REQUEST_KEYS, Config
+from .claims import normalise_claims
+from .config import LIST_REQUEST_KEYS, REQUEST_KEYS, Config
 from .errors import AgentIdError, ConfigurationError, IdentityProviderError, InvalidRequest
 from .fields import user_token_expiry
 from .logs import get_logger, is_enabled_for
@@ -57,10 +58,12 @@ class BrokerLike(Protocol):
         *,
         min_validity_s: float = DEFAULT_MIN_VALIDITY_S,
         force_refresh: bool = False,
+        claims: str | None = None,
     ) -> ServedToken: ...
     def invalidate(self, req: TokenRequest) -> bool: ...
     def flush(self) -> int: ...
     def status(self) -> list[dict[str, Any]]: ...
+    def obo_sessions(self) -> list[dict[str, Any]]: ...
 
 
 class IdentitySessionsLike(Protocol):
@@ -148,9 +151,9 @@ def selection_fields(obj: dict[str, Any], *, extra: tuple[str, ...] = ()) -> dic
         if key not in obj or obj[key] is None:
             continue
         value = obj[key]
-        if key == "scope" and isinstance(value, list):
+        if key in LIST_REQUEST_KEYS and isinstance(value, list):
             if not all(isinstance(v, str) for v in value):
-                raise InvalidRequest("field 'scope' must be a string or an array of strings")
+                raise InvalidRequest(f"field {key!r} must be a string or an array of strings")
             for item in value:
                 _require_unicode(key, item)
         elif not isinstance(value, str):
@@ -183,16 +186,24 @@ def refuse_expired_user_token(fields: dict[str, Any], now: float) -> None:
         )
 
 
-def resolve(config: Config, fields: dict[str, Any]) -> TokenRequest:
-    """``config.resolve`` with parse errors of any kind as 400 (never a 500)."""
+def resolve(config: Config, fields: dict[str, Any], *, need_user_token: bool = True
+            ) -> TokenRequest:
+    """``config.resolve`` with parse errors of any kind as 400 (never a 500).
+
+    ``need_user_token=False`` (dropping tokens): an OBO selection without a
+    user token names that key's tokens of every user (``resolve_selection``).
+    """
     try:
+        if not need_user_token:
+            return config.resolve_selection(fields)
         return config.resolve(fields)
     except (ValueError, UnicodeError) as exc:
         raise InvalidRequest(f"request fields cannot be used ({type(exc).__name__})") from None
 
 
 def token_options(obj: dict[str, Any]) -> tuple[float, bool]:
-    """``min_validity_s`` (0..MAX_MIN_VALIDITY_S, default 300) and ``force_refresh`` (bool)."""
+    """``min_validity_s`` (0..MAX_MIN_VALIDITY_S, default 300) and ``force_refresh`` (bool);
+    ``claims`` has :func:`claims_option`."""
     min_validity: Any = obj.get("min_validity_s")
     if min_validity is None:
         min_validity = DEFAULT_MIN_VALIDITY_S
@@ -210,6 +221,17 @@ def token_options(obj: dict[str, Any]) -> tuple[float, bool]:
     elif not isinstance(force, bool):
         raise InvalidRequest(f"field 'force_refresh' must be a boolean, not {_json_type(force)}")
     return float(min_validity), force
+
+
+def claims_option(obj: dict[str, Any]) -> str | None:
+    """``claims``: a claims challenge, JSON or its base64 form -> compact JSON."""
+    value = obj.get("claims")
+    if value is None:
+        return None
+    try:
+        return normalise_claims(value)
+    except ValueError as exc:
+        raise InvalidRequest(f"field 'claims' {exc}") from None
 
 
 # ---- routing ----------------------------------------------------------------
@@ -322,10 +344,13 @@ class Api:
         """
         min_validity_s, force_refresh = token_options(obj)
         refuse_expired_user_token(obj, time.time())
+        claims = claims_option(obj)
         req = self.resolve_selection(obj)
         ctx.update(profile=req.profile, mode=req.mode.value)
+        if claims is not None:
+            ctx.update(claims_challenge=True)
         served = await self.state.broker.get_token(
-            req, min_validity_s=min_validity_s, force_refresh=force_refresh
+            req, min_validity_s=min_validity_s, force_refresh=force_refresh, claims=claims
         )
         payload: dict[str, Any] = served.to_json()
         # Which identity answered: `get --format az` reports the tenant, and
@@ -364,7 +389,7 @@ class Api:
 
     async def _delete_token(self, body: bytes, ctx: dict[str, Any]) -> Response:
         obj = parse_json_object(body, allow_empty=True)
-        req = resolve(self._config(), selection_fields(obj))
+        req = resolve(self._config(), selection_fields(obj), need_user_token=False)
         ctx.update(profile=req.profile, mode=req.mode.value)
         dropped = self.state.broker.invalidate(req)
         ctx.update(dropped=dropped)
@@ -379,7 +404,7 @@ class Api:
         if fields and flush_all:
             raise InvalidRequest('give either selection fields or "all": true, not both')
         if fields:
-            req = resolve(self._config(), fields)
+            req = resolve(self._config(), fields, need_user_token=False)
             ctx.update(dropped=int(self.state.broker.invalidate(req)))
         else:
             ctx.update(dropped=self.state.broker.flush())
@@ -405,7 +430,14 @@ class Api:
         }
         if state.identity_sessions is not None:
             daemon["managed_identity"] = state.identity_sessions.status()
-        return Response.json(200, {"daemon": daemon, "entries": state.broker.status()})
+        return Response.json(
+            200,
+            {
+                "daemon": daemon,
+                "entries": state.broker.status(),
+                "obo_sessions": state.broker.obo_sessions(),
+            },
+        )
 
     async def _healthz(self, body: bytes, ctx: dict[str, Any]) -> Response:
         return Response.json(200, {"status": "ok"})

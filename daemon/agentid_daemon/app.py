@@ -166,7 +166,13 @@ def _build(config: Config) -> Components:
 
     metrics = Metrics()
     cache = TokenCache(idle_timeout_s=config.daemon.idle_timeout_s)
-    broker = Broker(Engine(), cache, metrics, limiter=trio.CapacityLimiter(ENGINE_THREADS))
+    broker = Broker(
+        Engine(),
+        cache,
+        metrics,
+        limiter=trio.CapacityLimiter(ENGINE_THREADS),
+        obo_session_max_age_s=config.daemon.obo_session_max_age_s,
+    )
     return Components(cache, broker, metrics)
 
 
@@ -318,6 +324,11 @@ class Daemon:
                 # requests (which may hold OBO user tokens) go now.
                 old.forget_resolved()
             self.cache.idle_timeout_s = new.daemon.idle_timeout_s
+            from .broker import Broker  # loaded by now (_build)
+
+            if isinstance(self.broker, Broker):
+                # Running sessions are measured against the new bound from now on.
+                self.broker.sessions.max_age_s = new.daemon.obo_session_max_age_s
             changes = _profile_changes(old, new) if old is not None else {}
             if _sidecar(new) != self.sessions.sidecar:
                 log.warning(

@@ -11,7 +11,14 @@ itself an entry (``ManagedIdentityKey``) shared by every agent that uses it.
 A fetch is a closure kept by its cache entry (background refreshes call it
 again). For OBO it holds the user token, in memory only; once that token has
 expired the refresh fails permanently and the entry stops refreshing, while
-the token already obtained is served for as long as it is valid.
+the token already obtained is served for as long as it is valid. A
+long-running OBO session (``obo_session``, see obo_sessions.py) refreshes with
+the session's refresh token instead, for as long as the session lives.
+
+A claims challenge (``claims``) or the start of a session is a one-off fetch
+(``TokenCache.get(fetch_once=...)``): its token replaces the cached one, while
+later refreshes use the plain fetch again (a claims challenge is answered
+once, as MSAL's ``claims_challenge`` is).
 
 Engine calls are blocking (MSAL, HTTP); they run in worker threads under the
 broker's limiter with ``abandon_on_cancel=True``. A fetch only gets cancelled
@@ -22,6 +29,7 @@ orphaned thread, and the limiter slot is returned when it does.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -33,7 +41,8 @@ import trio
 from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S
 
 from .broker_status import status_row, wall_seconds
-from .cache import CachedToken, DependencyFailed, TokenCache
+from .cache import CachedToken, DependencyFailed, TokenCache, error_summary
+from .config_schema import DaemonSettings
 from .errors import AgentIdError, IdentityProviderError, InvalidRequest
 from .logs import get_logger
 from .metrics import BoundCounter, Metrics
@@ -45,8 +54,10 @@ from .models import (
     CredentialSpec,
     ExchangeKey,
     Mode,
+    ResourceKey,
     TokenRequest,
 )
+from .obo_sessions import OboSessions, SessionKey, user_fingerprint
 
 # An assertion must outlive the next leg's round trip (and clock skew at the
 # identity provider); capped to a quarter of the token's lifetime so that
@@ -63,10 +74,15 @@ class Engine(Protocol):
     def acquire_t1(self, agent: AgentRef, *, assertion: str | None = None) -> AcquiredToken: ...
     def acquire_managed_identity(self, credential: CredentialSpec) -> AcquiredToken: ...
     def acquire_autonomous_app(
-        self, agent: AgentRef, t1: str, scopes: tuple[str, ...]
+        self, agent: AgentRef, t1: str, scopes: tuple[str, ...], *, claims: str | None = None
     ) -> AcquiredToken: ...
     def acquire_obo(
-        self, agent: AgentRef, t1: str, user_token: str, scopes: tuple[str, ...]
+        self, agent: AgentRef, t1: str, user_token: str, scopes: tuple[str, ...], *,
+        claims: str | None = None,
+    ) -> AcquiredToken: ...
+    def acquire_obo_refresh(
+        self, agent: AgentRef, t1: str, refresh_token: str, scopes: tuple[str, ...], *,
+        claims: str | None = None,
     ) -> AcquiredToken: ...
     def acquire_t2(self, agent: AgentRef, t1: str) -> AcquiredToken: ...
     def acquire_user_fic(
@@ -78,6 +94,7 @@ class Engine(Protocol):
         *,
         user_upn: str | None,
         user_object_id: str | None,
+        claims: str | None = None,
     ) -> AcquiredToken: ...
 
 
@@ -120,8 +137,10 @@ class Broker:
         metrics: Metrics,
         *,
         limiter: trio.CapacityLimiter,
+        obo_session_max_age_s: float = DaemonSettings.obo_session_max_age_s,
     ) -> None:
         self._engine = engine
+        self.sessions = OboSessions(max_age_s=obo_session_max_age_s)
         self._cache = cache
         self._metrics = metrics
         self._limiter = limiter
@@ -141,12 +160,16 @@ class Broker:
         *,
         min_validity_s: float = DEFAULT_MIN_VALIDITY_S,
         force_refresh: bool = False,
+        claims: str | None = None,
     ) -> ServedToken:
+        """A token for ``req``; ``claims`` (compact JSON, claims.py) is a claims
+        challenge: never answered from the cache, its token replaces the cached one."""
         if not (0 <= min_validity_s <= MAX_MIN_VALIDITY_S):  # also rejects NaN
             raise InvalidRequest(
                 f"min_validity_s must be between 0 and {MAX_MIN_VALIDITY_S} seconds"
             )
         self._check(req)
+        starting = self._session_start(req) if req.obo_session is not None else None
         if force_refresh:
             # "Fresh" means from the credential up: re-acquire the exchange
             # tokens too, so a forced request proves the blueprint credential
@@ -157,13 +180,17 @@ class Broker:
             await self._exchange("t1", req.agent, force_refresh=True)
             if req.mode is Mode.AUTONOMOUS_USER:
                 await self._exchange("t2", req.agent, force_refresh=True)
+        once = None
+        if claims is not None or starting is not None:
+            once = self._resource_fetch(req, claims=claims, start_session_for=starting)
         cached = await self._cache.get(
             req.cache_key(),
             self._resource_fetch(req),
             min_validity_s=min_validity_s,
             force_refresh=force_refresh,
             label="resource",
-            info={"profile": req.profile},
+            info={"profile": req.profile, "obo_session": req.obo_session},
+            fetch_once=once,
         )
         now_trio, now_wall = trio.current_time(), time.time()
         return ServedToken(
@@ -177,12 +204,24 @@ class Broker:
         )
 
     def invalidate(self, req: TokenRequest) -> bool:
-        """Drop the resource token of ``req`` (T1/T2 stay: they are still good)."""
-        return self._cache.invalidate(req.cache_key())
+        """Drop the resource token of ``req`` (T1/T2 stay: they are still good).
+
+        An OBO selection naming a session ends that session; one without a
+        user token drops the key's tokens of every user (``flush --profile``).
+        """
+        if req.mode is Mode.OBO and req.obo_session is not None:
+            return self._end_session(SessionKey.of(req))
+        key = req.cache_key()
+        if req.mode is Mode.OBO and req.user_token is None:
+            return self._cache.flush(
+                lambda k: isinstance(k, ResourceKey) and dataclasses.replace(k, user=None) == key
+            ) > 0
+        return self._cache.invalidate(key)
 
     def flush(self) -> int:
-        """Drop every token, exchange tokens included."""
+        """Drop every token, exchange tokens and OBO sessions included."""
         self._exchange_lifetime.clear()
+        self.sessions.clear()
         return self._cache.flush()
 
     def status(self) -> list[dict[str, Any]]:
@@ -190,12 +229,58 @@ class Broker:
         now_trio, now_wall = trio.current_time(), time.time()
         return [status_row(s, now_trio, now_wall) for s in self._cache.snapshot()]
 
+    def obo_sessions(self) -> list[dict[str, Any]]:
+        """One JSON-ready dict per OBO session (hashed user, age); never a token."""
+        return self.sessions.status(trio.current_time(), time.time())
+
+    # -- OBO sessions ------------------------------------------------------------
+
+    def _session_start(self, req: TokenRequest) -> str | None:
+        """The user a request (re)starts its session for, or None to continue it.
+
+        A user token starts the session unless that user's session is running
+        fine; another user's session under the name ends first, with its tokens.
+        """
+        key = SessionKey.of(req)
+        session = self.sessions.get(key, trio.current_time())
+        if session is None:
+            self._cache.flush(key.owns)  # an ended session's tokens are not served
+        if req.user_token is None:
+            if session is None:
+                self.sessions.require(key, trio.current_time())  # raises SessionEnded
+            return None
+        user = user_fingerprint(req.user_token)
+        if session is not None and session.user == user and session.last_error is None:
+            return None
+        if session is not None and session.user != user:
+            self._end_session(key)
+        return user
+
+    def _end_session(self, key: SessionKey) -> bool:
+        ended = self.sessions.end(key)
+        return self._cache.flush(key.owns) > 0 or ended
+
+    async def _session_refresh(self, req: TokenRequest, t1: str, claims: str | None
+                               ) -> AcquiredToken:
+        key = SessionKey.of(req)
+        session = self.sessions.require(key, trio.current_time())
+        try:
+            token = await self._call("obo_refresh", self._engine.acquire_obo_refresh, req.agent,
+                                     t1, session.refresh_token, req.scopes, claims=claims)
+        except AgentIdError as exc:
+            session.last_error = error_summary(exc)
+            raise
+        self.sessions.refreshed(key, session, token.refresh_token, trio.current_time())
+        return token
+
     # -- legs --------------------------------------------------------------------
 
     @staticmethod
     def _check(req: TokenRequest) -> None:
-        if req.mode is Mode.OBO and not req.user_token:
-            raise InvalidRequest("mode OBO needs a user token")
+        if req.mode is Mode.OBO and not req.user_token and req.obo_session is None:
+            raise InvalidRequest("mode OBO needs a user token (or an OBO session)")
+        if req.obo_session is not None and req.mode is not Mode.OBO:
+            raise InvalidRequest(f"obo_session is only valid with mode OBO, not {req.mode}")
         if req.mode is Mode.AUTONOMOUS_USER and not (req.user_upn or req.user_object_id):
             raise InvalidRequest("mode AutonomousUser needs user_upn or user_object_id")
 
@@ -328,10 +413,17 @@ class Broker:
             force_refresh=force_refresh, label=MI_LEG,
         )
 
-    def _resource_fetch(self, req: TokenRequest) -> Callable[[], Any]:
-        """The resource leg for ``req`` as a closure (it keeps an OBO user token alive)."""
+    def _resource_fetch(self, req: TokenRequest, *, claims: str | None = None,
+                        start_session_for: str | None = None) -> Callable[[], Any]:
+        """The resource leg for ``req`` as a closure (it keeps an OBO user token alive).
+
+        With ``start_session_for`` (a user fingerprint) the OBO answer's refresh
+        token starts ``req``'s session; without it a session request refreshes
+        with the session's refresh token.
+        """
         agent, mode, scopes = req.agent, req.mode, req.scopes
         user_token, upn, oid = req.user_token, req.user_upn, req.user_object_id
+        by_session = req.obo_session is not None and start_session_for is None
 
         async def once() -> tuple[AcquiredToken | None, IdentityProviderError | None,
                                   list[tuple[ExchangeKey, AcquiredToken]]]:
@@ -341,23 +433,29 @@ class Broker:
                 if mode is Mode.AUTONOMOUS_APP:
                     token = await self._call("autonomous_app",
                                              self._engine.acquire_autonomous_app,
-                                             agent, t1.token.access_token, scopes)
+                                             agent, t1.token.access_token, scopes, claims=claims)
+                elif by_session:
+                    token = await self._session_refresh(req, t1.token.access_token, claims)
                 elif mode is Mode.OBO:
                     assert user_token is not None
-                    token = await self._call("obo", self._engine.acquire_obo,
-                                             agent, t1.token.access_token, user_token, scopes)
+                    token = await self._call("obo", self._engine.acquire_obo, agent,
+                                             t1.token.access_token, user_token, scopes,
+                                             claims=claims)
+                    if start_session_for is not None:
+                        self._start_session(req, start_session_for, token)
                 else:
                     t2 = await self._input("t2", agent)
                     used.append((_exchange_key("t2", agent), t2.token))
                     token = await self._call("user_fic", self._engine.acquire_user_fic,
                                              agent, t1.token.access_token,
                                              t2.token.access_token, scopes,
-                                             user_upn=upn, user_object_id=oid)
+                                             user_upn=upn, user_object_id=oid, claims=claims)
             except IdentityProviderError as exc:
                 if _assertion_rejected(exc):
                     return None, exc, used
                 raise
-            return token, None, used
+            # A refresh token lives in the session store only, never in the cache.
+            return dataclasses.replace(token, refresh_token=None), None, used
 
         async def fetch() -> AcquiredToken:
             token, _, used = await once()
@@ -374,6 +472,17 @@ class Broker:
             raise rejected_again
 
         return fetch
+
+    def _start_session(self, req: TokenRequest, user: str, token: AcquiredToken) -> None:
+        if not token.refresh_token:
+            raise IdentityProviderError(
+                "obo: the identity provider answered without a refresh token, so no "
+                "long-running session can start (was offline_access refused?)",
+                leg="obo",
+                hint="run without --obo-session, or grant the agent offline_access",
+            )
+        self.sessions.start(SessionKey.of(req), user=user, refresh_token=token.refresh_token,
+                            now=trio.current_time())
 
     # -- metrics -----------------------------------------------------------------
 

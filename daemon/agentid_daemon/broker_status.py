@@ -34,6 +34,7 @@ def status_row(s: EntryStatus, now_trio: float, now_wall: float) -> dict[str, An
             agent_identity_app_id=key.agent_identity_app_id,
             scopes=list(key.scopes),
             user=safe_user(key.user),
+            client_capabilities=list(key.client_capabilities),
         )
     elif isinstance(key, ManagedIdentityKey):
         row.update(managed_identity=key.credential.location)

@@ -29,6 +29,11 @@ Policy (docs/design.md, "Cache semantics"), decided here:
   permanent ones (``IdentityProviderError.transient`` false, or any other
   error) stop background refresh until the next request after the deadline,
   which tries again. A failure never drops a still-valid token.
+* **One-off fetches.** ``fetch_once`` (a claims challenge, the start of an OBO
+  session) is a fetch with inputs the stored one lacks: it never answers from
+  the cache, never joins another fetch (it waits for a running one, then runs
+  its own), is not held back by a backoff (its input is new), and its token
+  replaces the cached one. The stored fetch stays what refreshes call.
 * **Idle.** A key not requested for ``idle_timeout_s`` is not refreshed any
   more; it is evicted once its token has expired (or at once if it has none).
 * **Bounded.** Beyond ``max_entries`` the least recently requested key goes.
@@ -132,11 +137,13 @@ class TokenCache:
         force_refresh: bool = False,
         label: str = "",
         info: Mapping[str, Any] | None = None,
+        fetch_once: Fetch | None = None,
     ) -> CachedToken:
         """Return a token for ``key`` satisfying the request, fetching it if needed.
 
         ``fetch`` replaces the entry's stored fetch (it is what background
-        refreshes call); ``info`` is opaque metadata echoed in :meth:`snapshot`.
+        refreshes call); ``info`` is opaque metadata echoed in :meth:`snapshot`;
+        ``fetch_once`` see the module docstring.
         """
         if self._nursery is None:
             raise RuntimeError("TokenCache.run() is not running")
@@ -144,6 +151,8 @@ class TokenCache:
             raise ValueError("min_validity_s must be >= 0")
         asked_at = trio.current_time()
         entry = self._touch(key, fetch, label, info, asked_at)
+        if fetch_once is not None:
+            return await self._get_once(entry, fetch_once)
         counted_miss = False
         while True:
             now = trio.current_time()
@@ -174,6 +183,18 @@ class TokenCache:
             assert flight.result is not None
             entry.from_idp += 1
             return flight.result
+
+    async def _get_once(self, entry: Entry, fetch_once: Fetch) -> CachedToken:
+        self._emit("miss", entry)
+        while entry.inflight is not None:
+            await entry.inflight.done.wait()
+        flight = self._start(entry, background=False, fetch=fetch_once)
+        await flight.done.wait()
+        if flight.error is not None:
+            raise reraisable(flight.error)
+        assert flight.result is not None
+        entry.from_idp += 1
+        return flight.result
 
     def invalidate(self, key: Hashable, *, if_token: AcquiredToken | None = None) -> bool:
         """Drop ``key``; with ``if_token``, only while that very token is the cached one.
@@ -237,17 +258,19 @@ class TokenCache:
 
     # -- fetching ----------------------------------------------------------------
 
-    def _start(self, entry: Entry, *, background: bool) -> Flight:
+    def _start(self, entry: Entry, *, background: bool, fetch: Fetch | None = None) -> Flight:
         assert self._nursery is not None
         flight = Flight(trio.current_time(), background)
         entry.inflight = flight
         entry.sched_gen += 1  # any pending schedule is superseded by this fetch
-        self._nursery.start_soon(self._fly, entry, flight, name=f"fetch {entry.label}")
+        self._nursery.start_soon(
+            self._fly, entry, flight, fetch or entry.fetch, name=f"fetch {entry.label}"
+        )
         return flight
 
-    async def _fly(self, entry: Entry, flight: Flight) -> None:
+    async def _fly(self, entry: Entry, flight: Flight, fetch: Fetch) -> None:
         try:
-            token = await entry.fetch()
+            token = await fetch()
         except trio.Cancelled:
             flight.error = AgentIdError("the token cache is shutting down")
             raise

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentid_client.contract import TOKEN_OPTIONS
+from agentid_client.contract import LIST_FIELDS, TOKEN_OPTIONS
 
 from . import config_schema as schema
 from .config_file import FileLoader
@@ -43,6 +43,8 @@ CONFIG_ENV = "AGENTID_HELPER_CONFIG"
 PROFILE_KEYS = schema.keys("profile")
 REQUEST_KEYS = schema.keys("request")
 DAEMON_KEYS = schema.keys("daemon")
+# Request fields that may be a JSON array of strings (the others are strings).
+LIST_REQUEST_KEYS = LIST_FIELDS
 # Request options handled by the broker, tolerated (and ignored) by resolve().
 REQUEST_OPTION_KEYS = TOKEN_OPTIONS
 _USER_KEYS = ("user_upn", "user_object_id")
@@ -87,6 +89,13 @@ class Config:
         """Environment defaults < ``[defaults]`` < ``profile``: the keys that are set."""
         return {**self.env_defaults.values(), **self.defaults.values(), **profile.values()}
 
+    def resolve_selection(self, fields: Mapping[str, Any]) -> TokenRequest:
+        """Like :meth:`resolve`, for dropping tokens: an OBO selection needs no
+        user token (it then names that key's tokens of every user)."""
+        if not isinstance(fields, Mapping):
+            raise InvalidRequest("the request body must be a JSON object")
+        return self._resolve(fields, need_user_token=False)
+
     def resolve(self, fields: Mapping[str, Any]) -> TokenRequest:
         """Merge defaults < profile < request ``fields`` into a validated request.
 
@@ -109,7 +118,8 @@ class Config:
         """Drop remembered resolutions (after a reload: they may hold user tokens)."""
         self._memo.clear()
 
-    def _resolve(self, fields: Mapping[str, Any]) -> TokenRequest:
+    def _resolve(self, fields: Mapping[str, Any], *, need_user_token: bool = True
+                 ) -> TokenRequest:
         request: dict[str, Any] = {}
         for key, value in fields.items():
             if key in REQUEST_OPTION_KEYS or value is None:
@@ -134,7 +144,13 @@ class Config:
             for key in _USER_KEYS:
                 lower.pop(key, None)
         merged = {**lower, **request}
-        return _build_request(merged, request, name)
+        if "client_capabilities" in request and "client_capabilities" in lower:
+            # Capabilities are declarations: a request (azure-core's enable_cae)
+            # adds to the profile's, it cannot take one away.
+            merged["client_capabilities"] = tuple(
+                sorted({*lower["client_capabilities"], *request["client_capabilities"]})
+            )
+        return _build_request(merged, request, name, need_user_token=need_user_token)
 
     @classmethod
     def empty(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -142,7 +158,8 @@ class Config:
 
 
 def _build_request(
-    merged: dict[str, Any], request: dict[str, Any], name: str | None
+    merged: dict[str, Any], request: dict[str, Any], name: str | None, *,
+    need_user_token: bool = True,
 ) -> TokenRequest:
     where = f" (profile {name!r})" if name else ""
     _require_ids(merged, where)
@@ -166,14 +183,18 @@ def _build_request(
         given = [k for k in _USER_KEYS if k in request]
         if given:
             raise InvalidRequest(f"{given[0]} is only valid with mode AutonomousUser, not {mode}")
+    obo_session = request.get("obo_session")
     if mode is Mode.OBO:
         user_token = merged.get("user_token")
-        if not user_token:
+        if not user_token and obo_session is None and need_user_token:
             raise InvalidRequest(
-                "mode OBO needs the user's token: give --user-token-file PATH (or - for stdin)"
+                "mode OBO needs the user's token: give --user-token-file PATH (or - for "
+                "stdin), or --obo-session NAME of a session a user token started"
             )
-    elif "user_token" in request:
-        raise InvalidRequest(f"user_token is only valid with mode OBO, not {mode}")
+    else:
+        for key in ("user_token", "obo_session"):
+            if key in request:
+                raise InvalidRequest(f"{key} is only valid with mode OBO, not {mode}")
 
     return TokenRequest(
         agent=_agent_from(merged),
@@ -183,6 +204,7 @@ def _build_request(
         user_upn=user_upn,
         user_object_id=user_oid,
         user_token=user_token,
+        obo_session=obo_session,
     )
 
 
@@ -208,6 +230,7 @@ def _agent_from(merged: dict[str, Any]) -> AgentRef:
         agent_identity_app_id=merged["agent_identity_app_id"],
         credential=spec,
         ca_bundle=merged.get("ca_bundle"),
+        client_capabilities=merged.get("client_capabilities", ()),
     )
 
 

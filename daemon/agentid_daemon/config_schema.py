@@ -25,6 +25,7 @@ from typing import Any, Literal
 from agentid_client.contract import MAX_USER_TOKEN_CHARS
 
 from . import fields as F
+from .claims import capabilities
 from .errors import InvalidRequest
 from .mi_protocol import parse_listen
 from .models import DEFAULT_AUTHORITY_HOST, DEFAULT_SCOPE, CredentialSpec, Mode
@@ -234,6 +235,7 @@ class Profile:
     user_upn: str | None = None
     user_object_id: str | None = None
     blueprint_credential: CredentialSpec | None = None
+    client_capabilities: tuple[str, ...] | None = None
 
     def values(self) -> dict[str, Any]:
         """The keys that are set, for merging (defaults < profile < request)."""
@@ -250,6 +252,10 @@ class DaemonSettings:
     managed_identity_listen: tuple[str, int] | None = None
     managed_identity_header_file: str | None = None
     managed_identity_profile: str | None = None
+    # A long-running OBO session ends this long after a user token started it
+    # (Id.Web keeps sessions for as long as the app wants; a daemon that
+    # anyone's processes of this uid can ask needs a bound).
+    obo_session_max_age_s: float = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -305,6 +311,16 @@ SCHEMA: tuple[Key, ...] = (
         "the profile whose tokens the sidecar session serves (default: `default_profile`); "
         "must name a profile of the file",
         _profile_ref,
+    ),
+    Key(
+        "obo_session_max_age_s",
+        "positive number",
+        frozenset({"daemon"}),
+        "a long-running OBO session (`get --obo-session`) ends this long after a user "
+        "token started it (24 h): its refresh token is forgotten and a user token must "
+        "start it again (a reload applies it to running sessions)",
+        _plain(F.positive_number),
+        default=f"{DaemonSettings().obo_session_max_age_s:g}",
     ),
     Key(
         "profile",
@@ -393,6 +409,25 @@ SCHEMA: tuple[Key, ...] = (
         f"the signed-in user's token (a JWT, at most {MAX_USER_TOKEN_CHARS} characters) "
         "for `OBO`; never in the file",
         _plain(F.user_token),
+    ),
+    Key(
+        "obo_session",
+        "string",
+        frozenset({"request"}),
+        "`OBO` only: the name of a long-running session (1-128 letters, digits or "
+        "`. _ - : @`); with a `user_token` it starts the session, without one it "
+        "continues it (docs/api.md)",
+        _plain(F.obo_session_name),
+    ),
+    Key(
+        "client_capabilities",
+        "array of strings",
+        SELECTION,
+        "capabilities declared to Entra through MSAL's `client_capabilities`: `[\"cp1\"]` "
+        "says the client handles claims challenges, so CAE-enabled resources issue "
+        "long-lived tokens they can revoke (answered with `get --claims`); cached apart "
+        "from tokens without. A request's list adds to the profile's",
+        _plain(capabilities),
     ),
     Key(
         "blueprint_credential",

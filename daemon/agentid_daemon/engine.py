@@ -26,6 +26,7 @@ import requests
 from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
 from msal.exceptions import MsalServiceError
 
+from .claims import merge_capabilities
 from .credentials import ClientCredential, credential_fingerprint, load_client_credential
 from .engine_http import NeverStoreMapping, NoStoreTokenCache, ProviderSession, TrustStore
 from .engine_results import (
@@ -117,26 +118,64 @@ class Engine:
         """The managed identity's token for ``api://AzureADTokenExchange`` (T1's assertion)."""
         return self._managed_identities.acquire(credential)
 
+    # ``claims``: a claims challenge (compact JSON, see claims.py), passed as
+    # MSAL's ``claims_challenge``; MSAL merges the app's client_capabilities in.
+
     def acquire_autonomous_app(
-        self, agent: AgentRef, t1: str, scopes: tuple[str, ...]
+        self, agent: AgentRef, t1: str, scopes: tuple[str, ...], *, claims: str | None = None
     ) -> AcquiredToken:
         return self._as_agent(
             "autonomous_app",
             agent,
             t1,
             scopes,
-            lambda app: app.acquire_token_for_client(list(scopes)),
+            lambda app: app.acquire_token_for_client(list(scopes), claims_challenge=claims),
         )
 
     def acquire_obo(
-        self, agent: AgentRef, t1: str, user_token: str, scopes: tuple[str, ...]
+        self,
+        agent: AgentRef,
+        t1: str,
+        user_token: str,
+        scopes: tuple[str, ...],
+        *,
+        claims: str | None = None,
     ) -> AcquiredToken:
+        """OBO with T1 as the client assertion; MSAL asks for ``offline_access``,
+        so the result carries the refresh token a long-running session keeps."""
         return self._as_agent(
             "obo",
             agent,
             t1,
             scopes,
-            lambda app: app.acquire_token_on_behalf_of(user_token, list(scopes)),
+            lambda app: app.acquire_token_on_behalf_of(
+                user_token, list(scopes), claims_challenge=claims
+            ),
+        )
+
+    def acquire_obo_refresh(
+        self,
+        agent: AgentRef,
+        t1: str,
+        refresh_token: str,
+        scopes: tuple[str, ...],
+        *,
+        claims: str | None = None,
+    ) -> AcquiredToken:
+        """The refresh-token grant of an agent identity, T1 as the client assertion
+        (agent-on-behalf-of-oauth-flow.md, "Refresh token support")."""
+        # acquire_token_by_refresh_token sends neither claims nor capabilities
+        # on its own: merge them as MSAL's other legs do.
+        merged = merge_capabilities(agent.client_capabilities, claims)
+        data = {"claims": merged} if merged else {}
+        return self._as_agent(
+            "obo_refresh",
+            agent,
+            t1,
+            scopes,
+            lambda app: app.acquire_token_by_refresh_token(
+                refresh_token, list(scopes), data=data
+            ),
         )
 
     def acquire_t2(self, agent: AgentRef, t1: str) -> AcquiredToken:
@@ -157,6 +196,7 @@ class Engine:
         *,
         user_upn: str | None,
         user_object_id: str | None,
+        claims: str | None = None,
     ) -> AcquiredToken:
         if bool(user_upn) == bool(user_object_id):
             raise ValueError("exactly one of user_upn and user_object_id is required")
@@ -166,7 +206,11 @@ class Engine:
             t1,
             scopes,
             lambda app: app.acquire_token_by_user_federated_identity_credential(
-                list(scopes), t2, username=user_upn, user_object_id=user_object_id
+                list(scopes),
+                t2,
+                username=user_upn,
+                user_object_id=user_object_id,
+                claims_challenge=claims,
             ),
         )
 
@@ -192,7 +236,10 @@ class Engine:
         if not t1:
             raise ValueError("a T1 token is required")
         credential = {"client_assertion": self._held_assertion}
-        app, session = self._app(agent, agent.agent_identity_app_id, credential, "held-t1", leg)
+        app, session = self._app(
+            agent, agent.agent_identity_app_id, credential, "held-t1", leg,
+            capabilities=agent.client_capabilities,
+        )
         self._assertions.assertion = t1
         try:
             return self._run(leg, session, lambda: call(app), list(scopes))
@@ -220,9 +267,13 @@ class Engine:
         credential: ClientCredential,
         fingerprint: str,
         leg: str,
+        *,
+        capabilities: tuple[str, ...] = (),
     ) -> tuple[msal.ConfidentialClientApplication, ProviderSession]:
+        """The MSAL app of ``client_id``; ``capabilities`` only for the agent's own
+        legs (the blueprint's exchange token is no CAE resource's business)."""
         authority = f"{agent.authority_host}/{agent.tenant_id}"
-        key = (authority, client_id, fingerprint, agent.ca_bundle)
+        key = (authority, client_id, fingerprint, agent.ca_bundle, capabilities)
         session = self._session(agent.ca_bundle)
         with self._lock:
             app = self._apps.get(key)
@@ -235,7 +286,9 @@ class Engine:
                 with self._lock:
                     app = self._apps.get(key)
                 if app is None:
-                    app = self._run_build(leg, session, authority, client_id, credential)
+                    app = self._run_build(
+                        leg, session, authority, client_id, credential, capabilities
+                    )
                 with self._lock:
                     self._apps[key] = app
                     self._apps.move_to_end(key)
@@ -253,11 +306,14 @@ class Engine:
         authority: str,
         client_id: str,
         credential: ClientCredential,
+        capabilities: tuple[str, ...] = (),
     ) -> msal.ConfidentialClientApplication:
         host = authority.split("://", 1)[1].split("/", 1)[0].lower()
         kwargs: dict[str, Any] = {}
         if host not in WELL_KNOWN_AUTHORITY_HOSTS:
             kwargs["instance_discovery"] = False
+        if capabilities:
+            kwargs["client_capabilities"] = list(capabilities)
         msal_credential = credential
         if isinstance(credential, dict) and "private_key" in credential:
             msal_credential = {

@@ -66,6 +66,9 @@ def token_from_result(
         refresh_in=refresh_in,
         scope=" ".join(granted),
         token_type=str(result.get("token_type") or "Bearer"),
+        # OBO answers carry one (MSAL asks offline_access); the daemon's no-store
+        # MSAL cache drops it, so it is taken from the result here.
+        refresh_token=result.get("refresh_token") or None,
     )
 
 

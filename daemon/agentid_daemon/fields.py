@@ -27,6 +27,7 @@ GUID_RE = re.compile(
 )
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SESSION_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 _UPN_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
 _MULTI_TENANT = frozenset({"common", "organizations", "consumers"})
 
@@ -142,6 +143,16 @@ def env_name(value: Any) -> str:
     text = _require_str(value)
     if not _ENV_NAME_RE.match(text):
         raise ValueError(f"{text!r} is not an environment variable name")
+    return text
+
+
+def obo_session_name(value: Any) -> str:
+    """A name the caller picks for a long-running OBO session (``--obo-session``)."""
+    text = _require_str(value)
+    if not _SESSION_RE.match(text):
+        raise ValueError(
+            f"{text[:80]!r} is not a session name (1-128 letters, digits or . _ - : @)"
+        )
     return text
 
 

@@ -25,6 +25,8 @@ class Mode(enum.StrEnum):
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 DEFAULT_SCOPE = "https://graph.microsoft.com/.default"
 TOKEN_EXCHANGE_SCOPE = "api://AzureADTokenExchange/.default"
+# The user part of the cache key of a long-running OBO session's tokens.
+OBO_SESSION_USER_PREFIX = "obo-session:"
 
 CredentialKind = Literal[
     "keyring",
@@ -62,6 +64,9 @@ class AgentRef:
     agent_identity_app_id: str
     credential: CredentialSpec
     ca_bundle: str | None = None
+    # Declared to MSAL (``client_capabilities``) on the agent's resource legs;
+    # "cp1" makes CAE-enabled resources issue long-lived, revocable tokens.
+    client_capabilities: tuple[str, ...] = ()
 
     @property
     def identity(self) -> tuple[str, str, str, str]:
@@ -85,10 +90,16 @@ class TokenRequest:
     user_upn: str | None = None  # lower-cased
     user_object_id: str | None = None  # lower-cased GUID
     user_token: str | None = field(default=None, repr=False)  # OBO input, never logged
+    # A long-running OBO session (obo_sessions.py): its tokens are cached under
+    # the session's name, whoever's user token started it.
+    obo_session: str | None = None
 
     @property
     def user_key(self) -> str | None:
-        """The cache key's user part: UPN, object id, or SHA-256 of the OBO user token."""
+        """The cache key's user part: the OBO session, UPN, object id, or SHA-256
+        of the OBO user token."""
+        if self.mode is Mode.OBO and self.obo_session is not None:
+            return OBO_SESSION_USER_PREFIX + self.obo_session
         if self.mode is Mode.OBO and self.user_token is not None:
             return "sha256:" + hashlib.sha256(self.user_token.encode()).hexdigest()
         if self.user_upn:
@@ -105,6 +116,7 @@ class TokenRequest:
         return ResourceKey(
             *self.agent.identity, self.mode.value, self.scopes, self.user_key,
             credential=self.agent.credential,
+            client_capabilities=self.agent.client_capabilities,
         )
 
 
@@ -123,6 +135,8 @@ class ResourceKey:
     # apart: an entry's refresh uses the credential of whoever asked last, so a
     # shared entry would let a broken source break (or a working one mask) the other.
     credential: CredentialSpec | None = None
+    # Tokens minted for a client declaring capabilities (CAE) differ in kind.
+    client_capabilities: tuple[str, ...] = ()
 
     def describe(self) -> str:
         """A log/status-safe description (the OBO user part is already a hash)."""
@@ -157,3 +171,6 @@ class AcquiredToken:
     refresh_in: float | None = None
     scope: str = ""
     token_type: str = "Bearer"
+    # Only the OBO legs carry one; the broker moves it into the OBO session
+    # store at once, so cached tokens never hold it.
+    refresh_token: str | None = field(default=None, repr=False)

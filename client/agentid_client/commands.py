@@ -129,7 +129,8 @@ _add(
   agentid-helper get --profile bot --mode OBO --obo-session job-42 --user-token-file t.jwt
   agentid-helper get --profile bot --mode OBO --obo-session job-42   # hours later
   # a resource answered 401 with error="insufficient_claims", claims="eyJhY2Nlc3..."
-  agentid-helper get --profile bot --claims "$CLAIMS"   # the claims value, base64 or JSON
+  # (pass that base64 value, or the JSON it decodes to)
+  agentid-helper get --claims eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZX19fQ
   # as the agent's own user account
   agentid-helper get --profile bot --mode AutonomousUser --user-upn a@contoso.com --scope User.Read
   agentid-helper get --format json | jq .expires_on

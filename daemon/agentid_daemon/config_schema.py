@@ -416,7 +416,7 @@ SCHEMA: tuple[Key, ...] = (
         frozenset({"request"}),
         "`OBO` only: the name of a long-running session (1-128 letters, digits or "
         "`. _ - : @`); with a `user_token` it starts the session, without one it "
-        "continues it (docs/api.md)",
+        "continues it (see Long-running OBO sessions)",
         _plain(F.obo_session_name),
     ),
     Key(

@@ -47,7 +47,8 @@ def test_bad_claims_are_refused(given: object, match: str) -> None:
 
 def test_capabilities() -> None:
     assert capabilities(["cp1", " cp1", "xyz"]) == ("cp1", "xyz")
-    for bad in ("cp1", [""], ["a b"], [1], ["x"] * 17):
+    assert capabilities("cp1 xyz") == ("cp1", "xyz") and capabilities([]) == ()
+    for bad in ([""], ["a b"], [1], ["x"] * 17, 7, {"cp1": 1}):
         with pytest.raises(ValueError):
             capabilities(bad)
 

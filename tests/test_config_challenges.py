@@ -44,7 +44,7 @@ def test_client_capabilities_and_max_age(config: Config) -> None:
 @pytest.mark.parametrize(
     ("line", "match"),
     [
-        ('client_capabilities = "cp1"', "list of strings"),
+        ("client_capabilities = 1", "list of strings"),
         ("client_capabilities = [1]", "not a capability name"),
     ],
 )

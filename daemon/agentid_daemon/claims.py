@@ -64,8 +64,10 @@ def _from_base64(text: str) -> str:
 
 
 def capabilities(value: Any) -> tuple[str, ...]:
-    """``client_capabilities``: a list of short names such as ``["cp1"]``, sorted, unique."""
-    if isinstance(value, str) or not isinstance(value, list | tuple):
+    """``client_capabilities``: short names such as ``["cp1"]`` (or ``"cp1 x"``), sorted, unique."""
+    if isinstance(value, str):
+        value = value.split()
+    if not isinstance(value, list | tuple):
         raise ValueError('must be a list of strings such as ["cp1"]')
     if len(value) > MAX_CAPABILITIES:
         raise ValueError(f"must have at most {MAX_CAPABILITIES} entries")

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from rel_http import assert_acceptable, assert_raw_answer, parse_responses
 from rel_stack import Stack, http_call, raw_exchange
 
-from agentid_daemon.config import REQUEST_KEYS
+from agentid_daemon.api import TOKEN_OPTIONS
+from agentid_daemon.config import LIST_REQUEST_KEYS, REQUEST_KEYS
 
 FUZZ = settings(
     max_examples=60,
@@ -361,7 +362,7 @@ def _wrong_type(field: str, value: Any) -> bool:
     """True when *value* has a type the API must refuse for *field* (nulls mean "absent")."""
     if value is None:
         return False
-    if field == "scope":
+    if field in LIST_REQUEST_KEYS:
         return not isinstance(value, str) and not (
             isinstance(value, list) and all(isinstance(v, str) for v in value)
         )
@@ -373,7 +374,7 @@ def _wrong_type(field: str, value: Any) -> bool:
 
 
 FIELDS_BY_ENDPOINT = {
-    ("POST", "/v1/token"): (*SELECTION_FIELDS, "min_validity_s", "force_refresh"),
+    ("POST", "/v1/token"): (*SELECTION_FIELDS, *TOKEN_OPTIONS),
     ("DELETE", "/v1/token"): SELECTION_FIELDS,
     ("POST", "/v1/flush"): (*SELECTION_FIELDS, "all"),
 }

@@ -420,16 +420,6 @@ SCHEMA: tuple[Key, ...] = (
         _plain(F.obo_session_name),
     ),
     Key(
-        "client_capabilities",
-        "array of strings",
-        SELECTION,
-        "capabilities declared to Entra through MSAL's `client_capabilities`: `[\"cp1\"]` "
-        "says the client handles claims challenges, so CAE-enabled resources issue "
-        "long-lived tokens they can revoke (answered with `get --claims`); cached apart "
-        "from tokens without. A request's list adds to the profile's",
-        _plain(capabilities),
-    ),
-    Key(
         "blueprint_credential",
         '"keyring" or table',
         FILE_ONLY,
@@ -438,6 +428,16 @@ SCHEMA: tuple[Key, ...] = (
         + ", ".join(f"`{{ {kind} = ... }}`" for kind in CREDENTIAL_KINDS),
         credential,
         default='"keyring"',
+    ),
+    Key(
+        "client_capabilities",
+        "array of strings",
+        SELECTION,
+        "capabilities declared to Entra through MSAL's `client_capabilities`: `[\"cp1\"]` "
+        "says the client handles claims challenges, so CAE-enabled resources issue "
+        "long-lived tokens they can revoke (answered with `get --claims`); cached apart "
+        "from tokens without. A request's list adds to the profile's",
+        _plain(capabilities),
     ),
     Key(
         "profile",

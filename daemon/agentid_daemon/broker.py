@@ -33,15 +33,15 @@ import dataclasses
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import trio
 
 from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S
 
 from .broker_status import status_row, wall_seconds
-from .cache import CachedToken, DependencyFailed, TokenCache, error_summary
+from .broker_types import Engine, ServedToken
+from .cache import CachedToken, DependencyFailed, TokenCache
 from .config_schema import DaemonSettings
 from .errors import AgentIdError, IdentityProviderError, InvalidRequest
 from .logs import get_logger
@@ -57,7 +57,10 @@ from .models import (
     ResourceKey,
     TokenRequest,
 )
-from .obo_sessions import OboSessions, SessionKey, user_fingerprint
+from .obo_legs import OboLegs
+from .obo_sessions import OboSessions, SessionKey
+
+__all__ = ["Broker", "Engine", "ServedToken"]
 
 # An assertion must outlive the next leg's round trip (and clock skew at the
 # identity provider); capped to a quarter of the token's lifetime so that
@@ -66,60 +69,6 @@ ASSERTION_MIN_VALIDITY_S = 120.0
 # Entra rejects a client assertion / federated credential that expired or is
 # malformed with these; one retry with a freshly minted T1/T2 is worth it.
 REJECTED_ASSERTION_CODES = frozenset({700024, 50027})
-
-
-class Engine(Protocol):
-    """The engine seam (docs/INTERNALS.md); sync methods, run in worker threads."""
-
-    def acquire_t1(self, agent: AgentRef, *, assertion: str | None = None) -> AcquiredToken: ...
-    def acquire_managed_identity(self, credential: CredentialSpec) -> AcquiredToken: ...
-    def acquire_autonomous_app(
-        self, agent: AgentRef, t1: str, scopes: tuple[str, ...], *, claims: str | None = None
-    ) -> AcquiredToken: ...
-    def acquire_obo(
-        self, agent: AgentRef, t1: str, user_token: str, scopes: tuple[str, ...], *,
-        claims: str | None = None,
-    ) -> AcquiredToken: ...
-    def acquire_obo_refresh(
-        self, agent: AgentRef, t1: str, refresh_token: str, scopes: tuple[str, ...], *,
-        claims: str | None = None,
-    ) -> AcquiredToken: ...
-    def acquire_t2(self, agent: AgentRef, t1: str) -> AcquiredToken: ...
-    def acquire_user_fic(
-        self,
-        agent: AgentRef,
-        t1: str,
-        t2: str,
-        scopes: tuple[str, ...],
-        *,
-        user_upn: str | None,
-        user_object_id: str | None,
-        claims: str | None = None,
-    ) -> AcquiredToken: ...
-
-
-@dataclass(frozen=True)
-class ServedToken:
-    """What ``POST /v1/token`` answers; times are wall-clock epoch seconds."""
-
-    access_token: str = field(repr=False)
-    token_type: str
-    expires_on: int
-    refresh_on: int
-    scope: str
-    mode: str
-    source: Literal["cache", "identity_provider"]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "access_token": self.access_token,
-            "token_type": self.token_type,
-            "expires_on": self.expires_on,
-            "refresh_on": self.refresh_on,
-            "scope": self.scope,
-            "mode": self.mode,
-            "source": self.source,
-        }
 
 
 def _exchange_key(leg: Literal["t1", "t2"], agent: AgentRef) -> ExchangeKey:
@@ -141,6 +90,7 @@ class Broker:
     ) -> None:
         self._engine = engine
         self.sessions = OboSessions(max_age_s=obo_session_max_age_s)
+        self._obo = OboLegs(self.sessions, cache, engine, self._call)
         self._cache = cache
         self._metrics = metrics
         self._limiter = limiter
@@ -169,7 +119,7 @@ class Broker:
                 f"min_validity_s must be between 0 and {MAX_MIN_VALIDITY_S} seconds"
             )
         self._check(req)
-        starting = self._session_start(req) if req.obo_session is not None else None
+        starting = self._obo.starting(req) if req.obo_session is not None else None
         if force_refresh:
             # "Fresh" means from the credential up: re-acquire the exchange
             # tokens too, so a forced request proves the blueprint credential
@@ -210,7 +160,7 @@ class Broker:
         user token drops the key's tokens of every user (``flush --profile``).
         """
         if req.mode is Mode.OBO and req.obo_session is not None:
-            return self._end_session(SessionKey.of(req))
+            return self._obo.end(SessionKey.of(req))
         key = req.cache_key()
         if req.mode is Mode.OBO and req.user_token is None:
             return self._cache.flush(
@@ -231,47 +181,7 @@ class Broker:
 
     def obo_sessions(self) -> list[dict[str, Any]]:
         """One JSON-ready dict per OBO session (hashed user, age); never a token."""
-        return self.sessions.status(trio.current_time(), time.time())
-
-    # -- OBO sessions ------------------------------------------------------------
-
-    def _session_start(self, req: TokenRequest) -> str | None:
-        """The user a request (re)starts its session for, or None to continue it.
-
-        A user token starts the session unless that user's session is running
-        fine; another user's session under the name ends first, with its tokens.
-        """
-        key = SessionKey.of(req)
-        session = self.sessions.get(key, trio.current_time())
-        if session is None:
-            self._cache.flush(key.owns)  # an ended session's tokens are not served
-        if req.user_token is None:
-            if session is None:
-                self.sessions.require(key, trio.current_time())  # raises SessionEnded
-            return None
-        user = user_fingerprint(req.user_token)
-        if session is not None and session.user == user and session.last_error is None:
-            return None
-        if session is not None and session.user != user:
-            self._end_session(key)
-        return user
-
-    def _end_session(self, key: SessionKey) -> bool:
-        ended = self.sessions.end(key)
-        return self._cache.flush(key.owns) > 0 or ended
-
-    async def _session_refresh(self, req: TokenRequest, t1: str, claims: str | None
-                               ) -> AcquiredToken:
-        key = SessionKey.of(req)
-        session = self.sessions.require(key, trio.current_time())
-        try:
-            token = await self._call("obo_refresh", self._engine.acquire_obo_refresh, req.agent,
-                                     t1, session.refresh_token, req.scopes, claims=claims)
-        except AgentIdError as exc:
-            session.last_error = error_summary(exc)
-            raise
-        self.sessions.refreshed(key, session, token.refresh_token, trio.current_time())
-        return token
+        return self._obo.status(time.time())
 
     # -- legs --------------------------------------------------------------------
 
@@ -435,14 +345,14 @@ class Broker:
                                              self._engine.acquire_autonomous_app,
                                              agent, t1.token.access_token, scopes, claims=claims)
                 elif by_session:
-                    token = await self._session_refresh(req, t1.token.access_token, claims)
+                    token = await self._obo.refresh(req, t1.token.access_token, claims)
                 elif mode is Mode.OBO:
                     assert user_token is not None
                     token = await self._call("obo", self._engine.acquire_obo, agent,
                                              t1.token.access_token, user_token, scopes,
                                              claims=claims)
                     if start_session_for is not None:
-                        self._start_session(req, start_session_for, token)
+                        self._obo.started(req, start_session_for, token)
                 else:
                     t2 = await self._input("t2", agent)
                     used.append((_exchange_key("t2", agent), t2.token))
@@ -472,17 +382,6 @@ class Broker:
             raise rejected_again
 
         return fetch
-
-    def _start_session(self, req: TokenRequest, user: str, token: AcquiredToken) -> None:
-        if not token.refresh_token:
-            raise IdentityProviderError(
-                "obo: the identity provider answered without a refresh token, so no "
-                "long-running session can start (was offline_access refused?)",
-                leg="obo",
-                hint="run without --obo-session, or grant the agent offline_access",
-            )
-        self.sessions.start(SessionKey.of(req), user=user, refresh_token=token.refresh_token,
-                            now=trio.current_time())
 
     # -- metrics -----------------------------------------------------------------
 

@@ -56,9 +56,21 @@ def test_selection_claims_and_tenant_are_forwarded(fake_daemon: FakeDaemon) -> N
     first, second = (r["json"] for r in fake_daemon.token_requests)
     assert first == {"profile": "bot", "agent_identity_app_id": "a1", "mode": "AutonomousUser",
                      "user_upn": "u@x", "scope": "s/.default", "claims": claims,
-                     "tenant_id": "t2"}
+                     "tenant_id": "t2", "client_capabilities": ["cp1"]}  # enable_cae
     assert second["claims"] == claims
-    assert "tenant_id" not in second
+    assert "tenant_id" not in second and "client_capabilities" not in second
+
+
+def test_enable_cae_and_obo_session(fake_daemon: FakeDaemon) -> None:
+    """azure-core's enable_cae declares cp1 (get_token and get_token_info alike);
+    an OBO session is a selection keyword."""
+    credential = AgentIdentityCredential("bot", mode="OBO", obo_session="job-1")
+    credential.get_token_info("s/.default", options={"enable_cae": True})
+    credential.get_token("s/.default")
+    cae, plain = (r["json"] for r in fake_daemon.token_requests)
+    assert cae == {"profile": "bot", "mode": "OBO", "obo_session": "job-1",
+                   "scope": "s/.default", "client_capabilities": ["cp1"]}
+    assert "client_capabilities" not in plain
 
 
 def test_unknown_keyword_is_a_type_error() -> None:

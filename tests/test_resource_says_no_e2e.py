@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from client_stack import Env, client_stack
+from emulator_config import GRAPH_RESOURCE, emulator_profile, write_emulator_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -22,21 +24,20 @@ CHALLENGE = {"access_token": {"nbf": {"essential": True, "value": "1700000000"}}
 # What a resource's WWW-Authenticate carries: claims="<base64>".
 CHALLENGE_B64 = base64.b64encode(json.dumps(CHALLENGE).encode()).decode()
 
-EXTRA_PROFILES = """
-[profiles.obo]
-mode = "OBO"
-scope = "User.Read"
-
-[profiles.cae]
-mode = "AutonomousApp"
-client_capabilities = ["cp1"]
-"""
-
-
 @pytest.fixture
 def client_env(emulator: Any, tmp_path: Path) -> Iterator[Env]:
+    """client_stack's profiles (app, user, obo on Graph) and ``cae``: app with cp1."""
     with client_stack(emulator, tmp_path) as env:
-        env.config.write_text(env.config.read_text() + EXTRA_PROFILES)
+        credential = {"secret_file": str(tmp_path / "bp.secret")}
+        profiles = {
+            "app": emulator_profile(emulator.info, resource=GRAPH_RESOURCE,
+                                    credential=credential),
+            "obo": emulator_profile(emulator.info, resource=GRAPH_RESOURCE,
+                                    credential=credential, mode="OBO"),
+            "cae": emulator_profile(emulator.info, resource=GRAPH_RESOURCE,
+                                    credential=credential, client_capabilities=["cp1"]),
+        }
+        write_emulator_config(env.config, emulator.info, credential, profiles=profiles)
         yield env
 
 
@@ -73,3 +74,73 @@ def test_claims_challenge_gets_a_new_token_that_the_cache_then_serves(
     assert get_json(client_env, "--claims", json.dumps(CHALLENGE))["source"] == "identity_provider"
     bad = client_env.run("get", "--claims", "not-a-claims-value")
     assert bad.returncode == 2 and "claims" in bad.stderr
+
+
+def test_client_capabilities_put_cp1_in_xms_cc(client_env: Env) -> None:
+    cae = get_json(client_env, "--profile", "cae")["access_token"]
+    assert claims_of(cae)["xms_cc"] == ["cp1"]
+    plain = get_json(client_env)["access_token"]
+    assert "xms_cc" not in claims_of(plain) and plain != cae  # cached apart
+
+
+def wait_until_expired(token: str) -> None:
+    """Sleep past a token's exp (an input for the test, not a timed assertion)."""
+    exp = int(claims_of(token)["exp"])
+    while time.time() <= exp + 1:
+        time.sleep(0.5)
+
+
+def test_obo_session_outlives_an_8_second_user_token(client_env: Env, emulator: Any) -> None:
+    emulator.reset()
+    user_token = emulator.user_token(emulator.user_upn, lifetime_s=8)
+    started = get_json(client_env, "--profile", "obo", "--obo-session", "job-42",
+                       "--user-token-file", "-", stdin=user_token)
+    assert started["source"] == "identity_provider"
+    wait_until_expired(user_token)
+
+    # No user token any more: the session's refresh token gets a fresh access token.
+    fresh = get_json(client_env, "--profile", "obo", "--obo-session", "job-42",
+                     "--force-refresh")
+    assert fresh["source"] == "identity_provider"
+    assert fresh["access_token"] != started["access_token"]
+    claims = claims_of(fresh["access_token"])
+    assert claims["upn"].lower() == emulator.user_upn.lower() and claims["idtyp"] == "user"
+    by_leg = emulator.stats()["token_requests"]["by_leg"]
+    assert (by_leg["obo"], by_leg["obo_refresh"]) == (1, 1)
+
+    # Plain OBO with that user token is over; the session is not.
+    expired = client_env.run("get", "--profile", "obo", "--user-token-file", "-",
+                             stdin=user_token)
+    assert expired.returncode in (2, 4), expired.stderr
+
+    status = client_env.run("status", "--json")
+    assert status.returncode == 0, status.stderr
+    (session,) = json.loads(status.stdout)["obo_sessions"]
+    assert session["name"] == "job-42" and session["refreshes"] == 1
+    assert session["user"].startswith("sha256:")
+    assert emulator.user_upn.lower() not in status.stdout.lower()
+    shown = client_env.run("status")
+    assert "job-42" in shown.stdout and "OBO SESSION" in shown.stdout
+
+    # flush --obo-session ends it: the next call without a user token is refused.
+    assert client_env.run("flush", "--profile", "obo", "--obo-session", "job-42").returncode == 0
+    gone = client_env.run("get", "--profile", "obo", "--obo-session", "job-42")
+    assert gone.returncode == 2 and "no OBO session 'job-42'" in gone.stderr
+
+
+def test_flush_of_an_obo_profile_needs_no_user_token(client_env: Env, emulator: Any) -> None:
+    """A token the resource rejects (revoked, roles just granted): flush --profile drops
+    that profile's tokens of every user; the next request gets a new one."""
+    tokens = [emulator.user_token(emulator.user_upn) for _ in range(2)]
+    first = [get_json(client_env, "--profile", "obo", "--user-token-file", "-", stdin=t)
+             for t in tokens]
+    assert get_json(client_env, "--profile", "obo", "--user-token-file", "-",
+                    stdin=tokens[0])["source"] == "cache"
+
+    flushed = client_env.run("flush", "--profile", "obo")
+    assert flushed.returncode == 0, flushed.stderr
+    status = json.loads(client_env.run("status", "--json").stdout)
+    assert [e for e in status["entries"] if e.get("mode") == "OBO"] == []
+    again = get_json(client_env, "--profile", "obo", "--user-token-file", "-", stdin=tokens[0])
+    assert again["source"] == "identity_provider"
+    assert again["access_token"] not in {f["access_token"] for f in first}

@@ -14,7 +14,11 @@ per request is cheap. azure-core is imported only when a token is asked
 for: importing this module (and the client's hot paths) stays stdlib-only.
 
 ``claims`` (a claims challenge, e.g. from a CAE-enabled resource) is sent as
-the request's ``claims`` field; ``tenant_id`` overrides the selection's
+the request's ``claims`` field; ``enable_cae=True`` (azure-core asks for it
+with ``BearerTokenCredentialPolicy(..., enable_cae=True)``) declares the
+``cp1`` client capability (the request's ``client_capabilities``), so CAE
+resources issue revocable tokens and answer revocations with a challenge
+that the policy hands back here. ``tenant_id`` overrides the selection's
 tenant, as it does for azure-identity's credentials.
 """
 
@@ -33,11 +37,15 @@ if TYPE_CHECKING:
     from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 
 # Keyword arguments the credential accepts: the CLI's selection (less the
-# scope, which each get_token call names) and the OBO user token itself.
+# scope, which each get_token call names), the OBO user token itself and an
+# OBO session's name.
 SELECTION_KEYWORDS = (
     *(d for d in SELECTION_DESTS if d not in ("profile", "scope")),
     "user_token",
+    "obo_session",
 )
+# What enable_cae declares: "cp1", the capability CAE resources look for.
+CAE_CAPABILITIES = ("cp1",)
 
 
 class AgentIdentityCredential:
@@ -87,7 +95,7 @@ class AgentIdentityCredential:
         """azure-core ``TokenCredential.get_token``: a token for ``scopes``."""
         from azure.core.credentials import AccessToken
 
-        info = self._request(scopes, claims=claims, tenant_id=tenant_id)
+        info = self._request(scopes, claims=claims, tenant_id=tenant_id, enable_cae=enable_cae)
         return AccessToken(info.token, info.expires_on)
 
     def get_token_info(
@@ -95,10 +103,20 @@ class AgentIdentityCredential:
     ) -> AccessTokenInfo:
         """azure-core ``SupportsTokenInfo.get_token_info``; carries ``refresh_on``."""
         opts = options or {}
-        return self._request(scopes, claims=opts.get("claims"), tenant_id=opts.get("tenant_id"))
+        return self._request(
+            scopes,
+            claims=opts.get("claims"),
+            tenant_id=opts.get("tenant_id"),
+            enable_cae=bool(opts.get("enable_cae")),
+        )
 
     def _request(
-        self, scopes: tuple[str, ...], *, claims: str | None, tenant_id: str | None
+        self,
+        scopes: tuple[str, ...],
+        *,
+        claims: str | None,
+        tenant_id: str | None,
+        enable_cae: bool = False,
     ) -> AccessTokenInfo:
         from azure.core.credentials import AccessTokenInfo
         from azure.core.exceptions import ClientAuthenticationError
@@ -110,6 +128,8 @@ class AgentIdentityCredential:
             fields["tenant_id"] = tenant_id
         if claims:
             fields["claims"] = claims
+        if enable_cae:
+            fields["client_capabilities"] = list(CAE_CAPABILITIES)
         try:
             body = daemon_api.get_token(
                 fields, socket_path=self._socket_path, timeout=self._timeout

@@ -126,7 +126,7 @@ _add(
   # on behalf of a signed-in user (the user token comes from a file or stdin, never argv)
   agentid-helper get --profile bot --mode OBO --user-token-file - < user-token.jwt
   # long-running work for that user: start a session once, continue without the user token
-  agentid-helper get --profile bot --mode OBO --obo-session job-42 --user-token-file t.jwt
+  agentid-helper get --profile bot --mode OBO --obo-session job-42 --user-token-file user-token.jwt
   agentid-helper get --profile bot --mode OBO --obo-session job-42   # hours later
   # a resource answered 401 with error="insufficient_claims", claims="eyJhY2Nlc3..."
   # (pass that base64 value, or the JSON it decodes to)
@@ -239,7 +239,7 @@ _add(
         epilog="""examples:
   agentid-helper flush --profile graph-bot    # next get re-acquires
   agentid-helper flush --profile aks          # kubectl: "You must be logged in to the server"
-  agentid-helper flush --profile bot --obo-session job-42
+  agentid-helper flush --profile bot --mode OBO --obo-session job-42
   agentid-helper flush --all
 """,
     )

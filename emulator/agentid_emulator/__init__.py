@@ -42,7 +42,9 @@ certs (CA, server certificate, signing key), directory (demo and TOML seeds),
 jwt_tokens (minting, JWKS, verification), scopes (scope -> resource),
 client_auth (secret / certificate / federated / T1 client authentication),
 legs (the token endpoint, sans-IO), agent_claims (the agent facets of real
-tokens), user_tokens (signed-in users' tokens, the input of OBO), imds (the
+tokens), user_tokens (signed-in users' tokens, the input of OBO),
+refresh_tokens (OBO refresh tokens, revocations), claims_param (the
+``claims`` parameter), imds (the
 managed identity endpoint), errors (AADSTS shapes), faults, stats, workload
 (the emulator's own federated-token issuer), server (HTTP I/O), cli.
 
@@ -107,6 +109,28 @@ Emulated faithfully:
   tenant issuer, subject = the object id, audience
   ``api://AzureADTokenExchange``), as agent-on-behalf-of-oauth-flow.md's
   ``TUAMI`` and auth-flows.md 2.1.B show.
+- Refresh tokens for OBO (refresh_tokens): an OBO request whose scope has
+  ``offline_access`` (MSAL's ``acquire_token_on_behalf_of`` always adds it)
+  gets an opaque ``1.A...`` refresh token bound to the agent and the user,
+  and an agent identity redeems it with ``grant_type=refresh_token`` and T1
+  as its client assertion, as agent-on-behalf-of-oauth-flow.md ("Refresh
+  token support") shows; MSAL's ``acquire_token_by_refresh_token`` sends
+  exactly that. Each answer carries a new refresh token; a redeemed one
+  stays valid (Entra does not make them single-use). Errors: 9002313
+  (unknown), 70000 (another client's), 700082 (expired, 90 days).
+- ``claims`` (claims_param): MSAL merges a claims challenge
+  (``claims_challenge=``) and ``client_capabilities`` into one ``claims``
+  parameter (msal/application.py ``_merge_claims_challenge_and_capabilities``:
+  ``{"access_token": {"xms_cc": {"values": [...]}}}``); the emulator stamps
+  those capabilities into the access token's ``xms_cc`` claim, as Entra does
+  for CAE-capable clients, and refuses a ``claims`` that is not a JSON object
+  (9002313). Every answer is minted afresh, so a request with claims never
+  gets a token back that was revoked.
+- Revocation: ``POST /_emulator/faults {"revoke_token": "<token>"}`` revokes an
+  access token (by its ``uti``, as a CAE revocation event would) or a refresh
+  token; ``POST /_emulator/tokens/introspect {"token": ...}`` tells a resource
+  stub whether a token is active and revoked (what a CAE resource learns from
+  its revocation events), so the stub can answer with a claims challenge.
 - Token claims shaped like Entra v2.0 tokens (see jwt_tokens/legs), responses
   with ``token_type``, ``expires_in``, ``ext_expires_in``, ``refresh_in``
   (lifetime/2 when the lifetime is >= 2 h, or ``--refresh-in-s``), and for user
@@ -115,8 +139,8 @@ Emulated faithfully:
   client's ``client-request-id`` echoed as correlation id, ``{EmailHidden}``
   in user-not-found messages. Codes: 7000215, 7000216, 700016, 700021, 700024,
   700027, 700211, 700212, 700213, 7002137, 50013, 50027, 50034, 500011,
-  500133, 1002012, 70011, 28000, 900144, 70003, 90002; faults use 90055 (429)
-  and 90033 (5xx).
+  500133, 1002012, 70011, 28000, 900144, 70003, 90002, 9002313, 70000,
+  700082; faults use 90055 (429) and 90033 (5xx).
 - client_secret_post and client_secret_basic.
 
 Still different from real tokens and Entra (deliberately or not yet):
@@ -140,7 +164,8 @@ Still different from real tokens and Entra (deliberately or not yet):
   (``api://<blueprint>`` stays a URI); a real v2.0 token always carries the
   app id. It also carries ``upn``/``unique_name`` (v1.0 names) besides
   ``preferred_username``, and its client is Azure CLI's public client id.
-- Interactive flows (authorize, device code), refresh tokens, ROPC, SAML,
+- Interactive flows (authorize, device code), refresh tokens other than
+  OBO's (no refresh token for user_fic, none for interactive sign-in), ROPC, SAML,
   the v1.0 endpoint, ``common``/``organizations`` and tenant domain names
   (tenant GUIDs only), instance discovery, regional endpoints.
 - Managed identity only in IMDS's shape (not App Service, Arc, Service
@@ -152,8 +177,10 @@ Still different from real tokens and Entra (deliberately or not yet):
   yields the seeded ``roles`` (app) or ``User.Read`` / ``user_impersonation``
   (delegated). Resource-specific checks (AADSTS500011 at the token endpoint),
   consent (65001) and ``InheritDelegatedPermissions`` are not modelled.
-- Conditional Access, claims challenges (``claims`` is ignored), token
-  protection, CAE (``xms_cc``), PoP tokens, encrypted tokens.
+- Conditional Access policies: the claims of a challenge (``nbf``, ``acrs``)
+  are accepted, never evaluated; CAE-capable tokens live ``--token-lifetime-s``
+  like the others (Entra gives them up to 28 h); token protection, PoP
+  tokens, encrypted tokens.
 - Clock skew: assertions are checked without leeway (Entra allows ~5 min), so
   that short test lifetimes expire when they say.
 - Error codes outside the list above may differ from Entra's for the same

@@ -4,6 +4,10 @@ A fault is any combination of: an HTTP status (429/500/503, with
 ``Retry-After`` when ``retry_after_s`` is given), a delay before answering,
 and an outage (the connection is closed without an answer). ``count`` limits
 how many token requests it affects; absent, it lasts until cleared.
+
+One more kind acts at once instead of on later requests: ``{"revoke_token":
+"<token>"}`` revokes an issued access token (as a CAE revocation event would;
+``/_emulator/tokens/introspect`` then reports it) or refresh token.
 """
 
 from __future__ import annotations
@@ -19,6 +23,19 @@ MAX_DELAY_S = 300.0
 
 class FaultSpecError(ValueError):
     """The fault body is invalid; the message says which field and why."""
+
+
+REVOKE_FIELD = "revoke_token"
+
+
+def parse_revoke(body: dict[str, Any]) -> str:
+    """The token of a revoke fault (a body with ``revoke_token`` and nothing else)."""
+    if set(body) != {REVOKE_FIELD}:
+        raise FaultSpecError(f"{REVOKE_FIELD} is a fault of its own: give no other field")
+    token = body[REVOKE_FIELD]
+    if not isinstance(token, str) or not token.strip():
+        raise FaultSpecError(f"{REVOKE_FIELD} must be a token string")
+    return token.strip()
 
 
 @dataclass(frozen=True)

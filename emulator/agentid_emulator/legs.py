@@ -6,6 +6,16 @@ the OBO user token (signature, expiry, audience = the agent's blueprint), the
 user_fic credential and the agent user; so is the blueprint's own app-only token. ``classify``
 names the leg of a request from its form alone; ``TokenService.leg_of`` also
 tells a blueprint's own token from an agent's.
+
+When a resource says no (refresh_tokens.py, claims_param.py): an OBO answer
+carries a refresh token when ``offline_access`` is asked (MSAL always asks:
+``acquire_token_on_behalf_of`` decorates the scope), and an agent identity
+redeems it with the refresh-token grant, T1 as the client assertion
+(agent-on-behalf-of-oauth-flow.md, "Refresh token support"). A ``claims``
+parameter (MSAL's ``claims_challenge`` merged with ``client_capabilities``)
+is honoured: its ``xms_cc`` values are stamped into the token, and like every
+answer here it is minted fresh (the emulator keeps no token to hand back, so
+a revoked token is never returned).
 """
 
 from __future__ import annotations
@@ -20,16 +30,20 @@ import jwt
 from . import agent_claims
 from .agent_claims import AgentFacets
 from .certs import b64url
+from .claims_param import capability_claims
 from .client_auth import authenticate_agent, authenticate_blueprint, verify_exchange_token
 from .directory import AgentIdentity, Blueprint, Directory, Tenant, User
 from .errors import AadstsError, missing_parameter, render
-from .jwt_tokens import TOKEN_EXCHANGE_APP_ID, TokenIssuer, fmi_subject
+from .jwt_tokens import TOKEN_EXCHANGE_APP_ID, TokenIssuer, fmi_subject, unverified_claims
+from .refresh_tokens import GrantStore
 from .scopes import ResolvedScope, is_token_exchange, resolve
 from .user_tokens import blueprint_audiences, interactive_claims, pairwise_subject, user_not_found
 
 GRANT_CLIENT_CREDENTIALS = "client_credentials"
 GRANT_JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 GRANT_USER_FIC = "user_fic"
+GRANT_REFRESH_TOKEN = "refresh_token"
+GRANTS = (GRANT_CLIENT_CREDENTIALS, GRANT_JWT_BEARER, GRANT_USER_FIC, GRANT_REFRESH_TOKEN)
 # Entra sends refresh_in when a token lives at least this long (half the lifetime).
 REFRESH_IN_THRESHOLD_S = 7200
 
@@ -45,6 +59,8 @@ def classify(form: dict[str, str]) -> str | None:
         return "obo"
     if grant == GRANT_USER_FIC:
         return "user_fic"
+    if grant == GRANT_REFRESH_TOKEN:
+        return "obo_refresh"
     return None
 
 
@@ -66,6 +82,7 @@ class TokenService:
     issuer: TokenIssuer
     token_lifetime_s: int = 3600
     refresh_in_s: int | None = None
+    grants: GrantStore = field(default_factory=GrantStore)
 
     @property
     def authority_host(self) -> str:
@@ -103,7 +120,7 @@ class TokenService:
         grant = form.get("grant_type")
         if not grant:
             raise missing_parameter("grant_type")
-        if grant not in (GRANT_CLIENT_CREDENTIALS, GRANT_JWT_BEARER, GRANT_USER_FIC):
+        if grant not in GRANTS:
             raise AadstsError(70003, f"The app requested an unsupported grant type '{grant}'.",
                               error="unsupported_grant_type")
         client_id = form.get("client_id")
@@ -129,6 +146,8 @@ class TokenService:
             return self._agent_app(tenant, agent, form, now)
         if grant == GRANT_JWT_BEARER:
             return self._obo(tenant, agent, form, now)
+        if grant == GRANT_REFRESH_TOKEN:
+            return self._obo_refresh(tenant, agent, form, now)
         return self._user_fic(tenant, agent, form, now)
 
     def tenant(self, tenant_id: str) -> Tenant:
@@ -198,7 +217,7 @@ class TokenService:
             "aud": TOKEN_EXCHANGE_APP_ID if exchange else scope.resource, "azp": agent.app_id,
             "azpacr": "2", "appid": agent.app_id, "appidacr": "2", "idtyp": "app",
             "oid": agent.app_id, "sub": agent.app_id,
-            **facets.claims(agent.blueprint_app_id)}
+            **facets.claims(agent.blueprint_app_id), **capability_claims(form)}
         if not exchange and agent.roles:
             claims["roles"] = list(agent.roles)
         return self._app_response(tenant, claims, scope)
@@ -218,7 +237,36 @@ class TokenService:
                                       "'requested_token_use' with the value 'on_behalf_of'.")
         scope = resolve(form.get("scope"), app_only=False)
         user = self._obo_user(tenant, agent, assertion, now)
-        return self._user_response(tenant, agent, user, scope, agent_claims.OBO)
+        return self._with_refresh_token(
+            tenant, agent, user, scope,
+            self._user_response(tenant, agent, user, scope, agent_claims.OBO, form), now)
+
+    def _obo_refresh(self, tenant: Tenant, agent: AgentIdentity, form: dict[str, str],
+                     now: float) -> dict[str, Any]:
+        """The refresh-token grant of an agent identity (T1 as the client assertion)."""
+        authenticate_agent(agent, form, tenant_id=tenant.tenant_id, now=now,
+                           issuer=self.issuer)
+        refresh_token = form.get("refresh_token")
+        if not refresh_token:
+            raise missing_parameter("refresh_token")
+        grant = self.grants.redeem(refresh_token, tenant_id=tenant.tenant_id,
+                                   client_id=agent.app_id, now=now)
+        scope = resolve(form.get("scope"), app_only=False)
+        user = tenant.find_user(object_id=grant.user_object_id)
+        if user is None:
+            raise user_not_found(tenant)
+        return self._with_refresh_token(
+            tenant, agent, user, scope,
+            self._user_response(tenant, agent, user, scope, agent_claims.OBO, form), now)
+
+    def _with_refresh_token(self, tenant: Tenant, agent: AgentIdentity, user: User,
+                            scope: ResolvedScope, body: dict[str, Any],
+                            now: float) -> dict[str, Any]:
+        if "offline_access" in {s.lower() for s in scope.oidc}:
+            body["refresh_token"] = self.grants.issue(
+                tenant_id=tenant.tenant_id, client_id=agent.app_id,
+                user_object_id=user.object_id, now=now)
+        return body
 
     def _obo_user(self, tenant: Tenant, agent: AgentIdentity, assertion: str,
                   now: float) -> User:
@@ -283,7 +331,7 @@ class TokenService:
         user = tenant.find_user(upn=upn) if upn else tenant.find_user(object_id=oid)
         if user is None or user.agent_identity_app_id != agent.app_id:
             raise user_not_found(tenant)
-        return self._user_response(tenant, agent, user, scope, agent_claims.AGENT_USER)
+        return self._user_response(tenant, agent, user, scope, agent_claims.AGENT_USER, form)
 
     # -- responses --------------------------------------------------------------
     def _lifetimes(self) -> dict[str, int]:
@@ -301,13 +349,15 @@ class TokenService:
         return {"token_type": "Bearer", **self._lifetimes(), "access_token": token}
 
     def _user_response(self, tenant: Tenant, agent: AgentIdentity, user: User,
-                       scope: ResolvedScope, facets: AgentFacets) -> dict[str, Any]:
+                       scope: ResolvedScope, facets: AgentFacets,
+                       form: dict[str, str]) -> dict[str, Any]:
         scp = " ".join(scope.delegated_permissions())
         claims = {"aud": scope.resource, "azp": agent.app_id, "azpacr": "2",
                   "appid": agent.app_id, "appidacr": "2", "idtyp": "user", "upn": user.upn,
                   "unique_name": user.upn, "name": user.display_name or user.upn,
                   "oid": user.object_id, "sub": pairwise_subject(user.object_id, agent.app_id),
-                  "scp": scp, **facets.claims(agent.blueprint_app_id)}
+                  "scp": scp, **facets.claims(agent.blueprint_app_id),
+                  **capability_claims(form)}
         lifetime = self.token_lifetime_s
         token = self.issuer.mint(tenant.tenant_id, claims, lifetime_s=lifetime)
         id_token = self.issuer.mint(tenant.tenant_id, {
@@ -319,6 +369,31 @@ class TokenService:
         return {"token_type": "Bearer", "scope": scope.response_scope(delegated=True),
                 **self._lifetimes(), "access_token": token, "id_token": id_token,
                 "client_info": client_info}
+
+    def introspect(self, token: str) -> dict[str, Any]:
+        """``/_emulator/tokens/introspect``: is this token of ours valid and not revoked?
+        (What a CAE resource learns from its revocation events.)"""
+        try:
+            claims = self.issuer.verify(token)
+        except (jwt.PyJWTError, ValueError):
+            claims = None
+        if claims is None:
+            return {"active": False, "revoked": False, "aud": None, "xms_cc": None}
+        revoked = self.grants.is_revoked(str(claims.get("uti", "")))
+        return {"active": not revoked, "revoked": revoked, "aud": claims.get("aud"),
+                "xms_cc": claims.get("xms_cc")}
+
+    def revoke(self, token: str) -> dict[str, Any]:
+        """The ``revoke_token`` fault: an access token (by its uti) or a refresh token."""
+        if token.count(".") == 2:
+            uti = unverified_claims(token).get("uti")
+            if not isinstance(uti, str) or not uti:
+                raise ValueError("revoke_token is a JWT without a uti claim")
+            self.grants.revoke_uti(uti)
+            return {"revoked": "access_token", "uti": uti}
+        if self.grants.revoke_refresh_token(token):
+            return {"revoked": "refresh_token"}
+        raise ValueError("revoke_token is neither a JWT nor a refresh token the emulator issued")
 
     def interactive_user_token(self, tenant_id: str, upn: str, audience: str | None = None,
                                *, lifetime_s: int | None = None) -> str:

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 from .errors import AadstsError, render
-from .faults import Fault, FaultSpecError, FaultState, parse_fault
+from .faults import REVOKE_FIELD, Fault, FaultSpecError, FaultState, parse_fault, parse_revoke
 from .legs import TokenService
 from .stats import Stats
 from .workload import mint_workload_token
@@ -275,6 +275,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, state.stats.to_json())
         elif route == ("GET", "/_emulator/faults"):
             self._send(200, {"fault": state.faults.current()})
+        elif route == ("POST", "/_emulator/faults") and isinstance(body, dict) and (
+                REVOKE_FIELD in body):
+            self._admin_revoke(body)
+        elif route == ("POST", "/_emulator/tokens/introspect"):
+            token = body.get("token") if isinstance(body, dict) else None
+            if not isinstance(token, str):
+                self._send(400, {"error": "invalid_request",
+                                 "error_description": "'token' is a required string"})
+                return
+            self._send(200, state.service.introspect(token))
         elif route == ("POST", "/_emulator/faults"):
             try:
                 state.faults.set(parse_fault(body))
@@ -296,6 +306,16 @@ class _Handler(BaseHTTPRequestHandler):
                 state.service, subject=body.get("subject"), audience=body.get("audience"))})
         else:
             self._send(404, {"error": "not_found", "error_description": f"no route for {path}"})
+
+    def _admin_revoke(self, body: dict[str, Any]) -> None:
+        """The revoke fault: ``{"revoke_token": "<access or refresh token>"}``, alone."""
+        try:
+            token = parse_revoke(body)
+            answer = self._state().service.revoke(token)
+        except (FaultSpecError, ValueError) as exc:
+            self._send(400, {"error": "invalid_request", "error_description": str(exc)})
+            return
+        self._send(200, answer)
 
     def _admin_user_token(self, body: Any) -> None:
         service = self._state().service

@@ -8,7 +8,8 @@ from typing import Any
 
 # The five agent legs, the blueprint's own app-only token, and managed identity
 # tokens from the IMDS endpoint (--imds-port).
-LEGS = ("t1", "autonomous_app", "obo", "t2", "user_fic", "blueprint_app", "managed_identity")
+LEGS = ("t1", "autonomous_app", "obo", "t2", "user_fic", "blueprint_app", "managed_identity",
+        "obo_refresh")
 
 
 class Stats:

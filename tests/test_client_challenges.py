@@ -5,13 +5,10 @@ from __future__ import annotations
 import io
 import time
 
-import test_client_fakes
-from test_client_fakes import FakeDaemon
+from client_fakes import FakeDaemon
 
 from agentid_client.cli import CLI
 from agentid_client.statusview import render_status
-
-fake_daemon = test_client_fakes.fake_daemon  # the shared fixture
 
 
 def run(argv: list[str], stdin: str = "") -> tuple[int, str, str]:

@@ -188,17 +188,21 @@ def test_stats_count_legs_and_clients(fresh_emulator: Any) -> None:
     agent_app(emu, first).acquire_token_for_client([GRAPH_DEFAULT])
     agent_app(emu, first).acquire_token_by_user_federated_identity_credential(
         ["User.Read"], assertion=second, username=emu.agent_user_upn)
-    agent_app(emu, first).acquire_token_on_behalf_of(
+    obo = agent_app(emu, first).acquire_token_on_behalf_of(
         emu.user_token(emu.user_upn, emu.blueprint_app_id), ["User.Read"])
+    # MSAL asked for offline_access: the refresh-token grant, T1 as the assertion.
+    refreshed = agent_app(emu, first).acquire_token_by_refresh_token(
+        obo["refresh_token"], ["Mail.Read"])
+    assert "access_token" in refreshed and refreshed["refresh_token"] != obo["refresh_token"]
     blueprint_app(emu, secret="wrong").acquire_token_for_client(
         [TX_SCOPE], fmi_path=emu.agent_identity_app_id)
     blueprint_app(emu).acquire_token_for_client([GRAPH_DEFAULT])
     stats = emu.stats()["token_requests"]
     assert stats["by_leg"] == {"t1": 2, "autonomous_app": 1, "obo": 1, "t2": 1, "user_fic": 1,
-                               "blueprint_app": 1, "managed_identity": 0}
-    assert stats["total"] == 7
+                               "blueprint_app": 1, "managed_identity": 0, "obo_refresh": 1}
+    assert stats["total"] == 8
     assert stats["errors"] == 1
-    assert stats["by_client"] == {emu.blueprint_app_id: 3, emu.agent_identity_app_id: 4}
+    assert stats["by_client"] == {emu.blueprint_app_id: 3, emu.agent_identity_app_id: 5}
     emu.reset()
     assert emu.stats()["token_requests"]["total"] == 0
 

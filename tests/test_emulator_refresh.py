@@ -112,3 +112,14 @@ def test_revoked_token_is_never_handed_back(service: TokenService) -> None:
 def test_introspect_garbage(service: TokenService, token: str) -> None:
     assert service.introspect(token) == {"active": False, "revoked": False, "aud": None,
                                          "xms_cc": None}
+
+
+def test_log_audit_recognises_the_emulators_refresh_tokens() -> None:
+    """The session-wide log audit must catch these in any log line."""
+    from log_audit import REFRESH_TOKEN_RE
+
+    from agentid_emulator.refresh_tokens import new_refresh_token
+
+    for _ in range(20):
+        line = json.dumps({"event": "oops", "detail": f"rt={new_refresh_token()}"})
+        assert REFRESH_TOKEN_RE.search(line)

@@ -41,8 +41,8 @@ def client_env(emulator: Any, tmp_path: Path) -> Iterator[Env]:
         yield env
 
 
-def get_json(env: Env, *args: str, stdin: str = "") -> dict[str, Any]:
-    result = env.run("get", "--format", "json", *args, stdin=stdin)
+def get_json(env: Env, *args: str, stdin: str = "", **environ: str) -> dict[str, Any]:
+    result = env.run("get", "--format", "json", *args, stdin=stdin, **environ)
     assert result.returncode == 0, result.stderr
     body: dict[str, Any] = json.loads(result.stdout)
     return body
@@ -93,8 +93,11 @@ def wait_until_expired(token: str) -> None:
 def test_obo_session_outlives_an_8_second_user_token(client_env: Env, emulator: Any) -> None:
     emulator.reset()
     user_token = emulator.user_token(emulator.user_upn, lifetime_s=8)
+    # The daemon this autostarts logs at debug level: the session-wide log audit
+    # (tests/log_audit.py) then proves that not even debug lines hold a refresh token.
     started = get_json(client_env, "--profile", "obo", "--obo-session", "job-42",
-                       "--user-token-file", "-", stdin=user_token)
+                       "--user-token-file", "-", stdin=user_token,
+                       AGENTID_HELPER_LOG_LEVEL="debug")
     assert started["source"] == "identity_provider"
     wait_until_expired(user_token)
 

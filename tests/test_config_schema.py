@@ -11,7 +11,8 @@ import pytest
 
 from agentid_client import contract
 from agentid_daemon import config, config_schema
-from agentid_daemon.config_schema import SCHEMA, DaemonSettings, Profile, keys
+from agentid_daemon.config_schema import SCHEMA, keys
+from agentid_daemon.config_values import DaemonSettings, Profile
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -42,7 +42,7 @@ from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S
 from .broker_status import status_row, wall_seconds
 from .broker_types import Engine, ServedToken
 from .cache import CachedToken, DependencyFailed, TokenCache
-from .config_schema import DaemonSettings
+from .config_values import DaemonSettings
 from .errors import AgentIdError, IdentityProviderError, InvalidRequest
 from .logs import get_logger
 from .metrics import BoundCounter, Metrics

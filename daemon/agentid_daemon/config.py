@@ -23,7 +23,7 @@ from agentid_client.contract import LIST_FIELDS, TOKEN_OPTIONS
 
 from . import config_schema as schema
 from .config_file import FileLoader
-from .config_schema import DaemonSettings, Profile, did_you_mean, reason
+from .config_values import DaemonSettings, Profile, did_you_mean, reason
 from .errors import ConfigurationError, InvalidRequest, UnknownProfile
 from .models import (
     DEFAULT_AUTHORITY_HOST,

@@ -15,17 +15,8 @@ from typing import Any
 
 from agentid_client.contract import git_key
 
-from .config_schema import (
-    DaemonSettings,
-    FileContents,
-    Profile,
-    Where,
-    did_you_mean,
-    key,
-    keys,
-    reason,
-    top_keys,
-)
+from .config_schema import Where, key, keys, top_keys
+from .config_values import DaemonSettings, FileContents, Profile, did_you_mean, reason
 from .errors import ConfigurationError
 
 

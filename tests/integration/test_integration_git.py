@@ -136,3 +136,54 @@ def test_git_host_without_a_profile_gets_no_token(
     assert result.returncode != 0
     assert git_host.gate.seen == []
     assert not (tmp_path / "clone").exists()
+
+
+def _git_with_global_config(git_host: GitSetup, gitconfig: str, *args: str
+                            ) -> subprocess.CompletedProcess[str]:
+    """git with the sandbox's ~/.gitconfig as written (no -c helper overrides)."""
+    (git_host.sandbox.home / ".gitconfig").write_text(gitconfig)
+    env = {**git_host.sandbox.env, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
+    return subprocess.run(
+        ["git", "-c", f"http.sslCAInfo={git_host.ca_file}", *args],
+        capture_output=True, text=True, env=env, cwd=git_host.sandbox.root,
+        stdin=subprocess.DEVNULL, timeout=GIT_TIMEOUT_S,
+    )
+
+
+def _git_version() -> tuple[int, int]:
+    out = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout
+    major, minor = out.split()[2].split(".")[:2]
+    return int(major), int(minor)
+
+
+def test_store_helper_chain_and_the_readme_setup_that_avoids_it(
+        git_host: GitSetup, sandbox: HelperSandbox, emulator: Any,
+        start_daemon: Callable[[], DaemonProcess], tmp_path: Path) -> None:
+    """Row 10: git < 2.46 hands our token to `store` chained after us (clear text in
+    ~/.git-credentials); doctor warns. The README's URL-scoped list, reset by an
+    empty value, keeps a generic `store` away from our token."""
+    _write_config(sandbox, emulator.info, {git_host.host.host: {"profile": PROFILE}})
+    start_daemon()
+    ours = f"!{helper_bin('agentid-helper')} git-credential"
+    url = f"https://{git_host.host.host}"
+    store = sandbox.home / ".git-credentials"
+    old_git = _git_version() < (2, 46)
+
+    chained = f'[credential "{url}"]\n\thelper = "{ours}"\n\thelper = store\n'
+    first = _git_with_global_config(git_host, chained, "clone", "-q", git_host.url,
+                                    str(tmp_path / "clone1"))
+    assert first.returncode == 0, first.stderr + git_host.log()
+    token = git_host.gate.last_accepted
+    assert (store.exists() and token in store.read_text()) == old_git
+    doctor = sandbox.client("doctor", timeout=90)
+    assert ("⚠ git" in doctor.stdout and f"other helpers for {url} (store)" in doctor.stdout) \
+        == old_git, doctor.stdout
+    store.unlink(missing_ok=True)
+
+    readme = (f'[credential]\n\thelper = store\n[credential "{url}"]\n\thelper = ""\n'
+              f'\thelper = "{ours}"\n')
+    second = _git_with_global_config(git_host, readme, "clone", "-q", git_host.url,
+                                     str(tmp_path / "clone2"))
+    assert second.returncode == 0, second.stderr + git_host.log()
+    assert not store.exists() or git_host.gate.last_accepted not in store.read_text()
+    assert "⚠ git" not in sandbox.client("doctor", timeout=90).stdout

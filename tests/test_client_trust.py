@@ -146,3 +146,22 @@ def test_doctor_reports_an_untrusted_dir_as_failed_not_alive(
         assert f"✘ daemon at {sock}: refusing the socket directory" in text
         assert "alive" not in text
         assert fake.requests == []
+
+
+def test_python_credential_refuses_an_untrusted_socket_too(
+    base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Python helper goes through the same checks: nothing is sent, a clear error."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    from agentid_client.azure import AgentIdentityCredential
+
+    run_dir = base / "run"
+    run_dir.mkdir()
+    sock = run_dir / "d.sock"
+    with FakeDaemon(str(sock)) as fake:
+        run_dir.chmod(0o770)
+        credential = AgentIdentityCredential(socket_path=str(sock))
+        with pytest.raises(ClientAuthenticationError, match="refusing the socket directory"):
+            credential.get_token("https://graph.microsoft.com/.default")
+        assert fake.requests == []

@@ -21,7 +21,8 @@ async def test_claims_base64_reach_the_broker_as_json(api: Api, broker: FakeBrok
     b64 = base64.b64encode(CHALLENGE.encode()).decode()
     resp, _ = await call(api, "POST", "/v1/token", {"profile": "bot", "claims": b64})
     assert resp.status == 200
-    assert broker.claims is not None and json.loads(broker.claims) == json.loads(CHALLENGE)
+    assert broker.claims is not None
+    assert json.loads(broker.claims) == json.loads(CHALLENGE)
     await call(api, "POST", "/v1/token", {"profile": "bot"})
     assert broker.claims is None
 
@@ -29,7 +30,8 @@ async def test_claims_base64_reach_the_broker_as_json(api: Api, broker: FakeBrok
 async def test_bad_claims_are_a_400(api: Api, broker: FakeBroker) -> None:
     for bad in ("not-claims!", 12, "[]"):
         resp, body = await call(api, "POST", "/v1/token", {"claims": bad})
-        assert resp.status == 400 and body["error"] == "invalid_request"
+        assert resp.status == 400
+        assert body["error"] == "invalid_request"
         assert body["error_description"].startswith("field 'claims'")
     assert broker.calls == []
 
@@ -40,12 +42,15 @@ async def test_session_and_capabilities_are_selection_fields(api: Api, broker: F
     resp, _ = await call(api, "POST", "/v1/token", body)
     assert resp.status == 200
     _, (req, _, _) = broker.calls[-1]
-    assert req.obo_session == "job-1" and req.user_token is None
+    assert req.obo_session == "job-1"
+    assert req.user_token is None
     assert req.agent.client_capabilities == ("cp1",)
     resp, err = await call(api, "POST", "/v1/token", {"client_capabilities": [1]})
-    assert resp.status == 400 and "client_capabilities" in err["error_description"]
+    assert resp.status == 400
+    assert "client_capabilities" in err["error_description"]
     resp, err = await call(api, "POST", "/v1/token", {"profile": "bot", "obo_session": "x"})
-    assert resp.status == 400 and "only valid with mode OBO" in err["error_description"]
+    assert resp.status == 400
+    assert "only valid with mode OBO" in err["error_description"]
 
 
 async def test_status_lists_obo_sessions(api: Api) -> None:
@@ -58,8 +63,11 @@ async def test_delete_needs_no_user_token_for_obo(api: Api, broker: FakeBroker) 
     resp, _ = await call(api, "DELETE", "/v1/token", {"profile": "obo", "obo_session": "job-1"})
     assert resp.status == 204
     kind, req = broker.calls[-1]
-    assert kind == "invalidate" and req.obo_session == "job-1"
+    assert kind == "invalidate"
+    assert req.obo_session == "job-1"
     resp, _ = await call(api, "DELETE", "/v1/token", {"profile": "obo"})  # every user
-    assert resp.status == 204 and broker.calls[-1][1].user_token is None
+    assert resp.status == 204
+    assert broker.calls[-1][1].user_token is None
     resp, _ = await call(api, "POST", "/v1/flush", {"profile": "obo"})
-    assert resp.status == 204 and broker.calls[-1][0] == "invalidate"
+    assert resp.status == 204
+    assert broker.calls[-1][0] == "invalidate"

@@ -183,7 +183,8 @@ async def test_200_cold_requests_make_one_call_per_leg(
         await broker.get_token(request(AGENT_B))  # another agent: its own T1
         assert engine.calls == {"t1": 2, "autonomous_app": 3}
         again = await broker.get_token(request())
-        assert again.source == "cache" and engine.calls["autonomous_app"] == 3
+        assert again.source == "cache"
+        assert engine.calls["autonomous_app"] == 3
     assert metrics.identity_provider_requests.value(leg="t1", outcome="ok") == 2
     assert metrics.cache_misses.value(kind="t1") == 2
     assert metrics.cache_hits.value(kind="t1") == 1  # the second scope's T1
@@ -216,7 +217,8 @@ async def test_obo_keys_by_user_token_and_status_hides_it(
         assert engine.calls == {"t1": 1, "obo": 2}
         status = broker.status()
     text = json.dumps(status)
-    assert "secret" not in text and "user-jwt" not in text
+    assert "secret" not in text
+    assert "user-jwt" not in text
     users = sorted(row["user"] for row in status if row["kind"] == "resource")
     assert all(u.startswith("sha256:") and len(u) == 23 for u in users)
     assert {row["kind"] for row in status} == {"t1", "resource"}
@@ -230,16 +232,21 @@ async def test_served_token_json_and_repr(autojump_clock: trio.testing.MockClock
     body = served.to_json()
     assert set(body) == {"access_token", "token_type", "expires_on", "refresh_on", "scope",
                          "mode", "source"}
-    assert body["token_type"] == "Bearer" and body["mode"] == "AutonomousApp"
-    assert isinstance(body["expires_on"], int) and isinstance(body["refresh_on"], int)
+    assert body["token_type"] == "Bearer"
+    assert body["mode"] == "AutonomousApp"
+    assert isinstance(body["expires_on"], int)
+    assert isinstance(body["refresh_on"], int)
     # Clock conversion, not timing: the token was minted "now" with a 3600 s lifetime.
     assert abs(body["expires_on"] - (time.time() + 3600)) < 60
     assert body["expires_on"] - 1200 <= body["refresh_on"] <= body["expires_on"] - 900
     assert "secret" not in repr(served)
     row = next(r for r in status if r["kind"] == "resource")
-    assert row["profile"] == "graph-bot" and row["state"] == "valid"
-    assert row["scopes"] == [GRAPH] and row["agent_identity_app_id"] == AGENT_A
-    assert row["served_from_identity_provider"] == 1 and row["last_error"] is None
+    assert row["profile"] == "graph-bot"
+    assert row["state"] == "valid"
+    assert row["scopes"] == [GRAPH]
+    assert row["agent_identity_app_id"] == AGENT_A
+    assert row["served_from_identity_provider"] == 1
+    assert row["last_error"] is None
 
 
 async def test_invalidate_keeps_t1_and_flush_drops_all(
@@ -341,13 +348,15 @@ async def test_obo_user_token_expiry_stops_refresh_but_serves(
         await trio.sleep(2800)  # refresh-ahead tried (2400..2700) and failed for good
         assert engine.calls["obo"] == 2
         served = await broker.get_token(alice, min_validity_s=60)
-        assert served.access_token == "obo-secret-1" and served.source == "cache"
+        assert served.access_token == "obo-secret-1"
+        assert served.source == "cache"
         await trio.sleep(700)
         with pytest.raises(IdentityProviderError) as info:
             await broker.get_token(alice)
         assert 500133 in info.value.aadsts_codes
         row = next(r for r in broker.status() if r["kind"] == "resource")
-        assert "500133" in row["last_error"] and "user-jwt" not in json.dumps(row)
+        assert "500133" in row["last_error"]
+        assert "user-jwt" not in json.dumps(row)
     # The request at 2800 re-armed one more (failing) attempt after the backoff.
     assert metrics.refreshes.value(kind="resource", outcome="error") == 2
 
@@ -399,7 +408,8 @@ async def test_real_worker_threads() -> None:
             served = await gather(100, lambda: broker.get_token(request()))
     assert len({s.access_token for s in served}) == 1
     assert engine.calls == {"t1": 1, "autonomous_app": 1}
-    assert threads and main_thread not in threads
+    assert threads
+    assert main_thread not in threads
     assert isinstance(served[0], ServedToken)
 
 
@@ -434,7 +444,8 @@ async def test_credential_sources_of_one_agent_are_kept_apart(
         await trio.sleep(3000)  # past refresh-ahead: the good key refreshed with its own source
         again = await broker.get_token(good)
         assert again.access_token != served.access_token
-        assert engine.calls["t1"] == 2 and engine.calls["autonomous_app"] == 2
+        assert engine.calls["t1"] == 2
+        assert engine.calls["autonomous_app"] == 2
 
 
 async def test_identity_provider_requests_are_logged_by_leg_without_tokens(
@@ -461,7 +472,9 @@ async def test_identity_provider_requests_are_logged_by_leg_without_tokens(
     calls = [line for line in lines if line["event"] == "identity provider request"]
     assert [(c["leg"], c["outcome"]) for c in calls][:2] == [("t1", "ok"), ("autonomous_app", "ok")]
     failed = [c for c in calls if c["outcome"] == "error"]
-    assert failed and failed[0]["aadsts_codes"] == [700024] and failed[0]["level"] == "warning"
+    assert failed
+    assert failed[0]["aadsts_codes"] == [700024]
+    assert failed[0]["level"] == "warning"
     assert all("duration_ms" in c and c["agent_identity_app_id"] == AGENT_A for c in calls)
     assert "-secret-" not in stream.getvalue()
 
@@ -490,6 +503,8 @@ async def test_resource_waits_for_its_input_not_a_backoff_of_its_own(
             assert rows["resource"]["consecutive_failures"] == rows["t1"]["consecutive_failures"]
             assert rows["resource"]["refresh_on"] == rows["t1"]["refresh_on"]
         t1_ok_at = trio.current_time()
-        assert engine.calls["t1"] == 7 and engine.calls["autonomous_app"] == 1
+        assert engine.calls["t1"] == 7
+        assert engine.calls["autonomous_app"] == 1
         served = await broker.get_token(request())
-        assert served.source == "cache" and trio.current_time() == t1_ok_at
+        assert served.source == "cache"
+        assert trio.current_time() == t1_ok_at

@@ -97,7 +97,8 @@ async def test_session_outlives_the_user_token(autojump_clock: trio.testing.Mock
         # the user token has expired: the identity provider would refuse it now
         engine.expired_user_tokens.add(alice)
         later = await broker.get_token(session_req())  # type: ignore[arg-type]
-        assert later.source == "cache" and later.access_token == started.access_token
+        assert later.source == "cache"
+        assert later.access_token == started.access_token
 
         await trio.sleep(4 * 3600)  # far past the user token and many token lifetimes
         fresh = await broker.get_token(session_req())  # type: ignore[arg-type]
@@ -105,17 +106,21 @@ async def test_session_outlives_the_user_token(autojump_clock: trio.testing.Mock
         assert engine.calls["obo"] == 1  # the user token was never used again
         # refresh tokens rotate: each refresh used the one the previous answer carried
         used = engine.refresh_tokens_used
-        assert used[0] == "rt-secret-1" and used == [f"rt-secret-{i}" for i in
-                                                     range(1, len(used) + 1)]
+        assert used[0] == "rt-secret-1"
+        assert (used == [f"rt-secret-{i}" for i in
+                                                     range(1, len(used) + 1)])
         # another scope of the same session needs no user token either
         vault = await broker.get_token(session_req(scopes=(VAULT,)))  # type: ignore[arg-type]
         assert vault.access_token.startswith("obo_refresh-secret-")
 
         (row,) = broker.obo_sessions()
-        assert row["name"] == "job-1" and row["refreshes"] >= 2
-        assert row["user"].startswith("sha256:") and "alice" not in json.dumps(row)
+        assert row["name"] == "job-1"
+        assert row["refreshes"] >= 2
+        assert row["user"].startswith("sha256:")
+        assert "alice" not in json.dumps(row)
         text = json.dumps([broker.status(), broker.obo_sessions()])
-        assert "rt-secret" not in text and "secret" not in text.replace("_secret", "")
+        assert "rt-secret" not in text
+        assert "secret" not in text.replace("_secret", "")
 
 
 async def test_refresh_tokens_never_reach_the_cache(autojump_clock: trio.testing.MockClock
@@ -176,7 +181,8 @@ async def test_another_user_restarts_the_session_and_drops_its_tokens(
         alice_vault = await broker.get_token(session_req(scopes=(VAULT,)))  # type: ignore[arg-type]
         # the same user's newer token continues the session (served from the cache)
         same = await broker.get_token(session_req(token=user_token("alice")))  # type: ignore[arg-type]
-        assert same.source == "cache" and engine.calls["obo"] == 1
+        assert same.source == "cache"
+        assert engine.calls["obo"] == 1
 
         await broker.get_token(session_req(token=user_token("bob")))  # type: ignore[arg-type]
         assert engine.calls["obo"] == 2
@@ -196,9 +202,11 @@ async def test_revoked_refresh_token_shows_and_a_user_token_restarts(
         with pytest.raises(IdentityProviderError, match="revoked"):
             await broker.get_token(session_req())  # type: ignore[arg-type]
         (row,) = broker.obo_sessions()
-        assert "AADSTS70000" in row["last_error"] and "rt-secret" not in row["last_error"]
+        assert "AADSTS70000" in row["last_error"]
+        assert "rt-secret" not in row["last_error"]
         served = await broker.get_token(session_req(token=user_token("alice")))  # type: ignore[arg-type]
-        assert served.access_token.startswith("obo-secret-") and engine.calls["obo"] == 2
+        assert served.access_token.startswith("obo-secret-")
+        assert engine.calls["obo"] == 2
         assert broker.obo_sessions()[0]["last_error"] is None
 
 
@@ -206,7 +214,8 @@ async def test_plain_obo_is_unchanged(autojump_clock: trio.testing.MockClock) ->
     engine = FakeEngine()
     async with running(engine) as (broker, _):
         await broker.get_token(request(mode=Mode.OBO, user_token=user_token("alice")))
-        assert broker.obo_sessions() == [] and engine.calls["obo"] == 1
+        assert broker.obo_sessions() == []
+        assert engine.calls["obo"] == 1
 
 
 async def test_concurrent_session_requests_share_one_refresh(

@@ -47,7 +47,8 @@ def test_bad_claims_are_refused(given: object, match: str) -> None:
 
 def test_capabilities() -> None:
     assert capabilities(["cp1", " cp1", "xyz"]) == ("cp1", "xyz")
-    assert capabilities("cp1 xyz") == ("cp1", "xyz") and capabilities([]) == ()
+    assert capabilities("cp1 xyz") == ("cp1", "xyz")
+    assert capabilities([]) == ()
     for bad in ([""], ["a b"], [1], ["x"] * 17, 7, {"cp1": 1}):
         with pytest.raises(ValueError):
             capabilities(bad)
@@ -59,5 +60,6 @@ def test_merge_is_msals_own_representation(claims: str | None) -> None:
     other legs send (msal.application._merge_claims_challenge_and_capabilities)."""
     ours = merge_capabilities(("cp1",), claims)
     theirs = msal.application._merge_claims_challenge_and_capabilities(["cp1"], claims)
-    assert ours is not None and json.loads(ours) == json.loads(theirs)
+    assert ours is not None
+    assert json.loads(ours) == json.loads(theirs)
     assert merge_capabilities((), claims) == claims

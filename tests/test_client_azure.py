@@ -58,7 +58,8 @@ def test_selection_claims_and_tenant_are_forwarded(fake_daemon: FakeDaemon) -> N
                      "user_upn": "u@x", "scope": "s/.default", "claims": claims,
                      "tenant_id": "t2", "client_capabilities": ["cp1"]}  # enable_cae
     assert second["claims"] == claims
-    assert "tenant_id" not in second and "client_capabilities" not in second
+    assert "tenant_id" not in second
+    assert "client_capabilities" not in second
 
 
 def test_enable_cae_and_obo_session(fake_daemon: FakeDaemon) -> None:

@@ -28,7 +28,8 @@ def test_get_sends_claims_and_session(fake_daemon: FakeDaemon) -> None:
 def test_empty_values_are_usage_errors(fake_daemon: FakeDaemon) -> None:
     for flag in ("--claims", "--obo-session"):
         code, _, err = run(["get", flag, " "])
-        assert code == 2 and f"{flag} is empty" in err
+        assert code == 2
+        assert f"{flag} is empty" in err
     assert fake_daemon.token_requests == []
 
 

@@ -62,7 +62,8 @@ def test_bad_max_age(tmp_path: Path) -> None:
 
 def test_obo_session_needs_no_user_token(config: Config) -> None:
     req = config.resolve({"profile": "obo-bot", "obo_session": "job-1"})
-    assert req.obo_session == "job-1" and req.user_token is None
+    assert req.obo_session == "job-1"
+    assert req.user_token is None
     assert req.cache_key().user == "obo-session:job-1"
     started = config.resolve({"profile": "obo-bot", "obo_session": "job-1", "user_token": JWT})
     assert started.cache_key() == req.cache_key()  # one key, with or without the user token
@@ -79,4 +80,5 @@ def test_obo_session_checks(config: Config) -> None:
 
 def test_selection_for_flush_needs_no_user_token(config: Config) -> None:
     req = config.resolve_selection({"profile": "obo-bot"})
-    assert req.user_token is None and req.cache_key().user is None
+    assert req.user_token is None
+    assert req.cache_key().user is None

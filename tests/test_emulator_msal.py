@@ -193,7 +193,8 @@ def test_stats_count_legs_and_clients(fresh_emulator: Any) -> None:
     # MSAL asked for offline_access: the refresh-token grant, T1 as the assertion.
     refreshed = agent_app(emu, first).acquire_token_by_refresh_token(
         obo["refresh_token"], ["Mail.Read"])
-    assert "access_token" in refreshed and refreshed["refresh_token"] != obo["refresh_token"]
+    assert "access_token" in refreshed
+    assert refreshed["refresh_token"] != obo["refresh_token"]
     blueprint_app(emu, secret="wrong").acquire_token_for_client(
         [TX_SCOPE], fmi_path=emu.agent_identity_app_id)
     blueprint_app(emu).acquire_token_for_client([GRAPH_DEFAULT])

@@ -43,7 +43,8 @@ def test_classify_refresh() -> None:
 
 def test_obo_issues_a_refresh_token_only_for_offline_access(service: TokenService) -> None:
     body = ok(service.handle(TENANT, obo_form(service)))
-    assert body["refresh_token"].startswith("1.A") and len(body["refresh_token"]) > 300
+    assert body["refresh_token"].startswith("1.A")
+    assert len(body["refresh_token"]) > 300
     assert "offline_access" in body["scope"].split()
     plain = ok(service.handle(TENANT, obo_form(service, scope="User.Read")))
     assert "refresh_token" not in plain
@@ -53,8 +54,10 @@ def test_refresh_token_grant_for_the_agent(service: TokenService) -> None:
     first = ok(service.handle(TENANT, obo_form(service)))
     body = ok(service.handle(TENANT, refresh_form(service, first["refresh_token"])))
     claims = claims_of(body["access_token"])
-    assert claims["oid"] == d.DEMO_USER_OID and claims["idtyp"] == "user"
-    assert claims["scp"] == "Mail.Read" and claims["azp"] == AGENT
+    assert claims["oid"] == d.DEMO_USER_OID
+    assert claims["idtyp"] == "user"
+    assert claims["scp"] == "Mail.Read"
+    assert claims["azp"] == AGENT
     assert body["refresh_token"] != first["refresh_token"]  # rotated
     # the rotated token works too (after the user token's expiry: test_resource_says_no_e2e)
     assert ok(service.handle(TENANT, refresh_form(service, body["refresh_token"])))
@@ -92,7 +95,8 @@ def test_claims_request_stamps_capabilities(service: TokenService) -> None:
     plain = ok(service.handle(TENANT, agent_form(get_t1(service))))
     assert "xms_cc" not in claims_of(plain["access_token"])
     bad = service.handle(TENANT, agent_form(get_t1(service), claims="{nope"))
-    assert code(bad) == 9002313 and bad.body["error"] == "invalid_request"
+    assert code(bad) == 9002313
+    assert bad.body["error"] == "invalid_request"
 
 
 def test_revoked_token_is_never_handed_back(service: TokenService) -> None:

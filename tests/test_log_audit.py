@@ -51,4 +51,5 @@ def test_scan_tree_reads_log_files_only(tmp_path: Path) -> None:
     (tmp_path / "run" / "agentid-helperd.log").unlink()
     (tmp_path / "user.jwt").unlink()
     assert audit.scanned_files == 1
-    assert len(audit.findings) == 1 and "agentid-helperd.log" in audit.findings[0]
+    assert len(audit.findings) == 1
+    assert "agentid-helperd.log" in audit.findings[0]

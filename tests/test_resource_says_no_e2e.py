@@ -73,14 +73,16 @@ def test_claims_challenge_gets_a_new_token_that_the_cache_then_serves(
     # the JSON form works as well; a malformed one is a usage error (exit 2)
     assert get_json(client_env, "--claims", json.dumps(CHALLENGE))["source"] == "identity_provider"
     bad = client_env.run("get", "--claims", "not-a-claims-value")
-    assert bad.returncode == 2 and "claims" in bad.stderr
+    assert bad.returncode == 2
+    assert "claims" in bad.stderr
 
 
 def test_client_capabilities_put_cp1_in_xms_cc(client_env: Env) -> None:
     cae = get_json(client_env, "--profile", "cae")["access_token"]
     assert claims_of(cae)["xms_cc"] == ["cp1"]
     plain = get_json(client_env)["access_token"]
-    assert "xms_cc" not in claims_of(plain) and plain != cae  # cached apart
+    assert "xms_cc" not in claims_of(plain)
+    assert plain != cae  # cached apart
 
 
 def wait_until_expired(token: str) -> None:
@@ -107,7 +109,8 @@ def test_obo_session_outlives_an_8_second_user_token(client_env: Env, emulator: 
     assert fresh["source"] == "identity_provider"
     assert fresh["access_token"] != started["access_token"]
     claims = claims_of(fresh["access_token"])
-    assert claims["upn"].lower() == emulator.user_upn.lower() and claims["idtyp"] == "user"
+    assert claims["upn"].lower() == emulator.user_upn.lower()
+    assert claims["idtyp"] == "user"
     by_leg = emulator.stats()["token_requests"]["by_leg"]
     assert (by_leg["obo"], by_leg["obo_refresh"]) == (1, 1)
 
@@ -119,16 +122,19 @@ def test_obo_session_outlives_an_8_second_user_token(client_env: Env, emulator: 
     status = client_env.run("status", "--json")
     assert status.returncode == 0, status.stderr
     (session,) = json.loads(status.stdout)["obo_sessions"]
-    assert session["name"] == "job-42" and session["refreshes"] == 1
+    assert session["name"] == "job-42"
+    assert session["refreshes"] == 1
     assert session["user"].startswith("sha256:")
     assert emulator.user_upn.lower() not in status.stdout.lower()
     shown = client_env.run("status")
-    assert "job-42" in shown.stdout and "OBO SESSION" in shown.stdout
+    assert "job-42" in shown.stdout
+    assert "OBO SESSION" in shown.stdout
 
     # flush --obo-session ends it: the next call without a user token is refused.
     assert client_env.run("flush", "--profile", "obo", "--obo-session", "job-42").returncode == 0
     gone = client_env.run("get", "--profile", "obo", "--obo-session", "job-42")
-    assert gone.returncode == 2 and "no OBO session 'job-42'" in gone.stderr
+    assert gone.returncode == 2
+    assert "no OBO session 'job-42'" in gone.stderr
 
 
 def test_flush_of_an_obo_profile_needs_no_user_token(client_env: Env, emulator: Any) -> None:

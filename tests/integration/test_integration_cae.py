@@ -84,7 +84,8 @@ def test_agent_identity_credential_answers_a_cae_challenge(
     )
     with pipeline:
         first = pipeline.run(HttpRequest("GET", f"{resource.url}/cae")).http_response
-        assert first.status_code == 200 and first.json()["xms_cc"] == ["cp1"]
+        assert first.status_code == 200
+        assert first.json()["xms_cc"] == ["cp1"]
         old = credential.get_token(SCOPE, enable_cae=True).token
         assert digest(old) == resource.accepted[-1]
 
@@ -94,7 +95,8 @@ def test_agent_identity_credential_answers_a_cae_challenge(
     assert second.status_code == 200
     assert resource.challenged == [digest(old)]
     new = credential.get_token(SCOPE, enable_cae=True).token  # the cache now serves it
-    assert new != old and resource.accepted[-1] == digest(new)
+    assert new != old
+    assert resource.accepted[-1] == digest(new)
     cli = sandbox.client("get", "--profile", PROFILE, "--format", "json")
     assert cli.returncode == 0, describe(cli)
     assert json.loads(cli.stdout)["access_token"] == new
@@ -111,13 +113,15 @@ def test_managed_identity_endpoint_answers_a_cae_challenge(
         env=sandbox.env, cwd=sandbox.root,
     )
     try:
-        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout is not None
+        assert proc.stdin is not None
         first = json.loads(proc.stdout.readline() or "{}")
         assert first.get("status") == 200, first
         old_digest = first["body"]["sha256"]
         served = sandbox.client("get", "--profile", PROFILE, "--format", "json")
         old = json.loads(served.stdout)["access_token"]
-        assert digest(old) == old_digest and first["body"]["xms_cc"] == ["cp1"]
+        assert digest(old) == old_digest
+        assert first["body"]["xms_cc"] == ["cp1"]
 
         revoke_last_accepted(emulator, old)
         proc.stdin.write("again\n")

@@ -72,7 +72,8 @@ def test_readme_command_fixes_unauthorized(
         rejected = gate.last_accepted
         gate.reject(rejected)  # revoked at the server; the daemon cannot know
         refused = kubectl(sandbox, cfg, "get", "namespaces", "-o", "name")
-        assert refused.returncode != 0 and ERROR in refused.stderr
+        assert refused.returncode != 0
+        assert ERROR in refused.stderr
 
         fix = sandbox.client(*readme_fix()[1:])
         assert fix.returncode == 0, describe(fix)

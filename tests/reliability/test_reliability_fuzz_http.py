@@ -398,7 +398,8 @@ def test_wrong_json_types_in_every_field(
     resp = live_stack.call(method, path, body)
     assert resp.status == 400, (body, resp.status, resp.body[:300])
     err = resp.json()
-    assert err["error"] == "invalid_request" and err["error_description"]
+    assert err["error"] == "invalid_request"
+    assert err["error_description"]
 
 
 @FUZZ
@@ -408,7 +409,8 @@ def test_wrong_json_types_in_every_field(
 def test_non_object_bodies(live_stack: Stack, endpoint: tuple[str, str], value: Any) -> None:
     method, path = endpoint
     resp = live_stack.call(method, path, raw_body=json.dumps(value).encode())
-    assert resp.status == 400 and resp.json()["error"] == "invalid_request", resp.body[:300]
+    assert resp.status == 400, resp.body[:300]
+    assert resp.json()["error"] == "invalid_request", resp.body[:300]
 
 
 @FUZZ

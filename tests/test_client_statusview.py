@@ -90,3 +90,15 @@ def test_managed_identity_endpoint_and_entry() -> None:
     assert lines[1] == "managed identity endpoint: http://127.0.0.1:4100/msi/token, 2 session(s)"
     assert "(managed_identity)" in lines[3]
     assert "client_id=9999" in lines[3]
+
+
+def test_a_failed_reload_is_shown() -> None:
+    body = {
+        "daemon": {"pid": 7, "uptime_s": 1, "last_reload_error": "/c.toml: the file is missing"},
+        "entries": [],
+    }
+    lines = render_status(body, now=NOW).splitlines()
+    expected = "config reload failed (previous config in force): /c.toml: the file is missing"
+    assert lines[1] == expected
+    body["daemon"]["last_reload_error"] = None
+    assert "reload" not in render_status(body, now=NOW)

@@ -119,6 +119,10 @@ def render_status(body: Any, now: float | None = None) -> str:
             f"daemon: pid {daemon.get('pid', '?')}, up {uptime}"
             f", socket {daemon.get('socket') or '?'}, config {daemon.get('config_path') or '?'}"
         )
+        if daemon.get("last_reload_error"):
+            lines.append(
+                f"config reload failed (previous config in force): {daemon['last_reload_error']}"
+            )
         endpoint = daemon.get("managed_identity")
         if isinstance(endpoint, dict) and endpoint.get("endpoint"):
             lines.append(

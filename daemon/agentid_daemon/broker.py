@@ -46,12 +46,10 @@ from .config_values import DaemonSettings
 from .errors import AgentIdError, IdentityProviderError, InvalidRequest
 from .logs import get_logger
 from .metrics import BoundCounter, Metrics
-from .mi_credential import LEG as MI_LEG
-from .mi_credential import ManagedIdentityKey
+from .mi_legs import ManagedIdentityLegs
 from .models import (
     AcquiredToken,
     AgentRef,
-    CredentialSpec,
     ExchangeKey,
     Mode,
     ResourceKey,
@@ -91,6 +89,10 @@ class Broker:
         self._engine = engine
         self.sessions = OboSessions(max_age_s=obo_session_max_age_s)
         self._obo = OboLegs(self.sessions, cache, engine, self._call)
+        self._mi = ManagedIdentityLegs(
+            cache, engine, self._call, assertion_min_validity_s=ASSERTION_MIN_VALIDITY_S,
+            assertion_rejected=_assertion_rejected,
+        )
         self._cache = cache
         self._metrics = metrics
         self._limiter = limiter
@@ -126,7 +128,7 @@ class Broker:
             # works now (doctor relies on it) instead of riding on a T1 that a
             # since-broken credential obtained earlier.
             if req.agent.credential.kind == "managed_identity":
-                await self._managed_identity(req.agent.credential, force_refresh=True)
+                await self._mi.token(req.agent.credential, force_refresh=True)
             await self._exchange("t1", req.agent, force_refresh=True)
             if req.mode is Mode.AUTONOMOUS_USER:
                 await self._exchange("t2", req.agent, force_refresh=True)
@@ -287,41 +289,9 @@ class Broker:
         )
 
     async def _t1(self, agent: AgentRef) -> AcquiredToken:
-        if agent.credential.kind != "managed_identity":
-            return await self._call("t1", self._engine.acquire_t1, agent)
-        mi = await self._managed_identity_input(agent.credential)
-        try:
-            return await self._call("t1", self._engine.acquire_t1, agent,
-                                    assertion=mi.token.access_token)
-        except IdentityProviderError as exc:
-            if not _assertion_rejected(exc):
-                raise
-        # The managed identity token was refused (expired early, revoked):
-        # drop exactly that one and retry once with a fresh one.
-        self._cache.invalidate(ManagedIdentityKey(agent.credential), if_token=mi.token)
-        mi = await self._managed_identity_input(agent.credential)
-        return await self._call("t1", self._engine.acquire_t1, agent,
-                                assertion=mi.token.access_token)
-
-    async def _managed_identity_input(self, credential: CredentialSpec) -> CachedToken:
-        key = ManagedIdentityKey(credential)
-        try:
-            return await self._managed_identity(credential)
-        except AgentIdError as exc:
-            raise DependencyFailed(exc, self._cache.retry_at(key)) from None
-
-    async def _managed_identity(
-        self, credential: CredentialSpec, *, force_refresh: bool = False
-    ) -> CachedToken:
-        """The managed identity's exchange token: an entry of its own, refreshed ahead."""
-
-        async def fetch() -> AcquiredToken:
-            return await self._call(MI_LEG, self._engine.acquire_managed_identity, credential)
-
-        return await self._cache.get(
-            ManagedIdentityKey(credential), fetch, min_validity_s=ASSERTION_MIN_VALIDITY_S,
-            force_refresh=force_refresh, label=MI_LEG,
-        )
+        if agent.credential.kind == "managed_identity":
+            return await self._mi.t1(agent)
+        return await self._call("t1", self._engine.acquire_t1, agent)
 
     def _resource_fetch(self, req: TokenRequest, *, claims: str | None = None,
                         start_session_for: str | None = None) -> Callable[[], Any]:

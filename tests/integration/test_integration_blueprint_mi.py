@@ -11,6 +11,7 @@ identity request.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -165,3 +166,21 @@ def test_workload_identity_without_token_file_is_a_config_error(
     got = sandbox.client("get", "--profile", "wi")
     assert got.returncode == 5, describe(got)
     assert "AZURE_FEDERATED_TOKEN_FILE" in got.stderr
+
+
+def test_managed_identity_token_is_refreshed_ahead(
+        emulator_factory: Callable[..., Any], sandbox: HelperSandbox,
+        start_daemon: Callable[[], DaemonProcess]) -> None:
+    """Like T1, the identity's token is refreshed in the background before it expires."""
+    emu = emulator_factory(seed=SEED, imds_port=0, token_lifetime_s=30)
+    start(sandbox, start_daemon, emu, {"managed_identity": MI_CLIENT_ID})
+    get(sandbox, "--min-validity", "0")
+    assert by_leg(emu).get("managed_identity") == 1
+    # Refresh ahead happens at 2/3 to 3/4 of the lifetime: wait for it (bounded).
+    deadline = time.monotonic() + 120
+    while by_leg(emu).get("managed_identity", 0) < 2:
+        assert time.monotonic() < deadline, "the managed identity token was not refreshed"
+        time.sleep(0.5)
+    status = json.loads(sandbox.client("status", "--json").stdout)
+    (row,) = [e for e in status["entries"] if e["kind"] == "managed_identity"]
+    assert row["state"] in ("valid", "refreshing") and row["last_error"] is None

@@ -106,6 +106,24 @@ def test_default_azure_credential_under_exec(stack: Stack) -> None:
     check_agent_token(stack, report)
 
 
+def test_default_azure_credential_sends_azure_client_id(stack: Stack) -> None:
+    """DefaultAzureCredential passes AZURE_CLIENT_ID as the managed identity's client_id:
+    the agent's app id works, another id is refused with a message naming both."""
+    agent = stack.info["agent_identity_app_id"]
+    ok = stack.sandbox.client(
+        "exec", "--profile", PROFILE, "--", sys.executable, str(APPS / "app_default_credential.py"),
+        GRAPH_SCOPE, env={"AZURE_CLIENT_ID": agent}, timeout=APP_TIMEOUT_S)
+    (report,) = reports(ok)
+    check_agent_token(stack, report)
+    other = stack.info["blueprint_app_id"]
+    refused = stack.sandbox.client(
+        "exec", "--profile", PROFILE, "--", sys.executable, str(APPS / "app_default_credential.py"),
+        GRAPH_SCOPE, env={"AZURE_CLIENT_ID": other}, timeout=APP_TIMEOUT_S)
+    assert refused.returncode != 0
+    assert "not this session's agent identity" in refused.stderr
+    assert other in refused.stderr and agent in refused.stderr
+
+
 def test_azure_cli_credential_reads_get_format_az(stack: Stack) -> None:
     """AzureCliCredential parses `az account get-access-token`; here `az` is a shim
     that runs `agentid-helper get --format az`."""

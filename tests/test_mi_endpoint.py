@@ -143,3 +143,20 @@ async def test_errors_in_app_service_shape(endpoint: MIEndpoint, tokens: FakeTok
     assert all(w in body["message"] for w in words)
     if status == 503:
         assert ("retry-after", "8") in resp.headers
+
+
+async def test_requests_are_counted(tokens: FakeTokens, session: IdentitySession) -> None:
+    from agentid_daemon.metrics import Metrics
+
+    metrics = Metrics()
+    table = SessionTable()
+    table.add(session)
+    endpoint = MIEndpoint(table, tokens, metrics)
+    await get(endpoint, Q, header=session.header)
+    await get(endpoint, Q, header="wrong")
+    await endpoint.handle_request("GET", "/elsewhere", [("host", "127.0.0.1")], b"")
+    text = metrics.render()
+    assert 'agentid_helper_requests_total{endpoint="/msi/token",status="200"} 1' in text
+    assert 'agentid_helper_requests_total{endpoint="/msi/token",status="401"} 1' in text
+    assert 'agentid_helper_requests_total{endpoint="other",status="404"} 1' in text
+    assert session.header not in text

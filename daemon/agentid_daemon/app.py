@@ -225,7 +225,9 @@ class Daemon:
             version=_version(),
         )
         self.api = Api(self.state)
-        self.sessions = IdentitySessions(self.api, sidecar=_sidecar(config))
+        self.sessions = IdentitySessions(
+            self.api, sidecar=_sidecar(config), metrics=self.metrics
+        )
         self.state.identity_sessions = self.sessions
         self.server = HttpServer(self.api.handle_request, limits=limits, allowed_uid=os.getuid())
         self._stopping = False

@@ -41,7 +41,7 @@ from .logs import get_logger
 from .protocol import HttpServer, Limits
 
 if TYPE_CHECKING:
-    from .mi_endpoint import TokenSource
+    from .mi_endpoint import RequestCounter, TokenSource
 
 log = get_logger("agentid_daemon.identity_sessions")
 
@@ -191,11 +191,12 @@ class IdentitySessions:
         sidecar: SidecarSettings | None = None,
         limits: Limits | None = None,
         max_sessions: int = MAX_SESSIONS,
+        metrics: RequestCounter | None = None,
     ) -> None:
         from .mi_endpoint import MIEndpoint  # here: it imports this module
 
         self.table = SessionTable(max_sessions)
-        self.endpoint = MIEndpoint(self.table, tokens)
+        self.endpoint = MIEndpoint(self.table, tokens, metrics)
         self.server = HttpServer(self.endpoint.handle_request, limits=limits or MI_LIMITS)
         self.sidecar = sidecar
         self._listener: trio.SocketListener | None = None

@@ -40,12 +40,19 @@ class TokenSource(Protocol):
     async def token_payload(self, obj: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]: ...
 
 
+class RequestCounter(Protocol):
+    def observe_request(self, endpoint: str, status: int | str) -> None: ...
+
+
 class MIEndpoint:
     """``await endpoint.handle_request(method, target, headers, body) -> Response``."""
 
-    def __init__(self, sessions: SessionTable, tokens: TokenSource) -> None:
+    def __init__(
+        self, sessions: SessionTable, tokens: TokenSource, metrics: RequestCounter | None = None
+    ) -> None:
         self.sessions = sessions
         self.tokens = tokens
+        self.metrics = metrics
 
     async def handle_request(
         self, method: str, target: str, headers: Headers, body: bytes
@@ -63,6 +70,10 @@ class MIEndpoint:
             if isinstance(exc, IdentityProviderError):
                 ctx.update(leg=exc.leg, correlation_id=exc.correlation_id)
         status = response.status
+        if self.metrics is not None:
+            # Counted under the endpoint's path, beside the socket API's routes.
+            route = P.PATH if target.split("?", 1)[0] == P.PATH else "other"
+            self.metrics.observe_request(route, status)
         if status >= 500 or status in (401, 403):
             level = logging.WARNING
         elif status == 200 and ctx.get("source") == "cache":

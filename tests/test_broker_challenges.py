@@ -14,7 +14,7 @@ import trio.testing
 from test_broker import GRAPH, VAULT, FakeEngine, gather, request, running
 
 from agentid_daemon.errors import IdentityProviderError, InvalidRequest
-from agentid_daemon.models import Mode
+from agentid_daemon.models import Mode, TokenRequest
 
 CLAIMS = json.dumps({"access_token": {"nbf": {"essential": True, "value": "1700000000"}}})
 
@@ -83,7 +83,7 @@ async def test_claims_pass_through_every_mode(autojump_clock: trio.testing.MockC
 
 
 def session_req(name: str = "job-1", token: str | None = None, scopes: tuple[str, ...] = (GRAPH,)
-                ) -> object:
+                ) -> TokenRequest:
     return request(mode=Mode.OBO, scopes=scopes, user_token=token, obo_session=name)
 
 
@@ -92,16 +92,16 @@ async def test_session_outlives_the_user_token(autojump_clock: trio.testing.Mock
     engine.lifetimes["obo"] = engine.lifetimes["obo_refresh"] = 600
     alice = user_token("alice")
     async with running(engine) as (broker, _):
-        started = await broker.get_token(session_req(token=alice))  # type: ignore[arg-type]
+        started = await broker.get_token(session_req(token=alice))
         assert engine.calls["obo"] == 1
         # the user token has expired: the identity provider would refuse it now
         engine.expired_user_tokens.add(alice)
-        later = await broker.get_token(session_req())  # type: ignore[arg-type]
+        later = await broker.get_token(session_req())
         assert later.source == "cache"
         assert later.access_token == started.access_token
 
         await trio.sleep(4 * 3600)  # far past the user token and many token lifetimes
-        fresh = await broker.get_token(session_req())  # type: ignore[arg-type]
+        fresh = await broker.get_token(session_req())
         assert fresh.access_token.startswith("obo_refresh-secret-")
         assert engine.calls["obo"] == 1  # the user token was never used again
         # refresh tokens rotate: each refresh used the one the previous answer carried
@@ -110,7 +110,7 @@ async def test_session_outlives_the_user_token(autojump_clock: trio.testing.Mock
         assert (used == [f"rt-secret-{i}" for i in
                                                      range(1, len(used) + 1)])
         # another scope of the same session needs no user token either
-        vault = await broker.get_token(session_req(scopes=(VAULT,)))  # type: ignore[arg-type]
+        vault = await broker.get_token(session_req(scopes=(VAULT,)))
         assert vault.access_token.startswith("obo_refresh-secret-")
 
         (row,) = broker.obo_sessions()
@@ -127,7 +127,7 @@ async def test_refresh_tokens_never_reach_the_cache(autojump_clock: trio.testing
                                                     ) -> None:
     engine = FakeEngine()
     async with running(engine) as (broker, _):
-        await broker.get_token(session_req(token=user_token("alice")))  # type: ignore[arg-type]
+        await broker.get_token(session_req(token=user_token("alice")))
         entries = broker._cache._entries.values()
         assert all(e.cached is None or e.cached.token.refresh_token is None for e in entries)
         assert "rt-secret" not in repr(broker.sessions.items())
@@ -136,7 +136,7 @@ async def test_refresh_tokens_never_reach_the_cache(autojump_clock: trio.testing
 async def test_session_without_start_is_refused(autojump_clock: trio.testing.MockClock) -> None:
     async with running(FakeEngine()) as (broker, _):
         with pytest.raises(InvalidRequest, match="no OBO session 'job-9'") as info:
-            await broker.get_token(session_req("job-9"))  # type: ignore[arg-type]
+            await broker.get_token(session_req("job-9"))
         assert "--user-token-file" in (info.value.hint or "")
 
 
@@ -145,29 +145,29 @@ async def test_session_ends_after_max_age(autojump_clock: trio.testing.MockClock
     engine.lifetimes["obo"] = engine.lifetimes["obo_refresh"] = 600
     async with running(engine) as (broker, _):
         broker.sessions.max_age_s = 3000
-        await broker.get_token(session_req(token=user_token("alice")))  # type: ignore[arg-type]
+        await broker.get_token(session_req(token=user_token("alice")))
         await trio.sleep(2000)
-        await broker.get_token(session_req())  # type: ignore[arg-type]
+        await broker.get_token(session_req())
         await trio.sleep(1000)
         with pytest.raises(InvalidRequest, match="obo_session_max_age_s"):
-            await broker.get_token(session_req())  # type: ignore[arg-type]
+            await broker.get_token(session_req())
         assert broker.obo_sessions() == []
         assert all(row["kind"] == "t1" for row in broker.status())  # its tokens went too
         # a user token starts it again
-        await broker.get_token(session_req(token=user_token("alice")))  # type: ignore[arg-type]
+        await broker.get_token(session_req(token=user_token("alice")))
         assert engine.calls["obo"] == 2
 
 
 async def test_flush_obo_session_ends_it(autojump_clock: trio.testing.MockClock) -> None:
     engine = FakeEngine()
     async with running(engine) as (broker, _):
-        await broker.get_token(session_req(token=user_token("alice")))  # type: ignore[arg-type]
-        await broker.get_token(session_req("job-2", token=user_token("bob")))  # type: ignore[arg-type]
-        assert broker.invalidate(session_req())  # type: ignore[arg-type]
+        await broker.get_token(session_req(token=user_token("alice")))
+        await broker.get_token(session_req("job-2", token=user_token("bob")))
+        assert broker.invalidate(session_req())
         with pytest.raises(InvalidRequest, match="no OBO session 'job-1'"):
-            await broker.get_token(session_req())  # type: ignore[arg-type]
+            await broker.get_token(session_req())
         assert [s["name"] for s in broker.obo_sessions()] == ["job-2"]
-        assert (await broker.get_token(session_req("job-2"))).source == "cache"  # type: ignore[arg-type]
+        assert (await broker.get_token(session_req("job-2"))).source == "cache"
         broker.flush()
         assert broker.obo_sessions() == []
 
@@ -177,16 +177,16 @@ async def test_another_user_restarts_the_session_and_drops_its_tokens(
 ) -> None:
     engine = FakeEngine()
     async with running(engine) as (broker, _):
-        await broker.get_token(session_req(token=user_token("alice")))  # type: ignore[arg-type]
-        alice_vault = await broker.get_token(session_req(scopes=(VAULT,)))  # type: ignore[arg-type]
+        await broker.get_token(session_req(token=user_token("alice")))
+        alice_vault = await broker.get_token(session_req(scopes=(VAULT,)))
         # the same user's newer token continues the session (served from the cache)
-        same = await broker.get_token(session_req(token=user_token("alice")))  # type: ignore[arg-type]
+        same = await broker.get_token(session_req(token=user_token("alice")))
         assert same.source == "cache"
         assert engine.calls["obo"] == 1
 
-        await broker.get_token(session_req(token=user_token("bob")))  # type: ignore[arg-type]
+        await broker.get_token(session_req(token=user_token("bob")))
         assert engine.calls["obo"] == 2
-        bob_vault = await broker.get_token(session_req(scopes=(VAULT,)))  # type: ignore[arg-type]
+        bob_vault = await broker.get_token(session_req(scopes=(VAULT,)))
         assert bob_vault.access_token != alice_vault.access_token  # never alice's token
 
 
@@ -196,15 +196,15 @@ async def test_revoked_refresh_token_shows_and_a_user_token_restarts(
     engine = FakeEngine()
     engine.lifetimes["obo"] = 600
     async with running(engine) as (broker, _):
-        await broker.get_token(session_req(token=user_token("alice")))  # type: ignore[arg-type]
+        await broker.get_token(session_req(token=user_token("alice")))
         engine.refresh_tokens["rt-secret-1"] = False  # revoked at the identity provider
         await trio.sleep(600)
         with pytest.raises(IdentityProviderError, match="revoked"):
-            await broker.get_token(session_req())  # type: ignore[arg-type]
+            await broker.get_token(session_req())
         (row,) = broker.obo_sessions()
         assert "AADSTS70000" in row["last_error"]
         assert "rt-secret" not in row["last_error"]
-        served = await broker.get_token(session_req(token=user_token("alice")))  # type: ignore[arg-type]
+        served = await broker.get_token(session_req(token=user_token("alice")))
         assert served.access_token.startswith("obo-secret-")
         assert engine.calls["obo"] == 2
         assert broker.obo_sessions()[0]["last_error"] is None
@@ -225,9 +225,9 @@ async def test_concurrent_session_requests_share_one_refresh(
     engine.lifetimes["obo"] = 600
     engine.delay = 0.5
     async with running(engine) as (broker, _):
-        await broker.get_token(session_req(token=user_token("alice")))  # type: ignore[arg-type]
+        await broker.get_token(session_req(token=user_token("alice")))
         await trio.sleep(3600)
-        await gather(20, lambda: broker.get_token(session_req()))  # type: ignore[arg-type]
+        await gather(20, lambda: broker.get_token(session_req()))
         assert engine.calls["obo_refresh"] <= 2  # the background refresh may have run too
 
 
@@ -241,12 +241,12 @@ async def test_flush_obo_selection_without_user_token_drops_every_user(
     async with running(engine) as (broker, _):
         for name in ("alice", "bob"):
             await broker.get_token(request(mode=Mode.OBO, user_token=user_token(name)))
-        await broker.get_token(session_req(token=user_token("carol")))  # type: ignore[arg-type]
+        await broker.get_token(session_req(token=user_token("carol")))
         await broker.get_token(request(mode=Mode.OBO, scopes=(VAULT,),
                                        user_token=user_token("alice")))
         assert broker.invalidate(request(mode=Mode.OBO))  # what `flush --profile` resolves to
         left = [(r["kind"], r.get("scopes")) for r in broker.status()]
         assert sorted(left, key=str) == [("resource", [VAULT]), ("t1", None)]
         # the session itself survives: its next request refreshes with its refresh token
-        served = await broker.get_token(session_req())  # type: ignore[arg-type]
+        served = await broker.get_token(session_req())
         assert served.access_token.startswith("obo_refresh-secret-")

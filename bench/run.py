@@ -26,6 +26,7 @@ from typing import Any
 import _harness as h
 import bench_client
 import bench_economy
+import bench_lifecycle
 import bench_memory
 import bench_refresh
 import bench_throughput
@@ -52,6 +53,8 @@ def benchmarks(size: str) -> dict[str, tuple[str, Callable[[Path], Section]]]:
             w, pick(bench_refresh))),
         "memory": ("5. Daemon memory (RSS)", lambda w: bench_memory.measure(
             w, pick(bench_memory))),
+        "lifecycle": ("6. Client burst on a cold key, slow identity provider",
+                      lambda w: bench_lifecycle.measure(w, pick(bench_lifecycle))),
     }
 
 
@@ -88,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="~1 minute sanity run")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke test
     parser.add_argument("--only", nargs="+", metavar="NAME",
-                        choices=["client", "throughput", "economy", "refresh", "memory"])
+                        choices=["client", "throughput", "economy", "refresh", "memory",
+                                 "lifecycle"])
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--keep-workdir", action="store_true",
                         help="keep the temporary directory (logs) for inspection")

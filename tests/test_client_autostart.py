@@ -80,7 +80,7 @@ def test_daemon_that_dies_is_reported(sockdir: str, monkeypatch: pytest.MonkeyPa
 
 def test_daemon_that_never_listens_times_out(sockdir: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(autostart, "_DAEMON_CODE", "import time; time.sleep(30)")
-    monkeypatch.setattr(autostart.ensure_daemon, "__defaults__", (0.3,))
+    monkeypatch.setattr(autostart, "START_TIMEOUT_S", 0.3)
     spawned = []
     real_spawn = autostart.spawn
 

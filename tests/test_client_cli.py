@@ -204,7 +204,7 @@ def test_flush_without_daemon_is_a_no_op(monkeypatch: pytest.MonkeyPatch, tmp_pa
 def test_garbage_response_is_an_error_not_a_crash(fake_daemon: FakeDaemon) -> None:
     fake_daemon.routes[("POST", "/v1/token")] = lambda req: b"SPAM\r\n\r\n"
     code, out, err = run(["get"])
-    assert code == 1 and out == "" and "bad response" in err
+    assert code == 3 and out == "" and "bad response" in err
 
 
 # -- kubectl-credential --------------------------------------------------------

@@ -54,7 +54,7 @@ def test_refusal_shows_aadsts(fake_daemon: FakeDaemon, config: Path) -> None:
         hint="run agentid-helper secret set",
     )
     out = io.StringIO()
-    assert run_doctor(out) == 1
+    assert run_doctor(out) == 4  # the identity provider refused (no undocumented exit 1)
     text = out.getvalue()
     assert "✘ profile app: invalid client secret [AADSTS7000215]" in text
     assert "secret set" in text and "1 check(s) failed" in text
@@ -67,6 +67,6 @@ def test_bad_config_and_no_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("AGENTID_HELPER_SOCKET", str(tmp_path / "absent.sock"))
     monkeypatch.setenv("AGENTID_HELPER_NO_AUTOSTART", "1")
     out = io.StringIO()
-    assert run_doctor(out) == 1
+    assert run_doctor(out) == 5  # the first failure: the config
     text = out.getvalue()
     assert "✘ config" in text and "✘ daemon at" in text

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from agentid_client.failures import ClientError, UsageError, from_response
+from agentid_client.failures import UsageError, from_response
 
 
 @pytest.mark.parametrize(
@@ -18,8 +18,8 @@ from agentid_client.failures import ClientError, UsageError, from_response
         (502, "identity_provider_error", 4),
         (503, "identity_provider_unavailable", 4),
         (500, "configuration_error", 5),
-        (500, "internal_error", 1),
-        (418, None, 1),
+        (500, "internal_error", 3),
+        (418, None, 3),
     ],
 )
 def test_exit_codes(status: int, error: str | None, code: int) -> None:
@@ -52,4 +52,10 @@ def test_usage_error_points_at_help() -> None:
     out = io.StringIO()
     assert UsageError("bad", "get").report(out) == 2
     assert "agentid-helper get --help" in out.getvalue()
-    assert ClientError("x").exit_code == 1
+
+
+def test_unmapped_daemon_errors_exit_3_never_1() -> None:
+    """Exit 1 is not a documented code: a 500 or an unknown status exits 3."""
+    assert from_response(500, {"error": "internal_error"}).exit_code == 3
+    assert from_response(418, None).exit_code == 3
+    assert from_response(429, {"error": "rate_limited"}).exit_code == 3

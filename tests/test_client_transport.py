@@ -5,14 +5,22 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 import client_fakes
 import pytest
 from client_fakes import FakeDaemon
 
-from agentid_client.failures import ClientError
-from agentid_client.transport import ConnectFailed, ProtocolError, Response, build_request, request
+from agentid_client.transport import (
+    ConnectFailed,
+    ConnectionLost,
+    DeadlineExceeded,
+    ProtocolError,
+    Response,
+    build_request,
+    request,
+)
 
 
 def one_shot_server(path: str, reply: bytes) -> threading.Thread:
@@ -43,7 +51,8 @@ def sock_path() -> str:
 
 
 def test_json_round_trip(fake_daemon: FakeDaemon) -> None:
-    resp = request(fake_daemon.path, "POST", "/v1/token", {"profile": "p"}, timeout=5)
+    deadline = time.monotonic() + 5
+    resp = request(fake_daemon.path, "POST", "/v1/token", {"profile": "p"}, deadline=deadline)
     assert resp.status == 200 and resp.json()["access_token"] == client_fakes.TOKEN
     sent = fake_daemon.requests[-1]
     assert sent["json"] == {"profile": "p"}
@@ -52,7 +61,7 @@ def test_json_round_trip(fake_daemon: FakeDaemon) -> None:
 
 
 def test_204_and_empty_delete(fake_daemon: FakeDaemon) -> None:
-    resp = request(fake_daemon.path, "POST", "/v1/flush", timeout=5)
+    resp = request(fake_daemon.path, "POST", "/v1/flush", deadline=time.monotonic() + 5)
     assert (resp.status, resp.body, resp.json()) == (204, b"", None)
     assert fake_daemon.requests[-1]["headers"]["content-length"] == "0"
 
@@ -71,7 +80,7 @@ def test_204_and_empty_delete(fake_daemon: FakeDaemon) -> None:
 )
 def test_response_framing(sock_path: str, reply: bytes, body: bytes) -> None:
     thread = one_shot_server(sock_path, reply)
-    resp = request(sock_path, "GET", "/v1/status", timeout=5)
+    resp = request(sock_path, "GET", "/v1/status", deadline=time.monotonic() + 5)
     thread.join(5)
     assert resp.status == 200 and resp.body == body
 
@@ -80,23 +89,38 @@ def test_response_framing(sock_path: str, reply: bytes, body: bytes) -> None:
     "reply",
     [
         b"garbage\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
         b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\n",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     ],
 )
 def test_malformed_responses(sock_path: str, reply: bytes) -> None:
     thread = one_shot_server(sock_path, reply)
     with pytest.raises(ProtocolError):
-        request(sock_path, "GET", "/v1/status", timeout=5)
+        request(sock_path, "GET", "/v1/status", deadline=time.monotonic() + 5)
+    thread.join(5)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"",
+        b"HTTP/1.1 200 OK\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+    ],
+)
+def test_truncated_responses_are_a_lost_connection(sock_path: str, reply: bytes) -> None:
+    """A daemon that dies mid-answer: the caller may retry (not a protocol error, not exit 1)."""
+    thread = one_shot_server(sock_path, reply)
+    with pytest.raises(ConnectionLost):
+        request(sock_path, "GET", "/v1/status", deadline=time.monotonic() + 5)
     thread.join(5)
 
 
 def test_invalid_json_body(sock_path: str) -> None:
     thread = one_shot_server(sock_path, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n{x}")
-    resp = request(sock_path, "GET", "/v1/status", timeout=5)
+    resp = request(sock_path, "GET", "/v1/status", deadline=time.monotonic() + 5)
     thread.join(5)
     with pytest.raises(ProtocolError):
         resp.json()
@@ -104,25 +128,25 @@ def test_invalid_json_body(sock_path: str) -> None:
 
 def test_connect_failures(tmp_path: Path, sock_path: str) -> None:
     with pytest.raises(ConnectFailed):
-        request(str(tmp_path / "absent.sock"), "GET", "/healthz", timeout=5)
+        request(str(tmp_path / "absent.sock"), "GET", "/healthz", deadline=time.monotonic() + 5)
     dead = socket.socket(socket.AF_UNIX)
     dead.bind(sock_path)  # bound, never listening: ECONNREFUSED
     try:
         with pytest.raises(ConnectFailed):
-            request(sock_path, "GET", "/healthz", timeout=5)
+            request(sock_path, "GET", "/healthz", deadline=time.monotonic() + 5)
     finally:
         dead.close()
         os.unlink(sock_path)
 
 
-def test_timeout_is_exit_3(sock_path: str) -> None:
+def test_silent_daemon_hits_the_deadline(sock_path: str) -> None:
     srv = socket.socket(socket.AF_UNIX)
     srv.bind(sock_path)
     srv.listen(1)  # accepts into the backlog, never answers
     try:
-        with pytest.raises(ClientError) as info:
-            request(sock_path, "GET", "/healthz", timeout=0.2)
-        assert info.value.exit_code == 3
+        with pytest.raises(DeadlineExceeded) as info:
+            request(sock_path, "GET", "/healthz", deadline=time.monotonic() + 0.2)
+        assert info.value.connected
     finally:
         srv.close()
 

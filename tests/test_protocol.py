@@ -215,11 +215,58 @@ async def test_connection_cap_backpressure(autojump_clock) -> None:
             a = await listener.connect()
             b = await listener.connect()
             await trio.testing.wait_all_tasks_blocked()
-            assert listener.accepted == 1 and server.active_connections == 1
-            await a.aclose()
+            # b is accepted (to know that someone waits) but not served: the rest
+            # of the queue stays in the backlog.
+            assert listener.accepted == 2 and server.active_connections == 1
+            c = await listener.connect()
             await trio.testing.wait_all_tasks_blocked()
             assert listener.accepted == 2
+            await c.aclose()
+            await a.aclose()
+            await trio.testing.wait_all_tasks_blocked()
+            assert server.active_connections == 1
             status, _, _ = await Client(b).request(req())
+            assert status == 200
+            server.stop()
+
+
+async def test_idle_keepalives_make_room_for_a_new_client(autojump_clock) -> None:
+    """Was: keep-alive connections at max_connections starved a new client for 60 s."""
+    server = HttpServer(echo_handler, limits=Limits(max_connections=2, idle_timeout_s=60))
+    listener = MemoryListener()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve, listener)
+            idle = [Client(await listener.connect()) for _ in range(2)]
+            for client in idle:  # answered, kept alive, now idle
+                status, _, _ = await client.request(req())
+                assert status == 200
+            await trio.testing.wait_all_tasks_blocked()
+            assert server.active_connections == 2
+            started = trio.current_time()  # the virtual (autojump) clock: no wall time
+            newcomer = Client(await listener.connect())
+            status, _, _ = await newcomer.request(req())
+            assert status == 200
+            assert trio.current_time() - started < 60, "served only after the idle timeout"
+            assert server.evicted >= 1
+            server.stop()
+
+
+async def test_unanswered_connections_are_not_evicted(autojump_clock) -> None:
+    """Only answered keep-alive connections give way: a fresh one may hold a request."""
+    server = HttpServer(echo_handler, limits=Limits(max_connections=1, request_timeout_s=10))
+    listener = MemoryListener()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve, listener)
+            first = await listener.connect()
+            await trio.testing.wait_all_tasks_blocked()
+            second = await listener.connect()
+            await trio.testing.wait_all_tasks_blocked()
+            assert server.evicted == 0 and server.active_connections == 1
+            status, _, _ = await Client(first).request(req(extra="Connection: close\r\n"))
+            assert status == 200
+            status, _, _ = await Client(second).request(req())
             assert status == 200
             server.stop()
 

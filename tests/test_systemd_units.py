@@ -196,7 +196,7 @@ def test_reinstall_is_idempotent_and_updates_our_own_files(home: Path, tmp_path:
 def test_install_backs_up_a_user_modified_unit(home: Path, tmp_path: Path) -> None:
     run_install(False, tmp_path)
     unit = home / "cfg/systemd/user/agentid-helper.service"
-    unit.write_text(unit.read_text().replace("RestartSec=2s", "RestartSec=9s"))
+    unit.write_text(unit.read_text().replace("RestartSec=1s", "RestartSec=9s"))
     code, out, _ = run_install(False, tmp_path)
     assert code == 0
     backups = list(unit.parent.glob("agentid-helper.service.bak-*"))
@@ -352,3 +352,30 @@ def test_systemd_analyze_security_exposure(home: Path, tmp_path: Path, no_userns
     print(f"\nsystemd-analyze security exposure ({'no-userns' if no_userns else 'default'}):"
           f" {score}")
     assert score <= MAX_EXPOSURE
+
+
+def _unit_seconds(key: str) -> float:
+    (line,) = [x for x in su.SERVICE_TEMPLATE.splitlines() if x.startswith(key + "=")]
+    value = line.split("=", 1)[1]
+    assert value.endswith("s"), line
+    return float(value[:-1])
+
+
+def test_shutdown_grace_fits_in_timeout_stop_sec() -> None:
+    """On SIGTERM the daemon drains for its grace, then exits before systemd's SIGKILL."""
+    from agentid_daemon.protocol import Limits
+
+    margin = 3.0  # closing the socket, the cache and the log after the drain
+    assert Limits().shutdown_grace_s <= _unit_seconds("TimeoutStopSec") - margin
+
+
+def test_a_service_that_cannot_start_gives_up_within_seconds() -> None:
+    """Was: RestartSec=2s never tripped the default start limit: clients hung 120 s."""
+    lines = su.SERVICE_TEMPLATE.splitlines()
+    (burst_line,) = [line for line in lines if line.startswith("StartLimitBurst=")]
+    burst = int(burst_line.split("=")[1])
+    interval = _unit_seconds("StartLimitIntervalSec")
+    restart = _unit_seconds("RestartSec")
+    # The limit trips while the failures still fall inside the interval.
+    assert burst * restart < interval and burst * restart <= 10
+    assert "\nPrivateIPC=yes" not in su.SERVICE_TEMPLATE  # breaks reload under PrivateUsers=

@@ -110,10 +110,17 @@ class CLI:
                 fields[dest] = str(given).strip()
         return fields
 
+    def _timeout(self, parsed: Parsed) -> float | None:
+        """``--timeout S`` (None: daemon_api applies $AGENTID_HELPER_TIMEOUT or its default)."""
+        raw = parsed.opts.get("timeout")
+        if raw is None:
+            return None
+        return daemon_api.parse_timeout(str(raw), "--timeout", parsed.command)
+
     def do_get(self, parsed: Parsed) -> int:
         from .formats import format_token
 
-        body = daemon_api.get_token(self._token_fields(parsed))
+        body = daemon_api.get_token(self._token_fields(parsed), timeout=self._timeout(parsed))
         self._write(format_token(body, str(parsed.opts.get("format", "token"))))
         return EXIT_OK
 
@@ -121,7 +128,7 @@ class CLI:
         from .formats import exec_api_version, exec_credential
 
         api_version = exec_api_version(os.environ.get("KUBERNETES_EXEC_INFO"))
-        body = daemon_api.get_token(self._token_fields(parsed))
+        body = daemon_api.get_token(self._token_fields(parsed), timeout=self._timeout(parsed))
         self._write(exec_credential(body, api_version))
         return EXIT_OK
 
@@ -140,10 +147,11 @@ class CLI:
         profile = gitcred.selected_profile(attrs, str(explicit) if explicit else None)
         if profile is None or not gitcred.protocol_allowed(attrs):
             return EXIT_OK  # not ours: let the next helper answer
+        timeout = self._timeout(parsed)
         if operation == "erase":
-            daemon_api.call_ok("DELETE", "/v1/token", {"profile": profile})
+            daemon_api.call_ok("DELETE", "/v1/token", {"profile": profile}, timeout=timeout)
             return EXIT_OK
-        body = daemon_api.get_token({"profile": profile})
+        body = daemon_api.get_token({"profile": profile}, timeout=timeout)
         self.stdout.write(gitcred.answer_get(attrs, profile, body))
         self.stdout.flush()
         return EXIT_OK
@@ -161,7 +169,7 @@ class CLI:
                 f"exec: --env-var {name!r} is not a valid environment variable name", "exec"
             )
         fields = self._token_fields(parsed)
-        body = daemon_api.get_token(fields)
+        body = daemon_api.get_token(fields, timeout=self._timeout(parsed))
         env = dict(os.environ)
         env[name] = str(body["access_token"])
         if not parsed.opts.get("no_identity_endpoint"):

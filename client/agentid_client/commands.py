@@ -77,6 +77,15 @@ def _selection() -> list[Opt]:
     ]
 
 
+def _timeout() -> Opt:
+    return Opt(
+        "--timeout",
+        "give up after S seconds in all (default $AGENTID_HELPER_TIMEOUT or 60); the "
+        "client waits through a busy or restarting daemon until then",
+        metavar="S",
+    )
+
+
 def _obo_session(text: str) -> Opt:
     return Opt("--obo-session", text, metavar="N")
 
@@ -105,6 +114,7 @@ _add(
                 metavar="S",
             ),
             Opt("--force-refresh", "ask the identity provider for a new token", kind="flag"),
+            _timeout(),
             Opt(
                 "--claims",
                 "a resource's claims challenge (the claims=\"...\" of its WWW-Authenticate "
@@ -143,7 +153,7 @@ _add(
     Command(
         "kubectl-credential",
         "print a kubectl ExecCredential (exec credential plugin)",
-        _selection(),
+        [*_selection(), _timeout()],
         epilog="""examples:
   # kubeconfig users: entry (or generate it: agentid-helper kubeconfig-user --profile aks)
   #   exec:
@@ -168,6 +178,7 @@ _add(
                 'profile to use for every host (default: the [git."HOST"] table of config.toml)',
                 metavar="P",
             ),
+            _timeout(),
         ],
         positionals=(Pos("operation", "get, store or erase (sent by git)"),),
         epilog="""examples:
@@ -200,6 +211,7 @@ _add(
                 "the Azure SDKs use)",
                 kind="flag",
             ),
+            _timeout(),
         ],
         rest="command",
         epilog="""examples:

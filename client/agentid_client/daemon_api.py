@@ -1,16 +1,45 @@
-"""The daemon's HTTP API as the CLI uses it: connect, autostart, map errors."""
+"""The daemon's HTTP API as the CLI uses it: connect, retry, autostart, map errors.
+
+One call has one deadline (``--timeout``, ``AGENTID_HELPER_TIMEOUT``, default
+60 s). Within it the call survives what a restart looks like from outside:
+
+- a full listen backlog: :func:`transport.connect` waits (the daemon is busy);
+- a connection that ends before a complete answer (the daemon restarted, was
+  killed or crashed): the request goes again on a fresh connection, which is
+  safe because the daemon's cache makes every request idempotent;
+- no daemon at all: the client starts one (``autostart``), or, when the
+  systemd units are installed, asks systemd to (:mod:`.supervisor`).
+
+What cannot be answered by the deadline exits 3 with what to check.
+"""
 
 from __future__ import annotations
 
 import os
+import time
 
 from . import paths
-from .failures import DaemonUnreachable, from_response
-from .transport import DEFAULT_TIMEOUT_S, ConnectFailed, Response, request
+from .failures import DaemonUnreachable, UsageError, from_response
+from .transport import (
+    DEFAULT_TIMEOUT_S,
+    ConnectFailed,
+    ConnectionLost,
+    DeadlineExceeded,
+    Response,
+    jitter,
+    request,
+)
 
 TYPE_CHECKING = False  # typing costs ~10 ms of imports on the hot path
 if TYPE_CHECKING:
     from typing import Any
+
+TIMEOUT_ENV = "AGENTID_HELPER_TIMEOUT"
+MAX_TIMEOUT_S = 86400.0
+#: Pause before repeating a request whose connection was lost (jittered).
+LOST_RETRY_PAUSE_S = 0.1
+#: Without autostart, how long a daemon that just went away may take to be back.
+RESTART_WAIT_S = 10.0
 
 START_HINTS = [
     "start it with `agentid-helper daemon` or `systemctl --user start agentid-helper.socket`"
@@ -21,43 +50,112 @@ def autostart_enabled() -> bool:
     return os.environ.get(paths.NO_AUTOSTART_ENV, "") != "1"
 
 
+def parse_timeout(raw: str, source: str, command: str | None = None) -> float:
+    """Seconds from ``--timeout``/``AGENTID_HELPER_TIMEOUT``; a UsageError when invalid."""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= MAX_TIMEOUT_S:  # also rejects NaN
+        raise UsageError(
+            f"{source} must be seconds between 0 and {MAX_TIMEOUT_S:g} (got {raw!r})", command
+        )
+    return value
+
+
+def default_timeout() -> float:
+    raw = os.environ.get(TIMEOUT_ENV, "")
+    return parse_timeout(raw, TIMEOUT_ENV) if raw else DEFAULT_TIMEOUT_S
+
+
+def _deadline_error(
+    path: str, limit: float, exc: DeadlineExceeded, lost: bool
+) -> DaemonUnreachable:
+    from .supervisor import run_mode_hint  # error path only
+
+    if lost:
+        message = (
+            f"the daemon at {path} did not answer within {limit:g} s "
+            "(it closed the connection without an answer: restarting or crashing?)"
+        )
+    elif exc.connected:
+        message = f"the daemon at {path} accepted the call but did not answer within {limit:g} s"
+    else:
+        message = f"the daemon at {path} did not accept a connection within {limit:g} s (busy)"
+    return DaemonUnreachable(message, [*run_mode_hint(), "wait longer with --timeout SECONDS"])
+
+
+def _bring_up(path: str, deadline: float) -> None:
+    """No daemon listens on ``path``: start one, or let systemd start it; raise if we cannot."""
+    remaining = deadline - time.monotonic()
+    from .supervisor import SystemdStartFailed, start_socket, units_installed  # cold path
+
+    if units_installed():
+        try:
+            start_socket(remaining)
+        except SystemdStartFailed as exc:
+            raise DaemonUnreachable(f"daemon unreachable at {path}: {exc}", exc.hints) from None
+        return
+    from .autostart import START_TIMEOUT_S, StartFailed, ensure_daemon
+
+    try:
+        ensure_daemon(path, timeout=max(0.1, min(START_TIMEOUT_S, remaining)))
+    except StartFailed as exc:
+        hints = [f"see {exc.log_path}"] if exc.log_path else []
+        raise DaemonUnreachable(
+            f"daemon unreachable at {path}: {exc}", hints + START_HINTS
+        ) from None
+
+
 def call(
     method: str,
     target: str,
     payload: Any = None,
     *,
     autostart: bool = True,
-    timeout: float = DEFAULT_TIMEOUT_S,
+    timeout: float | None = None,
     socket_path: str | None = None,
 ) -> Response:
-    """Send one request, starting the daemon first when it is absent and allowed.
+    """Send one request, (re)starting the daemon when it is absent and allowed.
 
     Returns any response (errors included); raises DaemonUnreachable when no
-    daemon can be reached.
+    daemon answers by the deadline.
     """
     path = socket_path or paths.socket_path()
-    try:
-        return request(path, method, target, payload, timeout=timeout)
-    except ConnectFailed:
-        pass
-    if not autostart or not autostart_enabled():
-        reason = "autostart disabled: AGENTID_HELPER_NO_AUTOSTART=1" if autostart else "not running"
-        raise DaemonUnreachable(f"daemon unreachable at {path} ({reason})", START_HINTS) from None
-    from .autostart import StartFailed, ensure_daemon  # cold path only
-
-    try:
-        ensure_daemon(path)
-    except StartFailed as exc:
-        hints = [f"see {exc.log_path}"] if exc.log_path else []
-        raise DaemonUnreachable(
-            f"daemon unreachable at {path}: {exc}", hints + START_HINTS
-        ) from None
-    try:
-        return request(path, method, target, payload, timeout=timeout)
-    except ConnectFailed:
-        raise DaemonUnreachable(
-            f"daemon unreachable at {path} after starting it", START_HINTS
-        ) from None
+    limit = default_timeout() if timeout is None else timeout
+    deadline = time.monotonic() + limit
+    lost_at: float | None = None  # when a connection last ended without an answer
+    just_started = False
+    while True:
+        try:
+            return request(path, method, target, payload, deadline=deadline)
+        except DeadlineExceeded as exc:
+            raise _deadline_error(path, limit, exc, lost_at is not None) from None
+        except ConnectionLost:
+            lost_at, just_started = time.monotonic(), False
+        except ConnectFailed:
+            if not autostart:
+                raise DaemonUnreachable(
+                    f"daemon unreachable at {path} (not running)", START_HINTS
+                ) from None
+            if just_started:
+                raise DaemonUnreachable(
+                    f"daemon unreachable at {path} after starting it", START_HINTS
+                ) from None
+            if autostart_enabled():
+                _bring_up(path, deadline)
+                just_started = True
+                continue
+            # Nothing we may start; a daemon that just went away may be restarting.
+            if lost_at is None or time.monotonic() - lost_at > RESTART_WAIT_S:
+                raise DaemonUnreachable(
+                    f"daemon unreachable at {path} "
+                    f"(autostart disabled: {paths.NO_AUTOSTART_ENV}=1)",
+                    START_HINTS,
+                ) from None
+        if time.monotonic() >= deadline:
+            raise _deadline_error(path, limit, DeadlineExceeded(path, True), lost_at is not None)
+        time.sleep(min(jitter(LOST_RETRY_PAUSE_S), max(0.0, deadline - time.monotonic())))
 
 
 def call_ok(method: str, target: str, payload: Any = None, **kwargs: Any) -> Any:
@@ -68,7 +166,7 @@ def call_ok(method: str, target: str, payload: Any = None, **kwargs: Any) -> Any
             body = resp.json()
         except Exception:
             body = None
-        raise from_response(resp.status, body)
+        raise from_response(resp.status, body, resp.headers)
     return resp.json()
 
 

@@ -5,7 +5,9 @@ socket directory is private (the client's own rule), the daemon answers
 /healthz and /readyz and its last config reload succeeded, a keyring backend
 is usable (needed only by profiles using the keyring), and every profile gets
 a token (an identity-provider refusal shows its AADSTS code and hint). Prints
-one ✔/✘ line per check; exit 0 only when all pass. ⚠ lines (doctor_security):
+one ✔/✘ line per check; exit 0 only when all pass, else the exit code of the
+first failed check's kind (5 config or keyring, 3 daemon, 4 identity
+provider), like the commands it stands in for. ⚠ lines (doctor_security):
 secret or config files readable by others, an old git that would hand our
 token to a storing helper; they do not fail doctor.
 """
@@ -16,7 +18,7 @@ import os
 from typing import TYPE_CHECKING, TextIO
 
 from . import daemon_api, doctor_security, paths, private_dir, trust
-from .failures import ClientError
+from .failures import EXIT_CONFIG, EXIT_UNREACHABLE, ClientError
 
 if TYPE_CHECKING:  # the daemon's config is imported lazily, when doctor runs
     from agentid_daemon.config import Config
@@ -28,13 +30,17 @@ class Report:
     def __init__(self, out: TextIO):
         self.out = out
         self.failed = 0
+        self.exit_code = 0  # the first failed check's
 
-    def line(self, ok: bool, text: str, hint: str | None = None) -> bool:
+    def line(
+        self, ok: bool, text: str, hint: str | None = None, *, code: int = EXIT_CONFIG
+    ) -> bool:
         self.out.write(f"{OK if ok else FAIL} {text}\n")
         if hint and not ok:
             self.out.write(f"    {hint}\n")
         if not ok:
             self.failed += 1
+            self.exit_code = self.exit_code or code
         return ok
 
     def warn(self, text: str, hint: str | None = None) -> None:
@@ -91,14 +97,24 @@ def _check_daemon(report: Report, sock: str) -> bool:
         health = daemon_api.call("GET", "/healthz", timeout=10)
         ready = daemon_api.call("GET", "/readyz", timeout=10, autostart=False)
     except ClientError as exc:
-        report.line(False, f"daemon at {sock}: {exc.message}", "; ".join(exc.hints) or None)
+        report.line(
+            False,
+            f"daemon at {sock}: {exc.message}",
+            "; ".join(exc.hints) or None,
+            code=exc.exit_code,
+        )
         return False
-    report.line(health.status == 200, f"daemon at {sock}: alive (/healthz {health.status})")
+    report.line(
+        health.status == 200,
+        f"daemon at {sock}: alive (/healthz {health.status})",
+        code=EXIT_UNREACHABLE,
+    )
     detail = ready.json() if ready.status != 200 else None
     return report.line(
         ready.status == 200,
         f"daemon ready (/readyz {ready.status})",
         f"readiness: {detail}" if detail else None,
+        code=EXIT_UNREACHABLE,
     )
 
 
@@ -137,7 +153,12 @@ def _check_profiles(report: Report, config: Config) -> None:
         try:
             body = daemon_api.get_token({"profile": name, "force_refresh": True})
         except ClientError as exc:
-            report.line(False, f"profile {name}: {exc.message}", "; ".join(exc.hints) or None)
+            report.line(
+                False,
+                f"profile {name}: {exc.message}",
+                "; ".join(exc.hints) or None,
+                code=exc.exit_code,
+            )
             continue
         report.line(
             True,
@@ -162,4 +183,4 @@ def run_doctor(out: TextIO) -> int:
         _check_profiles(report, config)
     out.write("all checks passed\n" if not report.failed else f"{report.failed} check(s) failed\n")
     out.flush()
-    return 0 if not report.failed else 1
+    return report.exit_code

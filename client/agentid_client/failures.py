@@ -1,7 +1,9 @@
 """Client errors, their exit codes (docs/design.md) and how they are printed.
 
-Exit codes: 0 ok; 1 unexpected daemon failure; 2 usage or invalid input;
-3 daemon unreachable; 4 the identity provider refused; 5 configuration error.
+Exit codes: 0 ok; 2 usage or invalid input; 3 daemon unreachable (or it
+failed to answer: a crash, a restart outlasting ``--timeout``, an internal
+error); 4 the identity provider refused; 5 configuration error. There is no
+exit code 1: every failure falls in one of these classes.
 Messages are built from identifiers and daemon error fields only: a token
 never reaches one.
 """
@@ -16,7 +18,6 @@ if TYPE_CHECKING:
 
 
 EXIT_OK = 0
-EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_IDP = 4
@@ -28,7 +29,7 @@ PROG = "agentid-helper"
 class ClientError(Exception):
     """An error the CLI reports as one ``agentid-helper: error: ...`` line plus hints."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_FAILURE, hints: list[str] | None = None):
+    def __init__(self, message: str, exit_code: int, hints: list[str] | None = None):
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
@@ -72,11 +73,13 @@ _ERROR_EXIT = {
 }
 
 
-def from_response(status: int, body: Any) -> ClientError:
+def from_response(status: int, body: Any, headers: dict[str, str] | None = None) -> ClientError:
     """Turn a daemon error response (the error JSON of docs/api.md) into a ClientError."""
     info: dict[str, Any] = body if isinstance(body, dict) else {}
     code = str(info.get("error") or "")
-    exit_code = _ERROR_EXIT.get(code) or _STATUS_EXIT.get(status) or EXIT_FAILURE
+    # Anything else (500 internal_error, an unknown status) is the daemon failing to
+    # answer the request: exit 3 like an unreachable daemon.
+    exit_code = _ERROR_EXIT.get(code) or _STATUS_EXIT.get(status) or EXIT_UNREACHABLE
     description = str(info.get("error_description") or code or f"daemon answered HTTP {status}")
     hints: list[str] = []
     codes = [str(c) for c in info.get("aadsts_codes") or [] if str(c).isdigit()]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from . import paths
 from .contract import git_key, git_profile
-from .failures import EXIT_CONFIG, ClientError
+from .failures import EXIT_CONFIG, EXIT_USAGE, ClientError
 
 TYPE_CHECKING = False  # typing costs ~10 ms of imports on the hot path
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def parse_request(stream: TextIO) -> dict[str, Any]:
     for raw in stream:
         total += len(raw)
         if total > MAX_INPUT_BYTES:
-            raise ClientError("git-credential: input too large")
+            raise ClientError("git-credential: input too large", EXIT_USAGE)
         line = raw.rstrip("\n").rstrip("\r")
         if not line:
             break

@@ -49,6 +49,12 @@ Description=agentid-helper credential daemon (Entra agent identity tokens)
 Documentation=man:agentid-helper(1)
 Requires=agentid-helper.socket
 After=agentid-helper.socket
+# A service that cannot start (a moved venv: 203/EXEC, a bad config) must not
+# restart forever while every client waits: after 3 failed starts in 30 s
+# systemd gives up, agentid-helper.socket fails with it, and clients exit 3 at
+# once with a pointer to `systemctl --user status agentid-helper`.
+StartLimitIntervalSec=30s
+StartLimitBurst=3
 
 [Service]
 Type=notify
@@ -58,9 +64,12 @@ ExecStart=%h/.local/bin/agentid-helperd
 # SIGHUP re-reads config.toml (a bad file is logged, the old one stays); tokens stay cached.
 ExecReload=kill -HUP $MAINPID
 Restart=on-failure
-RestartSec=2s
+RestartSec=1s
 # The daemon pings WATCHDOG=1 every WATCHDOG_USEC/2; a wedged trio loop is restarted.
 WatchdogSec=30s
+# On SIGTERM the daemon finishes in-flight requests for up to 10 s (its
+# shutdown grace, 5 s below this); clients whose request is cut off retry on
+# the next daemon, which systemd starts from the socket's backlog.
 TimeoutStopSec=15s
 Environment=PYTHONUNBUFFERED=1
 
@@ -92,7 +101,9 @@ ProtectHome=read-only
 ReadWritePaths=-%t/agentid-helper
 PrivateTmp=yes
 PrivateDevices=yes
-PrivateIPC=yes
+# Not PrivateIPC=yes: with PrivateUsers=yes the ExecReload= process cannot join
+# the service's IPC namespace, and `systemctl --user reload` fails with
+# 226/NAMESPACE. The daemon uses no System V IPC or POSIX message queues.
 ProtectHostname=yes
 ProtectClock=yes
 ProtectKernelTunables=yes
@@ -112,6 +123,9 @@ RestrictSUIDSGID=yes
 SystemCallArchitectures=native
 SystemCallFilter=@system-service
 SystemCallFilter=~@privileged @resources
+# ... except raising its own soft RLIMIT_NOFILE to the hard limit: each client
+# connection is a descriptor, and 1024 would cap a burst of clients.
+SystemCallFilter=setrlimit prlimit64
 SystemCallErrorNumber=EPERM
 PrivateMounts=yes
 KeyringMode=private

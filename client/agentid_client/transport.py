@@ -4,11 +4,22 @@ http.client costs ~30 ms of imports; the daemon API needs one request per
 connection with JSON bodies, so this module speaks just that: a request with
 ``Content-Length`` and ``Connection: close``, and a response framed by
 ``Content-Length``, ``Transfer-Encoding: chunked`` or the end of the stream.
+
+Every wait is bounded by one deadline (``time.monotonic()`` value) that the
+caller derives from ``--timeout``. A full listen backlog is not a failure: a
+socket with a timeout is non-blocking, so ``connect()`` then fails at once
+with EAGAIN, and :func:`connect` retries it with short jittered sleeps until
+the deadline (the daemon is busy, not absent). A connection that ends before
+a complete answer raises :class:`ConnectionLost`; the caller may repeat the
+request on a fresh connection (the daemon's cache makes that idempotent).
 """
 
 from __future__ import annotations
 
 import _socket  # the C module: socket.py pulls in enum and selectors (~5 ms)
+import errno
+import os
+import time
 
 from . import jsonlite, trust
 from .failures import ClientError
@@ -19,7 +30,12 @@ if TYPE_CHECKING:
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
-DEFAULT_TIMEOUT_S = 120.0  # a token request may wait on the identity provider and its retries
+#: How long a call may take in all (connect, wait for the daemon, read the answer):
+#: ``--timeout`` / ``AGENTID_HELPER_TIMEOUT`` override it (daemon_api.default_timeout).
+DEFAULT_TIMEOUT_S = 60.0
+#: Sleeps between connect attempts on a full backlog: first, cap (seconds).
+BACKLOG_RETRY_FIRST_S = 0.005
+BACKLOG_RETRY_CAP_S = 0.25
 
 
 class ConnectFailed(Exception):
@@ -31,9 +47,27 @@ class ConnectFailed(Exception):
         self.errno_name = errno_name
 
 
+class ConnectionLost(Exception):
+    """The daemon closed the connection before a complete answer (restart, crash, kill)."""
+
+
+class DeadlineExceeded(Exception):
+    """The call's deadline passed; ``connected`` tells a busy backlog from a silent daemon."""
+
+    def __init__(self, path: str, connected: bool):
+        super().__init__(f"deadline passed {'waiting on' if connected else 'connecting to'} {path}")
+        self.path = path
+        self.connected = connected
+
+
 class ProtocolError(ClientError):
     def __init__(self, message: str):
-        super().__init__(f"bad response from the daemon: {message}")
+        super().__init__(f"bad response from the daemon: {message}", 3)
+
+
+def jitter(base: float) -> float:
+    """``base`` times a random factor in [0.5, 1.5): spreads out many waiting clients."""
+    return base * (0.5 + int.from_bytes(os.urandom(2), "little") / 65536)
 
 
 class Response:
@@ -58,14 +92,14 @@ class Response:
             raise ProtocolError(f"invalid JSON ({exc.__class__.__name__})") from None
 
 
-def connect(path: str, timeout: float) -> _socket.socket:
-    """Connect to ``path``; raise ConnectFailed when no daemon listens there.
+def connect(path: str, deadline: float) -> _socket.socket:
+    """Connect to ``path`` by ``deadline``; raise ConnectFailed when no daemon listens there.
 
     Only our own daemon is trusted (trust.py): the directory is checked
     before connecting, the peer's uid right after; Untrusted (exit 3) otherwise.
     """
     trust.check_socket_dir(path)
-    sock = _connect(path, timeout)
+    sock = _connect(path, deadline)
     try:
         trust.check_peer(sock, path)
     except BaseException:
@@ -74,18 +108,30 @@ def connect(path: str, timeout: float) -> _socket.socket:
     return sock
 
 
-def _connect(path: str, timeout: float) -> _socket.socket:
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(path)
-    except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError) as exc:
-        sock.close()
-        raise ConnectFailed(path, type(exc).__name__) from None
-    except OSError as exc:
-        sock.close()
-        raise ClientError(f"cannot connect to {path}: {exc.strerror or exc}", 3) from None
-    return sock
+def _connect(path: str, deadline: float) -> _socket.socket:
+    """EAGAIN (the daemon's listen backlog is full) is retried until the deadline."""
+    pause = BACKLOG_RETRY_FIRST_S
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise DeadlineExceeded(path, connected=False)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        sock.settimeout(remaining)
+        try:
+            sock.connect(path)
+            return sock
+        except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError) as exc:
+            sock.close()
+            raise ConnectFailed(path, type(exc).__name__) from None
+        except TimeoutError:
+            sock.close()
+            raise DeadlineExceeded(path, connected=False) from None
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EAGAIN:
+                raise ClientError(f"cannot connect to {path}: {exc.strerror or exc}", 3) from None
+        time.sleep(min(jitter(pause), max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, BACKLOG_RETRY_CAP_S)
 
 
 def build_request(method: str, target: str, body: bytes | None) -> bytes:
@@ -104,14 +150,19 @@ def build_request(method: str, target: str, body: bytes | None) -> bytes:
 
 
 class _Reader:
-    def __init__(self, sock: _socket.socket):
+    def __init__(self, sock: _socket.socket, deadline: float):
         self.sock = sock
+        self.deadline = deadline
         self.buf = b""
         self.eof = False
 
     def fill(self) -> bool:
         if self.eof:
             return False
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        self.sock.settimeout(remaining)
         chunk = self.sock.recv(65536)
         if not chunk:
             self.eof = True
@@ -124,14 +175,14 @@ class _Reader:
             if len(self.buf) > limit:
                 raise ProtocolError("header section too large")
             if not self.fill():
-                raise ProtocolError("connection closed early")
+                raise ConnectionLost("connection closed before a complete response head")
         out, self.buf = self.buf[:idx], self.buf[idx + len(marker) :]
         return out
 
     def exactly(self, n: int) -> bytes:
         while len(self.buf) < n:
             if not self.fill():
-                raise ProtocolError("connection closed before the body ended")
+                raise ConnectionLost("connection closed before the body ended")
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
@@ -143,8 +194,8 @@ class _Reader:
         return out
 
 
-def read_response(sock: _socket.socket, method: str) -> Response:
-    reader = _Reader(sock)
+def read_response(sock: _socket.socket, method: str, deadline: float) -> Response:
+    reader = _Reader(sock, deadline)
     head = reader.until(b"\r\n\r\n", MAX_HEADER_BYTES).decode("latin-1")
     status_line, *header_lines = head.split("\r\n")
     parts = status_line.split(" ", 2)
@@ -186,17 +237,21 @@ def read_response(sock: _socket.socket, method: str) -> Response:
 
 
 def request(
-    path: str, method: str, target: str, payload: Any = None, *, timeout: float = DEFAULT_TIMEOUT_S
+    path: str, method: str, target: str, payload: Any = None, *, deadline: float
 ) -> Response:
-    """One request on a fresh connection. Raises ConnectFailed when nobody listens."""
+    """One request on a fresh connection.
+
+    Raises ConnectFailed when nobody listens, ConnectionLost when the
+    connection ends before a complete answer, DeadlineExceeded at ``deadline``.
+    """
     body = None if payload is None else jsonlite.dumps(payload).encode()
-    sock = connect(path, timeout)
+    sock = connect(path, deadline)
     try:
         sock.sendall(build_request(method, target, body))
-        return read_response(sock, method)
+        return read_response(sock, method, deadline)
     except TimeoutError:
-        raise ClientError(f"the daemon at {path} did not answer within {timeout:g} s", 3) from None
-    except (ConnectionResetError, BrokenPipeError):
-        raise ClientError(f"the daemon at {path} closed the connection", 3) from None
+        raise DeadlineExceeded(path, connected=True) from None
+    except (ConnectionResetError, BrokenPipeError) as exc:
+        raise ConnectionLost(type(exc).__name__) from None
     finally:
         sock.close()

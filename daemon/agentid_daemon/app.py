@@ -30,6 +30,7 @@ import trio
 
 from .api import Api, ApiState, BrokerLike, MetricsLike
 from .cache_entry import EventCallback
+from .capacity import max_connections_for, raise_nofile_limit
 from .config import Config, load_config
 from .errors import ConfigurationError
 from .hardening import forbid_core_dumps
@@ -267,6 +268,7 @@ class Daemon:
                         config=self.state.config_path,
                         profiles=sorted(self.state.config.profiles) if self.state.config else [],
                         pid=os.getpid(),
+                        max_connections=self.server.limits.max_connections,
                     )
                     await self.notifier.ready(self.activity.text())
                     nursery.start_soon(self.notifier.run_watchdog, self.activity.text)
@@ -375,6 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config,
         socket_path=Path(args.socket).expanduser() if args.socket else None,
         config_path=args.config,
+        limits=Limits(max_connections=max_connections_for(raise_nofile_limit())),
     )
     try:
         # A SIGTERM before trio's receiver is installed (a stop during start-up)

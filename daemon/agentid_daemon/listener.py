@@ -32,6 +32,10 @@ APP_NAME = "agentid-helper"
 SOCKET_NAME = "agentid-helper.sock"
 SOCKET_ENV = "AGENTID_HELPER_SOCKET"
 SD_LISTEN_FDS_START = 3
+#: The listen backlog: the kernel's maximum (net.core.somaxconn caps it), as the
+#: socket unit's Backlog= default. Clients queue there while the daemon is at
+#: max_connections or restarting.
+DEFAULT_BACKLOG = socket.SOMAXCONN
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
 _MAX_PATH_BYTES = 107
 
@@ -238,7 +242,7 @@ def _take_lock(path: str) -> int:
     raise BlockingIOError(errno.EAGAIN, "lock file keeps changing")
 
 
-async def bind_unix_listener(path: Path, *, backlog: int = 128) -> OpenedListener:
+async def bind_unix_listener(path: Path, *, backlog: int = DEFAULT_BACKLOG) -> OpenedListener:
     """Bind a 0600 Unix socket at *path* after the directory and stale-socket checks."""
     spath = os.fspath(path)
     if len(os.fsencode(spath)) > _MAX_PATH_BYTES:
@@ -300,7 +304,7 @@ async def open_listener(
     path: Path | None = None,
     *,
     environ: MutableMapping[str, str] | None = None,
-    backlog: int = 128,
+    backlog: int = DEFAULT_BACKLOG,
 ) -> OpenedListener:
     """The systemd-passed socket if there is one, else a socket bound at *path*."""
     env = os.environ if environ is None else environ

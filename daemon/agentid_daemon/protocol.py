@@ -7,9 +7,13 @@ between it and a trio stream and enforces the server's limits:
   beyond it: 431), bodies up to ``max_body_bytes`` (413);
 - a whole request must arrive within ``request_timeout_s`` and a kept-alive
   connection may idle ``idle_timeout_s`` (slow or silent clients are dropped);
-- at most ``max_connections`` at once: beyond that we stop accepting and new
-  clients wait in the kernel backlog (backpressure rather than 503s, because
-  our clients are local scripts that would only retry);
+- at most ``max_connections`` at once (plus one accepted, waiting for a
+  slot): beyond that we stop accepting and new clients wait in the kernel
+  backlog (backpressure rather than 503s, because
+  our clients are local scripts that would only retry). At capacity, idle
+  keep-alive connections (ones that were answered and wait for another
+  request) are closed first, oldest first, so that they cannot starve a new
+  client for ``idle_timeout_s`` (:meth:`HttpServer._evict_idle`);
 - malformed HTTP: 400 and close; handler exceptions: 500, logged, the server
   goes on;
 - browsers are not clients: a request with ``Origin`` or ``Referer`` gets 403
@@ -70,8 +74,11 @@ class Limits:
     max_body_bytes: int = 64 * 1024
     request_timeout_s: float = 10.0
     idle_timeout_s: float = 60.0
+    #: The daemon sizes this from RLIMIT_NOFILE (capacity.max_connections_for).
     max_connections: int = 256
-    shutdown_grace_s: float = 5.0
+    #: In-flight requests get this long after SIGTERM: the unit's TimeoutStopSec=
+    #: (15 s) minus a margin for closing down (tests/test_systemd_units.py ties them).
+    shutdown_grace_s: float = 10.0
 
 
 class _Close(Exception):
@@ -93,6 +100,8 @@ class _Conn:
         # HttpServer._serve).
         self.timer = trio.CancelScope()
         self.mid_request = False  # the timer is bounding a started request
+        self.answered = 0  # responses sent: > 0 while idle means a keep-alive connection
+        self.idle_since = trio.current_time()
 
 
 class HttpServer:
@@ -111,7 +120,10 @@ class HttpServer:
         self._conns: set[_Conn] = set()
         self._closing = False
         self._accept_scope = trio.CancelScope()
+        self._slots = trio.Semaphore(self.limits.max_connections)
+        self._newcomer_waiting = False  # accepted, waiting for a slot (see serve)
         self.serving = False
+        self.evicted = 0  # idle keep-alive connections closed to make room
 
     @property
     def active_connections(self) -> int:
@@ -126,27 +138,34 @@ class HttpServer:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Accept until :meth:`stop`, then let in-flight requests finish (bounded)."""
-        slots = trio.Semaphore(self.limits.max_connections)
+        slots = self._slots
         async with trio.open_nursery() as nursery:
             with self._accept_scope:
                 self.serving = True
                 task_status.started()
                 while True:
-                    await slots.acquire()
                     try:
                         stream = await listener.accept()
                     except trio.ClosedResourceError:
-                        slots.release()
                         break  # the listener was closed under us: same as stop()
                     except OSError as exc:
                         # EMFILE and friends: wait instead of spinning or dying.
-                        slots.release()
                         log.warning("accept failed", error=str(exc))
                         await trio.sleep(0.1)
                         continue
+                    # Accepting one connection ahead of a free slot tells us that
+                    # someone waits: only then do idle keep-alive connections give way.
+                    if slots.value == 0:
+                        self._newcomer_waiting = True
+                        self._evict_idle()
+                    try:
+                        await slots.acquire()
                     except BaseException:
-                        slots.release()
+                        with trio.CancelScope(shield=True), trio.move_on_after(1):
+                            await stream.aclose()
                         raise
+                    finally:
+                        self._newcomer_waiting = False
                     nursery.start_soon(self._run_connection, stream, slots)
             self.serving = False
             self._closing = True
@@ -158,6 +177,22 @@ class HttpServer:
     def stop(self) -> None:
         """Stop accepting; idle connections close, busy ones finish their request."""
         self._accept_scope.cancel()
+
+    def _evict_idle(self) -> None:
+        """At capacity: close idle keep-alive connections, oldest first.
+
+        Up to 1/16 of the slots at once, so that a burst of new clients finds
+        room without us dropping every idle connection for one newcomer. A
+        connection that has not been answered yet is never evicted: its
+        request may already sit in the socket buffer.
+        """
+        idle = sorted(
+            (c for c in self._conns if c.idle and c.answered and not c.mid_request),
+            key=lambda c: c.idle_since,
+        )
+        for conn in idle[: max(1, self.limits.max_connections // 16)]:
+            conn.scope.cancel()
+            self.evicted += 1
 
     async def _run_connection(self, stream: trio.abc.Stream, slots: trio.Semaphore) -> None:
         try:
@@ -278,7 +313,10 @@ class HttpServer:
                 response = await self._call_handler(method, target, headers, body)
             close = self._closing or _wants_close(request.http_version, raw_headers)
             await self._send(h, conn, response, close=close, method=method)
-            if close or h.our_state is not h11.DONE:
+            conn.answered += 1
+            conn.idle_since = trio.current_time()
+            if close or h.our_state is not h11.DONE or self._newcomer_waiting:
+                # A keep-alive connection gives its slot to a client waiting for one.
                 return
             try:
                 h.start_next_cycle()

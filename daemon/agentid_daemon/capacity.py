@@ -1,0 +1,43 @@
+"""How many clients the daemon serves at once, from the file-descriptor limit.
+
+Each connection costs one descriptor. The soft ``RLIMIT_NOFILE`` is often
+1024 while the hard limit is far higher; the daemon raises its soft limit to
+the hard one (capped: nothing needs a million) at start-up and sizes
+``Limits.max_connections`` from the result, keeping a reserve for the
+daemon's own files (log, config, keyring, outbound HTTPS, trio's wakeup
+pipe). Clients beyond it wait in the listen backlog (``SOMAXCONN``), where a
+client's connect retries EAGAIN until its deadline.
+"""
+
+from __future__ import annotations
+
+import resource
+
+#: Descriptors kept for the daemon itself (not for client connections).
+RESERVED_FDS = 128
+#: A soft limit above this buys nothing for a per-user daemon.
+NOFILE_CAP = 65536
+#: Never fewer slots than this, whatever the limit says.
+MIN_CONNECTIONS = 32
+
+
+def raise_nofile_limit(cap: int = NOFILE_CAP) -> int:
+    """Raise the soft RLIMIT_NOFILE towards the hard limit; return the soft limit in force.
+
+    A refusal (a seccomp filter, a container policy) is not an error: the
+    daemon then sizes itself for the limit it has.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = cap if hard == resource.RLIM_INFINITY else min(hard, cap)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError):
+            pass
+    return cap if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def max_connections_for(nofile: int) -> int:
+    """Client connections that fit in ``nofile`` descriptors after the reserve."""
+    return max(MIN_CONNECTIONS, nofile - RESERVED_FDS)

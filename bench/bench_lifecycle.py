@@ -58,7 +58,7 @@ def measure(workdir: Path, params: Params) -> Section:
                 if p.poll() is None:
                     p.kill()
                     p.wait()
-        legs = dict(emu.stats()["token_requests"]["by_leg"])
+        legs = dict(emu.stats()["by_leg"])
         emu.clear_faults()
     ok = codes.get(0, 0)
     requests = sum(legs.values())

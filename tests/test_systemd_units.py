@@ -379,3 +379,17 @@ def test_a_service_that_cannot_start_gives_up_within_seconds() -> None:
     # The limit trips while the failures still fall inside the interval.
     assert burst * restart < interval and burst * restart <= 10
     assert "\nPrivateIPC=yes" not in su.SERVICE_TEMPLATE  # breaks reload under PrivateUsers=
+
+
+def test_reinstalling_unchanged_units_does_not_restart_the_daemon(
+    home: Path, tmp_path: Path
+) -> None:
+    run_install(True, tmp_path)
+    assert "--user try-restart agentid-helper.service" in systemctl_calls(home)
+    (home.parent / "systemctl.log").unlink()
+    code, out, _ = run_install(True, tmp_path)
+    assert code == 0 and out.count("unchanged /") == 2
+    assert systemctl_calls(home) == [
+        "--user daemon-reload",
+        "--user enable --now agentid-helper.socket",
+    ]

@@ -36,6 +36,9 @@ START_TIMEOUT_S = 5.0
 LOCK_TIMEOUT_S = 15.0
 POLL_S = 0.02
 LOG_ROTATE_BYTES = 4 * 1024 * 1024
+#: Marks the daemons this module starts, so status and doctor can say who runs
+#: the daemon (agentid_daemon.runmode reads it under the same name).
+STARTED_BY_ENV = "AGENTID_HELPER_STARTED_BY"
 
 # -c rather than -m: works whether or not the daemon package ships __main__.
 _DAEMON_CODE = "import sys; from agentid_daemon.app import main; sys.exit(main(sys.argv[1:]))"
@@ -69,6 +72,7 @@ def daemon_environment(environ: Mapping[str, str], socket_path: str) -> dict[str
         if name in DAEMON_ENV_NAMES or name.startswith(DAEMON_ENV_PREFIXES)
     }
     env[paths.SOCKET_ENV] = socket_path
+    env[STARTED_BY_ENV] = "autostart"
     return env
 
 

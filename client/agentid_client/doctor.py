@@ -118,6 +118,33 @@ def _check_daemon(report: Report, sock: str) -> bool:
     )
 
 
+def _report_run_mode(report: Report) -> None:
+    """Say who runs the daemon (systemd, autostart, foreground) and, with units, their state."""
+    from . import supervisor
+    from .statusview import RUN_MODES
+
+    try:
+        body = daemon_api.call_ok("GET", "/v1/status", autostart=False, timeout=10)
+        info = body.get("daemon") if isinstance(body, dict) else None
+    except ClientError:
+        info = None
+    if isinstance(info, dict) and info.get("run_mode"):
+        mode = str(info["run_mode"])
+        report.out.write(f"- daemon pid {info.get('pid', '?')}: {RUN_MODES.get(mode, mode)}\n")
+    if supervisor.units_installed():
+        states = {
+            unit: supervisor.unit_state(unit)
+            for unit in (supervisor.SOCKET_UNIT, supervisor.SERVICE_UNIT)
+        }
+        report.out.write(
+            "- systemd units installed: "
+            + ", ".join(f"{unit} {state}" for unit, state in states.items())
+            + "\n"
+        )
+        if "failed" in states.values():
+            report.line(False, "a systemd unit failed", supervisor.STATUS_HINT)
+
+
 def _check_keyring(report: Report, needed: bool) -> None:
     from .secretcmd import NO_BACKEND_HINTS, usable_backend
 
@@ -173,6 +200,7 @@ def run_doctor(out: TextIO) -> int:
     sock = paths.socket_path()
     _check_socket_dir(report, sock)
     daemon_ok = _check_daemon(report, sock)
+    _report_run_mode(report)
     if daemon_ok:
         doctor_security.check_reload_error(report)
     if config is not None:

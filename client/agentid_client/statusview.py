@@ -11,6 +11,13 @@ from typing import Any
 
 from .formats import humanize_seconds
 
+#: The daemon's run_mode (agentid_daemon.runmode) in words.
+RUN_MODES = {
+    "systemd": "systemd unit agentid-helper.service",
+    "autostart": "autostarted by the client",
+    "foreground": "foreground",
+}
+
 COLUMNS = ("PROFILE", "MODE", "AGENT", "SCOPE", "USER", "EXPIRES IN", "NEXT REFRESH", "LAST ERROR")
 SESSION_COLUMNS = ("OBO SESSION", "AGENT", "USER", "AGE", "LAST REFRESH", "ENDS IN", "LAST ERROR")
 MAX_CELL = 48
@@ -115,9 +122,11 @@ def render_status(body: Any, now: float | None = None) -> str:
     daemon = body.get("daemon") if isinstance(body, dict) else None
     if isinstance(daemon, dict):
         uptime = humanize_seconds(float(daemon.get("uptime_s") or 0))
+        mode = daemon.get("run_mode")
         lines.append(
             f"daemon: pid {daemon.get('pid', '?')}, up {uptime}"
-            f", socket {daemon.get('socket') or '?'}, config {daemon.get('config_path') or '?'}"
+            + (f", run by {RUN_MODES.get(str(mode), str(mode))}" if mode else "")
+            + f", socket {daemon.get('socket') or '?'}, config {daemon.get('config_path') or '?'}"
         )
         if daemon.get("last_reload_error"):
             lines.append(

@@ -186,18 +186,20 @@ def _backup(path: Path) -> Path:
     return dest
 
 
-def _install_file(path: Path, text: str, out: TextIO) -> None:
+def _install_file(path: Path, text: str, out: TextIO) -> bool:
+    """Write ``text`` to ``path`` unless it is there already; True when the file changed."""
     try:
         old = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         old = None
     if old == text:
         print(f"unchanged {path}", file=out)
-        return
+        return False
     if old is not None and not is_generated_unmodified(old):
         print(f"backed up locally modified {path} to {_backup(path)}", file=out)
     _atomic_write(path, text)
     print(f"{'wrote' if old is None else 'updated'} {path}", file=out)
+    return True
 
 
 def _remove_file(path: Path, out: TextIO) -> bool:
@@ -281,13 +283,13 @@ def install(
         directory = unit_dir(env)
         dropin = directory / f"{SERVICE_UNIT}.d" / NO_USERNS_DROPIN
         reason = userns_unusable_reason(proc_sys)
-        _install_file(directory / SOCKET_UNIT, render_socket(), out)
-        _install_file(directory / SERVICE_UNIT, service, out)
+        changed = _install_file(directory / SOCKET_UNIT, render_socket(), out)
+        changed |= _install_file(directory / SERVICE_UNIT, service, out)
         if reason is not None:
-            _install_file(dropin, render_no_userns_dropin(reason), out)
+            changed |= _install_file(dropin, render_no_userns_dropin(reason), out)
             print(f"note: PrivateUsers= turned off ({reason}); see {dropin}", file=out)
         elif dropin.exists():
-            _remove_file(dropin, out)
+            changed |= _remove_file(dropin, out)
     except InstallError as exc:
         print(f"agentid-helper: {exc}", file=err)
         return EXIT_CONFIG
@@ -296,10 +298,14 @@ def install(
         return EXIT_CONFIG
     print(f"daemon: {daemon}", file=out)
 
+    # daemon-reload and enable --now leave a running daemon alone; unchanged
+    # units are not restarted either (the daemon keeps its cached tokens).
     steps: list[list[str]] = [["daemon-reload"]]
     if now:
-        # try-restart: an already running daemon picks up the new ExecStart=.
-        steps += [["enable", "--now", SOCKET_UNIT], ["try-restart", SERVICE_UNIT]]
+        steps.append(["enable", "--now", SOCKET_UNIT])
+        if changed:
+            # try-restart: an already running daemon picks up the new ExecStart=.
+            steps.append(["try-restart", SERVICE_UNIT])
     if not _run_steps(steps, out, err):
         return EXIT_MANAGER_UNREACHABLE if now else EXIT_OK
     if now:

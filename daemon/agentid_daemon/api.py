@@ -96,6 +96,7 @@ class ApiState:
     listening: bool = False
     identity_sessions: IdentitySessionsLike | None = None
     last_reload_error: str | None = None  # set by app's SIGHUP reload
+    run_mode: str = "foreground"  # runmode.run_mode(): systemd, autostart or foreground
     started_monotonic: float = field(default_factory=time.monotonic)
     started_wall: float = field(default_factory=time.time)
 
@@ -286,6 +287,7 @@ class Api:
             "uptime_s": round(time.monotonic() - state.started_monotonic, 3),
             "started_at": int(state.started_wall),
             "socket": state.socket_path,
+            "run_mode": state.run_mode,
             "config_path": state.config_path,
             "config_loaded": config is not None,
             # The last SIGHUP reload's error (the previous config stays in force); None after

@@ -38,6 +38,7 @@ from .identity_sessions import IdentitySessions, SidecarSettings
 from .listener import AlreadyRunning, ListenerError, OpenedListener, open_listener
 from .logs import configure_logging, get_logger
 from .protocol import HttpServer, Limits
+from .runmode import run_mode, set_process_name
 from .sdnotify import Notifier
 
 log = get_logger("agentid_daemon.app")
@@ -242,6 +243,7 @@ class Daemon:
         opened = await open_listener(self.socket_path)
         self._opened = opened
         self.state.socket_path = opened.path
+        self.state.run_mode = run_mode(systemd_socket=not opened.owned)
         try:
             # Outside the nursery: a bad sidecar header file or a taken port
             # must surface as itself (exit 5), not inside an exception group.
@@ -265,6 +267,7 @@ class Daemon:
                         version=self.state.version,
                         socket=opened.path,
                         systemd_socket=not opened.owned,
+                        run_mode=self.state.run_mode,
                         config=self.state.config_path,
                         profiles=sorted(self.state.config.profiles) if self.state.config else [],
                         pid=os.getpid(),
@@ -363,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help / --version / usage errors
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
     configure_logging(args.log_level, args.log_format)
+    set_process_name()
     try:
         forbid_core_dumps()  # before the first secret is read
     except OSError as exc:

@@ -115,6 +115,12 @@ async def test_identity_provider_errors(api: Api, broker: FakeBroker) -> None:
     assert resp.status == 503
     assert parsed["error"] == "identity_provider_unavailable"
     assert ("retry-after", "5") in resp.headers
+    assert parsed["next_attempt_in_s"] == 5
+    backing_off = IdentityProviderError("Entra unavailable (503)", transient=True)
+    backing_off.next_attempt_in_s = 26.2  # the cache's backoff, as the cache reports it
+    broker.error = backing_off
+    resp, parsed = await call(api, "POST", "/v1/token", {})
+    assert ("retry-after", "27") in resp.headers and parsed["next_attempt_in_s"] == 27
     broker.error = ConfigurationError("blueprint secret file /x is unreadable")
     resp, parsed = await call(api, "POST", "/v1/token", {})
     assert resp.status == 500

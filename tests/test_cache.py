@@ -457,3 +457,53 @@ def test_backoff_delay_bounds(seed: int, failures: int, retry_after: float | Non
     nominal = min(BACKOFF_CAP_S, 2.0 ** (failures - 1))
     floor = max(nominal / 2, retry_after or 0)
     assert floor <= delay <= max(nominal, retry_after or 0)
+
+
+async def test_errors_say_when_the_next_attempt_is(autojump_clock: trio.testing.MockClock) -> None:
+    """Was: "Try again later" without saying when."""
+    src = FakeSource()
+    src.error = permanent()
+    async with running() as cache:
+        with pytest.raises(IdentityProviderError) as first:
+            await cache.get("k", src)
+        waited = first.value.next_attempt_in_s
+        assert waited is not None and waited > 0
+        await trio.sleep(waited / 4)
+        with pytest.raises(IdentityProviderError) as fast:  # fails fast inside the backoff
+            await cache.get("k", src)
+        assert fast.value.next_attempt_in_s is not None
+        assert fast.value.next_attempt_in_s < waited and src.count == 1
+
+
+async def test_force_refresh_after_a_failure_tries_once_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Was: after an outage ended, calls failed until the backoff deadline."""
+    src = FakeSource()
+    src.error = transient()
+    async with running() as cache:
+        for _ in range(4):  # grow the backoff
+            with pytest.raises(IdentityProviderError):
+                await cache.get("k", src, force_refresh=True)
+        assert src.count == 4  # each explicit force-refresh tried once, none looped
+        src.error = None  # the outage is over
+        with pytest.raises(IdentityProviderError):  # a plain request still backs off
+            await cache.get("k", src)
+        assert src.count == 4
+        token = await cache.get("k", src, force_refresh=True)
+        assert token.token.access_token == "tok-secret-5" and src.count == 5
+
+
+async def test_force_refresh_honours_the_identity_providers_retry_after(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    src = FakeSource()
+    src.error = transient(retry_after=60)
+    async with running() as cache:
+        with pytest.raises(IdentityProviderError):
+            await cache.get("k", src)
+        src.error = None
+        with pytest.raises(IdentityProviderError) as info:
+            await cache.get("k", src, force_refresh=True)
+        assert src.count == 1  # no request inside the provider's Retry-After window
+        assert info.value.next_attempt_in_s is not None and info.value.next_attempt_in_s > 50

@@ -59,3 +59,13 @@ def test_unmapped_daemon_errors_exit_3_never_1() -> None:
     assert from_response(500, {"error": "internal_error"}).exit_code == 3
     assert from_response(418, None).exit_code == 3
     assert from_response(429, {"error": "rate_limited"}).exit_code == 3
+
+
+def test_the_next_attempt_time_is_printed() -> None:
+    """Was: "Try again later" without saying when."""
+    body = {"error": "identity_provider_unavailable", "error_description": "Entra unavailable",
+            "next_attempt_in_s": 27}
+    assert "next attempt in 27 s" in from_response(503, body).hints
+    err = from_response(503, {"error": "identity_provider_unavailable"}, {"retry-after": "9"})
+    assert "next attempt in 9 s" in err.hints
+    assert not any("next attempt" in h for h in from_response(503, {}, {"retry-after": "x"}).hints)

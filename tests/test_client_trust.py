@@ -140,7 +140,7 @@ def test_doctor_reports_an_untrusted_dir_as_failed_not_alive(
         run_dir.chmod(0o755)
         monkeypatch.setenv("AGENTID_HELPER_SOCKET", str(sock))
         out = io.StringIO()
-        assert run_doctor(out) == 1
+        assert run_doctor(out) == 5  # the first failed check: the socket directory
         text = out.getvalue()
         assert f"✘ socket directory {run_dir}: mode 0755" in text
         assert f"✘ daemon at {sock}: refusing the socket directory" in text

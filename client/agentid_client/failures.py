@@ -92,4 +92,21 @@ def from_response(status: int, body: Any, headers: dict[str, str] | None = None)
         hints.append(f"correlation id: {info['correlation_id']}")
     if info.get("hint"):
         hints.append(f"hint: {info['hint']}")
+    wait = _next_attempt_s(info, headers or {})
+    if wait is not None:
+        hints.append(f"next attempt in {wait} s")
     return ClientError(description, exit_code, hints)
+
+
+def _next_attempt_s(info: dict[str, Any], headers: dict[str, str]) -> int | None:
+    """The daemon's backoff (``next_attempt_in_s``) or its Retry-After header."""
+    for raw in (info.get("next_attempt_in_s"), headers.get("retry-after")):
+        if isinstance(raw, bool):
+            continue
+        try:
+            value = int(raw)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        if 0 < value < 10**7:
+            return value
+    return None

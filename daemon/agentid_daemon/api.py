@@ -328,7 +328,14 @@ class Api:
 
 
 def _error_response(exc: AgentIdError) -> Response:
+    """The error JSON; with Retry-After (and ``next_attempt_in_s``) when the key backs off."""
     headers: list[tuple[str, str]] = []
+    body = exc.to_json()
+    waits = [exc.next_attempt_in_s or 0.0]
     if isinstance(exc, IdentityProviderError) and exc.retry_after_s:
-        headers.append(("retry-after", str(max(1, math.ceil(exc.retry_after_s)))))
-    return Response.json(exc.http_status, exc.to_json(), headers)
+        waits.append(exc.retry_after_s)
+    if max(waits) > 0:
+        seconds = max(1, math.ceil(max(waits)))
+        headers.append(("retry-after", str(seconds)))
+        body["next_attempt_in_s"] = seconds
+    return Response.json(exc.http_status, body, headers)

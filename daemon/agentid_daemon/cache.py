@@ -25,7 +25,10 @@ Policy (docs/design.md, "Cache semantics"), decided here:
   identity provider's ``retry_after_s``. Until that deadline no fetch starts
   for the key, neither in the background nor for a request: a request that a
   cached token satisfies gets it, any other request fails fast with the last
-  error. Transient failures are retried in the background at the deadline;
+  error, which carries the seconds to the deadline (``next_attempt_in_s``).
+  An explicit ``force_refresh`` tries once at once, unless the identity
+  provider asked for the pause (429 or ``Retry-After``): that is always
+  honoured. Transient failures are retried in the background at the deadline;
   permanent ones (``IdentityProviderError.transient`` false, or any other
   error) stop background refresh until the next request after the deadline,
   which tries again. A failure never drops a still-valid token.
@@ -154,6 +157,7 @@ class TokenCache:
         if fetch_once is not None:
             return await self._get_once(entry, fetch_once)
         counted_miss = False
+        forced = False  # an explicit force_refresh skips a backoff once, not in a loop
         while True:
             now = trio.current_time()
             cached = entry.cached
@@ -170,8 +174,13 @@ class TokenCache:
                 self._emit("miss", entry)
             flight = entry.inflight
             if flight is None:
-                if now < entry.backoff_until and entry.last_error is not None:
-                    raise reraisable(entry.last_error)
+                if (
+                    now < entry.backoff_until
+                    and entry.last_error is not None
+                    and not (force_refresh and not forced and not _rate_limited(entry.last_error))
+                ):
+                    raise _reported(entry.last_error, entry, now)
+                forced = force_refresh
                 flight = self._start(entry, background=False)
             elif force_refresh and flight.started_at < asked_at:
                 # That fetch may answer with a token minted before we asked.
@@ -179,7 +188,7 @@ class TokenCache:
                 continue
             await flight.done.wait()
             if flight.error is not None:
-                raise reraisable(flight.error)
+                raise _reported(flight.error, entry, trio.current_time())
             assert flight.result is not None
             entry.from_idp += 1
             return flight.result
@@ -420,3 +429,17 @@ class TokenCache:
             # A metrics bug must never break token serving.
             with contextlib.suppress(Exception):
                 listener(event, key=entry.key, label=entry.label, **fields)
+
+
+def _rate_limited(exc: BaseException) -> bool:
+    """The identity provider asked for the pause: no request may cut it short."""
+    return isinstance(exc, IdentityProviderError) and (
+        exc.retry_after_s is not None or exc.status == 429
+    )
+
+
+def _reported(exc: BaseException, entry: Entry, now: float) -> BaseException:
+    """The shared error, ready to raise, with the seconds until the next attempt."""
+    if isinstance(exc, AgentIdError):
+        exc.next_attempt_in_s = entry.backoff_until - now if entry.backoff_until > now else None
+    return reraisable(exc)

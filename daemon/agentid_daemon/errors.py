@@ -40,6 +40,9 @@ class AgentIdError(Exception):
         super().__init__(description)
         self.description = description
         self.hint = hint
+        #: Seconds until the cache tries again for the key (its backoff), set by
+        #: the cache as it reports the error; the API sends it on (Retry-After).
+        self.next_attempt_in_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return error_body(self.error_code, self.description, hint=self.hint)

@@ -210,6 +210,13 @@ class DaemonProcess:
 def _http_status(sock_path: Path, path: str, timeout: float = 2.0) -> int | None:
     """GET *path* over the daemon's Unix socket; the status code, or None if unreachable."""
     try:
-        return transport.request(str(sock_path), "GET", path, timeout=timeout).status
-    except (OSError, transport.ConnectFailed, ClientError):
+        deadline = time.monotonic() + timeout
+        return transport.request(str(sock_path), "GET", path, deadline=deadline).status
+    except (
+        OSError,
+        transport.ConnectFailed,
+        transport.ConnectionLost,
+        transport.DeadlineExceeded,
+        ClientError,
+    ):
         return None

@@ -82,7 +82,7 @@ def http_call(
         sock.settimeout(timeout)
         sock.connect(str(sock_path))
         sock.sendall(transport.build_request(method, path, data))
-        return transport.read_response(sock, method)
+        return transport.read_response(sock, method, time.monotonic() + timeout)
 
 
 def raw_exchange(

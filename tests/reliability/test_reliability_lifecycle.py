@@ -171,3 +171,19 @@ def test_daemon_killed_or_stopped_while_a_client_waits(
         assert pids and old_pid not in pids, pids
     emu.clear_faults()
 
+
+
+def test_an_outage_says_when_and_force_refresh_tries_at_once(
+    emulator_factory: Callable[..., Emulator],
+) -> None:
+    """Was: after an outage, calls failed until the backoff deadline, with "Try again later"."""
+    emu = emulator_factory()
+    with start_stack(emu) as stack:
+        emu.set_faults(status=503)
+        failed = stack.client("get", "--profile", "app")
+        assert failed.returncode == 4, describe(failed)
+        again = stack.client("get", "--profile", "app")
+        assert again.returncode == 4 and "next attempt in " in again.stderr, describe(again)
+        emu.clear_faults()  # the outage is over
+        forced = stack.client("get", "--profile", "app", "--force-refresh")
+        assert forced.returncode == 0, describe(forced)

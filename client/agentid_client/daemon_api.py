@@ -88,9 +88,9 @@ def _deadline_error(
 def _bring_up(path: str, deadline: float) -> None:
     """No daemon listens on ``path``: start one, or let systemd start it; raise if we cannot."""
     remaining = deadline - time.monotonic()
-    from .supervisor import SystemdStartFailed, start_socket, units_installed  # cold path
+    from .supervisor import SystemdStartFailed, manages, start_socket  # cold path
 
-    if units_installed():
+    if manages(path):
         try:
             start_socket(remaining)
         except SystemdStartFailed as exc:

@@ -12,6 +12,7 @@ daemon itself (:mod:`.autostart`).
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -34,6 +35,16 @@ def units_installed() -> bool:
     from .systemd_units import unit_dir  # stdlib only, but not needed on hot paths
 
     return (unit_dir() / SOCKET_UNIT).is_file()
+
+
+def manages(socket_path: str) -> bool:
+    """True when systemd owns ``socket_path``: the units are installed and it is
+    their ``ListenStream=`` (``%t/agentid-helper/agentid-helper.sock``), not a
+    path chosen with ``AGENTID_HELPER_SOCKET``."""
+    from . import paths
+
+    unit_path = os.path.join(paths.runtime_base(), paths.APP_NAME, paths.SOCKET_NAME)
+    return os.path.abspath(socket_path) == os.path.abspath(unit_path) and units_installed()
 
 
 def _systemctl(*args: str, timeout: float) -> subprocess.CompletedProcess[str] | None:

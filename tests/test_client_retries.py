@@ -180,3 +180,9 @@ def test_bad_timeouts_are_usage_errors(
     monkeypatch.setenv("AGENTID_HELPER_TIMEOUT", value)
     assert CLI().run(["get"]) == 2
     assert "AGENTID_HELPER_TIMEOUT" in capsys.readouterr().err
+
+
+def test_the_timeout_variable_is_documented() -> None:
+    from agentid_client.commands import ENVIRONMENT
+
+    assert daemon_api.TIMEOUT_ENV in [name for name, _ in ENVIRONMENT]

@@ -27,9 +27,8 @@ ABOUT = (
 )
 EXIT_CODES = (
     (0, "ok"),
-    (1, "unexpected failure (see the message)"),
     (2, "usage or invalid input"),
-    (3, "daemon unreachable"),
+    (3, "daemon unreachable, or no answer within --timeout"),
     (4, "the identity provider refused"),
     (5, "configuration error"),
 )
@@ -43,6 +42,7 @@ ENVIRONMENT = (
         "config file (default $XDG_CONFIG_HOME/agentid-helper/config.toml)",
     ),
     ("AGENTID_HELPER_NO_AUTOSTART", "set to 1 to never start the daemon from the client"),
+    ("AGENTID_HELPER_TIMEOUT", "seconds a call may take in all (default 60; --timeout wins)"),
 )
 EXAMPLES = """\
   agentid-helper get --profile graph-bot                       # scripts

@@ -466,11 +466,12 @@ def user_manager(user: pwd.struct_passwd, log_path: Path) -> Iterator[UserManage
     """A running user manager for ``user`` (booted with shims when none exists)."""
     with machine_lock():
         venv = install_project(user)
+        # First: a manager that a killed run of ours left behind is not a real one.
+        clean_leftovers()
         existing = _existing_manager(user)
         if existing is not None:
             yield UserManager(user, existing, venv, log_path, booted=False)
             return
-        clean_leftovers()
         state: dict[str, Any] = {}
         _save_state(state)
         proc = None

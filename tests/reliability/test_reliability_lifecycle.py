@@ -108,16 +108,17 @@ def test_burst_of_1000_clients_on_a_cold_key_all_get_the_token(
 
 
 @pytest.fixture
-def autostart_sandbox(emulator_factory: Callable[..., Emulator]) -> Iterator[HelperSandbox]:
+def autostart_sandbox(
+    emulator_factory: Callable[..., Emulator],
+) -> Iterator[tuple[HelperSandbox, Emulator]]:
     """A sandbox whose client autostarts the daemon, on a private (slowable) emulator."""
     emu = emulator_factory()
     with short_tempdir() as root:
         sandbox = HelperSandbox.create(root / "h", {"AGENTID_HELPER_NO_AUTOSTART": None})
         secret = sandbox.write_secret("bp.secret", emu.blueprint_secret)
         sandbox.write_config(stack_config(emu, secret))
-        sandbox.emulator = emu  # type: ignore[attr-defined]
         try:
-            yield sandbox
+            yield sandbox, emu
         finally:
             for pid in daemon_pids(str(sandbox.socket_path)):
                 os.kill(pid, signal.SIGKILL)
@@ -138,7 +139,8 @@ def _client_waiting_on_acquisition(sandbox: HelperSandbox) -> subprocess.Popen[s
 
     def pending() -> bool:
         if proc.poll() is not None:
-            raise AssertionError(f"client ended early: {proc.returncode} {proc.stderr.read()}")
+            _, err = proc.communicate()
+            raise AssertionError(f"client ended early: {proc.returncode} {err}")
         try:
             rows = http_call(sock, "GET", "/v1/status", timeout=5).json()
         except OSError:
@@ -152,12 +154,11 @@ def _client_waiting_on_acquisition(sandbox: HelperSandbox) -> subprocess.Popen[s
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_daemon_killed_or_stopped_while_a_client_waits(
-    autostart_sandbox: HelperSandbox, how: str
+    autostart_sandbox: tuple[HelperSandbox, Emulator], how: str
 ) -> None:
     """kill -9: the client retries on a fresh (autostarted) daemon; SIGTERM: the
     daemon finishes the in-flight request first (or the client retries)."""
-    sandbox = autostart_sandbox
-    emu: Emulator = sandbox.emulator  # type: ignore[attr-defined]
+    sandbox, emu = autostart_sandbox
     emu.set_faults(delay_s=3)
     proc = _client_waiting_on_acquisition(sandbox)
     (old_pid,) = daemon_pids(str(sandbox.socket_path))

@@ -40,7 +40,7 @@ def in_process_main_keeps_core_limits(monkeypatch: pytest.MonkeyPatch) -> list[b
 
 def call(sock: Path, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     """One request with the client's own HTTP reader; the JSON body, or the text."""
-    resp = transport.request(str(sock), method, path, body, timeout=30.0)
+    resp = transport.request(str(sock), method, path, body, deadline=time.monotonic() + 30.0)
     ctype = resp.headers.get("content-type", "")
     return resp.status, resp.json() if resp.body and "json" in ctype else resp.body.decode()
 

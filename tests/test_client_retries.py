@@ -14,8 +14,8 @@ import threading
 import time
 from collections.abc import Iterator
 
+import client_fakes
 import pytest
-import test_client_fakes
 
 from agentid_client import daemon_api
 from agentid_client.cli import CLI
@@ -37,7 +37,7 @@ def _read_head(conn: socket.socket) -> bytes:
 
 @pytest.fixture
 def sock_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    path = test_client_fakes.short_socket_path()
+    path = client_fakes.short_socket_path()
     monkeypatch.setenv("AGENTID_HELPER_SOCKET", path)
     monkeypatch.setenv("AGENTID_HELPER_NO_AUTOSTART", "1")
     monkeypatch.delenv("AGENTID_HELPER_TIMEOUT", raising=False)

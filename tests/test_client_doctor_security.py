@@ -45,7 +45,7 @@ def test_failed_reload_is_a_failure(fake_daemon: FakeDaemon, config: Path) -> No
         {"daemon": {"pid": 1, "last_reload_error": error}, "entries": []},
     )
     code, text = doctor()
-    assert code == 1
+    assert code == 5  # a configuration failure (doctor exits with its first failed check)
     assert f"✘ daemon configuration reload: {error}" in text
     fake_daemon.routes[("GET", "/v1/status")] = lambda req: (
         200,

@@ -103,3 +103,24 @@ def test_zsh_completion_parses_and_registers() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "_agentid-helper"
+
+
+def test_the_wheel_ships_units_man_page_and_completions(tmp_path: Path) -> None:
+    """Package data and shared data reach an installed wheel (built offline)."""
+    import sys
+    import zipfile
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--no-index", "-q", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    (wheel,) = tmp_path.glob("agentid_helper-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "agentid_client/units/agentid-helper.service" in names
+    assert "agentid_client/units/agentid-helper.socket" in names
+    for relative in docgen.RENDERERS:
+        assert any(name.endswith(".data/data/" + relative) for name in names), relative

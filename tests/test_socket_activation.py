@@ -404,7 +404,7 @@ def _expand(names: set[str], groups: dict[str, set[str]]) -> set[str]:
 
 def _unit_syscall_allowlist() -> set[str]:
     """What agentid-helper.service allows: its SystemCallFilter= lines, in order."""
-    from agentid_client.systemd_templates import SERVICE_TEMPLATE
+    from agentid_client.systemd_units import SERVICE_TEMPLATE
 
     groups = _syscall_groups()
     allowed: set[str] = set()

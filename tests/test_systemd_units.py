@@ -14,7 +14,7 @@ import pytest
 from tooling import require_tools
 
 from agentid_client import systemd_units as su
-from agentid_client.systemd_templates import SERVICE_TEMPLATE, SOCKET_TEMPLATE
+from agentid_client.systemd_units import SERVICE_TEMPLATE, SOCKET_TEMPLATE
 
 REPO = Path(__file__).resolve().parents[1]
 DAEMON = str(Path(sys.executable).parent / "agentid-helperd")
@@ -73,9 +73,31 @@ def run_uninstall() -> tuple[int, str, str]:
 # --- the unit texts ------------------------------------------------------------
 
 
-def test_embedded_templates_match_repository_units() -> None:
-    assert (REPO / "systemd/agentid-helper.socket").read_text() == SOCKET_TEMPLATE
-    assert (REPO / "systemd/agentid-helper.service").read_text() == SERVICE_TEMPLATE
+UNITS_DIR = REPO / "client" / "agentid_client" / "units"
+
+
+def tracked_files() -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    return out.split()
+
+
+def test_units_are_read_from_package_data() -> None:
+    assert (UNITS_DIR / su.SOCKET_UNIT).read_text() == SOCKET_TEMPLATE
+    assert (UNITS_DIR / su.SERVICE_UNIT).read_text() == SERVICE_TEMPLATE
+
+
+def test_units_ship_once() -> None:
+    """No second copy of a unit anywhere in the repository (files or embedded text)."""
+    names = [f for f in tracked_files() if f.endswith((su.SOCKET_UNIT, su.SERVICE_UNIT))]
+    assert sorted(names) == [
+        "client/agentid_client/units/agentid-helper.service",
+        "client/agentid_client/units/agentid-helper.socket",
+    ]
+    marker = "FileDescriptorName=agentid-helper"  # a line only the socket unit has
+    sources = [f for f in tracked_files() if f.endswith(".py") and not f.startswith("tests/")]
+    assert [f for f in sources if marker in (REPO / f).read_text()] == []
 
 
 def test_socket_unit_pins_modes_and_name() -> None:

@@ -1,8 +1,9 @@
 """``agentid-helper systemd install [--now] | uninstall``: manage the user units.
 
-Stdlib only. The unit texts below are the canonical copies of
-``systemd/agentid-helper.{socket,service}`` in the repository (a test keeps
-them identical), embedded so that an installed wheel needs no data files.
+Stdlib only. The units ship once, as package data of this package
+(``agentid_client/units/agentid-helper.{socket,service}``), read with
+:mod:`importlib.resources` so that they work from a wheel, a zip or a source
+tree alike.
 
 install writes both units to ``$XDG_CONFIG_HOME/systemd/user`` with
 ``ExecStart=`` pointing at this installation's ``agentid-helperd``. Each
@@ -22,15 +23,23 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
-from .systemd_templates import SERVICE_TEMPLATE, SOCKET_TEMPLATE
-
 SOCKET_UNIT = "agentid-helper.socket"
 SERVICE_UNIT = "agentid-helper.service"
+
+
+def unit_template(name: str) -> str:
+    """A unit file as shipped (package data ``agentid_client/units/NAME``)."""
+    return resources.files(__package__).joinpath("units", name).read_text(encoding="utf-8")
+
+
+SOCKET_TEMPLATE = unit_template(SOCKET_UNIT)
+SERVICE_TEMPLATE = unit_template(SERVICE_UNIT)
 DAEMON_NAME = "agentid-helperd"
-#: The ExecStart= value in the repository's service file; install replaces it.
+#: The ExecStart= value in the shipped service file; install replaces it.
 DEFAULT_EXEC = "%h/.local/bin/agentid-helperd"
 #: Drop-in written where unprivileged user namespaces are unusable.
 NO_USERNS_DROPIN = "50-agentid-helper-no-private-users.conf"

@@ -120,7 +120,8 @@ async def test_identity_provider_errors(api: Api, broker: FakeBroker) -> None:
     backing_off.next_attempt_in_s = 26.2  # the cache's backoff, as the cache reports it
     broker.error = backing_off
     resp, parsed = await call(api, "POST", "/v1/token", {})
-    assert ("retry-after", "27") in resp.headers and parsed["next_attempt_in_s"] == 27
+    assert ("retry-after", "27") in resp.headers
+    assert parsed["next_attempt_in_s"] == 27
     broker.error = ConfigurationError("blueprint secret file /x is unreadable")
     resp, parsed = await call(api, "POST", "/v1/token", {})
     assert resp.status == 500

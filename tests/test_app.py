@@ -115,12 +115,15 @@ def test_health_and_sigterm(daemon: DaemonProc) -> None:
     assert rc == 0
     assert not daemon.sock.exists()
     events = [e["event"] for e in log_events(out)]
-    assert "daemon ready" in events and "shutting down" in events and "daemon stopped" in events
+    assert "daemon ready" in events
+    assert "shutting down" in events
+    assert "daemon stopped" in events
 
 
 def test_sigint_also_graceful(daemon: DaemonProc) -> None:
     rc, _out, _err = daemon.stop(signal.SIGINT)
-    assert rc == 0 and not daemon.sock.exists()
+    assert rc == 0
+    assert not daemon.sock.exists()
 
 
 def test_second_daemon_refuses(daemon: DaemonProc, tmp_path: Path) -> None:
@@ -146,7 +149,8 @@ def test_bad_config_exit_5(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     )
     assert rc == 5
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("agentid-helperd: configuration error:")
+    assert len(err) == 1
+    assert err[0].startswith("agentid-helperd: configuration error:")
     assert not (tmp_path / "s.sock").exists()
 
 
@@ -200,7 +204,8 @@ def test_sighup_reload_keeps_old_config_on_error(tmp_path: Path) -> None:
     assert rc == 0
     events = log_events(out)
     reloaded = [e for e in events if e["event"] == "configuration reloaded"]
-    assert reloaded and reloaded[0]["added"] == ["two"]
+    assert reloaded
+    assert reloaded[0]["added"] == ["two"]
     assert any(e["event"].startswith("configuration reload failed") for e in events)
 
 
@@ -235,7 +240,8 @@ def test_sighup_with_the_config_file_removed_keeps_every_profile(tmp_path: Path)
         rc, out, _ = d.stop()
     assert rc == 0
     failed = [e for e in log_events(out) if e["event"].startswith("configuration reload failed")]
-    assert len(failed) == 2 and "the file is missing" in failed[0]["error"]
+    assert len(failed) == 2
+    assert "the file is missing" in failed[0]["error"]
 
 
 def _wait_for(predicate: Any, timeout: float = 10.0) -> None:
@@ -270,7 +276,8 @@ async def test_lifecycle_notifies_systemd(tmp_path: Path) -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             opened = await nursery.start(daemon.run)
-            assert opened.path == str(sock) and daemon.state.listening
+            assert opened.path == str(sock)
+            assert daemon.state.listening
             ready = (await receiver.recv(4096)).decode()
             assert ready.startswith("READY=1\nSTATUS=0 token(s) cached")
             stream = await trio.open_unix_socket(str(sock))
@@ -311,7 +318,8 @@ async def test_shutdown_removes_socket_then_drains(tmp_path: Path) -> None:
             data = b""
             while chunk := await stream.receive_some(4096):
                 data += chunk
-            assert data.startswith(b"HTTP/1.1 200") and b"connection: close" in data
+            assert data.startswith(b"HTTP/1.1 200")
+            assert b"connection: close" in data
             await stream.aclose()
 
 
@@ -330,10 +338,13 @@ def test_end_to_end_three_modes(emulator: Any, tmp_path: Path) -> None:
     try:
         status, body = call(d.sock, "POST", "/v1/token", {"profile": "app"})
         assert status == 200, body
-        assert body["mode"] == "AutonomousApp" and body["source"] == "identity_provider"
-        assert body["token_type"] == "Bearer" and body["access_token"].count(".") == 2
+        assert body["mode"] == "AutonomousApp"
+        assert body["source"] == "identity_provider"
+        assert body["token_type"] == "Bearer"
+        assert body["access_token"].count(".") == 2
         status, again = call(d.sock, "POST", "/v1/token", {"profile": "app"})
-        assert status == 200 and again["source"] == "cache"
+        assert status == 200
+        assert again["source"] == "cache"
         assert again["access_token"] == body["access_token"]
 
         user_token = emulator.user_token(emulator.user_upn, audience=emulator.blueprint_app_id)
@@ -348,20 +359,24 @@ def test_end_to_end_three_modes(emulator: Any, tmp_path: Path) -> None:
         assert user["mode"] == "AutonomousUser"
 
         status, st = call(d.sock, "GET", "/v1/status")
-        assert status == 200 and len(st["entries"]) >= 3
+        assert status == 200
+        assert len(st["entries"]) >= 3
         text = json.dumps(st)
         for tok in (body["access_token"], obo["access_token"], user["access_token"], user_token):
             assert tok not in text
         status, metrics = call(d.sock, "GET", "/metrics")
-        assert status == 200 and 'endpoint="/v1/token",status="200"' in metrics
+        assert status == 200
+        assert 'endpoint="/v1/token",status="200"' in metrics
         assert call(d.sock, "DELETE", "/v1/token", {"profile": "app"})[0] == 204
         status, fresh = call(d.sock, "POST", "/v1/token", {"profile": "app"})
-        assert status == 200 and fresh["source"] == "identity_provider"
+        assert status == 200
+        assert fresh["source"] == "identity_provider"
     finally:
         rc, out, err = d.stop()
     assert rc == 0, err
     for secret in (emulator.blueprint_secret, user_token, body["access_token"]):
-        assert secret not in out and secret not in err
+        assert secret not in out
+        assert secret not in err
 
 
 def test_status_text_names_entries_last_refresh_and_last_error() -> None:
@@ -376,7 +391,8 @@ def test_status_text_names_entries_last_refresh_and_last_error() -> None:
     )
     text = activity.text()
     assert text.startswith("2 token(s) cached; last refresh ")
-    assert "last error " in text and "AutonomousApp: IdentityProviderError: AADSTS7000215" in text
+    assert "last error " in text
+    assert "AutonomousApp: IdentityProviderError: AADSTS7000215" in text
 
 
 def test_log_level_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -407,7 +423,8 @@ async def test_reload_forgets_remembered_resolutions(tmp_path: Path) -> None:
     with trio.fail_after(10):
         assert await daemon.reload()
     new = daemon.state.config
-    assert new is not old and len(old._memo) == 0
+    assert new is not old
+    assert len(old._memo) == 0
     after = new.resolve({"profile": "one"})
     assert after.agent.agent_identity_app_id.startswith("55555555-")
 

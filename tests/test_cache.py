@@ -87,7 +87,8 @@ async def test_single_flight_200_concurrent(autojump_clock: trio.testing.MockClo
             for _ in range(200):
                 n.start_soon(one)
     assert src.count == 1
-    assert len(results) == 200 and set(results) == {"tok-secret-1"}
+    assert len(results) == 200
+    assert set(results) == {"tok-secret-1"}
 
 
 async def test_hit_and_sources(autojump_clock: trio.testing.MockClock) -> None:
@@ -95,8 +96,10 @@ async def test_hit_and_sources(autojump_clock: trio.testing.MockClock) -> None:
     async with running() as cache:
         first = await cache.get("k", src)
         second = await cache.get("k", src)
-    assert first.source == "identity_provider" and second.source == "cache"
-    assert first.token is second.token and src.count == 1
+    assert first.source == "identity_provider"
+    assert second.source == "cache"
+    assert first.token is second.token
+    assert src.count == 1
 
 
 async def test_errors_reach_every_waiter(autojump_clock: trio.testing.MockClock) -> None:
@@ -114,7 +117,8 @@ async def test_errors_reach_every_waiter(autojump_clock: trio.testing.MockClock)
         async with trio.open_nursery() as n:
             for _ in range(10):
                 n.start_soon(one)
-    assert src.count == 1 and len(errors) == 10
+    assert src.count == 1
+    assert len(errors) == 10
 
 
 async def test_cancelled_waiter_does_not_cancel_fetch(
@@ -133,7 +137,8 @@ async def test_cancelled_waiter_does_not_cancel_fetch(
             with trio.move_on_after(1):  # gives up long before the fetch ends
                 await cache.get("k", src)
             n.start_soon(patient)
-    assert src.count == 1 and got == ["tok-secret-1", "tok-secret-1"]
+    assert src.count == 1
+    assert got == ["tok-secret-1", "tok-secret-1"]
 
 
 async def test_min_validity(autojump_clock: trio.testing.MockClock) -> None:
@@ -143,7 +148,8 @@ async def test_min_validity(autojump_clock: trio.testing.MockClock) -> None:
         await trio.sleep(600)  # 400 s left
         assert (await cache.get("k", src, min_validity_s=300)).source == "cache"
         fresh = await cache.get("k", src, min_validity_s=500)
-        assert fresh.source == "identity_provider" and src.count == 2
+        assert fresh.source == "identity_provider"
+        assert src.count == 2
         assert fresh.token.access_token == "tok-secret-2"
         assert fresh.expires_at == pytest.approx(trio.current_time() + 1000)
         with pytest.raises(ValueError):
@@ -165,7 +171,8 @@ async def test_force_refresh(autojump_clock: trio.testing.MockClock) -> None:
     async with running() as cache:
         await cache.get("k", src)
         forced = await cache.get("k", src, force_refresh=True)
-        assert forced.source == "identity_provider" and src.count == 2
+        assert forced.source == "identity_provider"
+        assert src.count == 2
 
         # Concurrent force-refreshes arriving together share one fetch.
         src.delay = 5.0
@@ -177,14 +184,16 @@ async def test_force_refresh(autojump_clock: trio.testing.MockClock) -> None:
         async with trio.open_nursery() as n:
             for _ in range(20):
                 n.start_soon(force)
-        assert src.count == 3 and set(tokens) == {"tok-secret-3"}
+        assert src.count == 3
+        assert set(tokens) == {"tok-secret-3"}
 
         # A force-refresh arriving while an older fetch runs does not take its token.
         async with trio.open_nursery() as n:
             n.start_soon(force)
             await trio.sleep(1)
             n.start_soon(force)
-        assert src.count == 5 and tokens[-2:] == ["tok-secret-4", "tok-secret-5"]
+        assert src.count == 5
+        assert tokens[-2:] == ["tok-secret-4", "tok-secret-5"]
 
 
 async def test_refresh_ahead_window_across_seeds(autojump_clock: trio.testing.MockClock) -> None:
@@ -233,7 +242,8 @@ async def test_old_token_served_during_slow_refresh(
         await trio.sleep(110)  # refresh started at 100, ends at 160
         assert src.count == 2
         during = await cache.get("k", src)
-        assert during.source == "cache" and during.token.access_token == "tok-secret-1"
+        assert during.source == "cache"
+        assert during.token.access_token == "tok-secret-1"
         assert cache.snapshot()[0].state == "refreshing"
         await trio.sleep(60)
         after = await cache.get("k", src)
@@ -269,7 +279,8 @@ async def test_retry_after_is_honoured(autojump_clock: trio.testing.MockClock) -
         await trio.sleep(30)
         with pytest.raises(IdentityProviderError) as info:
             await cache.get("k", src)
-        assert info.value.retry_after_s == 60 and src.count == 1
+        assert info.value.retry_after_s == 60
+        assert src.count == 1
         await trio.sleep(29)
         assert src.count == 1
         src.error = None
@@ -289,7 +300,8 @@ async def test_permanent_error_stops_refreshing(autojump_clock: trio.testing.Moc
         await trio.sleep(3000)
         assert src.count == 2  # no background retries
         status = cache.snapshot()[0]
-        assert status.state == "failed" and "7000215" in (status.last_error or "")
+        assert status.state == "failed"
+        assert "7000215" in (status.last_error or "")
         # The next request still gets the valid token, and re-arms one retry.
         assert (await cache.get("k", src)).token.access_token == "tok-secret-1"
         await trio.sleep(1)
@@ -318,7 +330,8 @@ async def test_idle_key_resumes_when_asked_again(autojump_clock: trio.testing.Mo
     async with running(idle_timeout_s=1000) as cache:
         await cache.get("k", src)
         await trio.sleep(1500)
-        assert cache.snapshot()[0].state == "idle" and src.count == 1
+        assert cache.snapshot()[0].state == "idle"
+        assert src.count == 1
         assert (await cache.get("k", src)).source == "cache"
         await trio.sleep(1001)  # refresh_at (2500) passed while wanted again
         assert src.count == 2
@@ -348,7 +361,8 @@ async def test_invalidate_and_flush(autojump_clock: trio.testing.MockClock) -> N
         await cache.get("b", src)
         await cache.get(("x", 1), src)
         assert cache.flush(lambda k: isinstance(k, tuple)) == 1
-        assert cache.flush() == 2 and len(cache) == 0
+        assert cache.flush() == 2
+        assert len(cache) == 0
 
 
 async def test_invalidate_during_fetch_is_not_cached(
@@ -378,8 +392,10 @@ async def test_snapshot_and_events_never_carry_tokens(
         await trio.sleep(11)
         snap = cache.snapshot()
     assert "tok-secret" not in repr(snap) + repr(events)
-    assert snap[0].info == {"profile": "p"} and snap[0].label == "t1"
-    assert snap[0].served_from_cache == 1 and snap[0].served_from_identity_provider == 1
+    assert snap[0].info == {"profile": "p"}
+    assert snap[0].label == "t1"
+    assert snap[0].served_from_cache == 1
+    assert snap[0].served_from_identity_provider == 1
     names = [e for e, _ in events]
     assert names[:3] == ["miss", "fetch", "hit"]
     failed = {"key": "k", "label": "t1", "outcome": "error", "background": True,
@@ -434,7 +450,8 @@ async def test_repeated_fail_fast_does_not_grow_tracebacks(
                 while tb is not None:
                     tb, depth = tb.tb_next, depth + 1
                 depths.append(depth)
-        assert src.count == 1 and max(depths) == min(depths[1:])
+        assert src.count == 1
+        assert max(depths) == min(depths[1:])
 
 
 async def test_schedule_heap_stays_bounded(autojump_clock: trio.testing.MockClock) -> None:
@@ -467,12 +484,14 @@ async def test_errors_say_when_the_next_attempt_is(autojump_clock: trio.testing.
         with pytest.raises(IdentityProviderError) as first:
             await cache.get("k", src)
         waited = first.value.next_attempt_in_s
-        assert waited is not None and waited > 0
+        assert waited is not None
+        assert waited > 0
         await trio.sleep(waited / 4)
         with pytest.raises(IdentityProviderError) as fast:  # fails fast inside the backoff
             await cache.get("k", src)
         assert fast.value.next_attempt_in_s is not None
-        assert fast.value.next_attempt_in_s < waited and src.count == 1
+        assert fast.value.next_attempt_in_s < waited
+        assert src.count == 1
 
 
 async def test_force_refresh_after_a_failure_tries_once_at_once(
@@ -491,7 +510,8 @@ async def test_force_refresh_after_a_failure_tries_once_at_once(
             await cache.get("k", src)
         assert src.count == 4
         token = await cache.get("k", src, force_refresh=True)
-        assert token.token.access_token == "tok-secret-5" and src.count == 5
+        assert token.token.access_token == "tok-secret-5"
+        assert src.count == 5
 
 
 async def test_force_refresh_honours_the_identity_providers_retry_after(
@@ -506,4 +526,5 @@ async def test_force_refresh_honours_the_identity_providers_retry_after(
         with pytest.raises(IdentityProviderError) as info:
             await cache.get("k", src, force_refresh=True)
         assert src.count == 1  # no request inside the provider's Retry-After window
-        assert info.value.next_attempt_in_s is not None and info.value.next_attempt_in_s > 50
+        assert info.value.next_attempt_in_s is not None
+        assert info.value.next_attempt_in_s > 50

@@ -96,7 +96,8 @@ def test_daemon_that_never_listens_times_out(sockdir: str, monkeypatch: pytest.M
         for proc in spawned:  # a slow daemon is left running by design; not in a test
             proc.kill()
             proc.wait(5)
-    assert code == 3 and "did not listen within 0.3 s" in err
+    assert code == 3
+    assert "did not listen within 0.3 s" in err
 
 
 def test_daemon_log_gets_stdout_and_rotates(sockdir: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,8 +131,10 @@ def test_autostarted_daemon_gets_an_allow_listed_environment(
     pid = _wait_for_pid(sockdir + ".pid")
     raw = Path(f"/proc/{pid}/environ").read_bytes()
     env = dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
-    assert env["HTTPS_PROXY"] == "http://proxy.example:3128" and env["no_proxy"] == "localhost"
-    assert env["AZURE_AUTHORITY_HOST"] == "https://login.example" and env["LC_TIME"] == "C"
+    assert env["HTTPS_PROXY"] == "http://proxy.example:3128"
+    assert env["no_proxy"] == "localhost"
+    assert env["AZURE_AUTHORITY_HOST"] == "https://login.example"
+    assert env["LC_TIME"] == "C"
     assert env["AGENTID_HELPER_SOCKET"] == sockdir  # the very path the client checked
     for name in ("AGENTID_ACCESS_TOKEN", "GITHUB_TOKEN", "NOTIFY_SOCKET"):
         assert name not in env

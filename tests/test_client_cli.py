@@ -42,7 +42,8 @@ def test_get_prints_token_and_sends_only_given_fields(fake_daemon: FakeDaemon) -
 def test_get_formats(fake_daemon: FakeDaemon) -> None:
     assert run(["get", "--format", "header"])[1] == f"Authorization: Bearer {TOKEN}\n"
     code, out, _ = run(["get", "--format=json"])
-    assert code == 0 and json.loads(out)["access_token"] == TOKEN
+    assert code == 0
+    assert json.loads(out)["access_token"] == TOKEN
 
 
 def test_get_min_validity_force_refresh_mode(fake_daemon: FakeDaemon) -> None:
@@ -141,7 +142,8 @@ def test_invalid_request_exits_2(fake_daemon: FakeDaemon) -> None:
     )
     code, _, err = run(["get", "--tenant-id", "nope"])
     assert code == 2
-    assert "tenant_id is not a GUID" in err and "hint: use the directory id" in err
+    assert "tenant_id is not a GUID" in err
+    assert "hint: use the directory id" in err
 
 
 @pytest.mark.parametrize(
@@ -185,9 +187,11 @@ def test_no_daemon_autostart_off_exits_3(monkeypatch: pytest.MonkeyPatch, tmp_pa
             f"agentid-helper: error: daemon unreachable at {path} "
             "(autostart disabled: AGENTID_HELPER_NO_AUTOSTART=1)"
         )
-        assert "agentid-helper daemon" in err and "systemctl --user start" in err
+        assert "agentid-helper daemon" in err
+        assert "systemctl --user start" in err
     code, _, err = run(["status"])  # status never starts a daemon just to report it empty
-    assert code == 3 and f"daemon unreachable at {path} (not running)" in err
+    assert code == 3
+    assert f"daemon unreachable at {path} (not running)" in err
 
 
 def test_flush_without_daemon_is_a_no_op(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -204,7 +208,9 @@ def test_flush_without_daemon_is_a_no_op(monkeypatch: pytest.MonkeyPatch, tmp_pa
 def test_garbage_response_is_an_error_not_a_crash(fake_daemon: FakeDaemon) -> None:
     fake_daemon.routes[("POST", "/v1/token")] = lambda req: b"SPAM\r\n\r\n"
     code, out, err = run(["get"])
-    assert code == 3 and out == "" and "bad response" in err
+    assert code == 3
+    assert out == ""
+    assert "bad response" in err
 
 
 # -- kubectl-credential --------------------------------------------------------
@@ -236,7 +242,8 @@ def test_kubectl_credential(
     code, out, err = run(["kubectl-credential", "--profile", "aks"])
     assert code == 0, err
     cred = json.loads(out)
-    assert cred["apiVersion"] == api and cred["kind"] == "ExecCredential"
+    assert cred["apiVersion"] == api
+    assert cred["kind"] == "ExecCredential"
     assert cred["status"]["token"] == TOKEN
     assert cred["status"]["expirationTimestamp"].endswith("Z")
     assert fake_daemon.token_requests[-1]["json"] == {"profile": "aks"}
@@ -298,7 +305,8 @@ def test_git_path_prefix_and_unmapped(fake_daemon: FakeDaemon, git_config: Path)
     code, out, _ = run(
         ["git-credential", "get"], "protocol=https\nhost=github.example.com\npath=team/repo.git\n\n"
     )
-    assert code == 0 and out.startswith("username=team\n")
+    assert code == 0
+    assert out.startswith("username=team\n")
     for stdin in (
         "protocol=https\nhost=github.example.com\npath=other/repo.git\n\n",
         "protocol=https\nhost=unknown.example\n\n",
@@ -328,7 +336,8 @@ def test_git_explicit_profile_needs_no_config(
 ) -> None:
     monkeypatch.setenv("AGENTID_HELPER_CONFIG", str(tmp_path / "absent.toml"))
     code, out, _ = run(["git-credential", "--profile", "p", "get"], "protocol=https\nhost=h\n")
-    assert code == 0 and out.startswith("username=p\npassword=")
+    assert code == 0
+    assert out.startswith("username=p\npassword=")
 
 
 def test_git_bad_config_exits_5(
@@ -338,7 +347,8 @@ def test_git_bad_config_exits_5(
     cfg.write_text("[git\n")
     monkeypatch.setenv("AGENTID_HELPER_CONFIG", str(cfg))
     code, out, err = run(["git-credential", "get"], "protocol=https\nhost=h\n\n")
-    assert (code, out) == (5, "") and "does not parse" in err
+    assert (code, out) == (5, "")
+    assert "does not parse" in err
 
 
 # -- flush / status ------------------------------------------------------------
@@ -372,7 +382,9 @@ def test_status_never_shows_tokens(fake_daemon: FakeDaemon) -> None:
     )
     code, out, _ = run(["status"])
     assert code == 0
-    assert "PROFILE" in out and "bot" in out and "AutonomousApp" in out
+    assert "PROFILE" in out
+    assert "bot" in out
+    assert "AutonomousApp" in out
     code, out, _ = run(["status", "--json"])
     assert json.loads(out)["entries"][0]["profile"] == "bot"
 
@@ -389,9 +401,12 @@ def test_help_for_every_command() -> None:
 
     for name in COMMANDS:
         code, out, _ = run([name, "--help"])
-        assert code == 0 and "examples:" in out and f"agentid-helper {name}" in out
+        assert code == 0
+        assert "examples:" in out
+        assert f"agentid-helper {name}" in out
     code, out, _ = run(["--help"])
-    assert code == 0 and "git-credential" in out
+    assert code == 0
+    assert "git-credential" in out
     assert run(["--version"])[1].startswith("agentid-helper ")
 
 
@@ -433,13 +448,15 @@ def test_exec_env_and_exit_status(fake_daemon: FakeDaemon) -> None:
     proc = _client(
         ["exec", sys.executable, "-c", "import os; print(os.environ['AGENTID_ACCESS_TOKEN'])"], env
     )
-    assert proc.communicate(timeout=30)[0] == TOKEN + "\n" and proc.returncode == 0
+    assert proc.communicate(timeout=30)[0] == TOKEN + "\n"
+    assert proc.returncode == 0
 
 
 def test_exec_command_not_found(fake_daemon: FakeDaemon) -> None:
     proc = _client(["exec", "--", "/nonexistent/cmd"], dict(os.environ))
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 127 and "command not found" in err
+    assert proc.returncode == 127
+    assert "command not found" in err
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
@@ -458,7 +475,8 @@ def test_exec_signals_reach_the_command(fake_daemon: FakeDaemon, tmp_path: Path,
     proc = _client(["exec", "--", sys.executable, "-c", child], dict(os.environ))
     deadline = time.monotonic() + 30
     while not marker.exists():
-        assert time.monotonic() < deadline and proc.poll() is None
+        assert time.monotonic() < deadline
+        assert proc.poll() is None
         time.sleep(0.02)
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=30)
@@ -529,7 +547,8 @@ def test_exec_exports_identity_endpoint(fake_daemon: FakeDaemon) -> None:
         "IMDS_ENDPOINT": None,
     }
     (session_req,) = [r for r in fake_daemon.requests if r["path"] == "/v1/identity-sessions"]
-    assert session_req["method"] == "POST" and session_req["json"] == {"profile": "p"}
+    assert session_req["method"] == "POST"
+    assert session_req["json"] == {"profile": "p"}
 
 
 def test_exec_no_identity_endpoint(fake_daemon: FakeDaemon) -> None:
@@ -539,7 +558,8 @@ def test_exec_no_identity_endpoint(fake_daemon: FakeDaemon) -> None:
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     shown = json.loads(out)
-    assert shown["IDENTITY_ENDPOINT"] is None and shown["IDENTITY_HEADER"] is None
+    assert shown["IDENTITY_ENDPOINT"] is None
+    assert shown["IDENTITY_HEADER"] is None
     assert shown["MSI_ENDPOINT"] == _SHADOWING["MSI_ENDPOINT"]  # untouched when opted out
     assert not [r for r in fake_daemon.requests if r["path"] == "/v1/identity-sessions"]
 

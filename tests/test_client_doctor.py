@@ -38,8 +38,10 @@ def test_all_good(fake_daemon: FakeDaemon, config: Path) -> None:
     out = io.StringIO()
     assert run_doctor(out) == 0, out.getvalue()
     text = out.getvalue()
-    assert "✔ config" in text and "2 profile(s)" in text
-    assert "✔ daemon ready" in text and "✔ profile app: token acquired" in text
+    assert "✔ config" in text
+    assert "2 profile(s)" in text
+    assert "✔ daemon ready" in text
+    assert "✔ profile app: token acquired" in text
     assert "- profile obo: OBO needs a user token" in text
     assert fake_daemon.token_requests[-1]["json"] == {"profile": "app", "force_refresh": True}
     assert client_fakes.TOKEN not in text
@@ -57,7 +59,8 @@ def test_refusal_shows_aadsts(fake_daemon: FakeDaemon, config: Path) -> None:
     assert run_doctor(out) == 4  # the identity provider refused (no undocumented exit 1)
     text = out.getvalue()
     assert "✘ profile app: invalid client secret [AADSTS7000215]" in text
-    assert "secret set" in text and "1 check(s) failed" in text
+    assert "secret set" in text
+    assert "1 check(s) failed" in text
 
 
 def test_bad_config_and_no_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,4 +72,5 @@ def test_bad_config_and_no_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     out = io.StringIO()
     assert run_doctor(out) == 5  # the first failure: the config
     text = out.getvalue()
-    assert "✘ config" in text and "✘ daemon at" in text
+    assert "✘ config" in text
+    assert "✘ daemon at" in text

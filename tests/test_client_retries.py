@@ -101,7 +101,8 @@ def test_connection_lost_before_the_answer_is_retried(sock_path: str) -> None:
     thread.join(10)
     srv.close()
     assert resp.status == 200
-    assert len(seen) == 2 and all(head.startswith(b"POST /v1/token ") for head in seen)
+    assert len(seen) == 2
+    assert all(head.startswith(b"POST /v1/token ") for head in seen)
 
 
 def test_daemon_gone_for_good_is_exit_3_not_1(sock_path: str) -> None:
@@ -148,7 +149,8 @@ def test_silent_daemon_names_doctor_and_honours_timeout(
     err = capsys.readouterr().err
     assert code == 3
     assert "accepted the call but did not answer within 0.5 s" in err
-    assert "agentid-helper doctor" in err and "--timeout" in err
+    assert "agentid-helper doctor" in err
+    assert "--timeout" in err
 
 
 def test_timeout_from_the_environment(
@@ -164,7 +166,8 @@ def test_timeout_from_the_environment(
         code = CLI(stdin=stdin).run(["git-credential", "get", "--profile", "p"])
     finally:
         srv.close()
-    assert code == 3 and "within 0.4 s" in capsys.readouterr().err
+    assert code == 3
+    assert "within 0.4 s" in capsys.readouterr().err
     assert time.monotonic() - started < 60  # not the old fixed 120 s (a bound, not a timing)
 
 

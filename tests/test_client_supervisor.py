@@ -61,7 +61,8 @@ def test_socket_stopped_client_asks_systemd_to_start_it(units: Path) -> None:
     with pytest.raises(ClientError) as info:  # the fake starts nothing: still no socket
         daemon_api.call("GET", "/healthz", timeout=5)
     assert "--user start agentid-helper.socket" in units.read_text()
-    assert info.value.exit_code == 3 and "after starting it" in info.value.message
+    assert info.value.exit_code == 3
+    assert "after starting it" in info.value.message
 
 
 def test_no_user_manager_says_what_to_run(units: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,7 +80,8 @@ def test_failed_unit_is_not_restarted_behind_the_users_back(
     monkeypatch.setenv("FAKE_UNIT_STATE", "failed")
     with pytest.raises(ClientError) as info:
         daemon_api.call("GET", "/healthz", timeout=5)
-    assert info.value.exit_code == 3 and "systemd stopped restarting it" in info.value.message
+    assert info.value.exit_code == 3
+    assert "systemd stopped restarting it" in info.value.message
     assert any("systemctl --user status agentid-helper" in h for h in info.value.hints)
     assert any("reset-failed" in h for h in info.value.hints)
     assert "--user start" not in units.read_text()
@@ -94,4 +96,5 @@ def test_a_socket_of_ones_own_choice_is_not_systemds(
     other = str(units.parent / "own.sock")
     with pytest.raises(ClientError):
         daemon_api.call("GET", "/healthz", timeout=5, socket_path=other)
-    assert started == [other] and not units.exists()
+    assert started == [other]
+    assert not units.exists()

@@ -53,11 +53,13 @@ def sock_path() -> str:
 def test_json_round_trip(fake_daemon: FakeDaemon) -> None:
     deadline = time.monotonic() + 5
     resp = request(fake_daemon.path, "POST", "/v1/token", {"profile": "p"}, deadline=deadline)
-    assert resp.status == 200 and resp.json()["access_token"] == client_fakes.TOKEN
+    assert resp.status == 200
+    assert resp.json()["access_token"] == client_fakes.TOKEN
     sent = fake_daemon.requests[-1]
     assert sent["json"] == {"profile": "p"}
     assert sent["headers"]["content-type"] == "application/json"
-    assert "origin" not in sent["headers"] and "referer" not in sent["headers"]
+    assert "origin" not in sent["headers"]
+    assert "referer" not in sent["headers"]
 
 
 def test_204_and_empty_delete(fake_daemon: FakeDaemon) -> None:
@@ -82,7 +84,8 @@ def test_response_framing(sock_path: str, reply: bytes, body: bytes) -> None:
     thread = one_shot_server(sock_path, reply)
     resp = request(sock_path, "GET", "/v1/status", deadline=time.monotonic() + 5)
     thread.join(5)
-    assert resp.status == 200 and resp.body == body
+    assert resp.status == 200
+    assert resp.body == body
 
 
 @pytest.mark.parametrize(
@@ -154,7 +157,8 @@ def test_silent_daemon_hits_the_deadline(sock_path: str) -> None:
 def test_request_bytes_and_repr() -> None:
     raw = build_request("POST", "/v1/token", b'{"a":1}')
     head, _, body = raw.partition(b"\r\n\r\n")
-    assert head.startswith(b"POST /v1/token HTTP/1.1\r\n") and b"Content-Length: 7" in head
+    assert head.startswith(b"POST /v1/token HTTP/1.1\r\n")
+    assert b"Content-Length: 7" in head
     assert body == b'{"a":1}'
     assert "secret-token" not in repr(Response(200, {}, b'{"access_token":"secret-token"}'))
 

@@ -52,7 +52,8 @@ def test_socket_dir_open_to_others_is_refused_before_a_byte(
             assert (code, out) == (3, ""), err
             first = err.splitlines()[0]
             assert f"refusing the socket directory {run_dir}" in first
-            assert f"mode {mode:04o}" in first and "AGENTID_HELPER_SOCKET" in first
+            assert f"mode {mode:04o}" in first
+            assert "AGENTID_HELPER_SOCKET" in first
         assert fake.requests == []
 
 
@@ -63,7 +64,8 @@ def test_symlinked_socket_dir_is_refused(base: Path, monkeypatch: pytest.MonkeyP
     with FakeDaemon(str(real / "d.sock")) as fake:
         monkeypatch.setenv("AGENTID_HELPER_SOCKET", str(base / "link" / "d.sock"))
         code, _, err = run(["get"])
-        assert code == 3 and "a symlink" in err.splitlines()[0]
+        assert code == 3
+        assert "a symlink" in err.splitlines()[0]
         assert fake.requests == []
 
 
@@ -77,7 +79,8 @@ def test_missing_dir_under_a_parent_others_may_write_is_refused(
     monkeypatch.setenv("AGENTID_HELPER_SOCKET", str(shared / "agentid-helper" / "d.sock"))
     monkeypatch.setattr(autostart, "_DAEMON_CODE", "raise SystemExit(9)")
     code, _, err = run(["get"])
-    assert code == 3 and f"ancestor {shared} writable by others" in err.splitlines()[0]
+    assert code == 3
+    assert f"ancestor {shared} writable by others" in err.splitlines()[0]
     assert os.listdir(shared) == []
 
 
@@ -95,7 +98,8 @@ def test_symlinks_in_our_own_dir_are_not_followed(
         link = run_dir / name
         link.symlink_to(victim)
         code, _, err = run(["get"])
-        assert code == 3 and f"{link}: a symlink; not followed" in err.splitlines()[0], err
+        assert code == 3, err
+        assert f"{link}: a symlink; not followed" in err.splitlines()[0], err
         assert victim.read_text() == "precious\n"
         link.unlink()
     (run_dir / autostart.LOCK_NAME).unlink()  # created by the log case's run
@@ -114,7 +118,8 @@ def test_fifo_for_the_log_is_refused_without_hanging(
     monkeypatch.setenv("AGENTID_HELPER_SOCKET", str(run_dir / "d.sock"))
     monkeypatch.setattr(autostart, "_DAEMON_CODE", "raise SystemExit(9)")
     code, _, err = run(["get"])
-    assert code == 3 and "not a regular file" in err.splitlines()[0]
+    assert code == 3
+    assert "not a regular file" in err.splitlines()[0]
 
 
 def test_make_private_dir_never_adopts_a_lax_existing_dir(base: Path) -> None:

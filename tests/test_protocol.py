@@ -91,7 +91,8 @@ async def test_keep_alive_two_requests(pair) -> None:
     assert (s1, s2) == (200, 200)
     assert json.loads(b1)["target"] == "/a"
     assert json.loads(b2) == {"method": "POST", "target": "/b", "len": 7}
-    assert h1["content-type"] == "application/json" and h1["cache-control"] == "no-store"
+    assert h1["content-type"] == "application/json"
+    assert h1["cache-control"] == "no-store"
     assert "connection" not in h1
 
 
@@ -99,7 +100,8 @@ async def test_connection_close_honoured(pair) -> None:
     _server, stream = pair
     with trio.fail_after(5):
         status, headers, _ = await Client(stream).request(req(extra="Connection: close\r\n"))
-        assert status == 200 and headers["connection"] == "close"
+        assert status == 200
+        assert headers["connection"] == "close"
         assert await closed(stream)
 
 
@@ -107,7 +109,8 @@ async def test_malformed_request_400_and_close(pair) -> None:
     _server, stream = pair
     with trio.fail_after(5):
         status, headers, body = await Client(stream).request(b"NOT HTTP AT ALL\r\n\r\n")
-        assert status == 400 and headers["connection"] == "close"
+        assert status == 400
+        assert headers["connection"] == "close"
         assert json.loads(body)["error"] == "invalid_request"
         assert await closed(stream)
 
@@ -118,7 +121,8 @@ async def test_oversized_body_413(pair) -> None:
         status, _, body = await Client(stream).request(
             b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n"
         )
-    assert status == 413 and "larger than" in json.loads(body)["error_description"]
+    assert status == 413
+    assert "larger than" in json.loads(body)["error_description"]
 
 
 async def test_oversized_chunked_body_413(pair) -> None:
@@ -143,7 +147,8 @@ async def test_origin_referer_forbidden(pair, header: str) -> None:
     _server, stream = pair
     with trio.fail_after(5):
         status, _, body = await Client(stream).request(req(extra=header + "\r\n"))
-    assert status == 403 and json.loads(body)["error"] == "forbidden"
+    assert status == 403
+    assert json.loads(body)["error"] == "forbidden"
 
 
 async def test_handler_exception_500_and_connection_survives(pair) -> None:
@@ -151,7 +156,8 @@ async def test_handler_exception_500_and_connection_survives(pair) -> None:
     c = Client(stream)
     with trio.fail_after(5):
         status, _, body = await c.request(req("GET", "/boom"))
-        assert status == 500 and json.loads(body)["error"] == "internal_error"
+        assert status == 500
+        assert json.loads(body)["error"] == "internal_error"
         assert b"handler bug" not in body
         status, _, _ = await c.request(req("GET", "/ok"))
         assert status == 200
@@ -184,7 +190,9 @@ async def test_head_has_no_body(pair) -> None:
     with trio.fail_after(5):
         await c.send_raw(req("HEAD", "/x"))
         status, headers, body = await c.response()
-    assert status == 200 and body == b"" and int(headers["content-length"]) > 0
+    assert status == 200
+    assert body == b""
+    assert int(headers["content-length"]) > 0
 
 
 class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
@@ -217,7 +225,8 @@ async def test_connection_cap_backpressure(autojump_clock) -> None:
             await trio.testing.wait_all_tasks_blocked()
             # b is accepted (to know that someone waits) but not served: the rest
             # of the queue stays in the backlog.
-            assert listener.accepted == 2 and server.active_connections == 1
+            assert listener.accepted == 2
+            assert server.active_connections == 1
             c = await listener.connect()
             await trio.testing.wait_all_tasks_blocked()
             assert listener.accepted == 2
@@ -263,7 +272,8 @@ async def test_unanswered_connections_are_not_evicted(autojump_clock) -> None:
             await trio.testing.wait_all_tasks_blocked()
             second = await listener.connect()
             await trio.testing.wait_all_tasks_blocked()
-            assert server.evicted == 0 and server.active_connections == 1
+            assert server.evicted == 0
+            assert server.active_connections == 1
             status, _, _ = await Client(first).request(req(extra="Connection: close\r\n"))
             assert status == 200
             status, _, _ = await Client(second).request(req())
@@ -286,7 +296,8 @@ async def test_graceful_stop_finishes_inflight_request(autojump_clock) -> None:
             busy.h.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
             busy.h.send(h11.EndOfMessage())
             status, headers, _ = await busy.response()
-            assert status == 200 and headers["connection"] == "close"
+            assert status == 200
+            assert headers["connection"] == "close"
     assert not server.serving
 
 
@@ -329,7 +340,8 @@ async def test_unix_socket_malformed_then_next_connection(tmp_path: Path, nurser
         await bad.aclose()
         good = await trio.open_unix_socket(str(path))
         status, _, body = await Client(good).request(req("GET", "/fine"))
-        assert status == 200 and json.loads(body)["target"] == "/fine"
+        assert status == 200
+        assert json.loads(body)["target"] == "/fine"
         await good.aclose()
         server.stop()
 
@@ -341,7 +353,8 @@ async def test_unix_socket_other_uid_forbidden(tmp_path: Path, nursery) -> None:
         await _unix_server(nursery, path, server)
         stream = await trio.open_unix_socket(str(path))
         status, _, body = await Client(stream).request(req())
-        assert status == 403 and json.loads(body)["error"] == "forbidden"
+        assert status == 403
+        assert json.loads(body)["error"] == "forbidden"
         assert await closed(stream)
         server.stop()
 
@@ -360,7 +373,8 @@ async def test_slow_handler_is_not_cut_by_the_request_timer(autojump_clock) -> N
         nursery.start_soon(server.serve_connection, server_stream)
         with trio.fail_after(100):
             status, _, body = await Client(client_stream).request(req())
-        assert status == 200 and json.loads(body) == {"ok": True}
+        assert status == 200
+        assert json.loads(body) == {"ok": True}
         nursery.cancel_scope.cancel()
 
 
@@ -378,7 +392,8 @@ async def test_timer_rearms_for_each_request(autojump_clock, pair) -> None:
         c.h.send(h11.EndOfMessage())
         start = trio.current_time()
         status, _, _ = await c.response()
-        assert status == 408 and trio.current_time() - start == pytest.approx(10, abs=0.5)
+        assert status == 408
+        assert trio.current_time() - start == pytest.approx(10, abs=0.5)
         assert await closed(stream)
 
 

@@ -33,7 +33,8 @@ def test_process_name_is_agentid_helperd_when_started_with_python_c() -> None:
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
         with open(f"/proc/{proc.pid}/comm") as fh:
             assert fh.read().strip() == "agentid-helperd"
         found = subprocess.run(["pgrep", "-x", "agentid-helperd"], capture_output=True, text=True)

@@ -188,7 +188,8 @@ def test_install_writes_units_and_reloads(home: Path, tmp_path: Path) -> None:
     assert (unit_dir / "agentid-helper.socket").read_text() == su.render_socket()
     assert stat.S_IMODE((unit_dir / "agentid-helper.service").stat().st_mode) == 0o644
     assert systemctl_calls(home) == ["--user daemon-reload"]
-    assert "wrote" in out and "enable --now agentid-helper.socket" in out
+    assert "wrote" in out
+    assert "enable --now agentid-helper.socket" in out
     assert "loginctl enable-linger agent-test" in out
     assert not list(unit_dir.glob(".*"))  # no temp files left behind
 
@@ -208,11 +209,13 @@ def test_install_now_enables_socket_and_restarts_running_daemon(
 def test_reinstall_is_idempotent_and_updates_our_own_files(home: Path, tmp_path: Path) -> None:
     run_install(False, tmp_path)
     code, out, _ = run_install(False, tmp_path)
-    assert code == 0 and out.count("unchanged") == 2
+    assert code == 0
+    assert out.count("unchanged") == 2
     out_, err = io.StringIO(), io.StringIO()
     assert su.install(False, daemon_path="/other/agentid-helperd", out=out_, err=err,
                       proc_sys=tmp_path / "none") == 0
-    assert "updated" in out_.getvalue() and "backed up" not in out_.getvalue()
+    assert "updated" in out_.getvalue()
+    assert "backed up" not in out_.getvalue()
     assert not list((home / "cfg/systemd/user").glob("*.bak-*"))
 
 
@@ -223,8 +226,10 @@ def test_install_backs_up_a_user_modified_unit(home: Path, tmp_path: Path) -> No
     code, out, _ = run_install(False, tmp_path)
     assert code == 0
     backups = list(unit.parent.glob("agentid-helper.service.bak-*"))
-    assert len(backups) == 1 and "RestartSec=9s" in backups[0].read_text()
-    assert "backed up locally modified" in out and str(backups[0]) in out
+    assert len(backups) == 1
+    assert "RestartSec=9s" in backups[0].read_text()
+    assert "backed up locally modified" in out
+    assert str(backups[0]) in out
     assert su.is_generated_unmodified(unit.read_text())
 
 
@@ -234,7 +239,8 @@ def test_install_adds_and_removes_the_no_userns_dropin(home: Path, tmp_path: Pat
     (proc / "user/max_user_namespaces").write_text("0\n")
     code, out, _ = run_install(False, tmp_path, proc_sys=proc)
     dropin = home / "cfg/systemd/user/agentid-helper.service.d" / su.NO_USERNS_DROPIN
-    assert code == 0 and "PrivateUsers=no" in dropin.read_text()
+    assert code == 0
+    assert "PrivateUsers=no" in dropin.read_text()
     assert "PrivateUsers= turned off" in out
     (proc / "user/max_user_namespaces").write_text("1000\n")
     run_install(False, tmp_path, proc_sys=proc)
@@ -252,20 +258,23 @@ def test_install_without_user_manager_prints_the_commands(home: Path, tmp_path: 
     assert (home / "cfg/systemd/user/agentid-helper.service").exists()
     # Without --now the units are installed: a warning, not a failure.
     code, _, err = run_install(False, tmp_path)
-    assert code == 0 and "systemctl --user daemon-reload" in err
+    assert code == 0
+    assert "systemctl --user daemon-reload" in err
 
 
 def test_install_without_systemctl(home: Path, tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(su.shutil, "which", lambda name: None)
     code, _, err = run_install(True, tmp_path)
-    assert code == su.EXIT_MANAGER_UNREACHABLE and "systemctl not found" in err
+    assert code == su.EXIT_MANAGER_UNREACHABLE
+    assert "systemctl not found" in err
 
 
 def test_install_reports_unwritable_unit_dir(home: Path, tmp_path: Path) -> None:
     (home / "cfg/systemd").write_text("not a directory")
     code, _, err = run_install(False, tmp_path)
-    assert code == su.EXIT_CONFIG and err.startswith("agentid-helper: cannot write units")
+    assert code == su.EXIT_CONFIG
+    assert err.startswith("agentid-helper: cannot write units")
 
 
 def test_uninstall_stops_disables_and_removes(home: Path, tmp_path: Path) -> None:
@@ -292,14 +301,17 @@ def test_uninstall_keeps_user_edits_as_backup(home: Path, tmp_path: Path) -> Non
     sock = home / "cfg/systemd/user/agentid-helper.socket"
     sock.write_text(sock.read_text() + "# mine\n")
     code, out, _ = run_uninstall()
-    assert code == 0 and not sock.exists()
+    assert code == 0
+    assert not sock.exists()
     assert "moved locally modified" in out
     assert len(list(sock.parent.glob("agentid-helper.socket.bak-*"))) == 1
 
 
 def test_uninstall_when_nothing_installed(home: Path) -> None:
     code, out, _ = run_uninstall()
-    assert code == 0 and "nothing to remove" in out and systemctl_calls(home) == []
+    assert code == 0
+    assert "nothing to remove" in out
+    assert systemctl_calls(home) == []
 
 
 def test_uninstall_without_user_manager_still_removes_files(
@@ -402,7 +414,8 @@ def test_a_service_that_cannot_start_gives_up_within_seconds() -> None:
     interval = _unit_seconds("StartLimitIntervalSec")
     restart = _unit_seconds("RestartSec")
     # The limit trips while the failures still fall inside the interval.
-    assert burst * restart < interval and burst * restart <= 10
+    assert burst * restart < interval
+    assert burst * restart <= 10
     assert "\nPrivateIPC=yes" not in su.SERVICE_TEMPLATE  # breaks reload under PrivateUsers=
 
 
@@ -413,7 +426,8 @@ def test_reinstalling_unchanged_units_does_not_restart_the_daemon(
     assert "--user try-restart agentid-helper.service" in systemctl_calls(home)
     (home.parent / "systemctl.log").unlink()
     code, out, _ = run_install(True, tmp_path)
-    assert code == 0 and out.count("unchanged /") == 2
+    assert code == 0
+    assert out.count("unchanged /") == 2
     assert systemctl_calls(home) == [
         "--user daemon-reload",
         "--user enable --now agentid-helper.socket",

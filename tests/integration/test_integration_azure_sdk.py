@@ -121,7 +121,8 @@ def test_default_azure_credential_sends_azure_client_id(stack: Stack) -> None:
         GRAPH_SCOPE, env={"AZURE_CLIENT_ID": other}, timeout=APP_TIMEOUT_S)
     assert refused.returncode != 0
     assert "not this session's agent identity" in refused.stderr
-    assert other in refused.stderr and agent in refused.stderr
+    assert other in refused.stderr
+    assert agent in refused.stderr
 
 
 def test_azure_cli_credential_reads_get_format_az(stack: Stack) -> None:

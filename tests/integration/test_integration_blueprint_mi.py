@@ -183,4 +183,5 @@ def test_managed_identity_token_is_refreshed_ahead(
         time.sleep(0.5)
     status = json.loads(sandbox.client("status", "--json").stdout)
     (row,) = [e for e in status["entries"] if e["kind"] == "managed_identity"]
-    assert row["state"] in ("valid", "refreshing") and row["last_error"] is None
+    assert row["state"] in ("valid", "refreshing")
+    assert row["last_error"] is None

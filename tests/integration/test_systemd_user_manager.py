@@ -160,12 +160,14 @@ def test_install_now_then_a_socket_activated_get(manager: UserManager, emulator:
     assert pid > 0
     assert Path(f"/proc/{pid}/comm").read_text().strip() == "agentid-helperd"
     status = _client(um, "status")
-    assert status.returncode == 0 and "run by systemd unit agentid-helper.service" in status.stdout
+    assert status.returncode == 0
+    assert "run by systemd unit agentid-helper.service" in status.stdout
     doctor = _client(um, "doctor")
     assert "systemd units installed: agentid-helper.socket active" in doctor.stdout, doctor.stdout
     # Re-installing unchanged units leaves the daemon (and its cache) alone.
     again = _client(um, "systemd", "install", "--now")
-    assert again.returncode == 0 and "try-restart" not in again.stdout, again.stdout
+    assert again.returncode == 0, again.stdout
+    assert "try-restart" not in again.stdout, again.stdout
     assert _main_pid(um) == pid
 
 
@@ -179,7 +181,8 @@ def test_reload_rereads_config_and_keeps_tokens(manager: UserManager, emulator: 
     assert _main_pid(um) == pid
     _wait(lambda: "app2" in _client(um, "status", "--json").stdout, 30, "the reloaded config")
     cached = _client(um, "get", "--format", "json")
-    assert cached.returncode == 0 and '"source": "cache"' in cached.stdout, _describe(um, cached)
+    assert cached.returncode == 0, _describe(um, cached)
+    assert '"source": "cache"' in cached.stdout, _describe(um, cached)
 
 
 def test_restart_during_parallel_gets_with_a_slow_idp(
@@ -269,7 +272,8 @@ def test_a_crash_loop_fails_clients_within_seconds_with_the_hint(manager: UserMa
         assert "within 100 s" not in proc.stderr  # failed fast, not at the deadline
         assert elapsed < 100  # a bound (the deadline), not a timing claim
         kubectl = _client(um, "kubectl-credential", "--timeout", "100", timeout=150)
-        assert kubectl.returncode == 3 and "systemctl --user" in kubectl.stderr
+        assert kubectl.returncode == 3
+        assert "systemctl --user" in kubectl.stderr
     finally:
         _remove_dropin(um, "90-test-broken.conf")
         um.systemctl("reset-failed", SOCKET, SERVICE)

@@ -169,7 +169,8 @@ def test_daemon_killed_or_stopped_while_a_client_waits(
     assert "access_token" in out
     if how == "SIGKILL":
         pids = daemon_pids(str(sandbox.socket_path))
-        assert pids and old_pid not in pids, pids
+        assert pids, pids
+        assert old_pid not in pids, pids
     emu.clear_faults()
 
 
@@ -184,7 +185,8 @@ def test_an_outage_says_when_and_force_refresh_tries_at_once(
         failed = stack.client("get", "--profile", "app")
         assert failed.returncode == 4, describe(failed)
         again = stack.client("get", "--profile", "app")
-        assert again.returncode == 4 and "next attempt in " in again.stderr, describe(again)
+        assert again.returncode == 4, describe(again)
+        assert "next attempt in " in again.stderr, describe(again)
         emu.clear_faults()  # the outage is over
         forced = stack.client("get", "--profile", "app", "--force-refresh")
         assert forced.returncode == 0, describe(forced)

@@ -13,9 +13,9 @@ from .formats import humanize_seconds
 
 #: The daemon's run_mode (agentid_daemon.runmode) in words.
 RUN_MODES = {
-    "systemd": "systemd unit agentid-helper.service",
+    "systemd": "run by systemd unit agentid-helper.service",
     "autostart": "autostarted by the client",
-    "foreground": "foreground",
+    "foreground": "started in the foreground (agentid-helperd or agentid-helper daemon)",
 }
 
 COLUMNS = ("PROFILE", "MODE", "AGENT", "SCOPE", "USER", "EXPIRES IN", "NEXT REFRESH", "LAST ERROR")
@@ -125,7 +125,7 @@ def render_status(body: Any, now: float | None = None) -> str:
         mode = daemon.get("run_mode")
         lines.append(
             f"daemon: pid {daemon.get('pid', '?')}, up {uptime}"
-            + (f", run by {RUN_MODES.get(str(mode), str(mode))}" if mode else "")
+            + (f", {RUN_MODES.get(str(mode), str(mode))}" if mode else "")
             + f", socket {daemon.get('socket') or '?'}, config {daemon.get('config_path') or '?'}"
         )
         if daemon.get("last_reload_error"):

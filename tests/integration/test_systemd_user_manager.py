@@ -274,6 +274,13 @@ def test_a_crash_loop_fails_clients_within_seconds_with_the_hint(manager: UserMa
         kubectl = _client(um, "kubectl-credential", "--timeout", "100", timeout=150)
         assert kubectl.returncode == 3
         assert "systemctl --user" in kubectl.stderr
+        git = um.run(
+            ["agentid-helper", "git-credential", "--profile", "app", "--timeout", "100", "get"],
+            input="protocol=https\nhost=dev.azure.com\n\n",
+            timeout=150,
+        )
+        assert git.returncode == 3, git.stderr
+        assert "systemctl --user" in git.stderr
     finally:
         _remove_dropin(um, "90-test-broken.conf")
         um.systemctl("reset-failed", SOCKET, SERVICE)

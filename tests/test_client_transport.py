@@ -35,8 +35,11 @@ def one_shot_server(path: str, reply: bytes) -> threading.Thread:
         data = b""
         while b"\r\n\r\n" not in data:
             data += conn.recv(4096)
-        for i in range(0, len(reply), 7):  # dribble: the reader must reassemble
-            conn.sendall(reply[i : i + 7])
+        try:
+            for i in range(0, len(reply), 7):  # dribble: the reader must reassemble
+                conn.sendall(reply[i : i + 7])
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the reader had all it needed (e.g. a chunked body's end) and left
         conn.close()
         srv.close()
 

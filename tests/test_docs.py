@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agentid_client.contract import TOKEN_OPTIONS
 from agentid_daemon import errors
 from agentid_daemon.api import Api, ApiState
 
@@ -113,3 +114,8 @@ def test_the_clients_environment_help_is_in_the_reference() -> None:
 
     for name, _ in ENVIRONMENT:
         assert f"`{name}`" in environment_rows()
+
+
+@pytest.mark.parametrize("option", TOKEN_OPTIONS)
+def test_api_doc_has_a_row_for_every_token_option(option: str) -> None:
+    assert f"| `{option}` |" in (ROOT / "docs" / "api.md").read_text()

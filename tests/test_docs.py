@@ -119,3 +119,22 @@ def test_the_clients_environment_help_is_in_the_reference() -> None:
 @pytest.mark.parametrize("option", TOKEN_OPTIONS)
 def test_api_doc_has_a_row_for_every_token_option(option: str) -> None:
     assert f"| `{option}` |" in (ROOT / "docs" / "api.md").read_text()
+
+
+def error_table_rows() -> list[tuple[int, str, int]]:
+    text = (ROOT / "docs" / "api.md").read_text()
+    table = text[text.index("| status | `error` | when | client exit code |") :]
+    rows = []
+    for line in table.splitlines()[2:]:
+        if not line.startswith("| "):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows.append((int(cells[0]), cells[1].strip("`"), int(cells[-1])))
+    return rows
+
+
+@pytest.mark.parametrize(("status", "code", "exit_code"), error_table_rows())
+def test_api_doc_exit_codes_are_the_clients(status: int, code: str, exit_code: int) -> None:
+    from agentid_client.failures import from_response
+
+    assert from_response(status, {"error": code}).exit_code == exit_code

@@ -28,13 +28,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import cast
 
 import h11
 import trio
 
+from .connections import (
+    PEER,
+    BodyTooLarge,
+    CloseConnection,
+    Conn,
+    Limits,
+    content_length,
+    current_peer,
+    wants_close,
+)
 from .listener import PeerCred, peer_allowed, peer_credentials
 from .logs import get_logger
 from .responses import SERVER_NAME, Headers, Response, response_head
@@ -55,55 +63,6 @@ RECEIVE_SIZE = 16 * 1024
 
 Handler = Callable[[str, str, Headers, bytes], Awaitable[Response]]
 
-# The SO_PEERCRED of the connection whose request is being handled (None on a
-# TCP or in-memory stream). Each connection is served in its own task, so a
-# task-local context variable keeps the handler signature free of transport
-# details while letting a route that needs the caller's pid (the identity
-# session registration) ask for it.
-_PEER: ContextVar[PeerCred | None] = ContextVar("agentid_peer", default=None)
-
-
-def current_peer() -> PeerCred | None:
-    """The peer credentials of the request being handled (see ``_PEER``)."""
-    return _PEER.get()
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_header_bytes: int = 64 * 1024
-    max_body_bytes: int = 64 * 1024
-    request_timeout_s: float = 10.0
-    idle_timeout_s: float = 60.0
-    #: The daemon sizes this from RLIMIT_NOFILE (capacity.max_connections_for).
-    max_connections: int = 256
-    #: In-flight requests get this long after SIGTERM: the unit's TimeoutStopSec=
-    #: (15 s) minus a margin for closing down (tests/test_systemd_units.py ties them).
-    shutdown_grace_s: float = 10.0
-
-
-class _Close(Exception):
-    """Stop serving this connection (after any response already sent)."""
-
-
-class _Conn:
-    """Per-connection state visible to the server for graceful shutdown."""
-
-    def __init__(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
-        self.stream = stream
-        self.scope = scope
-        self.idle = True
-        # Every wait on the client (request arrival, idle keep-alive, sending
-        # a response) is bounded by this one scope: its deadline is set before
-        # each wait, and is infinite while the handler runs. Moving a deadline
-        # is cheaper than entering a fresh cancel scope per wait, which showed
-        # in cache-hit profiles. When it fires the connection is done (see
-        # HttpServer._serve).
-        self.timer = trio.CancelScope()
-        self.mid_request = False  # the timer is bounding a started request
-        self.answered = 0  # responses sent: > 0 while idle means a keep-alive connection
-        self.idle_since = trio.current_time()
-
-
 class HttpServer:
     """Serves one :data:`Handler` on trio listeners with the limits above."""
 
@@ -117,7 +76,7 @@ class HttpServer:
         self.handler = handler
         self.limits = limits or Limits()
         self.allowed_uid = allowed_uid
-        self._conns: set[_Conn] = set()
+        self._conns: set[Conn] = set()
         self._closing = False
         self._accept_scope = trio.CancelScope()
         self._slots = trio.Semaphore(self.limits.max_connections)
@@ -205,11 +164,11 @@ class HttpServer:
     async def serve_connection(self, stream: trio.abc.Stream) -> None:
         """Serve requests on *stream* until the client or a limit closes it."""
         with trio.CancelScope() as scope:
-            conn = _Conn(stream, scope)
+            conn = Conn(stream, scope)
             self._conns.add(conn)
             try:
                 await self._serve(conn)
-            except (_Close, trio.BrokenResourceError, trio.ClosedResourceError):
+            except (CloseConnection, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
             except Exception:
                 log.exception("connection failed")
@@ -230,7 +189,7 @@ class HttpServer:
         except OSError:
             return None
 
-    async def _serve(self, conn: _Conn) -> None:
+    async def _serve(self, conn: Conn) -> None:
         h = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
         with conn.timer:
             await self._serve_requests(h, conn)
@@ -247,9 +206,9 @@ class HttpServer:
                     close=True,
                 )
 
-    async def _serve_requests(self, h: h11.Connection, conn: _Conn) -> None:
+    async def _serve_requests(self, h: h11.Connection, conn: Conn) -> None:
         peer = self._peer(conn.stream)
-        _PEER.set(peer)
+        PEER.set(peer)
         forbidden_peer = not peer_allowed(peer, uid=self.allowed_uid)
         if forbidden_peer:
             assert peer is not None
@@ -276,7 +235,7 @@ class HttpServer:
                     h, conn, Response.error(status, "invalid_request", desc), close=True
                 )
                 return
-            except _BodyTooLarge:
+            except BodyTooLarge:
                 await self._send(
                     h,
                     conn,
@@ -311,7 +270,7 @@ class HttpServer:
                 )
             else:
                 response = await self._call_handler(method, target, headers, body)
-            close = self._closing or _wants_close(request.http_version, raw_headers)
+            close = self._closing or wants_close(request.http_version, raw_headers)
             await self._send(h, conn, response, close=close, method=method)
             conn.answered += 1
             conn.idle_since = trio.current_time()
@@ -334,7 +293,7 @@ class HttpServer:
             return Response.error(500, "internal_error", "internal error; see the daemon log")
 
     async def _read_request(
-        self, h: h11.Connection, conn: _Conn, wait_s: float
+        self, h: h11.Connection, conn: Conn, wait_s: float
     ) -> tuple[h11.Request | None, list[tuple[bytes, bytes]], bytes]:
         """Read one request: head, its headers as a list, body.
 
@@ -354,7 +313,7 @@ class HttpServer:
             if event is h11.NEED_DATA:
                 if h.their_state is h11.DONE:
                     # Should not happen, but never block forever on it.
-                    raise _Close()
+                    raise CloseConnection()
                 if started and not conn.mid_request:
                     # The idle wait is over and the request is not complete:
                     # the rest must arrive quickly. (Armed here rather than
@@ -377,13 +336,13 @@ class HttpServer:
                 head = len(event.target) + sum(len(k) + len(v) + 4 for k, v in raw_headers)
                 if head > self.limits.max_header_bytes:
                     raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
-                length = _content_length(raw_headers)
+                length = content_length(raw_headers)
                 if length is not None and length > self.limits.max_body_bytes:
-                    raise _BodyTooLarge()
+                    raise BodyTooLarge()
             elif isinstance(event, h11.Data):
                 size += len(event.data)
                 if size > self.limits.max_body_bytes:
-                    raise _BodyTooLarge()
+                    raise BodyTooLarge()
                 chunks.append(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
                 timer.deadline = math.inf
@@ -391,15 +350,15 @@ class HttpServer:
                 return request, raw_headers, b"".join(chunks)
             elif isinstance(event, h11.ConnectionClosed):
                 if request is not None:
-                    raise _Close()  # EOF in the middle of a request
+                    raise CloseConnection()  # EOF in the middle of a request
                 return None, [], b""
             elif event is h11.PAUSED:
-                raise _Close()
+                raise CloseConnection()
 
     async def _send(
         self,
         h: h11.Connection,
-        conn: _Conn,
+        conn: Conn,
         response: Response,
         *,
         close: bool,
@@ -414,7 +373,7 @@ class HttpServer:
             data += h.send(h11.EndOfMessage())
         except h11.LocalProtocolError as exc:
             log.error("cannot send response", status=response.status, error=str(exc))
-            raise _Close() from exc
+            raise CloseConnection() from exc
         # A response must not hang on a client that stops reading: on expiry
         # the timer ends the connection (HttpServer._serve). The deadline is
         # left as it is after sending: what follows a response is either the
@@ -423,24 +382,4 @@ class HttpServer:
         conn.timer.deadline = trio.current_time() + self.limits.request_timeout_s
         await conn.stream.send_all(data)
         if close:
-            raise _Close()
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    for name, value in headers:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
-def _wants_close(http_version: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
-    if http_version == b"1.0":
-        return not any(k == b"connection" and b"keep-alive" in v.lower() for k, v in headers)
-    return any(k == b"connection" and b"close" in v.lower() for k, v in headers)
+            raise CloseConnection()

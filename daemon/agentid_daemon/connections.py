@@ -1,0 +1,83 @@
+"""Per-connection state and HTTP/1.1 framing helpers of :mod:`protocol`.
+
+Split out so that protocol.py reads as the server loop: the limits, the
+state a connection carries while it is served, who is on the other end
+(``current_peer``), and the few header rules h11 leaves to the server.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import trio
+
+from .listener import PeerCred
+
+# The SOPEERCRED of the connection whose request is being handled (None on a
+# TCP or in-memory stream). Each connection is served in its own task, so a
+# task-local context variable keeps the handler signature free of transport
+# details while letting a route that needs the caller's pid (the identity
+# session registration) ask for it.
+PEER: ContextVar[PeerCred | None] = ContextVar("agentid_peer", default=None)
+
+
+def current_peer() -> PeerCred | None:
+    """The peer credentials of the request being handled (see ``PEER``)."""
+    return PEER.get()
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_header_bytes: int = 64 * 1024
+    max_body_bytes: int = 64 * 1024
+    request_timeout_s: float = 10.0
+    idle_timeout_s: float = 60.0
+    #: The daemon sizes this from RLIMIT_NOFILE (capacity.max_connections_for).
+    max_connections: int = 256
+    #: In-flight requests get this long after SIGTERM: the unit's TimeoutStopSec=
+    #: (15 s) minus a margin for closing down (tests/test_systemd_units.py ties them).
+    shutdown_grace_s: float = 10.0
+
+
+class CloseConnection(Exception):
+    """Stop serving this connection (after any response already sent)."""
+
+
+class Conn:
+    """Per-connection state visible to the server for graceful shutdown."""
+
+    def __init__(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
+        self.stream = stream
+        self.scope = scope
+        self.idle = True
+        # Every wait on the client (request arrival, idle keep-alive, sending
+        # a response) is bounded by this one scope: its deadline is set before
+        # each wait, and is infinite while the handler runs. Moving a deadline
+        # is cheaper than entering a fresh cancel scope per wait, which showed
+        # in cache-hit profiles. When it fires the connection is done (see
+        # HttpServer._serve).
+        self.timer = trio.CancelScope()
+        self.mid_request = False  # the timer is bounding a started request
+        self.answered = 0  # responses sent: > 0 while idle means a keep-alive connection
+        self.idle_since = trio.current_time()
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def wants_close(http_version: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+    if http_version == b"1.0":
+        return not any(k == b"connection" and b"keep-alive" in v.lower() for k, v in headers)
+    return any(k == b"connection" and b"close" in v.lower() for k, v in headers)

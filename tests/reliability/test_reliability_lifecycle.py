@@ -148,8 +148,18 @@ def _client_waiting_on_acquisition(sandbox: HelperSandbox) -> subprocess.Popen[s
         entries = rows.get("entries", rows) if isinstance(rows, dict) else rows
         return any(e.get("state") == "pending" for e in entries)
 
-    poll_until(pending, timeout=60, what="the daemon to start acquiring")
+    try:
+        poll_until(pending, timeout=60, what="the daemon to start acquiring")
+    except BaseException:
+        _stop_client(proc)  # else it would autostart a daemon after our teardown
+        raise
     return proc
+
+
+def _stop_client(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
@@ -161,9 +171,12 @@ def test_daemon_killed_or_stopped_while_a_client_waits(
     sandbox, emu = autostart_sandbox
     emu.set_faults(delay_s=3)
     proc = _client_waiting_on_acquisition(sandbox)
-    (old_pid,) = daemon_pids(str(sandbox.socket_path))
-    os.kill(old_pid, getattr(signal, how))
-    out, err = proc.communicate(timeout=120)
+    try:
+        (old_pid,) = daemon_pids(str(sandbox.socket_path))
+        os.kill(old_pid, getattr(signal, how))
+        out, err = proc.communicate(timeout=120)
+    finally:
+        _stop_client(proc)
     result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     assert proc.returncode == 0, describe(result)
     assert "access_token" in out

@@ -37,8 +37,16 @@ PROFILE = "app"  # the AutonomousApp profile every benchmark config defines
 # Variables that would make a child process trust another CA bundle or route
 # loopback traffic through a proxy: the benchmarks want the configured CA and
 # a direct connection, exactly as on a clean user machine.
-_SCRUB_ENV = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTPS_PROXY", "https_proxy",
-              "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+_SCRUB_ENV = (
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+)
 
 
 class HarnessError(RuntimeError):
@@ -60,8 +68,9 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _wait_for(predicate: Any, timeout: float, proc: subprocess.Popen[bytes], what: str,
-              log: Path) -> None:
+def _wait_for(
+    predicate: Any, timeout: float, proc: subprocess.Popen[bytes], what: str, log: Path
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -94,14 +103,14 @@ class Emulator:
     def __post_init__(self) -> None:
         self._ssl = ssl.create_default_context(cafile=self.info["ca_bundle"])
         self._opener = urllib.request.build_opener(
-            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=self._ssl))
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=self._ssl)
+        )
 
     @property
     def authority_host(self) -> str:
         return str(self.info["authority_host"]).rstrip("/")
 
-    def admin(self, method: str, path: str, body: Any | None = None,
-              timeout: float = 30.0) -> Any:
+    def admin(self, method: str, path: str, body: Any | None = None, timeout: float = 30.0) -> Any:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.authority_host + path, data=data, method=method)
         if data is not None:
@@ -134,19 +143,29 @@ class Emulator:
         _stop(self.proc)
 
 
-def start_emulator(workdir: Path, *, token_lifetime_s: int | None = None,
-                   timeout: float = 60.0) -> Emulator:
+def start_emulator(
+    workdir: Path, *, token_lifetime_s: int | None = None, timeout: float = 60.0
+) -> Emulator:
     workdir.mkdir(parents=True, exist_ok=True)
     ready = workdir / "emulator-ready.json"
     state = workdir / "emulator-state"
     log = workdir / "emulator.log"
-    cmd = [str(EMULATOR), "--demo", "--port", "0", "--ready-file", str(ready),
-           "--state-dir", str(state)]
+    cmd = [
+        str(EMULATOR),
+        "--demo",
+        "--port",
+        "0",
+        "--ready-file",
+        str(ready),
+        "--state-dir",
+        str(state),
+    ]
     if token_lifetime_s is not None:
         cmd += ["--token-lifetime-s", str(token_lifetime_s)]
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                env=child_env())
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=child_env()
+        )
     try:
         _wait_for(ready.exists, timeout, proc, "emulator", log)
         info = json.loads(ready.read_text())
@@ -205,8 +224,9 @@ class Daemon:
                 return int(line.split()[1])
         raise HarnessError("no VmRSS in /proc status")
 
-    def request(self, method: str, path: str, body: Any | None = None,
-                timeout: float = 60.0) -> Response:
+    def request(
+        self, method: str, path: str, body: Any | None = None, timeout: float = 60.0
+    ) -> Response:
         return request_once(str(self.socket_path), method, path, body, timeout=timeout)
 
     def token(self, body: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
@@ -214,8 +234,10 @@ class Daemon:
         resp = self.request("POST", "/v1/token", body, timeout=timeout)
         if resp.status != 200:
             err = resp.json() or {}
-            raise HarnessError(f"POST /v1/token -> {resp.status} {err.get('error')}: "
-                               f"{err.get('error_description')}")
+            raise HarnessError(
+                f"POST /v1/token -> {resp.status} {err.get('error')}: "
+                f"{err.get('error_description')}"
+            )
         return dict(resp.json())
 
     def stop(self) -> None:
@@ -231,24 +253,33 @@ def _ready(sock: Path) -> bool:
         return False
 
 
-def start_daemon(workdir: Path, emu: Emulator, *, idle_timeout_s: float | None = None,
-                 args: tuple[str, ...] = (), timeout: float = 60.0) -> Daemon:
+def start_daemon(
+    workdir: Path,
+    emu: Emulator,
+    *,
+    idle_timeout_s: float | None = None,
+    args: tuple[str, ...] = (),
+    timeout: float = 60.0,
+) -> Daemon:
     workdir.mkdir(parents=True, exist_ok=True)
     runtime = workdir / "run"
     runtime.mkdir(mode=0o700, exist_ok=True)
     config = write_config(workdir, emu, idle_timeout_s=idle_timeout_s)
     sock = runtime / "agentid-helper.sock"
-    env = child_env({
-        "AGENTID_HELPER_SOCKET": str(sock),
-        "AGENTID_HELPER_CONFIG": str(config),
-        "AGENTID_HELPER_NO_AUTOSTART": "1",
-        "XDG_RUNTIME_DIR": str(runtime),
-        "XDG_CONFIG_HOME": str(workdir / "xdg-config"),
-    })
+    env = child_env(
+        {
+            "AGENTID_HELPER_SOCKET": str(sock),
+            "AGENTID_HELPER_CONFIG": str(config),
+            "AGENTID_HELPER_NO_AUTOSTART": "1",
+            "XDG_RUNTIME_DIR": str(runtime),
+            "XDG_CONFIG_HOME": str(workdir / "xdg-config"),
+        }
+    )
     log = workdir / "daemon.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([str(DAEMON), *args], stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=out, env=env)
+        proc = subprocess.Popen(
+            [str(DAEMON), *args], stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
+        )
     try:
         _wait_for(lambda: _ready(sock), timeout, proc, "daemon", log)
     except BaseException:
@@ -258,8 +289,9 @@ def start_daemon(workdir: Path, emu: Emulator, *, idle_timeout_s: float | None =
 
 
 @contextlib.contextmanager
-def stack(workdir: Path, *, token_lifetime_s: int | None = None,
-          idle_timeout_s: float | None = None) -> Iterator[tuple[Emulator, Daemon]]:
+def stack(
+    workdir: Path, *, token_lifetime_s: int | None = None, idle_timeout_s: float | None = None
+) -> Iterator[tuple[Emulator, Daemon]]:
     """An emulator and a daemon configured against it; both stopped on exit."""
     emu = start_emulator(workdir, token_lifetime_s=token_lifetime_s)
     try:
@@ -277,8 +309,9 @@ def components_available() -> dict[str, bool]:
     out = {}
     for name, exe in (("client", CLIENT), ("daemon", DAEMON), ("emulator", EMULATOR)):
         try:
-            rc = subprocess.run([str(exe), "--help"], capture_output=True, timeout=30,
-                                env=child_env()).returncode
+            rc = subprocess.run(
+                [str(exe), "--help"], capture_output=True, timeout=30, env=child_env()
+            ).returncode
         except (OSError, subprocess.TimeoutExpired):
             rc = -1
         out[name] = rc == 0

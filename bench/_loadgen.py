@@ -66,8 +66,17 @@ def _fingerprint(body: bytes) -> tuple[str | None, str | None]:
     return data.get("source"), fp
 
 
-def _worker(index: int, path: str, request: bytes, barrier: Any, warmup_s: float,
-            duration_s: float, pace_s: float, detailed: bool, out: Connection) -> None:
+def _worker(
+    index: int,
+    path: str,
+    request: bytes,
+    barrier: Any,
+    warmup_s: float,
+    duration_s: float,
+    pace_s: float,
+    detailed: bool,
+    out: Connection,
+) -> None:
     lat = array("d")
     records: list[tuple[float, float, int, str | None, str | None]] = []
     completed = errors = 0
@@ -94,8 +103,9 @@ def _worker(index: int, path: str, request: bytes, barrier: Any, warmup_s: float
             if pace_s:
                 time.sleep(pace_s)
         conn.close()
-        out.send({"completed": completed, "errors": errors, "lat": lat.tobytes(),
-                  "records": records})
+        out.send(
+            {"completed": completed, "errors": errors, "lat": lat.tobytes(), "records": records}
+        )
     except BaseException as exc:  # report, never hang the parent
         barrier.abort()  # release the others (no-op once everyone has passed)
         out.send({"failure": f"{type(exc).__name__}: {exc}"})
@@ -103,9 +113,17 @@ def _worker(index: int, path: str, request: bytes, barrier: Any, warmup_s: float
         out.close()
 
 
-def run_load(socket_path: str, requests: list[bytes], clients: int, duration_s: float, *,
-             warmup_s: float = 0.3, pace_s: float = 0.0, detailed: bool = False,
-             timeout_s: float | None = None) -> LoadResult:
+def run_load(
+    socket_path: str,
+    requests: list[bytes],
+    clients: int,
+    duration_s: float,
+    *,
+    warmup_s: float = 0.3,
+    pace_s: float = 0.0,
+    detailed: bool = False,
+    timeout_s: float | None = None,
+) -> LoadResult:
     """Run ``clients`` processes for ``warmup_s + duration_s``; client i sends
     ``requests[i % len(requests)]``."""
     ctx = mp.get_context("fork")
@@ -114,9 +132,21 @@ def run_load(socket_path: str, requests: list[bytes], clients: int, duration_s: 
     pipes = []
     for i in range(clients):
         recv, send = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_worker, daemon=True,
-                        args=(i, socket_path, requests[i % len(requests)], barrier, warmup_s,
-                              duration_s, pace_s, detailed, send))
+        p = ctx.Process(
+            target=_worker,
+            daemon=True,
+            args=(
+                i,
+                socket_path,
+                requests[i % len(requests)],
+                barrier,
+                warmup_s,
+                duration_s,
+                pace_s,
+                detailed,
+                send,
+            ),
+        )
         p.start()
         send.close()
         procs.append(p)

@@ -39,8 +39,9 @@ def _cell(s: str) -> str:
     return s.replace("|", "\\|").replace("\n", " ")
 
 
-def render(sections: list[Section], *, date: str, machine: str, mode: str,
-           elapsed_s: float, command: str) -> str:
+def render(
+    sections: list[Section], *, date: str, machine: str, mode: str, elapsed_s: float, command: str
+) -> str:
     cores = str(os.cpu_count() or "?")
     out = [
         "# agentid-helper benchmarks",
@@ -58,8 +59,10 @@ def render(sections: list[Section], *, date: str, machine: str, mode: str,
         if sec.error:
             out.append(f"| {_cell(sec.title)} | not run | - | - | - | **no** | {day} | {cores} |")
         for r in sec.rows:
-            out.append(f"| {_cell(r.figure)} | {_cell(r.value)} | {_cell(r.baseline)} | "
-                       f"{_cell(r.ratio)} | {_cell(r.target)} | {_met(r.met)} | {day} | {cores} |")
+            out.append(
+                f"| {_cell(r.figure)} | {_cell(r.value)} | {_cell(r.baseline)} | "
+                f"{_cell(r.ratio)} | {_cell(r.target)} | {_met(r.met)} | {day} | {cores} |"
+            )
     out.append("")
     for sec in sections:
         out += [f"## {sec.title}", ""]

@@ -37,15 +37,22 @@ class Summary:
         if self.n == 0:
             return "n/a"
         f = f"{{:.{digits}f}}"
-        return (f"{f.format(self.median * scale)} {unit} "
-                f"({f.format(self.lo * scale)}-{f.format(self.hi * scale)}, n={self.n})")
+        return (
+            f"{f.format(self.median * scale)} {unit} "
+            f"({f.format(self.lo * scale)}-{f.format(self.hi * scale)}, n={self.n})"
+        )
 
 
 def summarize(samples: Sequence[float]) -> Summary:
     if not samples:
         return Summary(0, math.nan, math.nan, math.nan, math.nan)
-    return Summary(len(samples), median(samples), percentile(samples, 99.0),
-                   float(min(samples)), float(max(samples)))
+    return Summary(
+        len(samples),
+        median(samples),
+        percentile(samples, 99.0),
+        float(min(samples)),
+        float(max(samples)),
+    )
 
 
 def ratio(a: float, b: float) -> float:

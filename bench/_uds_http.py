@@ -157,8 +157,9 @@ class UnixHTTPConnection:
         return self.send_raw(build_request(method, path, body))
 
 
-def request_once(path: str, method: str, url: str, body: Any | None = None,
-                 *, timeout: float = 30.0) -> Response:
+def request_once(
+    path: str, method: str, url: str, body: Any | None = None, *, timeout: float = 30.0
+) -> Response:
     """One request on a fresh connection (blocking)."""
     with UnixHTTPConnection(path, timeout=timeout) as conn:
         return conn.send_raw(build_request(method, url, body, keep_alive=False))

@@ -38,8 +38,14 @@ TINY = Params(rounds=2, nodaemon_every=2)  # smoke test only
 
 def _timed(cmd: list[str], env: dict[str, str]) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, env=env, timeout=60)
+    proc = subprocess.run(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        timeout=60,
+    )
     dt = time.perf_counter() - t0
     if proc.returncode != 0:
         line = proc.stderr.decode(errors="replace").strip().splitlines()[:1]
@@ -50,8 +56,13 @@ def _timed(cmd: list[str], env: dict[str, str]) -> float:
 def _check_warm(env: dict[str, str]) -> str:
     """Warm the key, then check that the client is served from the cache."""
     for _ in range(2):
-        proc = subprocess.run([str(h.CLIENT), "get", "--profile", h.PROFILE, "--format", "json"],
-                              stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=60)
+        proc = subprocess.run(
+            [str(h.CLIENT), "get", "--profile", h.PROFILE, "--format", "json"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env=env,
+            timeout=60,
+        )
         if proc.returncode != 0:
             line = proc.stderr.decode(errors="replace").strip().splitlines()[:1]
             raise h.HarnessError(f"agentid-helper get exited {proc.returncode}: {line}")
@@ -63,8 +74,14 @@ def _check_warm(env: dict[str, str]) -> str:
 
 def _top_imports(cmd: list[str], env: dict[str, str]) -> dict[str, int]:
     """Top-level imports of a command and their cumulative import time (us)."""
-    proc = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:]], stdin=subprocess.DEVNULL,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, timeout=60)
+    proc = subprocess.run(
+        [cmd[0], "-X", "importtime", *cmd[1:]],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        timeout=60,
+    )
     out: dict[str, int] = {}
     for line in proc.stderr.decode(errors="replace").splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
@@ -96,8 +113,12 @@ def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
             "shebang": [str(h.VENV_BIN / "python3"), "-c", "pass"],
             "client": [str(h.CLIENT), "get", "--profile", h.PROFILE],
         }
-        nodaemon = [str(h.PYTHON), str(Path(__file__).with_name("nodaemon_cmdlet.py")),
-                    "--ready-file", str(emu.ready_file)]
+        nodaemon = [
+            str(h.PYTHON),
+            str(Path(__file__).with_name("nodaemon_cmdlet.py")),
+            "--ready-file",
+            str(emu.ready_file),
+        ]
         _timed(nodaemon, env)  # page in MSAL once, like a warm machine
         samples: dict[str, list[float]] = {k: [] for k in [*commands, "nodaemon"]}
         rng = random.Random(seed)
@@ -117,14 +138,28 @@ def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
     r_floor = ratio(client, floor)
     r_nod = ratio(nod, client)
     sec.rows += [
-        Row("client `get` on a warm key (console script)", ms["client"],
-            f"floor `python -I -c pass`: {ms['floor']}", f"{r_floor:.2f}x floor",
-            "<= 1.5x floor", r_floor <= 1.5),
-        Row("shebang floor `python3 -c pass` (site, no -I)", ms["shebang"],
-            f"floor: {ms['floor']}", f"{ratio(s['shebang'].median, floor):.2f}x floor"),
-        Row("no-daemon path (fresh process, MSAL, T1 + AutonomousApp)", ms["nodaemon"],
-            f"client: {ms['client']}", f"{r_nod:.1f}x slower than client",
-            ">= 10x slower than client", r_nod >= 10.0),
+        Row(
+            "client `get` on a warm key (console script)",
+            ms["client"],
+            f"floor `python -I -c pass`: {ms['floor']}",
+            f"{r_floor:.2f}x floor",
+            "<= 1.5x floor",
+            r_floor <= 1.5,
+        ),
+        Row(
+            "shebang floor `python3 -c pass` (site, no -I)",
+            ms["shebang"],
+            f"floor: {ms['floor']}",
+            f"{ratio(s['shebang'].median, floor):.2f}x floor",
+        ),
+        Row(
+            "no-daemon path (fresh process, MSAL, T1 + AutonomousApp)",
+            ms["nodaemon"],
+            f"client: {ms['client']}",
+            f"{r_nod:.1f}x slower than client",
+            ">= 10x slower than client",
+            r_nod >= 10.0,
+        ),
     ]
     sec.notes += [
         f"Method: {params.rounds} rounds; each round runs the floor, the shebang floor and "
@@ -147,11 +182,13 @@ def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
             f"Missed (<= 1.5x floor): the client costs {r_floor:.2f}x the bare interpreter. "
             "What closes it: fewer imports on the `get` path (check `python -X importtime "
             "-m agentid_client get ...`): argparse, json and the socket module dominate a "
-            "stdlib client; lazy imports or a hand-rolled argv parse for `get` save most.")
+            "stdlib client; lazy imports or a hand-rolled argv parse for `get` save most."
+        )
     if r_nod < 10.0:
         sec.notes.append(
             f"Missed (>= 10x): the no-daemon path is only {r_nod:.1f}x slower. It runs against "
             "a local emulator: each of its two legs against real Entra adds a network round "
             "trip and TLS handshake that the emulator does not have, so the gap only grows "
-            "off this machine.")
+            "off this machine."
+        )
     return sec

@@ -38,8 +38,15 @@ class Params:
 
 QUICK = Params(k_scopes=5, lifetime_s=6, window_s=18.0, idle_lifetime_s=5, idle_timeout_s=1.0)
 FULL = Params()
-TINY = Params(burst=50, burst_delay_s=0.2, k_scopes=2, lifetime_s=3, window_s=4.0,
-              idle_lifetime_s=3, idle_timeout_s=0.5)  # smoke test only
+TINY = Params(
+    burst=50,
+    burst_delay_s=0.2,
+    k_scopes=2,
+    lifetime_s=3,
+    window_s=4.0,
+    idle_lifetime_s=3,
+    idle_timeout_s=0.5,
+)  # smoke test only
 EXPECTED_BURST = {"AutonomousApp": 2, "OBO": 2, "AutonomousUser": 3}
 
 
@@ -54,13 +61,17 @@ def mode_bodies(emu: h.Emulator) -> dict[str, dict[str, Any]]:
     return {
         "AutonomousApp": {"profile": h.PROFILE},
         "OBO": {"profile": h.PROFILE, "mode": "OBO", "user_token": user_token},
-        "AutonomousUser": {"profile": h.PROFILE, "mode": "AutonomousUser",
-                           "user_upn": info["agent_user_upn"]},
+        "AutonomousUser": {
+            "profile": h.PROFILE,
+            "mode": "AutonomousUser",
+            "user_upn": info["agent_user_upn"],
+        },
     }
 
 
-async def burst(sock: str, body: dict[str, Any], n: int, timeout_s: float = 120.0
-                ) -> tuple[dict[int, int], set[str]]:
+async def burst(
+    sock: str, body: dict[str, Any], n: int, timeout_s: float = 120.0
+) -> tuple[dict[int, int], set[str]]:
     """n concurrent requests, one connection each: status counts, token fingerprints."""
     statuses: dict[int, int] = {}
     prints: set[str] = set()
@@ -99,13 +110,17 @@ def run_bursts(workdir: Path, emu: h.Emulator, p: Params, sec: Section) -> None:
             daemon.stop()
         calls = int(stats["total"])
         ok = statuses.get(200, 0)
-        sec.rows.append(Row(
-            f"cold burst, {p.burst} concurrent, {mode}",
-            f"{calls} token requests ({stats['by_leg']}), {ok}/{p.burst} ok, "
-            f"{len(prints)} distinct token(s)",
-            f"cmdlet: {p.burst * EXPECTED_BURST[mode]} requests", f"{calls}/{p.burst} per call",
-            f"= {EXPECTED_BURST[mode]}",
-            calls == EXPECTED_BURST[mode] and ok == p.burst and len(prints) == 1))
+        sec.rows.append(
+            Row(
+                f"cold burst, {p.burst} concurrent, {mode}",
+                f"{calls} token requests ({stats['by_leg']}), {ok}/{p.burst} ok, "
+                f"{len(prints)} distinct token(s)",
+                f"cmdlet: {p.burst * EXPECTED_BURST[mode]} requests",
+                f"{calls}/{p.burst} per call",
+                f"= {EXPECTED_BURST[mode]}",
+                calls == EXPECTED_BURST[mode] and ok == p.burst and len(prints) == 1,
+            )
+        )
 
 
 def run_scopes(workdir: Path, emu: h.Emulator, p: Params, sec: Section) -> None:
@@ -118,8 +133,12 @@ def run_scopes(workdir: Path, emu: h.Emulator, p: Params, sec: Section) -> None:
             out: list[int] = []
 
             async def one(scope: str) -> None:
-                resp = await trio_request_once(str(daemon.socket_path), "POST", "/v1/token",
-                                               {"profile": h.PROFILE, "scope": scope})
+                resp = await trio_request_once(
+                    str(daemon.socket_path),
+                    "POST",
+                    "/v1/token",
+                    {"profile": h.PROFILE, "scope": scope},
+                )
                 out.append(resp.status)
 
             with trio.fail_after(120):
@@ -134,11 +153,16 @@ def run_scopes(workdir: Path, emu: h.Emulator, p: Params, sec: Section) -> None:
         daemon.stop()
     calls = int(stats["total"])
     k = p.k_scopes
-    sec.rows.append(Row(
-        f"{k} scopes of one agent (concurrent)",
-        f"{calls} token requests ({stats['by_leg']}), {statuses.count(200)}/{k} ok",
-        f"cmdlet: {2 * k} requests", "-", f"= k + 1 = {k + 1}",
-        calls == k + 1 and statuses.count(200) == k))
+    sec.rows.append(
+        Row(
+            f"{k} scopes of one agent (concurrent)",
+            f"{calls} token requests ({stats['by_leg']}), {statuses.count(200)}/{k} ok",
+            f"cmdlet: {2 * k} requests",
+            "-",
+            f"= k + 1 = {k + 1}",
+            calls == k + 1 and statuses.count(200) == k,
+        )
+    )
 
 
 @dataclass
@@ -150,8 +174,9 @@ class SteadyResult:
     non_ok: int
 
 
-async def steady(sock: str, emu: h.Emulator, keys: dict[str, dict[str, Any]],
-                 window_s: float, interval_s: float) -> SteadyResult:
+async def steady(
+    sock: str, emu: h.Emulator, keys: dict[str, dict[str, Any]], window_s: float, interval_s: float
+) -> SteadyResult:
     changes: dict[str, list[float]] = {k: [] for k in keys}
     per_second: list[int] = []
     counters = {"requests": 0, "non_ok": 0}
@@ -197,8 +222,9 @@ async def steady(sock: str, emu: h.Emulator, keys: dict[str, dict[str, Any]],
 def run_steady_and_idle(workdir: Path, p: Params, sec: Section) -> None:
     # The idle check runs on its own emulator and daemon, in parallel with the
     # steady traffic, so its counts are exact and it costs no extra time.
-    with h.stack(workdir / "idle", token_lifetime_s=p.idle_lifetime_s,
-                 idle_timeout_s=p.idle_timeout_s) as (iemu, idaemon):
+    with h.stack(
+        workdir / "idle", token_lifetime_s=p.idle_lifetime_s, idle_timeout_s=p.idle_timeout_s
+    ) as (iemu, idaemon):
         iemu.reset()
         idaemon.token({"profile": h.PROFILE, "min_validity_s": 0})
         idle_initial = int(iemu.stats()["total"])
@@ -206,23 +232,32 @@ def run_steady_and_idle(workdir: Path, p: Params, sec: Section) -> None:
             info = emu.info
             keys = {
                 "AutonomousApp graph": {"profile": h.PROFILE},
-                "AutonomousApp api://": {"profile": h.PROFILE,
-                                         "scope": f"api://{uuid.uuid4()}/.default"},
-                "AutonomousUser graph": {"profile": h.PROFILE, "mode": "AutonomousUser",
-                                         "user_upn": info["agent_user_upn"]},
+                "AutonomousApp api://": {
+                    "profile": h.PROFILE,
+                    "scope": f"api://{uuid.uuid4()}/.default",
+                },
+                "AutonomousUser graph": {
+                    "profile": h.PROFILE,
+                    "mode": "AutonomousUser",
+                    "user_upn": info["agent_user_upn"],
+                },
             }
             emu.reset()
-            res = trio.run(steady, str(daemon.socket_path), emu, keys, p.window_s,
-                           p.interval_s)
+            res = trio.run(steady, str(daemon.socket_path), emu, keys, p.window_s, p.interval_s)
         idle_total = int(iemu.stats()["total"])
     _report_steady(res, p, sec)
     idle_after = idle_total - idle_initial
     lifetimes = p.window_s / p.idle_lifetime_s
-    sec.rows.append(Row(
-        f"idle key after idle_timeout_s={p.idle_timeout_s:g} s",
-        f"{idle_after} token requests in {p.window_s:.0f} s ({lifetimes:.1f} lifetimes)",
-        f"first request: {idle_initial} requests", "-", "0 after the idle timeout",
-        idle_after == 0))
+    sec.rows.append(
+        Row(
+            f"idle key after idle_timeout_s={p.idle_timeout_s:g} s",
+            f"{idle_after} token requests in {p.window_s:.0f} s ({lifetimes:.1f} lifetimes)",
+            f"first request: {idle_initial} requests",
+            "-",
+            "0 after the idle timeout",
+            idle_after == 0,
+        )
+    )
 
 
 def _report_steady(res: SteadyResult, p: Params, sec: Section) -> None:
@@ -235,19 +270,30 @@ def _report_steady(res: SteadyResult, p: Params, sec: Section) -> None:
     per_key_per_life = refreshes / n_keys / lifetimes if lifetimes else 0.0
     peak = max(res.per_second, default=0)
     by_leg = res.stats.get("by_leg", {})
-    ok = bool(ratios) and 0.6 <= median(ratios) <= 0.8 and min(ratios) >= 0.5 \
-        and res.non_ok == 0
+    ok = bool(ratios) and 0.6 <= median(ratios) <= 0.8 and min(ratios) >= 0.5 and res.non_ok == 0
     med = median(ratios) if ratios else float("nan")
-    sec.rows.append(Row(
-        f"steady traffic, {n_keys} keys, {L} s tokens, {p.window_s:.0f} s",
-        f"refresh spacing {med:.2f} x lifetime (min {min(ratios, default=0):.2f}, "
-        f"max {max(ratios, default=0):.2f}, n={len(ratios)}); "
-        f"{per_key_per_life:.2f} refreshes per key per lifetime",
-        "expected 0.67-0.75 x lifetime", "-", "2/3..3/4 lifetime, no storm", ok))
-    sec.rows.append(Row(
-        "steady traffic, peak token requests in any ~1 s",
-        f"{peak} (total {res.stats.get('total')}: {by_leg})",
-        f"{n_keys} keys + T1 + T2", "-", f"<= {n_keys + 2} (no storm)", peak <= n_keys + 2))
+    sec.rows.append(
+        Row(
+            f"steady traffic, {n_keys} keys, {L} s tokens, {p.window_s:.0f} s",
+            f"refresh spacing {med:.2f} x lifetime (min {min(ratios, default=0):.2f}, "
+            f"max {max(ratios, default=0):.2f}, n={len(ratios)}); "
+            f"{per_key_per_life:.2f} refreshes per key per lifetime",
+            "expected 0.67-0.75 x lifetime",
+            "-",
+            "2/3..3/4 lifetime, no storm",
+            ok,
+        )
+    )
+    sec.rows.append(
+        Row(
+            "steady traffic, peak token requests in any ~1 s",
+            f"{peak} (total {res.stats.get('total')}: {by_leg})",
+            f"{n_keys} keys + T1 + T2",
+            "-",
+            f"<= {n_keys + 2} (no storm)",
+            peak <= n_keys + 2,
+        )
+    )
     day = 24 * 3600 / (med * 3600) if ratios and med > 0 else float("nan")
     sec.notes.append(
         f"Steady traffic: each key asked every {p.interval_s:g} s ({res.requests} requests, "
@@ -256,7 +302,8 @@ def _report_steady(res: SteadyResult, p: Params, sec: Section) -> None:
         "first sees a new token, so spacing is exact to the polling interval. Extrapolated to "
         f"1-hour tokens: about {day:.0f} resource-token requests per key per day (plus about "
         "as many T1 per agent), independent of how often the key is used; the cmdlet makes "
-        "2-3 per use.")
+        "2-3 per use."
+    )
 
 
 def measure(workdir: Path, p: Params) -> Section:
@@ -265,19 +312,25 @@ def measure(workdir: Path, p: Params) -> Section:
         run_bursts(workdir, emu, p, sec)
         run_scopes(workdir, emu, p, sec)
     run_steady_and_idle(workdir, p, sec)
-    sec.notes.insert(0, (
-        f"Method: counts are `token_requests` from the emulator's `/_emulator/stats`, reset "
-        f"before each measurement. Cold bursts: a freshly started daemon per mode, "
-        f"{p.burst} concurrent connections each sending one `POST /v1/token`, with the "
-        f"emulator delaying every response by {p.burst_delay_s:g} s so that all requests are "
-        "in flight while the first acquisition runs; a burst passes only if all requests "
-        "got the same token. OBO uses a user token from `/_emulator/users/token` with "
-        f"audience = the blueprint app id. k scopes: {p.k_scopes} concurrent requests "
-        "for distinct `api://<guid>/.default` scopes of the demo agent on a fresh daemon. "
-        f"Idle: a separate emulator ({p.idle_lifetime_s} s tokens) and daemon with "
-        f"`[daemon] idle_timeout_s = {p.idle_timeout_s:g}`; one request, then silence for "
-        "the steady-traffic window, counting every token request after the first."))
+    sec.notes.insert(
+        0,
+        (
+            f"Method: counts are `token_requests` from the emulator's `/_emulator/stats`, reset "
+            f"before each measurement. Cold bursts: a freshly started daemon per mode, "
+            f"{p.burst} concurrent connections each sending one `POST /v1/token`, with the "
+            f"emulator delaying every response by {p.burst_delay_s:g} s so that all requests are "
+            "in flight while the first acquisition runs; a burst passes only if all requests "
+            "got the same token. OBO uses a user token from `/_emulator/users/token` with "
+            f"audience = the blueprint app id. k scopes: {p.k_scopes} concurrent requests "
+            "for distinct `api://<guid>/.default` scopes of the demo agent on a fresh daemon. "
+            f"Idle: a separate emulator ({p.idle_lifetime_s} s tokens) and daemon with "
+            f"`[daemon] idle_timeout_s = {p.idle_timeout_s:g}`; one request, then silence for "
+            "the steady-traffic window, counting every token request after the first."
+        ),
+    )
     for row in sec.missed:
-        sec.notes.append(f"Missed: {row.figure}: {row.value}. See the daemon's cache "
-                         "single-flight/refresh scheduling (cache.py, broker.py).")
+        sec.notes.append(
+            f"Missed: {row.figure}: {row.value}. See the daemon's cache "
+            "single-flight/refresh scheduling (cache.py, broker.py)."
+        )
     return sec

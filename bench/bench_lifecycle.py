@@ -44,9 +44,15 @@ def measure(workdir: Path, params: Params) -> Section:
         last = t0
         try:
             for _ in range(params.clients):
-                procs.append(subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                              stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.DEVNULL))
+                procs.append(
+                    subprocess.Popen(
+                        argv,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
             spawned = time.monotonic() - t0
             codes: dict[int, int] = {}
             for p in procs:
@@ -62,15 +68,17 @@ def measure(workdir: Path, params: Params) -> Section:
         emu.clear_faults()
     ok = codes.get(0, 0)
     requests = sum(legs.values())
-    sec.rows.append(Row(
-        f"client burst, {params.clients} processes, cold key, IdP delay {params.delay_s:g} s",
-        f"{ok}/{params.clients} exit 0 (exit codes {dict(sorted(codes.items()))}); "
-        f"{requests} token requests ({legs}); last token after {last - t0:.1f} s "
-        f"(spawning took {spawned:.1f} s)",
-        baseline="before: 385/800 exit 0 (415 exit 3, EAGAIN) with a 15 s delay",
-        target="all exit 0, 2 token requests",
-        met=ok == params.clients and requests == 2,
-    ))
+    sec.rows.append(
+        Row(
+            f"client burst, {params.clients} processes, cold key, IdP delay {params.delay_s:g} s",
+            f"{ok}/{params.clients} exit 0 (exit codes {dict(sorted(codes.items()))}); "
+            f"{requests} token requests ({legs}); last token after {last - t0:.1f} s "
+            f"(spawning took {spawned:.1f} s)",
+            baseline="before: 385/800 exit 0 (415 exit 3, EAGAIN) with a 15 s delay",
+            target="all exit 0, 2 token requests",
+            met=ok == params.clients and requests == 2,
+        )
+    )
     sec.notes.append(
         f"Method: a fresh daemon and emulator; the emulator delays every token response by "
         f"{params.delay_s:g} s (T1, then the agent token: about {2 * params.delay_s:g} s for the "

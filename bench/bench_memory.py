@@ -42,8 +42,9 @@ async def fill(sock: str, n: int, connections: int, timeout_s: float = 600.0) ->
         conn = await TrioUnixHTTPConnection.open(sock)
         try:
             for scope in scopes:
-                resp = await conn.send_raw(build_request(
-                    "POST", "/v1/token", {"profile": h.PROFILE, "scope": scope}))
+                resp = await conn.send_raw(
+                    build_request("POST", "/v1/token", {"profile": h.PROFILE, "scope": scope})
+                )
                 if resp.status != 200:
                     failed += 1
         finally:
@@ -77,8 +78,9 @@ def measure(workdir: Path, p: Params) -> Section:
         have = 0
         for n in p.points:
             t0 = time.monotonic()
-            failed = trio.run(fill, str(daemon.socket_path), n - have, p.connections) \
-                if n > have else 0
+            failed = (
+                trio.run(fill, str(daemon.socket_path), n - have, p.connections) if n > have else 0
+            )
             fill_s = time.monotonic() - t0
             have = n
             time.sleep(1.0)  # let freed buffers settle before sampling
@@ -90,26 +92,39 @@ def measure(workdir: Path, p: Params) -> Section:
     for n, mib, entries, failed, fill_s in points:
         target = n == max(p.points) and n >= 10_000
         per_key = f" ({(mib - one) * 1024 / (n - 1):.1f} KiB/key above 1 key)" if n > 1 else ""
-        sec.rows.append(Row(
-            f"daemon RSS, {n:,} cached key{'' if n == 1 else 's'}", f"{mib:.1f} MiB{per_key}",
-            f"0 keys: {base:.1f} MiB" if n else "-", "-",
-            f"<= {p.target_mib:g} MiB" if target else "-",
-            (mib <= p.target_mib and failed == 0) if target else None))
-        sec.notes.append(f"{n:,} keys requested: /v1/status lists {entries}, {failed} failed "
-                         f"requests, fill took {fill_s:.1f} s.")
-    sec.notes.insert(0, (
-        f"Method: one daemon; keys are distinct `api://<guid>/.default` scopes of the demo "
-        f"agent (AutonomousApp), each one `POST /v1/token` over {p.connections} keep-alive "
-        f"connections; RSS (VmRSS) read 1 s after each fill. Emulator token requests: "
-        f"{stats.get('total')} ({stats.get('by_leg')})."))
+        sec.rows.append(
+            Row(
+                f"daemon RSS, {n:,} cached key{'' if n == 1 else 's'}",
+                f"{mib:.1f} MiB{per_key}",
+                f"0 keys: {base:.1f} MiB" if n else "-",
+                "-",
+                f"<= {p.target_mib:g} MiB" if target else "-",
+                (mib <= p.target_mib and failed == 0) if target else None,
+            )
+        )
+        sec.notes.append(
+            f"{n:,} keys requested: /v1/status lists {entries}, {failed} failed "
+            f"requests, fill took {fill_s:.1f} s."
+        )
+    sec.notes.insert(
+        0,
+        (
+            f"Method: one daemon; keys are distinct `api://<guid>/.default` scopes of the demo "
+            f"agent (AutonomousApp), each one `POST /v1/token` over {p.connections} keep-alive "
+            f"connections; RSS (VmRSS) read 1 s after each fill. Emulator token requests: "
+            f"{stats.get('total')} ({stats.get('by_leg')})."
+        ),
+    )
     if max(p.points) >= 10_000:
         sec.notes.append(
             "The daemon's cache bound (max_entries 10,000, not configurable) counts the agent's "
             "exchange tokens (T1/T2) too: when more distinct keys are asked for than fit, the "
-            "least recently requested key is dropped, as the entry counts above show.")
+            "least recently requested key is dropped, as the entry counts above show."
+        )
     for row in sec.missed:
         sec.notes.append(
             f"Missed: {row.figure} = {row.value}. What would close it: check what each key "
             "holds (MSAL's own token cache also keeps a copy of every token unless the engine "
-            "clears it; per-key locks/tasks), and keep only the token and deadlines.")
+            "clears it; per-key locks/tasks), and keep only the token and deadlines."
+        )
     return sec

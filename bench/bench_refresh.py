@@ -59,16 +59,24 @@ def during(records: list[Record], windows: list[tuple[float, float]]) -> list[Re
 def measure(workdir: Path, p: Params) -> Section:
     sec = Section("refresh", "4. Refresh never blocks cache hits")
     with h.stack(workdir, token_lifetime_s=p.lifetime_s) as (emu, daemon):
-        bodies = [{"profile": h.PROFILE, "scope": f"api://{uuid.uuid4()}/.default",
-                   "min_validity_s": 0} for _ in range(p.keys)]
+        bodies = [
+            {"profile": h.PROFILE, "scope": f"api://{uuid.uuid4()}/.default", "min_validity_s": 0}
+            for _ in range(p.keys)
+        ]
         for body in bodies:
             daemon.token(body)
         emu.reset()
         emu.set_faults(delay_s=p.delay_s)
         try:
-            res = run_load(str(daemon.socket_path),
-                           [build_request("POST", "/v1/token", b) for b in bodies],
-                           p.keys, p.window_s, warmup_s=0.0, pace_s=p.pace_s, detailed=True)
+            res = run_load(
+                str(daemon.socket_path),
+                [build_request("POST", "/v1/token", b) for b in bodies],
+                p.keys,
+                p.window_s,
+                warmup_s=0.0,
+                pace_s=p.pace_s,
+                detailed=True,
+            )
         finally:
             emu.clear_faults()
         stats = emu.stats()
@@ -83,12 +91,18 @@ def measure(workdir: Path, p: Params) -> Section:
     out_max = max(outside, default=float("nan")) * 1e3
     refreshed = len({r.client for r in inside})
     ok = bool(hits) and worst <= 10.0 and not misses
-    sec.rows.append(Row(
-        f"max cache-hit latency during refreshes ({p.delay_s:g} s emulator delay)",
-        f"{worst:.2f} ms (p99 {percentile([r.latency_s for r in hits], 99) * 1e3:.2f} ms, "
-        f"n={len(hits)}, {len(windows)} refreshes)",
-        f"outside refreshes: max {out_max:.2f} ms, p99 {percentile(outside, 99) * 1e3:.2f} ms "
-        f"(n={len(outside)})", f"max {ratio(worst, out_max):.2f}x outside", "<= 10 ms", ok))
+    sec.rows.append(
+        Row(
+            f"max cache-hit latency during refreshes ({p.delay_s:g} s emulator delay)",
+            f"{worst:.2f} ms (p99 {percentile([r.latency_s for r in hits], 99) * 1e3:.2f} ms, "
+            f"n={len(hits)}, {len(windows)} refreshes)",
+            f"outside refreshes: max {out_max:.2f} ms, p99 {percentile(outside, 99) * 1e3:.2f} ms "
+            f"(n={len(outside)})",
+            f"max {ratio(worst, out_max):.2f}x outside",
+            "<= 10 ms",
+            ok,
+        )
+    )
     sec.notes += [
         f"Method: emulator tokens live {p.lifetime_s} s; {p.keys} keys (distinct api:// "
         f"scopes of the demo agent) are warmed, then the emulator delays every token "
@@ -103,14 +117,17 @@ def measure(workdir: Path, p: Params) -> Section:
         f"{stats.get('total')} ({stats.get('by_leg')}).",
     ]
     if not windows:
-        sec.notes.append("Missed: no refresh happened in the window; the daemon did not "
-                         "refresh ahead (or the emulator ignored --token-lifetime-s).")
+        sec.notes.append(
+            "Missed: no refresh happened in the window; the daemon did not "
+            "refresh ahead (or the emulator ignored --token-lifetime-s)."
+        )
     elif misses:
         sec.notes.append(
             f"Missed: {len(misses)} request(s) were not served from the cache (or failed) "
             "while tokens were being refreshed: the refresh did not complete before the old "
             "token's validity ran out, or a request waited for it. What would close it: "
-            "refresh earlier or serve the old token until the new one is in.")
+            "refresh earlier or serve the old token until the new one is in."
+        )
     elif not ok:
         slow_in = sum(1 for r in hits if r.latency_s > 0.010)
         slow_out = sum(1 for x in outside if x > 0.010)
@@ -123,5 +140,6 @@ def measure(workdir: Path, p: Params) -> Section:
             "worker thread that holds the GIL while running Python) competes with the event "
             "loop, on top of this machine's noise (outside refreshes the max is "
             f"{out_max:.1f} ms). What would close it: less Python work per refresh in the "
-            "worker thread (profile one refresh), and more cores than busy processes.")
+            "worker thread (profile one refresh), and more cores than busy processes."
+        )
     return sec

@@ -46,9 +46,21 @@ def _start_floor(workdir: Path, response: bytes) -> tuple[subprocess.Popen[bytes
     log = workdir / "floor.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("floor_server.py")), "--socket",
-             str(sock), "--response-file", str(resp_file), "--ready-file", str(ready)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=h.child_env())
+            [
+                sys.executable,
+                str(Path(__file__).with_name("floor_server.py")),
+                "--socket",
+                str(sock),
+                "--response-file",
+                str(resp_file),
+                "--ready-file",
+                str(ready),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            env=h.child_env(),
+        )
     deadline = time.monotonic() + 30
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -81,19 +93,28 @@ def measure(workdir: Path, params: Params, *, seed: int = 2) -> Section:
         quiet = h.start_daemon(workdir / "quiet", emu, args=("--log-level", "warning"))
         try:
             _capture(quiet.socket_path, request)
-            targets = {"daemon": str(daemon.socket_path), "floor": str(floor_sock),
-                       "quiet": str(quiet.socket_path)}
+            targets = {
+                "daemon": str(daemon.socket_path),
+                "floor": str(floor_sock),
+                "quiet": str(quiet.socket_path),
+            }
             rng = random.Random(seed)
             for level in params.levels:
                 for _ in range(params.reps):
                     order = list(targets)
                     rng.shuffle(order)
                     for name in order:
-                        res = run_load(targets[name], [request], level, params.duration_s,
-                                       warmup_s=params.warmup_s)
+                        res = run_load(
+                            targets[name],
+                            [request],
+                            level,
+                            params.duration_s,
+                            warmup_s=params.warmup_s,
+                        )
                         if res.errors:
-                            raise h.HarnessError(f"{name}: {res.errors} non-200 responses "
-                                                 f"at {level} clients")
+                            raise h.HarnessError(
+                                f"{name}: {res.errors} non-200 responses at {level} clients"
+                            )
                         runs.setdefault((name, level), []).append(res)
             rss_kib = daemon.rss_kib()
             idp = emu.stats().get("total")
@@ -110,25 +131,39 @@ def measure(workdir: Path, params: Params, *, seed: int = 2) -> Section:
         f_p = [(percentile(x.latencies_s, 50), percentile(x.latencies_s, 99)) for x in f]
         d50, d99 = median([p[0] for p in d_p]) * 1e3, median([p[1] for p in d_p]) * 1e3
         f50, f99 = median([p[0] for p in f_p]) * 1e3, median([p[1] for p in f_p]) * 1e3
-        sec.rows.append(Row(
-            f"throughput, {level} client{'s' if level > 1 else ''}",
-            f"{median(d_rps):,.0f} req/s ({min(d_rps):,.0f}-{max(d_rps):,.0f})",
-            f"floor {median(f_rps):,.0f} req/s ({min(f_rps):,.0f}-{max(f_rps):,.0f})",
-            f"{r:.2f}x floor", ">= 0.5x floor", r >= 0.5))
+        sec.rows.append(
+            Row(
+                f"throughput, {level} client{'s' if level > 1 else ''}",
+                f"{median(d_rps):,.0f} req/s ({min(d_rps):,.0f}-{max(d_rps):,.0f})",
+                f"floor {median(f_rps):,.0f} req/s ({min(f_rps):,.0f}-{max(f_rps):,.0f})",
+                f"{r:.2f}x floor",
+                ">= 0.5x floor",
+                r >= 0.5,
+            )
+        )
         lat_target = level == max(params.levels) and level >= 32
-        sec.rows.append(Row(
-            f"latency p50 / p99, {level} client{'s' if level > 1 else ''}",
-            f"{d50:.2f} / {d99:.2f} ms",
-            f"floor {f50:.2f} / {f99:.2f} ms", f"p99 {ratio(d99, f99):.2f}x floor",
-            "p99 <= 5 ms" if lat_target else "-", (d99 <= 5.0) if lat_target else None))
+        sec.rows.append(
+            Row(
+                f"latency p50 / p99, {level} client{'s' if level > 1 else ''}",
+                f"{d50:.2f} / {d99:.2f} ms",
+                f"floor {f50:.2f} / {f99:.2f} ms",
+                f"p99 {ratio(d99, f99):.2f}x floor",
+                "p99 <= 5 ms" if lat_target else "-",
+                (d99 <= 5.0) if lat_target else None,
+            )
+        )
         q_rps = [x.rps for x in runs[("quiet", level)]]
         q99 = median([percentile(x.latencies_s, 99) for x in runs[("quiet", level)]]) * 1e3
-        sec.rows.append(Row(
-            f"daemon with `--log-level warning`, {level} client{'s' if level > 1 else ''}",
-            f"{median(q_rps):,.0f} req/s ({min(q_rps):,.0f}-{max(q_rps):,.0f}), "
-            f"p99 {q99:.2f} ms", f"floor {median(f_rps):,.0f} req/s",
-            f"{ratio(median(q_rps), median(f_rps)):.2f}x floor, "
-            f"{ratio(median(q_rps), median(d_rps)):.2f}x default daemon"))
+        sec.rows.append(
+            Row(
+                f"daemon with `--log-level warning`, {level} client{'s' if level > 1 else ''}",
+                f"{median(q_rps):,.0f} req/s ({min(q_rps):,.0f}-{max(q_rps):,.0f}), "
+                f"p99 {q99:.2f} ms",
+                f"floor {median(f_rps):,.0f} req/s",
+                f"{ratio(median(q_rps), median(f_rps)):.2f}x floor, "
+                f"{ratio(median(q_rps), median(d_rps)):.2f}x default daemon",
+            )
+        )
     total = sum(len(v) for v in runs.values())
     sec.notes += [
         f"Method: closed loop, one process per client, one keep-alive AF_UNIX connection each, "
@@ -155,7 +190,8 @@ def measure(workdir: Path, params: Params, *, seed: int = 2) -> Section:
             "with the server, so a request often waits whole scheduler slices for the "
             "server or for its own client to run; the floor's p99 in the same run shows "
             "the machine's share. What would close it: a cheaper request path in the daemon "
-            "(below), more cores than clients, or an open-loop load below saturation.")
+            "(below), more cores than clients, or an open-loop load below saturation."
+        )
     slow = [r.figure.split(", ", 1)[1] for r in missed if r.figure.startswith("throughput")]
     if slow:
         sec.notes.append(
@@ -167,5 +203,6 @@ def measure(workdir: Path, params: Params, *, seed: int = 2) -> Section:
             "in the daemon's own code; with 8-32 client processes on the same 2 cores the "
             "load generator competes for the CPU as well. What would close it: writing "
             "the HTTP bytes without h11 on the cache-hit path (the architecture names h11, "
-            "so not done), more cores than clients, or an open-loop load.")
+            "so not done), more cores than clients, or an open-loop load."
+        )
     return sec

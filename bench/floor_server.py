@@ -54,7 +54,7 @@ async def handle(stream: trio.SocketStream, response: bytes) -> None:
                 return
             buf += chunk
             # Answer every complete request in the buffer (pipelining-safe).
-            while (end := request_end(buf)):
+            while end := request_end(buf):
                 del buf[:end]
                 try:
                     await stream.send_all(response)
@@ -62,8 +62,13 @@ async def handle(stream: trio.SocketStream, response: bytes) -> None:
                     return
 
 
-async def serve(path: str, response: bytes, *, backlog: int = 1024,
-                task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    path: str,
+    response: bytes,
+    *,
+    backlog: int = 1024,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)

@@ -40,17 +40,24 @@ def acquire(info: dict[str, Any], scope: str) -> int:
     import msal  # timed on purpose: every cmdlet call pays it
 
     authority = f"{str(info['authority_host']).rstrip('/')}/{info['tenant_id']}"
-    common: dict[str, Any] = {"authority": authority, "instance_discovery": False,
-                              "verify": info["ca_bundle"]}
+    common: dict[str, Any] = {
+        "authority": authority,
+        "instance_discovery": False,
+        "verify": info["ca_bundle"],
+    }
     blueprint = msal.ConfidentialClientApplication(
-        info["blueprint_app_id"], client_credential=info["blueprint_secret"], **common)
+        info["blueprint_app_id"], client_credential=info["blueprint_secret"], **common
+    )
     t1 = blueprint.acquire_token_for_client(
-        [EXCHANGE_SCOPE], fmi_path=info["agent_identity_app_id"])
+        [EXCHANGE_SCOPE], fmi_path=info["agent_identity_app_id"]
+    )
     if "access_token" not in t1:
         return _fail("T1", t1)
     agent = msal.ConfidentialClientApplication(
         info["agent_identity_app_id"],
-        client_credential={"client_assertion": t1["access_token"]}, **common)
+        client_credential={"client_assertion": t1["access_token"]},
+        **common,
+    )
     tok = agent.acquire_token_for_client([scope])
     if "access_token" not in tok:
         return _fail("AutonomousApp", tok)
@@ -59,8 +66,9 @@ def acquire(info: dict[str, Any], scope: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--ready-file", required=True, type=Path,
-                        help="the emulator's --ready-file JSON")
+    parser.add_argument(
+        "--ready-file", required=True, type=Path, help="the emulator's --ready-file JSON"
+    )
     parser.add_argument("--scope", default=DEFAULT_SCOPE)
     args = parser.parse_args(argv)
     try:

@@ -37,24 +37,29 @@ HERE = Path(__file__).resolve().parent
 
 def benchmarks(size: str) -> dict[str, tuple[str, Callable[[Path], Section]]]:
     """Each benchmark's title and runner with its parameter set (QUICK, FULL, TINY)."""
+
     def pick(mod: Any) -> Any:
         return getattr(mod, size.upper())
 
     return {
-        "client": ("1. Client cache hit", lambda w: bench_client.measure(
-            w, pick(bench_client))),
-        "throughput": ("2. Daemon throughput and latency (cache hits)",
-                       lambda w: bench_throughput.measure(
-                           w, pick(bench_throughput))),
-        "economy": ("3. Identity-provider economy (exact emulator counts)",
-                    lambda w: bench_economy.measure(
-                        w, pick(bench_economy))),
-        "refresh": ("4. Refresh never blocks cache hits", lambda w: bench_refresh.measure(
-            w, pick(bench_refresh))),
-        "memory": ("5. Daemon memory (RSS)", lambda w: bench_memory.measure(
-            w, pick(bench_memory))),
-        "lifecycle": ("6. Client burst on a cold key, slow identity provider",
-                      lambda w: bench_lifecycle.measure(w, pick(bench_lifecycle))),
+        "client": ("1. Client cache hit", lambda w: bench_client.measure(w, pick(bench_client))),
+        "throughput": (
+            "2. Daemon throughput and latency (cache hits)",
+            lambda w: bench_throughput.measure(w, pick(bench_throughput)),
+        ),
+        "economy": (
+            "3. Identity-provider economy (exact emulator counts)",
+            lambda w: bench_economy.measure(w, pick(bench_economy)),
+        ),
+        "refresh": (
+            "4. Refresh never blocks cache hits",
+            lambda w: bench_refresh.measure(w, pick(bench_refresh)),
+        ),
+        "memory": ("5. Daemon memory (RSS)", lambda w: bench_memory.measure(w, pick(bench_memory))),
+        "lifecycle": (
+            "6. Client burst on a cold key, slow identity provider",
+            lambda w: bench_lifecycle.measure(w, pick(bench_lifecycle)),
+        ),
     }
 
 
@@ -90,12 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="~1 minute sanity run")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke test
-    parser.add_argument("--only", nargs="+", metavar="NAME",
-                        choices=["client", "throughput", "economy", "refresh", "memory",
-                                 "lifecycle"])
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        choices=["client", "throughput", "economy", "refresh", "memory", "lifecycle"],
+    )
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
-    parser.add_argument("--keep-workdir", action="store_true",
-                        help="keep the temporary directory (logs) for inspection")
+    parser.add_argument(
+        "--keep-workdir",
+        action="store_true",
+        help="keep the temporary directory (logs) for inspection",
+    )
     args = parser.parse_args(argv)
     raise_fd_limit()
     size = "tiny" if args.tiny else "quick" if args.quick else "full"
@@ -111,9 +122,16 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             missing = [c for c, ok in avail.items() if not ok]
             if missing:
-                sections.append(Section(name, title, error=(
-                    f"not runnable: {', '.join(missing)} not available "
-                    "(console script missing or `--help` failed)")))
+                sections.append(
+                    Section(
+                        name,
+                        title,
+                        error=(
+                            f"not runnable: {', '.join(missing)} not available "
+                            "(console script missing or `--help` failed)"
+                        ),
+                    )
+                )
                 log(f"{name}: skipped, missing {missing}")
                 continue
             log(f"{name}: running")
@@ -132,11 +150,17 @@ def main(argv: list[str] | None = None) -> int:
             log(f"workdir kept: {tmp}")
         else:
             import shutil
+
             shutil.rmtree(tmp, ignore_errors=True)
     cmd = ".venv/bin/python bench/run.py" + (" --quick" if args.quick else "")
-    text = render(sections, date=date, machine=h.machine(),
-                  mode=size,
-                  elapsed_s=time.monotonic() - started, command=cmd)
+    text = render(
+        sections,
+        date=date,
+        machine=h.machine(),
+        mode=size,
+        elapsed_s=time.monotonic() - started,
+        command=cmd,
+    )
     write(args.out, text)
     log(f"wrote {args.out}")
     print(text)

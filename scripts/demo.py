@@ -85,25 +85,34 @@ def emulator_admin(info: dict, path: str, body: dict | None = None) -> dict:
 def managed_identity_step(info: dict) -> None:
     """The blueprint's own Graph token with a managed identity as its credential,
     over the wire as Microsoft's docs show it (create-delete-agent-identities.md)."""
-    query = urllib.parse.urlencode({"api-version": "2018-02-01",
-                                    "resource": "api://AzureADTokenExchange",
-                                    "client_id": info["managed_identity_client_id"]})
+    query = urllib.parse.urlencode(
+        {
+            "api-version": "2018-02-01",
+            "resource": "api://AzureADTokenExchange",
+            "client_id": info["managed_identity_client_id"],
+        }
+    )
     print(f"   GET {info['imds_endpoint']}/metadata/identity/oauth2/token?... (Metadata: true)")
-    req = urllib.request.Request(f"{info['imds_endpoint']}/metadata/identity/oauth2/token?"
-                                 f"{query}", headers={"Metadata": "true"})
+    req = urllib.request.Request(
+        f"{info['imds_endpoint']}/metadata/identity/oauth2/token?{query}",
+        headers={"Metadata": "true"},
+    )
     direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # IMDS: no proxy
     with direct.open(req, timeout=10) as resp:
         mi_token = json.loads(resp.read())["access_token"]
     show_token(mi_token, ("aud", "sub", "azp"))
-    form = urllib.parse.urlencode({
-        "client_id": info["blueprint_app_id"], "grant_type": "client_credentials",
-        "scope": "https://graph.microsoft.com/.default", "client_assertion": mi_token,
-        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-    }).encode()
+    form = urllib.parse.urlencode(
+        {
+            "client_id": info["blueprint_app_id"],
+            "grant_type": "client_credentials",
+            "scope": "https://graph.microsoft.com/.default",
+            "client_assertion": mi_token,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        }
+    ).encode()
     print("   POST token endpoint: the blueprint, client_assertion = that token, no fmi_path")
     ctx = create_default_context(cafile=info["ca_bundle"])
-    with urllib.request.urlopen(info["token_endpoint"], data=form, context=ctx,
-                                timeout=10) as resp:
+    with urllib.request.urlopen(info["token_endpoint"], data=form, context=ctx, timeout=10) as resp:
         own = json.loads(resp.read())["access_token"]
     show_token(own, ("aud", "appid", "idtyp", "roles"))
 
@@ -155,10 +164,20 @@ def main() -> int:
             ready = tmp / "emulator.json"
             procs.append(
                 start(
-                    [str(BIN / "agentid-helper-emulator"), "--demo", "--port", "0",
-                     "--imds-port", "0", "--ready-file", str(ready),
-                     "--state-dir", str(tmp / "emulator")],
-                    env, tmp / "emulator.log",
+                    [
+                        str(BIN / "agentid-helper-emulator"),
+                        "--demo",
+                        "--port",
+                        "0",
+                        "--imds-port",
+                        "0",
+                        "--ready-file",
+                        str(ready),
+                        "--state-dir",
+                        str(tmp / "emulator"),
+                    ],
+                    env,
+                    tmp / "emulator.log",
                 )
             )
             wait_for(ready.exists, "the emulator")
@@ -185,7 +204,8 @@ def main() -> int:
 
             step("4. OBO: the agent acts for a signed-in human (user token from a file)")
             user = emulator_admin(
-                info, "/_emulator/users/token",
+                info,
+                "/_emulator/users/token",
                 {"upn": info["user_upn"], "audience": info["blueprint_app_id"]},
             )
             # Signed in for api://<blueprint>/access_agent: OBO needs aud = the blueprint.
@@ -195,8 +215,16 @@ def main() -> int:
             user_token_file.write_text(user["access_token"])
             user_token_file.chmod(0o600)
             out = json.loads(
-                client(env, "get", "--profile", "on-behalf", "--user-token-file",
-                       str(user_token_file), "--format", "json")
+                client(
+                    env,
+                    "get",
+                    "--profile",
+                    "on-behalf",
+                    "--user-token-file",
+                    str(user_token_file),
+                    "--format",
+                    "json",
+                )
             )
             print(f"   source={out['source']} mode={out['mode']} scope={out['scope']}")
             show_token(out["access_token"], ("aud", "upn", "idtyp", "scp"))
@@ -208,8 +236,10 @@ def main() -> int:
 
             step("6. kubectl's view: an ExecCredential")
             cred = json.loads(client(env, "kubectl-credential", "--profile", "graph-bot"))
-            print(f"   apiVersion={cred['apiVersion']} kind={cred['kind']} "
-                  f"expirationTimestamp={cred['status']['expirationTimestamp']}")
+            print(
+                f"   apiVersion={cred['apiVersion']} kind={cred['kind']} "
+                f"expirationTimestamp={cred['status']['expirationTimestamp']}"
+            )
 
             step("7. What the daemon holds (never token values)")
             print(client(env, "status").rstrip())

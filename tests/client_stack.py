@@ -61,7 +61,6 @@ class Env:
         )
 
 
-
 @contextlib.contextmanager
 def client_stack(emu: Any, workdir: Path, secret: str | None = None) -> Iterator[Env]:
     """An :class:`Env` whose daemons (autostarted by the client) are stopped at exit."""

@@ -45,8 +45,9 @@ def emulator_key_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def emulator(tmp_path_factory: pytest.TempPathFactory,
-             emulator_key_template: Path) -> Iterator[Emulator]:
+def emulator(
+    tmp_path_factory: pytest.TempPathFactory, emulator_key_template: Path
+) -> Iterator[Emulator]:
     """One ``--demo`` emulator for the session. Call ``reset()`` before counting."""
     emu = start_emulator(tmp_path_factory.mktemp("emulator"), key_template=emulator_key_template)
     try:
@@ -56,14 +57,16 @@ def emulator(tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture
-def emulator_factory(tmp_path: Path,
-                     emulator_key_template: Path) -> Iterator[Callable[..., Emulator]]:
+def emulator_factory(
+    tmp_path: Path, emulator_key_template: Path
+) -> Iterator[Callable[..., Emulator]]:
     """Start private emulators (``emulator_factory(token_lifetime_s=10)``)."""
     started: list[Emulator] = []
 
     def factory(**options: Any) -> Emulator:
-        emu = start_emulator(tmp_path / f"emulator{len(started)}",
-                             key_template=emulator_key_template, **options)
+        emu = start_emulator(
+            tmp_path / f"emulator{len(started)}", key_template=emulator_key_template, **options
+        )
         started.append(emu)
         return emu
 
@@ -76,8 +79,9 @@ def emulator_factory(tmp_path: Path,
 
 
 @pytest.fixture
-def fresh_emulator(request: pytest.FixtureRequest,
-                   emulator_factory: Callable[..., Emulator]) -> Emulator:
+def fresh_emulator(
+    request: pytest.FixtureRequest, emulator_factory: Callable[..., Emulator]
+) -> Emulator:
     """A private ``--demo`` emulator for one test (faults, counters of its own).
 
     Options by indirect parametrisation::

@@ -24,8 +24,9 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value)  # a JSON string is a valid TOML basic string
     if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}"
-                                for k, v in value.items()) + " }"
+        return (
+            "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        )
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
@@ -58,8 +59,9 @@ def toml_dumps(data: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def emulator_profile(info: Mapping[str, Any], *, resource: str,
-                     credential: str | Mapping[str, str], **overrides: Any) -> dict[str, Any]:
+def emulator_profile(
+    info: Mapping[str, Any], *, resource: str, credential: str | Mapping[str, str], **overrides: Any
+) -> dict[str, Any]:
     """An AutonomousApp profile for the emulator's demo agent and *resource*."""
     profile: dict[str, Any] = {
         "blueprint_app_id": info["blueprint_app_id"],

@@ -45,8 +45,13 @@ class EmulatorError(RuntimeError):
 class Emulator:
     """A running emulator subprocess and convenience accessors for its ready file."""
 
-    def __init__(self, process: subprocess.Popen[bytes], info: dict[str, Any],
-                 state_dir: Path, log_path: Path) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        info: dict[str, Any],
+        state_dir: Path,
+        log_path: Path,
+    ) -> None:
         self.process = process
         self.info = info
         self.state_dir = state_dir
@@ -108,8 +113,12 @@ class Emulator:
     def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """Call an admin endpoint (``path`` like ``/_emulator/stats``); returns its JSON."""
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.authority_host + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.authority_host + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, context=self._ssl, timeout=ADMIN_TIMEOUT_S) as resp:
                 raw = resp.read()
@@ -130,8 +139,9 @@ class Emulator:
     def clear_faults(self) -> None:
         self.admin("DELETE", "/_emulator/faults")
 
-    def user_token(self, upn: str, audience: str | None = None,
-                   lifetime_s: int | None = None) -> str:
+    def user_token(
+        self, upn: str, audience: str | None = None, lifetime_s: int | None = None
+    ) -> str:
         """A user token as an interactive sign-in would give (the input of OBO).
 
         ``audience`` defaults (in the emulator) to the blueprint: what OBO needs.
@@ -171,8 +181,7 @@ def _flag_args(options: dict[str, Any]) -> list[str]:
     return args
 
 
-def start_emulator(workdir: Path, *, key_template: Path | None = None,
-                   **options: Any) -> Emulator:
+def start_emulator(workdir: Path, *, key_template: Path | None = None, **options: Any) -> Emulator:
     """Start ``python -m agentid_emulator`` and wait for its ready file.
 
     ``key_template``: a state dir whose keys and certificates are copied first
@@ -187,8 +196,16 @@ def start_emulator(workdir: Path, *, key_template: Path | None = None,
     options.setdefault("port", 0)
     if "seed" not in options:
         options.setdefault("demo", True)
-    argv = [sys.executable, "-m", "agentid_emulator", *_flag_args(options),
-            "--ready-file", str(ready_file), "--state-dir", str(state_dir)]
+    argv = [
+        sys.executable,
+        "-m",
+        "agentid_emulator",
+        *_flag_args(options),
+        "--ready-file",
+        str(ready_file),
+        "--state-dir",
+        str(state_dir),
+    ]
     env = dict(os.environ)
     env.pop("REQUESTS_CA_BUNDLE", None)
     with log_path.open("wb") as log:
@@ -196,8 +213,10 @@ def start_emulator(workdir: Path, *, key_template: Path | None = None,
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not ready_file.exists():
         if process.poll() is not None:
-            raise EmulatorError(f"emulator exited with {process.returncode}: "
-                                f"{log_path.read_text(errors='replace')[-2000:]}")
+            raise EmulatorError(
+                f"emulator exited with {process.returncode}: "
+                f"{log_path.read_text(errors='replace')[-2000:]}"
+            )
         if time.monotonic() > deadline:
             process.kill()
             process.wait(timeout=STOP_TIMEOUT_S)
@@ -205,5 +224,3 @@ def start_emulator(workdir: Path, *, key_template: Path | None = None,
         time.sleep(0.02)
     info = json.loads(ready_file.read_text())
     return Emulator(process, info, state_dir, log_path)
-
-

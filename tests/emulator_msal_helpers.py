@@ -29,14 +29,16 @@ class PinnedSession(requests.Session):
         self.last: requests.Response | None = None
         self._lock = threading.Lock()
 
-    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
-                                   cert: Any) -> dict[str, Any]:
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
         settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
         settings["verify"] = self.ca_bundle
         return settings
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any,
-                **kwargs: Any) -> requests.Response:
+    def request(
+        self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
+    ) -> requests.Response:
         kwargs.setdefault("timeout", HTTP_TIMEOUT_S)
         resp = super().request(method, url, *args, **kwargs)
         with self._lock:
@@ -44,28 +46,38 @@ class PinnedSession(requests.Session):
         return resp
 
 
-def app(emu: Any, client_id: str, credential: Any,
-        session: PinnedSession | None = None) -> msal.ConfidentialClientApplication:
+def app(
+    emu: Any, client_id: str, credential: Any, session: PinnedSession | None = None
+) -> msal.ConfidentialClientApplication:
     return msal.ConfidentialClientApplication(
-        client_id, client_credential=credential, authority=emu.authority,
-        instance_discovery=False, http_client=session or PinnedSession(emu.ca_bundle))
+        client_id,
+        client_credential=credential,
+        authority=emu.authority,
+        instance_discovery=False,
+        http_client=session or PinnedSession(emu.ca_bundle),
+    )
 
 
-def blueprint_app(emu: Any, session: PinnedSession | None = None,
-                  secret: str | None = None) -> msal.ConfidentialClientApplication:
-    return app(emu, emu.blueprint_app_id, emu.blueprint_secret if secret is None else secret,
-               session)
+def blueprint_app(
+    emu: Any, session: PinnedSession | None = None, secret: str | None = None
+) -> msal.ConfidentialClientApplication:
+    return app(
+        emu, emu.blueprint_app_id, emu.blueprint_secret if secret is None else secret, session
+    )
 
 
-def agent_app(emu: Any, assertion: str, session: PinnedSession | None = None,
-              agent_id: str | None = None) -> msal.ConfidentialClientApplication:
-    return app(emu, agent_id or emu.agent_identity_app_id,
-               {"client_assertion": lambda: assertion}, session)
+def agent_app(
+    emu: Any, assertion: str, session: PinnedSession | None = None, agent_id: str | None = None
+) -> msal.ConfidentialClientApplication:
+    return app(
+        emu, agent_id or emu.agent_identity_app_id, {"client_assertion": lambda: assertion}, session
+    )
 
 
 def t1(emu: Any) -> str:
     result = blueprint_app(emu).acquire_token_for_client(
-        [TX_SCOPE], fmi_path=emu.agent_identity_app_id)
+        [TX_SCOPE], fmi_path=emu.agent_identity_app_id
+    )
     assert "access_token" in result, result
     return str(result["access_token"])
 
@@ -79,7 +91,8 @@ def t2(emu: Any, t1_token: str) -> str:
 def emulator_issuer(emu: Any) -> TokenIssuer:
     """The emulator's own signer (from its state dir), to forge edge-case tokens."""
     key = serialization.load_pem_private_key(
-        (Path(emu.state_dir) / "signing-key.pem").read_bytes(), password=None)
+        (Path(emu.state_dir) / "signing-key.pem").read_bytes(), password=None
+    )
     assert isinstance(key, rsa.RSAPrivateKey)
     return TokenIssuer(emu.authority_host, key)
 

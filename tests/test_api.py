@@ -306,9 +306,11 @@ async def test_identity_session_registers_the_peer(api: Api) -> None:
         nursery.start_soon(server.serve_connection, served)
         client = trio.SocketStream(trio.socket.from_stdlib_socket(a))
         body = b'{"profile": "bot"}'
-        await client.send_all(b"POST /v1/identity-sessions HTTP/1.1\r\nHost: x\r\n"
-                              b"Content-Type: application/json\r\nConnection: close\r\n"
-                              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        await client.send_all(
+            b"POST /v1/identity-sessions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
         data = b""
         while chunk := await client.receive_some(65536):
             data += chunk

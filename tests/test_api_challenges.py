@@ -36,8 +36,7 @@ async def test_bad_claims_are_a_400(api: Api, broker: FakeBroker) -> None:
     assert broker.calls == []
 
 
-async def test_session_and_capabilities_are_selection_fields(api: Api, broker: FakeBroker
-                                                            ) -> None:
+async def test_session_and_capabilities_are_selection_fields(api: Api, broker: FakeBroker) -> None:
     body = {"profile": "obo", "obo_session": "job-1", "client_capabilities": ["cp1"]}
     resp, _ = await call(api, "POST", "/v1/token", body)
     assert resp.status == 200

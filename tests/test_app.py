@@ -386,7 +386,9 @@ def test_status_text_names_entries_last_refresh_and_last_error() -> None:
     assert activity.text() == "2 token(s) cached; last refresh never"
     activity.on_event("fetch", label="t1", outcome="ok")
     activity.on_event(
-        "fetch", label="AutonomousApp", outcome="error",
+        "fetch",
+        label="AutonomousApp",
+        outcome="error",
         error="IdentityProviderError: AADSTS7000215: Invalid client secret provided.",
     )
     text = activity.text()

@@ -26,8 +26,10 @@ import bench_refresh  # noqa: E402
 import floor_server  # noqa: E402
 
 _BODY = b'{"access_token":"x.y.z","source":"cache"}'
-RESPONSE = (b"HTTP/1.1 200 \r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(_BODY), _BODY))
+RESPONSE = b"HTTP/1.1 200 \r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+    len(_BODY),
+    _BODY,
+)
 
 
 def short_sock(tmp_path: Path, name: str) -> str:
@@ -36,10 +38,12 @@ def short_sock(tmp_path: Path, name: str) -> str:
     if len(str(path)) < 100:
         return str(path)
     import tempfile
+
     return os.path.join(tempfile.mkdtemp(prefix="bsm"), name)
 
 
 # --- raw HTTP parsing -------------------------------------------------------
+
 
 def test_parse_response_content_length_and_incomplete() -> None:
     assert _uds_http.parse_response(RESPONSE[:20]) is None
@@ -53,8 +57,9 @@ def test_parse_response_content_length_and_incomplete() -> None:
 
 
 def test_parse_response_chunked_204_and_eof() -> None:
-    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-               b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
     resp, used = _uds_http.parse_response(chunked)  # type: ignore[misc]
     assert resp.body == b"abcde"
     assert used == len(chunked)
@@ -80,6 +85,7 @@ def test_build_request_has_length_and_host() -> None:
 
 # --- statistics and results -------------------------------------------------
 
+
 def test_stats() -> None:
     assert _stats.median([3, 1, 2]) == 2
     assert _stats.percentile([0, 10], 50) == 5
@@ -91,12 +97,22 @@ def test_stats() -> None:
 
 
 def test_render_results() -> None:
-    ok = _results.Section("a", "A", rows=[_results.Row("fig|1", "1 ms", "floor", "1.0x",
-                                                       "<= 2x", True)], notes=["method"])
+    ok = _results.Section(
+        "a",
+        "A",
+        rows=[_results.Row("fig|1", "1 ms", "floor", "1.0x", "<= 2x", True)],
+        notes=["method"],
+    )
     miss = _results.Section("b", "B", rows=[_results.Row("fig2", "9", met=False)])
     broken = _results.Section("c", "C", error="daemon missing")
-    text = _results.render([ok, miss, broken], date="2026-01-01T00:00:00Z", machine="m",
-                           mode="tiny", elapsed_s=1, command="cmd")
+    text = _results.render(
+        [ok, miss, broken],
+        date="2026-01-01T00:00:00Z",
+        machine="m",
+        mode="tiny",
+        elapsed_s=1,
+        command="cmd",
+    )
     assert "| figure | value | floor or baseline | ratio | target | met? | date | cores |" in text
     assert "fig\\|1" in text
     assert "**no**" in text
@@ -106,14 +122,19 @@ def test_render_results() -> None:
 
 def test_refresh_windows() -> None:
     R = _loadgen.Record
-    recs = [R(0.0, 0.001, 200, "cache", "a", 0), R(5.0, 0.001, 200, "cache", "a", 0),
-            R(6.0, 0.001, 200, "cache", "b", 0), R(5.5, 0.001, 200, "cache", "c", 1)]
+    recs = [
+        R(0.0, 0.001, 200, "cache", "a", 0),
+        R(5.0, 0.001, 200, "cache", "a", 0),
+        R(6.0, 0.001, 200, "cache", "b", 0),
+        R(5.5, 0.001, 200, "cache", "c", 1),
+    ]
     windows = bench_refresh.refresh_windows(recs, 2.0)
     assert windows == [(4.0, 6.0)]
     assert [r.sent_at for r in bench_refresh.during(recs, windows)] == [5.0, 6.0, 5.5]
 
 
 # --- floor server and load generator --------------------------------------
+
 
 async def test_floor_server_keepalive_and_pipelining(tmp_path: Path) -> None:
     sock = short_sock(tmp_path, "f.sock")
@@ -138,8 +159,18 @@ def test_loadgen_against_floor_server_process(tmp_path: Path) -> None:
     resp_file.write_bytes(RESPONSE)
     sock = short_sock(tmp_path, "floor.sock")
     ready = tmp_path / "ready"
-    proc = subprocess.Popen([sys.executable, str(BENCH / "floor_server.py"), "--socket", sock,
-                             "--response-file", str(resp_file), "--ready-file", str(ready)])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(BENCH / "floor_server.py"),
+            "--socket",
+            sock,
+            "--response-file",
+            str(resp_file),
+            "--ready-file",
+            str(ready),
+        ]
+    )
     try:
         for _ in range(200):
             if ready.exists():
@@ -147,14 +178,12 @@ def test_loadgen_against_floor_server_process(tmp_path: Path) -> None:
             assert proc.poll() is None
             time.sleep(0.05)
         req = _uds_http.build_request("POST", "/v1/token", {"profile": "p"})
-        res = _loadgen.run_load(sock, [req], 2, 0.2, warmup_s=0.05, detailed=True,
-                                timeout_s=30)
+        res = _loadgen.run_load(sock, [req], 2, 0.2, warmup_s=0.05, detailed=True, timeout_s=30)
         assert res.completed > 0
         assert res.errors == 0
         assert len(res.latencies_s) == res.completed == len(res.records)
         assert {r.fingerprint for r in res.records}
-        assert ({r.source for r in res.records} == {
-            "cache"})
+        assert {r.source for r in res.records} == {"cache"}
         assert {r.client for r in res.records} <= {0, 1}
     finally:
         proc.terminate()
@@ -163,42 +192,64 @@ def test_loadgen_against_floor_server_process(tmp_path: Path) -> None:
 
 def test_loadgen_reports_connect_failure(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="load generator"):
-        _loadgen.run_load(str(tmp_path / "nothing.sock"), [b"GET / HTTP/1.1\r\n\r\n"], 2, 0.1,
-                          timeout_s=20)
+        _loadgen.run_load(
+            str(tmp_path / "nothing.sock"), [b"GET / HTTP/1.1\r\n\r\n"], 2, 0.1, timeout_s=20
+        )
 
 
 def test_floor_server_rejects_non_http_response(tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     bad.write_bytes(b"nope")
-    assert floor_server.main(["--socket", short_sock(tmp_path, "s"), "--response-file",
-                              str(bad)]) == 2
+    assert (
+        floor_server.main(["--socket", short_sock(tmp_path, "s"), "--response-file", str(bad)]) == 2
+    )
 
 
 def test_nodaemon_cmdlet_bad_ready_file(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(BENCH / "nodaemon_cmdlet.py"), "--ready-file",
-                           str(tmp_path / "missing.json")], capture_output=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "nodaemon_cmdlet.py"),
+            "--ready-file",
+            str(tmp_path / "missing.json"),
+        ],
+        capture_output=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert b"cannot read" in proc.stderr
 
 
 # --- the whole run, tiny ----------------------------------------------------
 
+
 def _components_present() -> bool:
     venv = BENCH.parent / ".venv" / "bin"
-    return all((venv / n).exists() for n in
-               ("agentid-helper", "agentid-helperd", "agentid-helper-emulator"))
+    return all(
+        (venv / n).exists()
+        for n in ("agentid-helper", "agentid-helperd", "agentid-helper-emulator")
+    )
 
 
 @pytest.mark.skipif(not _components_present(), reason="console scripts not installed")
 def test_run_tiny_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "RESULTS.md"
-    proc = subprocess.run([sys.executable, str(BENCH / "run.py"), "--tiny", "--out", str(out)],
-                          capture_output=True, timeout=110, cwd=BENCH.parent)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--tiny", "--out", str(out)],
+        capture_output=True,
+        timeout=110,
+        cwd=BENCH.parent,
+    )
     text = out.read_text()
     assert "Could not run" not in text, proc.stderr.decode()[-2000:]
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
-    for title in ("1. Client cache hit", "2. Daemon throughput", "3. Identity-provider economy",
-                  "4. Refresh never blocks", "5. Daemon memory"):
+    for title in (
+        "1. Client cache hit",
+        "2. Daemon throughput",
+        "3. Identity-provider economy",
+        "4. Refresh never blocks",
+        "5. Daemon memory",
+    ):
         assert f"## {title}" in text
     # figures that need no timing are checked exactly: single-flight counts
     assert "cold burst, 50 concurrent, AutonomousApp | 2 token requests" in text

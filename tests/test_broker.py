@@ -32,8 +32,12 @@ VAULT = "https://vault.azure.net/.default"
 
 
 def expired_assertion() -> IdentityProviderError:
-    return IdentityProviderError("AADSTS700024: client assertion is not within its time range",
-                                 aadsts_codes=(700024,), leg="autonomous_app", status=400)
+    return IdentityProviderError(
+        "AADSTS700024: client assertion is not within its time range",
+        aadsts_codes=(700024,),
+        leg="autonomous_app",
+        status=400,
+    )
 
 
 class FakeEngine:
@@ -80,8 +84,9 @@ class FakeEngine:
     def acquire_t1(self, agent: AgentRef) -> AcquiredToken:
         return self._mint("t1")
 
-    def acquire_autonomous_app(self, agent: AgentRef, t1: str, scopes: tuple[str, ...], *,
-                               claims: str | None = None) -> AcquiredToken:
+    def acquire_autonomous_app(
+        self, agent: AgentRef, t1: str, scopes: tuple[str, ...], *, claims: str | None = None
+    ) -> AcquiredToken:
         self._check(t1, "t1", "autonomous_app")
         self.claims_seen.append(("autonomous_app", claims))
         return self._mint("autonomous_app")
@@ -91,35 +96,64 @@ class FakeEngine:
         self.refresh_tokens[rt] = True
         return replace(token, refresh_token=rt)
 
-    def acquire_obo(self, agent: AgentRef, t1: str, user_token: str, scopes: tuple[str, ...],
-                    *, claims: str | None = None) -> AcquiredToken:
+    def acquire_obo(
+        self,
+        agent: AgentRef,
+        t1: str,
+        user_token: str,
+        scopes: tuple[str, ...],
+        *,
+        claims: str | None = None,
+    ) -> AcquiredToken:
         self._check(t1, "t1", "obo")
         self.claims_seen.append(("obo", claims))
         if user_token in self.expired_user_tokens:
             self.calls["obo"] += 1
-            raise IdentityProviderError("AADSTS500133: assertion is not within its valid time "
-                                        "range", aadsts_codes=(500133,), leg="obo", status=400)
+            raise IdentityProviderError(
+                "AADSTS500133: assertion is not within its valid time range",
+                aadsts_codes=(500133,),
+                leg="obo",
+                status=400,
+            )
         return self._with_refresh_token(self._mint("obo"))
 
-    def acquire_obo_refresh(self, agent: AgentRef, t1: str, refresh_token: str,
-                            scopes: tuple[str, ...], *, claims: str | None = None
-                            ) -> AcquiredToken:
+    def acquire_obo_refresh(
+        self,
+        agent: AgentRef,
+        t1: str,
+        refresh_token: str,
+        scopes: tuple[str, ...],
+        *,
+        claims: str | None = None,
+    ) -> AcquiredToken:
         self._check(t1, "t1", "obo_refresh")
         self.claims_seen.append(("obo_refresh", claims))
         self.refresh_tokens_used.append(refresh_token)
         if not self.refresh_tokens.get(refresh_token):
             self.calls["obo_refresh"] += 1
-            raise IdentityProviderError("AADSTS70000: the refresh token is revoked",
-                                        aadsts_codes=(70000,), leg="obo_refresh", status=400)
+            raise IdentityProviderError(
+                "AADSTS70000: the refresh token is revoked",
+                aadsts_codes=(70000,),
+                leg="obo_refresh",
+                status=400,
+            )
         return self._with_refresh_token(self._mint("obo_refresh"))
 
     def acquire_t2(self, agent: AgentRef, t1: str) -> AcquiredToken:
         self._check(t1, "t1", "t2")
         return self._mint("t2")
 
-    def acquire_user_fic(self, agent: AgentRef, t1: str, t2: str, scopes: tuple[str, ...], *,
-                         user_upn: str | None, user_object_id: str | None,
-                         claims: str | None = None) -> AcquiredToken:
+    def acquire_user_fic(
+        self,
+        agent: AgentRef,
+        t1: str,
+        t2: str,
+        scopes: tuple[str, ...],
+        *,
+        user_upn: str | None,
+        user_object_id: str | None,
+        claims: str | None = None,
+    ) -> AcquiredToken:
         self._check(t1, "t1", "user_fic")
         self.claims_seen.append(("user_fic", claims))
         self._check(t2, "t2", "user_fic")
@@ -136,16 +170,26 @@ class InlineBroker(Broker):
         return call()
 
 
-def request(agent: str = AGENT_A, mode: Mode = Mode.AUTONOMOUS_APP, scopes: tuple[str, ...] = (
-        GRAPH,), **kwargs: Any) -> TokenRequest:
-    ref = AgentRef("https://login.example", TENANT, BLUEPRINT, agent,
-                   CredentialSpec("secret_file", "/run/credentials/bp"))
+def request(
+    agent: str = AGENT_A,
+    mode: Mode = Mode.AUTONOMOUS_APP,
+    scopes: tuple[str, ...] = (GRAPH,),
+    **kwargs: Any,
+) -> TokenRequest:
+    ref = AgentRef(
+        "https://login.example",
+        TENANT,
+        BLUEPRINT,
+        agent,
+        CredentialSpec("secret_file", "/run/credentials/bp"),
+    )
     return TokenRequest(ref, mode, scopes, **kwargs)
 
 
 @asynccontextmanager
-async def running(engine: FakeEngine, broker_cls: type[Broker] = InlineBroker,
-                  **cache_kwargs: Any) -> AsyncIterator[tuple[Broker, Metrics]]:
+async def running(
+    engine: FakeEngine, broker_cls: type[Broker] = InlineBroker, **cache_kwargs: Any
+) -> AsyncIterator[tuple[Broker, Metrics]]:
     cache = TokenCache(random=random.Random(3), **cache_kwargs)
     metrics = Metrics()
     broker = broker_cls(engine, cache, metrics, limiter=trio.CapacityLimiter(4))  # type: ignore[arg-type]
@@ -230,8 +274,15 @@ async def test_served_token_json_and_repr(autojump_clock: trio.testing.MockClock
         served = await broker.get_token(request(profile="graph-bot"))
         status = broker.status()
     body = served.to_json()
-    assert set(body) == {"access_token", "token_type", "expires_on", "refresh_on", "scope",
-                         "mode", "source"}
+    assert set(body) == {
+        "access_token",
+        "token_type",
+        "expires_on",
+        "refresh_on",
+        "scope",
+        "mode",
+        "source",
+    }
     assert body["token_type"] == "Bearer"
     assert body["mode"] == "AutonomousApp"
     assert isinstance(body["expires_on"], int)
@@ -434,8 +485,13 @@ async def test_credential_sources_of_one_agent_are_kept_apart(
     engine.broken.add("NOPE_SECRET")
     good = request()
     ref = good.agent
-    bad_ref = AgentRef(ref.authority_host, ref.tenant_id, ref.blueprint_app_id,
-                       ref.agent_identity_app_id, CredentialSpec("env", "NOPE_SECRET"))
+    bad_ref = AgentRef(
+        ref.authority_host,
+        ref.tenant_id,
+        ref.blueprint_app_id,
+        ref.agent_identity_app_id,
+        CredentialSpec("env", "NOPE_SECRET"),
+    )
     bad = TokenRequest(bad_ref, good.mode, good.scopes)
     async with running(engine) as (broker, _):
         served = await broker.get_token(good)
@@ -484,9 +540,16 @@ async def test_resource_waits_for_its_input_not_a_backoff_of_its_own(
 ) -> None:
     """While T1 fails, the resource key follows T1's retries and recovers with it."""
     engine = FakeEngine()
-    outage = [IdentityProviderError("AADSTS90033: service unavailable", transient=True,
-                                    aadsts_codes=(90033,), leg="t1", status=503)
-              for _ in range(6)]
+    outage = [
+        IdentityProviderError(
+            "AADSTS90033: service unavailable",
+            transient=True,
+            aadsts_codes=(90033,),
+            leg="t1",
+            status=503,
+        )
+        for _ in range(6)
+    ]
     engine.errors["t1"] = outage
     async with running(engine) as (broker, _):
         with pytest.raises(IdentityProviderError) as info:

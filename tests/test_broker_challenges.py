@@ -74,16 +74,18 @@ async def test_claims_pass_through_every_mode(autojump_clock: trio.testing.MockC
     engine = FakeEngine()
     async with running(engine) as (broker, _):
         await broker.get_token(request(mode=Mode.OBO, user_token=user_token("u")), claims=CLAIMS)
-        await broker.get_token(request(mode=Mode.AUTONOMOUS_USER, user_upn="a@c.com"),
-                               claims=CLAIMS)
+        await broker.get_token(
+            request(mode=Mode.AUTONOMOUS_USER, user_upn="a@c.com"), claims=CLAIMS
+        )
     assert engine.claims_seen == [("obo", CLAIMS), ("user_fic", CLAIMS)]
 
 
 # -- long-running OBO sessions ---------------------------------------------------------
 
 
-def session_req(name: str = "job-1", token: str | None = None, scopes: tuple[str, ...] = (GRAPH,)
-                ) -> TokenRequest:
+def session_req(
+    name: str = "job-1", token: str | None = None, scopes: tuple[str, ...] = (GRAPH,)
+) -> TokenRequest:
     return request(mode=Mode.OBO, scopes=scopes, user_token=token, obo_session=name)
 
 
@@ -107,8 +109,7 @@ async def test_session_outlives_the_user_token(autojump_clock: trio.testing.Mock
         # refresh tokens rotate: each refresh used the one the previous answer carried
         used = engine.refresh_tokens_used
         assert used[0] == "rt-secret-1"
-        assert (used == [f"rt-secret-{i}" for i in
-                                                     range(1, len(used) + 1)])
+        assert used == [f"rt-secret-{i}" for i in range(1, len(used) + 1)]
         # another scope of the same session needs no user token either
         vault = await broker.get_token(session_req(scopes=(VAULT,)))
         assert vault.access_token.startswith("obo_refresh-secret-")
@@ -123,8 +124,7 @@ async def test_session_outlives_the_user_token(autojump_clock: trio.testing.Mock
         assert "secret" not in text.replace("_secret", "")
 
 
-async def test_refresh_tokens_never_reach_the_cache(autojump_clock: trio.testing.MockClock
-                                                    ) -> None:
+async def test_refresh_tokens_never_reach_the_cache(autojump_clock: trio.testing.MockClock) -> None:
     engine = FakeEngine()
     async with running(engine) as (broker, _):
         await broker.get_token(session_req(token=user_token("alice")))
@@ -242,8 +242,9 @@ async def test_flush_obo_selection_without_user_token_drops_every_user(
         for name in ("alice", "bob"):
             await broker.get_token(request(mode=Mode.OBO, user_token=user_token(name)))
         await broker.get_token(session_req(token=user_token("carol")))
-        await broker.get_token(request(mode=Mode.OBO, scopes=(VAULT,),
-                                       user_token=user_token("alice")))
+        await broker.get_token(
+            request(mode=Mode.OBO, scopes=(VAULT,), user_token=user_token("alice"))
+        )
         assert broker.invalidate(request(mode=Mode.OBO))  # what `flush --profile` resolves to
         left = [(r["kind"], r.get("scopes")) for r in broker.status()]
         assert sorted(left, key=str) == [("resource", [VAULT]), ("t1", None)]

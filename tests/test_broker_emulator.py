@@ -23,9 +23,14 @@ SECRET_ENV = "AGENTID_TEST_BROKER_BLUEPRINT_SECRET"
 
 
 def agent_ref(emu: Any) -> AgentRef:
-    return AgentRef(emu.authority_host, emu.tenant_id, emu.blueprint_app_id,
-                    emu.agent_identity_app_id, CredentialSpec("env", SECRET_ENV),
-                    ca_bundle=emu.ca_bundle)
+    return AgentRef(
+        emu.authority_host,
+        emu.tenant_id,
+        emu.blueprint_app_id,
+        emu.agent_identity_app_id,
+        CredentialSpec("env", SECRET_ENV),
+        ca_bundle=emu.ca_bundle,
+    )
 
 
 def by_leg(emu: Any) -> dict[str, int]:
@@ -34,8 +39,9 @@ def by_leg(emu: Any) -> dict[str, int]:
 
 
 @asynccontextmanager
-async def broker_for(emu: Any, monkeypatch: pytest.MonkeyPatch,
-                     **cache_kwargs: Any) -> AsyncIterator[Broker]:
+async def broker_for(
+    emu: Any, monkeypatch: pytest.MonkeyPatch, **cache_kwargs: Any
+) -> AsyncIterator[Broker]:
     monkeypatch.setenv(SECRET_ENV, emu.blueprint_secret)
     engine = Engine()
     cache = TokenCache(random=random.Random(5), **cache_kwargs)
@@ -57,8 +63,11 @@ async def test_cold_burst_then_reuse(emulator: Any, monkeypatch: pytest.MonkeyPa
             tokens: list[str] = []
 
             async def one() -> None:
-                tokens.append((await broker.get_token(
-                    TokenRequest(ref, Mode.AUTONOMOUS_APP, (GRAPH,)))).access_token)
+                tokens.append(
+                    (
+                        await broker.get_token(TokenRequest(ref, Mode.AUTONOMOUS_APP, (GRAPH,)))
+                    ).access_token
+                )
 
             async with trio.open_nursery() as nursery:
                 for _ in range(200):
@@ -68,14 +77,20 @@ async def test_cold_burst_then_reuse(emulator: Any, monkeypatch: pytest.MonkeyPa
             assert emulator.stats()["token_requests"]["total"] == 2
             assert by_leg(emulator) == {"t1": 1, "autonomous_app": 1}
 
-            await broker.get_token(TokenRequest(ref, Mode.AUTONOMOUS_APP,
-                                                ("https://vault.azure.net/.default",)))
+            await broker.get_token(
+                TokenRequest(ref, Mode.AUTONOMOUS_APP, ("https://vault.azure.net/.default",))
+            )
             assert by_leg(emulator) == {"t1": 1, "autonomous_app": 2}
 
-            upn = TokenRequest(ref, Mode.AUTONOMOUS_USER, (GRAPH,),
-                               user_upn=emulator.agent_user_upn.lower())
-            oid = TokenRequest(ref, Mode.AUTONOMOUS_USER, ("user.read",),
-                               user_object_id=emulator.agent_user_object_id)
+            upn = TokenRequest(
+                ref, Mode.AUTONOMOUS_USER, (GRAPH,), user_upn=emulator.agent_user_upn.lower()
+            )
+            oid = TokenRequest(
+                ref,
+                Mode.AUTONOMOUS_USER,
+                ("user.read",),
+                user_object_id=emulator.agent_user_object_id,
+            )
             await broker.get_token(upn)
             await broker.get_token(oid)
             await broker.get_token(upn)
@@ -93,7 +108,8 @@ async def test_cold_burst_then_reuse(emulator: Any, monkeypatch: pytest.MonkeyPa
 
 
 async def test_refresh_ahead_against_emulator(
-    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch,
+    emulator_factory: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     emu = emulator_factory(token_lifetime_s=6)
     ref = agent_ref(emu)

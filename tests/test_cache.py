@@ -24,8 +24,9 @@ GUARD_S = 10**7
 class FakeSource:
     """A programmable fetch: counts calls, optional delay, optional error."""
 
-    def __init__(self, lifetime: float = 3600, refresh_in: float | None = None,
-                 name: str = "tok") -> None:
+    def __init__(
+        self, lifetime: float = 3600, refresh_in: float | None = None, name: str = "tok"
+    ) -> None:
         self.lifetime = lifetime
         self.refresh_in = refresh_in
         self.name = name
@@ -40,8 +41,9 @@ class FakeSource:
             await trio.sleep(self.delay)
         if self.error is not None:
             raise self.error
-        return AcquiredToken(f"{self.name}-secret-{n}", expires_in=self.lifetime,
-                             refresh_in=self.refresh_in)
+        return AcquiredToken(
+            f"{self.name}-secret-{n}", expires_in=self.lifetime, refresh_in=self.refresh_in
+        )
 
     @property
     def count(self) -> int:
@@ -59,13 +61,19 @@ async def running(seed: int = 1, **kwargs: Any) -> AsyncIterator[TokenCache]:
 
 
 def transient(retry_after: float | None = None) -> IdentityProviderError:
-    return IdentityProviderError("Entra unavailable (503)", transient=True,
-                                 retry_after_s=retry_after, leg="t1", status=503)
+    return IdentityProviderError(
+        "Entra unavailable (503)", transient=True, retry_after_s=retry_after, leg="t1", status=503
+    )
 
 
 def permanent() -> IdentityProviderError:
-    return IdentityProviderError("AADSTS7000215: invalid client secret", transient=False,
-                                 aadsts_codes=(7000215,), leg="t1", status=401)
+    return IdentityProviderError(
+        "AADSTS7000215: invalid client secret",
+        transient=False,
+        aadsts_codes=(7000215,),
+        leg="t1",
+        status=401,
+    )
 
 
 async def test_get_needs_run() -> None:
@@ -398,8 +406,13 @@ async def test_snapshot_and_events_never_carry_tokens(
     assert snap[0].served_from_identity_provider == 1
     names = [e for e, _ in events]
     assert names[:3] == ["miss", "fetch", "hit"]
-    failed = {"key": "k", "label": "t1", "outcome": "error", "background": True,
-              "error": "AgentIdError: secret-free description"}
+    failed = {
+        "key": "k",
+        "label": "t1",
+        "outcome": "error",
+        "background": True,
+        "error": "AgentIdError: secret-free description",
+    }
     assert ("fetch", failed) in events
 
 

@@ -107,7 +107,7 @@ def test_daemon_log_gets_stdout_and_rotates(sockdir: str, monkeypatch: pytest.Mo
     log = os.path.join(directory, autostart.LOG_NAME)
     Path(log).write_text("x" * (autostart.LOG_ROTATE_BYTES + 1))
     monkeypatch.setattr(
-        autostart, "_DAEMON_CODE", "import sys; print('{\"event\": \"started\"}'); sys.exit(5)"
+        autostart, "_DAEMON_CODE", 'import sys; print(\'{"event": "started"}\'); sys.exit(5)'
     )
     code, _, _ = run(["get"])
     assert code == 3

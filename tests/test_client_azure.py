@@ -42,7 +42,11 @@ def test_get_token_info_carries_refresh_on(fake_daemon: FakeDaemon) -> None:
     info = AgentIdentityCredential().get_token_info("a/.default", "b/.default")
     assert isinstance(info, AccessTokenInfo)
     assert (info.token, info.expires_on, info.refresh_on, info.token_type) == (
-        TOKEN, body["expires_on"], body["refresh_on"], "Bearer")
+        TOKEN,
+        body["expires_on"],
+        body["refresh_on"],
+        "Bearer",
+    )
     (req,) = fake_daemon.token_requests
     assert req["json"] == {"scope": "a/.default b/.default"}
 
@@ -50,13 +54,21 @@ def test_get_token_info_carries_refresh_on(fake_daemon: FakeDaemon) -> None:
 def test_selection_claims_and_tenant_are_forwarded(fake_daemon: FakeDaemon) -> None:
     claims = '{"access_token":{"xms_cc":{"values":["cp1"]}}}'
     credential = AgentIdentityCredential(
-        "bot", agent_identity_app_id="a1", mode="AutonomousUser", user_upn="u@x")
+        "bot", agent_identity_app_id="a1", mode="AutonomousUser", user_upn="u@x"
+    )
     credential.get_token("s/.default", claims=claims, tenant_id="t2", enable_cae=True)
     credential.get_token_info("s/.default", options={"claims": claims})
     first, second = (r["json"] for r in fake_daemon.token_requests)
-    assert first == {"profile": "bot", "agent_identity_app_id": "a1", "mode": "AutonomousUser",
-                     "user_upn": "u@x", "scope": "s/.default", "claims": claims,
-                     "tenant_id": "t2", "client_capabilities": ["cp1"]}  # enable_cae
+    assert first == {
+        "profile": "bot",
+        "agent_identity_app_id": "a1",
+        "mode": "AutonomousUser",
+        "user_upn": "u@x",
+        "scope": "s/.default",
+        "claims": claims,
+        "tenant_id": "t2",
+        "client_capabilities": ["cp1"],
+    }  # enable_cae
     assert second["claims"] == claims
     assert "tenant_id" not in second
     assert "client_capabilities" not in second
@@ -69,8 +81,13 @@ def test_enable_cae_and_obo_session(fake_daemon: FakeDaemon) -> None:
     credential.get_token_info("s/.default", options={"enable_cae": True})
     credential.get_token("s/.default")
     cae, plain = (r["json"] for r in fake_daemon.token_requests)
-    assert cae == {"profile": "bot", "mode": "OBO", "obo_session": "job-1",
-                   "scope": "s/.default", "client_capabilities": ["cp1"]}
+    assert cae == {
+        "profile": "bot",
+        "mode": "OBO",
+        "obo_session": "job-1",
+        "scope": "s/.default",
+        "client_capabilities": ["cp1"],
+    }
     assert "client_capabilities" not in plain
 
 
@@ -86,8 +103,13 @@ def test_no_scope_is_a_value_error(fake_daemon: FakeDaemon) -> None:
 
 def test_daemon_errors_become_client_authentication_error(fake_daemon: FakeDaemon) -> None:
     fake_daemon.routes[("POST", "/v1/token")] = lambda req: error_body(
-        502, "identity_provider_error", "AADSTS7000215: Invalid client secret provided.",
-        aadsts_codes=[7000215], correlation_id="c0ffee", hint="rotate the secret")
+        502,
+        "identity_provider_error",
+        "AADSTS7000215: Invalid client secret provided.",
+        aadsts_codes=[7000215],
+        correlation_id="c0ffee",
+        hint="rotate the secret",
+    )
     with pytest.raises(ClientAuthenticationError) as err:
         AgentIdentityCredential("bot").get_token("s/.default")
     message = str(err.value)
@@ -110,8 +132,16 @@ def test_repr_never_shows_a_user_token() -> None:
 
 def test_importing_it_does_not_import_azure_core() -> None:
     """The client stays stdlib-only until a token is asked for."""
-    code = ("import sys, agentid_client.azure; "
-            "print(sorted(m for m in sys.modules if m.startswith('azure')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=30, env=dict(os.environ), check=True).stdout
+    code = (
+        "import sys, agentid_client.azure; "
+        "print(sorted(m for m in sys.modules if m.startswith('azure')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=dict(os.environ),
+        check=True,
+    ).stdout
     assert out.strip() == "[]"

@@ -18,11 +18,23 @@ def run(argv: list[str], stdin: str = "") -> tuple[int, str, str]:
 
 
 def test_get_sends_claims_and_session(fake_daemon: FakeDaemon) -> None:
-    code, _, _ = run(["get", "--profile", "bot", "--claims", " eyJhY2Nlc3NfdG9rZW4iOnt9fQ ",
-                      "--obo-session", "job-1"])
+    code, _, _ = run(
+        [
+            "get",
+            "--profile",
+            "bot",
+            "--claims",
+            " eyJhY2Nlc3NfdG9rZW4iOnt9fQ ",
+            "--obo-session",
+            "job-1",
+        ]
+    )
     assert code == 0
     assert fake_daemon.token_requests[-1]["json"] == {
-        "profile": "bot", "claims": "eyJhY2Nlc3NfdG9rZW4iOnt9fQ", "obo_session": "job-1"}
+        "profile": "bot",
+        "claims": "eyJhY2Nlc3NfdG9rZW4iOnt9fQ",
+        "obo_session": "job-1",
+    }
 
 
 def test_empty_values_are_usage_errors(fake_daemon: FakeDaemon) -> None:
@@ -46,11 +58,19 @@ def test_status_shows_sessions_without_secrets() -> None:
     now = time.time()
     body = {
         "entries": [],
-        "obo_sessions": [{
-            "name": "job-1", "agent_identity_app_id": "aaaa", "user": "sha256:0123456789abcdef",
-            "started_on": int(now - 5400), "age_s": 5400.0, "ends_on": int(now + 81000),
-            "last_refresh": int(now - 120), "refreshes": 3, "last_error": None,
-        }],
+        "obo_sessions": [
+            {
+                "name": "job-1",
+                "agent_identity_app_id": "aaaa",
+                "user": "sha256:0123456789abcdef",
+                "started_on": int(now - 5400),
+                "age_s": 5400.0,
+                "ends_on": int(now + 81000),
+                "last_refresh": int(now - 120),
+                "refreshes": 3,
+                "last_error": None,
+            }
+        ],
     }
     text = render_status(body, now)
     header, row = text.splitlines()[-2:]

@@ -529,8 +529,12 @@ _SHOW_MI_ENV = (
     "('IDENTITY_ENDPOINT', 'IDENTITY_HEADER', 'MSI_ENDPOINT', 'MSI_SECRET', "
     "'IDENTITY_SERVER_THUMBPRINT', 'IMDS_ENDPOINT')}))"
 )
-_SHADOWING = {"MSI_ENDPOINT": "http://169.254.169.254/x", "MSI_SECRET": "s",
-              "IDENTITY_SERVER_THUMBPRINT": "AB", "IMDS_ENDPOINT": "http://i"}
+_SHADOWING = {
+    "MSI_ENDPOINT": "http://169.254.169.254/x",
+    "MSI_SECRET": "s",
+    "IDENTITY_SERVER_THUMBPRINT": "AB",
+    "IMDS_ENDPOINT": "http://i",
+}
 
 
 def test_exec_exports_identity_endpoint(fake_daemon: FakeDaemon) -> None:
@@ -543,7 +547,9 @@ def test_exec_exports_identity_endpoint(fake_daemon: FakeDaemon) -> None:
     assert json.loads(out) == {
         "IDENTITY_ENDPOINT": IDENTITY_SESSION["identity_endpoint"],
         "IDENTITY_HEADER": IDENTITY_SESSION["identity_header"],
-        "MSI_ENDPOINT": None, "MSI_SECRET": None, "IDENTITY_SERVER_THUMBPRINT": None,
+        "MSI_ENDPOINT": None,
+        "MSI_SECRET": None,
+        "IDENTITY_SERVER_THUMBPRINT": None,
         "IMDS_ENDPOINT": None,
     }
     (session_req,) = [r for r in fake_daemon.requests if r["path"] == "/v1/identity-sessions"]
@@ -553,8 +559,9 @@ def test_exec_exports_identity_endpoint(fake_daemon: FakeDaemon) -> None:
 
 def test_exec_no_identity_endpoint(fake_daemon: FakeDaemon) -> None:
     env = {**os.environ, **_SHADOWING}
-    proc = _client(["exec", "--no-identity-endpoint", "--", sys.executable, "-c", _SHOW_MI_ENV],
-                   env)
+    proc = _client(
+        ["exec", "--no-identity-endpoint", "--", sys.executable, "-c", _SHOW_MI_ENV], env
+    )
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     shown = json.loads(out)
@@ -565,12 +572,16 @@ def test_exec_no_identity_endpoint(fake_daemon: FakeDaemon) -> None:
 
 
 def test_exec_session_refused_is_an_error_and_cmd_does_not_run(
-        fake_daemon: FakeDaemon, tmp_path: Path) -> None:
+    fake_daemon: FakeDaemon, tmp_path: Path
+) -> None:
     fake_daemon.routes[("POST", "/v1/identity-sessions")] = lambda req: error_body(
-        400, "invalid_request", "cannot identify the calling process")
+        400, "invalid_request", "cannot identify the calling process"
+    )
     marker = tmp_path / "ran"
-    proc = _client(["exec", "--", sys.executable, "-c",
-                    f"open({str(marker)!r}, 'w').close()"], dict(os.environ))
+    proc = _client(
+        ["exec", "--", sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"],
+        dict(os.environ),
+    )
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert "cannot identify the calling process" in err

@@ -91,6 +91,7 @@ def test_selection_flags_cover_the_selection_fields() -> None:
 def cli_min_validity(value: str) -> Any:
     return CLI()._token_fields(parse(["get", "--min-validity", value], COMMANDS))
 
+
 @pytest.mark.parametrize("seconds", [0, contract.MAX_MIN_VALIDITY_S])
 def test_min_validity_bounds_accepted_everywhere(seconds: int) -> None:
     assert cli_min_validity(str(seconds))["min_validity_s"] == seconds

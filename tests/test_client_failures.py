@@ -63,8 +63,11 @@ def test_unmapped_daemon_errors_exit_3_never_1() -> None:
 
 def test_the_next_attempt_time_is_printed() -> None:
     """Was: "Try again later" without saying when."""
-    body = {"error": "identity_provider_unavailable", "error_description": "Entra unavailable",
-            "next_attempt_in_s": 27}
+    body = {
+        "error": "identity_provider_unavailable",
+        "error_description": "Entra unavailable",
+        "next_attempt_in_s": 27,
+    }
     assert "next attempt in 27 s" in from_response(503, body).hints
     err = from_response(503, {"error": "identity_provider_unavailable"}, {"retry-after": "9"})
     assert "next attempt in 9 s" in err.hints

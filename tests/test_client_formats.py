@@ -95,7 +95,8 @@ def test_humanize() -> None:
 
 @pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Asia/Kolkata"])
 def test_format_az_is_what_azure_cli_credential_parses(
-        tz: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    tz: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`get --format az` against azure-identity's own parser of `az account get-access-token`."""
     import time
 
@@ -108,8 +109,7 @@ def test_format_az_is_what_azure_cli_credential_parses(
         out = json.loads(format_token(body, "az"))
         assert out == {
             "accessToken": "tok",
-            "expiresOn": time.strftime("%Y-%m-%d %H:%M:%S.000000",
-                                       time.localtime(1_800_000_000)),
+            "expiresOn": time.strftime("%Y-%m-%d %H:%M:%S.000000", time.localtime(1_800_000_000)),
             "expires_on": 1_800_000_000,
             "tenant": "contoso.example",
             "tokenType": "Bearer",

@@ -61,7 +61,11 @@ def test_bad_strings_and_deep_nesting_are_value_errors_in_a_fresh_process(text: 
         "    print('ValueError')\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], input=text, capture_output=True, text=True, timeout=30,
+        [sys.executable, "-c", code],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=30,
         check=False,
     )
     assert done.stdout.strip() == "ValueError", done.stderr[-500:]
@@ -100,9 +104,7 @@ def test_falls_back_to_json_when_cpython_internals_are_missing(setup: str) -> No
     import sys
 
     code = FALLBACK_PROBE.format(setup=setup)
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
-    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
 

@@ -49,7 +49,11 @@ def test_secret_set_prompts_without_echo_and_stores(tmp_path: Path) -> None:
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
         [HELPER, "secret", "set", "--blueprint-app-id", BLUEPRINT],
-        stdin=follower, stdout=follower, stderr=follower, env=env, start_new_session=True,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=env,
+        start_new_session=True,
     )
     os.close(follower)
     try:

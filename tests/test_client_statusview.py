@@ -80,11 +80,22 @@ def test_empty() -> None:
 
 def test_managed_identity_endpoint_and_entry() -> None:
     body = {
-        "daemon": {"pid": 42, "uptime_s": 5, "socket": "/run/s.sock", "config_path": "/c.toml",
-                   "managed_identity": {"endpoint": "http://127.0.0.1:4100/msi/token",
-                                        "sessions": 2}},
-        "entries": [{"kind": "managed_identity", "managed_identity": "client_id=9999",
-                     "expires_on": NOW + 80000, "refresh_on": NOW + 50000, "last_error": None}],
+        "daemon": {
+            "pid": 42,
+            "uptime_s": 5,
+            "socket": "/run/s.sock",
+            "config_path": "/c.toml",
+            "managed_identity": {"endpoint": "http://127.0.0.1:4100/msi/token", "sessions": 2},
+        },
+        "entries": [
+            {
+                "kind": "managed_identity",
+                "managed_identity": "client_id=9999",
+                "expires_on": NOW + 80000,
+                "refresh_on": NOW + 50000,
+                "last_error": None,
+            }
+        ],
     }
     lines = render_status(body, now=NOW).splitlines()
     assert lines[1] == "managed identity endpoint: http://127.0.0.1:4100/msi/token, 2 session(s)"

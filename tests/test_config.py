@@ -290,62 +290,88 @@ tenant_id = "contoso.onmicrosoft.com"
 
 
 def test_sidecar_daemon_keys(tmp_path: Path) -> None:
-    path = write(tmp_path, SIDECAR_PROFILE + """
+    path = write(
+        tmp_path,
+        SIDECAR_PROFILE
+        + """
 [daemon]
 managed_identity_listen = "127.0.0.1:8081"
 managed_identity_header_file = "run/header"
 managed_identity_profile = "bot"
-""")
+""",
+    )
     daemon = load_config(path).daemon
     assert daemon.managed_identity_listen == ("127.0.0.1", 8081)
     assert daemon.managed_identity_header_file == str(tmp_path / "run" / "header")
     assert daemon.managed_identity_profile == "bot"
 
 
-@pytest.mark.parametrize(("daemon", "match"), [
-    ('managed_identity_listen = "127.0.0.1:8081"', "managed_identity_header_file.*needed too"),
-    ('managed_identity_header_file = "/h"', "managed_identity_listen.*needed too"),
-    ('managed_identity_listen = "0.0.0.0:8081"\nmanaged_identity_header_file = "/h"',
-     "not a loopback address"),
-    ('managed_identity_listen = 8081\nmanaged_identity_header_file = "/h"', "HOST:PORT"),
-    ('managed_identity_listen = "127.0.0.1:8081"\nmanaged_identity_header_file = "/h"\n'
-     'managed_identity_profile = "nope"', "no profile 'nope'"),
-    ('managed_identity_profile = "bot"', "needs managed_identity_listen"),
-])
+@pytest.mark.parametrize(
+    ("daemon", "match"),
+    [
+        ('managed_identity_listen = "127.0.0.1:8081"', "managed_identity_header_file.*needed too"),
+        ('managed_identity_header_file = "/h"', "managed_identity_listen.*needed too"),
+        (
+            'managed_identity_listen = "0.0.0.0:8081"\nmanaged_identity_header_file = "/h"',
+            "not a loopback address",
+        ),
+        ('managed_identity_listen = 8081\nmanaged_identity_header_file = "/h"', "HOST:PORT"),
+        (
+            'managed_identity_listen = "127.0.0.1:8081"\nmanaged_identity_header_file = "/h"\n'
+            'managed_identity_profile = "nope"',
+            "no profile 'nope'",
+        ),
+        ('managed_identity_profile = "bot"', "needs managed_identity_listen"),
+    ],
+)
 def test_sidecar_daemon_keys_refused(tmp_path: Path, daemon: str, match: str) -> None:
     path = write(tmp_path, SIDECAR_PROFILE + "\n[daemon]\n" + daemon + "\n")
     with pytest.raises(ConfigurationError, match=match):
         load_config(path)
 
 
-@pytest.mark.parametrize(("value", "location"), [
-    ('{ managed_identity = "system" }', "system"),
-    ('{ managed_identity = "SYSTEM" }', "system"),
-    ('{ managed_identity = "99999999-9999-4999-8999-99999999999A" }',
-     "client_id=99999999-9999-4999-8999-99999999999a"),
-    ('{ managed_identity = { client_id = "99999999-9999-4999-8999-999999999999" } }',
-     "client_id=99999999-9999-4999-8999-999999999999"),
-    ('{ managed_identity = { object_id = "88888888-8888-4888-8888-888888888888" } }',
-     "object_id=88888888-8888-4888-8888-888888888888"),
-    ('{ managed_identity = { resource_id = "/subscriptions/s/resourcegroups/r/providers/'
-     'Microsoft.ManagedIdentity/userAssignedIdentities/n" } }',
-     "resource_id=/subscriptions/s/resourcegroups/r/providers/"
-     "Microsoft.ManagedIdentity/userAssignedIdentities/n"),
-])
+@pytest.mark.parametrize(
+    ("value", "location"),
+    [
+        ('{ managed_identity = "system" }', "system"),
+        ('{ managed_identity = "SYSTEM" }', "system"),
+        (
+            '{ managed_identity = "99999999-9999-4999-8999-99999999999A" }',
+            "client_id=99999999-9999-4999-8999-99999999999a",
+        ),
+        (
+            '{ managed_identity = { client_id = "99999999-9999-4999-8999-999999999999" } }',
+            "client_id=99999999-9999-4999-8999-999999999999",
+        ),
+        (
+            '{ managed_identity = { object_id = "88888888-8888-4888-8888-888888888888" } }',
+            "object_id=88888888-8888-4888-8888-888888888888",
+        ),
+        (
+            '{ managed_identity = { resource_id = "/subscriptions/s/resourcegroups/r/providers/'
+            'Microsoft.ManagedIdentity/userAssignedIdentities/n" } }',
+            "resource_id=/subscriptions/s/resourcegroups/r/providers/"
+            "Microsoft.ManagedIdentity/userAssignedIdentities/n",
+        ),
+    ],
+)
 def test_managed_identity_credential(tmp_path: Path, value: str, location: str) -> None:
     path = write(tmp_path, SIDECAR_PROFILE + f"blueprint_credential = {value}\n")
     spec = load_config(path, environ={}).profiles["bot"].blueprint_credential
     assert spec == CredentialSpec("managed_identity", location)
 
 
-@pytest.mark.parametrize(("value", "match"), [
-    ('{ managed_identity = "nope" }', 'must be "system", a client id'),
-    ('{ managed_identity = { client_id = "x" } }', "client_id must be a GUID"),
-    ('{ managed_identity = { objectid = "x" } }', "did you mean 'object_id'"),
-    ('{ managed_identity = { resource_id = "x" } }', "Azure resource id"),
-    ('{ managed_identity = { object_id = "a", client_id = "b" } }', "one of"),
-    ('"workload-identity"', "did you mean 'workload_identity'"),
-])
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ('{ managed_identity = "nope" }', 'must be "system", a client id'),
+        ('{ managed_identity = { client_id = "x" } }', "client_id must be a GUID"),
+        ('{ managed_identity = { objectid = "x" } }', "did you mean 'object_id'"),
+        ('{ managed_identity = { resource_id = "x" } }', "Azure resource id"),
+        ('{ managed_identity = { object_id = "a", client_id = "b" } }', "one of"),
+        ('"workload-identity"', "did you mean 'workload_identity'"),
+    ],
+)
 def test_managed_identity_credential_refused(tmp_path: Path, value: str, match: str) -> None:
     path = write(tmp_path, SIDECAR_PROFILE + f"blueprint_credential = {value}\n")
     with pytest.raises(ConfigurationError, match=match):
@@ -353,14 +379,21 @@ def test_managed_identity_credential_refused(tmp_path: Path, value: str, match: 
 
 
 def test_workload_identity_and_azure_client_id(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 [profiles.wi]
 agent_identity_app_id = "66666666-7777-8888-9999-000000000000"
 blueprint_credential = "workload_identity"
-""")
-    config = load_config(path, environ={
-        "AZURE_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
-        "AZURE_TENANT_ID": "contoso.onmicrosoft.com"})
+""",
+    )
+    config = load_config(
+        path,
+        environ={
+            "AZURE_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+            "AZURE_TENANT_ID": "contoso.onmicrosoft.com",
+        },
+    )
     req = config.resolve({"profile": "wi"})
     assert req.agent.blueprint_app_id == "11111111-2222-3333-4444-555555555555"
     assert req.agent.credential == CredentialSpec("workload_identity", "")

@@ -11,9 +11,9 @@ from test_config import GOOD, JWT, write
 from agentid_daemon.config import Config, load_config
 from agentid_daemon.errors import ConfigurationError, InvalidRequest
 
-CAE = GOOD.replace(
-    'mode = "OBO"\n', 'mode = "OBO"\nclient_capabilities = ["cp1"]\n'
-).replace("idle_timeout_s = 600\n", "idle_timeout_s = 600\nobo_session_max_age_s = 7200\n")
+CAE = GOOD.replace('mode = "OBO"\n', 'mode = "OBO"\nclient_capabilities = ["cp1"]\n').replace(
+    "idle_timeout_s = 600\n", "idle_timeout_s = 600\nobo_session_max_age_s = 7200\n"
+)
 
 
 @pytest.fixture
@@ -33,8 +33,9 @@ def test_client_capabilities_and_max_age(config: Config) -> None:
     assert req.agent.client_capabilities == ("cp1",)
     assert req.cache_key().client_capabilities == ("cp1",)
     # a request (azure-core's enable_cae) adds capabilities, never removes the profile's
-    more = config.resolve({"profile": "obo-bot", "user_token": JWT,
-                           "client_capabilities": ["cp1", "x"]})
+    more = config.resolve(
+        {"profile": "obo-bot", "user_token": JWT, "client_capabilities": ["cp1", "x"]}
+    )
     assert more.agent.client_capabilities == ("cp1", "x")
     plain = config.resolve({"client_capabilities": ["cp1"]})
     assert plain.agent.client_capabilities == ("cp1",)

@@ -262,7 +262,8 @@ def test_secret_file_under_unset_variable_fails_when_used(
 
 
 def test_workload_identity_reads_azure_federated_token_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "token"
     path.write_text("first\n")
     monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", str(path))
@@ -284,13 +285,18 @@ def test_managed_identity_is_not_read_from_a_source() -> None:
         load_client_credential(CredentialSpec("managed_identity", "system"))
 
 
-@pytest.mark.parametrize(("location", "expected"), [
-    ("system", {"ManagedIdentityIdType": "SystemAssigned", "Id": None}),
-    ("client_id=c", {"ManagedIdentityIdType": "ClientId", "Id": "c"}),
-    ("object_id=o", {"ManagedIdentityIdType": "ObjectId", "Id": "o"}),
-    ("resource_id=/subscriptions/r", {"ManagedIdentityIdType": "ResourceId",
-                                      "Id": "/subscriptions/r"}),
-])
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        ("system", {"ManagedIdentityIdType": "SystemAssigned", "Id": None}),
+        ("client_id=c", {"ManagedIdentityIdType": "ClientId", "Id": "c"}),
+        ("object_id=o", {"ManagedIdentityIdType": "ObjectId", "Id": "o"}),
+        (
+            "resource_id=/subscriptions/r",
+            {"ManagedIdentityIdType": "ResourceId", "Id": "/subscriptions/r"},
+        ),
+    ],
+)
 def test_msal_identity(location: str, expected: dict[str, object]) -> None:
     from agentid_daemon.mi_credential import msal_identity
 

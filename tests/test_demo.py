@@ -19,8 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_demo_runs(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTID_HELPER")}
     env["TMPDIR"] = str(tmp_path)
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py")], env=env,
-                          capture_output=True, text=True, timeout=170, check=False)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert out.rstrip().endswith("demo: ok")
@@ -29,4 +35,4 @@ def test_demo_runs(tmp_path: Path) -> None:
     # The managed identity's token, then the blueprint's own token with it.
     assert f'"aud": "{TOKEN_EXCHANGE_APP_ID}"' in out
     assert '"blueprint_app": 1, "managed_identity": 1' in out
-    assert list(tmp_path.iterdir()) == []   # the demo cleans up after itself
+    assert list(tmp_path.iterdir()) == []  # the demo cleans up after itself

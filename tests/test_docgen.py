@@ -90,17 +90,13 @@ def test_bash_completes_the_command_after_exec_dashdash() -> None:
 
 def test_zsh_completion_parses_and_registers() -> None:
     site = ROOT / docgen.ZSH_PATH
-    syntax = subprocess.run(
-        ["zsh", "-n", str(site)], capture_output=True, text=True, timeout=30
-    )
+    syntax = subprocess.run(["zsh", "-n", str(site)], capture_output=True, text=True, timeout=30)
     assert syntax.returncode == 0, syntax.stderr
     script = (
         f"fpath=({site.parent} $fpath); autoload -Uz compinit; compinit -u -D; "
         "print -r -- $_comps[agentid-helper]"
     )
-    done = subprocess.run(
-        ["zsh", "-f", "-c", script], capture_output=True, text=True, timeout=60
-    )
+    done = subprocess.run(["zsh", "-f", "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "_agentid-helper"
 
@@ -111,8 +107,19 @@ def test_the_wheel_ships_units_man_page_and_completions(tmp_path: Path) -> None:
     import zipfile
 
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--no-index", "-q", "-w", str(tmp_path), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

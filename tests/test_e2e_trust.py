@@ -44,9 +44,7 @@ def test_fifo_secret_files_fail_at_once_and_other_profiles_still_work(
         assert app.returncode == 0, app.stderr
 
 
-def test_expired_user_token_is_refused_not_served_from_cache(
-    emulator: Any, tmp_path: Path
-) -> None:
+def test_expired_user_token_is_refused_not_served_from_cache(emulator: Any, tmp_path: Path) -> None:
     """Row 11: an OBO token cached for a user token stays cached; once that user token's
     exp passes, a request with it gets exit 2, not the cached OBO token."""
     user_token = emulator.user_token(emulator.user_upn, lifetime_s=5)  # default audience

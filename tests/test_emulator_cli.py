@@ -18,9 +18,17 @@ from agentid_emulator.cli import main, write_ready_file
 
 pytestmark = pytest.mark.timeout(60)
 SEED = Path(__file__).with_name("emulator_seed_example.toml")
-REQUIRED_READY_KEYS = {"authority_host", "ca_bundle", "tenant_id", "blueprint_app_id",
-                       "blueprint_secret", "agent_identity_app_id", "agent_user_upn",
-                       "agent_user_object_id", "user_upn"}
+REQUIRED_READY_KEYS = {
+    "authority_host",
+    "ca_bundle",
+    "tenant_id",
+    "blueprint_app_id",
+    "blueprint_secret",
+    "agent_identity_app_id",
+    "agent_user_upn",
+    "agent_user_object_id",
+    "user_upn",
+}
 
 
 def test_ready_file_and_summary(emulator: Any) -> None:
@@ -43,7 +51,7 @@ def test_ready_file_is_0600_whatever_the_umask(tmp_path: Path) -> None:
         os.umask(old)
     assert (tmp_path / "ready.json").stat().st_mode & 0o777 == 0o600
     assert json.loads((tmp_path / "ready.json").read_text()) == {"blueprint_secret": "t"}
-    assert [p.name for p in tmp_path.iterdir()] == ["ready.json"]   # no temp file left
+    assert [p.name for p in tmp_path.iterdir()] == ["ready.json"]  # no temp file left
 
 
 def test_graceful_sigterm(emulator_factory: Any) -> None:
@@ -73,12 +81,15 @@ def test_state_dir_reused_across_restarts(tmp_path: Path) -> None:
         second.stop()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--port", "70000"], "between 0 and 65535"),
-    (["--token-lifetime-s", "0"], "at least 1"),
-    (["--demo", "--seed", "x.toml"], "not allowed with"),
-    (["--imds-port", "-1"], "between 0 and 65535"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--port", "70000"], "between 0 and 65535"),
+        (["--token-lifetime-s", "0"], "at least 1"),
+        (["--demo", "--seed", "x.toml"], "not allowed with"),
+        (["--imds-port", "-1"], "between 0 and 65535"),
+    ],
+)
 def test_bad_flags(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(args)
@@ -86,27 +97,39 @@ def test_bad_flags(args: list[str], message: str, capsys: pytest.CaptureFixture[
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("text, message", [
-    ('[[tenants]]\nid = "not-a-guid"\n', "tenants[0]: 'not-a-guid' is not a GUID"),
-    ("tenants = [", "invalid TOML"),
-    ("", "at least one [[tenants]]"),
-    ('[[tenants]]\nid = "22222222-2222-4222-8222-222222222222"\n'
-     '[[tenants.agent_identities]]\napp_id = "44444444-4444-4444-8444-444444444444"\n'
-     'blueprint_app_id = "33333333-3333-4333-8333-333333333333"\n', "is not declared"),
-    ('[[tenants]]\nid = "22222222-2222-4222-8222-222222222222"\n'
-     '[[tenants.managed_identities]]\nclient_id = "x"\n',
-     "tenants[0].managed_identities[0]: 'x' is not a GUID"),
-    ('[[tenants]]\nid = "22222222-2222-4222-8222-222222222222"\n'
-     '[[tenants.blueprints]]\napp_id = "33333333-3333-4333-8333-333333333333"\nroles = "x"\n',
-     "'roles' must be a list of non-empty strings"),
-])
-def test_bad_seed(tmp_path: Path, text: str, message: str,
-                  capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[[tenants]]\nid = "not-a-guid"\n', "tenants[0]: 'not-a-guid' is not a GUID"),
+        ("tenants = [", "invalid TOML"),
+        ("", "at least one [[tenants]]"),
+        (
+            '[[tenants]]\nid = "22222222-2222-4222-8222-222222222222"\n'
+            '[[tenants.agent_identities]]\napp_id = "44444444-4444-4444-8444-444444444444"\n'
+            'blueprint_app_id = "33333333-3333-4333-8333-333333333333"\n',
+            "is not declared",
+        ),
+        (
+            '[[tenants]]\nid = "22222222-2222-4222-8222-222222222222"\n'
+            '[[tenants.managed_identities]]\nclient_id = "x"\n',
+            "tenants[0].managed_identities[0]: 'x' is not a GUID",
+        ),
+        (
+            '[[tenants]]\nid = "22222222-2222-4222-8222-222222222222"\n'
+            '[[tenants.blueprints]]\napp_id = "33333333-3333-4333-8333-333333333333"\n'
+            'roles = "x"\n',
+            "'roles' must be a list of non-empty strings",
+        ),
+    ],
+)
+def test_bad_seed(
+    tmp_path: Path, text: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     seed = tmp_path / "seed.toml"
     seed.write_text(text)
     assert main(["--seed", str(seed), "--state-dir", str(tmp_path / "s")]) == 2
     assert message in capsys.readouterr().err
-    assert not (tmp_path / "s").exists()   # failed before generating any key
+    assert not (tmp_path / "s").exists()  # failed before generating any key
 
 
 def test_missing_seed_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -114,46 +137,65 @@ def test_missing_seed_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "cannot read seed" in capsys.readouterr().err
 
 
-def test_seed_with_certificate_and_federated_credential(tmp_path: Path,
-                                                        emulator_factory: Any) -> None:
+def test_seed_with_certificate_and_federated_credential(
+    tmp_path: Path, emulator_factory: Any
+) -> None:
     bp_key, issuer_key = new_key(), new_key()
     bp_cert = self_signed_certificate(bp_key, "bp")
     (tmp_path / "bp-cert.pem").write_bytes(cert_pem(bp_cert))
     (tmp_path / "issuer.pem").write_bytes(cert_pem(self_signed_certificate(issuer_key, "iss")))
     seed = tmp_path / "seed.toml"
-    seed.write_text(SEED.read_text().replace(
-        '# certificates = ["bp-cert.pem"]', 'certificates = ["bp-cert.pem"]').replace(
-        "# [[tenants.blueprints.federated_credentials]]\n# issuer", "[[tenants.blueprints."
-        "federated_credentials]]\nissuer").replace("# subject", "subject").replace(
-        "# audience", "audience").replace("# public_key_file", "public_key_file").replace(
-        '"issuer-key.pem"', '"issuer.pem"'))
+    seed.write_text(
+        SEED.read_text()
+        .replace('# certificates = ["bp-cert.pem"]', 'certificates = ["bp-cert.pem"]')
+        .replace(
+            "# [[tenants.blueprints.federated_credentials]]\n# issuer",
+            "[[tenants.blueprints.federated_credentials]]\nissuer",
+        )
+        .replace("# subject", "subject")
+        .replace("# audience", "audience")
+        .replace("# public_key_file", "public_key_file")
+        .replace('"issuer-key.pem"', '"issuer.pem"')
+    )
     emu = emulator_factory(seed=seed)
     assert emu.tenant_id == "22222222-2222-4222-8222-222222222222"
     assert emu.blueprint_secret == "example-secret-1"
     assert emu.user_upn == "bob@fabrikam.example"
     agent = emu.agent_identity_app_id
 
-    cert_app = app(emu, emu.blueprint_app_id, {"private_key": key_pem(bp_key).decode(),
-                                               "public_certificate": cert_pem(bp_cert).decode()})
+    cert_app = app(
+        emu,
+        emu.blueprint_app_id,
+        {"private_key": key_pem(bp_key).decode(), "public_certificate": cert_pem(bp_cert).decode()},
+    )
     t1 = cert_app.acquire_token_for_client([TX_SCOPE], fmi_path=agent)
     assert "access_token" in t1, t1
     import jwt
 
     now = int(time.time())
-    github = jwt.encode({"iss": "https://token.actions.githubusercontent.com",
-                         "sub": "repo:contoso/agents:ref:refs/heads/main",
-                         "aud": "api://AzureADTokenExchange", "iat": now, "exp": now + 300},
-                        issuer_key, algorithm="RS256")
+    github = jwt.encode(
+        {
+            "iss": "https://token.actions.githubusercontent.com",
+            "sub": "repo:contoso/agents:ref:refs/heads/main",
+            "aud": "api://AzureADTokenExchange",
+            "iat": now,
+            "exp": now + 300,
+        },
+        issuer_key,
+        algorithm="RS256",
+    )
     fed_app = app(emu, emu.blueprint_app_id, {"client_assertion": lambda: github})
     assert "access_token" in fed_app.acquire_token_for_client([TX_SCOPE], fmi_path=agent)
     result = agent_app(emu, t1["access_token"]).acquire_token_for_client(
-        ["https://contoso.sharepoint.com/.default"])
+        ["https://contoso.sharepoint.com/.default"]
+    )
     claims = jwt.decode(result["access_token"], options={"verify_signature": False})
     assert claims["aud"] == "https://contoso.sharepoint.com"
     assert claims["roles"] == ["Sites.Read.All"]
     # The second secret works too (rotation), and the second agent is this blueprint's.
     second = app(emu, emu.blueprint_app_id, "example-secret-2").acquire_token_for_client(
-        [TX_SCOPE], fmi_path="55555555-5555-4555-8555-555555555555")
+        [TX_SCOPE], fmi_path="55555555-5555-4555-8555-555555555555"
+    )
     assert "access_token" in second
 
 
@@ -181,10 +223,15 @@ def test_admin_errors(emulator: Any) -> None:
 
 def test_client_secret_basic(emulator: Any) -> None:
     s = PinnedSession(emulator.ca_bundle)
-    resp = s.post(emulator.token_endpoint,
-                  auth=(emulator.blueprint_app_id, emulator.blueprint_secret),
-                  data={"grant_type": "client_credentials", "scope": TX_SCOPE,
-                        "fmi_path": emulator.agent_identity_app_id})
+    resp = s.post(
+        emulator.token_endpoint,
+        auth=(emulator.blueprint_app_id, emulator.blueprint_secret),
+        data={
+            "grant_type": "client_credentials",
+            "scope": TX_SCOPE,
+            "fmi_path": emulator.agent_identity_app_id,
+        },
+    )
     assert resp.status_code == 200, resp.text
 
 

@@ -23,8 +23,9 @@ def test_demo_directory() -> None:
     directory = demo_directory()
     tenant = directory.tenant(DEMO_TENANT_ID.upper())
     assert tenant is not None
-    assert tenant.agents[DEMO_AGENT_APP_ID].blueprint_app_id == directory.summary[
-        "blueprint_app_id"]
+    assert (
+        tenant.agents[DEMO_AGENT_APP_ID].blueprint_app_id == directory.summary["blueprint_app_id"]
+    )
     agent_user = tenant.find_user(upn=directory.summary["agent_user_upn"].upper())
     assert agent_user is not None
     assert agent_user.agent_identity_app_id == DEMO_AGENT_APP_ID
@@ -50,19 +51,27 @@ def test_seed_certificate_relative_path(tmp_path: Path) -> None:
     (tmp_path / "certs").mkdir()
     (tmp_path / "certs" / "bp.pem").write_bytes(cert_pem(cert))
     seed = tmp_path / "seed.toml"
-    seed.write_text(EXAMPLE.read_text().replace('# certificates = ["bp-cert.pem"]',
-                                                'certificates = ["certs/bp.pem"]'))
+    seed.write_text(
+        EXAMPLE.read_text().replace(
+            '# certificates = ["bp-cert.pem"]', 'certificates = ["certs/bp.pem"]'
+        )
+    )
     tenant = next(iter(load_seed(seed).tenants.values()))
     blueprint = next(iter(tenant.blueprints.values()))
     assert set(thumbprints(cert)) <= set(blueprint.certificates)
 
 
-@pytest.mark.parametrize("replace, message", [
-    (('"example-secret-1", ', '"", '), "non-empty strings"),
-    (('# certificates = ["bp-cert.pem"]', 'certificates = ["missing.pem"]'),
-     "cannot read certificate"),
-    (('upn = "bob@fabrikam.example"', 'upn = ""'), "'upn' must be a non-empty string"),
-])
+@pytest.mark.parametrize(
+    "replace, message",
+    [
+        (('"example-secret-1", ', '"", '), "non-empty strings"),
+        (
+            ('# certificates = ["bp-cert.pem"]', 'certificates = ["missing.pem"]'),
+            "cannot read certificate",
+        ),
+        (('upn = "bob@fabrikam.example"', 'upn = ""'), "'upn' must be a non-empty string"),
+    ],
+)
 def test_seed_errors(tmp_path: Path, replace: tuple[str, str], message: str) -> None:
     seed = tmp_path / "seed.toml"
     seed.write_text(EXAMPLE.read_text().replace(*replace))

@@ -32,10 +32,15 @@ def test_readme_teaches_the_blueprint_audience_for_obo() -> None:
 
 def test_docstring_cites_what_each_fidelity_choice_follows() -> None:
     doc = " ".join((agentid_emulator.__doc__ or "").split())
-    for source in ("agent-on-behalf-of-oauth-flow.md", "create-delete-agent-identities.md",
-                   "AgenticTokens from Console", "joetanx/mslab",
-                   "Tc (aud) == Agent ID blueprint client ID", "how-to-use-vm-token.md",
-                   "AZURE_POD_IDENTITY_AUTHORITY_HOST"):
+    for source in (
+        "agent-on-behalf-of-oauth-flow.md",
+        "create-delete-agent-identities.md",
+        "AgenticTokens from Console",
+        "joetanx/mslab",
+        "Tc (aud) == Agent ID blueprint client ID",
+        "how-to-use-vm-token.md",
+        "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    ):
         assert source in doc, source
     assert "unauthenticated" in doc
     assert "Still different from real tokens" in doc

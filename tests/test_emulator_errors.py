@@ -32,11 +32,19 @@ def check(session: PinnedSession, result: dict[str, Any], code: int, status: int
     assert session.last is not None
     assert session.last.status_code == status
     body = session.last.json()
-    assert set(body) >= {"error", "error_description", "error_codes", "timestamp", "trace_id",
-                         "correlation_id", "error_uri"}
+    assert set(body) >= {
+        "error",
+        "error_description",
+        "error_codes",
+        "timestamp",
+        "trace_id",
+        "correlation_id",
+        "error_uri",
+    }
     assert body["error_description"].startswith(f"AADSTS{code}: ")
-    assert re.search(r" Trace ID: \S+ Correlation ID: \S+ Timestamp: \S+ \S+$",
-                     body["error_description"])
+    assert re.search(
+        r" Trace ID: \S+ Correlation ID: \S+ Timestamp: \S+ \S+$", body["error_description"]
+    )
     # MSAL sends client-request-id; Entra echoes it as the correlation id.
     sent = session.last.request.headers.get("client-request-id")
     assert sent
@@ -48,7 +56,8 @@ def check(session: PinnedSession, result: dict[str, Any], code: int, status: int
 def test_7000215_wrong_secret(emulator: Any) -> None:
     s = PinnedSession(emulator.ca_bundle)
     result = blueprint_app(emulator, s, secret="not-the-secret").acquire_token_for_client(
-        [TX_SCOPE], fmi_path=emulator.agent_identity_app_id)
+        [TX_SCOPE], fmi_path=emulator.agent_identity_app_id
+    )
     check(s, result, 7000215, 401)
     assert result["error"] == "invalid_client"
 
@@ -56,27 +65,35 @@ def test_7000215_wrong_secret(emulator: Any) -> None:
 def test_7000216_missing_credential(emulator: Any) -> None:
     s = PinnedSession(emulator.ca_bundle)
     # An empty assertion: MSAL sends the assertion type but no credential value.
-    result = app(emulator, emulator.blueprint_app_id, {"client_assertion": lambda: ""},
-                 s).acquire_token_for_client([TX_SCOPE], fmi_path=emulator.agent_identity_app_id)
+    result = app(
+        emulator, emulator.blueprint_app_id, {"client_assertion": lambda: ""}, s
+    ).acquire_token_for_client([TX_SCOPE], fmi_path=emulator.agent_identity_app_id)
     check(s, result, 7000216, 401)
 
 
 def test_700024_expired_assertion(emulator: Any) -> None:
     issuer = emulator_issuer(emulator)
-    expired = issuer.mint(emulator.tenant_id, {
-        "aud": TOKEN_EXCHANGE_APP_ID, "azp": emulator.blueprint_app_id, "idtyp": "app",
-        "sub": fmi_subject(emulator.tenant_id, emulator.blueprint_app_id,
-                           emulator.agent_identity_app_id)},
-        lifetime_s=600, now=time.time() - 3600)
+    expired = issuer.mint(
+        emulator.tenant_id,
+        {
+            "aud": TOKEN_EXCHANGE_APP_ID,
+            "azp": emulator.blueprint_app_id,
+            "idtyp": "app",
+            "sub": fmi_subject(
+                emulator.tenant_id, emulator.blueprint_app_id, emulator.agent_identity_app_id
+            ),
+        },
+        lifetime_s=600,
+        now=time.time() - 3600,
+    )
     s = PinnedSession(emulator.ca_bundle)
-    check(s, agent_app(emulator, expired, s).acquire_token_for_client([GRAPH_DEFAULT]),
-          700024, 401)
+    check(s, agent_app(emulator, expired, s).acquire_token_for_client([GRAPH_DEFAULT]), 700024, 401)
 
 
 def test_700024_with_short_lifetime(emulator_factory: Any) -> None:
     emu = emulator_factory(token_lifetime_s=1)
     token = t1(emu)
-    time.sleep(1.5)   # not a timing assertion: just let the 1 s token expire
+    time.sleep(1.5)  # not a timing assertion: just let the 1 s token expire
     s = PinnedSession(emu.ca_bundle)
     check(s, agent_app(emu, token, s).acquire_token_for_client([GRAPH_DEFAULT]), 700024, 401)
 
@@ -85,20 +102,23 @@ def test_7002137_assertion_for_another_subject(emulator: Any) -> None:
     # The agent's own T2 is no T1: its subject is the agent, not the blueprint's fmi path.
     first = t1(emulator)
     s = PinnedSession(emulator.ca_bundle)
-    result = agent_app(emulator, t2(emulator, first), s).acquire_token_for_client(
-        [GRAPH_DEFAULT])
+    result = agent_app(emulator, t2(emulator, first), s).acquire_token_for_client([GRAPH_DEFAULT])
     check(s, result, 7002137, 401)
 
 
 def test_7002137_t1_of_another_blueprint(emulator: Any) -> None:
     issuer = emulator_issuer(emulator)
-    other = issuer.mint(emulator.tenant_id, {
-        "aud": TOKEN_EXCHANGE_APP_ID, "idtyp": "app",
-        "sub": fmi_subject(emulator.tenant_id, UNKNOWN_APP, emulator.agent_identity_app_id)},
-        lifetime_s=600)
+    other = issuer.mint(
+        emulator.tenant_id,
+        {
+            "aud": TOKEN_EXCHANGE_APP_ID,
+            "idtyp": "app",
+            "sub": fmi_subject(emulator.tenant_id, UNKNOWN_APP, emulator.agent_identity_app_id),
+        },
+        lifetime_s=600,
+    )
     s = PinnedSession(emulator.ca_bundle)
-    check(s, agent_app(emulator, other, s).acquire_token_for_client([GRAPH_DEFAULT]),
-          7002137, 401)
+    check(s, agent_app(emulator, other, s).acquire_token_for_client([GRAPH_DEFAULT]), 7002137, 401)
 
 
 def test_50034_user_not_found(emulator: Any) -> None:
@@ -106,16 +126,18 @@ def test_50034_user_not_found(emulator: Any) -> None:
     second = t2(emulator, first)
     s = PinnedSession(emulator.ca_bundle)
     result = agent_app(emulator, first, s).acquire_token_by_user_federated_identity_credential(
-        ["User.Read"], assertion=second, username="nobody@contoso.example")
+        ["User.Read"], assertion=second, username="nobody@contoso.example"
+    )
     check(s, result, 50034, 400)
-    assert "nobody" not in result["error_description"]   # Entra hides the name
+    assert "nobody" not in result["error_description"]  # Entra hides the name
 
 
 def test_50034_human_user_is_not_an_agent_user(emulator: Any) -> None:
     first = t1(emulator)
     s = PinnedSession(emulator.ca_bundle)
     result = agent_app(emulator, first, s).acquire_token_by_user_federated_identity_credential(
-        ["User.Read"], assertion=t2(emulator, first), username=emulator.user_upn)
+        ["User.Read"], assertion=t2(emulator, first), username=emulator.user_upn
+    )
     check(s, result, 50034, 400)
 
 
@@ -128,11 +150,11 @@ def test_50013_obo_audience(emulator: Any, audience: str) -> None:
     user_token = emulator.user_token(emulator.user_upn, aud)
     s = PinnedSession(emulator.ca_bundle)
     result = agent_app(emulator, t1(emulator), s).acquire_token_on_behalf_of(
-        user_token, ["User.Read"])
+        user_token, ["User.Read"]
+    )
     check(s, result, 50013, 400)
     assert result["error"] == "invalid_grant"
-    assert f"the expected audience is '{emulator.blueprint_app_id}'" in \
-        result["error_description"]
+    assert f"the expected audience is '{emulator.blueprint_app_id}'" in result["error_description"]
 
 
 def test_1002012_scope_without_default(emulator: Any) -> None:
@@ -159,7 +181,8 @@ def test_70003_unsupported_grant_type(emulator: Any) -> None:
 def test_700016_unknown_application(emulator: Any) -> None:
     s = PinnedSession(emulator.ca_bundle)
     result = app(emulator, UNKNOWN_APP, "secret", s).acquire_token_for_client(
-        [TX_SCOPE], fmi_path=emulator.agent_identity_app_id)
+        [TX_SCOPE], fmi_path=emulator.agent_identity_app_id
+    )
     check(s, result, 700016, 400)
     assert result["error"] == "unauthorized_client"
 

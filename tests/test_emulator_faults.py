@@ -19,8 +19,9 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture(scope="module")
-def module_emulator(tmp_path_factory: pytest.TempPathFactory,
-                    emulator_key_template: Path) -> Iterator[Any]:
+def module_emulator(
+    tmp_path_factory: pytest.TempPathFactory, emulator_key_template: Path
+) -> Iterator[Any]:
     """A private emulator for this module's fault tests (not the shared session one)."""
     emu = start_emulator(tmp_path_factory.mktemp("faults"), key_template=emulator_key_template)
     try:
@@ -38,7 +39,8 @@ def faulty(module_emulator: Any) -> Any:
 
 def t1_attempt(emu: Any, session: PinnedSession | None = None) -> dict[str, Any]:
     return blueprint_app(emu, session).acquire_token_for_client(
-        [TX_SCOPE], fmi_path=emu.agent_identity_app_id)
+        [TX_SCOPE], fmi_path=emu.agent_identity_app_id
+    )
 
 
 def test_429_with_retry_after(faulty: Any) -> None:
@@ -50,7 +52,7 @@ def test_429_with_retry_after(faulty: Any) -> None:
     assert s.last is not None
     assert s.last.status_code == 429
     assert s.last.headers["Retry-After"] == "7"
-    assert "access_token" in t1_attempt(emu)   # count=1: the next one goes through
+    assert "access_token" in t1_attempt(emu)  # count=1: the next one goes through
 
 
 @pytest.mark.parametrize("status", [500, 503])
@@ -59,12 +61,12 @@ def test_server_errors(faulty: Any, status: int) -> None:
     emu.set_faults(status=status, retry_after_s=3)
     s = PinnedSession(emu.ca_bundle)
     with pytest.raises(MsalServiceError, match=f"HTTP Error: {status}"):
-        t1_attempt(emu, s)   # MSAL raises for 5xx (its own error type, not requests')
+        t1_attempt(emu, s)  # MSAL raises for 5xx (its own error type, not requests')
     assert s.last is not None
     assert s.last.status_code == status
     assert s.last.headers["Retry-After"] == "3"
     with pytest.raises(MsalServiceError):
-        t1_attempt(emu)      # no count: lasts until cleared
+        t1_attempt(emu)  # no count: lasts until cleared
     emu.clear_faults()
     assert "access_token" in t1_attempt(emu)
     stats = emu.stats()["token_requests"]
@@ -75,7 +77,7 @@ def test_server_errors(faulty: Any, status: int) -> None:
 def test_delay(faulty: Any) -> None:
     emu = faulty
     emu.set_faults(delay_s=0.3, count=1)
-    assert "access_token" in t1_attempt(emu)   # delayed, then answered normally
+    assert "access_token" in t1_attempt(emu)  # delayed, then answered normally
     assert emu.admin("GET", "/_emulator/faults")["fault"] is None
     assert '"fault":true' in emu.log_text()
 
@@ -124,9 +126,8 @@ def test_bad_fault_body_is_refused(emulator: Any) -> None:
 def test_concurrent_requests(faulty: Any) -> None:
     emu = faulty
     session = PinnedSession(emu.ca_bundle)
-    session.mount("https://", requests.adapters.HTTPAdapter(pool_connections=4,
-                                                            pool_maxsize=64))
-    app = blueprint_app(emu, session)   # one discovery, then concurrent token requests
+    session.mount("https://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64))
+    app = blueprint_app(emu, session)  # one discovery, then concurrent token requests
 
     def one(_: int) -> bool:
         result = app.acquire_token_for_client([TX_SCOPE], fmi_path=emu.agent_identity_app_id)
@@ -145,9 +146,13 @@ def test_concurrent_requests(faulty: Any) -> None:
 def test_concurrent_raw_requests(faulty: Any) -> None:
     """60 clients at once, each with its own connection (no MSAL cache in the way)."""
     emu = faulty
-    form = {"client_id": emu.blueprint_app_id, "client_secret": emu.blueprint_secret,
-            "grant_type": "client_credentials", "scope": TX_SCOPE,
-            "fmi_path": emu.agent_identity_app_id}
+    form = {
+        "client_id": emu.blueprint_app_id,
+        "client_secret": emu.blueprint_secret,
+        "grant_type": "client_credentials",
+        "scope": TX_SCOPE,
+        "fmi_path": emu.agent_identity_app_id,
+    }
 
     def one(_: int) -> int:
         with PinnedSession(emu.ca_bundle) as s:
@@ -160,12 +165,21 @@ def test_concurrent_raw_requests(faulty: Any) -> None:
 
 
 # -- sans-IO parts -------------------------------------------------------------
-@pytest.mark.parametrize("body, message", [
-    ({"status": 404}, "status"), ({"status": True}, "status"), ({"delay_s": -1}, "delay_s"),
-    ({"delay_s": "1"}, "delay_s"), ({"count": 0, "status": 500}, "count"),
-    ({"outage": "yes"}, "outage"), ({}, "at least one"), ({"bogus": 1}, "unknown"),
-    ({"status": 429, "retry_after_s": -5}, "retry_after_s"), ([], "object"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"status": 404}, "status"),
+        ({"status": True}, "status"),
+        ({"delay_s": -1}, "delay_s"),
+        ({"delay_s": "1"}, "delay_s"),
+        ({"count": 0, "status": 500}, "count"),
+        ({"outage": "yes"}, "outage"),
+        ({}, "at least one"),
+        ({"bogus": 1}, "unknown"),
+        ({"status": 429, "retry_after_s": -5}, "retry_after_s"),
+        ([], "object"),
+    ],
+)
 def test_parse_fault_rejects(body: Any, message: str) -> None:
     with pytest.raises(FaultSpecError, match=message):
         parse_fault(body)

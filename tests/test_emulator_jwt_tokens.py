@@ -51,10 +51,10 @@ def test_verify_rejects(issuer: TokenIssuer) -> None:
         issuer.verify(token, now=now - 10)
     stranger = TokenIssuer("https://127.0.0.1:1", new_key())
     with pytest.raises(jwt.InvalidSignatureError):
-        issuer.verify(stranger.mint(TENANT, {}, lifetime_s=60))   # unknown kid
+        issuer.verify(stranger.mint(TENANT, {}, lifetime_s=60))  # unknown kid
     forged = TokenIssuer("https://127.0.0.1:1", new_key(), kid=issuer.kid)
     with pytest.raises(jwt.InvalidSignatureError):
-        issuer.verify(forged.mint(TENANT, {}, lifetime_s=60))     # right kid, wrong key
+        issuer.verify(forged.mint(TENANT, {}, lifetime_s=60))  # right kid, wrong key
     with pytest.raises(jwt.PyJWTError):
         issuer.verify("not.a.jwt")
     assert unverified_claims("garbage") == {}

@@ -54,14 +54,25 @@ def claims_of(token: str) -> dict[str, Any]:
 
 
 def t1_form(**extra: str) -> dict[str, str]:
-    return {"client_id": BP, "client_secret": d.DEMO_BLUEPRINT_SECRET, "scope": TX,
-            "grant_type": "client_credentials", "fmi_path": AGENT, **extra}
+    return {
+        "client_id": BP,
+        "client_secret": d.DEMO_BLUEPRINT_SECRET,
+        "scope": TX,
+        "grant_type": "client_credentials",
+        "fmi_path": AGENT,
+        **extra,
+    }
 
 
 def agent_form(t1_token: str, **extra: str) -> dict[str, str]:
-    return {"client_id": AGENT, "client_assertion": t1_token,
-            "client_assertion_type": JWT_BEARER_ASSERTION_TYPE,
-            "grant_type": "client_credentials", "scope": GRAPH, **extra}
+    return {
+        "client_id": AGENT,
+        "client_assertion": t1_token,
+        "client_assertion_type": JWT_BEARER_ASSERTION_TYPE,
+        "grant_type": "client_credentials",
+        "scope": GRAPH,
+        **extra,
+    }
 
 
 def get_t1(service: TokenService) -> str:
@@ -108,14 +119,24 @@ def test_secret_never_echoed(service: TokenService) -> None:
     assert "s3cr3t-value" not in str(resp.body)
 
 
-def _cert_assertion(key: rsa.RSAPrivateKey, cert: Any, *, aud: str = ENDPOINT,
-                    iss: str = BP, lifetime: int = 600, alg: str = "PS256",
-                    header: str = "x5t#S256") -> str:
+def _cert_assertion(
+    key: rsa.RSAPrivateKey,
+    cert: Any,
+    *,
+    aud: str = ENDPOINT,
+    iss: str = BP,
+    lifetime: int = 600,
+    alg: str = "PS256",
+    header: str = "x5t#S256",
+) -> str:
     sha1, sha256 = thumbprints(cert)
     now = int(time.time())
-    return jwt.encode({"aud": aud, "iss": iss, "sub": iss, "jti": "j", "nbf": now,
-                       "exp": now + lifetime}, key, algorithm=alg,
-                      headers={header: sha256 if header == "x5t#S256" else sha1})
+    return jwt.encode(
+        {"aud": aud, "iss": iss, "sub": iss, "jti": "j", "nbf": now, "exp": now + lifetime},
+        key,
+        algorithm=alg,
+        headers={header: sha256 if header == "x5t#S256" else sha1},
+    )
 
 
 def test_certificate_assertion(service: TokenService, keys: Any, cert: Any) -> None:
@@ -125,9 +146,9 @@ def test_certificate_assertion(service: TokenService, keys: Any, cert: Any) -> N
     rs = _cert_assertion(keys["cert"], cert, alg="RS256", header="x5t")
     assert ok(service.handle(TENANT, {**form, "client_assertion": rs}))
     cases = {
-        700027: _cert_assertion(keys["other"], cert),                     # wrong key
-        700024: _cert_assertion(keys["cert"], cert, lifetime=-10),        # expired
-        700021: _cert_assertion(keys["cert"], cert, iss=AGENT),           # iss != client
+        700027: _cert_assertion(keys["other"], cert),  # wrong key
+        700024: _cert_assertion(keys["cert"], cert, lifetime=-10),  # expired
+        700021: _cert_assertion(keys["cert"], cert, iss=AGENT),  # iss != client
     }
     for expected, assertion in cases.items():
         assert code(service.handle(TENANT, {**form, "client_assertion": assertion})) == expected
@@ -152,8 +173,12 @@ def test_federated_assertion(service: TokenService) -> None:
     assert ok(service.handle(TENANT, {**form, "client_assertion": fed()}))
     assert code(service.handle(TENANT, {**form, "client_assertion": fed(sub="x")})) == 700213
     assert code(service.handle(TENANT, {**form, "client_assertion": fed(aud="x")})) == 700212
-    other = issuer.mint(TENANT, {"aud": "api://AzureADTokenExchange", "sub": "s"},
-                        lifetime_s=600, issuer="https://elsewhere")
+    other = issuer.mint(
+        TENANT,
+        {"aud": "api://AzureADTokenExchange", "sub": "s"},
+        lifetime_s=600,
+        issuer="https://elsewhere",
+    )
     assert code(service.handle(TENANT, {**form, "client_assertion": other})) == 700211
     assert code(service.handle(TENANT, {**form, "client_assertion": "garbage"})) == 50027
     wrong_type = {**form, "client_assertion": fed(), "client_assertion_type": "x"}
@@ -169,18 +194,25 @@ def test_agent_legs(service: TokenService) -> None:
     t2_claims = claims_of(second)
     assert t2_claims["aud"] == TOKEN_EXCHANGE_APP_ID
     assert "roles" not in t2_claims
-    fic = {"client_id": AGENT, "client_assertion": first,
-           "client_assertion_type": JWT_BEARER_ASSERTION_TYPE, "grant_type": "user_fic",
-           "scope": "User.Read openid profile offline_access",
-           "user_federated_identity_credential": second, "username": d.DEMO_AGENT_USER_UPN}
+    fic = {
+        "client_id": AGENT,
+        "client_assertion": first,
+        "client_assertion_type": JWT_BEARER_ASSERTION_TYPE,
+        "grant_type": "user_fic",
+        "scope": "User.Read openid profile offline_access",
+        "user_federated_identity_credential": second,
+        "username": d.DEMO_AGENT_USER_UPN,
+    }
     body = ok(service.handle(TENANT, fic))
     assert claims_of(body["access_token"])["upn"] == d.DEMO_AGENT_USER_UPN
     assert body["scope"] == "User.Read openid profile offline_access"
     assert claims_of(body["id_token"])["aud"] == AGENT
     assert body["client_info"]
     # T1 is not a valid user_fic credential, and T2 is not a client assertion.
-    assert code(service.handle(TENANT, {**fic, "user_federated_identity_credential": first})) \
+    assert (
+        code(service.handle(TENANT, {**fic, "user_federated_identity_credential": first}))
         == 7002137
+    )
     assert code(service.handle(TENANT, {**fic, "client_assertion": second})) == 7002137
     no_user = {k: v for k, v in fic.items() if k != "username"}
     assert code(service.handle(TENANT, no_user)) == 900144
@@ -211,8 +243,12 @@ def test_agent_assertion_checks(service: TokenService, keys: Any) -> None:
 
 def test_obo(service: TokenService) -> None:
     first = get_t1(service)
-    form = agent_form(first, grant_type=GRANT_JWT_BEARER, requested_token_use="on_behalf_of",
-                      scope="User.Read Mail.Read")
+    form = agent_form(
+        first,
+        grant_type=GRANT_JWT_BEARER,
+        requested_token_use="on_behalf_of",
+        scope="User.Read Mail.Read",
+    )
 
     def user_token(audience: str | None = None, upn: str = d.DEMO_USER_UPN) -> str:
         return service.interactive_user_token(TENANT, upn, audience)
@@ -223,7 +259,7 @@ def test_obo(service: TokenService) -> None:
     assert claims["scp"] == "User.Read Mail.Read"
     assert claims["idtyp"] == "user"
     assert ok(service.handle(TENANT, {**form, "assertion": user_token(f"api://{BP}")}))
-    assert ok(service.handle(TENANT, {**form, "assertion": user_token()}))   # default: BP
+    assert ok(service.handle(TENANT, {**form, "assertion": user_token()}))  # default: BP
     assert code(service.handle(TENANT, {**form, "assertion": user_token("api://x")})) == 50013
     app_token = ok(service.handle(TENANT, agent_form(first)))["access_token"]
     assert code(service.handle(TENANT, {**form, "assertion": app_token})) == 50013
@@ -235,19 +271,26 @@ def test_obo(service: TokenService) -> None:
 
 
 @pytest.mark.parametrize("audience", [AGENT, f"api://{AGENT}"])
-def test_obo_refuses_a_user_token_for_the_agent_identity(service: TokenService,
-                                                         audience: str) -> None:
+def test_obo_refuses_a_user_token_for_the_agent_identity(
+    service: TokenService, audience: str
+) -> None:
     # An agent identity exposes no API: no user can get a token for it.
-    form = agent_form(get_t1(service), grant_type=GRANT_JWT_BEARER,
-                      requested_token_use="on_behalf_of", scope="User.Read",
-                      assertion=service.interactive_user_token(TENANT, d.DEMO_USER_UPN, audience))
+    form = agent_form(
+        get_t1(service),
+        grant_type=GRANT_JWT_BEARER,
+        requested_token_use="on_behalf_of",
+        scope="User.Read",
+        assertion=service.interactive_user_token(TENANT, d.DEMO_USER_UPN, audience),
+    )
     resp = service.handle(TENANT, form)
     assert code(resp) == 50013
     assert resp.body["error"] == "invalid_grant"
     description = resp.body["error_description"]
-    assert description.startswith("AADSTS50013: Assertion audience does not match the Client "
-                                  f"app presenting the assertion. The audience in the assertion "
-                                  f"was '{audience}' and the expected audience is '{BP}'")
+    assert description.startswith(
+        "AADSTS50013: Assertion audience does not match the Client "
+        f"app presenting the assertion. The audience in the assertion "
+        f"was '{audience}' and the expected audience is '{BP}'"
+    )
 
 
 def test_interactive_user_token_is_for_the_blueprint(service: TokenService) -> None:
@@ -279,7 +322,7 @@ def test_blueprint_own_token_needs_no_fmi_path(service: TokenService) -> None:
     assert claims["aud"] == "https://graph.microsoft.com"
     assert claims["idtyp"] == "app"
     assert claims["appid"] == claims["azp"] == claims["oid"] == claims["sub"] == BP
-    assert claims["appidacr"] == "1"    # client secret
+    assert claims["appidacr"] == "1"  # client secret
     assert claims["roles"] == list(d.DEMO_BLUEPRINT_ROLES)
     # The exchange scope still names the agent: fmi_path stays required there.
     no_fmi = {k: v for k, v in t1_form().items() if k != "fmi_path"}
@@ -298,27 +341,39 @@ def test_agent_claims_as_recorded(service: TokenService) -> None:
     assert (t1["xms_act_fct"], t1["xms_sub_fct"], t1["xms_idrel"]) == ("9 1", "1 9", "14 7")
     assert "xms_par_app_azp" not in t1
     t2 = claims_of(ok(service.handle(TENANT, agent_form(first, scope=TX)))["access_token"])
-    assert (t2["xms_act_fct"], t2["xms_sub_fct"], t2["xms_idrel"]) == ("1 9 11", "11 1 9",
-                                                                       "7 12")
+    assert (t2["xms_act_fct"], t2["xms_sub_fct"], t2["xms_idrel"]) == ("1 9 11", "11 1 9", "7 12")
     assert t2["xms_par_app_azp"] == BP
     app = claims_of(ok(service.handle(TENANT, agent_form(first)))["access_token"])
-    assert (app["xms_act_fct"], app["xms_sub_fct"], app["xms_idrel"]) == ("3 11 9", "11 3 9",
-                                                                          "28 7")
+    assert (app["xms_act_fct"], app["xms_sub_fct"], app["xms_idrel"]) == (
+        "3 11 9",
+        "11 3 9",
+        "28 7",
+    )
     assert app["xms_par_app_azp"] == BP
-    obo_form = agent_form(first, grant_type=GRANT_JWT_BEARER, scope="User.Read",
-                          requested_token_use="on_behalf_of",
-                          assertion=service.interactive_user_token(TENANT, d.DEMO_USER_UPN))
+    obo_form = agent_form(
+        first,
+        grant_type=GRANT_JWT_BEARER,
+        scope="User.Read",
+        requested_token_use="on_behalf_of",
+        assertion=service.interactive_user_token(TENANT, d.DEMO_USER_UPN),
+    )
     obo = claims_of(ok(service.handle(TENANT, obo_form))["access_token"])
-    assert (obo["xms_act_fct"], obo["xms_sub_fct"], obo["xms_idrel"]) == ("3 9 11", "3 10",
-                                                                          "18 1")
+    assert (obo["xms_act_fct"], obo["xms_sub_fct"], obo["xms_idrel"]) == ("3 9 11", "3 10", "18 1")
     assert obo["xms_par_app_azp"] == BP
     second = ok(service.handle(TENANT, agent_form(first, scope=TX)))["access_token"]
-    fic = agent_form(first, grant_type="user_fic", scope="User.Read",
-                     user_federated_identity_credential=second,
-                     username=d.DEMO_AGENT_USER_UPN)
+    fic = agent_form(
+        first,
+        grant_type="user_fic",
+        scope="User.Read",
+        user_federated_identity_credential=second,
+        username=d.DEMO_AGENT_USER_UPN,
+    )
     user = claims_of(ok(service.handle(TENANT, fic))["access_token"])
-    assert (user["xms_act_fct"], user["xms_sub_fct"], user["xms_idrel"]) == ("1 9 11", "1 13",
-                                                                             "12 1")
+    assert (user["xms_act_fct"], user["xms_sub_fct"], user["xms_idrel"]) == (
+        "1 9 11",
+        "1 13",
+        "12 1",
+    )
     assert user["xms_par_app_azp"] == BP
     own = t1_form(scope=GRAPH)
     del own["fmi_path"]
@@ -328,25 +383,32 @@ def test_agent_claims_as_recorded(service: TokenService) -> None:
 
 def test_obo_expired_user_token(service: TokenService) -> None:
     first = get_t1(service)
-    expired = service.issuer.mint(TENANT, {"aud": BP, "idtyp": "user",
-                                           "oid": d.DEMO_USER_OID}, lifetime_s=60,
-                                  now=time.time() - 120)
-    form = agent_form(first, grant_type=GRANT_JWT_BEARER, requested_token_use="on_behalf_of",
-                      assertion=expired)
+    expired = service.issuer.mint(
+        TENANT,
+        {"aud": BP, "idtyp": "user", "oid": d.DEMO_USER_OID},
+        lifetime_s=60,
+        now=time.time() - 120,
+    )
+    form = agent_form(
+        first, grant_type=GRANT_JWT_BEARER, requested_token_use="on_behalf_of", assertion=expired
+    )
     assert code(service.handle(TENANT, form)) == 500133
 
 
-@pytest.mark.parametrize("form, expected", [
-    ({"client_id": BP}, 900144),
-    ({"grant_type": "password", "client_id": BP}, 70003),
-    ({"grant_type": "client_credentials"}, 900144),
-    (t1_form(client_id="0badc0de-0000-4000-8000-000000000000"), 700016),
-    (t1_form(fmi_path="0badc0de-0000-4000-8000-000000000000"), 700016),
-    (t1_form(scope=GRAPH), 70011),
-    (t1_form(scope="User.Read"), 1002012),
-    (t1_form(scope=""), 900144),
-    (t1_form(grant_type=GRANT_JWT_BEARER), 70003),
-])
+@pytest.mark.parametrize(
+    "form, expected",
+    [
+        ({"client_id": BP}, 900144),
+        ({"grant_type": "password", "client_id": BP}, 70003),
+        ({"grant_type": "client_credentials"}, 900144),
+        (t1_form(client_id="0badc0de-0000-4000-8000-000000000000"), 700016),
+        (t1_form(fmi_path="0badc0de-0000-4000-8000-000000000000"), 700016),
+        (t1_form(scope=GRAPH), 70011),
+        (t1_form(scope="User.Read"), 1002012),
+        (t1_form(scope=""), 900144),
+        (t1_form(grant_type=GRANT_JWT_BEARER), 70003),
+    ],
+)
 def test_request_errors(service: TokenService, form: dict[str, str], expected: int) -> None:
     assert code(service.handle(TENANT, form)) == expected
 

@@ -31,8 +31,9 @@ def verified(emu: Any, token: str) -> dict[str, Any]:
     jwks = jwt.PyJWKSet.from_dict(session.get(config["jwks_uri"]).json())
     kid = jwt.get_unverified_header(token)["kid"]
     key = next(k for k in jwks.keys if k.key_id == kid)
-    claims = jwt.decode(token, key.key, algorithms=["RS256"], options={"verify_aud": False},
-                        issuer=config["issuer"])
+    claims = jwt.decode(
+        token, key.key, algorithms=["RS256"], options={"verify_aud": False}, issuer=config["issuer"]
+    )
     assert claims["iss"] == f"{emu.authority}/v2.0"
     assert claims["tid"] == emu.tenant_id
     assert claims["ver"] == "2.0"
@@ -55,26 +56,28 @@ def test_t1_with_secret(emulator: Any) -> None:
     assert claims["aud"] == TOKEN_EXCHANGE_APP_ID
     assert claims["azp"] == emulator.blueprint_app_id
     assert claims["idtyp"] == "app"
-    assert claims["sub"] == fmi_subject(emulator.tenant_id, emulator.blueprint_app_id,
-                                        emulator.agent_identity_app_id)
+    assert claims["sub"] == fmi_subject(
+        emulator.tenant_id, emulator.blueprint_app_id, emulator.agent_identity_app_id
+    )
 
 
 def test_t1_response_shape(emulator: Any) -> None:
     session = PinnedSession(emulator.ca_bundle)
     blueprint_app(emulator, session).acquire_token_for_client(
-        [TX_SCOPE], fmi_path=emulator.agent_identity_app_id)
+        [TX_SCOPE], fmi_path=emulator.agent_identity_app_id
+    )
     assert session.last is not None
     assert session.last.status_code == 200
     body = session.last.json()
     assert body["token_type"] == "Bearer"
     assert body["expires_in"] == body["ext_expires_in"] == 3600
-    assert "refresh_in" not in body   # Entra adds it only for lifetimes >= 2h
+    assert "refresh_in" not in body  # Entra adds it only for lifetimes >= 2h
 
 
 def test_t1_with_certificate(emulator: Any) -> None:
     pem = Path(emulator.info["blueprint_certificate_file"]).read_text()
     key_part = pem[: pem.index("-----BEGIN CERTIFICATE-----")]
-    cert_part = pem[pem.index("-----BEGIN CERTIFICATE-----"):]
+    cert_part = pem[pem.index("-----BEGIN CERTIFICATE-----") :]
     for credential in ({"private_key": key_part, "public_certificate": cert_part},):
         bp = app(emulator, emulator.blueprint_app_id, credential)
         result = bp.acquire_token_for_client([TX_SCOPE], fmi_path=emulator.agent_identity_app_id)
@@ -87,11 +90,13 @@ def test_t1_with_certificate_sha1_thumbprint(emulator: Any) -> None:
     from cryptography.hazmat.primitives import hashes
 
     pem = Path(emulator.info["blueprint_certificate_file"]).read_text()
-    cert_part = pem[pem.index("-----BEGIN CERTIFICATE-----"):]
+    cert_part = pem[pem.index("-----BEGIN CERTIFICATE-----") :]
     thumb = x509.load_pem_x509_certificate(cert_part.encode()).fingerprint(hashes.SHA1()).hex()
-    bp = app(emulator, emulator.blueprint_app_id,
-             {"private_key": pem[: pem.index("-----BEGIN CERTIFICATE-----")],
-              "thumbprint": thumb})
+    bp = app(
+        emulator,
+        emulator.blueprint_app_id,
+        {"private_key": pem[: pem.index("-----BEGIN CERTIFICATE-----")], "thumbprint": thumb},
+    )
     result = bp.acquire_token_for_client([TX_SCOPE], fmi_path=emulator.agent_identity_app_id)
     assert "access_token" in result, result
 
@@ -124,8 +129,7 @@ def test_t2(emulator: Any) -> None:
 
 def test_obo(emulator: Any) -> None:
     user_token = emulator.user_token(emulator.user_upn, emulator.blueprint_app_id)
-    result = agent_app(emulator, t1(emulator)).acquire_token_on_behalf_of(
-        user_token, ["User.Read"])
+    result = agent_app(emulator, t1(emulator)).acquire_token_on_behalf_of(user_token, ["User.Read"])
     assert "access_token" in result, result
     claims = verified(emulator, result["access_token"])
     assert claims["idtyp"] == "user"
@@ -138,7 +142,8 @@ def test_obo(emulator: Any) -> None:
 def test_obo_accepts_the_blueprint_identifier_uri(emulator: Any) -> None:
     user_token = emulator.user_token(emulator.user_upn, f"api://{emulator.blueprint_app_id}")
     result = agent_app(emulator, t1(emulator)).acquire_token_on_behalf_of(
-        user_token, [GRAPH_DEFAULT])
+        user_token, [GRAPH_DEFAULT]
+    )
     assert "access_token" in result, result
 
 
@@ -148,8 +153,7 @@ def test_obo_with_the_default_user_token(emulator: Any) -> None:
     claims = verified(emulator, user_token)
     assert claims["aud"] == emulator.blueprint_app_id
     assert claims["scp"] == "access_agent"
-    result = agent_app(emulator, t1(emulator)).acquire_token_on_behalf_of(
-        user_token, ["User.Read"])
+    result = agent_app(emulator, t1(emulator)).acquire_token_on_behalf_of(user_token, ["User.Read"])
     assert "access_token" in result, result
 
 
@@ -168,11 +172,16 @@ def test_blueprint_own_token_without_fmi_path(emulator: Any) -> None:
 def test_user_fic(emulator: Any, by: str) -> None:
     first = t1(emulator)
     second = t2(emulator, first)
-    who = ({"username": emulator.agent_user_upn} if by == "username"
-           else {"user_object_id": emulator.agent_user_object_id})
+    who = (
+        {"username": emulator.agent_user_upn}
+        if by == "username"
+        else {"user_object_id": emulator.agent_user_object_id}
+    )
     result = agent_app(emulator, first).acquire_token_by_user_federated_identity_credential(
         ["https://graph.microsoft.com/User.Read", "https://graph.microsoft.com/Mail.Read"],
-        assertion=second, **who)
+        assertion=second,
+        **who,
+    )
     assert "access_token" in result, result
     claims = verified(emulator, result["access_token"])
     assert claims["idtyp"] == "user"
@@ -187,20 +196,32 @@ def test_stats_count_legs_and_clients(fresh_emulator: Any) -> None:
     second = t2(emu, first)
     agent_app(emu, first).acquire_token_for_client([GRAPH_DEFAULT])
     agent_app(emu, first).acquire_token_by_user_federated_identity_credential(
-        ["User.Read"], assertion=second, username=emu.agent_user_upn)
+        ["User.Read"], assertion=second, username=emu.agent_user_upn
+    )
     obo = agent_app(emu, first).acquire_token_on_behalf_of(
-        emu.user_token(emu.user_upn, emu.blueprint_app_id), ["User.Read"])
+        emu.user_token(emu.user_upn, emu.blueprint_app_id), ["User.Read"]
+    )
     # MSAL asked for offline_access: the refresh-token grant, T1 as the assertion.
     refreshed = agent_app(emu, first).acquire_token_by_refresh_token(
-        obo["refresh_token"], ["Mail.Read"])
+        obo["refresh_token"], ["Mail.Read"]
+    )
     assert "access_token" in refreshed
     assert refreshed["refresh_token"] != obo["refresh_token"]
     blueprint_app(emu, secret="wrong").acquire_token_for_client(
-        [TX_SCOPE], fmi_path=emu.agent_identity_app_id)
+        [TX_SCOPE], fmi_path=emu.agent_identity_app_id
+    )
     blueprint_app(emu).acquire_token_for_client([GRAPH_DEFAULT])
     stats = emu.stats()["token_requests"]
-    assert stats["by_leg"] == {"t1": 2, "autonomous_app": 1, "obo": 1, "t2": 1, "user_fic": 1,
-                               "blueprint_app": 1, "managed_identity": 0, "obo_refresh": 1}
+    assert stats["by_leg"] == {
+        "t1": 2,
+        "autonomous_app": 1,
+        "obo": 1,
+        "t2": 1,
+        "user_fic": 1,
+        "blueprint_app": 1,
+        "managed_identity": 0,
+        "obo_refresh": 1,
+    }
     assert stats["total"] == 8
     assert stats["errors"] == 1
     assert stats["by_client"] == {emu.blueprint_app_id: 3, emu.agent_identity_app_id: 5}
@@ -213,20 +234,29 @@ def test_request_log_has_no_secrets(fresh_emulator: Any) -> None:
     token = t1(emu)
     fed = Path(emu.info["blueprint_federated_token_file"]).read_text()
     app(emu, emu.blueprint_app_id, {"client_assertion": lambda: fed}).acquire_token_for_client(
-        [TX_SCOPE], fmi_path=emu.agent_identity_app_id)
+        [TX_SCOPE], fmi_path=emu.agent_identity_app_id
+    )
     blueprint_app(emu, secret="wrong-secret-value").acquire_token_for_client(
-        [TX_SCOPE], fmi_path=emu.agent_identity_app_id)
+        [TX_SCOPE], fmi_path=emu.agent_identity_app_id
+    )
     emu.stop()
     log = emu.log_text()
-    for secret in (emu.blueprint_secret, "wrong-secret-value", token, fed,
-                   token.split(".")[2], fed.split(".")[2]):
+    for secret in (
+        emu.blueprint_secret,
+        "wrong-secret-value",
+        token,
+        fed,
+        token.split(".")[2],
+        fed.split(".")[2],
+    ):
         assert secret not in log
     assert '"leg":"t1"' in log
     assert '"aadsts":7000215' in log
 
 
 def test_requests_ca_bundle_does_not_override_pinned_ca(
-        emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import certifi
 
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
@@ -237,14 +267,16 @@ def test_requests_ca_bundle_does_not_override_pinned_ca(
         plain.get(f"{emulator.authority}/v2.0/.well-known/openid-configuration", timeout=10)
     # The pinned session keeps trusting the emulator CA, and MSAL works through it.
     assert "access_token" in blueprint_app(emulator).acquire_token_for_client(
-        [TX_SCOPE], fmi_path=emulator.agent_identity_app_id)
+        [TX_SCOPE], fmi_path=emulator.agent_identity_app_id
+    )
 
 
 @pytest.mark.parametrize("fresh_emulator", [{"token_lifetime_s": 7200}], indirect=True)
 def test_long_lifetime_sends_refresh_in(fresh_emulator: Any) -> None:
     session = PinnedSession(fresh_emulator.ca_bundle)
     blueprint_app(fresh_emulator, session).acquire_token_for_client(
-        [TX_SCOPE], fmi_path=fresh_emulator.agent_identity_app_id)
+        [TX_SCOPE], fmi_path=fresh_emulator.agent_identity_app_id
+    )
     assert session.last is not None
     body = session.last.json()
     assert body["expires_in"] == 7200

@@ -25,16 +25,22 @@ def get_t1(service: TokenService) -> str:
 
 
 def obo_form(service: TokenService, scope: str = f"User.Read {MSAL_OIDC}") -> dict[str, str]:
-    return agent_form(get_t1(service), grant_type=GRANT_JWT_BEARER,
-                      requested_token_use="on_behalf_of", scope=scope,
-                      assertion=service.interactive_user_token(TENANT, d.DEMO_USER_UPN))
+    return agent_form(
+        get_t1(service),
+        grant_type=GRANT_JWT_BEARER,
+        requested_token_use="on_behalf_of",
+        scope=scope,
+        assertion=service.interactive_user_token(TENANT, d.DEMO_USER_UPN),
+    )
 
 
-def refresh_form(service: TokenService, refresh_token: str,
-                 scope: str = f"Mail.Read {MSAL_OIDC}") -> dict[str, str]:
+def refresh_form(
+    service: TokenService, refresh_token: str, scope: str = f"Mail.Read {MSAL_OIDC}"
+) -> dict[str, str]:
     # agent-on-behalf-of-oauth-flow.md, "Refresh token support": T1 is the assertion.
-    return agent_form(get_t1(service), grant_type=GRANT_REFRESH_TOKEN,
-                      refresh_token=refresh_token, scope=scope)
+    return agent_form(
+        get_t1(service), grant_type=GRANT_REFRESH_TOKEN, refresh_token=refresh_token, scope=scope
+    )
 
 
 def test_classify_refresh() -> None:
@@ -75,19 +81,26 @@ def test_refresh_token_refusals(service: TokenService) -> None:
     assert expired.value.code == 700082
     stale_t1 = service.handle(TENANT, refresh_form(service, rt), now=later)
     assert code(stale_t1) == 700024  # the T1 assertion is checked first
-    no_assertion = {k: v for k, v in refresh_form(service, rt).items()
-                    if not k.startswith("client_assertion")}
+    no_assertion = {
+        k: v for k, v in refresh_form(service, rt).items() if not k.startswith("client_assertion")
+    }
     assert service.handle(TENANT, no_assertion).status == 401
-    blueprint = {"client_id": BP, "client_secret": d.DEMO_BLUEPRINT_SECRET,
-                 "grant_type": GRANT_REFRESH_TOKEN, "refresh_token": rt, "scope": GRAPH}
+    blueprint = {
+        "client_id": BP,
+        "client_secret": d.DEMO_BLUEPRINT_SECRET,
+        "grant_type": GRANT_REFRESH_TOKEN,
+        "refresh_token": rt,
+        "scope": GRAPH,
+    }
     assert code(service.handle(TENANT, blueprint)) == 70003
     assert service.grants.revoke_refresh_token(rt)
     assert code(service.handle(TENANT, refresh_form(service, rt))) == 9002313
 
 
 def test_claims_request_stamps_capabilities(service: TokenService) -> None:
-    caps = json.dumps({"access_token": {"xms_cc": {"values": ["cp1"]},
-                                        "nbf": {"essential": True, "value": "1"}}})
+    caps = json.dumps(
+        {"access_token": {"xms_cc": {"values": ["cp1"]}, "nbf": {"essential": True, "value": "1"}}}
+    )
     app = ok(service.handle(TENANT, agent_form(get_t1(service), claims=caps)))
     assert claims_of(app["access_token"])["xms_cc"] == ["cp1"]
     obo = ok(service.handle(TENANT, {**obo_form(service), "claims": caps}))
@@ -108,14 +121,21 @@ def test_revoked_token_is_never_handed_back(service: TokenService) -> None:
     fresh = ok(service.handle(TENANT, agent_form(get_t1(service), claims=claims)))
     assert fresh["access_token"] != token
     assert service.introspect(fresh["access_token"]) == {
-        "active": True, "revoked": False, "aud": "https://graph.microsoft.com",
-        "xms_cc": None}
+        "active": True,
+        "revoked": False,
+        "aud": "https://graph.microsoft.com",
+        "xms_cc": None,
+    }
 
 
 @pytest.mark.parametrize("token", ["", "x.y.z", "eyJ.eyJ.sig"])
 def test_introspect_garbage(service: TokenService, token: str) -> None:
-    assert service.introspect(token) == {"active": False, "revoked": False, "aud": None,
-                                         "xms_cc": None}
+    assert service.introspect(token) == {
+        "active": False,
+        "revoked": False,
+        "aud": None,
+        "xms_cc": None,
+    }
 
 
 def test_log_audit_recognises_the_emulators_refresh_tokens() -> None:

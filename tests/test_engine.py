@@ -53,8 +53,12 @@ def engine() -> Iterator[Engine]:
         eng.close()
 
 
-def ref(emu: Emulator, agent: str | None = None, spec: CredentialSpec | None = None,
-        ca_bundle: str | None = "default") -> AgentRef:
+def ref(
+    emu: Emulator,
+    agent: str | None = None,
+    spec: CredentialSpec | None = None,
+    ca_bundle: str | None = "default",
+) -> AgentRef:
     return AgentRef(
         authority_host=emu.authority_host,
         tenant_id=emu.tenant_id,
@@ -126,8 +130,9 @@ def test_t2_and_user_fic_claims(emu: Emulator, engine: Engine, by: str) -> None:
 
 def test_user_fic_needs_exactly_one_user(emu: Emulator, engine: Engine) -> None:
     with pytest.raises(ValueError):
-        engine.acquire_user_fic(ref(emu), "a.b.c", "a.b.c", ("User.Read",),
-                                user_upn=None, user_object_id=None)
+        engine.acquire_user_fic(
+            ref(emu), "a.b.c", "a.b.c", ("User.Read",), user_upn=None, user_object_id=None
+        )
 
 
 # ------------------------------------------------------- MSAL traps defused
@@ -297,9 +302,14 @@ def test_unreachable_authority_is_transient(
 
 
 def test_unknown_tenant_fails_discovery_permanently(emu: Emulator, engine: Engine) -> None:
-    agent = AgentRef(emu.authority_host, "f0f0f0f0-0000-4000-8000-000000000009",
-                     emu.blueprint_app_id, AGENT_A, CredentialSpec("env", SECRET_VAR),
-                     emu.ca_bundle)
+    agent = AgentRef(
+        emu.authority_host,
+        "f0f0f0f0-0000-4000-8000-000000000009",
+        emu.blueprint_app_id,
+        AGENT_A,
+        CredentialSpec("env", SECRET_VAR),
+        emu.ca_bundle,
+    )
     with pytest.raises(IdentityProviderError) as info:
         engine.acquire_t1(agent)
     err = info.value

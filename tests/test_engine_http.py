@@ -31,8 +31,14 @@ def test_never_store_mapping_forgets() -> None:
 
 def test_no_store_token_cache_stays_empty() -> None:
     cache = NoStoreTokenCache()
-    cache.add({"client_id": "c", "scope": ["s"], "token_endpoint": "https://h/t/oauth2/v2.0/token",
-               "response": {"access_token": "secret-at", "expires_in": 3600}})
+    cache.add(
+        {
+            "client_id": "c",
+            "scope": ["s"],
+            "token_endpoint": "https://h/t/oauth2/v2.0/token",
+            "response": {"access_token": "secret-at", "expires_in": 3600},
+        }
+    )
     assert list(cache.search(NoStoreTokenCache.CredentialType.ACCESS_TOKEN)) == []
 
 

@@ -23,9 +23,12 @@ def test_error_mapping_codes_hint_and_redaction() -> None:
     jwtish = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.sig-part"
     err = error_from_result(
         "obo",
-        {"error": "invalid_grant",
-         "error_description": f"AADSTS50013: Assertion {jwtish} failed.\r\nTrace ID: x",
-         "error_codes": [50013], "correlation_id": "corr-1"},
+        {
+            "error": "invalid_grant",
+            "error_description": f"AADSTS50013: Assertion {jwtish} failed.\r\nTrace ID: x",
+            "error_codes": [50013],
+            "correlation_id": "corr-1",
+        },
         _Last(400),
     )
     assert err.aadsts_codes == (50013,)
@@ -70,8 +73,12 @@ def test_token_mapping_refresh_on_and_scopes() -> None:
 
     token = token_from_result(
         "obo",
-        {"access_token": "at", "expires_in": 7200, "refresh_on": 1000 + 3600,
-         "scope": "User.Read openid profile offline_access"},
+        {
+            "access_token": "at",
+            "expires_in": 7200,
+            "refresh_on": 1000 + 3600,
+            "scope": "User.Read openid profile offline_access",
+        },
         1000.0,
         ["User.Read"],
     )

@@ -40,8 +40,15 @@ def test_authority_host_canonical() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["http://login.microsoftonline.com", "https://h/tenant", "https://h?x=1", "ftp://h",
-     "https://u:p@h", "https://h:99999", "login.microsoftonline.com"],
+    [
+        "http://login.microsoftonline.com",
+        "https://h/tenant",
+        "https://h?x=1",
+        "ftp://h",
+        "https://u:p@h",
+        "https://h:99999",
+        "login.microsoftonline.com",
+    ],
 )
 def test_authority_host_rejects(bad: str) -> None:
     with pytest.raises(ValueError):

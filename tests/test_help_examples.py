@@ -132,7 +132,7 @@ NOT_RUN = {
     ),
     "agentid-helper get --profile bot --mode AutonomousUser --user-upn a@contoso.com "
     "--scope User.Read": "a user of a real tenant",
-    "agentid-helper exec -- sh -c 'curl -H \"Authorization: Bearer $AGENTID_ACCESS_TOKEN\" "
+    'agentid-helper exec -- sh -c \'curl -H "Authorization: Bearer $AGENTID_ACCESS_TOKEN" '
     "https://graph.microsoft.com/v1.0/users'": "internet",
     "agentid-helper secret set --blueprint-app-id 11111111-2222-3333-4444-555555555555  "
     "# prompts": "a terminal prompt (tests/test_client_secret_prompt.py covers it)",

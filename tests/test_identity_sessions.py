@@ -91,8 +91,9 @@ class FakeTokens:
 
 async def test_session_ends_when_its_process_exits() -> None:
     sessions = IdentitySessions(FakeTokens())
-    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
-                             stdin=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(sessions.run)

@@ -29,8 +29,10 @@ def test_finds_refresh_tokens() -> None:
     audit.scan_text(f'{{"event": "refresh", "refresh_token": "{entra_like}"}}', "daemon.log")
     audit.scan_text("error: rt-secret-3 was refused", "test output")
     audit.scan_text("version 1.A2 and 0.5 and rt-secret-ish", "ok.log")
-    assert audit.findings == ["daemon.log: a refresh token appears",
-                              "test output: a refresh token appears"]
+    assert audit.findings == [
+        "daemon.log: a refresh token appears",
+        "test output: a refresh token appears",
+    ]
     assert entra_like not in " ".join(audit.findings)
 
 

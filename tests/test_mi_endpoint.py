@@ -50,8 +50,14 @@ def endpoint(tokens: FakeTokens, session: IdentitySession) -> MIEndpoint:
     return MIEndpoint(table, tokens)
 
 
-async def get(endpoint: MIEndpoint, query: str, *, header: str | None,
-              method: str = "GET", host: str = "127.0.0.1:5555") -> tuple[Response, Any]:
+async def get(
+    endpoint: MIEndpoint,
+    query: str,
+    *,
+    header: str | None,
+    method: str = "GET",
+    host: str = "127.0.0.1:5555",
+) -> tuple[Response, Any]:
     headers = [("host", host)]
     if header is not None:
         headers.append(("x-identity-header", header))
@@ -65,14 +71,19 @@ Q = "resource=https%3A%2F%2Fvault.azure.net&api-version=2019-08-01"
 async def test_token(endpoint: MIEndpoint, tokens: FakeTokens, session: IdentitySession) -> None:
     resp, body = await get(endpoint, Q, header=session.header)
     assert resp.status == 200
-    assert body == {"access_token": TOKEN, "expires_on": "1800000000",
-                    "resource": "https://vault.azure.net", "token_type": "Bearer",
-                    "client_id": AGENT}
+    assert body == {
+        "access_token": TOKEN,
+        "expires_on": "1800000000",
+        "resource": "https://vault.azure.net",
+        "token_type": "Bearer",
+        "client_id": AGENT,
+    }
     assert tokens.asked == [{"profile": "bot", "scope": "https://vault.azure.net/.default"}]
 
 
-async def test_claims_are_forwarded(endpoint: MIEndpoint, tokens: FakeTokens,
-                                    session: IdentitySession) -> None:
+async def test_claims_are_forwarded(
+    endpoint: MIEndpoint, tokens: FakeTokens, session: IdentitySession
+) -> None:
     claims = '{"access_token":{"nbf":{"essential":true,"value":"1700000000"}}}'
     from urllib.parse import quote
 
@@ -81,27 +92,37 @@ async def test_claims_are_forwarded(endpoint: MIEndpoint, tokens: FakeTokens,
     assert tokens.asked[-1]["claims"] == claims
 
 
-async def test_client_id(endpoint: MIEndpoint, tokens: FakeTokens,
-                         session: IdentitySession) -> None:
+async def test_client_id(
+    endpoint: MIEndpoint, tokens: FakeTokens, session: IdentitySession
+) -> None:
     ok, _ = await get(endpoint, Q + "&client_id=" + AGENT.upper(), header=session.header)
     assert ok.status == 200
-    other, body = await get(endpoint, Q + "&client_id=11111111-2222-3333-4444-555555555555",
-                            header=session.header)
+    other, body = await get(
+        endpoint, Q + "&client_id=11111111-2222-3333-4444-555555555555", header=session.header
+    )
     assert other.status == 400
     assert body["statusCode"] == 400
     assert len(tokens.asked) == 1  # the refused one never asked for a token
 
 
-@pytest.mark.parametrize(("kwargs", "status"), [
-    ({"header": None}, 401),
-    ({"header": "wrong"}, 401),
-    ({"header": "SESSION", "method": "POST"}, 405),
-    ({"header": "SESSION", "method": "HEAD"}, 405),
-    ({"header": "SESSION", "host": "attacker.example:5555"}, 403),
-    ({"header": "SESSION", "host": ""}, 403),
-])
-async def test_refusals(endpoint: MIEndpoint, tokens: FakeTokens, session: IdentitySession,
-                        kwargs: dict[str, Any], status: int) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "status"),
+    [
+        ({"header": None}, 401),
+        ({"header": "wrong"}, 401),
+        ({"header": "SESSION", "method": "POST"}, 405),
+        ({"header": "SESSION", "method": "HEAD"}, 405),
+        ({"header": "SESSION", "host": "attacker.example:5555"}, 403),
+        ({"header": "SESSION", "host": ""}, 403),
+    ],
+)
+async def test_refusals(
+    endpoint: MIEndpoint,
+    tokens: FakeTokens,
+    session: IdentitySession,
+    kwargs: dict[str, Any],
+    status: int,
+) -> None:
     if kwargs.get("header") == "SESSION":
         kwargs["header"] = session.header
     resp, body = await get(endpoint, Q, **kwargs)
@@ -112,30 +133,51 @@ async def test_refusals(endpoint: MIEndpoint, tokens: FakeTokens, session: Ident
 
 
 async def test_two_headers_are_refused(endpoint: MIEndpoint, session: IdentitySession) -> None:
-    headers = [("host", "127.0.0.1"), ("x-identity-header", session.header),
-               ("x-identity-header", session.header)]
+    headers = [
+        ("host", "127.0.0.1"),
+        ("x-identity-header", session.header),
+        ("x-identity-header", session.header),
+    ]
     resp = await endpoint.handle_request("GET", f"/msi/token?{Q}", headers, b"")
     assert resp.status == 401
 
 
 async def test_other_path(endpoint: MIEndpoint, session: IdentitySession) -> None:
-    resp = await endpoint.handle_request("GET", "/metadata/identity/oauth2/token?" + Q,
-                                         [("host", "127.0.0.1"),
-                                          ("x-identity-header", session.header)], b"")
+    resp = await endpoint.handle_request(
+        "GET",
+        "/metadata/identity/oauth2/token?" + Q,
+        [("host", "127.0.0.1"), ("x-identity-header", session.header)],
+        b"",
+    )
     assert resp.status == 404
 
 
-@pytest.mark.parametrize(("error", "status", "words"), [
-    (IdentityProviderError("t1: invalid_client", aadsts_codes=(7000215,),
-                           correlation_id="c0ffee", hint="rotate it"), 502,
-     ["AADSTS7000215", "c0ffee", "rotate it"]),
-    (IdentityProviderError("t1: down", transient=True, retry_after_s=7.2), 503, ["down"]),
-    (ConfigurationError("secret file /x does not exist"), 500, ["/x"]),
-    (UnknownProfile("unknown profile 'bot'"), 500, ["unknown profile"]),
-])
-async def test_errors_in_app_service_shape(endpoint: MIEndpoint, tokens: FakeTokens,
-                                           session: IdentitySession, error: Exception,
-                                           status: int, words: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("error", "status", "words"),
+    [
+        (
+            IdentityProviderError(
+                "t1: invalid_client",
+                aadsts_codes=(7000215,),
+                correlation_id="c0ffee",
+                hint="rotate it",
+            ),
+            502,
+            ["AADSTS7000215", "c0ffee", "rotate it"],
+        ),
+        (IdentityProviderError("t1: down", transient=True, retry_after_s=7.2), 503, ["down"]),
+        (ConfigurationError("secret file /x does not exist"), 500, ["/x"]),
+        (UnknownProfile("unknown profile 'bot'"), 500, ["unknown profile"]),
+    ],
+)
+async def test_errors_in_app_service_shape(
+    endpoint: MIEndpoint,
+    tokens: FakeTokens,
+    session: IdentitySession,
+    error: Exception,
+    status: int,
+    words: list[str],
+) -> None:
     tokens.error = error
     resp, body = await get(endpoint, Q, header=session.header)
     assert resp.status == status

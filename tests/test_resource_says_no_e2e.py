@@ -24,18 +24,23 @@ CHALLENGE = {"access_token": {"nbf": {"essential": True, "value": "1700000000"}}
 # What a resource's WWW-Authenticate carries: claims="<base64>".
 CHALLENGE_B64 = base64.b64encode(json.dumps(CHALLENGE).encode()).decode()
 
+
 @pytest.fixture
 def client_env(emulator: Any, tmp_path: Path) -> Iterator[Env]:
     """client_stack's profiles (app, user, obo on Graph) and ``cae``: app with cp1."""
     with client_stack(emulator, tmp_path) as env:
         credential = {"secret_file": str(tmp_path / "bp.secret")}
         profiles = {
-            "app": emulator_profile(emulator.info, resource=GRAPH_RESOURCE,
-                                    credential=credential),
-            "obo": emulator_profile(emulator.info, resource=GRAPH_RESOURCE,
-                                    credential=credential, mode="OBO"),
-            "cae": emulator_profile(emulator.info, resource=GRAPH_RESOURCE,
-                                    credential=credential, client_capabilities=["cp1"]),
+            "app": emulator_profile(emulator.info, resource=GRAPH_RESOURCE, credential=credential),
+            "obo": emulator_profile(
+                emulator.info, resource=GRAPH_RESOURCE, credential=credential, mode="OBO"
+            ),
+            "cae": emulator_profile(
+                emulator.info,
+                resource=GRAPH_RESOURCE,
+                credential=credential,
+                client_capabilities=["cp1"],
+            ),
         }
         write_emulator_config(env.config, emulator.info, credential, profiles=profiles)
         yield env
@@ -97,15 +102,22 @@ def test_obo_session_outlives_an_8_second_user_token(client_env: Env, emulator: 
     user_token = emulator.user_token(emulator.user_upn, lifetime_s=8)
     # The daemon this autostarts logs at debug level: the session-wide log audit
     # (tests/log_audit.py) then proves that not even debug lines hold a refresh token.
-    started = get_json(client_env, "--profile", "obo", "--obo-session", "job-42",
-                       "--user-token-file", "-", stdin=user_token,
-                       AGENTID_HELPER_LOG_LEVEL="debug")
+    started = get_json(
+        client_env,
+        "--profile",
+        "obo",
+        "--obo-session",
+        "job-42",
+        "--user-token-file",
+        "-",
+        stdin=user_token,
+        AGENTID_HELPER_LOG_LEVEL="debug",
+    )
     assert started["source"] == "identity_provider"
     wait_until_expired(user_token)
 
     # No user token any more: the session's refresh token gets a fresh access token.
-    fresh = get_json(client_env, "--profile", "obo", "--obo-session", "job-42",
-                     "--force-refresh")
+    fresh = get_json(client_env, "--profile", "obo", "--obo-session", "job-42", "--force-refresh")
     assert fresh["source"] == "identity_provider"
     assert fresh["access_token"] != started["access_token"]
     claims = claims_of(fresh["access_token"])
@@ -115,8 +127,7 @@ def test_obo_session_outlives_an_8_second_user_token(client_env: Env, emulator: 
     assert (by_leg["obo"], by_leg["obo_refresh"]) == (1, 1)
 
     # Plain OBO with that user token is over; the session is not.
-    expired = client_env.run("get", "--profile", "obo", "--user-token-file", "-",
-                             stdin=user_token)
+    expired = client_env.run("get", "--profile", "obo", "--user-token-file", "-", stdin=user_token)
     assert expired.returncode in (2, 4), expired.stderr
 
     status = client_env.run("status", "--json")
@@ -141,10 +152,15 @@ def test_flush_of_an_obo_profile_needs_no_user_token(client_env: Env, emulator: 
     """A token the resource rejects (revoked, roles just granted): flush --profile drops
     that profile's tokens of every user; the next request gets a new one."""
     tokens = [emulator.user_token(emulator.user_upn) for _ in range(2)]
-    first = [get_json(client_env, "--profile", "obo", "--user-token-file", "-", stdin=t)
-             for t in tokens]
-    assert get_json(client_env, "--profile", "obo", "--user-token-file", "-",
-                    stdin=tokens[0])["source"] == "cache"
+    first = [
+        get_json(client_env, "--profile", "obo", "--user-token-file", "-", stdin=t) for t in tokens
+    ]
+    assert (
+        get_json(client_env, "--profile", "obo", "--user-token-file", "-", stdin=tokens[0])[
+            "source"
+        ]
+        == "cache"
+    )
 
     flushed = client_env.run("flush", "--profile", "obo")
     assert flushed.returncode == 0, flushed.stderr

@@ -61,7 +61,11 @@ def test_uri_without_host_is_rejected() -> None:
         normalise_scopes("https:///.default")
 
 
-@given(st.lists(st.sampled_from([GRAPH, "User.Read", "Mail.Send", "HTTPS://GRAPH.microsoft.com/.default"])))
+@given(
+    st.lists(
+        st.sampled_from([GRAPH, "User.Read", "Mail.Send", "HTTPS://GRAPH.microsoft.com/.default"])
+    )
+)
 def test_normalisation_is_idempotent_and_order_free(items: list[str]) -> None:
     if not items:
         return

@@ -105,8 +105,12 @@ class Stack:
     def get(self) -> dict[str, Any]:
         """`agentid-helper get --format json`; fails the test with stderr on error."""
         proc = subprocess.run(
-            [CLIENT, "get", "--format", "json"], env=self.env(), capture_output=True,
-            text=True, timeout=STEP_TIMEOUT_S, check=False,
+            [CLIENT, "get", "--format", "json"],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=STEP_TIMEOUT_S,
+            check=False,
         )
         assert proc.returncode == 0, f"client exit {proc.returncode}: {proc.stderr}"
         return json.loads(proc.stdout)
@@ -217,8 +221,9 @@ def test_sd_notify_ready_watchdog_stopping(stack: Stack) -> None:
         log = stack.log_path()
         env = stack.env(NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="200000")
         with log.open("wb") as err:
-            proc = subprocess.Popen([DAEMON, "--log-format", "json"], env=env,
-                                    stdout=err, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [DAEMON, "--log-format", "json"], env=env, stdout=err, stderr=subprocess.STDOUT
+            )
         try:
             seen: list[str] = []
             _recv_until(ns, "READY=1", seen)
@@ -243,8 +248,13 @@ def test_sd_notify_ready_watchdog_stopping(stack: Stack) -> None:
 
 def _accept_queue(path: Path) -> int:
     """Connections waiting in a listening Unix socket's accept queue (``ss`` Recv-Q)."""
-    out = subprocess.run(["ss", "-xlH", "src", str(path)], capture_output=True, text=True,
-                         timeout=STEP_TIMEOUT_S, check=True).stdout.split()
+    out = subprocess.run(
+        ["ss", "-xlH", "src", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=STEP_TIMEOUT_S,
+        check=True,
+    ).stdout.split()
     return int(out[2]) if len(out) > 2 else 0
 
 
@@ -267,7 +277,10 @@ class SocketHolder:
         with log.open("wb") as err:
             self.daemon = subprocess.Popen(
                 [sys.executable, "-c", SHIM, str(fd), DAEMON, "--log-format", "json"],
-                env=self.stack.env(), pass_fds=(fd,), stdout=err, stderr=subprocess.STDOUT,
+                env=self.stack.env(),
+                pass_fds=(fd,),
+                stdout=err,
+                stderr=subprocess.STDOUT,
             )
         self.started += 1
         return self.daemon
@@ -303,14 +316,15 @@ def test_restarts_behind_held_socket_lose_no_request(stack: Stack) -> None:
             # Count only once the current daemon is ready: responses of the
             # previous one may still be on their way to the client threads.
             _wait_for(
-                lambda restart=restart: sum(
-                    e.get("event") == "daemon ready" for e in stack.log_events()
-                ) >= restart + 1,
+                lambda restart=restart: (
+                    sum(e.get("event") == "daemon ready" for e in stack.log_events()) >= restart + 1
+                ),
                 "the daemon to be ready",
             )
             count = len(served)
-            _wait_for(lambda count=count: errors or len(served) >= count + 2,
-                      "requests to be served")
+            _wait_for(
+                lambda count=count: errors or len(served) >= count + 2, "requests to be served"
+            )
             assert holder.daemon is not None
             assert _stop(holder.daemon) == 0
             if shutil.which("ss"):
@@ -324,8 +338,10 @@ def test_restarts_behind_held_socket_lose_no_request(stack: Stack) -> None:
         done.set()
         for t in clients:
             t.join(timeout=STEP_TIMEOUT_S)
-        print(f"\nserved {len(served)} requests across {holder.started} daemons, "
-              f"{queued} restart(s) with a client waiting in the backlog")
+        print(
+            f"\nserved {len(served)} requests across {holder.started} daemons, "
+            f"{queued} restart(s) with a client waiting in the backlog"
+        )
         assert errors == []
         assert "identity_provider" in served  # restarted daemons start with empty caches
         ready = [e for e in stack.log_events() if e.get("event") == "daemon ready"]
@@ -382,9 +398,13 @@ def test_daemon_runs_under_memory_deny_write_execute(stack: Stack) -> None:
 
 def _syscall_groups() -> dict[str, set[str]]:
     """``systemd-analyze syscall-filter``'s groups, as written (members may be groups)."""
-    out = subprocess.run(["systemd-analyze", "syscall-filter", "--no-pager"],
-                         capture_output=True, text=True, timeout=STEP_TIMEOUT_S,
-                         check=True).stdout
+    out = subprocess.run(
+        ["systemd-analyze", "syscall-filter", "--no-pager"],
+        capture_output=True,
+        text=True,
+        timeout=STEP_TIMEOUT_S,
+        check=True,
+    ).stdout
     groups: dict[str, set[str]] = {}
     current: set[str] | None = None
     for line in out.splitlines():
@@ -430,9 +450,24 @@ def test_daemon_syscalls_fit_the_unit_filter(stack: Stack) -> None:
     with stack.log_path().open("wb") as err:
         # strace -f follows the shim's execv into the daemon.
         tracer = subprocess.Popen(
-            ["strace", "-f", "-qq", "-o", str(trace), sys.executable, "-c", SHIM, str(fd),
-             DAEMON, "--log-format", "json"],
-            env=stack.env(), pass_fds=(fd,), stdout=err, stderr=subprocess.STDOUT,
+            [
+                "strace",
+                "-f",
+                "-qq",
+                "-o",
+                str(trace),
+                sys.executable,
+                "-c",
+                SHIM,
+                str(fd),
+                DAEMON,
+                "--log-format",
+                "json",
+            ],
+            env=stack.env(),
+            pass_fds=(fd,),
+            stdout=err,
+            stderr=subprocess.STDOUT,
         )
     try:
         assert stack.get()["token_type"] == "Bearer"

@@ -117,7 +117,7 @@ _add(
             _timeout(),
             Opt(
                 "--claims",
-                "a resource's claims challenge (the claims=\"...\" of its WWW-Authenticate "
+                'a resource\'s claims challenge (the claims="..." of its WWW-Authenticate '
                 "header, base64 or JSON): ask the identity provider, never the cache",
                 metavar="C",
             ),

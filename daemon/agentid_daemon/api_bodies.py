@@ -111,8 +111,9 @@ def refuse_expired_user_token(fields: dict[str, Any], now: float) -> None:
         )
 
 
-def resolve(config: Config, fields: dict[str, Any], *, need_user_token: bool = True
-            ) -> TokenRequest:
+def resolve(
+    config: Config, fields: dict[str, Any], *, need_user_token: bool = True
+) -> TokenRequest:
     """``config.resolve`` with parse errors of any kind as 400 (never a 500).
 
     ``need_user_token=False`` (dropping tokens): an OBO selection without a

@@ -142,9 +142,11 @@ class _Activity:
             self.errors += 1
             # error_summary() text: identifiers and AADSTS descriptions only.
             summary = str(fields.get("error") or "error")[:200]
-            self.last_error = time.strftime("%H:%M:%SZ", time.gmtime()) + (
-                f" {label}" if label else ""
-            ) + f": {summary}"
+            self.last_error = (
+                time.strftime("%H:%M:%SZ", time.gmtime())
+                + (f" {label}" if label else "")
+                + f": {summary}"
+            )
 
     def text(self) -> str:
         n = len(self.cache)
@@ -227,9 +229,7 @@ class Daemon:
             version=_version(),
         )
         self.api = Api(self.state)
-        self.sessions = IdentitySessions(
-            self.api, sidecar=_sidecar(config), metrics=self.metrics
-        )
+        self.sessions = IdentitySessions(self.api, sidecar=_sidecar(config), metrics=self.metrics)
         self.state.identity_sessions = self.sessions
         self.server = HttpServer(self.api.handle_request, limits=limits, allowed_uid=os.getuid())
         self._stopping = False

@@ -90,7 +90,10 @@ class Broker:
         self.sessions = OboSessions(max_age_s=obo_session_max_age_s)
         self._obo = OboLegs(self.sessions, cache, engine, self._call)
         self._mi = ManagedIdentityLegs(
-            cache, engine, self._call, assertion_min_validity_s=ASSERTION_MIN_VALIDITY_S,
+            cache,
+            engine,
+            self._call,
+            assertion_min_validity_s=ASSERTION_MIN_VALIDITY_S,
             assertion_rejected=_assertion_rejected,
         )
         self._cache = cache
@@ -165,9 +168,14 @@ class Broker:
             return self._obo.end(SessionKey.of(req))
         key = req.cache_key()
         if req.mode is Mode.OBO and req.user_token is None:
-            return self._cache.flush(
-                lambda k: isinstance(k, ResourceKey) and dataclasses.replace(k, user=None) == key
-            ) > 0
+            return (
+                self._cache.flush(
+                    lambda k: (
+                        isinstance(k, ResourceKey) and dataclasses.replace(k, user=None) == key
+                    )
+                )
+                > 0
+            )
         return self._cache.invalidate(key)
 
     def flush(self) -> int:
@@ -196,8 +204,9 @@ class Broker:
         if req.mode is Mode.AUTONOMOUS_USER and not (req.user_upn or req.user_object_id):
             raise InvalidRequest("mode AutonomousUser needs user_upn or user_object_id")
 
-    async def _call(self, leg: str, fn: Callable[..., AcquiredToken], *args: Any,
-                    **kwargs: Any) -> AcquiredToken:
+    async def _call(
+        self, leg: str, fn: Callable[..., AcquiredToken], *args: Any, **kwargs: Any
+    ) -> AcquiredToken:
         """One identity-provider call in a worker thread, counted and logged by leg.
 
         The log line carries what journald users filter on (leg, outcome,
@@ -222,8 +231,9 @@ class Broker:
         return token
 
     @staticmethod
-    def _log_call(leg: str, outcome: str, started: float, agent: AgentRef | None,
-                  exc: BaseException | None) -> None:
+    def _log_call(
+        leg: str, outcome: str, started: float, agent: AgentRef | None, exc: BaseException | None
+    ) -> None:
         fields: dict[str, Any] = {
             "leg": leg,
             "outcome": outcome,
@@ -232,8 +242,11 @@ class Broker:
         if agent is not None:
             fields["agent_identity_app_id"] = agent.agent_identity_app_id
         if isinstance(exc, IdentityProviderError):
-            fields.update(aadsts_codes=list(exc.aadsts_codes), correlation_id=exc.correlation_id,
-                          error=exc.description)
+            fields.update(
+                aadsts_codes=list(exc.aadsts_codes),
+                correlation_id=exc.correlation_id,
+                error=exc.description,
+            )
         elif isinstance(exc, AgentIdError):
             fields["error"] = exc.description
         elif exc is not None:
@@ -272,15 +285,17 @@ class Broker:
             else:
                 t1 = await self._input("t1", agent)
                 try:
-                    token = await self._call("t2", self._engine.acquire_t2, agent,
-                                             t1.token.access_token)
+                    token = await self._call(
+                        "t2", self._engine.acquire_t2, agent, t1.token.access_token
+                    )
                 except IdentityProviderError as exc:
                     if not _assertion_rejected(exc):
                         raise
                     self._cache.invalidate(_exchange_key("t1", agent), if_token=t1.token)
                     t1 = await self._input("t1", agent)
-                    token = await self._call("t2", self._engine.acquire_t2, agent,
-                                             t1.token.access_token)
+                    token = await self._call(
+                        "t2", self._engine.acquire_t2, agent, t1.token.access_token
+                    )
             self._exchange_lifetime[key] = float(token.expires_in)
             return token
 
@@ -293,8 +308,9 @@ class Broker:
             return await self._mi.t1(agent)
         return await self._call("t1", self._engine.acquire_t1, agent)
 
-    def _resource_fetch(self, req: TokenRequest, *, claims: str | None = None,
-                        start_session_for: str | None = None) -> Callable[[], Any]:
+    def _resource_fetch(
+        self, req: TokenRequest, *, claims: str | None = None, start_session_for: str | None = None
+    ) -> Callable[[], Any]:
         """The resource leg for ``req`` as a closure (it keeps an OBO user token alive).
 
         With ``start_session_for`` (a user fingerprint) the OBO answer's refresh
@@ -305,31 +321,52 @@ class Broker:
         user_token, upn, oid = req.user_token, req.user_upn, req.user_object_id
         by_session = req.obo_session is not None and start_session_for is None
 
-        async def once() -> tuple[AcquiredToken | None, IdentityProviderError | None,
-                                  list[tuple[ExchangeKey, AcquiredToken]]]:
+        async def once() -> tuple[
+            AcquiredToken | None,
+            IdentityProviderError | None,
+            list[tuple[ExchangeKey, AcquiredToken]],
+        ]:
             t1 = await self._input("t1", agent)
             used = [(_exchange_key("t1", agent), t1.token)]
             try:
                 if mode is Mode.AUTONOMOUS_APP:
-                    token = await self._call("autonomous_app",
-                                             self._engine.acquire_autonomous_app,
-                                             agent, t1.token.access_token, scopes, claims=claims)
+                    token = await self._call(
+                        "autonomous_app",
+                        self._engine.acquire_autonomous_app,
+                        agent,
+                        t1.token.access_token,
+                        scopes,
+                        claims=claims,
+                    )
                 elif by_session:
                     token = await self._obo.refresh(req, t1.token.access_token, claims)
                 elif mode is Mode.OBO:
                     assert user_token is not None
-                    token = await self._call("obo", self._engine.acquire_obo, agent,
-                                             t1.token.access_token, user_token, scopes,
-                                             claims=claims)
+                    token = await self._call(
+                        "obo",
+                        self._engine.acquire_obo,
+                        agent,
+                        t1.token.access_token,
+                        user_token,
+                        scopes,
+                        claims=claims,
+                    )
                     if start_session_for is not None:
                         self._obo.started(req, start_session_for, token)
                 else:
                     t2 = await self._input("t2", agent)
                     used.append((_exchange_key("t2", agent), t2.token))
-                    token = await self._call("user_fic", self._engine.acquire_user_fic,
-                                             agent, t1.token.access_token,
-                                             t2.token.access_token, scopes,
-                                             user_upn=upn, user_object_id=oid, claims=claims)
+                    token = await self._call(
+                        "user_fic",
+                        self._engine.acquire_user_fic,
+                        agent,
+                        t1.token.access_token,
+                        t2.token.access_token,
+                        scopes,
+                        user_upn=upn,
+                        user_object_id=oid,
+                        claims=claims,
+                    )
             except IdentityProviderError as exc:
                 if _assertion_rejected(exc):
                     return None, exc, used

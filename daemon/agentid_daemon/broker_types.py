@@ -22,11 +22,21 @@ class Engine(Protocol):
         self, agent: AgentRef, t1: str, scopes: tuple[str, ...], *, claims: str | None = None
     ) -> AcquiredToken: ...
     def acquire_obo(
-        self, agent: AgentRef, t1: str, user_token: str, scopes: tuple[str, ...], *,
+        self,
+        agent: AgentRef,
+        t1: str,
+        user_token: str,
+        scopes: tuple[str, ...],
+        *,
         claims: str | None = None,
     ) -> AcquiredToken: ...
     def acquire_obo_refresh(
-        self, agent: AgentRef, t1: str, refresh_token: str, scopes: tuple[str, ...], *,
+        self,
+        agent: AgentRef,
+        t1: str,
+        refresh_token: str,
+        scopes: tuple[str, ...],
+        *,
         claims: str | None = None,
     ) -> AcquiredToken: ...
     def acquire_t2(self, agent: AgentRef, t1: str) -> AcquiredToken: ...

@@ -87,6 +87,7 @@ __all__ = [
     "error_summary",
 ]
 
+
 class TokenCache:
     """Tokens by key; see the module docstring for the policy."""
 

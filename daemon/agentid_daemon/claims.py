@@ -42,11 +42,11 @@ def normalise_claims(value: Any) -> str:
         parsed = json.loads(text)
     except (json.JSONDecodeError, RecursionError):
         raise ValueError(
-            "is neither a JSON object nor its base64 form (the claims=\"...\" "
+            'is neither a JSON object nor its base64 form (the claims="..." '
             "value of a WWW-Authenticate challenge)"
         ) from None
     if not isinstance(parsed, dict) or not parsed:
-        raise ValueError("must be a non-empty JSON object such as {\"access_token\": {...}}")
+        raise ValueError('must be a non-empty JSON object such as {"access_token": {...}}')
     return json.dumps(parsed, separators=(",", ":"), sort_keys=True)
 
 
@@ -58,7 +58,7 @@ def _from_base64(text: str) -> str:
         return base64.b64decode(raw, validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
         raise ValueError(
-            "is neither a JSON object nor valid base64 of one (the claims=\"...\" "
+            'is neither a JSON object nor valid base64 of one (the claims="..." '
             "value of a WWW-Authenticate challenge)"
         ) from None
 

@@ -118,8 +118,7 @@ class Config:
         """Drop remembered resolutions (after a reload: they may hold user tokens)."""
         self._memo.clear()
 
-    def _resolve(self, fields: Mapping[str, Any], *, need_user_token: bool = True
-                 ) -> TokenRequest:
+    def _resolve(self, fields: Mapping[str, Any], *, need_user_token: bool = True) -> TokenRequest:
         request: dict[str, Any] = {}
         for key, value in fields.items():
             if key in REQUEST_OPTION_KEYS or value is None:
@@ -158,7 +157,10 @@ class Config:
 
 
 def _build_request(
-    merged: dict[str, Any], request: dict[str, Any], name: str | None, *,
+    merged: dict[str, Any],
+    request: dict[str, Any],
+    name: str | None,
+    *,
     need_user_token: bool = True,
 ) -> TokenRequest:
     where = f" (profile {name!r})" if name else ""

@@ -52,6 +52,7 @@ SECTIONS: dict[Where, str] = {
 SELECTION: frozenset[Where] = frozenset({"defaults", "profile", "request"})
 FILE_ONLY: frozenset[Where] = frozenset({"defaults", "profile"})
 
+
 @dataclass(frozen=True)
 class Key:
     name: str
@@ -217,8 +218,8 @@ SCHEMA: tuple[Key, ...] = (
         "blueprint_credential",
         '"keyring" or table',
         FILE_ONLY,
-        "where the blueprint's credential comes from: `\"keyring\"`, "
-        "`\"workload_identity\"`, or one of "
+        'where the blueprint\'s credential comes from: `"keyring"`, '
+        '`"workload_identity"`, or one of '
         + ", ".join(f"`{{ {kind} = ... }}`" for kind in CREDENTIAL_KINDS),
         credential,
         default='"keyring"',
@@ -227,7 +228,7 @@ SCHEMA: tuple[Key, ...] = (
         "client_capabilities",
         "array of strings",
         SELECTION,
-        "capabilities declared to Entra through MSAL's `client_capabilities`: `[\"cp1\"]` "
+        'capabilities declared to Entra through MSAL\'s `client_capabilities`: `["cp1"]` '
         "says the client handles claims challenges, so CAE-enabled resources issue "
         "long-lived tokens they can revoke (answered with `get --claims`); cached apart "
         "from tokens without. A request's list adds to the profile's",

@@ -36,7 +36,6 @@ CREDENTIAL_WORDS = ("keyring", "workload_identity")
 MANAGED_IDENTITY_ID_KINDS = ("client_id", "object_id", "resource_id")
 
 
-
 def did_you_mean(key: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(key, list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -106,8 +105,7 @@ def credential(value: Any, base: Path | None) -> CredentialSpec:
             return CredentialSpec("workload_identity", "")
         raise ValueError(
             f'{value!r} is not a credential source: use "keyring", "workload_identity" or a '
-            'table such as { secret_file = "/path" }'
-            + did_you_mean(word, CREDENTIAL_WORDS)
+            'table such as { secret_file = "/path" }' + did_you_mean(word, CREDENTIAL_WORDS)
         )
     if not isinstance(value, dict):
         raise ValueError(f'must be "keyring" or a table, not {type(value).__name__}')
@@ -146,7 +144,7 @@ def managed_identity_location(value: Any) -> str:
             ) from None
     if not isinstance(value, dict) or len(value) != 1:
         raise ValueError(
-            "managed_identity must be \"system\", a client id, or a table with one of "
+            'managed_identity must be "system", a client id, or a table with one of '
             + ", ".join(MANAGED_IDENTITY_ID_KINDS)
         )
     ((kind, ident),) = value.items()

@@ -127,10 +127,10 @@ def _from_workload_identity() -> dict[str, Any]:
     path = os.environ.get(FEDERATED_TOKEN_FILE_ENV, "").strip()
     if not path:
         raise ConfigurationError(
-            f"blueprint_credential \"workload_identity\" needs {FEDERATED_TOKEN_FILE_ENV}, "
+            f'blueprint_credential "workload_identity" needs {FEDERATED_TOKEN_FILE_ENV}, '
             "which is not set in the daemon's environment",
-            hint="label the pod azure.workload.identity/use: \"true\" (the AKS workload "
-            "identity webhook sets it), or use { federated_token_file = \"/path\" }",
+            hint='label the pod azure.workload.identity/use: "true" (the AKS workload '
+            'identity webhook sets it), or use { federated_token_file = "/path" }',
         )
     _read_text(path, "federated token file")  # fail early, at load time
     return {"client_assertion": _FileAssertion(path)}
@@ -256,4 +256,3 @@ def _pem_block(pem: bytes, label: bytes) -> bytes:
         if name.endswith(label):
             return pem[begin : end + len(end_marker)] + b"\n"
         start = end + len(end_marker)
-

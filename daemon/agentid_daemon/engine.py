@@ -173,9 +173,7 @@ class Engine:
             agent,
             t1,
             scopes,
-            lambda app: app.acquire_token_by_refresh_token(
-                refresh_token, list(scopes), data=data
-            ),
+            lambda app: app.acquire_token_by_refresh_token(refresh_token, list(scopes), data=data),
         )
 
     def acquire_t2(self, agent: AgentRef, t1: str) -> AcquiredToken:
@@ -237,7 +235,11 @@ class Engine:
             raise ValueError("a T1 token is required")
         credential = {"client_assertion": self._held_assertion}
         app, session = self._app(
-            agent, agent.agent_identity_app_id, credential, "held-t1", leg,
+            agent,
+            agent.agent_identity_app_id,
+            credential,
+            "held-t1",
+            leg,
             capabilities=agent.client_capabilities,
         )
         self._assertions.assertion = t1

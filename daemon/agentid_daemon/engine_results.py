@@ -27,7 +27,6 @@ _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 _MAX_DESCRIPTION = 300
 
 
-
 def http_error(leg: str, last: Any, what: str) -> IdentityProviderError:
     status = last.status if last is not None else None
     return IdentityProviderError(

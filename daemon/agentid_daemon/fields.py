@@ -44,9 +44,7 @@ def _require_str(value: Any) -> str:
 def guid(value: Any) -> str:
     text = _require_str(value)
     if not GUID_RE.match(text):
-        raise ValueError(
-            f"{text!r} is not a GUID (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
-        )
+        raise ValueError(f"{text!r} is not a GUID (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")
     return text.lower()
 
 

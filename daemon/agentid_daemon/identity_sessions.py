@@ -296,7 +296,9 @@ class IdentitySessions:
             self.table.remove(session)
             os.close(pidfd)
             log.info(
-                "identity session ended", session=session.label, pid=session.pid,
+                "identity session ended",
+                session=session.label,
+                pid=session.pid,
                 sessions=len(self.table),
             )
 

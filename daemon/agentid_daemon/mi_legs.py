@@ -32,8 +32,15 @@ Rejected = Callable[[IdentityProviderError], bool]
 
 
 class ManagedIdentityLegs:
-    def __init__(self, cache: TokenCache, engine: ManagedIdentityEngine, call: Call, *,
-                 assertion_min_validity_s: float, assertion_rejected: Rejected) -> None:
+    def __init__(
+        self,
+        cache: TokenCache,
+        engine: ManagedIdentityEngine,
+        call: Call,
+        *,
+        assertion_min_validity_s: float,
+        assertion_rejected: Rejected,
+    ) -> None:
         self._cache = cache
         self._engine = engine
         self._call = call
@@ -47,8 +54,9 @@ class ManagedIdentityLegs:
         """T1 of ``agent`` with its blueprint's managed identity token as the assertion."""
         mi = await self._input(agent.credential)
         try:
-            return await self._call("t1", self._engine.acquire_t1, agent,
-                                    assertion=mi.token.access_token)
+            return await self._call(
+                "t1", self._engine.acquire_t1, agent, assertion=mi.token.access_token
+            )
         except IdentityProviderError as exc:
             if not self._rejected(exc):
                 raise
@@ -56,16 +64,19 @@ class ManagedIdentityLegs:
         # drop exactly that one and retry once with a fresh one.
         self._cache.invalidate(ManagedIdentityKey(agent.credential), if_token=mi.token)
         mi = await self._input(agent.credential)
-        return await self._call("t1", self._engine.acquire_t1, agent,
-                                assertion=mi.token.access_token)
+        return await self._call(
+            "t1", self._engine.acquire_t1, agent, assertion=mi.token.access_token
+        )
 
-    async def token(self, credential: CredentialSpec, *,
-                    force_refresh: bool = False) -> CachedToken:
+    async def token(
+        self, credential: CredentialSpec, *, force_refresh: bool = False
+    ) -> CachedToken:
         """The managed identity's exchange token from the cache (fetched when needed)."""
         key = ManagedIdentityKey(credential)
         lifetime = self._lifetime.get(key)
-        margin = self._min_validity_s if lifetime is None else min(
-            self._min_validity_s, lifetime / 4)
+        margin = (
+            self._min_validity_s if lifetime is None else min(self._min_validity_s, lifetime / 4)
+        )
 
         async def fetch() -> AcquiredToken:
             got = await self._call(LEG, self._engine.acquire_managed_identity, credential)

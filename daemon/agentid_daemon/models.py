@@ -114,7 +114,10 @@ class TokenRequest:
 
     def cache_key(self) -> ResourceKey:
         return ResourceKey(
-            *self.agent.identity, self.mode.value, self.scopes, self.user_key,
+            *self.agent.identity,
+            self.mode.value,
+            self.scopes,
+            self.user_key,
             credential=self.agent.credential,
             client_capabilities=self.agent.client_capabilities,
         )

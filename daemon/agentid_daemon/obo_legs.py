@@ -24,7 +24,12 @@ LEG = "obo_refresh"
 
 class RefreshEngine(Protocol):
     def acquire_obo_refresh(
-        self, agent: AgentRef, t1: str, refresh_token: str, scopes: tuple[str, ...], *,
+        self,
+        agent: AgentRef,
+        t1: str,
+        refresh_token: str,
+        scopes: tuple[str, ...],
+        *,
         claims: str | None = None,
     ) -> AcquiredToken: ...
 
@@ -34,8 +39,9 @@ Call = Callable[..., Awaitable[AcquiredToken]]
 
 
 class OboLegs:
-    def __init__(self, sessions: OboSessions, cache: TokenCache, engine: RefreshEngine,
-                 call: Call) -> None:
+    def __init__(
+        self, sessions: OboSessions, cache: TokenCache, engine: RefreshEngine, call: Call
+    ) -> None:
         self.sessions = sessions
         self._cache = cache
         self._engine = engine
@@ -73,8 +79,15 @@ class OboLegs:
         key = SessionKey.of(req)
         session = self.sessions.require(key, trio.current_time())
         try:
-            token = await self._call(LEG, self._engine.acquire_obo_refresh, req.agent, t1,
-                                     session.refresh_token, req.scopes, claims=claims)
+            token = await self._call(
+                LEG,
+                self._engine.acquire_obo_refresh,
+                req.agent,
+                t1,
+                session.refresh_token,
+                req.scopes,
+                claims=claims,
+            )
         except AgentIdError as exc:
             session.last_error = error_summary(exc)
             raise
@@ -90,8 +103,12 @@ class OboLegs:
                 leg="obo",
                 hint="run without --obo-session, or grant the agent offline_access",
             )
-        self.sessions.start(SessionKey.of(req), user=user, refresh_token=token.refresh_token,
-                            now=trio.current_time())
+        self.sessions.start(
+            SessionKey.of(req),
+            user=user,
+            refresh_token=token.refresh_token,
+            now=trio.current_time(),
+        )
 
     def status(self, now_wall: float) -> list[dict[str, Any]]:
         return self.sessions.status(trio.current_time(), now_wall)

@@ -51,10 +51,13 @@ class SessionKey:
         return (
             isinstance(key, ResourceKey)
             and key.user == OBO_SESSION_USER_PREFIX + self.name
-            and (key.authority_host, key.tenant_id, key.blueprint_app_id,
-                 key.agent_identity_app_id)
-            == (self.authority_host, self.tenant_id, self.blueprint_app_id,
-                self.agent_identity_app_id)
+            and (key.authority_host, key.tenant_id, key.blueprint_app_id, key.agent_identity_app_id)
+            == (
+                self.authority_host,
+                self.tenant_id,
+                self.blueprint_app_id,
+                self.agent_identity_app_id,
+            )
         )
 
 
@@ -128,8 +131,9 @@ class OboSessions:
         self._sessions[key] = session
         return session
 
-    def refreshed(self, key: SessionKey, session: Session, refresh_token: str | None,
-                  now: float) -> None:
+    def refreshed(
+        self, key: SessionKey, session: Session, refresh_token: str | None, now: float
+    ) -> None:
         """Record a refresh of ``session`` (if it is still the one under ``key``)."""
         if self._sessions.get(key) is not session:
             return  # ended or restarted meanwhile: its successor keeps its own token
@@ -142,13 +146,16 @@ class OboSessions:
     def end(self, key: SessionKey) -> bool:
         return self._sessions.pop(key, None) is not None
 
-    def end_matching(self, agent_identity: tuple[str, str, str, str], name: str | None
-                     ) -> list[SessionKey]:
+    def end_matching(
+        self, agent_identity: tuple[str, str, str, str], name: str | None
+    ) -> list[SessionKey]:
         """End the sessions of one agent (all, or those named ``name``)."""
         keys = [
-            k for k in self._sessions
+            k
+            for k in self._sessions
             if (k.authority_host, k.tenant_id, k.blueprint_app_id, k.agent_identity_app_id)
-            == agent_identity and (name is None or k.name == name)
+            == agent_identity
+            and (name is None or k.name == name)
         ]
         for key in keys:
             del self._sessions[key]

@@ -63,6 +63,7 @@ RECEIVE_SIZE = 16 * 1024
 
 Handler = Callable[[str, str, Headers, bytes], Awaitable[Response]]
 
+
 class HttpServer:
     """Serves one :data:`Handler` on trio listeners with the limits above."""
 
@@ -252,9 +253,7 @@ class HttpServer:
             conn.idle = False
             method = request.method.decode("ascii", "replace").upper()
             target = request.target.decode("ascii", "replace")
-            headers = [
-                (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw_headers
-            ]
+            headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw_headers]
             if forbidden_peer:
                 response = Response.error(
                     403, "forbidden", "connections from another user are not allowed"

@@ -35,8 +35,11 @@ class AgentFacets:
     names_parent: bool
 
     def claims(self, blueprint_app_id: str) -> dict[str, Any]:
-        out: dict[str, Any] = {"xms_act_fct": self.act, "xms_sub_fct": self.sub,
-                               "xms_idrel": self.idrel}
+        out: dict[str, Any] = {
+            "xms_act_fct": self.act,
+            "xms_sub_fct": self.sub,
+            "xms_idrel": self.idrel,
+        }
         if self.names_parent:
             out["xms_par_app_azp"] = blueprint_app_id
         return out

@@ -45,8 +45,9 @@ def new_key() -> rsa.RSAPrivateKey:
 
 
 def key_pem(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def cert_pem(cert: x509.Certificate) -> bytes:
@@ -59,16 +60,22 @@ def thumbprints(cert: x509.Certificate) -> tuple[str, str]:
     return b64url(hashlib.sha1(der).digest()), b64url(hashlib.sha256(der).digest())
 
 
-def self_signed_certificate(key: rsa.RSAPrivateKey, common_name: str,
-                            days: int = 365) -> x509.Certificate:
+def self_signed_certificate(
+    key: rsa.RSAPrivateKey, common_name: str, days: int = 365
+) -> x509.Certificate:
     """A self-signed certificate, as app registrations take for certificate credentials."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = dt.datetime.now(dt.UTC)
-    return (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=days))
-            .sign(key, hashes.SHA256()))
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -106,44 +113,66 @@ def _load_valid_cert(path: Path) -> x509.Certificate | None:
 def _make_ca(key: rsa.RSAPrivateKey) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_NAME)])
     now = dt.datetime.now(dt.UTC)
-    return (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + _VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
-                                         crl_sign=True, content_commitment=False,
-                                         key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False,
-                                         decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
 
 
-def _make_server_cert(ca_key: rsa.RSAPrivateKey, ca: x509.Certificate,
-                      key: rsa.RSAPrivateKey) -> x509.Certificate:
+def _make_server_cert(
+    ca_key: rsa.RSAPrivateKey, ca: x509.Certificate, key: rsa.RSAPrivateKey
+) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
-    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                       x509.DNSName("localhost")])
-    return (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + _VALIDITY)
-            .add_extension(san, critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    san = x509.SubjectAlternativeName(
+        [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    )
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(san, critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
 
 
 def ensure_key_material(state_dir: Path) -> KeyMaterial:
     """Load or create the CA, server certificate and signing key in ``state_dir``."""
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    paths = {n: state_dir / n for n in ("ca.pem", "ca-key.pem", "server.pem",
-                                        "server-key.pem", "signing-key.pem")}
+    paths = {
+        n: state_dir / n
+        for n in ("ca.pem", "ca-key.pem", "server.pem", "server-key.pem", "signing-key.pem")
+    }
     ca_key = _load_key(paths["ca-key.pem"])
     ca = _load_valid_cert(paths["ca.pem"]) if ca_key else None
     if ca_key is None or ca is None or ca.public_key() != ca_key.public_key():
@@ -163,5 +192,4 @@ def ensure_key_material(state_dir: Path) -> KeyMaterial:
     if signing_key is None:
         signing_key = new_key()
         _write_private(paths["signing-key.pem"], key_pem(signing_key))
-    return KeyMaterial(paths["ca.pem"], paths["server.pem"], paths["server-key.pem"],
-                       signing_key)
+    return KeyMaterial(paths["ca.pem"], paths["server.pem"], paths["server-key.pem"], signing_key)

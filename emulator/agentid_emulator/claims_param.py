@@ -29,9 +29,12 @@ def capability_claims(form: dict[str, str]) -> dict[str, Any]:
     except ValueError:
         claims = None
     if not isinstance(claims, dict):
-        raise AadstsError(9002313, "Invalid request. Request is malformed or invalid: the "
-                                   "claims parameter is not a JSON object.",
-                          error="invalid_request")
+        raise AadstsError(
+            9002313,
+            "Invalid request. Request is malformed or invalid: the "
+            "claims parameter is not a JSON object.",
+            error="invalid_request",
+        )
     access = claims.get("access_token")
     xms_cc = access.get("xms_cc") if isinstance(access, dict) else None
     values = xms_cc.get("values") if isinstance(xms_cc, dict) else None

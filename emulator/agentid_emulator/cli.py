@@ -1,8 +1,8 @@
 """``agentid-helper-emulator``: run the local Entra emulator.
 
-    agentid-helper-emulator [--port N] [--demo | --seed FILE] [--ready-file F]
-                            [--state-dir D] [--token-lifetime-s N] [--refresh-in-s N]
-                            [--imds-port N]
+agentid-helper-emulator [--port N] [--demo | --seed FILE] [--ready-file F]
+                        [--state-dir D] [--token-lifetime-s N] [--refresh-in-s N]
+                        [--imds-port N]
 """
 
 from __future__ import annotations
@@ -52,27 +52,52 @@ def _port(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Local Microsoft Entra emulator for agent identities "
-                               "(offline authority over HTTPS on 127.0.0.1).")
-    parser.add_argument("--port", type=_port, default=0,
-                        help="TCP port on 127.0.0.1 (default 0: any free port)")
+        prog=PROG,
+        description="Local Microsoft Entra emulator for agent identities "
+        "(offline authority over HTTPS on 127.0.0.1).",
+    )
+    parser.add_argument(
+        "--port", type=_port, default=0, help="TCP port on 127.0.0.1 (default 0: any free port)"
+    )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--demo", action="store_true",
-                        help="built-in directory with fixed GUIDs (the default)")
+    source.add_argument(
+        "--demo", action="store_true", help="built-in directory with fixed GUIDs (the default)"
+    )
     source.add_argument("--seed", type=Path, metavar="FILE", help="TOML directory to load")
-    parser.add_argument("--ready-file", type=Path, metavar="F",
-                        help="write connection details here (JSON, atomically) once serving")
-    parser.add_argument("--state-dir", type=Path, metavar="D",
-                        help="CA, keys and certificates (default: the user state dir)")
-    parser.add_argument("--token-lifetime-s", type=_positive_int, default=3600, metavar="N",
-                        help="lifetime of issued tokens in seconds (default 3600)")
-    parser.add_argument("--refresh-in-s", type=_positive_int, metavar="N",
-                        help="always send refresh_in=N (default: lifetime/2 when >= 2h)")
-    parser.add_argument("--imds-port", type=_port, metavar="N",
-                        help="also serve an Azure IMDS-shaped managed identity endpoint "
-                             "(plain HTTP on 127.0.0.1; 0: any free port); set "
-                             "AZURE_POD_IDENTITY_AUTHORITY_HOST to the ready file's "
-                             "imds_endpoint")
+    parser.add_argument(
+        "--ready-file",
+        type=Path,
+        metavar="F",
+        help="write connection details here (JSON, atomically) once serving",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="D",
+        help="CA, keys and certificates (default: the user state dir)",
+    )
+    parser.add_argument(
+        "--token-lifetime-s",
+        type=_positive_int,
+        default=3600,
+        metavar="N",
+        help="lifetime of issued tokens in seconds (default 3600)",
+    )
+    parser.add_argument(
+        "--refresh-in-s",
+        type=_positive_int,
+        metavar="N",
+        help="always send refresh_in=N (default: lifetime/2 when >= 2h)",
+    )
+    parser.add_argument(
+        "--imds-port",
+        type=_port,
+        metavar="N",
+        help="also serve an Azure IMDS-shaped managed identity endpoint "
+        "(plain HTTP on 127.0.0.1; 0: any free port); set "
+        "AZURE_POD_IDENTITY_AUTHORITY_HOST to the ready file's "
+        "imds_endpoint",
+    )
     return parser
 
 
@@ -101,7 +126,7 @@ def write_ready_file(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()   # a leftover of a crashed run with our pid
+        tmp.unlink()  # a leftover of a crashed run with our pid
     # O_EXCL | O_NOFOLLOW: never write through a file or link someone else put there.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -114,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     state_dir: Path = (args.state_dir or _default_state_dir()).expanduser().resolve()
     extra: dict[str, Any] = {}
     directory: Directory
-    if args.seed is not None:   # before any key generation: a bad seed fails fast
+    if args.seed is not None:  # before any key generation: a bad seed fails fast
         try:
             directory = load_seed(args.seed)
         except SeedError as exc:
@@ -145,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             imds = ImdsHTTPServer(args.imds_port, state, ImdsService(service))
         except OSError as exc:
             server.server_close()
-            print(f"{PROG}: cannot listen on 127.0.0.1:{args.imds_port}: {exc}",
-                  file=sys.stderr)
+            print(f"{PROG}: cannot listen on 127.0.0.1:{args.imds_port}: {exc}", file=sys.stderr)
             return 1
         extra["imds_endpoint"] = imds.endpoint
 
@@ -157,8 +181,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                              name="emulator-http", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.2},
+        name="emulator-http",
+        daemon=True,
+    )
     thread.start()
     threads = [thread] + ([serve_in_thread(imds)] if imds else [])
 
@@ -183,9 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.ready_file:
         write_ready_file(args.ready_file, info)
     source = f"seed {args.seed}" if args.seed else "demo directory"
-    print(f"{PROG}: serving {issuer.authority_host} (tenant {tenant_id}, {source}, "
-          f"CA {keys.ca_cert_path})" + (f"; managed identity endpoint {imds.endpoint}"
-                                       if imds else ""), file=sys.stderr, flush=True)
+    print(
+        f"{PROG}: serving {issuer.authority_host} (tenant {tenant_id}, {source}, "
+        f"CA {keys.ca_cert_path})"
+        + (f"; managed identity endpoint {imds.endpoint}" if imds else ""),
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         while not stop.wait(1.0):
             if not all(t.is_alive() for t in threads):

@@ -72,12 +72,13 @@ DEMO_USER_OID = "a11ce000-0004-4d4d-9e9e-000000000d01"
 DEMO_WORKLOAD_SUBJECT = "system:serviceaccount:agents:graph-bot"
 DEMO_MI_CLIENT_ID = "3f1e2d3c-0005-4e6f-8a9b-000000000e01"
 DEMO_MI_OBJECT_ID = "0b7ec7ed-0006-4f70-9b8c-000000000f01"
-DEMO_MI_RESOURCE_ID = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/"
-                       "agentid-demo/providers/Microsoft.ManagedIdentity/"
-                       "userAssignedIdentities/demo-agent-identity")
+DEMO_MI_RESOURCE_ID = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/"
+    "agentid-demo/providers/Microsoft.ManagedIdentity/"
+    "userAssignedIdentities/demo-agent-identity"
+)
 # The roles of the recorded blueprint Graph token (joetanx/mslab auth-flows.md, 2.1.1).
-DEMO_BLUEPRINT_ROLES = ("AgentIdUser.ReadWrite.IdentityParentedBy",
-                        "AgentIdentity.CreateAsManager")
+DEMO_BLUEPRINT_ROLES = ("AgentIdUser.ReadWrite.IdentityParentedBy", "AgentIdentity.CreateAsManager")
 # The emulator's own workload-identity issuer path (for federated blueprint credentials).
 WORKLOAD_ISSUER_PATH = "/_emulator/workload"
 
@@ -180,26 +181,46 @@ def demo_directory(*, blueprint_certificate: x509.Certificate | None = None) -> 
     """The built-in directory of ``--demo`` (fixed GUIDs, known secret)."""
     certs = certificate_entry(blueprint_certificate) if blueprint_certificate else {}
     tenant = Tenant(DEMO_TENANT_ID)
-    feds = (FederatedCredential(WORKLOAD_ISSUER_PATH, DEMO_WORKLOAD_SUBJECT),
-            # The demo managed identity, trusted as Entra's docs configure it.
-            FederatedCredential(tenant_issuer_path(DEMO_TENANT_ID), DEMO_MI_OBJECT_ID))
+    feds = (
+        FederatedCredential(WORKLOAD_ISSUER_PATH, DEMO_WORKLOAD_SUBJECT),
+        # The demo managed identity, trusted as Entra's docs configure it.
+        FederatedCredential(tenant_issuer_path(DEMO_TENANT_ID), DEMO_MI_OBJECT_ID),
+    )
     tenant.blueprints[DEMO_BLUEPRINT_APP_ID] = Blueprint(
-        DEMO_BLUEPRINT_APP_ID, secrets=(DEMO_BLUEPRINT_SECRET,), certificates=certs,
-        federated_credentials=feds, display_name="Demo agent blueprint",
-        roles=DEMO_BLUEPRINT_ROLES)
-    tenant.managed_identities.append(ManagedIdentity(
-        DEMO_MI_CLIENT_ID, DEMO_MI_OBJECT_ID, DEMO_MI_RESOURCE_ID, DEMO_TENANT_ID))
+        DEMO_BLUEPRINT_APP_ID,
+        secrets=(DEMO_BLUEPRINT_SECRET,),
+        certificates=certs,
+        federated_credentials=feds,
+        display_name="Demo agent blueprint",
+        roles=DEMO_BLUEPRINT_ROLES,
+    )
+    tenant.managed_identities.append(
+        ManagedIdentity(DEMO_MI_CLIENT_ID, DEMO_MI_OBJECT_ID, DEMO_MI_RESOURCE_ID, DEMO_TENANT_ID)
+    )
     tenant.agents[DEMO_AGENT_APP_ID] = AgentIdentity(
-        DEMO_AGENT_APP_ID, DEMO_BLUEPRINT_APP_ID, roles=("User.Read.All",),
-        display_name="Demo agent identity")
-    tenant.add_user(User(DEMO_AGENT_USER_UPN, DEMO_AGENT_USER_OID, "Demo agent user",
-                         agent_identity_app_id=DEMO_AGENT_APP_ID))
+        DEMO_AGENT_APP_ID,
+        DEMO_BLUEPRINT_APP_ID,
+        roles=("User.Read.All",),
+        display_name="Demo agent identity",
+    )
+    tenant.add_user(
+        User(
+            DEMO_AGENT_USER_UPN,
+            DEMO_AGENT_USER_OID,
+            "Demo agent user",
+            agent_identity_app_id=DEMO_AGENT_APP_ID,
+        )
+    )
     tenant.add_user(User(DEMO_USER_UPN, DEMO_USER_OID, "Alice"))
     summary = {
-        "tenant_id": DEMO_TENANT_ID, "blueprint_app_id": DEMO_BLUEPRINT_APP_ID,
-        "blueprint_secret": DEMO_BLUEPRINT_SECRET, "agent_identity_app_id": DEMO_AGENT_APP_ID,
-        "agent_user_upn": DEMO_AGENT_USER_UPN, "agent_user_object_id": DEMO_AGENT_USER_OID,
-        "user_upn": DEMO_USER_UPN, "user_object_id": DEMO_USER_OID,
+        "tenant_id": DEMO_TENANT_ID,
+        "blueprint_app_id": DEMO_BLUEPRINT_APP_ID,
+        "blueprint_secret": DEMO_BLUEPRINT_SECRET,
+        "agent_identity_app_id": DEMO_AGENT_APP_ID,
+        "agent_user_upn": DEMO_AGENT_USER_UPN,
+        "agent_user_object_id": DEMO_AGENT_USER_OID,
+        "user_upn": DEMO_USER_UPN,
+        "user_object_id": DEMO_USER_OID,
         "workload_subject": DEMO_WORKLOAD_SUBJECT,
         "managed_identity_client_id": DEMO_MI_CLIENT_ID,
         "managed_identity_object_id": DEMO_MI_OBJECT_ID,
@@ -242,8 +263,11 @@ def _load_public_key(path: Path, where: str) -> rsa.RSAPublicKey:
     key: object
     try:
         data = path.read_bytes()
-        key = (x509.load_pem_x509_certificate(data).public_key()
-               if b"CERTIFICATE" in data else serialization.load_pem_public_key(data))
+        key = (
+            x509.load_pem_x509_certificate(data).public_key()
+            if b"CERTIFICATE" in data
+            else serialization.load_pem_public_key(data)
+        )
     except (OSError, ValueError) as exc:
         raise SeedError(f"{where}: cannot read public key {path}: {exc}") from None
     if not isinstance(key, rsa.RSAPublicKey):
@@ -263,12 +287,22 @@ def _blueprint(entry: dict[str, Any], base: Path, where: str) -> Blueprint:
     for i, fed in enumerate(entry.get("federated_credentials", [])):
         fwhere = f"{where}.federated_credentials[{i}]"
         key_file = fed.get("public_key_file")
-        feds.append(FederatedCredential(
-            _str(fed, "issuer", fwhere), _str(fed, "subject", fwhere),
-            fed.get("audience", TOKEN_EXCHANGE_AUDIENCE),
-            _load_public_key(_path(base, key_file), fwhere) if key_file else None))
-    return Blueprint(app_id, tuple(secrets), certs, tuple(feds), entry.get("display_name", ""),
-                     _strings(entry, "roles", where))
+        feds.append(
+            FederatedCredential(
+                _str(fed, "issuer", fwhere),
+                _str(fed, "subject", fwhere),
+                fed.get("audience", TOKEN_EXCHANGE_AUDIENCE),
+                _load_public_key(_path(base, key_file), fwhere) if key_file else None,
+            )
+        )
+    return Blueprint(
+        app_id,
+        tuple(secrets),
+        certs,
+        tuple(feds),
+        entry.get("display_name", ""),
+        _strings(entry, "roles", where),
+    )
 
 
 def _strings(entry: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
@@ -282,8 +316,12 @@ def _managed_identity(entry: dict[str, Any], tenant_id: str, where: str) -> Mana
     resource_id = entry.get("resource_id", "")
     if not isinstance(resource_id, str):
         raise SeedError(f"{where}: 'resource_id' must be a string")
-    return ManagedIdentity(_guid(entry.get("client_id"), where),
-                           _guid(entry.get("object_id"), where), resource_id, tenant_id)
+    return ManagedIdentity(
+        _guid(entry.get("client_id"), where),
+        _guid(entry.get("object_id"), where),
+        resource_id,
+        tenant_id,
+    )
 
 
 def load_seed(path: Path) -> Directory:
@@ -307,9 +345,12 @@ def load_seed(path: Path) -> Directory:
             tenant.blueprints[bp.app_id] = bp
         for i, entry in enumerate(t_entry.get("agent_identities", [])):
             awhere = f"{where}.agent_identities[{i}]"
-            agent = AgentIdentity(_guid(entry.get("app_id"), awhere),
-                                  _guid(entry.get("blueprint_app_id"), awhere),
-                                  tuple(entry.get("roles", [])), entry.get("display_name", ""))
+            agent = AgentIdentity(
+                _guid(entry.get("app_id"), awhere),
+                _guid(entry.get("blueprint_app_id"), awhere),
+                tuple(entry.get("roles", [])),
+                entry.get("display_name", ""),
+            )
             if agent.blueprint_app_id not in tenant.blueprints:
                 raise SeedError(f"{awhere}: blueprint {agent.blueprint_app_id} is not declared")
             tenant.agents[agent.app_id] = agent
@@ -318,17 +359,27 @@ def load_seed(path: Path) -> Directory:
             owner = _guid(entry.get("agent_identity_app_id"), uwhere)
             if owner not in tenant.agents:
                 raise SeedError(f"{uwhere}: agent identity {owner} is not declared")
-            tenant.add_user(User(_str(entry, "upn", uwhere),
-                                 _guid(entry.get("object_id"), uwhere),
-                                 entry.get("display_name", ""), agent_identity_app_id=owner))
+            tenant.add_user(
+                User(
+                    _str(entry, "upn", uwhere),
+                    _guid(entry.get("object_id"), uwhere),
+                    entry.get("display_name", ""),
+                    agent_identity_app_id=owner,
+                )
+            )
         for i, entry in enumerate(t_entry.get("users", [])):
             uwhere = f"{where}.users[{i}]"
-            tenant.add_user(User(_str(entry, "upn", uwhere),
-                                 _guid(entry.get("object_id"), uwhere),
-                                 entry.get("display_name", "")))
+            tenant.add_user(
+                User(
+                    _str(entry, "upn", uwhere),
+                    _guid(entry.get("object_id"), uwhere),
+                    entry.get("display_name", ""),
+                )
+            )
         for i, entry in enumerate(t_entry.get("managed_identities", [])):
-            tenant.managed_identities.append(_managed_identity(
-                entry, tenant.tenant_id, f"{where}.managed_identities[{i}]"))
+            tenant.managed_identities.append(
+                _managed_identity(entry, tenant.tenant_id, f"{where}.managed_identities[{i}]")
+            )
         directory.tenants[tenant.tenant_id] = tenant
     directory.summary = _summary(directory)
     return directory

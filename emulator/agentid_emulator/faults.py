@@ -47,8 +47,13 @@ class Fault:
     count: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"status": self.status, "retry_after_s": self.retry_after_s,
-                "delay_s": self.delay_s, "outage": self.outage, "count": self.count}
+        return {
+            "status": self.status,
+            "retry_after_s": self.retry_after_s,
+            "delay_s": self.delay_s,
+            "outage": self.outage,
+            "count": self.count,
+        }
 
 
 def parse_fault(body: Any) -> Fault:
@@ -62,12 +67,17 @@ def parse_fault(body: Any) -> Fault:
     if status is not None and (isinstance(status, bool) or status not in ALLOWED_STATUSES):
         raise FaultSpecError(f"status must be one of {list(ALLOWED_STATUSES)}")
     retry_after = body.get("retry_after_s")
-    if retry_after is not None and (isinstance(retry_after, bool)
-                                    or not isinstance(retry_after, int) or retry_after < 0):
+    if retry_after is not None and (
+        isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0
+    ):
         raise FaultSpecError("retry_after_s must be a non-negative integer")
     delay = body.get("delay_s", 0.0)
-    if (isinstance(delay, bool) or not isinstance(delay, int | float)
-            or not math.isfinite(delay) or not 0 <= delay <= MAX_DELAY_S):
+    if (
+        isinstance(delay, bool)
+        or not isinstance(delay, int | float)
+        or not math.isfinite(delay)
+        or not 0 <= delay <= MAX_DELAY_S
+    ):
         raise FaultSpecError(f"delay_s must be a number between 0 and {MAX_DELAY_S:g}")
     outage = body.get("outage", False)
     if not isinstance(outage, bool):

@@ -61,8 +61,9 @@ class ImdsResponse:
 
 
 class ImdsError(Exception):
-    def __init__(self, status: int, error: str, description: str,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, error: str, description: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(description)
         self.status = status
         self.error = error
@@ -88,24 +89,32 @@ class ImdsService:
 
     tokens: TokenService
 
-    def handle(self, method: str, target: str, headers: Mapping[str, str], *,
-               now: float | None = None) -> ImdsResponse:
+    def handle(
+        self, method: str, target: str, headers: Mapping[str, str], *, now: float | None = None
+    ) -> ImdsResponse:
         try:
             mi, body = self._token(method, target, headers, now)
         except ImdsError as err:
-            return ImdsResponse(err.status, {"error": err.error,
-                                             "error_description": err.description},
-                                headers=err.headers)
+            return ImdsResponse(
+                err.status,
+                {"error": err.error, "error_description": err.description},
+                headers=err.headers,
+            )
         return ImdsResponse(200, body, mi.client_id)
 
-    def _token(self, method: str, target: str, headers: Mapping[str, str],
-               now: float | None) -> tuple[ManagedIdentity, dict[str, Any]]:
+    def _token(
+        self, method: str, target: str, headers: Mapping[str, str], now: float | None
+    ) -> tuple[ManagedIdentity, dict[str, Any]]:
         parts = urlsplit(target)
         if parts.path.rstrip("/") != IMDS_TOKEN_PATH:
             raise ImdsError(404, "not_found", f"no route for {parts.path}")
         if method != "GET":
-            raise ImdsError(405, "invalid_request", "The request method is not supported: "
-                                                    "use GET.", {"Allow": "GET"})
+            raise ImdsError(
+                405,
+                "invalid_request",
+                "The request method is not supported: use GET.",
+                {"Allow": "GET"},
+            )
         # An SSRF mitigation: IMDS refuses requests without this exact header.
         metadata = [v for k, v in headers.items() if k.lower() == "metadata"]
         if metadata != ["true"]:
@@ -135,16 +144,21 @@ class ImdsService:
             raise _invalid("Only one of client_id, object_id and msi_res_id may be given.")
         identities = self.tokens.directory.managed_identities()
         if not chosen:
-            if len(identities) == 1:   # a VM with one user-assigned identity uses it
+            if len(identities) == 1:  # a VM with one user-assigned identity uses it
                 return identities[0]
             if not identities:
                 raise _invalid("Identity not found")
-            raise _invalid("Multiple user assigned identities exist, please specify the "
-                           "clientId / resourceId of the identity in the token request")
+            raise _invalid(
+                "Multiple user assigned identities exist, please specify the "
+                "clientId / resourceId of the identity in the token request"
+            )
         name, value = chosen[0]
         for mi in identities:
-            own = {"client_id": mi.client_id, "object_id": mi.object_id,
-                   "msi_res_id": mi.resource_id}[name]
+            own = {
+                "client_id": mi.client_id,
+                "object_id": mi.object_id,
+                "msi_res_id": mi.resource_id,
+            }[name]
             if own and own.lower() == value.lower():
                 return mi
         raise _invalid("Identity not found")
@@ -152,15 +166,27 @@ class ImdsService:
     def _issue(self, mi: ManagedIdentity, resource: str, now: float | None) -> dict[str, Any]:
         issued = int(time.time() if now is None else now)
         lifetime = self.tokens.token_lifetime_s
-        claims: dict[str, Any] = {"aud": token_audience(resource), "azp": mi.client_id,
-                                  "azpacr": "2", "idtyp": "app", "oid": mi.object_id,
-                                  "sub": mi.object_id}
+        claims: dict[str, Any] = {
+            "aud": token_audience(resource),
+            "azp": mi.client_id,
+            "azpacr": "2",
+            "idtyp": "app",
+            "oid": mi.object_id,
+            "sub": mi.object_id,
+        }
         if mi.resource_id:
             claims["xms_mirid"] = mi.resource_id
         token = self.tokens.issuer.mint(mi.tenant_id, claims, lifetime_s=lifetime, now=issued)
-        return {"access_token": token, "client_id": mi.client_id, "expires_in": str(lifetime),
-                "expires_on": str(issued + lifetime), "ext_expires_in": str(lifetime),
-                "not_before": str(issued), "resource": resource, "token_type": "Bearer"}
+        return {
+            "access_token": token,
+            "client_id": mi.client_id,
+            "expires_in": str(lifetime),
+            "expires_on": str(issued + lifetime),
+            "ext_expires_in": str(lifetime),
+            "not_before": str(issued),
+            "resource": resource,
+            "token_type": "Bearer",
+        }
 
 
 class _ImdsHandler(BaseHTTPRequestHandler):
@@ -178,7 +204,7 @@ class _ImdsHandler(BaseHTTPRequestHandler):
         start = time.monotonic()
         state = self.server.state
         if self.command != "GET":
-            self.close_connection = True   # any body is left unread
+            self.close_connection = True  # any body is left unread
         resp = self.server.service.handle(self.command, self.path, dict(self.headers.items()))
         state.stats.record(leg=LEG, client_id=resp.client_id, ok=resp.status == 200)
         raw = json.dumps(resp.body).encode()
@@ -191,9 +217,14 @@ class _ImdsHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(raw)
         # The path only: never the query string, never the token.
-        state.log(method=self.command, path=urlsplit(self.path).path, leg=LEG,
-                  client_id=resp.client_id, status=resp.status,
-                  duration_ms=round((time.monotonic() - start) * 1000, 2))
+        state.log(
+            method=self.command,
+            path=urlsplit(self.path).path,
+            leg=LEG,
+            client_id=resp.client_id,
+            status=resp.status,
+            duration_ms=round((time.monotonic() - start) * 1000, 2),
+        )
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_GET
 
@@ -219,7 +250,11 @@ class ImdsHTTPServer(ThreadingHTTPServer):
 
 
 def serve_in_thread(server: ImdsHTTPServer) -> threading.Thread:
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                              name="emulator-imds", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.2},
+        name="emulator-imds",
+        daemon=True,
+    )
     thread.start()
     return thread

@@ -80,9 +80,20 @@ class TokenIssuer:
 
     def jwks(self) -> dict[str, Any]:
         numbers = self.key.public_key().public_numbers()
-        return {"keys": [{"kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid,
-                          "x5t": self.kid, "n": _jwk_int(numbers.n), "e": _jwk_int(numbers.e),
-                          "issuer": f"{self.authority_host}/{{tenantid}}/v2.0"}]}
+        return {
+            "keys": [
+                {
+                    "kty": "RSA",
+                    "use": "sig",
+                    "alg": "RS256",
+                    "kid": self.kid,
+                    "x5t": self.kid,
+                    "n": _jwk_int(numbers.n),
+                    "e": _jwk_int(numbers.e),
+                    "issuer": f"{self.authority_host}/{{tenantid}}/v2.0",
+                }
+            ]
+        }
 
     def _uti(self) -> str:
         with self._lock:
@@ -90,15 +101,30 @@ class TokenIssuer:
             counter = self._counter
         return b64url(uuid.uuid4().bytes[:12] + counter.to_bytes(4, "big"))
 
-    def mint(self, tenant_id: str, claims: dict[str, Any], *, lifetime_s: int,
-             now: float | None = None, issuer: str | None = None) -> str:
+    def mint(
+        self,
+        tenant_id: str,
+        claims: dict[str, Any],
+        *,
+        lifetime_s: int,
+        now: float | None = None,
+        issuer: str | None = None,
+    ) -> str:
         """Sign ``claims`` plus the standard ones (iss, tid, iat, nbf, exp, uti, ver)."""
         issued = int(now if now is not None else time.time())
-        body = {"iss": issuer or self.issuer(tenant_id), "tid": tenant_id, "iat": issued,
-                "nbf": issued, "exp": issued + lifetime_s, "uti": self._uti(), "ver": "2.0",
-                **claims}
-        return jwt.encode(body, self.key, algorithm="RS256",
-                          headers={"kid": self.kid, "typ": "JWT"})
+        body = {
+            "iss": issuer or self.issuer(tenant_id),
+            "tid": tenant_id,
+            "iat": issued,
+            "nbf": issued,
+            "exp": issued + lifetime_s,
+            "uti": self._uti(),
+            "ver": "2.0",
+            **claims,
+        }
+        return jwt.encode(
+            body, self.key, algorithm="RS256", headers={"kid": self.kid, "typ": "JWT"}
+        )
 
     def verify(self, token: str, *, now: float | None = None) -> dict[str, Any]:
         """Check signature and time of one of our own tokens; audience is the caller's job.
@@ -112,10 +138,21 @@ class TokenIssuer:
         return self.verify_with(token, self.key.public_key(), now=now)
 
     @staticmethod
-    def verify_with(token: str, key: rsa.RSAPublicKey, *, now: float | None = None,
-                    algorithms: tuple[str, ...] = ("RS256",)) -> dict[str, Any]:
-        options: Options = {"verify_aud": False, "verify_iss": False, "verify_exp": False,
-                   "verify_nbf": False, "verify_iat": False, "require": ["exp"]}
+    def verify_with(
+        token: str,
+        key: rsa.RSAPublicKey,
+        *,
+        now: float | None = None,
+        algorithms: tuple[str, ...] = ("RS256",),
+    ) -> dict[str, Any]:
+        options: Options = {
+            "verify_aud": False,
+            "verify_iss": False,
+            "verify_exp": False,
+            "verify_nbf": False,
+            "verify_iat": False,
+            "require": ["exp"],
+        }
         claims = jwt.decode(token, key, algorithms=list(algorithms), options=options)
         # Time checked here (no leeway) so that sans-IO callers can pass their own clock.
         current = time.time() if now is None else now

@@ -54,35 +54,42 @@ class GrantStore:
         self._grants: OrderedDict[str, Grant] = OrderedDict()
         self._revoked_utis: OrderedDict[str, float] = OrderedDict()
 
-    def issue(self, *, tenant_id: str, client_id: str, user_object_id: str,
-              now: float | None = None) -> str:
+    def issue(
+        self, *, tenant_id: str, client_id: str, user_object_id: str, now: float | None = None
+    ) -> str:
         now = time.time() if now is None else now
         token = new_refresh_token()
-        grant = Grant(tenant_id, client_id.lower(), user_object_id,
-                      now + REFRESH_TOKEN_LIFETIME_S)
+        grant = Grant(tenant_id, client_id.lower(), user_object_id, now + REFRESH_TOKEN_LIFETIME_S)
         with self._lock:
             self._grants[token] = grant
             while len(self._grants) > MAX_GRANTS:
                 self._grants.popitem(last=False)
         return token
 
-    def redeem(self, token: str, *, tenant_id: str, client_id: str,
-               now: float | None = None) -> Grant:
+    def redeem(
+        self, token: str, *, tenant_id: str, client_id: str, now: float | None = None
+    ) -> Grant:
         """The grant of a refresh token presented by ``client_id``, or Entra's error."""
         now = time.time() if now is None else now
         with self._lock:
             grant = self._grants.get(token)
         if grant is None or grant.tenant_id != tenant_id:
-            raise AadstsError(9002313, "Invalid request. Request is malformed or invalid: "
-                                       "the refresh token is not valid.",
-                              error="invalid_grant")
+            raise AadstsError(
+                9002313,
+                "Invalid request. Request is malformed or invalid: the refresh token is not valid.",
+                error="invalid_grant",
+            )
         if grant.client_id != client_id.lower():
-            raise AadstsError(70000, "The provided grant is invalid or malformed: the "
-                                     "refresh token was issued to a different client.",
-                              error="invalid_grant")
+            raise AadstsError(
+                70000,
+                "The provided grant is invalid or malformed: the "
+                "refresh token was issued to a different client.",
+                error="invalid_grant",
+            )
         if now >= grant.expires_at:
-            raise AadstsError(700082, "The refresh token has expired due to inactivity.",
-                              error="invalid_grant")
+            raise AadstsError(
+                700082, "The refresh token has expired due to inactivity.", error="invalid_grant"
+            )
         return grant
 
     def revoke_refresh_token(self, token: str) -> bool:

@@ -27,10 +27,10 @@ DEFAULT_DELEGATED_OTHER = ("user_impersonation",)
 
 @dataclass(frozen=True)
 class ResolvedScope:
-    resource: str                 # the token's aud
+    resource: str  # the token's aud
     permissions: tuple[str, ...]  # empty for /.default
     is_default: bool
-    oidc: tuple[str, ...]         # OIDC scopes that were asked for
+    oidc: tuple[str, ...]  # OIDC scopes that were asked for
 
     def delegated_permissions(self) -> tuple[str, ...]:
         if self.permissions:
@@ -41,8 +41,10 @@ class ResolvedScope:
         """The ``scope`` field of the token response."""
         if not delegated:
             return f"{self.resource}/.default"
-        granted = [p if self.resource == GRAPH_RESOURCE else f"{self.resource}/{p}"
-                   for p in self.delegated_permissions()]
+        granted = [
+            p if self.resource == GRAPH_RESOURCE else f"{self.resource}/{p}"
+            for p in self.delegated_permissions()
+        ]
         return " ".join([*granted, *self.oidc])
 
 
@@ -53,11 +55,12 @@ def _canonical_resource(resource: str) -> str:
 def _split(scope: str) -> tuple[str, str]:
     """('resource', 'permission') of one scope; '.default' marks the default scope."""
     if "/" not in scope:
-        return GRAPH_RESOURCE, scope   # short Graph scope such as User.Read
+        return GRAPH_RESOURCE, scope  # short Graph scope such as User.Read
     resource, _, permission = scope.rpartition("/")
     if not resource or not permission:
-        raise AadstsError(70011, f"The provided value for scope {scope} is not valid.",
-                          error="invalid_scope")
+        raise AadstsError(
+            70011, f"The provided value for scope {scope} is not valid.", error="invalid_scope"
+        )
     return _canonical_resource(resource), permission
 
 
@@ -75,8 +78,11 @@ def resolve(scope: str | None, *, app_only: bool) -> ResolvedScope:
     if not resource_scopes:
         if app_only:
             raise AadstsError(1002012, _not_default_message(scope))
-        raise AadstsError(70011, f"The provided value for scope {scope} is not valid. "
-                                 "The request does not name a resource.")
+        raise AadstsError(
+            70011,
+            f"The provided value for scope {scope} is not valid. "
+            "The request does not name a resource.",
+        )
     resources: dict[str, str] = {}
     permissions: list[str] = []
     is_default = False
@@ -90,21 +96,32 @@ def resolve(scope: str | None, *, app_only: bool) -> ResolvedScope:
         elif permission not in permissions:
             permissions.append(permission)
     if len(resources) > 1:
-        raise AadstsError(28000, "Provided value for the input parameter scope is not valid "
-                                 "because it contains more than one resource. Scope "
-                                 f"{scope} is not valid.")
+        raise AadstsError(
+            28000,
+            "Provided value for the input parameter scope is not valid "
+            "because it contains more than one resource. Scope "
+            f"{scope} is not valid.",
+        )
     if is_default and permissions:
-        raise AadstsError(70011, f"The provided value for scope {scope} is not valid. "
-                                 "Static scope limit exceeded: /.default cannot be combined "
-                                 "with other scopes.")
+        raise AadstsError(
+            70011,
+            f"The provided value for scope {scope} is not valid. "
+            "Static scope limit exceeded: /.default cannot be combined "
+            "with other scopes.",
+        )
     if app_only and len(resource_scopes) > 1:
-        raise AadstsError(70011, f"The provided value for scope {scope} is not valid. "
-                                 "Client credential flows must have a single scope value.")
+        raise AadstsError(
+            70011,
+            f"The provided value for scope {scope} is not valid. "
+            "Client credential flows must have a single scope value.",
+        )
     resource = next(iter(resources.values()))
     return ResolvedScope(resource, tuple(permissions), is_default, oidc)
 
 
 def _not_default_message(scope: str) -> str:
-    return (f"The provided value for scope {scope} is not valid. Client credential flows "
-            "must have a scope value with /.default suffixed to the resource identifier "
-            "(application ID URI).")
+    return (
+        f"The provided value for scope {scope} is not valid. Client credential flows "
+        "must have a scope value with /.default suffixed to the resource identifier "
+        "(application ID URI)."
+    )

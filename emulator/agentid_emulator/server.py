@@ -76,8 +76,11 @@ class EmulatorState:
         base = f"{host}/{tenant_id}"
         return {
             "token_endpoint": f"{base}/oauth2/v2.0/token",
-            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt",
-                                                      "client_secret_basic"],
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_post",
+                "private_key_jwt",
+                "client_secret_basic",
+            ],
             "jwks_uri": f"{base}/discovery/v2.0/keys",
             "response_modes_supported": ["query", "fragment", "form_post"],
             "subject_types_supported": ["pairwise"],
@@ -92,9 +95,23 @@ class EmulatorState:
             "http_logout_supported": True,
             "frontchannel_logout_supported": True,
             "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
-            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "nonce",
-                                 "preferred_username", "name", "tid", "ver", "at_hash",
-                                 "c_hash", "email"],
+            "claims_supported": [
+                "sub",
+                "iss",
+                "aud",
+                "exp",
+                "iat",
+                "auth_time",
+                "acr",
+                "nonce",
+                "preferred_username",
+                "name",
+                "tid",
+                "ver",
+                "at_hash",
+                "c_hash",
+                "email",
+            ],
             "tenant_region_scope": None,
             "cloud_instance_name": "microsoftonline.com",
             "cloud_graph_host_name": "graph.windows.net",
@@ -116,8 +133,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _state(self) -> EmulatorState:
         return self.server.state
 
-    def _send(self, status: int, body: dict[str, Any] | str,
-              headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, body: dict[str, Any] | str, headers: dict[str, str] | None = None
+    ) -> None:
         if isinstance(body, str):
             raw, ctype = body.encode(), "text/plain; charset=utf-8"
         else:
@@ -140,9 +158,11 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             length = -1
         if length < 0 or length > MAX_BODY:
-            self._send(413 if length > MAX_BODY else 400,
-                       {"error": "invalid_request", "error_description": "bad Content-Length"},
-                       {"Connection": "close"})
+            self._send(
+                413 if length > MAX_BODY else 400,
+                {"error": "invalid_request", "error_description": "bad Content-Length"},
+                {"Connection": "close"},
+            )
             self.close_connection = True
             return None
         return self.rfile.read(length) if length else b""
@@ -155,9 +175,13 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._route(path)
         finally:
-            self._state().log(method=self.command, path=path, status=self._status,
-                              duration_ms=round((time.monotonic() - start) * 1000, 2),
-                              **self._log)
+            self._state().log(
+                method=self.command,
+                path=path,
+                status=self._status,
+                duration_ms=round((time.monotonic() - start) * 1000, 2),
+                **self._log,
+            )
 
     def do_GET(self) -> None:
         self._dispatch()
@@ -172,8 +196,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if match := _TOKEN.match(path):
             if self.command != "POST":
-                self._send(405, {"error": "invalid_request",
-                                 "error_description": "use POST"}, {"Allow": "POST"})
+                self._send(
+                    405,
+                    {"error": "invalid_request", "error_description": "use POST"},
+                    {"Allow": "POST"},
+                )
                 return
             self._token(match["tenant"])
             return
@@ -193,9 +220,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(404, {"error": "not_found", "error_description": f"no route for {path}"})
 
     def _error(self, err: AadstsError) -> None:
-        rendered = render(err, now=time.time(),
-                          correlation_id=self.headers.get("client-request-id"),
-                          authority_host=self._state().service.authority_host)
+        rendered = render(
+            err,
+            now=time.time(),
+            correlation_id=self.headers.get("client-request-id"),
+            authority_host=self._state().service.authority_host,
+        )
         self._log["aadsts"] = err.code
         self._send(rendered.status, rendered.body, rendered.headers)
 
@@ -208,7 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
         form: dict[str, str] = {}
         if ctype == "application/x-www-form-urlencoded":
             for key, value in parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True):
-                form.setdefault(key, value)   # first occurrence wins
+                form.setdefault(key, value)  # first occurrence wins
             form.update(_basic_auth(self.headers.get("Authorization"), form))
         leg, client_id = state.service.leg_of(tenant_id, form), form.get("client_id") or None
         self._log.update(leg=leg, client_id=client_id, aadsts=None)
@@ -218,9 +248,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if ctype != "application/x-www-form-urlencoded":
             state.stats.record(leg=leg, client_id=client_id, ok=False)
-            self._error(AadstsError(900144, "The request body must contain the following "
-                                            "parameter: 'grant_type'. (Content-Type must be "
-                                            "application/x-www-form-urlencoded.)"))
+            self._error(
+                AadstsError(
+                    900144,
+                    "The request body must contain the following "
+                    "parameter: 'grant_type'. (Content-Type must be "
+                    "application/x-www-form-urlencoded.)",
+                )
+            )
             return
         correlation = self.headers.get("client-request-id")
         resp = state.service.handle(tenant_id, form, correlation_id=correlation)
@@ -246,11 +281,18 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.retry_after_s is not None:
             headers["Retry-After"] = str(fault.retry_after_s)
         if fault.status == 429:
-            err = AadstsError(90055, "TenantThrottlingError - There are too many incoming "
-                                     "requests. Try again later.", status=429)
+            err = AadstsError(
+                90055,
+                "TenantThrottlingError - There are too many incoming requests. Try again later.",
+                status=429,
+            )
         else:
-            err = AadstsError(90033, "A transient error has occurred. Please try again.",
-                              error="temporarily_unavailable", status=fault.status)
+            err = AadstsError(
+                90033,
+                "A transient error has occurred. Please try again.",
+                error="temporarily_unavailable",
+                status=fault.status,
+            )
         err.headers.update(headers)
         self._error(err)
         return True
@@ -259,8 +301,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _admin(self, path: str) -> None:
         state = self._state()
         if not self.server.is_loopback(self.client_address[0]):
-            self._send(403, {"error": "forbidden",
-                             "error_description": "admin endpoints are loopback only"})
+            self._send(
+                403,
+                {"error": "forbidden", "error_description": "admin endpoints are loopback only"},
+            )
             return
         raw = self._read_body()
         if raw is None:
@@ -275,14 +319,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, state.stats.to_json())
         elif route == ("GET", "/_emulator/faults"):
             self._send(200, {"fault": state.faults.current()})
-        elif route == ("POST", "/_emulator/faults") and isinstance(body, dict) and (
-                REVOKE_FIELD in body):
+        elif (
+            route == ("POST", "/_emulator/faults")
+            and isinstance(body, dict)
+            and (REVOKE_FIELD in body)
+        ):
             self._admin_revoke(body)
         elif route == ("POST", "/_emulator/tokens/introspect"):
             token = body.get("token") if isinstance(body, dict) else None
             if not isinstance(token, str):
-                self._send(400, {"error": "invalid_request",
-                                 "error_description": "'token' is a required string"})
+                self._send(
+                    400,
+                    {
+                        "error": "invalid_request",
+                        "error_description": "'token' is a required string",
+                    },
+                )
                 return
             self._send(200, state.service.introspect(token))
         elif route == ("POST", "/_emulator/faults"):
@@ -302,8 +354,14 @@ class _Handler(BaseHTTPRequestHandler):
         elif route == ("POST", "/_emulator/users/token"):
             self._admin_user_token(body)
         elif route == ("POST", "/_emulator/federated/token"):
-            self._send(200, {"access_token": mint_workload_token(
-                state.service, subject=body.get("subject"), audience=body.get("audience"))})
+            self._send(
+                200,
+                {
+                    "access_token": mint_workload_token(
+                        state.service, subject=body.get("subject"), audience=body.get("audience")
+                    )
+                },
+            )
         else:
             self._send(404, {"error": "not_found", "error_description": f"no route for {path}"})
 
@@ -323,24 +381,41 @@ class _Handler(BaseHTTPRequestHandler):
             body = {}
         upn, audience = body.get("upn"), body.get("audience")
         lifetime = body.get("lifetime_s")
-        if (not isinstance(upn, str) or not upn
-                or (audience is not None and (not isinstance(audience, str) or not audience))
-                or (lifetime is not None and (isinstance(lifetime, bool)
-                                              or not isinstance(lifetime, int) or lifetime < 1))):
-            self._send(400, {"error": "invalid_request",
-                             "error_description": "'upn' is a required string; 'audience' "
-                                                  "(default: the blueprint) a string; "
-                                                  "'lifetime_s' a positive integer"})
+        if (
+            not isinstance(upn, str)
+            or not upn
+            or (audience is not None and (not isinstance(audience, str) or not audience))
+            or (
+                lifetime is not None
+                and (isinstance(lifetime, bool) or not isinstance(lifetime, int) or lifetime < 1)
+            )
+        ):
+            self._send(
+                400,
+                {
+                    "error": "invalid_request",
+                    "error_description": "'upn' is a required string; 'audience' "
+                    "(default: the blueprint) a string; "
+                    "'lifetime_s' a positive integer",
+                },
+            )
             return
         tenant_id = body.get("tenant_id") or service.directory.summary["tenant_id"]
         try:
-            token = service.interactive_user_token(str(tenant_id), upn, audience,
-                                                   lifetime_s=lifetime)
+            token = service.interactive_user_token(
+                str(tenant_id), upn, audience, lifetime_s=lifetime
+            )
         except AadstsError as err:
             self._error(err)
             return
-        self._send(200, {"access_token": token, "token_type": "Bearer",
-                         "expires_in": lifetime or service.token_lifetime_s})
+        self._send(
+            200,
+            {
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": lifetime or service.token_lifetime_s,
+            },
+        )
 
 
 class EmulatorHTTPServer(ThreadingHTTPServer):
@@ -350,8 +425,7 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
     request_queue_size = 1024
     allow_reuse_address = True
 
-    def __init__(self, port: int, state: EmulatorState, cert_file: Path,
-                 key_file: Path) -> None:
+    def __init__(self, port: int, state: EmulatorState, cert_file: Path, key_file: Path) -> None:
         self.state = state
         self._ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._ssl.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -365,8 +439,7 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = self.socket.accept()
         # Handshake lazily in the handler thread so a slow client never blocks accept().
-        return self._ssl.wrap_socket(sock, server_side=True,
-                                     do_handshake_on_connect=False), addr
+        return self._ssl.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
     @staticmethod
     def is_loopback(host: str) -> bool:

@@ -8,8 +8,16 @@ from typing import Any
 
 # The five agent legs, the blueprint's own app-only token, and managed identity
 # tokens from the IMDS endpoint (--imds-port).
-LEGS = ("t1", "autonomous_app", "obo", "t2", "user_fic", "blueprint_app", "managed_identity",
-        "obo_refresh")
+LEGS = (
+    "t1",
+    "autonomous_app",
+    "obo",
+    "t2",
+    "user_fic",
+    "blueprint_app",
+    "managed_identity",
+    "obo_refresh",
+)
 
 
 class Stats:
@@ -39,9 +47,11 @@ class Stats:
 
     def to_json(self) -> dict[str, Any]:
         with self._lock:
-            return {"token_requests": {
-                "total": self._total,
-                "by_leg": {leg: self._by_leg[leg] for leg in LEGS},
-                "by_client": dict(self._by_client),
-                "errors": self._errors,
-            }}
+            return {
+                "token_requests": {
+                    "total": self._total,
+                    "by_leg": {leg: self._by_leg[leg] for leg in LEGS},
+                    "by_client": dict(self._by_client),
+                    "errors": self._errors,
+                }
+            }

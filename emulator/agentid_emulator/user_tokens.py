@@ -37,18 +37,24 @@ def pairwise_subject(object_id: str, app_id: str) -> str:
 
 def user_not_found(tenant: Tenant) -> AadstsError:
     # Entra hides the name ({EmailHidden}); so does the emulator.
-    return AadstsError(50034, "The user account {EmailHidden} does not exist in the "
-                              f"{tenant.tenant_id} directory. To sign into this "
-                              "application, the account must be added to the directory.")
+    return AadstsError(
+        50034,
+        "The user account {EmailHidden} does not exist in the "
+        f"{tenant.tenant_id} directory. To sign into this "
+        "application, the account must be added to the directory.",
+    )
 
 
 def default_audience(tenant: Tenant) -> str:
     """The tenant's first blueprint: what ``/_emulator/users/token`` issues for."""
     bp = next(iter(tenant.blueprints.values()), None)
     if bp is None:
-        raise AadstsError(500011, "The resource principal was not found in the tenant named "
-                                  f"{tenant.tenant_id}: it has no agent identity blueprint. "
-                                  "Pass an audience.")
+        raise AadstsError(
+            500011,
+            "The resource principal was not found in the tenant named "
+            f"{tenant.tenant_id}: it has no agent identity blueprint. "
+            "Pass an audience.",
+        )
     return bp.app_id
 
 
@@ -60,8 +66,18 @@ def interactive_claims(tenant: Tenant, upn: str, audience: str | None) -> dict[s
     aud = audience or default_audience(tenant)
     to_blueprint = any(aud.lower() in blueprint_audiences(bp) for bp in tenant.blueprints)
     client = INTERACTIVE_CLIENT_ID
-    return {"aud": aud, "azp": client, "azpacr": "0", "appid": client, "appidacr": "0",
-            "idtyp": "user", "upn": user.upn, "unique_name": user.upn,
-            "preferred_username": user.upn, "name": user.display_name or user.upn,
-            "oid": user.object_id, "sub": pairwise_subject(user.object_id, client),
-            "scp": BLUEPRINT_SCOPE if to_blueprint else "access_as_user"}
+    return {
+        "aud": aud,
+        "azp": client,
+        "azpacr": "0",
+        "appid": client,
+        "appidacr": "0",
+        "idtyp": "user",
+        "upn": user.upn,
+        "unique_name": user.upn,
+        "preferred_username": user.upn,
+        "name": user.display_name or user.upn,
+        "oid": user.object_id,
+        "sub": pairwise_subject(user.object_id, client),
+        "scp": BLUEPRINT_SCOPE if to_blueprint else "access_as_user",
+    }

@@ -20,15 +20,25 @@ def workload_issuer(authority_host: str) -> str:
     return authority_host + WORKLOAD_ISSUER_PATH
 
 
-def mint_workload_token(service: Any, *, subject: Any = None, audience: Any = None,
-                        lifetime_s: int = WORKLOAD_TOKEN_LIFETIME_S) -> str:
+def mint_workload_token(
+    service: Any,
+    *,
+    subject: Any = None,
+    audience: Any = None,
+    lifetime_s: int = WORKLOAD_TOKEN_LIFETIME_S,
+) -> str:
     """A federated assertion from the emulator's workload issuer."""
     subject = subject if isinstance(subject, str) and subject else DEMO_WORKLOAD_SUBJECT
     audience = audience if isinstance(audience, str) and audience else TOKEN_EXCHANGE_AUDIENCE
     tenant_id = service.directory.summary.get("tenant_id", "")
-    return str(service.issuer.mint(tenant_id, {"aud": audience, "sub": subject},
-                                   lifetime_s=lifetime_s,
-                                   issuer=workload_issuer(service.authority_host)))
+    return str(
+        service.issuer.mint(
+            tenant_id,
+            {"aud": audience, "sub": subject},
+            lifetime_s=lifetime_s,
+            issuer=workload_issuer(service.authority_host),
+        )
+    )
 
 
 def write_workload_token(service: Any, path: Path) -> None:

@@ -49,18 +49,18 @@ class CaeHandler(QuietHandler):
         auth = self.headers.get("Authorization", "")
         if not auth.startswith("Bearer "):
             return self._reply(401, {"error": "no bearer token"}, challenge=None)
-        token = auth[len("Bearer "):]
+        token = auth[len("Bearer ") :]
         try:
             claims = self.server.gate.verify(token)
         except TokenRejected as exc:
             return self._reply(401, {"error": str(exc)}, challenge=None)
         if self.server.introspect(token).get("revoked"):
             self.server.note("challenged", token)
-            return self._reply(401, {"error": "token revoked"},
-                               challenge=challenge_claims(int(time.time())))
+            return self._reply(
+                401, {"error": "token revoked"}, challenge=challenge_claims(int(time.time()))
+            )
         self.server.note("accepted", token)
-        self._reply(200, {"xms_cc": claims.get("xms_cc"), "sha256": digest(token)},
-                    challenge=None)
+        self._reply(200, {"xms_cc": claims.get("xms_cc"), "sha256": digest(token)}, challenge=None)
 
     def _reply(self, status: int, body: dict[str, Any], *, challenge: str | None) -> None:
         data = json.dumps(body).encode()
@@ -68,8 +68,10 @@ class CaeHandler(QuietHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         if status == 401:
-            value = ('Bearer realm="", authorization_uri='
-                     '"https://login.microsoftonline.com/common/oauth2/authorize"')
+            value = (
+                'Bearer realm="", authorization_uri='
+                '"https://login.microsoftonline.com/common/oauth2/authorize"'
+            )
             if challenge is not None:
                 value += f', error="insufficient_claims", claims="{challenge}"'
             self.send_header("WWW-Authenticate", value)

@@ -93,9 +93,7 @@ class GitHttpHandler(QuietHandler):
 
     def _record(self, status: int, *, authenticated: bool) -> None:
         with self.server.lock:
-            self.server.requests.append(
-                GitRequest(self.command, self.path, status, authenticated)
-            )
+            self.server.requests.append(GitRequest(self.command, self.path, status, authenticated))
 
     # -- body ---------------------------------------------------------------
 
@@ -155,7 +153,9 @@ class GitHttpHandler(QuietHandler):
         proc = subprocess.Popen(
             [self.server.git, "http-backend"],
             env=self._cgi_env(body),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         assert proc.stdin
         assert proc.stdout
@@ -254,14 +254,22 @@ def make_bare_repo(project_root: Path, name: str = "repo.git") -> str:
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(project_root),
         "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_AUTHOR_NAME": "agentid test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
-        "GIT_COMMITTER_NAME": "agentid test", "GIT_COMMITTER_EMAIL": "test@example.invalid",
+        "GIT_AUTHOR_NAME": "agentid test",
+        "GIT_AUTHOR_EMAIL": "test@example.invalid",
+        "GIT_COMMITTER_NAME": "agentid test",
+        "GIT_COMMITTER_EMAIL": "test@example.invalid",
     }
 
     def git(*args: str, cwd: Path) -> str:
         return subprocess.run(
-            ["git", *args], cwd=cwd, env=env, check=True, timeout=30,
-            capture_output=True, text=True, stdin=subprocess.DEVNULL,
+            ["git", *args],
+            cwd=cwd,
+            env=env,
+            check=True,
+            timeout=30,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
         ).stdout.strip()
 
     project_root.mkdir(parents=True, exist_ok=True)

@@ -20,10 +20,16 @@ from token_gate import TokenGate, TokenRejected
 
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 USERS = (
-    {"id": "5f1c0a7e-0000-4000-8000-000000000001", "displayName": "Adele Vance",
-     "userPrincipalName": "adele@contoso.example"},
-    {"id": "5f1c0a7e-0000-4000-8000-000000000002", "displayName": "Megan Bowen",
-     "userPrincipalName": "megan@contoso.example"},
+    {
+        "id": "5f1c0a7e-0000-4000-8000-000000000001",
+        "displayName": "Adele Vance",
+        "userPrincipalName": "adele@contoso.example",
+    },
+    {
+        "id": "5f1c0a7e-0000-4000-8000-000000000002",
+        "displayName": "Megan Bowen",
+        "userPrincipalName": "megan@contoso.example",
+    },
 )
 
 
@@ -39,8 +45,9 @@ class GraphHandler(QuietHandler):
         path = urlsplit(self.path).path.rstrip("/")
         token = self.bearer_or_basic_password()
         if token is None or not self.headers.get("Authorization", "").startswith("Bearer "):
-            return self._reply(401, _graph_error("InvalidAuthenticationToken",
-                                                 "Access token is empty."))
+            return self._reply(
+                401, _graph_error("InvalidAuthenticationToken", "Access token is empty.")
+            )
         try:
             claims = self.server.gate.verify(token)
         except TokenRejected as exc:
@@ -48,13 +55,17 @@ class GraphHandler(QuietHandler):
             return self._reply(401, _graph_error("InvalidAuthenticationToken", str(exc)))
         self.server.note_caller(str(claims.get("appid") or claims.get("azp")))
         if path == "/v1.0/users":
-            return self._reply(200, {
-                "@odata.context": f"{GRAPH_RESOURCE}/v1.0/$metadata#users",
-                "value": list(USERS),
-            })
+            return self._reply(
+                200,
+                {
+                    "@odata.context": f"{GRAPH_RESOURCE}/v1.0/$metadata#users",
+                    "value": list(USERS),
+                },
+            )
         if path == "/v1.0/organization":
-            return self._reply(200, {"value": [{"id": claims.get("tid"),
-                                                "displayName": "Contoso (emulated)"}]})
+            return self._reply(
+                200, {"value": [{"id": claims.get("tid"), "displayName": "Contoso (emulated)"}]}
+            )
         self._reply(404, _graph_error("Request_ResourceNotFound", f"no resource {path}"))
 
     def _reply(self, status: int, body: dict[str, Any]) -> None:
@@ -63,8 +74,11 @@ class GraphHandler(QuietHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         if status == 401:
-            self.send_header("WWW-Authenticate", 'Bearer realm="", authorization_uri='
-                             '"https://login.microsoftonline.com/common/oauth2/authorize"')
+            self.send_header(
+                "WWW-Authenticate",
+                'Bearer realm="", authorization_uri='
+                '"https://login.microsoftonline.com/common/oauth2/authorize"',
+            )
         self.end_headers()
         self.wfile.write(data)
 

@@ -61,14 +61,14 @@ __all__ = ["emulator_profile", "toml_dumps"]  # re-exported for the integration 
 
 # -- sandbox -----------------------------------------------------------------
 
+
 @dataclass
 class HelperSandbox:
     root: Path
     env: dict[str, str] = field(repr=False)
 
     @classmethod
-    def create(cls, root: Path,
-               extra_env: Mapping[str, str | None] | None = None) -> HelperSandbox:
+    def create(cls, root: Path, extra_env: Mapping[str, str | None] | None = None) -> HelperSandbox:
         """A sandbox under *root*; *extra_env* adds variables (``None`` removes one)."""
         root.mkdir(parents=True, exist_ok=True)
         dirs = {name: root / name for name in ("home", "config", "data", "cache", "state", "run")}
@@ -124,12 +124,22 @@ class HelperSandbox:
         path.write_text(value)
         return path
 
-    def client(self, *args: str, input: str | None = None, timeout: float = CLIENT_TIMEOUT_S,
-               env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def client(
+        self,
+        *args: str,
+        input: str | None = None,
+        timeout: float = CLIENT_TIMEOUT_S,
+        env: Mapping[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``agentid-helper ARGS`` in the sandbox (never raises on a non-zero exit)."""
         return subprocess.run(
-            [helper_bin("agentid-helper"), *args], input=input, capture_output=True, text=True,
-            env={**self.env, **(env or {})}, timeout=timeout, cwd=self.root,
+            [helper_bin("agentid-helper"), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env={**self.env, **(env or {})},
+            timeout=timeout,
+            cwd=self.root,
             stdin=None if input is not None else subprocess.DEVNULL,
         )
 
@@ -140,6 +150,7 @@ def describe(proc: subprocess.CompletedProcess[str]) -> str:
 
 
 # -- daemon ------------------------------------------------------------------
+
 
 class DaemonError(RuntimeError):
     pass
@@ -157,14 +168,19 @@ class DaemonProcess:
     def start(self, timeout: float = DAEMON_READY_TIMEOUT_S) -> DaemonProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                self.argv, env=self.sandbox.env, cwd=self.sandbox.root,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                self.argv,
+                env=self.sandbox.env,
+                cwd=self.sandbox.root,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
-                raise DaemonError(f"daemon exited with {self.process.returncode}:\n"
-                                  f"{self.log_text()[-3000:]}")
+                raise DaemonError(
+                    f"daemon exited with {self.process.returncode}:\n{self.log_text()[-3000:]}"
+                )
             if _http_status(self.sandbox.socket_path, "/readyz") == 200:
                 return self
             if time.monotonic() > deadline:

@@ -19,8 +19,13 @@ class GatedHTTPSServer(http.server.ThreadingHTTPServer):
     # Handlers must not hang a test: a stuck client gets disconnected.
     request_timeout_s = 30.0
 
-    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler], tls: ServerTls,
-                 gate: TokenGate, **extra: Any) -> None:
+    def __init__(
+        self,
+        handler: type[http.server.BaseHTTPRequestHandler],
+        tls: ServerTls,
+        gate: TokenGate,
+        **extra: Any,
+    ) -> None:
         super().__init__(("127.0.0.1", 0), handler)
         self.gate = gate
         self.extra = extra
@@ -54,7 +59,9 @@ class GatedHTTPSServer(http.server.ThreadingHTTPServer):
 
     def start(self) -> GatedHTTPSServer:
         self._thread = threading.Thread(
-            target=self.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True,
+            target=self.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            daemon=True,
             name=f"{type(self).__name__}:{self.port}",
         )
         self._thread.start()

@@ -36,8 +36,13 @@ class Seen:
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
     return {
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason, "code": code,
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
     }
 
 
@@ -46,8 +51,10 @@ def _namespace(name: str) -> dict[str, Any]:
         "kind": "Namespace",
         "apiVersion": "v1",
         "metadata": {
-            "name": name, "uid": f"00000000-0000-4000-8000-{abs(hash(name)) % 10**12:012d}",
-            "resourceVersion": "1", "creationTimestamp": _CREATED,
+            "name": name,
+            "uid": f"00000000-0000-4000-8000-{abs(hash(name)) % 10**12:012d}",
+            "resourceVersion": "1",
+            "creationTimestamp": _CREATED,
             "labels": {"kubernetes.io/metadata.name": name},
         },
         "spec": {"finalizers": ["kubernetes"]},
@@ -57,26 +64,40 @@ def _namespace(name: str) -> dict[str, Any]:
 
 def _namespace_list() -> dict[str, Any]:
     return {
-        "kind": "NamespaceList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
+        "kind": "NamespaceList",
+        "apiVersion": "v1",
+        "metadata": {"resourceVersion": "1"},
         "items": [_namespace(n) for n in NAMESPACES],
     }
 
 
 def _namespace_table() -> dict[str, Any]:
     def column(name: str, fmt: str, description: str) -> dict[str, Any]:
-        return {"name": name, "type": "string", "format": fmt,
-                "description": description, "priority": 0}
+        return {
+            "name": name,
+            "type": "string",
+            "format": fmt,
+            "description": description,
+            "priority": 0,
+        }
 
     rows = []
     for ns in _namespace_list()["items"]:
         meta = ns["metadata"]
-        rows.append({
-            "cells": [meta["name"], "Active", "100d"],
-            "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                       "metadata": meta},
-        })
+        rows.append(
+            {
+                "cells": [meta["name"], "Active", "100d"],
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": meta,
+                },
+            }
+        )
     return {
-        "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": "1"},
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": "1"},
         "columnDefinitions": [
             column("Name", "name", "Name must be unique within a namespace."),
             column("Status", "", "The status of the namespace"),
@@ -114,26 +135,44 @@ class KubeApiHandler(QuietHandler):
 
     def _route(self, path: str) -> dict[str, Any] | None:
         if path == "/version":
-            return {"major": "1", "minor": "32", "gitVersion": "v1.32.0-agentid-fake",
-                    "platform": "linux/amd64"}
+            return {
+                "major": "1",
+                "minor": "32",
+                "gitVersion": "v1.32.0-agentid-fake",
+                "platform": "linux/amd64",
+            }
         if path == "/api":
-            return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
-                {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.server.port}"}]}
+            return {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [
+                    {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.server.port}"}
+                ],
+            }
         if path == "/apis":
             return {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}
         if path == "/api/v1":
-            return {"kind": "APIResourceList", "groupVersion": "v1", "resources": [{
-                "name": "namespaces", "singularName": "namespace", "namespaced": False,
-                "kind": "Namespace", "shortNames": ["ns"],
-                "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
-            }]}
+            return {
+                "kind": "APIResourceList",
+                "groupVersion": "v1",
+                "resources": [
+                    {
+                        "name": "namespaces",
+                        "singularName": "namespace",
+                        "namespaced": False,
+                        "kind": "Namespace",
+                        "shortNames": ["ns"],
+                        "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+                    }
+                ],
+            }
         if path == "/api/v1/namespaces":
             if "as=Table" in self.headers.get("Accept", ""):
                 return _namespace_table()
             return _namespace_list()
         prefix = "/api/v1/namespaces/"
-        if path.startswith(prefix) and path[len(prefix):] in NAMESPACES:
-            return _namespace(path[len(prefix):])
+        if path.startswith(prefix) and path[len(prefix) :] in NAMESPACES:
+            return _namespace(path[len(prefix) :])
         return None
 
     def _reply(self, status: int, body: dict[str, Any]) -> None:

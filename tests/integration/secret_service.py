@@ -72,14 +72,19 @@ class SecretService:
         with (self.log_dir / "dbus.log").open("wb") as log:
             self._dbus = subprocess.Popen(
                 ["dbus-daemon", "--session", "--nofork", "--nopidfile", "--print-address=1"],
-                env=self.base_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+                env=self.base_env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
             )
         assert self._dbus.stdout is not None
         ready, _, _ = select.select([self._dbus.stdout], [], [], START_TIMEOUT_S)
         line = self._dbus.stdout.readline().decode().strip() if ready else ""
         if not line:
-            raise SecretServiceError("dbus-daemon printed no address: "
-                                     + (self.log_dir / "dbus.log").read_text(errors="replace"))
+            raise SecretServiceError(
+                "dbus-daemon printed no address: "
+                + (self.log_dir / "dbus.log").read_text(errors="replace")
+            )
         return line
 
     def _start_keyring(self) -> None:
@@ -87,7 +92,10 @@ class SecretService:
         with (self.log_dir / "gnome-keyring.log").open("wb") as log:
             self._keyring = subprocess.Popen(
                 ["gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets"],
-                env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
             )
         assert self._keyring.stdin is not None
         self._keyring.stdin.write(KEYRING_PASSWORD.encode())
@@ -95,8 +103,9 @@ class SecretService:
 
     def _wait_ready(self) -> str:
         """Wait until the default collection is unlocked; return keyring's backend name."""
-        env = {k: v for k, v in {**self.base_env, **self.env}.items()
-               if k != "PYTHON_KEYRING_BACKEND"}
+        env = {
+            k: v for k, v in {**self.base_env, **self.env}.items() if k != "PYTHON_KEYRING_BACKEND"
+        }
         deadline = time.monotonic() + START_TIMEOUT_S
         last = ""
         while time.monotonic() < deadline:
@@ -105,9 +114,14 @@ class SecretService:
                     f"gnome-keyring-daemon exited with {self._keyring.returncode}: "
                     + (self.log_dir / "gnome-keyring.log").read_text(errors="replace")[-2000:]
                 )
-            probe = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True,
-                                   text=True, timeout=START_TIMEOUT_S,
-                                   stdin=subprocess.DEVNULL)
+            probe = subprocess.run(
+                [sys.executable, "-c", _PROBE],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=START_TIMEOUT_S,
+                stdin=subprocess.DEVNULL,
+            )
             if probe.returncode == 0:
                 return probe.stdout.strip()
             last = (probe.stderr.strip().splitlines() or [""])[-1]
@@ -133,4 +147,3 @@ class SecretService:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-

@@ -42,16 +42,23 @@ class Stack:
     gate: TokenGate
     info: dict[str, Any]
 
-    def run_app(self, app: str, *args: str, profile: str = PROFILE,
-                input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run_app(
+        self, app: str, *args: str, profile: str = PROFILE, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return self.sandbox.client(
-            "exec", "--profile", profile, "--", sys.executable, str(APPS / app), *args,
-            input=input, timeout=APP_TIMEOUT_S,
+            "exec",
+            "--profile",
+            profile,
+            "--",
+            sys.executable,
+            str(APPS / app),
+            *args,
+            input=input,
+            timeout=APP_TIMEOUT_S,
         )
 
     def served_token(self, scope: str = GRAPH_SCOPE) -> dict[str, Any]:
-        got = self.sandbox.client("get", "--profile", PROFILE, "--scope", scope,
-                                  "--format", "json")
+        got = self.sandbox.client("get", "--profile", PROFILE, "--scope", scope, "--format", "json")
         assert got.returncode == 0, describe(got)
         body: dict[str, Any] = json.loads(got.stdout)
         return body
@@ -69,16 +76,23 @@ def sha256(token: str) -> str:
 
 
 @pytest.fixture
-def stack(emulator: Any, sandbox: HelperSandbox,
-          start_daemon: Callable[[], DaemonProcess]) -> Iterator[Stack]:
+def stack(
+    emulator: Any, sandbox: HelperSandbox, start_daemon: Callable[[], DaemonProcess]
+) -> Iterator[Stack]:
     info = emulator.info
     secret_file = sandbox.write_secret("blueprint.secret", info["blueprint_secret"])
-    sandbox.write_config(emulator_config(
-        info, {"secret_file": str(secret_file)},
-        profiles={PROFILE: emulator_profile(
-            info, resource=GRAPH_RESOURCE, credential={"secret_file": str(secret_file)})},
-        default_profile=PROFILE,
-    ))
+    sandbox.write_config(
+        emulator_config(
+            info,
+            {"secret_file": str(secret_file)},
+            profiles={
+                PROFILE: emulator_profile(
+                    info, resource=GRAPH_RESOURCE, credential={"secret_file": str(secret_file)}
+                )
+            },
+            default_profile=PROFILE,
+        )
+    )
     daemon = start_daemon()
     gate = TokenGate.from_emulator(info, audience=GRAPH_RESOURCE)
     yield Stack(sandbox, daemon, gate, info)
@@ -111,14 +125,30 @@ def test_default_azure_credential_sends_azure_client_id(stack: Stack) -> None:
     the agent's app id works, another id is refused with a message naming both."""
     agent = stack.info["agent_identity_app_id"]
     ok = stack.sandbox.client(
-        "exec", "--profile", PROFILE, "--", sys.executable, str(APPS / "app_default_credential.py"),
-        GRAPH_SCOPE, env={"AZURE_CLIENT_ID": agent}, timeout=APP_TIMEOUT_S)
+        "exec",
+        "--profile",
+        PROFILE,
+        "--",
+        sys.executable,
+        str(APPS / "app_default_credential.py"),
+        GRAPH_SCOPE,
+        env={"AZURE_CLIENT_ID": agent},
+        timeout=APP_TIMEOUT_S,
+    )
     (report,) = reports(ok)
     check_agent_token(stack, report)
     other = stack.info["blueprint_app_id"]
     refused = stack.sandbox.client(
-        "exec", "--profile", PROFILE, "--", sys.executable, str(APPS / "app_default_credential.py"),
-        GRAPH_SCOPE, env={"AZURE_CLIENT_ID": other}, timeout=APP_TIMEOUT_S)
+        "exec",
+        "--profile",
+        PROFILE,
+        "--",
+        sys.executable,
+        str(APPS / "app_default_credential.py"),
+        GRAPH_SCOPE,
+        env={"AZURE_CLIENT_ID": other},
+        timeout=APP_TIMEOUT_S,
+    )
     assert refused.returncode != 0
     assert "not this session's agent identity" in refused.stderr
     assert other in refused.stderr
@@ -130,9 +160,13 @@ def test_azure_cli_credential_reads_get_format_az(stack: Stack) -> None:
     that runs `agentid-helper get --format az`."""
     path = f"{APPS}{os.pathsep}{stack.sandbox.env['PATH']}"
     proc = subprocess.run(
-        [sys.executable, str(APPS / "app_azure_cli.py"), GRAPH_SCOPE], capture_output=True,
-        text=True, env={**stack.sandbox.env, "PATH": path}, cwd=stack.sandbox.root,
-        timeout=APP_TIMEOUT_S, stdin=subprocess.DEVNULL,
+        [sys.executable, str(APPS / "app_azure_cli.py"), GRAPH_SCOPE],
+        capture_output=True,
+        text=True,
+        env={**stack.sandbox.env, "PATH": path},
+        cwd=stack.sandbox.root,
+        timeout=APP_TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
     )
     (report,) = reports(proc)
     check_agent_token(stack, report)
@@ -147,10 +181,22 @@ def test_azure_cli_credential_reads_get_format_az(stack: Stack) -> None:
 def test_long_running_child_gets_fresh_tokens(stack: Stack) -> None:
     """A token in an environment variable goes stale; the endpoint does not."""
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "agentid-helper"), "exec", "--profile", PROFILE,
-         "--", sys.executable, str(APPS / "app_managed_identity.py"), GRAPH_SCOPE],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=stack.sandbox.env, cwd=stack.sandbox.root,
+        [
+            str(Path(sys.executable).parent / "agentid-helper"),
+            "exec",
+            "--profile",
+            PROFILE,
+            "--",
+            sys.executable,
+            str(APPS / "app_managed_identity.py"),
+            GRAPH_SCOPE,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=stack.sandbox.env,
+        cwd=stack.sandbox.root,
     )
     try:
         assert proc.stdout is not None
@@ -182,7 +228,8 @@ def test_graph_service_client_under_exec(stack: Stack, server_tls: ServerTls) ->
 
 
 def test_azure_core_pipeline_with_agent_identity_credential(
-        stack: Stack, server_tls: ServerTls) -> None:
+    stack: Stack, server_tls: ServerTls
+) -> None:
     from azure.core.pipeline import Pipeline
     from azure.core.pipeline.policies import BearerTokenCredentialPolicy
     from azure.core.pipeline.transport import RequestsTransport
@@ -191,7 +238,8 @@ def test_azure_core_pipeline_with_agent_identity_credential(
     from agentid_client.azure import AgentIdentityCredential
 
     credential = AgentIdentityCredential(
-        PROFILE, socket_path=str(stack.sandbox.socket_path), timeout=60)
+        PROFILE, socket_path=str(stack.sandbox.socket_path), timeout=60
+    )
     pipeline = Pipeline(
         transport=RequestsTransport(connection_verify=str(server_tls.ca_file)),
         policies=[BearerTokenCredentialPolicy(credential, GRAPH_SCOPE)],
@@ -202,7 +250,9 @@ def test_azure_core_pipeline_with_agent_identity_credential(
     assert first.http_response.status_code == 200
     assert second.http_response.status_code == 200
     assert [u["displayName"] for u in first.http_response.json()["value"]] == [
-        "Adele Vance", "Megan Bowen"]
+        "Adele Vance",
+        "Megan Bowen",
+    ]
     assert second.http_response.json()["value"][0]["id"] == stack.info["tenant_id"]
     assert graph.callers == [stack.info["agent_identity_app_id"]] * 2
     assert stack.gate.accepted[-1] == stack.served_token()["access_token"]

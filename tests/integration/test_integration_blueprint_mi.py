@@ -30,8 +30,10 @@ AGENT_B = "55555555-5555-4555-8555-555555555555"
 BLUEPRINT = "33333333-3333-4333-8333-333333333333"
 MI_CLIENT_ID = "99999999-9999-4999-8999-999999999999"
 MI_OBJECT_ID = "88888888-8888-4888-8888-888888888888"
-MI_RESOURCE_ID = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/agents/"
-                  "providers/Microsoft.ManagedIdentity/userAssignedIdentities/build-agents")
+MI_RESOURCE_ID = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/agents/"
+    "providers/Microsoft.ManagedIdentity/userAssignedIdentities/build-agents"
+)
 
 
 def by_leg(emu: Any) -> dict[str, int]:
@@ -40,14 +42,22 @@ def by_leg(emu: Any) -> dict[str, int]:
 
 def mi_config(emu: Any, credential: Any) -> dict[str, Any]:
     info = emu.info
-    profile = {"blueprint_app_id": BLUEPRINT, "scope": f"{GRAPH_RESOURCE}/.default",
-               "blueprint_credential": credential}
+    profile = {
+        "blueprint_app_id": BLUEPRINT,
+        "scope": f"{GRAPH_RESOURCE}/.default",
+        "blueprint_credential": credential,
+    }
     return {
         "default_profile": "a",
-        "defaults": {"tenant_id": info["tenant_id"], "authority_host": info["authority_host"],
-                     "ca_bundle": info["ca_bundle"]},
-        "profiles": {"a": {**profile, "agent_identity_app_id": AGENT_A},
-                     "b": {**profile, "agent_identity_app_id": AGENT_B}},
+        "defaults": {
+            "tenant_id": info["tenant_id"],
+            "authority_host": info["authority_host"],
+            "ca_bundle": info["ca_bundle"],
+        },
+        "profiles": {
+            "a": {**profile, "agent_identity_app_id": AGENT_A},
+            "b": {**profile, "agent_identity_app_id": AGENT_B},
+        },
     }
 
 
@@ -56,8 +66,9 @@ def imds_emulator(emulator_factory: Callable[..., Any]) -> Any:
     return emulator_factory(seed=SEED, imds_port=0)
 
 
-def start(sandbox: HelperSandbox, start_daemon: Callable[[], DaemonProcess], emu: Any,
-          credential: Any) -> DaemonProcess:
+def start(
+    sandbox: HelperSandbox, start_daemon: Callable[[], DaemonProcess], emu: Any, credential: Any
+) -> DaemonProcess:
     sandbox.write_config(mi_config(emu, credential))
     # Where MSAL looks for IMDS (the emulator's, not 169.254.169.254).
     sandbox.env["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = emu.info["imds_endpoint"]
@@ -71,16 +82,22 @@ def get(sandbox: HelperSandbox, *args: str) -> dict[str, Any]:
     return body
 
 
-@pytest.mark.parametrize("credential", [
-    {"managed_identity": MI_CLIENT_ID},
-    {"managed_identity": {"client_id": MI_CLIENT_ID}},
-    {"managed_identity": {"object_id": MI_OBJECT_ID}},
-    {"managed_identity": {"resource_id": MI_RESOURCE_ID}},
-    {"managed_identity": "system"},  # the only identity of this "VM"
-])
+@pytest.mark.parametrize(
+    "credential",
+    [
+        {"managed_identity": MI_CLIENT_ID},
+        {"managed_identity": {"client_id": MI_CLIENT_ID}},
+        {"managed_identity": {"object_id": MI_OBJECT_ID}},
+        {"managed_identity": {"resource_id": MI_RESOURCE_ID}},
+        {"managed_identity": "system"},  # the only identity of this "VM"
+    ],
+)
 def test_managed_identity_blueprint_credential(
-        imds_emulator: Any, sandbox: HelperSandbox, start_daemon: Callable[[], DaemonProcess],
-        credential: Any) -> None:
+    imds_emulator: Any,
+    sandbox: HelperSandbox,
+    start_daemon: Callable[[], DaemonProcess],
+    credential: Any,
+) -> None:
     daemon = start(sandbox, start_daemon, imds_emulator, credential)
     body = get(sandbox)
     gate = TokenGate.from_emulator(imds_emulator.info, audience=GRAPH_RESOURCE)
@@ -94,8 +111,8 @@ def test_managed_identity_blueprint_credential(
 
 
 def test_managed_identity_token_is_one_cache_entry_for_every_agent(
-        imds_emulator: Any, sandbox: HelperSandbox,
-        start_daemon: Callable[[], DaemonProcess]) -> None:
+    imds_emulator: Any, sandbox: HelperSandbox, start_daemon: Callable[[], DaemonProcess]
+) -> None:
     start(sandbox, start_daemon, imds_emulator, {"managed_identity": MI_CLIENT_ID})
     get(sandbox, "--profile", "a")
     get(sandbox, "--profile", "b")
@@ -117,10 +134,14 @@ def test_managed_identity_token_is_one_cache_entry_for_every_agent(
 
 
 def test_unknown_managed_identity_is_a_clear_error(
-        imds_emulator: Any, sandbox: HelperSandbox,
-        start_daemon: Callable[[], DaemonProcess]) -> None:
-    start(sandbox, start_daemon, imds_emulator,
-          {"managed_identity": "12345678-1234-4234-8234-123456789012"})
+    imds_emulator: Any, sandbox: HelperSandbox, start_daemon: Callable[[], DaemonProcess]
+) -> None:
+    start(
+        sandbox,
+        start_daemon,
+        imds_emulator,
+        {"managed_identity": "12345678-1234-4234-8234-123456789012"},
+    )
     got = sandbox.client("get")
     assert got.returncode == 4, describe(got)
     assert "managed_identity" in got.stderr
@@ -128,21 +149,30 @@ def test_unknown_managed_identity_is_a_clear_error(
 
 
 def test_workload_identity_blueprint_credential(
-        emulator: Any, sandbox: HelperSandbox, start_daemon: Callable[[], DaemonProcess]) -> None:
+    emulator: Any, sandbox: HelperSandbox, start_daemon: Callable[[], DaemonProcess]
+) -> None:
     """``"workload_identity"``: AZURE_FEDERATED_TOKEN_FILE, and AZURE_CLIENT_ID is the
     blueprint when no profile names one (as the AKS webhook sets them)."""
     info = emulator.info
-    sandbox.write_config({
-        "default_profile": "wi",
-        "defaults": {"authority_host": info["authority_host"], "ca_bundle": info["ca_bundle"]},
-        "profiles": {"wi": {"agent_identity_app_id": info["agent_identity_app_id"],
-                            "blueprint_credential": "workload_identity"}},
-    })
-    sandbox.env.update({
-        "AZURE_FEDERATED_TOKEN_FILE": info["blueprint_federated_token_file"],
-        "AZURE_CLIENT_ID": info["blueprint_app_id"],
-        "AZURE_TENANT_ID": info["tenant_id"],
-    })
+    sandbox.write_config(
+        {
+            "default_profile": "wi",
+            "defaults": {"authority_host": info["authority_host"], "ca_bundle": info["ca_bundle"]},
+            "profiles": {
+                "wi": {
+                    "agent_identity_app_id": info["agent_identity_app_id"],
+                    "blueprint_credential": "workload_identity",
+                }
+            },
+        }
+    )
+    sandbox.env.update(
+        {
+            "AZURE_FEDERATED_TOKEN_FILE": info["blueprint_federated_token_file"],
+            "AZURE_CLIENT_ID": info["blueprint_app_id"],
+            "AZURE_TENANT_ID": info["tenant_id"],
+        }
+    )
     daemon = start_daemon()
     body = get(sandbox)
     gate = TokenGate.from_emulator(info, audience=GRAPH_RESOURCE)
@@ -153,15 +183,25 @@ def test_workload_identity_blueprint_credential(
 
 
 def test_workload_identity_without_token_file_is_a_config_error(
-        emulator: Any, sandbox: HelperSandbox, start_daemon: Callable[[], DaemonProcess]) -> None:
+    emulator: Any, sandbox: HelperSandbox, start_daemon: Callable[[], DaemonProcess]
+) -> None:
     info = emulator.info
-    sandbox.write_config({
-        "defaults": {"tenant_id": info["tenant_id"], "authority_host": info["authority_host"],
-                     "ca_bundle": info["ca_bundle"]},
-        "profiles": {"wi": {"agent_identity_app_id": info["agent_identity_app_id"],
-                            "blueprint_app_id": info["blueprint_app_id"],
-                            "blueprint_credential": "workload_identity"}},
-    })
+    sandbox.write_config(
+        {
+            "defaults": {
+                "tenant_id": info["tenant_id"],
+                "authority_host": info["authority_host"],
+                "ca_bundle": info["ca_bundle"],
+            },
+            "profiles": {
+                "wi": {
+                    "agent_identity_app_id": info["agent_identity_app_id"],
+                    "blueprint_app_id": info["blueprint_app_id"],
+                    "blueprint_credential": "workload_identity",
+                }
+            },
+        }
+    )
     start_daemon()
     got = sandbox.client("get", "--profile", "wi")
     assert got.returncode == 5, describe(got)
@@ -169,8 +209,10 @@ def test_workload_identity_without_token_file_is_a_config_error(
 
 
 def test_managed_identity_token_is_refreshed_ahead(
-        emulator_factory: Callable[..., Any], sandbox: HelperSandbox,
-        start_daemon: Callable[[], DaemonProcess]) -> None:
+    emulator_factory: Callable[..., Any],
+    sandbox: HelperSandbox,
+    start_daemon: Callable[[], DaemonProcess],
+) -> None:
     """Like T1, the identity's token is refreshed in the background before it expires."""
     emu = emulator_factory(seed=SEED, imds_port=0, token_lifetime_s=30)
     start(sandbox, start_daemon, emu, {"managed_identity": MI_CLIENT_ID})

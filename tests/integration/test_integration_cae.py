@@ -33,18 +33,29 @@ SCOPE = f"{GRAPH_RESOURCE}/.default"
 
 
 @pytest.fixture
-def daemon(emulator: Any, sandbox: HelperSandbox,
-           start_daemon: Callable[[], DaemonProcess]) -> Iterator[DaemonProcess]:
+def daemon(
+    emulator: Any, sandbox: HelperSandbox, start_daemon: Callable[[], DaemonProcess]
+) -> Iterator[DaemonProcess]:
     info = emulator.info
     secret_file = sandbox.write_secret("blueprint.secret", info["blueprint_secret"])
-    sandbox.write_config({
-        "default_profile": PROFILE,
-        "defaults": {"tenant_id": info["tenant_id"], "authority_host": info["authority_host"],
-                     "ca_bundle": info["ca_bundle"]},
-        "profiles": {PROFILE: emulator_profile(
-            info, resource=GRAPH_RESOURCE, credential={"secret_file": str(secret_file)},
-            client_capabilities=["cp1"])},
-    })
+    sandbox.write_config(
+        {
+            "default_profile": PROFILE,
+            "defaults": {
+                "tenant_id": info["tenant_id"],
+                "authority_host": info["authority_host"],
+                "ca_bundle": info["ca_bundle"],
+            },
+            "profiles": {
+                PROFILE: emulator_profile(
+                    info,
+                    resource=GRAPH_RESOURCE,
+                    credential={"secret_file": str(secret_file)},
+                    client_capabilities=["cp1"],
+                )
+            },
+        }
+    )
     daemon = start_daemon()
     yield daemon
     daemon.assert_log_free_of([info["blueprint_secret"]])
@@ -67,8 +78,12 @@ def revoke_last_accepted(emulator: Any, token: str) -> None:
 
 
 def test_agent_identity_credential_answers_a_cae_challenge(
-        daemon: DaemonProcess, sandbox: HelperSandbox, resource: CaeResource,
-        emulator: Any, server_tls: ServerTls) -> None:
+    daemon: DaemonProcess,
+    sandbox: HelperSandbox,
+    resource: CaeResource,
+    emulator: Any,
+    server_tls: ServerTls,
+) -> None:
     from azure.core.pipeline import Pipeline
     from azure.core.pipeline.policies import BearerTokenCredentialPolicy
     from azure.core.pipeline.transport import RequestsTransport
@@ -76,8 +91,7 @@ def test_agent_identity_credential_answers_a_cae_challenge(
 
     from agentid_client.azure import AgentIdentityCredential
 
-    credential = AgentIdentityCredential(PROFILE, socket_path=str(sandbox.socket_path),
-                                         timeout=60)
+    credential = AgentIdentityCredential(PROFILE, socket_path=str(sandbox.socket_path), timeout=60)
     pipeline = Pipeline(
         transport=RequestsTransport(connection_verify=str(server_tls.ca_file)),
         policies=[BearerTokenCredentialPolicy(credential, SCOPE, enable_cae=True)],
@@ -103,14 +117,31 @@ def test_agent_identity_credential_answers_a_cae_challenge(
 
 
 def test_managed_identity_endpoint_answers_a_cae_challenge(
-        daemon: DaemonProcess, sandbox: HelperSandbox, resource: CaeResource,
-        emulator: Any, server_tls: ServerTls) -> None:
+    daemon: DaemonProcess,
+    sandbox: HelperSandbox,
+    resource: CaeResource,
+    emulator: Any,
+    server_tls: ServerTls,
+) -> None:
     proc = subprocess.Popen(
-        [helper_bin("agentid-helper"), "exec", "--profile", PROFILE, "--", sys.executable,
-         str(APPS / "app_cae_pipeline.py"), f"{resource.url}/cae", str(server_tls.ca_file),
-         SCOPE],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=sandbox.env, cwd=sandbox.root,
+        [
+            helper_bin("agentid-helper"),
+            "exec",
+            "--profile",
+            PROFILE,
+            "--",
+            sys.executable,
+            str(APPS / "app_cae_pipeline.py"),
+            f"{resource.url}/cae",
+            str(server_tls.ca_file),
+            SCOPE,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=sandbox.env,
+        cwd=sandbox.root,
     )
     try:
         assert proc.stdout is not None

@@ -53,9 +53,20 @@ class GitSetup:
         env.pop("GIT_ASKPASS", None)
         env.pop("SSH_ASKPASS", None)
         return subprocess.run(
-            ["git", "-c", "credential.helper=", "-c", f"credential.helper={helper}",
-             "-c", f"http.sslCAInfo={self.ca_file}", *args],
-            capture_output=True, text=True, env=env, cwd=self.sandbox.root,
+            [
+                "git",
+                "-c",
+                "credential.helper=",
+                "-c",
+                f"credential.helper={helper}",
+                "-c",
+                f"http.sslCAInfo={self.ca_file}",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=self.sandbox.root,
             stdin=subprocess.DEVNULL,
             timeout=GIT_TIMEOUT_S,
         )
@@ -63,8 +74,10 @@ class GitSetup:
     def log(self) -> str:
         """What the server did (for assertion messages; no token values)."""
         reqs = "\n".join(f"  {r.method} {r.path} -> {r.status}" for r in self.host.requests)
-        return (f"\nserver requests:\n{reqs}\nrejections: {self.host.rejections}"
-                f"\nbackend errors: {self.host.backend_errors}")
+        return (
+            f"\nserver requests:\n{reqs}\nrejections: {self.host.rejections}"
+            f"\nbackend errors: {self.host.backend_errors}"
+        )
 
     def clone(self, dest: Path) -> subprocess.CompletedProcess[str]:
         return self.git("clone", "-q", self.url, str(dest))
@@ -75,18 +88,25 @@ class GitSetup:
 
 def _write_config(sandbox: HelperSandbox, info: dict[str, Any], git_hosts: dict[str, Any]) -> None:
     secret_file = sandbox.write_secret("blueprint.secret", info["blueprint_secret"])
-    sandbox.write_config(emulator_config(
-        info, {"secret_file": str(secret_file)},
-        profiles={PROFILE: emulator_profile(
-            info, resource=GIT_RESOURCE, credential={"secret_file": str(secret_file)})},
-        default_profile=None,
-        git={host: entry["profile"] for host, entry in git_hosts.items()},
-    ))
+    sandbox.write_config(
+        emulator_config(
+            info,
+            {"secret_file": str(secret_file)},
+            profiles={
+                PROFILE: emulator_profile(
+                    info, resource=GIT_RESOURCE, credential={"secret_file": str(secret_file)}
+                )
+            },
+            default_profile=None,
+            git={host: entry["profile"] for host, entry in git_hosts.items()},
+        )
+    )
 
 
 @pytest.fixture
-def git_host(emulator: Any, sandbox: HelperSandbox, server_tls: ServerTls,
-             tmp_path: Path) -> Iterator[GitSetup]:
+def git_host(
+    emulator: Any, sandbox: HelperSandbox, server_tls: ServerTls, tmp_path: Path
+) -> Iterator[GitSetup]:
     require_tools("git")
     sha = make_bare_repo(tmp_path / "repos")
     gate = TokenGate.from_emulator(emulator.info, audience=GIT_RESOURCE)
@@ -95,8 +115,12 @@ def git_host(emulator: Any, sandbox: HelperSandbox, server_tls: ServerTls,
 
 
 def test_git_clone_with_the_helper_and_erase_on_rejection(
-        git_host: GitSetup, sandbox: HelperSandbox, emulator: Any,
-        start_daemon: Callable[[], DaemonProcess], tmp_path: Path) -> None:
+    git_host: GitSetup,
+    sandbox: HelperSandbox,
+    emulator: Any,
+    start_daemon: Callable[[], DaemonProcess],
+    tmp_path: Path,
+) -> None:
     # git gives the helper host=127.0.0.1:PORT, so that is the map's key.
     _write_config(sandbox, emulator.info, {git_host.host.host: {"profile": PROFILE}})
     daemon = start_daemon()
@@ -127,8 +151,12 @@ def test_git_clone_with_the_helper_and_erase_on_rejection(
 
 
 def test_git_host_without_a_profile_gets_no_token(
-        git_host: GitSetup, sandbox: HelperSandbox, emulator: Any,
-        start_daemon: Callable[[], DaemonProcess], tmp_path: Path) -> None:
+    git_host: GitSetup,
+    sandbox: HelperSandbox,
+    emulator: Any,
+    start_daemon: Callable[[], DaemonProcess],
+    tmp_path: Path,
+) -> None:
     """The helper answers only for mapped hosts: an unmapped one never sees a token."""
     _write_config(sandbox, emulator.info, {"git.example.invalid": {"profile": PROFILE}})
     start_daemon()
@@ -138,15 +166,20 @@ def test_git_host_without_a_profile_gets_no_token(
     assert not (tmp_path / "clone").exists()
 
 
-def _git_with_global_config(git_host: GitSetup, gitconfig: str, *args: str
-                            ) -> subprocess.CompletedProcess[str]:
+def _git_with_global_config(
+    git_host: GitSetup, gitconfig: str, *args: str
+) -> subprocess.CompletedProcess[str]:
     """git with the sandbox's ~/.gitconfig as written (no -c helper overrides)."""
     (git_host.sandbox.home / ".gitconfig").write_text(gitconfig)
     env = {**git_host.sandbox.env, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
     return subprocess.run(
         ["git", "-c", f"http.sslCAInfo={git_host.ca_file}", *args],
-        capture_output=True, text=True, env=env, cwd=git_host.sandbox.root,
-        stdin=subprocess.DEVNULL, timeout=GIT_TIMEOUT_S,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=git_host.sandbox.root,
+        stdin=subprocess.DEVNULL,
+        timeout=GIT_TIMEOUT_S,
     )
 
 
@@ -157,8 +190,12 @@ def _git_version() -> tuple[int, int]:
 
 
 def test_store_helper_chain_and_the_readme_setup_that_avoids_it(
-        git_host: GitSetup, sandbox: HelperSandbox, emulator: Any,
-        start_daemon: Callable[[], DaemonProcess], tmp_path: Path) -> None:
+    git_host: GitSetup,
+    sandbox: HelperSandbox,
+    emulator: Any,
+    start_daemon: Callable[[], DaemonProcess],
+    tmp_path: Path,
+) -> None:
     """Row 10: git < 2.46 hands our token to `store` chained after us (clear text in
     ~/.git-credentials); doctor warns. The README's URL-scoped list, reset by an
     empty value, keeps a generic `store` away from our token."""
@@ -170,20 +207,25 @@ def test_store_helper_chain_and_the_readme_setup_that_avoids_it(
     old_git = _git_version() < (2, 46)
 
     chained = f'[credential "{url}"]\n\thelper = "{ours}"\n\thelper = store\n'
-    first = _git_with_global_config(git_host, chained, "clone", "-q", git_host.url,
-                                    str(tmp_path / "clone1"))
+    first = _git_with_global_config(
+        git_host, chained, "clone", "-q", git_host.url, str(tmp_path / "clone1")
+    )
     assert first.returncode == 0, first.stderr + git_host.log()
     token = git_host.gate.last_accepted
     assert (store.exists() and token in store.read_text()) == old_git
     doctor = sandbox.client("doctor", timeout=90)
-    assert ("⚠ git" in doctor.stdout and f"other helpers for {url} (store)" in doctor.stdout) \
-        == old_git, doctor.stdout
+    assert (
+        "⚠ git" in doctor.stdout and f"other helpers for {url} (store)" in doctor.stdout
+    ) == old_git, doctor.stdout
     store.unlink(missing_ok=True)
 
-    readme = (f'[credential]\n\thelper = store\n[credential "{url}"]\n\thelper = ""\n'
-              f'\thelper = "{ours}"\n')
-    second = _git_with_global_config(git_host, readme, "clone", "-q", git_host.url,
-                                     str(tmp_path / "clone2"))
+    readme = (
+        f'[credential]\n\thelper = store\n[credential "{url}"]\n\thelper = ""\n'
+        f'\thelper = "{ours}"\n'
+    )
+    second = _git_with_global_config(
+        git_host, readme, "clone", "-q", git_host.url, str(tmp_path / "clone2")
+    )
     assert second.returncode == 0, second.stderr + git_host.log()
     assert not store.exists() or git_host.gate.last_accepted not in store.read_text()
     assert "⚠ git" not in sandbox.client("doctor", timeout=90).stdout

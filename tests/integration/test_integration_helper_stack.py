@@ -17,7 +17,7 @@ def test_toml_dumps_round_trips_a_config() -> None:
     config = {
         "default_profile": "kube",
         "daemon": {"idle_timeout_s": 60},
-        "defaults": {"tenant_id": "t", "ca_bundle": "/tmp/ca \"x\".pem"},
+        "defaults": {"tenant_id": "t", "ca_bundle": '/tmp/ca "x".pem'},
         "profiles": {
             "kube": {"scope": "a/.default", "blueprint_credential": {"secret_file": "/s"}},
             "kr": {"blueprint_credential": "keyring", "debug": True},

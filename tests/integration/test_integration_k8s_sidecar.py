@@ -98,21 +98,30 @@ def test_manifests_fit_together() -> None:
     assert not any(name.startswith("AZURE_") for name in env)
     header_mount = next(m for m in sidecar["volumeMounts"] if m["name"] == "identity-header")
     assert f'managed_identity_header_file = "{header_mount["mountPath"]}/header"' in config
-    socket_mounts = {m["mountPath"] for c in (sidecar, app) for m in c["volumeMounts"]
-                     if m["name"] == "agentid-socket"}
+    socket_mounts = {
+        m["mountPath"]
+        for c in (sidecar, app)
+        for m in c["volumeMounts"]
+        if m["name"] == "agentid-socket"
+    }
     assert len(socket_mounts) == 1  # the same path in both containers
     assert pod["securityContext"]["runAsUser"] == 10001
 
 
 def test_containerfile_runs_the_manifests_command() -> None:
     text = (DEPLOY / "Containerfile").read_text()
-    lines = {ln.split(" ", 1)[0]: ln.split(" ", 1)[1] for ln in text.splitlines()
-             if ln.startswith(("ENTRYPOINT ", "CMD ", "USER "))}
+    lines = {
+        ln.split(" ", 1)[0]: ln.split(" ", 1)[1]
+        for ln in text.splitlines()
+        if ln.startswith(("ENTRYPOINT ", "CMD ", "USER "))
+    }
     argv = json.loads(lines["ENTRYPOINT"]) + json.loads(lines["CMD"])
     pod = find("Deployment", "agent-app")["spec"]["template"]["spec"]
     assert argv == container(pod, "agentid-helper")["command"]
-    assert lines["USER"] == f"{pod['securityContext']['runAsUser']}:" \
+    assert (
+        lines["USER"] == f"{pod['securityContext']['runAsUser']}:"
         f"{pod['securityContext']['runAsGroup']}"
+    )
     assert "--uid 10001" in text
 
 
@@ -148,6 +157,7 @@ def pod(emulator: Any, tmp_path: Path) -> Iterator[Pod]:
         path = tmp_path / "volumes" / volume["name"]
         path.mkdir(parents=True, mode=0o700)
         mounts[volume["name"]] = path
+
     def mapping(c: dict[str, Any]) -> list[tuple[str, str]]:
         return [(m["mountPath"], str(mounts[m["name"]])) for m in c["volumeMounts"]]
 
@@ -165,14 +175,17 @@ def pod(emulator: Any, tmp_path: Path) -> Iterator[Pod]:
     def translate(text: str, c: dict[str, Any]) -> str:
         for mount_path, local in mapping(c):
             if text == mount_path or text.startswith(mount_path + "/"):
-                return local + text[len(mount_path):]
+                return local + text[len(mount_path) :]
         return text.replace(f"127.0.0.1:{MANIFEST_PORT}", f"127.0.0.1:{port}")
 
     def plain_env(c: dict[str, Any]) -> dict[str, str]:
         return {e["name"]: translate(e["value"], c) for e in c.get("env", []) if "value" in e}
 
-    base = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}/usr/bin:/bin",
-            "LANG": "C.UTF-8", "TMPDIR": str(tmp_path)}
+    base = {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "TMPDIR": str(tmp_path),
+    }
     # What the AKS workload identity webhook injects into the sidecar (the
     # emulator standing in for Entra, its CA for the public one).
     webhook = {
@@ -208,7 +221,10 @@ def test_sidecar_serves_the_app_containers_sdks(pod: Pod, emulator: Any) -> None
     for app in ("app_managed_identity.py", "app_default_credential.py"):
         proc = subprocess.run(
             [sys.executable, str(APPS / app), f"{GRAPH_RESOURCE}/.default"],
-            env=pod.app_env, capture_output=True, text=True, timeout=90,
+            env=pod.app_env,
+            capture_output=True,
+            text=True,
+            timeout=90,
             stdin=subprocess.DEVNULL,
         )
         assert proc.returncode == 0, describe(proc)
@@ -217,9 +233,14 @@ def test_sidecar_serves_the_app_containers_sdks(pod: Pod, emulator: Any) -> None
     assert served[0]["claims"]["appid"] == emulator.info["agent_identity_app_id"]
 
     # Scripts in the app container reach the daemon through the shared socket.
-    got = subprocess.run([helper_bin("agentid-helper"), "get", "--format", "json"],
-                         env=pod.app_env, capture_output=True, text=True, timeout=60,
-                         stdin=subprocess.DEVNULL)
+    got = subprocess.run(
+        [helper_bin("agentid-helper"), "get", "--format", "json"],
+        env=pod.app_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert got.returncode == 0, describe(got)
     token = json.loads(got.stdout)["access_token"]
     claims = gate.verify(token)
@@ -232,15 +253,20 @@ def test_sidecar_probes_and_refusals(pod: Pod) -> None:
     # The liveness probe's command, with the sidecar's environment.
     spec = find("Deployment", "agent-app")["spec"]["template"]["spec"]
     probe = container(spec, "agentid-helper")["livenessProbe"]["exec"]["command"]
-    proc = subprocess.run([helper_bin(probe[0]), *probe[1:]], env=pod.sidecar_env,
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [helper_bin(probe[0]), *probe[1:]],
+        env=pod.sidecar_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, describe(proc)
     status = json.loads(proc.stdout)["daemon"]["managed_identity"]
     assert status == {"endpoint": f"http://127.0.0.1:{pod.port}/msi/token", "sessions": 1}
     assert pod.header not in proc.stdout
     # The fixed session still needs its header.
-    url = (f"http://127.0.0.1:{pod.port}/msi/token?resource={GRAPH_RESOURCE}"
-           "&api-version=2019-08-01")
+    url = f"http://127.0.0.1:{pod.port}/msi/token?resource={GRAPH_RESOURCE}&api-version=2019-08-01"
     for header in (None, pod.header[::-1]):
         req = urllib.request.Request(url, headers={"X-IDENTITY-HEADER": header} if header else {})
         with pytest.raises(urllib.error.HTTPError) as err:
@@ -269,19 +295,25 @@ def test_sidecar_with_a_taken_port_exits_5(pod: Pod, tmp_path: Path) -> None:
             next(it)
         else:
             args.append(arg)
-    proc = subprocess.run(args, env=config, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        args, env=config, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
     assert proc.returncode == 5, shlex.join(args) + "\n" + proc.stderr[-2000:]
     assert f"cannot listen on 127.0.0.1:{pod.port}" in proc.stderr
 
 
 def test_exec_sessions_share_the_sidecars_port(pod: Pod) -> None:
     """`agentid-helper exec` next to the sidecar session: same endpoint, its own header."""
-    show = ("import json, os; print(json.dumps({k: os.environ[k] for k in "
-            "('IDENTITY_ENDPOINT', 'IDENTITY_HEADER')}))")
+    show = (
+        "import json, os; print(json.dumps({k: os.environ[k] for k in "
+        "('IDENTITY_ENDPOINT', 'IDENTITY_HEADER')}))"
+    )
     proc = subprocess.run(
         [helper_bin("agentid-helper"), "exec", "--", sys.executable, "-c", show],
-        env=pod.sidecar_env, capture_output=True, text=True, timeout=60,
+        env=pod.sidecar_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
         stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, describe(proc)

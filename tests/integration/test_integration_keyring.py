@@ -27,15 +27,22 @@ GRAPH = "https://graph.microsoft.com"
 KEYRING_SERVICE = "agentid-helper"
 EXIT_CONFIG = 5
 
-_READ = "import keyring, sys; v = keyring.get_password(sys.argv[1], sys.argv[2]); " \
-        "print('absent' if v is None else 'present:%d' % len(v))"
+_READ = (
+    "import keyring, sys; v = keyring.get_password(sys.argv[1], sys.argv[2]); "
+    "print('absent' if v is None else 'present:%d' % len(v))"
+)
 
 
 def keyring_state(sandbox: HelperSandbox, user: str) -> str:
     """'absent' or 'present:<length>' for the keyring item (never the value itself)."""
-    probe = subprocess.run([sys.executable, "-c", _READ, KEYRING_SERVICE, user],
-                           capture_output=True, text=True, env=sandbox.env, timeout=30,
-                           stdin=subprocess.DEVNULL)
+    probe = subprocess.run(
+        [sys.executable, "-c", _READ, KEYRING_SERVICE, user],
+        capture_output=True,
+        text=True,
+        env=sandbox.env,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
     assert probe.returncode == 0, probe.stderr
     return probe.stdout.strip()
 
@@ -45,15 +52,21 @@ def test_keyring_backend_is_secret_service(secret_service: SecretService) -> Non
 
 
 def test_blueprint_secret_from_the_keyring(
-        secret_service: SecretService, sandbox: HelperSandbox, emulator: Any,
-        start_daemon: Callable[[], DaemonProcess]) -> None:
+    secret_service: SecretService,
+    sandbox: HelperSandbox,
+    emulator: Any,
+    start_daemon: Callable[[], DaemonProcess],
+) -> None:
     info = emulator.info
     blueprint, secret = info["blueprint_app_id"], info["blueprint_secret"]
-    sandbox.write_config(emulator_config(
-        info, "keyring",
-        profiles={PROFILE: emulator_profile(info, resource=GRAPH, credential="keyring")},
-        default_profile=PROFILE,
-    ))
+    sandbox.write_config(
+        emulator_config(
+            info,
+            "keyring",
+            profiles={PROFILE: emulator_profile(info, resource=GRAPH, credential="keyring")},
+            default_profile=PROFILE,
+        )
+    )
 
     stored = sandbox.client("secret", "set", "--blueprint-app-id", blueprint, input=secret + "\n")
     assert stored.returncode == 0, describe(stored)

@@ -61,18 +61,24 @@ def kubeconfig_with_user(path: Path, users_yaml: str, *, server: str, ca: Path) 
         f"    certificate-authority: {json.dumps(str(ca))}\n"
         "contexts:\n"
         f"- name: fake\n  context:\n    cluster: fake\n    user: {json.dumps(USER)}\n"
-        "current-context: fake\n"
-        + body + "\n"
+        "current-context: fake\n" + body + "\n"
     )
     path.chmod(0o600)
     return path
 
 
-def kubectl(sandbox: HelperSandbox, kubeconfig: Path, *args: str,
-            ) -> subprocess.CompletedProcess[str]:
+def kubectl(
+    sandbox: HelperSandbox,
+    kubeconfig: Path,
+    *args: str,
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True,
-        env=sandbox.env, cwd=sandbox.root, timeout=KUBECTL_TIMEOUT_S,
+        ["kubectl", "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        env=sandbox.env,
+        cwd=sandbox.root,
+        timeout=KUBECTL_TIMEOUT_S,
         stdin=subprocess.DEVNULL,
     )
 
@@ -94,17 +100,28 @@ class KubeSetup:
 
 
 @pytest.fixture
-def kube(emulator: Any, sandbox: HelperSandbox, start_daemon: Callable[[], DaemonProcess],
-         server_tls: ServerTls, tmp_path: Path) -> Iterator[KubeSetup]:
+def kube(
+    emulator: Any,
+    sandbox: HelperSandbox,
+    start_daemon: Callable[[], DaemonProcess],
+    server_tls: ServerTls,
+    tmp_path: Path,
+) -> Iterator[KubeSetup]:
     require_tools("kubectl")
     info = emulator.info
     secret_file = sandbox.write_secret("blueprint.secret", info["blueprint_secret"])
-    sandbox.write_config(emulator_config(
-        info, {"secret_file": str(secret_file)},
-        profiles={PROFILE: emulator_profile(
-            info, resource=KUBE_RESOURCE, credential={"secret_file": str(secret_file)})},
-        default_profile=None,
-    ))
+    sandbox.write_config(
+        emulator_config(
+            info,
+            {"secret_file": str(secret_file)},
+            profiles={
+                PROFILE: emulator_profile(
+                    info, resource=KUBE_RESOURCE, credential={"secret_file": str(secret_file)}
+                )
+            },
+            default_profile=None,
+        )
+    )
     daemon = start_daemon()
     gate = TokenGate.from_emulator(info, audience=KUBE_RESOURCE)
     printed = sandbox.client("kubeconfig-user", "--profile", PROFILE, "--name", USER)
@@ -117,8 +134,9 @@ def kube(emulator: Any, sandbox: HelperSandbox, start_daemon: Callable[[], Daemo
     daemon.assert_log_free_of([*gate.seen, info["blueprint_secret"]])
 
 
-def test_kubeconfig_user_entry_runs_this_helper(kube: KubeSetup, sandbox: HelperSandbox,
-                                                server_tls: ServerTls) -> None:
+def test_kubeconfig_user_entry_runs_this_helper(
+    kube: KubeSetup, sandbox: HelperSandbox, server_tls: ServerTls
+) -> None:
     path = kube.write_kubeconfig("https://127.0.0.1:1", server_tls.ca_file)
     view = kubectl(sandbox, path, "config", "view", "-o", "json")
     assert view.returncode == 0, view.stderr
@@ -133,7 +151,8 @@ def test_kubeconfig_user_entry_runs_this_helper(kube: KubeSetup, sandbox: Helper
 
 
 def test_kubectl_get_namespaces_through_the_helper(
-        kube: KubeSetup, sandbox: HelperSandbox, server_tls: ServerTls, emulator: Any) -> None:
+    kube: KubeSetup, sandbox: HelperSandbox, server_tls: ServerTls, emulator: Any
+) -> None:
     gate = kube.gate
     with kube.api as api:
         cfg = kube.write_kubeconfig(api.url, server_tls.ca_file)
@@ -167,7 +186,8 @@ def test_kubectl_get_namespaces_through_the_helper(
 
 
 def test_kubectl_after_server_side_revocation_recovers_with_flush(
-        kube: KubeSetup, sandbox: HelperSandbox, server_tls: ServerTls) -> None:
+    kube: KubeSetup, sandbox: HelperSandbox, server_tls: ServerTls
+) -> None:
     """A revocation the daemon cannot see: kubectl re-runs the plugin on 401 but
     gets the same cached token and fails clearly; ``flush`` is the way out."""
     gate = kube.gate
@@ -191,13 +211,23 @@ def test_kubectl_after_server_side_revocation_recovers_with_flush(
 
 
 def test_kubectl_credential_is_a_valid_exec_credential(
-        kube: KubeSetup, sandbox: HelperSandbox) -> None:
+    kube: KubeSetup, sandbox: HelperSandbox
+) -> None:
     gate = kube.gate
-    result = sandbox.client("kubectl-credential", "--profile", PROFILE, env={
-        "KUBERNETES_EXEC_INFO": json.dumps({
-            "apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential",
-            "spec": {"interactive": False}}),
-    })
+    result = sandbox.client(
+        "kubectl-credential",
+        "--profile",
+        PROFILE,
+        env={
+            "KUBERNETES_EXEC_INFO": json.dumps(
+                {
+                    "apiVersion": "client.authentication.k8s.io/v1beta1",
+                    "kind": "ExecCredential",
+                    "spec": {"interactive": False},
+                }
+            ),
+        },
+    )
     assert result.returncode == 0, describe(result)
     cred = json.loads(result.stdout)
     assert cred["kind"] == "ExecCredential"

@@ -35,9 +35,9 @@ ERROR = "You must be logged in to the server (Unauthorized)"
 def readme_fix() -> list[str]:
     """The command the README's kubectl section gives for ERROR."""
     text = README.read_text()
-    section = text[text.index("### kubectl"):]
-    section = section[:section.index("\n### ", 1)]
-    after = section[section.index(ERROR):]
+    section = text[text.index("### kubectl") :]
+    section = section[: section.index("\n### ", 1)]
+    after = section[section.index(ERROR) :]
     command = re.search(r"```sh\n(agentid-helper [^\n]+)\n```", after)
     assert command is not None, "the kubectl section shows no command for the error"
     return shlex.split(command.group(1))
@@ -48,16 +48,28 @@ def test_readme_names_flush_of_the_profile() -> None:
 
 
 def test_readme_command_fixes_unauthorized(
-        emulator: Any, sandbox: HelperSandbox, start_daemon: Callable[[], DaemonProcess],
-        server_tls: ServerTls, tmp_path: Path) -> None:
+    emulator: Any,
+    sandbox: HelperSandbox,
+    start_daemon: Callable[[], DaemonProcess],
+    server_tls: ServerTls,
+    tmp_path: Path,
+) -> None:
     require_tools("kubectl")
     info = emulator.info
     secret = {"secret_file": str(sandbox.write_secret("bp.secret", info["blueprint_secret"]))}
-    sandbox.write_config(emulator_config(
-        info, secret, default_profile=None,
-        profiles={"aks": emulator_profile(info, resource=KUBE_RESOURCE, credential=secret),
-                  "other": emulator_profile(info, resource="https://vault.azure.net",
-                                            credential=secret)}))
+    sandbox.write_config(
+        emulator_config(
+            info,
+            secret,
+            default_profile=None,
+            profiles={
+                "aks": emulator_profile(info, resource=KUBE_RESOURCE, credential=secret),
+                "other": emulator_profile(
+                    info, resource="https://vault.azure.net", credential=secret
+                ),
+            },
+        )
+    )
     start_daemon()
     entry = sandbox.client("kubeconfig-user", "--profile", "aks", "--name", USER)
     assert entry.returncode == 0, describe(entry)
@@ -65,8 +77,9 @@ def test_readme_command_fixes_unauthorized(
     assert other.returncode == 0, describe(other)
     gate = TokenGate.from_emulator(info, audience=KUBE_RESOURCE)
     with KubeApiServer(server_tls, gate) as api:
-        cfg = kubeconfig_with_user(tmp_path / "kubeconfig", entry.stdout, server=api.url,
-                                   ca=server_tls.ca_file)
+        cfg = kubeconfig_with_user(
+            tmp_path / "kubeconfig", entry.stdout, server=api.url, ca=server_tls.ca_file
+        )
         ok = kubectl(sandbox, cfg, "get", "namespaces", "-o", "name")
         assert ok.returncode == 0, ok.stderr
         rejected = gate.last_accepted

@@ -57,10 +57,20 @@ class Held:
 
 def hold(sandbox: HelperSandbox, *args: str, env: dict[str, str] | None = None) -> Held:
     proc = subprocess.Popen(
-        [helper_bin("agentid-helper"), "exec", *args, "--", sys.executable,
-         str(APPS / "hold_session.py")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**sandbox.env, **(env or {})}, cwd=sandbox.root,
+        [
+            helper_bin("agentid-helper"),
+            "exec",
+            *args,
+            "--",
+            sys.executable,
+            str(APPS / "hold_session.py"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**sandbox.env, **(env or {})},
+        cwd=sandbox.root,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -71,12 +81,19 @@ def hold(sandbox: HelperSandbox, *args: str, env: dict[str, str] | None = None) 
     return Held(proc, report["endpoint"] or "", report["header"] or "", report)
 
 
-def mi_get(endpoint: str, *, header: str | None, method: str = "GET",
-           params: dict[str, str] | None = None, extra: dict[str, str] | None = None,
-           path: str | None = None) -> tuple[int, dict[str, str], Any]:
+def mi_get(
+    endpoint: str,
+    *,
+    header: str | None,
+    method: str = "GET",
+    params: dict[str, str] | None = None,
+    extra: dict[str, str] | None = None,
+    path: str | None = None,
+) -> tuple[int, dict[str, str], Any]:
     url = urlsplit(endpoint)
-    query = urlencode(params if params is not None else {
-        "resource": GRAPH_RESOURCE, "api-version": "2019-08-01"})
+    query = urlencode(
+        params if params is not None else {"resource": GRAPH_RESOURCE, "api-version": "2019-08-01"}
+    )
     conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
     try:
         headers = dict(extra or {})
@@ -94,17 +111,24 @@ def mi_get(endpoint: str, *, header: str | None, method: str = "GET",
 def configure(emulator: Any, sandbox: HelperSandbox) -> None:
     info = emulator.info
     secret_file = sandbox.write_secret("blueprint.secret", info["blueprint_secret"])
-    sandbox.write_config(emulator_config(
-        info, {"secret_file": str(secret_file)},
-        profiles={PROFILE: emulator_profile(
-            info, resource=GRAPH_RESOURCE, credential={"secret_file": str(secret_file)})},
-        default_profile=PROFILE,
-    ))
+    sandbox.write_config(
+        emulator_config(
+            info,
+            {"secret_file": str(secret_file)},
+            profiles={
+                PROFILE: emulator_profile(
+                    info, resource=GRAPH_RESOURCE, credential={"secret_file": str(secret_file)}
+                )
+            },
+            default_profile=PROFILE,
+        )
+    )
 
 
 @pytest.fixture
-def daemon(emulator: Any, sandbox: HelperSandbox,
-           start_daemon: Callable[[], DaemonProcess]) -> Iterator[DaemonProcess]:
+def daemon(
+    emulator: Any, sandbox: HelperSandbox, start_daemon: Callable[[], DaemonProcess]
+) -> Iterator[DaemonProcess]:
     configure(emulator, sandbox)
     yield start_daemon()
 
@@ -124,13 +148,20 @@ def sessions_count(sandbox: HelperSandbox) -> int:
 
 
 def test_exec_exports_the_endpoint_and_removes_shadowing_variables(
-        daemon: DaemonProcess, sandbox: HelperSandbox, emulator: Any) -> None:
-    held = hold(sandbox, env={"MSI_ENDPOINT": "http://x", "MSI_SECRET": "s",
-                              "IDENTITY_SERVER_THUMBPRINT": "t", "IMDS_ENDPOINT": "http://y"})
+    daemon: DaemonProcess, sandbox: HelperSandbox, emulator: Any
+) -> None:
+    held = hold(
+        sandbox,
+        env={
+            "MSI_ENDPOINT": "http://x",
+            "MSI_SECRET": "s",
+            "IDENTITY_SERVER_THUMBPRINT": "t",
+            "IMDS_ENDPOINT": "http://y",
+        },
+    )
     try:
         assert held.endpoint.startswith("http://127.0.0.1:")
-        assert (held.endpoint.endswith(
-            "/msi/token"))
+        assert held.endpoint.endswith("/msi/token")
         assert len(held.header) >= 22
         assert held.report["token_var"] is True
         assert held.report["shadowing"] == []
@@ -144,13 +175,25 @@ def test_exec_exports_the_endpoint_and_removes_shadowing_variables(
         assert body["token_type"] == "Bearer"
         assert body["client_id"] == emulator.info["agent_identity_app_id"]
         # client_id naming this session's agent is fine; another one is a 400.
-        ok, _, _ = mi_get(held.endpoint, header=held.header, params={
-            "resource": GRAPH_RESOURCE, "api-version": "2019-08-01",
-            "client_id": emulator.info["agent_identity_app_id"].upper()})
+        ok, _, _ = mi_get(
+            held.endpoint,
+            header=held.header,
+            params={
+                "resource": GRAPH_RESOURCE,
+                "api-version": "2019-08-01",
+                "client_id": emulator.info["agent_identity_app_id"].upper(),
+            },
+        )
         assert ok == 200
-        other, _, err = mi_get(held.endpoint, header=held.header, params={
-            "resource": GRAPH_RESOURCE, "api-version": "2019-08-01",
-            "client_id": emulator.info["blueprint_app_id"]})
+        other, _, err = mi_get(
+            held.endpoint,
+            header=held.header,
+            params={
+                "resource": GRAPH_RESOURCE,
+                "api-version": "2019-08-01",
+                "client_id": emulator.info["blueprint_app_id"],
+            },
+        )
         assert other == 400
         assert "not this session's agent identity" in err["message"]
     finally:
@@ -180,14 +223,20 @@ def test_endpoint_refusals(daemon: DaemonProcess, sandbox: HelperSandbox) -> Non
         assert wrong not in json.dumps(body)
         assert mi_get(ep, header="")[0] == 401
         # Browsers: Origin or Referer is refused; a CORS preflight gets no CORS answer.
-        for extra in ({"Origin": "https://evil.example"},
-                      {"Referer": "https://evil.example/page"}):
+        for extra in ({"Origin": "https://evil.example"}, {"Referer": "https://evil.example/page"}):
             status, headers, _ = mi_get(ep, header=good, extra=extra)
             assert status == 403
             assert not any(k.startswith("access-control-") for k in headers)
-        status, headers, _ = mi_get(ep, header=None, method="OPTIONS", extra={
-            "Origin": "https://evil.example", "Access-Control-Request-Method": "GET",
-            "Access-Control-Request-Headers": "x-identity-header"})
+        status, headers, _ = mi_get(
+            ep,
+            header=None,
+            method="OPTIONS",
+            extra={
+                "Origin": "https://evil.example",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "x-identity-header",
+            },
+        )
         assert status >= 400
         assert not any(k.startswith("access-control-") for k in headers)
         # DNS rebinding: a page's own host name resolving to 127.0.0.1.
@@ -210,7 +259,8 @@ def test_endpoint_refusals(daemon: DaemonProcess, sandbox: HelperSandbox) -> Non
 
 
 def test_header_of_an_exited_process_is_refused(
-        daemon: DaemonProcess, sandbox: HelperSandbox) -> None:
+    daemon: DaemonProcess, sandbox: HelperSandbox
+) -> None:
     held = hold(sandbox)
     assert mi_get(held.endpoint, header=held.header)[0] == 200
     assert sessions_count(sandbox) == 1
@@ -253,8 +303,11 @@ def open_socket_dir() -> Iterator[Path]:
 
 
 def test_another_uid_cannot_register_a_session(
-        emulator: Any, sandbox: HelperSandbox, start_daemon: Callable[[], DaemonProcess],
-        open_socket_dir: Path) -> None:
+    emulator: Any,
+    sandbox: HelperSandbox,
+    start_daemon: Callable[[], DaemonProcess],
+    open_socket_dir: Path,
+) -> None:
     """Even with the socket's directory opened up by mistake, SO_PEERCRED refuses mallory."""
     mallory = require_user(MALLORY)
     configure(emulator, sandbox)
@@ -274,21 +327,45 @@ def test_another_uid_cannot_register_a_session(
         "print(s.recv(65536).split(b'\\r\\n')[0].decode())\n"
     )
     proc = subprocess.run(
-        ["setpriv", f"--reuid={mallory.pw_uid}", f"--regid={mallory.pw_gid}", "--init-groups",
-         sys.executable, "-c", code, str(sandbox.socket_path)],
-        capture_output=True, text=True, timeout=30, env={"HOME": str(home), "PATH": "/usr/bin"},
+        [
+            "setpriv",
+            f"--reuid={mallory.pw_uid}",
+            f"--regid={mallory.pw_gid}",
+            "--init-groups",
+            sys.executable,
+            "-c",
+            code,
+            str(sandbox.socket_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"HOME": str(home), "PATH": "/usr/bin"},
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[1] == "403", proc.stdout
     assert sessions_count(sandbox) == 0
     # And the client run as mallory fails cleanly (no endpoint for her).
     client = subprocess.run(
-        ["setpriv", f"--reuid={mallory.pw_uid}", f"--regid={mallory.pw_gid}", "--init-groups",
-         helper_bin("agentid-helper"), "exec", "--", "true"],
-        capture_output=True, text=True, timeout=30,
-        env={"HOME": str(home), "PATH": "/usr/bin:/bin",
-             "AGENTID_HELPER_SOCKET": str(sandbox.socket_path),
-             "AGENTID_HELPER_NO_AUTOSTART": "1"},
+        [
+            "setpriv",
+            f"--reuid={mallory.pw_uid}",
+            f"--regid={mallory.pw_gid}",
+            "--init-groups",
+            helper_bin("agentid-helper"),
+            "exec",
+            "--",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={
+            "HOME": str(home),
+            "PATH": "/usr/bin:/bin",
+            "AGENTID_HELPER_SOCKET": str(sandbox.socket_path),
+            "AGENTID_HELPER_NO_AUTOSTART": "1",
+        },
     )
     assert client.returncode == 3, client.stderr
     assert sessions_count(sandbox) == 0

@@ -42,17 +42,25 @@ class LocalIssuer:
         jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
         self.jwks = {"keys": [{**jwk, "kid": self.kid, "use": "sig", "alg": "RS256"}]}
 
-    def mint(self, *, aud: str = AUDIENCE, iss: str = ISSUER, lifetime_s: int = 3600,
-             key: Any = None) -> str:
+    def mint(
+        self, *, aud: str = AUDIENCE, iss: str = ISSUER, lifetime_s: int = 3600, key: Any = None
+    ) -> str:
         now = int(time.time())
-        claims = {"aud": aud, "iss": iss, "iat": now, "nbf": now, "exp": now + lifetime_s,
-                  "sub": "agent", "jti": uuid.uuid4().hex}
-        return jwt.encode(claims, key or self.key, algorithm="RS256",
-                          headers={"kid": self.kid})
+        claims = {
+            "aud": aud,
+            "iss": iss,
+            "iat": now,
+            "nbf": now,
+            "exp": now + lifetime_s,
+            "sub": "agent",
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(claims, key or self.key, algorithm="RS256", headers={"kid": self.kid})
 
     def gate(self) -> TokenGate:
-        return TokenGate(jwks=self.jwks, issuers=frozenset({ISSUER}),
-                         audiences=frozenset({AUDIENCE}))
+        return TokenGate(
+            jwks=self.jwks, issuers=frozenset({ISSUER}), audiences=frozenset({AUDIENCE})
+        )
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +69,17 @@ def issuer() -> LocalIssuer:
 
 
 def _env(home: Path) -> dict[str, str]:
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
-            "LANG": "C.UTF-8", "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_TERMINAL_PROMPT": "0",
+    }
 
 
 # -- token gate ----------------------------------------------------------------
+
 
 def test_gate_accepts_valid_and_rejects_bad_tokens(issuer: LocalIssuer) -> None:
     gate = issuer.gate()
@@ -92,11 +106,15 @@ def test_gate_accepts_valid_and_rejects_bad_tokens(issuer: LocalIssuer) -> None:
 
 # -- kubectl -------------------------------------------------------------------
 
+
 def _kubeconfig(path: Path, server: str, ca: Path, user: dict[str, Any]) -> Path:
     config = {
-        "apiVersion": "v1", "kind": "Config", "preferences": {},
-        "clusters": [{"name": "fake", "cluster": {"server": server,
-                                                   "certificate-authority": str(ca)}}],
+        "apiVersion": "v1",
+        "kind": "Config",
+        "preferences": {},
+        "clusters": [
+            {"name": "fake", "cluster": {"server": server, "certificate-authority": str(ca)}}
+        ],
         "users": [{"name": "agent", "user": user}],
         "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "agent"}}],
         "current-context": "fake",
@@ -107,17 +125,24 @@ def _kubeconfig(path: Path, server: str, ca: Path, user: dict[str, Any]) -> Path
 
 
 def _kubectl(kubeconfig: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), *args],
-                          capture_output=True, text=True, env=_env(home), timeout=TOOL_TIMEOUT_S,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        env=_env(home),
+        timeout=TOOL_TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_kubectl_lists_namespaces_with_a_valid_token(
-        issuer: LocalIssuer, server_tls: ServerTls, tmp_path: Path) -> None:
+    issuer: LocalIssuer, server_tls: ServerTls, tmp_path: Path
+) -> None:
     require_tools("kubectl")
     with KubeApiServer(server_tls, issuer.gate()) as api:
-        cfg = _kubeconfig(tmp_path / "kubeconfig", api.url, server_tls.ca_file,
-                          {"token": issuer.mint()})
+        cfg = _kubeconfig(
+            tmp_path / "kubeconfig", api.url, server_tls.ca_file, {"token": issuer.mint()}
+        )
         table = _kubectl(cfg, tmp_path, "get", "namespaces")
         assert table.returncode == 0, table.stderr
         assert "agentid-demo" in table.stdout
@@ -128,11 +153,16 @@ def test_kubectl_lists_namespaces_with_a_valid_token(
 
 
 def test_kubectl_is_refused_with_a_bad_token(
-        issuer: LocalIssuer, server_tls: ServerTls, tmp_path: Path) -> None:
+    issuer: LocalIssuer, server_tls: ServerTls, tmp_path: Path
+) -> None:
     require_tools("kubectl")
     with KubeApiServer(server_tls, issuer.gate()) as api:
-        cfg = _kubeconfig(tmp_path / "kubeconfig", api.url, server_tls.ca_file,
-                          {"token": issuer.mint(aud="api://someone-else")})
+        cfg = _kubeconfig(
+            tmp_path / "kubeconfig",
+            api.url,
+            server_tls.ca_file,
+            {"token": issuer.mint(aud="api://someone-else")},
+        )
         result = _kubectl(cfg, tmp_path, "get", "namespaces")
         assert result.returncode != 0
         assert "You must be logged in to the server" in result.stderr
@@ -153,7 +183,8 @@ print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1", "kind": "Exec
 
 
 def test_kubectl_reruns_exec_plugin_after_401(
-        issuer: LocalIssuer, server_tls: ServerTls, tmp_path: Path) -> None:
+    issuer: LocalIssuer, server_tls: ServerTls, tmp_path: Path
+) -> None:
     """client-go re-runs the exec plugin once the server says 401 (the helper relies on it)."""
     require_tools("kubectl")
     gate = issuer.gate()
@@ -164,10 +195,19 @@ def test_kubectl_reruns_exec_plugin_after_401(
     plugin = tmp_path / "plugin.py"
     plugin.write_text(_EXEC_PLUGIN)
     with KubeApiServer(server_tls, gate) as api:
-        cfg = _kubeconfig(tmp_path / "kubeconfig", api.url, server_tls.ca_file, {"exec": {
-            "apiVersion": "client.authentication.k8s.io/v1", "command": sys.executable,
-            "args": [str(plugin), str(state)], "interactiveMode": "Never",
-        }})
+        cfg = _kubeconfig(
+            tmp_path / "kubeconfig",
+            api.url,
+            server_tls.ca_file,
+            {
+                "exec": {
+                    "apiVersion": "client.authentication.k8s.io/v1",
+                    "command": sys.executable,
+                    "args": [str(plugin), str(state)],
+                    "interactiveMode": "Never",
+                }
+            },
+        )
         result = _kubectl(cfg, tmp_path, "get", "namespaces", "-o", "name")
         # The first request (discovery) gets 401; client-go refreshes the
         # credential by re-running the plugin and the run succeeds.
@@ -195,18 +235,38 @@ fi
 """
 
 
-def _git_clone(home: Path, helper: str, ca: Path, url: str, dest: Path,
-               ) -> subprocess.CompletedProcess[str]:
+def _git_clone(
+    home: Path,
+    helper: str,
+    ca: Path,
+    url: str,
+    dest: Path,
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["git", "-c", "credential.helper=", "-c", f"credential.helper={helper}",
-         "-c", f"http.sslCAInfo={ca}", "clone", "-q", url, str(dest)],
-        capture_output=True, text=True, env=_env(home), timeout=TOOL_TIMEOUT_S,
+        [
+            "git",
+            "-c",
+            "credential.helper=",
+            "-c",
+            f"credential.helper={helper}",
+            "-c",
+            f"http.sslCAInfo={ca}",
+            "clone",
+            "-q",
+            url,
+            str(dest),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(home),
+        timeout=TOOL_TIMEOUT_S,
         stdin=subprocess.DEVNULL,
     )
 
 
 def test_git_clone_uses_the_credential_helper_and_erases_rejected_tokens(
-        issuer: LocalIssuer, server_tls: ServerTls, tmp_path: Path) -> None:
+    issuer: LocalIssuer, server_tls: ServerTls, tmp_path: Path
+) -> None:
     require_tools("git")
     sha = make_bare_repo(tmp_path / "repos")
     token_file, log = tmp_path / "token", tmp_path / "helper.log"
@@ -220,9 +280,13 @@ def test_git_clone_uses_the_credential_helper_and_erases_rejected_tokens(
         url = f"{host.url}/repo.git"
         ok = _git_clone(tmp_path, helper_cmd, server_tls.ca_file, url, tmp_path / "c1")
         assert ok.returncode == 0, ok.stderr + "".join(host.backend_errors)
-        head = subprocess.run(["git", "-C", str(tmp_path / "c1"), "rev-parse", "HEAD"],
-                              capture_output=True, text=True, timeout=TOOL_TIMEOUT_S,
-                              env=_env(tmp_path))
+        head = subprocess.run(
+            ["git", "-C", str(tmp_path / "c1"), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=TOOL_TIMEOUT_S,
+            env=_env(tmp_path),
+        )
         assert head.stdout.strip() == sha
         assert log.read_text().split() == ["get", "store"]
 
@@ -236,7 +300,8 @@ def test_git_clone_uses_the_credential_helper_and_erases_rejected_tokens(
 
 
 def test_git_server_answers_bearer_and_challenges_basic(
-        issuer: LocalIssuer, server_tls: ServerTls, tmp_path: Path) -> None:
+    issuer: LocalIssuer, server_tls: ServerTls, tmp_path: Path
+) -> None:
     import base64
     import urllib.error
     import urllib.request
@@ -247,22 +312,28 @@ def test_git_server_answers_bearer_and_challenges_basic(
     with GitHttpServer(server_tls, issuer.gate(), tmp_path / "repos") as host:
         url = f"{host.url}/repo.git/info/refs?service=git-upload-pack"
         ctx = server_tls.client_context()
-        with urllib.request.urlopen(urllib.request.Request(
-                url, headers={"Authorization": f"Bearer {token}"}), context=ctx,
-                timeout=TOOL_TIMEOUT_S) as resp:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"}),
+            context=ctx,
+            timeout=TOOL_TIMEOUT_S,
+        ) as resp:
             assert resp.status == 200
             assert resp.headers["Content-Type"] == "application/x-git-upload-pack-advertisement"
             assert b"refs/heads/main" in resp.read()
         basic = base64.b64encode(b"agent:" + b"x" * 20).decode()
         with pytest.raises(urllib.error.HTTPError) as info:
-            urllib.request.urlopen(urllib.request.Request(
-                url, headers={"Authorization": f"Basic {basic}"}), context=ctx,
-                timeout=TOOL_TIMEOUT_S)
+            urllib.request.urlopen(
+                urllib.request.Request(url, headers={"Authorization": f"Basic {basic}"}),
+                context=ctx,
+                timeout=TOOL_TIMEOUT_S,
+            )
         assert info.value.code == 401
         assert info.value.headers["WWW-Authenticate"] == 'Basic realm="agentid"'
         missing = f"{host.url}/nope.git/info/refs?service=git-upload-pack"
         with pytest.raises(urllib.error.HTTPError) as info:
-            urllib.request.urlopen(urllib.request.Request(
-                missing, headers={"Authorization": f"Bearer {token}"}), context=ctx,
-                timeout=TOOL_TIMEOUT_S)
+            urllib.request.urlopen(
+                urllib.request.Request(missing, headers={"Authorization": f"Bearer {token}"}),
+                context=ctx,
+                timeout=TOOL_TIMEOUT_S,
+            )
         assert info.value.code == 404

@@ -80,16 +80,26 @@ def test_burst_of_1000_clients_on_a_cold_key_all_get_the_token(
                 with open(out_dir / f"{i}.err", "wb") as err:
                     procs.append(
                         subprocess.Popen(
-                            ["sh", "-c", script, client, "get", "--profile", "app",
-                             "--timeout", str(BURST_WAIT_S)],
+                            [
+                                "sh",
+                                "-c",
+                                script,
+                                client,
+                                "get",
+                                "--profile",
+                                "app",
+                                "--timeout",
+                                str(BURST_WAIT_S),
+                            ],
                             env=env,
                             stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL,  # tokens stay out of the test output
                             stderr=err,
                         )
                     )
-            codes = [p.wait(timeout=max(1.0, BURST_WAIT_S - (time.monotonic() - started)))
-                     for p in procs]
+            codes = [
+                p.wait(timeout=max(1.0, BURST_WAIT_S - (time.monotonic() - started))) for p in procs
+            ]
         finally:
             for p in procs:
                 if p.poll() is None:

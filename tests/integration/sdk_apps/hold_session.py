@@ -10,11 +10,24 @@ import json
 import os
 import sys
 
-print(json.dumps({
-    "endpoint": os.environ.get("IDENTITY_ENDPOINT"),
-    "header": os.environ.get("IDENTITY_HEADER"),
-    "token_var": "AGENTID_ACCESS_TOKEN" in os.environ,
-    "shadowing": sorted(k for k in ("MSI_ENDPOINT", "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT",
-                                    "IMDS_ENDPOINT") if k in os.environ),
-}), flush=True)
+print(
+    json.dumps(
+        {
+            "endpoint": os.environ.get("IDENTITY_ENDPOINT"),
+            "header": os.environ.get("IDENTITY_HEADER"),
+            "token_var": "AGENTID_ACCESS_TOKEN" in os.environ,
+            "shadowing": sorted(
+                k
+                for k in (
+                    "MSI_ENDPOINT",
+                    "MSI_SECRET",
+                    "IDENTITY_SERVER_THUMBPRINT",
+                    "IMDS_ENDPOINT",
+                )
+                if k in os.environ
+            ),
+        }
+    ),
+    flush=True,
+)
 sys.stdin.read()

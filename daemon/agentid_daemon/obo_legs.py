@@ -10,28 +10,17 @@ through the broker's ``call``, which runs the engine in a worker thread).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 
+from .broker_types import Engine
 from .cache import TokenCache, error_summary
 from .errors import AgentIdError, IdentityProviderError
-from .models import AcquiredToken, AgentRef, TokenRequest
+from .models import AcquiredToken, TokenRequest
 from .obo_sessions import OboSessions, SessionKey, user_fingerprint
 
 LEG = "obo_refresh"
-
-
-class RefreshEngine(Protocol):
-    def acquire_obo_refresh(
-        self,
-        agent: AgentRef,
-        t1: str,
-        refresh_token: str,
-        scopes: tuple[str, ...],
-        *,
-        claims: str | None = None,
-    ) -> AcquiredToken: ...
 
 
 # The broker's counted, logged identity-provider call: call(leg, fn, *args, **kwargs).
@@ -40,7 +29,7 @@ Call = Callable[..., Awaitable[AcquiredToken]]
 
 class OboLegs:
     def __init__(
-        self, sessions: OboSessions, cache: TokenCache, engine: RefreshEngine, call: Call
+        self, sessions: OboSessions, cache: TokenCache, engine: Engine, call: Call
     ) -> None:
         self.sessions = sessions
         self._cache = cache

@@ -13,7 +13,6 @@ SIGHUP reload (which swaps ``state.config``) takes effect for the next request.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import time
@@ -36,7 +35,7 @@ from .api_bodies import (
 )
 from .config import Config
 from .errors import AgentIdError, ConfigurationError, IdentityProviderError, InvalidRequest
-from .logs import get_logger, is_enabled_for
+from .logs import get_logger, log_request
 from .models import TokenRequest
 from .protocol import Headers, Response, current_peer
 
@@ -138,24 +137,15 @@ class Api:
         self._count(route, status)
         if route in _PROBE_ROUTES and status < 400:
             return response
-        if status >= 500:
-            level = logging.WARNING
-        elif status == 200 and ctx.get("source") == "cache":
-            # Cache hits are the hot path and carry no news: debug, so that the
-            # default level logs acquisitions, refreshes and errors only.
-            level = logging.DEBUG
-        else:
-            level = logging.INFO
-        if is_enabled_for(level):
-            log.log(
-                level,
-                "request",
-                method=method,
-                path=path,
-                status=status,
-                duration_ms=round((trio.current_time() - start) * 1000, 1),
-                **{k: v for k, v in ctx.items() if v is not None},
-            )
+        log_request(
+            log,
+            "request",
+            method=method,
+            path=path,
+            status=status,
+            duration_s=trio.current_time() - start,
+            ctx=ctx,
+        )
         return response
 
     def _count(self, route: str, status: int) -> None:

@@ -276,3 +276,39 @@ def is_enabled_for(level: int) -> bool:
 def get_logger(name: str = "agentid_daemon") -> Any:
     """A structlog bound logger named *name* (the ``logger`` field)."""
     return structlog.stdlib.get_logger(name)
+
+
+def log_request(
+    logger: Any,
+    message: str,
+    *,
+    method: str,
+    path: str,
+    status: int,
+    duration_s: float,
+    ctx: Mapping[str, Any],
+    warn_statuses: frozenset[int] = frozenset(),
+) -> None:
+    """One line per served request, at the level its outcome earns.
+
+    Server errors (and *warn_statuses*) warn; cache hits are the hot path and
+    carry no news, so they go to debug and the default level logs only
+    acquisitions, refreshes and errors. *ctx* adds fields; ``None`` values
+    are left out.
+    """
+    if status >= 500 or status in warn_statuses:
+        level = logging.WARNING
+    elif status == 200 and ctx.get("source") == "cache":
+        level = logging.DEBUG
+    else:
+        level = logging.INFO
+    if is_enabled_for(level):
+        logger.log(
+            level,
+            message,
+            method=method,
+            path=path,
+            status=status,
+            duration_ms=round(duration_s * 1000, 1),
+            **{k: v for k, v in ctx.items() if v is not None},
+        )

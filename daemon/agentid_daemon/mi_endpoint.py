@@ -18,7 +18,6 @@ included, when a client sends one).
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any, Protocol
 
@@ -27,7 +26,7 @@ import trio
 from . import mi_protocol as P
 from .errors import AgentIdError, IdentityProviderError
 from .identity_sessions import IdentitySession, SessionTable
-from .logs import get_logger, is_enabled_for
+from .logs import get_logger, log_request
 from .protocol import Headers, Response
 
 log = get_logger("agentid_daemon.mi_endpoint")
@@ -74,22 +73,17 @@ class MIEndpoint:
             # Counted under the endpoint's path, beside the socket API's routes.
             route = P.PATH if target.split("?", 1)[0] == P.PATH else "other"
             self.metrics.observe_request(route, status)
-        if status >= 500 or status in (401, 403):
-            level = logging.WARNING
-        elif status == 200 and ctx.get("source") == "cache":
-            level = logging.DEBUG
-        else:
-            level = logging.INFO
-        if is_enabled_for(level):
-            log.log(
-                level,
-                "managed identity request",
-                method=method,
-                path=target.split("?", 1)[0][:200],
-                status=status,
-                duration_ms=round((trio.current_time() - start) * 1000, 1),
-                **{k: v for k, v in ctx.items() if v is not None},
-            )
+        log_request(
+            log,
+            "managed identity request",
+            method=method,
+            path=target.split("?", 1)[0][:200],
+            status=status,
+            duration_s=trio.current_time() - start,
+            ctx=ctx,
+            # A refused header or caller is worth a warning on this surface.
+            warn_statuses=frozenset({401, 403}),
+        )
         return response
 
     async def _handle(

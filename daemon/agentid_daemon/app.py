@@ -28,6 +28,8 @@ from typing import Any, Protocol
 
 import trio
 
+from agentid_client.failures import EXIT_CONFIG, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+
 from .api import Api, ApiState, BrokerLike, MetricsLike
 from .cache_entry import EventCallback
 from .capacity import max_connections_for, raise_nofile_limit
@@ -43,10 +45,6 @@ from .sdnotify import Notifier
 
 log = get_logger("agentid_daemon.app")
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_CONFIG = 5
 # How many MSAL calls may run in worker threads at once.
 ENGINE_THREADS = 8
 
@@ -371,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         forbid_core_dumps()  # before the first secret is read
     except OSError as exc:
         print(f"agentid-helperd: cannot forbid core dumps: {exc.strerror}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_CONFIG
     try:
         config = load_config(args.config)
     except ConfigurationError as exc:
@@ -390,8 +388,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _remember_early_term)
         trio.run(daemon.run)
     except AlreadyRunning as exc:
+        # The socket path is taken: a conflict the user resolves by using that
+        # daemon, stopping it, or choosing another AGENTID_HELPER_SOCKET.
         print(f"agentid-helperd: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_CONFIG
     except ListenerError as exc:
         print(f"agentid-helperd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -405,5 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # locals), one clear line on stderr, non-zero exit for systemd to see.
         log.exception("daemon failed")
         print("agentid-helperd: the daemon failed; see its log for details", file=sys.stderr)
-        return EXIT_ERROR
+        # The client's code for "the daemon failed internally": the same
+        # closed set of exit codes for every command.
+        return EXIT_UNREACHABLE
     return EXIT_OK

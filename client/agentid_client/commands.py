@@ -71,7 +71,8 @@ def _selection() -> list[Opt]:
         Opt("--user-object-id", "agent user object id (AutonomousUser)", metavar="O"),
         Opt(
             "--user-token-file",
-            "file holding the user's token for OBO, or - for stdin (never on the command line)",
+            "file holding the user's token for OBO, or - for stdin (never on the command line);"
+            " it must be issued for the agent's blueprint (api://<blueprint>/access_agent)",
             metavar="PATH",
         ),
     ]

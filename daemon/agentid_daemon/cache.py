@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import heapq
 import math
 import random as _random
 from collections import OrderedDict
@@ -70,6 +69,16 @@ from .cache_entry import (
     entry_status,
     error_summary,
     reraisable,
+)
+from .cache_schedule import (
+    WakeupHeap,
+    backoff_delay,
+    dependency_retry_at,
+    due_action,
+    next_wakeup,
+    rate_limited,
+    refresh_at,
+    reported,
 )
 from .errors import AgentIdError, IdentityProviderError
 from .models import AcquiredToken
@@ -106,9 +115,7 @@ class TokenCache:
         self._random = random or _random.Random()
         self._listeners: list[EventCallback] = [on_event] if on_event else []
         self._entries: OrderedDict[Hashable, Entry] = OrderedDict()  # LRU order by request
-        self._heap: list[tuple[float, int, int, Entry]] = []  # (due, seq, gen, entry)
-        self._seq = 0
-        self._wakeup = trio.Event()
+        self._wakeups = WakeupHeap()
         self._nursery: trio.Nursery | None = None
 
     # -- public API --------------------------------------------------------------
@@ -128,7 +135,7 @@ class TokenCache:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 task_status.started()
-                await self._scheduler()
+                await self._wakeups.run(live=self._live, on_due=self._due)
         finally:
             self._nursery = None
 
@@ -178,9 +185,9 @@ class TokenCache:
                 if (
                     now < entry.backoff_until
                     and entry.last_error is not None
-                    and not (force_refresh and not forced and not _rate_limited(entry.last_error))
+                    and not (force_refresh and not forced and not rate_limited(entry.last_error))
                 ):
-                    raise _reported(entry.last_error, entry, now)
+                    raise reported(entry.last_error, entry, now)
                 forced = force_refresh
                 flight = self._start(entry, background=False)
             elif force_refresh and flight.started_at < asked_at:
@@ -189,7 +196,7 @@ class TokenCache:
                 continue
             await flight.done.wait()
             if flight.error is not None:
-                raise _reported(flight.error, entry, trio.current_time())
+                raise reported(flight.error, entry, trio.current_time())
             assert flight.result is not None
             entry.from_idp += 1
             return flight.result
@@ -304,10 +311,9 @@ class TokenCache:
     def _succeeded(self, entry: Entry, flight: Flight, token: AcquiredToken) -> CachedToken:
         t0 = flight.started_at
         lifetime = max(0.0, float(token.expires_in))
-        refresh_at = t0 + self._random.uniform(*REFRESH_FRACTION) * lifetime
-        if token.refresh_in is not None and token.refresh_in >= 0:
-            refresh_at = min(refresh_at, t0 + float(token.refresh_in))
-        cached = CachedToken(token, "identity_provider", t0 + lifetime, refresh_at)
+        cached = CachedToken(
+            token, "identity_provider", t0 + lifetime, refresh_at(t0, token, self._random)
+        )
         entry.cached = cached
         entry.failures = 0
         entry.own_failures = 0
@@ -327,10 +333,8 @@ class TokenCache:
             entry.own_failures += 1
             entry.backoff_until = now + self.backoff_delay(entry.own_failures, exc)
         else:
-            # The input's failure, not ours: retry when the input is retried
-            # (never sooner than half the base delay, so a dependency without
-            # a backoff of its own cannot make us spin).
-            entry.backoff_until = max(retry_at, now + BACKOFF_BASE_S / 2)
+            # The input's failure, not ours: retry when the input is retried.
+            entry.backoff_until = dependency_retry_at(retry_at, now)
         entry.permanent = not (isinstance(exc, IdentityProviderError) and exc.transient)
         self._emit(
             "fetch", entry, outcome="error", background=flight.background, error=error_summary(exc)
@@ -343,12 +347,7 @@ class TokenCache:
 
     def backoff_delay(self, failures: int, exc: BaseException | None = None) -> float:
         """Equal-jitter exponential backoff, at least the identity provider's Retry-After."""
-        nominal = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(failures - 1, 30))
-        delay = nominal / 2 + self._random.uniform(0, nominal / 2)
-        retry_after = exc.retry_after_s if isinstance(exc, IdentityProviderError) else None
-        if retry_after is not None and retry_after > delay:
-            delay = float(retry_after)
-        return delay
+        return backoff_delay(failures, exc, self._random)
 
     # -- background scheduling ---------------------------------------------------
 
@@ -357,63 +356,26 @@ class TokenCache:
         entry.sched_gen += 1
         if entry.inflight is not None:
             return  # the fetch's completion reschedules
-        idle_at = entry.last_requested + self.idle_timeout_s
-        if entry.idle:
-            due = entry.cached.expires_at if entry.cached is not None else -math.inf
-        elif entry.permanent or (entry.failures == 0 and entry.cached is None):
-            due = idle_at
-        elif entry.failures:
-            due = min(entry.backoff_until, idle_at)
-        else:
-            assert entry.cached is not None
-            due = min(entry.cached.refresh_at, idle_at)
-        if len(self._heap) > 4 * len(self._entries) + 64:
-            # Superseded wake-ups pile up; drop them so the heap stays O(entries).
-            self._heap = [
-                item
-                for item in self._heap
-                if item[2] == item[3].sched_gen and self._entries.get(item[3].key) is item[3]
-            ]
-            heapq.heapify(self._heap)
-        self._seq += 1
-        heapq.heappush(self._heap, (due, self._seq, entry.sched_gen, entry))
-        if self._heap[0][1] == self._seq:
-            self._wakeup.set()  # new earliest deadline
+        due = next_wakeup(entry, self.idle_timeout_s)
+        self._wakeups.push(entry, due, live=self._live, count=len(self._entries))
 
-    async def _scheduler(self) -> None:
-        while True:
-            now = trio.current_time()
-            while self._heap and self._heap[0][0] <= now:
-                _, _, gen, entry = heapq.heappop(self._heap)
-                if gen == entry.sched_gen and self._entries.get(entry.key) is entry:
-                    self._due(entry, now)
-            self._wakeup = trio.Event()
-            deadline = self._heap[0][0] if self._heap else math.inf
-            with trio.move_on_at(deadline):
-                await self._wakeup.wait()
+    def _live(self, entry: Entry) -> bool:
+        """Still the cached entry for its key (not evicted nor replaced)."""
+        return self._entries.get(entry.key) is entry
 
     def _due(self, entry: Entry, now: float) -> None:
         if entry.inflight is not None:
             return
-        # Same expression as in _reschedule, so a wake-up at idle_at is idle (no float drift).
-        if now >= entry.last_requested + self.idle_timeout_s:
+        action = due_action(entry, now, self.idle_timeout_s)
+        if action == "fetch":
+            self._start(entry, background=True)
+            return
+        if action == "idle":
             if not entry.idle:
                 entry.idle = True
                 self._emit("idle", entry)
             if entry.cached is None or entry.cached.expires_at <= now:
                 self._remove(entry, "idle")
-            else:
-                self._reschedule(entry)
-            return
-        if not entry.permanent:
-            if entry.failures:
-                due = entry.backoff_until
-            elif entry.cached is not None:
-                due = entry.cached.refresh_at
-            else:
-                due = math.inf
-            if due <= now:
-                self._start(entry, background=True)
                 return
         self._reschedule(entry)
 
@@ -430,17 +392,3 @@ class TokenCache:
             # A metrics bug must never break token serving.
             with contextlib.suppress(Exception):
                 listener(event, key=entry.key, label=entry.label, **fields)
-
-
-def _rate_limited(exc: BaseException) -> bool:
-    """The identity provider asked for the pause: no request may cut it short."""
-    return isinstance(exc, IdentityProviderError) and (
-        exc.retry_after_s is not None or exc.status == 429
-    )
-
-
-def _reported(exc: BaseException, entry: Entry, now: float) -> BaseException:
-    """The shared error, ready to raise, with the seconds until the next attempt."""
-    if isinstance(exc, AgentIdError):
-        exc.next_attempt_in_s = entry.backoff_until - now if entry.backoff_until > now else None
-    return reraisable(exc)

@@ -16,36 +16,34 @@ parameter (MSAL's ``claims_challenge`` merged with ``client_capabilities``)
 is honoured: its ``xms_cc`` values are stamped into the token, and like every
 answer here it is minted fresh (the emulator keeps no token to hand back, so
 a revoked token is never returned).
+
+This module routes a request to its leg; each leg's checks are in
+leg_checks.py, its claims and response body in token_minting.py.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
 
-from . import agent_claims
-from .agent_claims import AgentFacets
-from .certs import b64url
-from .claims_param import capability_claims
-from .client_auth import authenticate_agent, authenticate_blueprint, verify_exchange_token
+from . import agent_claims, leg_checks, token_minting
+from .client_auth import authenticate_agent, authenticate_blueprint
 from .directory import AgentIdentity, Blueprint, Directory, Tenant, User
 from .errors import AadstsError, missing_parameter, render
-from .jwt_tokens import TOKEN_EXCHANGE_APP_ID, TokenIssuer, fmi_subject, unverified_claims
+from .jwt_tokens import TokenIssuer, unverified_claims
 from .refresh_tokens import GrantStore
 from .scopes import ResolvedScope, is_token_exchange, resolve
-from .user_tokens import blueprint_audiences, interactive_claims, pairwise_subject, user_not_found
+from .token_minting import Minter
+from .user_tokens import interactive_claims, user_not_found
 
 GRANT_CLIENT_CREDENTIALS = "client_credentials"
 GRANT_JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 GRANT_USER_FIC = "user_fic"
 GRANT_REFRESH_TOKEN = "refresh_token"
 GRANTS = (GRANT_CLIENT_CREDENTIALS, GRANT_JWT_BEARER, GRANT_USER_FIC, GRANT_REFRESH_TOKEN)
-# Entra sends refresh_in when a token lives at least this long (half the lifetime).
-REFRESH_IN_THRESHOLD_S = 7200
 
 
 def classify(form: dict[str, str]) -> str | None:
@@ -87,6 +85,10 @@ class TokenService:
     @property
     def authority_host(self) -> str:
         return self.issuer.authority_host
+
+    @property
+    def minter(self) -> Minter:
+        return Minter(self.issuer, self.token_lifetime_s, self.refresh_in_s)
 
     def leg_of(self, tenant_id: str, form: dict[str, str]) -> str | None:
         """The leg of a request, knowing who the client is: a blueprint's
@@ -204,54 +206,13 @@ class TokenService:
         identities): create-delete-agent-identities.md, "Get an access token using
         agent identity blueprint"; no fmi_path."""
         scope = resolve(form.get("scope"), app_only=True)
-        claims: dict[str, Any] = {
-            "aud": scope.resource,
-            "azp": bp.app_id,
-            "azpacr": acr,
-            "appid": bp.app_id,
-            "appidacr": acr,
-            "idtyp": "app",
-            "oid": bp.app_id,
-            "sub": bp.app_id,
-            **agent_claims.BLUEPRINT_APP.claims(bp.app_id),
-        }
-        if bp.roles:
-            claims["roles"] = list(bp.roles)
-        return self._app_response(tenant, claims, scope)
+        claims = token_minting.blueprint_app_claims(bp, acr, scope)
+        return self.minter.app_response(tenant, claims)
 
     def _t1(self, tenant: Tenant, bp: Blueprint, form: dict[str, str], acr: str) -> dict[str, Any]:
-        scope = resolve(form.get("scope"), app_only=True)
-        fmi_path = form.get("fmi_path")
-        if not fmi_path:
-            raise missing_parameter("fmi_path")
-        if not is_token_exchange(form.get("scope")):
-            raise AadstsError(
-                70011,
-                f"The provided value for scope {form.get('scope')} is "
-                "not valid. A blueprint token for an agent (fmi_path) "
-                "must use scope api://AzureADTokenExchange/.default.",
-                error="invalid_scope",
-            )
-        agent = tenant.agents.get(fmi_path.lower())
-        if agent is None or agent.blueprint_app_id != bp.app_id:
-            raise AadstsError(
-                700016,
-                f"Application with identifier '{fmi_path}' (fmi_path) "
-                "was not found as an agent identity of blueprint "
-                f"'{bp.app_id}' in the directory '{tenant.tenant_id}'.",
-            )
-        claims = {
-            "aud": TOKEN_EXCHANGE_APP_ID,
-            "azp": bp.app_id,
-            "azpacr": acr,
-            "appid": bp.app_id,
-            "appidacr": acr,
-            "idtyp": "app",
-            "oid": bp.app_id,
-            "sub": fmi_subject(tenant.tenant_id, bp.app_id, agent.app_id),
-            **agent_claims.T1.claims(bp.app_id),
-        }
-        return self._app_response(tenant, claims, scope)
+        resolve(form.get("scope"), app_only=True)  # a bad scope is reported before fmi_path
+        agent = leg_checks.t1_agent(tenant, bp, form)
+        return self.minter.app_response(tenant, token_minting.t1_claims(tenant, bp, agent, acr))
 
     def _agent_app(
         self, tenant: Tenant, agent: AgentIdentity, form: dict[str, str], now: float
@@ -259,47 +220,22 @@ class TokenService:
         authenticate_agent(agent, form, tenant_id=tenant.tenant_id, now=now, issuer=self.issuer)
         scope = resolve(form.get("scope"), app_only=True)
         exchange = is_token_exchange(form.get("scope"))  # T2: the agent's own exchange token
-        facets = agent_claims.T2 if exchange else agent_claims.AUTONOMOUS_APP
-        claims: dict[str, Any] = {
-            "aud": TOKEN_EXCHANGE_APP_ID if exchange else scope.resource,
-            "azp": agent.app_id,
-            "azpacr": "2",
-            "appid": agent.app_id,
-            "appidacr": "2",
-            "idtyp": "app",
-            "oid": agent.app_id,
-            "sub": agent.app_id,
-            **facets.claims(agent.blueprint_app_id),
-            **capability_claims(form),
-        }
-        if not exchange and agent.roles:
-            claims["roles"] = list(agent.roles)
-        return self._app_response(tenant, claims, scope)
+        claims = token_minting.agent_app_claims(agent, scope, exchange, form)
+        return self.minter.app_response(tenant, claims)
 
     def _obo(
         self, tenant: Tenant, agent: AgentIdentity, form: dict[str, str], now: float
     ) -> dict[str, Any]:
         authenticate_agent(agent, form, tenant_id=tenant.tenant_id, now=now, issuer=self.issuer)
-        assertion = form.get("assertion")
-        if not assertion:
-            raise missing_parameter("assertion")
-        use = form.get("requested_token_use")
-        if not use:
-            raise missing_parameter("requested_token_use")
-        if use != "on_behalf_of":
-            raise AadstsError(
-                900144,
-                "The request body must contain the following parameter: "
-                "'requested_token_use' with the value 'on_behalf_of'.",
-            )
+        assertion = leg_checks.obo_assertion(form)
         scope = resolve(form.get("scope"), app_only=False)
-        user = self._obo_user(tenant, agent, assertion, now)
+        user = leg_checks.obo_user(self.issuer, tenant, agent, assertion, now)
         return self._with_refresh_token(
             tenant,
             agent,
             user,
             scope,
-            self._user_response(tenant, agent, user, scope, agent_claims.OBO, form),
+            self.minter.user_response(tenant, agent, user, scope, agent_claims.OBO, form),
             now,
         )
 
@@ -323,7 +259,7 @@ class TokenService:
             agent,
             user,
             scope,
-            self._user_response(tenant, agent, user, scope, agent_claims.OBO, form),
+            self.minter.user_response(tenant, agent, user, scope, agent_claims.OBO, form),
             now,
         )
 
@@ -345,152 +281,15 @@ class TokenService:
             )
         return body
 
-    def _obo_user(self, tenant: Tenant, agent: AgentIdentity, assertion: str, now: float) -> User:
-        try:
-            claims = self.issuer.verify(assertion, now=now)
-        except (jwt.ExpiredSignatureError, jwt.ImmatureSignatureError):
-            raise AadstsError(
-                500133,
-                "Assertion is not within its valid time range. Ensure "
-                "that the access token is not expired before using it "
-                "for user assertion.",
-                error="invalid_grant",
-            ) from None
-        except jwt.InvalidSignatureError:
-            raise AadstsError(
-                50013, "Assertion failed signature validation. [Reason - The key was not found.]"
-            ) from None
-        except jwt.PyJWTError:
-            raise AadstsError(50027, "JWT token is invalid or malformed (assertion).") from None
-        if claims.get("iss") != self.issuer.issuer(tenant.tenant_id):
-            raise AadstsError(50013, f"Assertion contains an invalid issuer '{claims.get('iss')}'.")
-        self._check_obo_audience(agent, str(claims.get("aud", "")))
-        if claims.get("idtyp") == "app" or not claims.get("oid"):
-            raise AadstsError(
-                50013,
-                "Assertion is not a user token: on-behalf-of needs the "
-                "access token of a signed-in user.",
-            )
-        user = tenant.find_user(object_id=str(claims["oid"]))
-        if user is None:
-            raise user_not_found(tenant)
-        return user
-
-    @staticmethod
-    def _check_obo_audience(agent: AgentIdentity, aud: str) -> None:
-        """The user token must be for the agent's blueprint: agent-on-behalf-of-oauth-flow.md,
-        "Tc (aud) == Agent ID blueprint client ID". The blueprint exposes the API
-        (``api://<blueprint>/access_agent``); an agent identity exposes none."""
-        bp = agent.blueprint_app_id
-        if aud.lower() in blueprint_audiences(bp):
-            return
-        raise AadstsError(
-            50013,
-            "Assertion audience does not match the Client app presenting "
-            f"the assertion. The audience in the assertion was '{aud}' "
-            f"and the expected audience is '{bp}' or one of the "
-            "Application Uris of this application with App ID "
-            f"'{bp}'. The downstream client must request a token for "
-            "the expected audience (the application that made the OBO "
-            "request) and this application should use that token as "
-            "the assertion.",
-        )
-
     def _user_fic(
         self, tenant: Tenant, agent: AgentIdentity, form: dict[str, str], now: float
     ) -> dict[str, Any]:
         authenticate_agent(agent, form, tenant_id=tenant.tenant_id, now=now, issuer=self.issuer)
-        fic = form.get("user_federated_identity_credential")
-        if not fic:
-            raise missing_parameter("user_federated_identity_credential")
-        claims = verify_exchange_token(
-            fic,
-            issuer=self.issuer,
-            tenant_id=tenant.tenant_id,
-            now=now,
-            what="User federated identity credential",
-        )
-        if claims.get("sub") != agent.app_id or claims.get("azp") != agent.app_id:
-            raise AadstsError(
-                7002137,
-                "No matching federated identity record found for "
-                f"presented assertion subject '{claims.get('sub')}'. "
-                "The user federated identity credential must be an "
-                f"exchange token of agent '{agent.app_id}'.",
-            )
-        upn, oid = form.get("username"), form.get("user_id")
-        if not upn and not oid:
-            raise missing_parameter("username")
+        leg_checks.check_user_fic(self.issuer, tenant, agent, form, now)
         scope = resolve(form.get("scope"), app_only=False)
-        user = tenant.find_user(upn=upn) if upn else tenant.find_user(object_id=oid)
-        if user is None or user.agent_identity_app_id != agent.app_id:
-            raise user_not_found(tenant)
-        return self._user_response(tenant, agent, user, scope, agent_claims.AGENT_USER, form)
-
-    # -- responses --------------------------------------------------------------
-    def _lifetimes(self) -> dict[str, int]:
-        lifetime = self.token_lifetime_s
-        out = {"expires_in": lifetime, "ext_expires_in": lifetime}
-        if self.refresh_in_s is not None:
-            out["refresh_in"] = self.refresh_in_s
-        elif lifetime >= REFRESH_IN_THRESHOLD_S:
-            out["refresh_in"] = lifetime // 2
-        return out
-
-    def _app_response(
-        self, tenant: Tenant, claims: dict[str, Any], scope: ResolvedScope
-    ) -> dict[str, Any]:
-        token = self.issuer.mint(tenant.tenant_id, claims, lifetime_s=self.token_lifetime_s)
-        return {"token_type": "Bearer", **self._lifetimes(), "access_token": token}
-
-    def _user_response(
-        self,
-        tenant: Tenant,
-        agent: AgentIdentity,
-        user: User,
-        scope: ResolvedScope,
-        facets: AgentFacets,
-        form: dict[str, str],
-    ) -> dict[str, Any]:
-        scp = " ".join(scope.delegated_permissions())
-        claims = {
-            "aud": scope.resource,
-            "azp": agent.app_id,
-            "azpacr": "2",
-            "appid": agent.app_id,
-            "appidacr": "2",
-            "idtyp": "user",
-            "upn": user.upn,
-            "unique_name": user.upn,
-            "name": user.display_name or user.upn,
-            "oid": user.object_id,
-            "sub": pairwise_subject(user.object_id, agent.app_id),
-            "scp": scp,
-            **facets.claims(agent.blueprint_app_id),
-            **capability_claims(form),
-        }
-        lifetime = self.token_lifetime_s
-        token = self.issuer.mint(tenant.tenant_id, claims, lifetime_s=lifetime)
-        id_token = self.issuer.mint(
-            tenant.tenant_id,
-            {
-                "aud": agent.app_id,
-                "sub": pairwise_subject(user.object_id, agent.app_id),
-                "oid": user.object_id,
-                "preferred_username": user.upn,
-                "name": user.display_name or user.upn,
-            },
-            lifetime_s=lifetime,
-        )
-        client_info = b64url(json.dumps({"uid": user.object_id, "utid": tenant.tenant_id}).encode())
-        return {
-            "token_type": "Bearer",
-            "scope": scope.response_scope(delegated=True),
-            **self._lifetimes(),
-            "access_token": token,
-            "id_token": id_token,
-            "client_info": client_info,
-        }
+        user = leg_checks.agent_user(tenant, agent, form)
+        facets = agent_claims.AGENT_USER
+        return self.minter.user_response(tenant, agent, user, scope, facets, form)
 
     def introspect(self, token: str) -> dict[str, Any]:
         """``/_emulator/tokens/introspect``: is this token of ours valid and not revoked?

@@ -21,10 +21,11 @@ from cryptography import x509
 
 from .certs import cert_pem, ensure_key_material, key_pem, new_key, self_signed_certificate
 from .directory import Directory, SeedError, demo_directory, load_seed
+from .emulator_state import EmulatorState
 from .imds import ImdsHTTPServer, ImdsService, serve_in_thread
 from .jwt_tokens import TokenIssuer
 from .legs import TokenService
-from .server import EmulatorHTTPServer, EmulatorState
+from .server import EmulatorHTTPServer
 from .workload import workload_issuer, write_workload_token
 
 PROG = "agentid-helper-emulator"

@@ -39,9 +39,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .directory import TOKEN_EXCHANGE_AUDIENCE, ManagedIdentity
+from .emulator_state import EmulatorState
 from .jwt_tokens import TOKEN_EXCHANGE_APP_ID
 from .legs import TokenService
-from .server import EmulatorState
 
 IMDS_TOKEN_PATH = "/metadata/identity/oauth2/token"
 # The oldest api-version IMDS's identity endpoint takes (the one MSAL sends).

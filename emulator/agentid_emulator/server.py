@@ -1,5 +1,6 @@
 """HTTP I/O: a threaded HTTPS server on 127.0.0.1 routing to discovery, JWKS,
-the token endpoint (sans-IO ``TokenService``) and the loopback admin API.
+the token endpoint (sans-IO ``TokenService``) and the loopback admin API
+(sans-IO ``admin_routes``); what the handlers share is ``EmulatorState``.
 
 One JSON log line per request goes to stderr (method, path, leg, client_id,
 status, AADSTS code, duration): never a form body, secret, assertion or token.
@@ -15,19 +16,17 @@ import re
 import socket
 import ssl
 import sys
-import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
+from .admin_routes import admin_reply
+from .emulator_state import EmulatorState
 from .errors import AadstsError, render
-from .faults import REVOKE_FIELD, Fault, FaultSpecError, FaultState, parse_fault, parse_revoke
-from .legs import TokenService
-from .stats import Stats
-from .workload import mint_workload_token
+from .faults import Fault
 
 MAX_BODY = 1 << 20
 IDLE_TIMEOUT_S = 30.0
@@ -50,73 +49,6 @@ def _basic_auth(header: str | None, form: dict[str, str]) -> dict[str, str]:
         return {}
     out = {"client_id": unquote_plus(client_id), "client_secret": unquote_plus(secret)}
     return {k: v for k, v in out.items() if not form.get(k)}
-
-
-class EmulatorState:
-    """Everything the request handlers share (thread-safe parts inside)."""
-
-    def __init__(self, service: TokenService, *, log_stream: TextIO | None = None) -> None:
-        self.service = service
-        self.stats = Stats()
-        self.faults = FaultState()
-        self._log_stream = log_stream or sys.stderr
-        self._log_lock = threading.Lock()
-
-    def log(self, **fields: Any) -> None:
-        line = json.dumps({"ts": round(time.time(), 3), **fields}, separators=(",", ":"))
-        with self._log_lock:
-            try:
-                self._log_stream.write(line + "\n")
-                self._log_stream.flush()
-            except (OSError, ValueError):
-                pass
-
-    def discovery(self, tenant_id: str) -> dict[str, Any]:
-        host = self.service.authority_host
-        base = f"{host}/{tenant_id}"
-        return {
-            "token_endpoint": f"{base}/oauth2/v2.0/token",
-            "token_endpoint_auth_methods_supported": [
-                "client_secret_post",
-                "private_key_jwt",
-                "client_secret_basic",
-            ],
-            "jwks_uri": f"{base}/discovery/v2.0/keys",
-            "response_modes_supported": ["query", "fragment", "form_post"],
-            "subject_types_supported": ["pairwise"],
-            "id_token_signing_alg_values_supported": ["RS256"],
-            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
-            "scopes_supported": ["openid", "profile", "email", "offline_access"],
-            "issuer": self.service.issuer.issuer(tenant_id),
-            "request_uri_parameter_supported": False,
-            "userinfo_endpoint": f"{host}/oidc/userinfo",
-            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-            "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
-            "http_logout_supported": True,
-            "frontchannel_logout_supported": True,
-            "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
-            "claims_supported": [
-                "sub",
-                "iss",
-                "aud",
-                "exp",
-                "iat",
-                "auth_time",
-                "acr",
-                "nonce",
-                "preferred_username",
-                "name",
-                "tid",
-                "ver",
-                "at_hash",
-                "c_hash",
-                "email",
-            ],
-            "tenant_region_scope": None,
-            "cloud_instance_name": "microsoftonline.com",
-            "cloud_graph_host_name": "graph.windows.net",
-            "msgraph_host": "graph.microsoft.com",
-        }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -299,7 +231,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- admin --------------------------------------------------------------------
     def _admin(self, path: str) -> None:
-        state = self._state()
         if not self.server.is_loopback(self.client_address[0]):
             self._send(
                 403,
@@ -309,113 +240,11 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self._read_body()
         if raw is None:
             return
-        try:
-            body = json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            self._send(400, {"error": "invalid_request", "error_description": "body is not JSON"})
-            return
-        route = (self.command, path.rstrip("/"))
-        if route == ("GET", "/_emulator/stats"):
-            self._send(200, state.stats.to_json())
-        elif route == ("GET", "/_emulator/faults"):
-            self._send(200, {"fault": state.faults.current()})
-        elif (
-            route == ("POST", "/_emulator/faults")
-            and isinstance(body, dict)
-            and (REVOKE_FIELD in body)
-        ):
-            self._admin_revoke(body)
-        elif route == ("POST", "/_emulator/tokens/introspect"):
-            token = body.get("token") if isinstance(body, dict) else None
-            if not isinstance(token, str):
-                self._send(
-                    400,
-                    {
-                        "error": "invalid_request",
-                        "error_description": "'token' is a required string",
-                    },
-                )
-                return
-            self._send(200, state.service.introspect(token))
-        elif route == ("POST", "/_emulator/faults"):
-            try:
-                state.faults.set(parse_fault(body))
-            except FaultSpecError as exc:
-                self._send(400, {"error": "invalid_request", "error_description": str(exc)})
-                return
-            self._send(200, {"fault": state.faults.current()})
-        elif route == ("DELETE", "/_emulator/faults"):
-            state.faults.clear()
-            self._send(200, {"fault": None})
-        elif route == ("POST", "/_emulator/reset"):
-            state.faults.clear()
-            state.stats.reset()
-            self._send(200, {})
-        elif route == ("POST", "/_emulator/users/token"):
-            self._admin_user_token(body)
-        elif route == ("POST", "/_emulator/federated/token"):
-            self._send(
-                200,
-                {
-                    "access_token": mint_workload_token(
-                        state.service, subject=body.get("subject"), audience=body.get("audience")
-                    )
-                },
-            )
+        reply = admin_reply(self._state(), self.command, path, raw)
+        if isinstance(reply, AadstsError):
+            self._error(reply)
         else:
-            self._send(404, {"error": "not_found", "error_description": f"no route for {path}"})
-
-    def _admin_revoke(self, body: dict[str, Any]) -> None:
-        """The revoke fault: ``{"revoke_token": "<access or refresh token>"}``, alone."""
-        try:
-            token = parse_revoke(body)
-            answer = self._state().service.revoke(token)
-        except (FaultSpecError, ValueError) as exc:
-            self._send(400, {"error": "invalid_request", "error_description": str(exc)})
-            return
-        self._send(200, answer)
-
-    def _admin_user_token(self, body: Any) -> None:
-        service = self._state().service
-        if not isinstance(body, dict):
-            body = {}
-        upn, audience = body.get("upn"), body.get("audience")
-        lifetime = body.get("lifetime_s")
-        if (
-            not isinstance(upn, str)
-            or not upn
-            or (audience is not None and (not isinstance(audience, str) or not audience))
-            or (
-                lifetime is not None
-                and (isinstance(lifetime, bool) or not isinstance(lifetime, int) or lifetime < 1)
-            )
-        ):
-            self._send(
-                400,
-                {
-                    "error": "invalid_request",
-                    "error_description": "'upn' is a required string; 'audience' "
-                    "(default: the blueprint) a string; "
-                    "'lifetime_s' a positive integer",
-                },
-            )
-            return
-        tenant_id = body.get("tenant_id") or service.directory.summary["tenant_id"]
-        try:
-            token = service.interactive_user_token(
-                str(tenant_id), upn, audience, lifetime_s=lifetime
-            )
-        except AadstsError as err:
-            self._error(err)
-            return
-        self._send(
-            200,
-            {
-                "access_token": token,
-                "token_type": "Bearer",
-                "expires_in": lifetime or service.token_lifetime_s,
-            },
-        )
+            self._send(reply.status, reply.body)
 
 
 class EmulatorHTTPServer(ThreadingHTTPServer):

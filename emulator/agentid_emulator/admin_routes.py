@@ -1,0 +1,114 @@
+"""The loopback admin API (``/_emulator/...``), sans-IO: a request's method, path
+and body in, a reply out.
+
+The server checks that the peer is on loopback and reads the body first; the
+token endpoint and discovery stay in server.py.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .emulator_state import EmulatorState
+from .errors import AadstsError
+from .faults import REVOKE_FIELD, FaultSpecError, parse_fault, parse_revoke
+from .workload import mint_workload_token
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: dict[str, Any] = field(repr=False)
+
+
+def _invalid(description: str) -> Reply:
+    return Reply(400, {"error": "invalid_request", "error_description": description})
+
+
+def admin_reply(state: EmulatorState, command: str, path: str, raw: bytes) -> Reply | AadstsError:
+    """The answer to one admin request; an AadstsError is rendered like the token
+    endpoint's errors."""
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        return _invalid("body is not JSON")
+    route = (command, path.rstrip("/"))
+    if route == ("GET", "/_emulator/stats"):
+        return Reply(200, state.stats.to_json())
+    if route == ("GET", "/_emulator/faults"):
+        return Reply(200, {"fault": state.faults.current()})
+    if route == ("POST", "/_emulator/faults") and isinstance(body, dict) and (REVOKE_FIELD in body):
+        return _revoke(state, body)
+    if route == ("POST", "/_emulator/tokens/introspect"):
+        token = body.get("token") if isinstance(body, dict) else None
+        if not isinstance(token, str):
+            return _invalid("'token' is a required string")
+        return Reply(200, state.service.introspect(token))
+    if route == ("POST", "/_emulator/faults"):
+        try:
+            state.faults.set(parse_fault(body))
+        except FaultSpecError as exc:
+            return _invalid(str(exc))
+        return Reply(200, {"fault": state.faults.current()})
+    if route == ("DELETE", "/_emulator/faults"):
+        state.faults.clear()
+        return Reply(200, {"fault": None})
+    if route == ("POST", "/_emulator/reset"):
+        state.faults.clear()
+        state.stats.reset()
+        return Reply(200, {})
+    if route == ("POST", "/_emulator/users/token"):
+        return _user_token(state, body)
+    if route == ("POST", "/_emulator/federated/token"):
+        token = mint_workload_token(
+            state.service, subject=body.get("subject"), audience=body.get("audience")
+        )
+        return Reply(200, {"access_token": token})
+    return Reply(404, {"error": "not_found", "error_description": f"no route for {path}"})
+
+
+def _revoke(state: EmulatorState, body: dict[str, Any]) -> Reply:
+    """The revoke fault: ``{"revoke_token": "<access or refresh token>"}``, alone."""
+    try:
+        token = parse_revoke(body)
+        answer = state.service.revoke(token)
+    except (FaultSpecError, ValueError) as exc:
+        return _invalid(str(exc))
+    return Reply(200, answer)
+
+
+def _user_token(state: EmulatorState, body: Any) -> Reply | AadstsError:
+    service = state.service
+    if not isinstance(body, dict):
+        body = {}
+    upn, audience = body.get("upn"), body.get("audience")
+    lifetime = body.get("lifetime_s")
+    if (
+        not isinstance(upn, str)
+        or not upn
+        or (audience is not None and (not isinstance(audience, str) or not audience))
+        or (
+            lifetime is not None
+            and (isinstance(lifetime, bool) or not isinstance(lifetime, int) or lifetime < 1)
+        )
+    ):
+        return _invalid(
+            "'upn' is a required string; 'audience' "
+            "(default: the blueprint) a string; "
+            "'lifetime_s' a positive integer"
+        )
+    tenant_id = body.get("tenant_id") or service.directory.summary["tenant_id"]
+    try:
+        token = service.interactive_user_token(str(tenant_id), upn, audience, lifetime_s=lifetime)
+    except AadstsError as err:
+        return err
+    return Reply(
+        200,
+        {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": lifetime or service.token_lifetime_s,
+        },
+    )

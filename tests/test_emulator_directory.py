@@ -13,8 +13,8 @@ from agentid_emulator.directory import (
     DEMO_TENANT_ID,
     SeedError,
     demo_directory,
-    load_seed,
 )
+from agentid_emulator.seed_file import load_seed
 
 EXAMPLE = Path(__file__).with_name("emulator_seed_example.toml")
 

@@ -20,11 +20,12 @@ from typing import Any
 from cryptography import x509
 
 from .certs import cert_pem, ensure_key_material, key_pem, new_key, self_signed_certificate
-from .directory import Directory, SeedError, demo_directory, load_seed
+from .directory import Directory, SeedError, demo_directory
 from .emulator_state import EmulatorState
 from .imds import ImdsHTTPServer, ImdsService, serve_in_thread
 from .jwt_tokens import TokenIssuer
 from .legs import TokenService
+from .seed_file import load_seed
 from .server import EmulatorHTTPServer
 from .workload import workload_issuer, write_workload_token
 

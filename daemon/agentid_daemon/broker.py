@@ -2,11 +2,12 @@
 
 Every token is a :class:`TokenCache` entry: the resource token under
 ``TokenRequest.cache_key()``, the exchange tokens under
-``ExchangeKey("t1" | "t2", agent...)``. So T1 is fetched once per agent and
-reused by every scope, mode and user; T2 once per agent for every agent user;
-concurrent cold requests for one key make one fetch per leg. A blueprint
-whose credential is a managed identity gets T1 with that identity's token,
-itself an entry (``ManagedIdentityKey``) shared by every agent that uses it.
+``ExchangeKey("t1" | "t2", agent...)`` (exchange_legs.py). So T1 is fetched
+once per agent and reused by every scope, mode and user; T2 once per agent for
+every agent user; concurrent cold requests for one key make one fetch per leg.
+A blueprint whose credential is a managed identity gets T1 with that
+identity's token, itself an entry (``ManagedIdentityKey``) shared by every
+agent that uses it.
 
 A fetch is a closure kept by its cache entry (background refreshes call it
 again). For OBO it holds the user token, in memory only; once that token has
@@ -33,7 +34,7 @@ import dataclasses
 import functools
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import trio
 
@@ -41,9 +42,10 @@ from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S
 
 from .broker_status import status_row, wall_seconds
 from .broker_types import Engine, ServedToken
-from .cache import CachedToken, DependencyFailed, TokenCache
+from .cache import TokenCache
 from .config_values import DaemonSettings
 from .errors import AgentIdError, IdentityProviderError, InvalidRequest
+from .exchange_legs import ASSERTION_MIN_VALIDITY_S, ExchangeLegs, assertion_rejected, exchange_key
 from .logs import get_logger
 from .metrics import BoundCounter, Metrics
 from .mi_legs import ManagedIdentityLegs
@@ -59,19 +61,6 @@ from .obo_legs import OboLegs
 from .obo_sessions import OboSessions, SessionKey
 
 __all__ = ["Broker", "Engine", "ServedToken"]
-
-# An assertion must outlive the next leg's round trip (and clock skew at the
-# identity provider); capped to a quarter of the token's lifetime so that
-# short-lived tokens (the emulator's test mode) are still reused.
-ASSERTION_MIN_VALIDITY_S = 120.0
-# Entra rejects a client assertion / federated credential that expired or is
-# malformed with these; one retry with a freshly minted T1/T2 is worth it.
-REJECTED_ASSERTION_CODES = frozenset({700024, 50027})
-
-
-def _exchange_key(leg: Literal["t1", "t2"], agent: AgentRef) -> ExchangeKey:
-    return ExchangeKey(leg, *agent.identity, credential=agent.credential)
-
 
 _LOG = get_logger("agentid_daemon.broker")
 
@@ -94,13 +83,12 @@ class Broker:
             engine,
             self._call,
             assertion_min_validity_s=ASSERTION_MIN_VALIDITY_S,
-            assertion_rejected=_assertion_rejected,
+            assertion_rejected=assertion_rejected,
         )
+        self._exchanges = ExchangeLegs(cache, engine, self._call, self._mi)
         self._cache = cache
         self._metrics = metrics
         self._limiter = limiter
-        # Last seen lifetime per exchange key, to size the assertion margin.
-        self._exchange_lifetime: dict[ExchangeKey, float] = {}
         # Hit/miss counters per kind, bound once: hits are counted per request.
         self._hit_counters: dict[str, BoundCounter] = {}
         self._miss_counters: dict[str, BoundCounter] = {}
@@ -132,9 +120,9 @@ class Broker:
             # since-broken credential obtained earlier.
             if req.agent.credential.kind == "managed_identity":
                 await self._mi.token(req.agent.credential, force_refresh=True)
-            await self._exchange("t1", req.agent, force_refresh=True)
+            await self._exchanges.token("t1", req.agent, force_refresh=True)
             if req.mode is Mode.AUTONOMOUS_USER:
-                await self._exchange("t2", req.agent, force_refresh=True)
+                await self._exchanges.token("t2", req.agent, force_refresh=True)
         once = None
         if claims is not None or starting is not None:
             once = self._resource_fetch(req, claims=claims, start_session_for=starting)
@@ -180,7 +168,7 @@ class Broker:
 
     def flush(self) -> int:
         """Drop every token, exchange tokens and OBO sessions included."""
-        self._exchange_lifetime.clear()
+        self._exchanges.clear()
         self.sessions.clear()
         return self._cache.flush()
 
@@ -258,56 +246,6 @@ class Broker:
         """Run a blocking engine call in a worker thread (tests override this seam)."""
         return await trio.to_thread.run_sync(call, limiter=self._limiter, abandon_on_cancel=True)
 
-    async def _input(self, leg: Literal["t1", "t2"], agent: AgentRef) -> CachedToken:
-        """An exchange token as the input of another leg's fetch.
-
-        Its failure is raised as :class:`DependencyFailed`, so the dependent
-        key retries when the exchange key does instead of backing off itself.
-        """
-        try:
-            return await self._exchange(leg, agent)
-        except AgentIdError as exc:
-            raise DependencyFailed(exc, self._cache.retry_at(_exchange_key(leg, agent))) from None
-
-    async def _exchange(
-        self, leg: Literal["t1", "t2"], agent: AgentRef, *, force_refresh: bool = False
-    ) -> CachedToken:
-        """T1 or T2 of ``agent`` from the cache, with enough life left to be an assertion."""
-        key = _exchange_key(leg, agent)
-        lifetime = self._exchange_lifetime.get(key)
-        margin = ASSERTION_MIN_VALIDITY_S
-        if lifetime is not None:
-            margin = min(margin, lifetime / 4)
-
-        async def fetch() -> AcquiredToken:
-            if leg == "t1":
-                token = await self._t1(agent)
-            else:
-                t1 = await self._input("t1", agent)
-                try:
-                    token = await self._call(
-                        "t2", self._engine.acquire_t2, agent, t1.token.access_token
-                    )
-                except IdentityProviderError as exc:
-                    if not _assertion_rejected(exc):
-                        raise
-                    self._cache.invalidate(_exchange_key("t1", agent), if_token=t1.token)
-                    t1 = await self._input("t1", agent)
-                    token = await self._call(
-                        "t2", self._engine.acquire_t2, agent, t1.token.access_token
-                    )
-            self._exchange_lifetime[key] = float(token.expires_in)
-            return token
-
-        return await self._cache.get(
-            key, fetch, min_validity_s=margin, force_refresh=force_refresh, label=leg
-        )
-
-    async def _t1(self, agent: AgentRef) -> AcquiredToken:
-        if agent.credential.kind == "managed_identity":
-            return await self._mi.t1(agent)
-        return await self._call("t1", self._engine.acquire_t1, agent)
-
     def _resource_fetch(
         self, req: TokenRequest, *, claims: str | None = None, start_session_for: str | None = None
     ) -> Callable[[], Any]:
@@ -326,8 +264,8 @@ class Broker:
             IdentityProviderError | None,
             list[tuple[ExchangeKey, AcquiredToken]],
         ]:
-            t1 = await self._input("t1", agent)
-            used = [(_exchange_key("t1", agent), t1.token)]
+            t1 = await self._exchanges.input("t1", agent)
+            used = [(exchange_key("t1", agent), t1.token)]
             try:
                 if mode is Mode.AUTONOMOUS_APP:
                     token = await self._call(
@@ -354,8 +292,8 @@ class Broker:
                     if start_session_for is not None:
                         self._obo.started(req, start_session_for, token)
                 else:
-                    t2 = await self._input("t2", agent)
-                    used.append((_exchange_key("t2", agent), t2.token))
+                    t2 = await self._exchanges.input("t2", agent)
+                    used.append((exchange_key("t2", agent), t2.token))
                     token = await self._call(
                         "user_fic",
                         self._engine.acquire_user_fic,
@@ -368,7 +306,7 @@ class Broker:
                         claims=claims,
                     )
             except IdentityProviderError as exc:
-                if _assertion_rejected(exc):
+                if assertion_rejected(exc):
                     return None, exc, used
                 raise
             # A refresh token lives in the session store only, never in the cache.
@@ -407,8 +345,4 @@ class Broker:
         elif event == "fetch" and fields.get("background"):
             self._metrics.refreshes.inc(kind=kind, outcome=fields.get("outcome", "unknown"))
         elif event == "evict" and isinstance(key, ExchangeKey):
-            self._exchange_lifetime.pop(key, None)
-
-
-def _assertion_rejected(exc: IdentityProviderError) -> bool:
-    return any(code in REJECTED_ASSERTION_CODES for code in exc.aadsts_codes)
+            self._exchanges.forget(key)

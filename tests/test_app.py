@@ -380,9 +380,9 @@ def test_end_to_end_three_modes(emulator: Any, tmp_path: Path) -> None:
 
 
 def test_status_text_names_entries_last_refresh_and_last_error() -> None:
-    from agentid_daemon.app import _Activity
+    from agentid_daemon.status_line import StatusLine
 
-    activity = _Activity(cache=FakeCache(entries=2))
+    activity = StatusLine(cache=FakeCache(entries=2))
     assert activity.text() == "2 token(s) cached; last refresh never"
     activity.on_event("fetch", label="t1", outcome="ok")
     activity.on_event(

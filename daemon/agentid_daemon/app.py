@@ -20,11 +20,10 @@ import argparse
 import os
 import signal
 import sys
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import trio
 
@@ -42,6 +41,7 @@ from .logs import configure_logging, get_logger
 from .protocol import HttpServer, Limits
 from .runmode import run_mode, set_process_name
 from .sdnotify import Notifier
+from .status_line import StatusLine
 
 log = get_logger("agentid_daemon.app")
 
@@ -122,43 +122,6 @@ class Components:
     metrics: MetricsLike | None
 
 
-@dataclass
-class _Activity:
-    """What STATUS= tells systemd: entries, last refresh, last error."""
-
-    cache: CacheService
-    last_refresh: float | None = None
-    last_error: str | None = None
-    errors: int = field(default=0)
-
-    def on_event(self, event: str, *, key: Any = None, label: str = "", **fields: Any) -> None:
-        if event != "fetch":
-            return
-        if fields.get("outcome") == "ok":
-            self.last_refresh = time.time()
-        else:
-            self.errors += 1
-            # error_summary() text: identifiers and AADSTS descriptions only.
-            summary = str(fields.get("error") or "error")[:200]
-            self.last_error = (
-                time.strftime("%H:%M:%SZ", time.gmtime())
-                + (f" {label}" if label else "")
-                + f": {summary}"
-            )
-
-    def text(self) -> str:
-        n = len(self.cache)
-        refresh = (
-            time.strftime("%H:%M:%SZ", time.gmtime(self.last_refresh))
-            if self.last_refresh
-            else "never"
-        )
-        text = f"{n} token(s) cached; last refresh {refresh}"
-        if self.last_error:
-            text += f"; last error {self.last_error}"
-        return text
-
-
 def _build(config: Config) -> Components:
     """Engine, cache, broker and metrics for *config* (imported late: heavy modules)."""
     from .broker import Broker
@@ -217,7 +180,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         parts = components or _build(config)
         self.cache, self.broker, self.metrics = parts.cache, parts.broker, parts.metrics
-        self.activity = _Activity(self.cache)
+        self.activity = StatusLine(self.cache)
         self.cache.add_listener(self.activity.on_event)
         self.state = ApiState(
             broker=self.broker,

@@ -22,20 +22,12 @@ from collections.abc import Callable
 from typing import Any
 
 import msal
-import requests
 from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
-from msal.exceptions import MsalServiceError
 
 from .claims import merge_capabilities
 from .credentials import ClientCredential, credential_fingerprint, load_client_credential
 from .engine_http import NeverStoreMapping, NoStoreTokenCache, ProviderSession, TrustStore
-from .engine_results import (
-    discovery_error,
-    error_from_result,
-    http_error,
-    redact,
-    token_from_result,
-)
+from .engine_results import error_from_result, guard_call, redact, token_from_result
 from .errors import ConfigurationError, IdentityProviderError
 from .mi_credential import ManagedIdentitySource
 from .models import TOKEN_EXCHANGE_SCOPE, AcquiredToken, AgentRef, CredentialSpec
@@ -335,7 +327,7 @@ class Engine:
             )
 
         try:
-            return _guard(leg, session, build, discovery=authority)
+            return guard_call(leg, session, build, discovery=authority)
         except (ValueError, TypeError) as exc:
             # MSAL's own checks (credential shape, unreadable discovery document).
             raise ConfigurationError(
@@ -351,56 +343,9 @@ class Engine:
         scopes: list[str],
     ) -> AcquiredToken:
         sent = time.time()
-        result = _guard(leg, session, call)
+        result = guard_call(leg, session, call)
         if not isinstance(result, dict):
             raise IdentityProviderError(f"{leg}: no response from MSAL", transient=True, leg=leg)
         if "access_token" in result:
             return token_from_result(leg, result, sent, scopes)
         raise error_from_result(leg, result, session.last)
-
-
-def _guard(
-    leg: str, session: ProviderSession, call: Callable[[], Any], *, discovery: str | None = None
-) -> Any:
-    """Run an MSAL call, mapping network failures and HTTP 5xx to transient errors."""
-    what = f"{leg}: authority discovery at {discovery}" if discovery else f"{leg}:"
-    session.reset_last()
-    try:
-        return call()
-    except requests.Timeout:
-        raise IdentityProviderError(
-            f"{what} timed out talking to the identity provider", transient=True, leg=leg
-        ) from None
-    except requests.exceptions.SSLError:
-        raise IdentityProviderError(
-            f"{what} TLS verification failed (check ca_bundle)",
-            transient=False,
-            leg=leg,
-            hint="set ca_bundle to the CA that signed the identity provider's certificate",
-        ) from None
-    except requests.ConnectionError:
-        raise IdentityProviderError(
-            f"{what} cannot connect to the identity provider", transient=True, leg=leg
-        ) from None
-    except requests.RequestException as exc:
-        raise IdentityProviderError(
-            f"{what} HTTP error ({type(exc).__name__})", transient=True, leg=leg
-        ) from None
-    except MsalServiceError:
-        # MSAL raises this for HTTP >= 500 without reading the body.
-        raise http_error(leg, session.last, "server error") from None
-    except ValueError:
-        last = session.last
-        if last is None:
-            raise  # MSAL's own argument checks: a programming error
-        if last.status < 400:
-            raise IdentityProviderError(
-                f"{what} unreadable response from the identity provider (HTTP {last.status})",
-                transient=True,
-                leg=leg,
-                status=last.status,
-            ) from None
-        if discovery and last.status < 500 and last.status != 429:
-            raise discovery_error(leg, discovery, last) from None
-        # A non-JSON error body (a proxy's 429/502 page, for instance).
-        raise http_error(leg, last, "non-JSON error response") from None

@@ -5,6 +5,8 @@ Transient (a retry may fix it: HTTP 429/5xx, ``temporarily_unavailable``,
 permanent (invalid_client, invalid_grant, consent...). Messages keep the first
 line of Entra's description minus its trace block, with anything shaped like
 a JWT removed; secrets never reach them (MSAL's results carry none).
+:func:`guard_call` does the same for what an MSAL call raises (timeouts, TLS,
+connection failures, HTTP 5xx, a body that is not JSON).
 """
 
 from __future__ import annotations
@@ -12,8 +14,13 @@ from __future__ import annotations
 import email.utils
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
+import requests
+from msal.exceptions import MsalServiceError
+
+from .engine_http import ProviderSession
 from .errors import IdentityProviderError
 from .hints import hint_for
 from .models import AcquiredToken
@@ -147,3 +154,50 @@ def parse_retry_after(value: str | None) -> float | None:
 def redact(text: str) -> str:
     """Remove anything shaped like a JWT from identity-provider text."""
     return _JWT_RE.sub("[redacted]", text)
+
+
+def guard_call(
+    leg: str, session: ProviderSession, call: Callable[[], Any], *, discovery: str | None = None
+) -> Any:
+    """Run an MSAL call, mapping network failures and HTTP 5xx to transient errors."""
+    what = f"{leg}: authority discovery at {discovery}" if discovery else f"{leg}:"
+    session.reset_last()
+    try:
+        return call()
+    except requests.Timeout:
+        raise IdentityProviderError(
+            f"{what} timed out talking to the identity provider", transient=True, leg=leg
+        ) from None
+    except requests.exceptions.SSLError:
+        raise IdentityProviderError(
+            f"{what} TLS verification failed (check ca_bundle)",
+            transient=False,
+            leg=leg,
+            hint="set ca_bundle to the CA that signed the identity provider's certificate",
+        ) from None
+    except requests.ConnectionError:
+        raise IdentityProviderError(
+            f"{what} cannot connect to the identity provider", transient=True, leg=leg
+        ) from None
+    except requests.RequestException as exc:
+        raise IdentityProviderError(
+            f"{what} HTTP error ({type(exc).__name__})", transient=True, leg=leg
+        ) from None
+    except MsalServiceError:
+        # MSAL raises this for HTTP >= 500 without reading the body.
+        raise http_error(leg, session.last, "server error") from None
+    except ValueError:
+        last = session.last
+        if last is None:
+            raise  # MSAL's own argument checks: a programming error
+        if last.status < 400:
+            raise IdentityProviderError(
+                f"{what} unreadable response from the identity provider (HTTP {last.status})",
+                transient=True,
+                leg=leg,
+                status=last.status,
+            ) from None
+        if discovery and last.status < 500 and last.status != 429:
+            raise discovery_error(leg, discovery, last) from None
+        # A non-JSON error body (a proxy's 429/502 page, for instance).
+        raise http_error(leg, last, "non-JSON error response") from None

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emulator_config import emulator_profile, toml_dumps
+from emulator_config import emulator_config, emulator_profile, toml_dumps
 
 from agentid_client import transport
 from agentid_client.failures import ClientError
@@ -123,6 +123,34 @@ class HelperSandbox:
         path.touch(mode=0o600)
         path.write_text(value)
         return path
+
+    def configure_one_profile(
+        self,
+        info: Mapping[str, Any],
+        profile: str,
+        *,
+        resource: str,
+        default_profile: str | None,
+        git: Mapping[str, str] | None = None,
+        **profile_overrides: Any,
+    ) -> None:
+        """A config on the emulator (*info*: its ready file) with one AutonomousApp
+        profile for *resource*, its blueprint secret in a 0600 ``secret_file``."""
+        secret_file = self.write_secret("blueprint.secret", info["blueprint_secret"])
+        credential = {"secret_file": str(secret_file)}
+        self.write_config(
+            emulator_config(
+                info,
+                credential,
+                profiles={
+                    profile: emulator_profile(
+                        info, resource=resource, credential=credential, **profile_overrides
+                    )
+                },
+                default_profile=default_profile,
+                git=git,
+            )
+        )
 
     def client(
         self,

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from emulator_config import emulator_config
 from graph_stub import GRAPH_RESOURCE, GraphStub
-from helper_stack import DaemonProcess, HelperSandbox, describe, emulator_profile
+from helper_stack import DaemonProcess, HelperSandbox, describe
 from tls_certs import ServerTls
 from token_gate import TokenGate
 
@@ -80,19 +79,7 @@ def stack(
     emulator: Any, sandbox: HelperSandbox, start_daemon: Callable[[], DaemonProcess]
 ) -> Iterator[Stack]:
     info = emulator.info
-    secret_file = sandbox.write_secret("blueprint.secret", info["blueprint_secret"])
-    sandbox.write_config(
-        emulator_config(
-            info,
-            {"secret_file": str(secret_file)},
-            profiles={
-                PROFILE: emulator_profile(
-                    info, resource=GRAPH_RESOURCE, credential={"secret_file": str(secret_file)}
-                )
-            },
-            default_profile=PROFILE,
-        )
-    )
+    sandbox.configure_one_profile(info, PROFILE, resource=GRAPH_RESOURCE, default_profile=PROFILE)
     daemon = start_daemon()
     gate = TokenGate.from_emulator(info, audience=GRAPH_RESOURCE)
     yield Stack(sandbox, daemon, gate, info)

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from cae_resource import CaeResource, digest
 from graph_stub import GRAPH_RESOURCE
-from helper_stack import DaemonProcess, HelperSandbox, describe, emulator_profile, helper_bin
+from helper_stack import DaemonProcess, HelperSandbox, describe, helper_bin
 from tls_certs import ServerTls
 from token_gate import TokenGate
 
@@ -37,24 +37,12 @@ def daemon(
     emulator: Any, sandbox: HelperSandbox, start_daemon: Callable[[], DaemonProcess]
 ) -> Iterator[DaemonProcess]:
     info = emulator.info
-    secret_file = sandbox.write_secret("blueprint.secret", info["blueprint_secret"])
-    sandbox.write_config(
-        {
-            "default_profile": PROFILE,
-            "defaults": {
-                "tenant_id": info["tenant_id"],
-                "authority_host": info["authority_host"],
-                "ca_bundle": info["ca_bundle"],
-            },
-            "profiles": {
-                PROFILE: emulator_profile(
-                    info,
-                    resource=GRAPH_RESOURCE,
-                    credential={"secret_file": str(secret_file)},
-                    client_capabilities=["cp1"],
-                )
-            },
-        }
+    sandbox.configure_one_profile(
+        info,
+        PROFILE,
+        resource=GRAPH_RESOURCE,
+        default_profile=PROFILE,
+        client_capabilities=["cp1"],
     )
     daemon = start_daemon()
     yield daemon

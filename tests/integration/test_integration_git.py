@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from emulator_config import emulator_config
 from git_http_server import GitHttpServer, make_bare_repo
 from helper_stack import (
     GIT_RESOURCE,
     DaemonProcess,
     HelperSandbox,
-    emulator_profile,
     helper_bin,
     require_tools,
 )
@@ -87,19 +85,12 @@ class GitSetup:
 
 
 def _write_config(sandbox: HelperSandbox, info: dict[str, Any], git_hosts: dict[str, Any]) -> None:
-    secret_file = sandbox.write_secret("blueprint.secret", info["blueprint_secret"])
-    sandbox.write_config(
-        emulator_config(
-            info,
-            {"secret_file": str(secret_file)},
-            profiles={
-                PROFILE: emulator_profile(
-                    info, resource=GIT_RESOURCE, credential={"secret_file": str(secret_file)}
-                )
-            },
-            default_profile=None,
-            git={host: entry["profile"] for host, entry in git_hosts.items()},
-        )
+    sandbox.configure_one_profile(
+        info,
+        PROFILE,
+        resource=GIT_RESOURCE,
+        default_profile=None,
+        git={host: entry["profile"] for host, entry in git_hosts.items()},
     )
 
 

@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from emulator_config import emulator_config
 from helper_stack import (
     KUBE_RESOURCE,
     DaemonProcess,
     HelperSandbox,
     describe,
-    emulator_profile,
     require_tools,
 )
 from kube_api_server import KubeApiServer
@@ -109,19 +107,7 @@ def kube(
 ) -> Iterator[KubeSetup]:
     require_tools("kubectl")
     info = emulator.info
-    secret_file = sandbox.write_secret("blueprint.secret", info["blueprint_secret"])
-    sandbox.write_config(
-        emulator_config(
-            info,
-            {"secret_file": str(secret_file)},
-            profiles={
-                PROFILE: emulator_profile(
-                    info, resource=KUBE_RESOURCE, credential={"secret_file": str(secret_file)}
-                )
-            },
-            default_profile=None,
-        )
-    )
+    sandbox.configure_one_profile(info, PROFILE, resource=KUBE_RESOURCE, default_profile=None)
     daemon = start_daemon()
     gate = TokenGate.from_emulator(info, audience=KUBE_RESOURCE)
     printed = sandbox.client("kubeconfig-user", "--profile", PROFILE, "--name", USER)

@@ -25,9 +25,8 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-from emulator_config import emulator_config
 from graph_stub import GRAPH_RESOURCE
-from helper_stack import DaemonProcess, HelperSandbox, describe, emulator_profile, helper_bin
+from helper_stack import DaemonProcess, HelperSandbox, describe, helper_bin
 from machine_users import MALLORY, require_user
 
 pytestmark = pytest.mark.integration
@@ -110,19 +109,7 @@ def mi_get(
 
 def configure(emulator: Any, sandbox: HelperSandbox) -> None:
     info = emulator.info
-    secret_file = sandbox.write_secret("blueprint.secret", info["blueprint_secret"])
-    sandbox.write_config(
-        emulator_config(
-            info,
-            {"secret_file": str(secret_file)},
-            profiles={
-                PROFILE: emulator_profile(
-                    info, resource=GRAPH_RESOURCE, credential={"secret_file": str(secret_file)}
-                )
-            },
-            default_profile=PROFILE,
-        )
-    )
+    sandbox.configure_one_profile(info, PROFILE, resource=GRAPH_RESOURCE, default_profile=PROFILE)
 
 
 @pytest.fixture

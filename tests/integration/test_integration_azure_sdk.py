@@ -110,32 +110,24 @@ def test_default_azure_credential_under_exec(stack: Stack) -> None:
 def test_default_azure_credential_sends_azure_client_id(stack: Stack) -> None:
     """DefaultAzureCredential passes AZURE_CLIENT_ID as the managed identity's client_id:
     the agent's app id works, another id is refused with a message naming both."""
-    agent = stack.info["agent_identity_app_id"]
-    ok = stack.sandbox.client(
-        "exec",
-        "--profile",
-        PROFILE,
-        "--",
-        sys.executable,
-        str(APPS / "app_default_credential.py"),
-        GRAPH_SCOPE,
-        env={"AZURE_CLIENT_ID": agent},
-        timeout=APP_TIMEOUT_S,
-    )
-    (report,) = reports(ok)
+
+    def default_credential_app(client_id: str) -> subprocess.CompletedProcess[str]:
+        return stack.sandbox.client(
+            "exec",
+            "--profile",
+            PROFILE,
+            "--",
+            sys.executable,
+            str(APPS / "app_default_credential.py"),
+            GRAPH_SCOPE,
+            env={"AZURE_CLIENT_ID": client_id},
+            timeout=APP_TIMEOUT_S,
+        )
+
+    agent, other = stack.info["agent_identity_app_id"], stack.info["blueprint_app_id"]
+    (report,) = reports(default_credential_app(agent))
     check_agent_token(stack, report)
-    other = stack.info["blueprint_app_id"]
-    refused = stack.sandbox.client(
-        "exec",
-        "--profile",
-        PROFILE,
-        "--",
-        sys.executable,
-        str(APPS / "app_default_credential.py"),
-        GRAPH_SCOPE,
-        env={"AZURE_CLIENT_ID": other},
-        timeout=APP_TIMEOUT_S,
-    )
+    refused = default_credential_app(other)
     assert refused.returncode != 0
     assert "not this session's agent identity" in refused.stderr
     assert other in refused.stderr

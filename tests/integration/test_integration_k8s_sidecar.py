@@ -143,6 +143,19 @@ class Pod:
     daemon: DaemonProcess
     sandbox: HelperSandbox
 
+    def run_in_app_container(
+        self, argv: list[str], timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        """Run *argv* with the app container's environment, as the pod would."""
+        return subprocess.run(
+            argv,
+            env=self.app_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
 
 @pytest.fixture
 def pod(emulator: Any, tmp_path: Path) -> Iterator[Pod]:
@@ -219,13 +232,8 @@ def test_sidecar_serves_the_app_containers_sdks(pod: Pod, emulator: Any) -> None
     gate = TokenGate.from_emulator(emulator.info, audience=GRAPH_RESOURCE)
     served = []
     for app in ("app_managed_identity.py", "app_default_credential.py"):
-        proc = subprocess.run(
-            [sys.executable, str(APPS / app), f"{GRAPH_RESOURCE}/.default"],
-            env=pod.app_env,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            stdin=subprocess.DEVNULL,
+        proc = pod.run_in_app_container(
+            [sys.executable, str(APPS / app), f"{GRAPH_RESOURCE}/.default"], timeout=90
         )
         assert proc.returncode == 0, describe(proc)
         served.append(json.loads(proc.stdout.splitlines()[0]))
@@ -233,13 +241,8 @@ def test_sidecar_serves_the_app_containers_sdks(pod: Pod, emulator: Any) -> None
     assert served[0]["claims"]["appid"] == emulator.info["agent_identity_app_id"]
 
     # Scripts in the app container reach the daemon through the shared socket.
-    got = subprocess.run(
-        [helper_bin("agentid-helper"), "get", "--format", "json"],
-        env=pod.app_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
+    got = pod.run_in_app_container(
+        [helper_bin("agentid-helper"), "get", "--format", "json"], timeout=60
     )
     assert got.returncode == 0, describe(got)
     token = json.loads(got.stdout)["access_token"]

@@ -95,7 +95,9 @@ class Engine:
             app, session = self._app(agent, agent.blueprint_app_id, held, "held-mi", "t1")
             self._assertions.assertion = assertion
             try:
-                return self._run("t1", session, lambda: call(app), [TOKEN_EXCHANGE_SCOPE])
+                return self._run(
+                    "t1", session, lambda: call(app), [TOKEN_EXCHANGE_SCOPE], agent.authority_host
+                )
             finally:
                 self._assertions.assertion = None
         if agent.credential.kind == "managed_identity":
@@ -104,7 +106,9 @@ class Engine:
         app, session = self._app(
             agent, agent.blueprint_app_id, credential, credential_fingerprint(credential), "t1"
         )
-        return self._run("t1", session, lambda: call(app), [TOKEN_EXCHANGE_SCOPE])
+        return self._run(
+            "t1", session, lambda: call(app), [TOKEN_EXCHANGE_SCOPE], agent.authority_host
+        )
 
     def acquire_managed_identity(self, credential: CredentialSpec) -> AcquiredToken:
         """The managed identity's token for ``api://AzureADTokenExchange`` (T1's assertion)."""
@@ -236,7 +240,7 @@ class Engine:
         )
         self._assertions.assertion = t1
         try:
-            return self._run(leg, session, lambda: call(app), list(scopes))
+            return self._run(leg, session, lambda: call(app), list(scopes), agent.authority_host)
         finally:
             self._assertions.assertion = None
 
@@ -327,7 +331,7 @@ class Engine:
             )
 
         try:
-            return guard_call(leg, session, build, discovery=authority)
+            return guard_call(leg, session, build, discovery=authority, authority=authority)
         except (ValueError, TypeError) as exc:
             # MSAL's own checks (credential shape, unreadable discovery document).
             raise ConfigurationError(
@@ -341,11 +345,12 @@ class Engine:
         session: ProviderSession,
         call: Callable[[], dict[str, Any]],
         scopes: list[str],
+        authority_host: str,
     ) -> AcquiredToken:
         sent = time.time()
-        result = guard_call(leg, session, call)
+        result = guard_call(leg, session, call, authority=authority_host)
         if not isinstance(result, dict):
             raise IdentityProviderError(f"{leg}: no response from MSAL", transient=True, leg=leg)
         if "access_token" in result:
             return token_from_result(leg, result, sent, scopes)
-        raise error_from_result(leg, result, session.last)
+        raise error_from_result(leg, result, session.last, origin=session.origin or authority_host)

@@ -9,9 +9,11 @@
   (``ca_bundle`` *added* to the system and certifi roots) wins over
   ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``, with connect/read timeouts, and
   which remembers the last response's status and headers per thread (MSAL
-  drops them, but ``Retry-After`` and the correlation id matter), and the
+  drops them, but ``Retry-After`` and the correlation id matter), the
   OAuth error fields of an error response (MSAL turns a refused authority
-  discovery into a bare ``ValueError``; Entra's body says why, e.g. AADSTS90002).
+  discovery into a bare ``ValueError``; Entra's body says why, e.g. AADSTS90002),
+  and the origin (scheme://host[:port]) of the last request it sent, so that an
+  error names where it went even when no response came back.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import threading
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import msal
 import requests
@@ -127,6 +130,7 @@ class ProviderSession(requests.Session):
     def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("timeout", self._timeout)
         self._local.last = None
+        self._local.origin = url_origin(url)
         response = super().request(method, url, *args, **kwargs)
         headers = {k.lower(): v for k, v in response.headers.items()}
         self._local.last = ResponseInfo(
@@ -140,11 +144,35 @@ class ProviderSession(requests.Session):
 
     def reset_last(self) -> None:
         self._local.last = None
+        self._local.origin = None
 
     @property
     def last(self) -> ResponseInfo | None:
         """The last response this thread received, if any."""
         return getattr(self._local, "last", None)
+
+    @property
+    def origin(self) -> str | None:
+        """scheme://host[:port] of the last request this thread sent (answered or not)."""
+        return getattr(self._local, "origin", None)
+
+
+def url_origin(url: str | bytes) -> str | None:
+    """``scheme://host[:port]`` of ``url``: no user info, path or query (which
+    may carry a tenant, a resource or a managed identity's id; never needed to
+    say where a request went)."""
+    text = url.decode("ascii", "replace") if isinstance(url, bytes) else url
+    parts = urlsplit(text)
+    if not parts.scheme or not parts.hostname:
+        return None
+    host = parts.hostname
+    if ":" in host:
+        host = f"[{host}]"  # IPv6 literal
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
 class TrustStore:

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import email.utils
 import re
+import socket
 import time
 from collections.abc import Callable
+from http.client import RemoteDisconnected
 from typing import Any
 
 import requests
 from msal.exceptions import MsalServiceError
 
-from .engine_http import ProviderSession
+from .engine_http import ProviderSession, url_origin
 from .errors import IdentityProviderError
 from .hints import hint_for
 from .models import AcquiredToken
@@ -34,10 +36,12 @@ _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 _MAX_DESCRIPTION = 300
 
 
-def http_error(leg: str, last: Any, what: str) -> IdentityProviderError:
+def http_error(
+    leg: str, last: Any, what: str, *, origin: str | None = None
+) -> IdentityProviderError:
     status = last.status if last is not None else None
     return IdentityProviderError(
-        f"{leg}: identity provider {what}" + (f" (HTTP {status})" if status else ""),
+        f"{provider_label(leg, origin)} {what}" + (f" (HTTP {status})" if status else ""),
         transient=status is None or status == 429 or status >= 500,
         correlation_id=last.correlation_id if last is not None else None,
         retry_after_s=parse_retry_after(last.retry_after) if last is not None else None,
@@ -94,8 +98,10 @@ def discovery_error(leg: str, authority: str, last: Any) -> IdentityProviderErro
 
 
 def error_from_result(
-    leg: str, result: dict[str, Any], last: Any, *, what: str = ""
+    leg: str, result: dict[str, Any], last: Any, *, what: str = "", origin: str | None = None
 ) -> IdentityProviderError:
+    """An OAuth error answer; a server-side one (HTTP 5xx, 429) names the
+    identity provider's address, a refusal its error and AADSTS codes."""
     error = str(result.get("error") or "unknown_error")
     description = str(result.get("error_description") or "")
     codes: list[int] = []
@@ -120,6 +126,12 @@ def error_from_result(
     if len(first_line) > _MAX_DESCRIPTION:
         first_line = first_line[: _MAX_DESCRIPTION - 3] + "..."
     message = f"{leg}: " + (f"{what}: " if what else "") + error
+    if status is not None and (status == 429 or status >= 500):
+        message = (
+            f"{provider_label(leg, origin)} answered HTTP {status}: "
+            + (f"{what}: " if what else "")
+            + error
+        )
     message += f": {first_line}" if first_line else ""
     return IdentityProviderError(
         message,
@@ -157,42 +169,56 @@ def redact(text: str) -> str:
 
 
 def guard_call(
-    leg: str, session: ProviderSession, call: Callable[[], Any], *, discovery: str | None = None
+    leg: str,
+    session: ProviderSession,
+    call: Callable[[], Any],
+    *,
+    discovery: str | None = None,
+    authority: str | None = None,
 ) -> Any:
-    """Run an MSAL call, mapping network failures and HTTP 5xx to transient errors."""
-    what = f"{leg}: authority discovery at {discovery}" if discovery else f"{leg}:"
+    """Run an MSAL call, mapping network failures and HTTP 5xx to transient errors.
+
+    Each message names the identity provider's address and the leg
+    (:func:`provider_label`): the request's own origin when one was sent, else
+    ``authority`` (or ``discovery``), the address the call was about to use.
+    """
     session.reset_last()
     try:
         return call()
     except requests.Timeout:
+        where = provider_label(leg, session.origin or discovery or authority, discovery)
         raise IdentityProviderError(
-            f"{what} timed out talking to the identity provider", transient=True, leg=leg
+            f"{where} unreachable: timed out", transient=True, leg=leg
         ) from None
     except requests.exceptions.SSLError:
+        where = provider_label(leg, session.origin or discovery or authority, discovery)
         raise IdentityProviderError(
-            f"{what} TLS verification failed (check ca_bundle)",
+            f"{where}: TLS verification failed (check ca_bundle)",
             transient=False,
             leg=leg,
             hint="set ca_bundle to the CA that signed the identity provider's certificate",
         ) from None
-    except requests.ConnectionError:
+    except requests.ConnectionError as exc:
+        where = provider_label(leg, session.origin or discovery or authority, discovery)
         raise IdentityProviderError(
-            f"{what} cannot connect to the identity provider", transient=True, leg=leg
+            f"{where} unreachable: {network_reason(exc)}", transient=True, leg=leg
         ) from None
     except requests.RequestException as exc:
+        where = provider_label(leg, session.origin or discovery or authority, discovery)
         raise IdentityProviderError(
-            f"{what} HTTP error ({type(exc).__name__})", transient=True, leg=leg
+            f"{where}: HTTP error ({type(exc).__name__})", transient=True, leg=leg
         ) from None
     except MsalServiceError:
         # MSAL raises this for HTTP >= 500 without reading the body.
-        raise http_error(leg, session.last, "server error") from None
+        raise http_error(leg, session.last, "server error", origin=session.origin) from None
     except ValueError:
         last = session.last
         if last is None:
             raise  # MSAL's own argument checks: a programming error
+        where = provider_label(leg, session.origin or discovery or authority, discovery)
         if last.status < 400:
             raise IdentityProviderError(
-                f"{what} unreadable response from the identity provider (HTTP {last.status})",
+                f"{where}: unreadable response (HTTP {last.status})",
                 transient=True,
                 leg=leg,
                 status=last.status,
@@ -200,4 +226,59 @@ def guard_call(
         if discovery and last.status < 500 and last.status != 429:
             raise discovery_error(leg, discovery, last) from None
         # A non-JSON error body (a proxy's 429/502 page, for instance).
-        raise http_error(leg, last, "non-JSON error response") from None
+        raise http_error(leg, last, "non-JSON error response", origin=session.origin) from None
+
+
+# What each leg is, in the words of the agent identity docs
+# (docs/agent-id/identity-platform/: agent-token-claims, autonomous-agent-request-tokens,
+# agent-on-behalf-of-oauth-flow, agent-user-oauth-flow).
+LEG_LABELS = {
+    "t1": "T1 blueprint exchange",
+    "t2": "T2 agent user exchange",
+    "autonomous_app": "autonomous app token",
+    "obo": "on-behalf-of token",
+    "obo_refresh": "on-behalf-of refresh",
+    "user_fic": "agent user token",
+    "managed_identity": "managed identity token",
+}
+
+
+def provider_label(leg: str, origin: str | None, discovery: str | None = None) -> str:
+    """``identity provider https://host (T1 blueprint exchange)``: where a leg went.
+
+    Only an origin (scheme, host, port: engine_http.url_origin) is ever named:
+    never a path, query or header.
+    """
+    what = LEG_LABELS.get(leg, leg)
+    if discovery:
+        what += ", authority discovery"
+    address = url_origin(origin) if origin else None
+    if leg == "managed_identity":
+        return f"managed identity endpoint {address or '(not detected)'} ({what})"
+    return f"identity provider {address or '(unknown address)'} ({what})"
+
+
+def network_reason(exc: BaseException) -> str:
+    """Why a connection failed, in fixed words (the exception's own text may carry
+    URLs with paths and queries): the first recognised cause in its chain."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror):
+            return "the host name does not resolve"
+        if isinstance(current, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(current, RemoteDisconnected | ConnectionResetError | ConnectionAbortedError):
+            return "the connection was closed without an answer"
+        if isinstance(current, TimeoutError):
+            return "timed out"
+        if isinstance(current, OSError) and current.strerror:
+            return str(current.strerror).lower()
+        nested = [*current.args, getattr(current, "reason", None)]
+        nested += [current.__cause__, current.__context__]
+        todo += [n for n in nested if isinstance(n, BaseException)]
+    return f"cannot connect ({type(exc).__name__})"

@@ -31,7 +31,13 @@ import msal
 import requests
 
 from .engine_http import NeverStoreMapping, NoStoreTokenCache, ProviderSession
-from .engine_results import error_from_result, http_error, token_from_result
+from .engine_results import (
+    error_from_result,
+    http_error,
+    network_reason,
+    provider_label,
+    token_from_result,
+)
 from .errors import ConfigurationError, IdentityProviderError
 from .models import AcquiredToken, CredentialSpec
 
@@ -95,23 +101,27 @@ class ManagedIdentitySource:
             ) from None
         except requests.Timeout:
             raise IdentityProviderError(
-                f"{LEG}: the managed identity endpoint timed out", transient=True, leg=LEG
+                f"{provider_label(LEG, session.origin)} unreachable: timed out",
+                transient=True,
+                leg=LEG,
             ) from None
         except requests.RequestException as exc:
             raise IdentityProviderError(
-                f"{LEG}: cannot reach the managed identity endpoint ({type(exc).__name__}); "
+                f"{provider_label(LEG, session.origin)} unreachable: {network_reason(exc)}; "
                 "is this host's managed identity enabled?",
                 transient=True,
                 leg=LEG,
             ) from None
         except ValueError:
             # MSAL parses the body as JSON: a non-JSON answer.
-            raise http_error(LEG, session.last, "answered without JSON") from None
+            raise http_error(
+                LEG, session.last, "answered without JSON", origin=session.origin
+            ) from None
         if not isinstance(result, dict):
             raise IdentityProviderError(f"{LEG}: no response from MSAL", transient=True, leg=LEG)
         if "access_token" in result:
             return token_from_result(LEG, result, sent, [EXCHANGE_RESOURCE])
-        raise error_from_result(LEG, result, session.last)
+        raise error_from_result(LEG, result, session.last, origin=session.origin)
 
     def _client(self, location: str) -> msal.ManagedIdentityClient:
         with self._lock:

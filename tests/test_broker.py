@@ -402,6 +402,11 @@ async def test_obo_user_token_expiry_stops_refresh_but_serves(
         assert served.access_token == "obo-secret-1"
         assert served.source == "cache"
         await trio.sleep(700)
+        # 100 s left, below the default min_validity_s: served, marked stale.
+        stale = await broker.get_token(alice)
+        assert stale.access_token == "obo-secret-1"
+        assert stale.warning is not None and "500133" in stale.warning
+        await trio.sleep(200)  # expired: nothing to serve
         with pytest.raises(IdentityProviderError) as info:
             await broker.get_token(alice)
         assert 500133 in info.value.aadsts_codes

@@ -68,7 +68,16 @@ def test_the_next_attempt_time_is_printed() -> None:
         "error_description": "Entra unavailable",
         "next_attempt_in_s": 27,
     }
-    assert "next attempt in 27 s" in from_response(503, body).hints
+    (hint,) = from_response(503, body).hints
+    assert "retries the identity provider automatically in 27 s" in hint
+    assert "--force-refresh" in hint  # what to do now, for those who can pass it
     err = from_response(503, {"error": "identity_provider_unavailable"}, {"retry-after": "9"})
-    assert "next attempt in 9 s" in err.hints
-    assert not any("next attempt" in h for h in from_response(503, {}, {"retry-after": "x"}).hints)
+    assert any("automatically in 9 s" in h for h in err.hints)
+    assert not any(" in " in h for h in from_response(503, {}, {"retry-after": "x"}).hints)
+
+
+def test_a_pause_the_identity_provider_asked_for_is_said_so() -> None:
+    body = {"error": "identity_provider_unavailable", "next_attempt_in_s": 30}
+    (hint,) = from_response(503, {**body, "rate_limited": True}).hints
+    assert "asked for a pause" in hint and "30 s" in hint
+    assert "does not cut it short" in hint

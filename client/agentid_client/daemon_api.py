@@ -16,10 +16,11 @@ What cannot be answered by the deadline exits 3 with what to check.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from . import paths
-from .failures import DaemonUnreachable, UsageError, from_response
+from .failures import PROG, DaemonUnreachable, UsageError, from_response
 from .transport import (
     DEFAULT_TIMEOUT_S,
     ConnectFailed,
@@ -177,6 +178,13 @@ def get_token(fields: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         from .transport import ProtocolError
 
         raise ProtocolError("token response without access_token")
+    if body.get("stale") is True:
+        # Served below min_validity_s during an outage: the token works, but
+        # whoever reads stderr (a terminal, kubectl, git) should know why it
+        # expires soon. The warning is the daemon's, built from identifiers only.
+        warning = body.get("warning")
+        sys.stderr.write(f"{PROG}: warning: {warning if isinstance(warning, str) else 'stale'}\n")
+        sys.stderr.flush()
     return body
 
 

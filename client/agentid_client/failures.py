@@ -94,8 +94,21 @@ def from_response(status: int, body: Any, headers: dict[str, str] | None = None)
         hints.append(f"hint: {info['hint']}")
     wait = _next_attempt_s(info, headers or {})
     if wait is not None:
-        hints.append(f"next attempt in {wait} s")
+        hints.append(retry_hint(wait, rate_limited=info.get("rate_limited") is True))
     return ClientError(description, exit_code, hints)
+
+
+def retry_hint(wait: int, *, rate_limited: bool) -> str:
+    """What to do after an identity-provider failure: usually nothing but ask again."""
+    if rate_limited:
+        return (
+            f"the identity provider asked for a pause: the next request tries again in "
+            f"{wait} s (--force-refresh does not cut it short)"
+        )
+    return (
+        f"the next request retries the identity provider automatically in {wait} s "
+        "(or at once with --force-refresh)"
+    )
 
 
 def _next_attempt_s(info: dict[str, Any], headers: dict[str, str]) -> int | None:

@@ -33,6 +33,7 @@ from .api_bodies import (
     selection_fields,
     token_options,
 )
+from .cache_schedule import rate_limited
 from .config import Config
 from .errors import AgentIdError, ConfigurationError, IdentityProviderError, InvalidRequest
 from .logs import get_logger, log_request
@@ -318,7 +319,13 @@ class Api:
 
 
 def _error_response(exc: AgentIdError) -> Response:
-    """The error JSON; with Retry-After (and ``next_attempt_in_s``) when the key backs off."""
+    """The error JSON; with Retry-After (and ``next_attempt_in_s``) when the key backs off.
+
+    ``next_attempt_in_s`` is when the next plain request tries the identity
+    provider again (cache.py: 2 s after a failure, or the whole pause the
+    identity provider asked for, then ``rate_limited`` is true and
+    ``force_refresh`` does not cut it short).
+    """
     headers: list[tuple[str, str]] = []
     body = exc.to_json()
     waits = [exc.next_attempt_in_s or 0.0]
@@ -328,4 +335,5 @@ def _error_response(exc: AgentIdError) -> Response:
         seconds = max(1, math.ceil(max(waits)))
         headers.append(("retry-after", str(seconds)))
         body["next_attempt_in_s"] = seconds
+        body["rate_limited"] = rate_limited(exc)
     return Response.json(exc.http_status, body, headers)

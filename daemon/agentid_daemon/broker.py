@@ -134,8 +134,14 @@ class Broker:
             label="resource",
             info={"profile": req.profile, "obo_session": req.obo_session},
             fetch_once=once,
+            allow_stale=True,
         )
         now_trio, now_wall = trio.current_time(), time.time()
+        warning = None
+        if cached.stale_error is not None:
+            warning = stale_warning(
+                cached.expires_at - now_trio, min_validity_s, cached.stale_error
+            )
         return ServedToken(
             access_token=cached.token.access_token,
             token_type=cached.token.token_type or "Bearer",
@@ -144,6 +150,7 @@ class Broker:
             scope=cached.token.scope or req.scope_string,
             mode=req.mode.value,
             source=cached.source,
+            warning=warning,
         )
 
     def invalidate(self, req: TokenRequest) -> bool:
@@ -346,3 +353,12 @@ class Broker:
             self._metrics.refreshes.inc(kind=kind, outcome=fields.get("outcome", "unknown"))
         elif event == "evict" and isinstance(key, ExchangeKey):
             self._exchanges.forget(key)
+
+
+def stale_warning(left_s: float, min_validity_s: float, error: BaseException) -> str:
+    """One line for a token served below ``min_validity_s``: how long it lasts, and why."""
+    why = error.description if isinstance(error, AgentIdError) else type(error).__name__
+    return (
+        f"the identity provider is failing ({why}); serving the cached token, "
+        f"valid for {max(0, int(left_s))} s more (less than the {min_validity_s:g} s asked for)"
+    )

@@ -64,9 +64,12 @@ class ServedToken:
     scope: str
     mode: str
     source: Literal["cache", "identity_provider"]
+    #: Served below the request's min_validity_s because no fresher token
+    #: could be had (an outage); ``warning`` says why, in one line.
+    warning: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "access_token": self.access_token,
             "token_type": self.token_type,
             "expires_on": self.expires_on,
@@ -75,3 +78,7 @@ class ServedToken:
             "mode": self.mode,
             "source": self.source,
         }
+        if self.warning is not None:
+            body["stale"] = True
+            body["warning"] = self.warning
+        return body

@@ -22,16 +22,28 @@ Policy (docs/design.md, "Cache semantics"), decided here:
 * **Backoff.** The n-th consecutive failure waits ``d = min(300, 2**(n-1))``
   seconds with *equal jitter* (uniform in ``[d/2, d]``: spread, yet never
   retrying sooner than half the nominal delay), and never less than the
-  identity provider's ``retry_after_s``. Until that deadline no fetch starts
-  for the key, neither in the background nor for a request: a request that a
-  cached token satisfies gets it, any other request fails fast with the last
-  error, which carries the seconds to the deadline (``next_attempt_in_s``).
-  An explicit ``force_refresh`` tries once at once, unless the identity
-  provider asked for the pause (429 or ``Retry-After``): that is always
-  honoured. Transient failures are retried in the background at the deadline;
+  identity provider's ``retry_after_s``. Until that deadline no background
+  fetch starts for the key. A request that a cached token satisfies gets it;
+  any other request tries the identity provider again once the key's last
+  failure is ``FOREGROUND_RETRY_S`` (2 s) old, so a recovery is seen by the
+  next request instead of at the end of a backoff of up to 5 minutes, while a
+  burst of requests during an outage still makes one call per key per 2 s
+  (they join one fetch, or fail fast with the last error, which carries the
+  seconds until a request next tries: ``next_attempt_in_s``). The requests a
+  background fetch makes for its inputs (T1 for a resource token) are
+  background work: they keep backing off. An explicit ``force_refresh``
+  tries once at once. A pause the identity provider asked for (429 or
+  ``Retry-After``) is always honoured, by requests and ``force_refresh`` too.
+  Transient failures are retried in the background at the deadline;
   permanent ones (``IdentityProviderError.transient`` false, or any other
   error) stop background refresh until the next request after the deadline,
   which tries again. A failure never drops a still-valid token.
+* **Stale.** With ``allow_stale`` (the resource tokens the API serves), a
+  request that no fresh token can satisfy (the fetch failed, or the key backs
+  off) gets the cached token as long as it is still valid, even below
+  ``min_validity_s``, marked with the error (``CachedToken.stale_error``):
+  during an outage a token with 4 minutes left beats none. Never for
+  ``force_refresh``, which asks for proof that a fetch works now.
 * **One-off fetches.** ``fetch_once`` (a claims challenge, the start of an OBO
   session) is a fetch with inputs the stored one lacks: it never answers from
   the cache, never joins another fetch (it waits for a running one, then runs
@@ -45,6 +57,7 @@ Policy (docs/design.md, "Cache semantics"), decided here:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import math
 import random as _random
@@ -57,6 +70,7 @@ import trio
 from .cache_entry import (
     BACKOFF_BASE_S,
     BACKOFF_CAP_S,
+    FOREGROUND_RETRY_S,
     REFRESH_FRACTION,
     CachedToken,
     DependencyFailed,
@@ -79,6 +93,7 @@ from .cache_schedule import (
     rate_limited,
     refresh_at,
     reported,
+    request_retry_at,
 )
 from .errors import AgentIdError, IdentityProviderError
 from .models import AcquiredToken
@@ -86,6 +101,7 @@ from .models import AcquiredToken
 __all__ = [
     "BACKOFF_BASE_S",
     "BACKOFF_CAP_S",
+    "FOREGROUND_RETRY_S",
     "REFRESH_FRACTION",
     "CachedToken",
     "DependencyFailed",
@@ -95,6 +111,12 @@ __all__ = [
     "TokenCache",
     "error_summary",
 ]
+
+# True inside a background refresh's task (and what it awaits): the requests a
+# fetch makes for its inputs are background work then, and keep backing off.
+_IN_BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "agentid_cache_in_background", default=False
+)
 
 
 class TokenCache:
@@ -149,12 +171,13 @@ class TokenCache:
         label: str = "",
         info: Mapping[str, Any] | None = None,
         fetch_once: Fetch | None = None,
+        allow_stale: bool = False,
     ) -> CachedToken:
         """Return a token for ``key`` satisfying the request, fetching it if needed.
 
         ``fetch`` replaces the entry's stored fetch (it is what background
         refreshes call); ``info`` is opaque metadata echoed in :meth:`snapshot`;
-        ``fetch_once`` see the module docstring.
+        ``fetch_once`` and ``allow_stale`` see the module docstring.
         """
         if self._nursery is None:
             raise RuntimeError("TokenCache.run() is not running")
@@ -164,6 +187,9 @@ class TokenCache:
         entry = self._touch(key, fetch, label, info, asked_at)
         if fetch_once is not None:
             return await self._get_once(entry, fetch_once)
+        # A fetch's own inputs (T1 for a resource token) are asked for from
+        # within that fetch: they are background work when it is.
+        background = _IN_BACKGROUND.get()
         counted_miss = False
         forced = False  # an explicit force_refresh skips a backoff once, not in a loop
         while True:
@@ -186,20 +212,37 @@ class TokenCache:
                     now < entry.backoff_until
                     and entry.last_error is not None
                     and not (force_refresh and not forced and not rate_limited(entry.last_error))
+                    and (background or now < request_retry_at(entry))
                 ):
+                    stale = self._stale(entry, entry.last_error, allow_stale and not force_refresh)
+                    if stale is not None:
+                        return stale
                     raise reported(entry.last_error, entry, now)
                 forced = force_refresh
-                flight = self._start(entry, background=False)
+                flight = self._start(entry, background=background)
             elif force_refresh and flight.started_at < asked_at:
                 # That fetch may answer with a token minted before we asked.
                 await flight.done.wait()
                 continue
             await flight.done.wait()
             if flight.error is not None:
+                stale = self._stale(entry, flight.error, allow_stale and not force_refresh)
+                if stale is not None:
+                    return stale
                 raise reported(flight.error, entry, trio.current_time())
             assert flight.result is not None
             entry.from_idp += 1
             return flight.result
+
+    def _stale(self, entry: Entry, error: BaseException, allowed: bool) -> CachedToken | None:
+        """The cached token, still valid though below the request's min_validity_s,
+        when no fresher one could be had; None when not allowed or none is valid."""
+        cached = entry.cached
+        if not allowed or cached is None or cached.expires_at <= trio.current_time():
+            return None
+        entry.from_cache += 1
+        self._emit("stale", entry, error=error_summary(error))
+        return dataclasses.replace(cached, source="cache", stale_error=reraisable(error))
 
     async def _get_once(self, entry: Entry, fetch_once: Fetch) -> CachedToken:
         self._emit("miss", entry)
@@ -286,6 +329,7 @@ class TokenCache:
         return flight
 
     async def _fly(self, entry: Entry, flight: Flight, fetch: Fetch) -> None:
+        _IN_BACKGROUND.set(flight.background)  # this task's own context (trio copies it)
         try:
             token = await fetch()
         except trio.Cancelled:
@@ -328,6 +372,7 @@ class TokenCache:
     ) -> None:
         now = trio.current_time()
         entry.last_error = exc
+        entry.failed_at = now
         entry.failures += 1
         if retry_at is None:
             entry.own_failures += 1

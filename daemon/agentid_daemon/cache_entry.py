@@ -21,6 +21,11 @@ EventCallback = Callable[..., None]
 
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 300.0
+# A request (not a background refresh) for a key without a servable token
+# tries the identity provider again once its last failure is this old, backoff
+# or not: recovery is seen at once, yet a burst of requests during an outage
+# costs one identity-provider call per key per this many seconds.
+FOREGROUND_RETRY_S = 2.0
 REFRESH_FRACTION = (2 / 3, 3 / 4)
 
 State = Literal["pending", "valid", "refreshing", "backoff", "failed", "idle", "expired"]
@@ -32,6 +37,13 @@ class CachedToken:
     source: Literal["cache", "identity_provider"]
     expires_at: float  # trio clock
     refresh_at: float  # trio clock
+    #: Set when the token is served below the request's ``min_validity_s``
+    #: because no fresher one could be had: the error that prevented it.
+    stale_error: BaseException | None = field(default=None, compare=False)
+
+    @property
+    def stale(self) -> bool:
+        return self.stale_error is not None
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,7 @@ class Entry:
         "backoff_until",
         "cached",
         "description",
+        "failed_at",
         "failures",
         "fetch",
         "from_cache",
@@ -99,6 +112,7 @@ class Entry:
         self.failures = 0  # consecutive failed fetches (status, scheduling)
         self.own_failures = 0  # ... of those, not caused by an input: sizes the backoff
         self.backoff_until = -math.inf
+        self.failed_at = -math.inf  # trio clock: when the last fetch failed
         self.permanent = False
         self.idle = False
         self.sched_gen = 0

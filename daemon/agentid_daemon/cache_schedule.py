@@ -17,7 +17,14 @@ from typing import Literal
 
 import trio
 
-from .cache_entry import BACKOFF_BASE_S, BACKOFF_CAP_S, REFRESH_FRACTION, Entry, reraisable
+from .cache_entry import (
+    BACKOFF_BASE_S,
+    BACKOFF_CAP_S,
+    FOREGROUND_RETRY_S,
+    REFRESH_FRACTION,
+    Entry,
+    reraisable,
+)
 from .errors import AgentIdError, IdentityProviderError
 from .models import AcquiredToken
 
@@ -55,10 +62,25 @@ def rate_limited(exc: BaseException) -> bool:
     )
 
 
+def request_retry_at(entry: Entry) -> float:
+    """When a request (not a background refresh) may next fetch the key.
+
+    :data:`FOREGROUND_RETRY_S` after its last failure, however long the
+    background backoff; but a pause the identity provider asked for (429,
+    ``Retry-After``) is sat out in full.
+    """
+    if entry.last_error is None:
+        return -math.inf
+    if rate_limited(entry.last_error):
+        return entry.backoff_until
+    return min(entry.backoff_until, entry.failed_at + FOREGROUND_RETRY_S)
+
+
 def reported(exc: BaseException, entry: Entry, now: float) -> BaseException:
-    """The shared error, ready to raise, with the seconds until the next attempt."""
+    """The shared error, ready to raise, with the seconds until a request next tries."""
     if isinstance(exc, AgentIdError):
-        exc.next_attempt_in_s = entry.backoff_until - now if entry.backoff_until > now else None
+        retry_at = request_retry_at(entry)
+        exc.next_attempt_in_s = retry_at - now if retry_at > now else None
     return reraisable(exc)
 
 

@@ -216,7 +216,7 @@ def test_an_outage_says_when_and_force_refresh_tries_at_once(
         assert failed.returncode == 4, describe(failed)
         again = stack.client("get", "--profile", "app")
         assert again.returncode == 4, describe(again)
-        assert "next attempt in " in again.stderr, describe(again)
+        assert "retries the identity provider automatically in " in again.stderr, describe(again)
         emu.clear_faults()  # the outage is over
         forced = stack.client("get", "--profile", "app", "--force-refresh")
         assert forced.returncode == 0, describe(forced)

@@ -285,7 +285,8 @@ async def test_lifecycle_notifies_systemd(tmp_path: Path) -> None:
             assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 200")
             await stream.aclose()
             (tmp_path / "c.toml").write_text("")  # an empty file is a valid config
-            assert await daemon.reload()  # (a missing one is not, on reload: row 7 below)
+            # (a missing one is not, on reload: row 7 below)
+            assert (await daemon.reload()).result == "unchanged"  # no profiles before either
             assert (await next_message(receiver)).startswith(b"RELOADING=1\nMONOTONIC_USEC=")
             assert (await next_message(receiver)).startswith(b"READY=1")
             await daemon.stop()
@@ -423,7 +424,7 @@ async def test_reload_forgets_remembered_resolutions(tmp_path: Path) -> None:
     assert old.resolve({"profile": "one"}) is before  # remembered
     path.write_text(PROFILE.format(name="one").replace("33333333-", "55555555-"))
     with trio.fail_after(10):
-        assert await daemon.reload()
+        assert (await daemon.reload()).result == "loaded"
     new = daemon.state.config
     assert new is not old
     assert len(old._memo) == 0
@@ -465,5 +466,5 @@ async def test_reload_applies_idle_timeout_to_the_real_cache(tmp_path: Path) -> 
     assert daemon.cache.idle_timeout_s == 600
     path.write_text("[daemon]\nidle_timeout_s = 120\n")
     with trio.fail_after(10):
-        assert await daemon.reload()
+        assert (await daemon.reload()).result == "loaded"
     assert daemon.cache.idle_timeout_s == 120

@@ -54,6 +54,25 @@ def test_failed_reload_is_a_failure(fake_daemon: FakeDaemon, config: Path) -> No
     assert "✔ daemon configuration reload: ok" in doctor()[1]
 
 
+def test_a_daemon_serving_an_older_file_is_a_failure(fake_daemon: FakeDaemon, config: Path) -> None:
+    """Was: "daemon configuration reload: ok" while the daemon served an older file."""
+    st = config.stat()
+    served = {"device": st.st_dev, "inode": st.st_ino, "mtime_ns": st.st_mtime_ns, "size": 1}
+    status = {"pid": 1, "last_reload_error": None, "config_path": str(config)}
+    fake_daemon.routes[("GET", "/v1/status")] = lambda req: (
+        200,
+        {"daemon": {**status, "config_file": served}, "entries": []},
+    )
+    code, text = doctor()
+    assert code == 5, text
+    assert f"✘ daemon configuration: it serves an older version of {config}" in text
+    assert "agentid-helper reload" in text
+    assert "reload: ok" not in text
+    served["size"] = st.st_size  # now it is the file on disk
+    code, text = doctor()
+    assert "✔ daemon configuration reload: ok" in text, text
+
+
 @pytest.fixture
 def git_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private global git config (no system config)."""

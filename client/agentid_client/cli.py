@@ -15,7 +15,7 @@ from . import daemon_api
 from .cliargs import HelpRequested, Parsed, parse
 from .commands import COMMANDS
 from .contract import MAX_MIN_VALIDITY_S
-from .failures import EXIT_OK, EXIT_USAGE, ClientError, UsageError
+from .failures import EXIT_CONFIG, EXIT_OK, EXIT_USAGE, ClientError, DaemonUnreachable, UsageError
 from .selection import request_fields
 from .trust import Untrusted
 
@@ -229,6 +229,43 @@ class CLI:
             if exc.exit_code != 3 or isinstance(exc, Untrusted):
                 raise
             self.stderr.write("agentid-helper: daemon not running: nothing cached\n")
+        return EXIT_OK
+
+    def do_reload(self, parsed: Parsed) -> int:
+        """POST /v1/reload; exit 0 loaded or unchanged, 5 when the file does not load."""
+        try:
+            body = daemon_api.call_ok("POST", "/v1/reload", None, autostart=False, timeout=30)
+        except DaemonUnreachable as exc:
+            # Only "no daemon" is nothing to do; an untrusted socket or a hung daemon is not.
+            if isinstance(exc, Untrusted) or "(not running)" not in exc.message:
+                raise
+            self.stderr.write(
+                "agentid-helper: daemon not running: nothing to reload "
+                "(the next request starts it with the file as it is)\n"
+            )
+            return EXIT_OK
+        info = body if isinstance(body, dict) else {}
+        path = info.get("config_path") or "the config file"
+        result = info.get("result")
+        if result == "error":
+            raise ClientError(
+                f"reload: {info.get('error') or 'the file does not load'}",
+                EXIT_CONFIG,
+                ["the daemon keeps serving its previous configuration"],
+            )
+        if result == "unchanged":
+            self._write(f"configuration unchanged ({path})")
+            return EXIT_OK
+        changes = info.get("profiles") if isinstance(info.get("profiles"), dict) else {}
+        said = [
+            f"{what} {', '.join(str(n) for n in names)}"
+            for what, names in (changes or {}).items()
+            if isinstance(names, list) and names
+        ]
+        self._write(
+            f"configuration reloaded from {path}"
+            + (f" (profiles {'; '.join(said)})" if said else "")
+        )
         return EXIT_OK
 
     def do_secret(self, parsed: Parsed) -> int:

@@ -260,6 +260,19 @@ _add(
 
 _add(
     Command(
+        "reload",
+        "re-read config.toml now and say what happened",
+        [],
+        epilog="""examples:
+  agentid-helper reload      # loaded (profiles added, removed, changed), unchanged, or the error
+  agentid-helper reload || echo "config.toml has an error; the daemon kept the old one"
+  # without a signal too: a changed config.toml is re-read at the next request
+""",
+    )
+)
+
+_add(
+    Command(
         "secret",
         "store or delete a blueprint secret in the keyring",
         [

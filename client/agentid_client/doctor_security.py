@@ -56,18 +56,48 @@ def check_file_modes(report: Reporter, config: Config) -> None:
 
 
 def check_reload_error(report: Reporter) -> None:
-    """A failed SIGHUP reload: the daemon keeps its previous configuration."""
+    """The daemon serves the config file as it is on disk: no failed reload, and
+    the file it read (``config_file`` in status) is the one there now.
+
+    Asking for the status makes the daemon look at its file first, so a file
+    changed since is reloaded (or its error reported) before we compare.
+    """
     try:
         status = daemon_api.call_ok("GET", "/v1/status", autostart=False, timeout=10)
     except ClientError:
         return  # the daemon check already reported why
-    error = (status.get("daemon") or {}).get("last_reload_error") if status else None
-    report.line(
-        not error,
-        f"daemon configuration reload: {error or 'ok'}",
-        "the daemon keeps its previous configuration; fix the file, then "
-        "`systemctl --user reload agentid-helper` or `kill -HUP <daemon pid>`",
-    )
+    daemon = (status.get("daemon") or {}) if isinstance(status, dict) else {}
+    error = daemon.get("last_reload_error")
+    if error:
+        report.line(
+            False,
+            f"daemon configuration reload: {error}",
+            "the daemon keeps serving its previous configuration; fix the file (it is "
+            "reloaded when it changes) or run `agentid-helper reload` to see the result",
+        )
+        return
+    path = daemon.get("config_path")
+    if "config_file" in daemon and isinstance(path, str):
+        served, on_disk = daemon["config_file"], _signature(path)
+        if served != on_disk:
+            report.line(
+                False,
+                f"daemon configuration: it serves an older version of {path} than the one on disk"
+                if on_disk is not None
+                else f"daemon configuration: it serves {path}, which is no longer there",
+                "run `agentid-helper reload` (it prints what the daemon made of the file)",
+            )
+            return
+    report.line(True, "daemon configuration reload: ok (the daemon serves the file on disk)")
+
+
+def _signature(path: str) -> dict[str, int] | None:
+    """The file as the daemon's status reports it (agentid_daemon.config_watch)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return {"device": st.st_dev, "inode": st.st_ino, "mtime_ns": st.st_mtime_ns, "size": st.st_size}
 
 
 def _git_version(text: str) -> tuple[int, int] | None:

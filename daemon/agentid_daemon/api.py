@@ -1,14 +1,17 @@
 """The daemon's HTTP API: routes -> Broker/Config calls -> :class:`Response`.
 
 Routes (docs/api.md): ``POST/DELETE /v1/token``, ``POST /v1/identity-sessions``,
-``GET /v1/status``, ``POST /v1/flush``, ``GET /healthz``, ``GET /readyz``,
-``GET /metrics``.
+``GET /v1/status``, ``POST /v1/flush``, ``POST /v1/reload``, ``GET /healthz``,
+``GET /readyz``, ``GET /metrics``.
 Request bodies are validated strictly by :mod:`api_bodies` (JSON object,
 known keys, types); the values themselves (GUIDs, modes, scopes, users) are
 validated by ``Config.resolve``. Errors are ``AgentIdError.to_json()`` with its status.
 
 The API reads the live config from :class:`ApiState` on each request, so a
-SIGHUP reload (which swaps ``state.config``) takes effect for the next request.
+reload (which swaps ``state.config``) takes effect for the next request. The
+routes that use the configuration first let the reloader notice a changed
+file (a stat at most once a second; at once, and the request tried again,
+when the request failed for want of configuration).
 """
 
 from __future__ import annotations
@@ -35,7 +38,14 @@ from .api_bodies import (
 )
 from .cache_schedule import rate_limited
 from .config import Config
-from .errors import AgentIdError, ConfigurationError, IdentityProviderError, InvalidRequest
+from .config_watch import FileSignature, ReloadOutcome, signature_json
+from .errors import (
+    AgentIdError,
+    ConfigurationError,
+    IdentityProviderError,
+    InvalidRequest,
+    UnknownProfile,
+)
 from .logs import get_logger, log_request
 from .models import TokenRequest
 from .protocol import Headers, Response, current_peer
@@ -48,6 +58,11 @@ log = get_logger("agentid_daemon.api")
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Probes are polled; they are logged only when they fail.
 _PROBE_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+# Routes that answer from the configuration: a changed file is noticed first.
+# /v1/token is checked in token_payload (the managed identity endpoint comes that way too).
+_CONFIG_ROUTES = frozenset({"/v1/identity-sessions", "/v1/flush", "/v1/status"})
+# A request failing with these may only lack a configuration just written.
+_CONFIG_ERRORS = (InvalidRequest, UnknownProfile, ConfigurationError)
 
 RouteHandler = Callable[[bytes, dict[str, Any]], Awaitable[Response]]
 
@@ -76,6 +91,13 @@ class IdentitySessionsLike(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
+class ReloaderLike(Protocol):
+    """What the routes ask of the daemon (:class:`app.Daemon`) about its config file."""
+
+    async def check_config(self, *, throttle: bool = True) -> bool: ...
+    async def reload(self, *, trigger: str = ...) -> ReloadOutcome: ...
+
+
 class MetricsLike(Protocol):
     """What the routes ask of :class:`metrics.Metrics`."""
 
@@ -95,7 +117,9 @@ class ApiState:
     version: str = "0"
     listening: bool = False
     identity_sessions: IdentitySessionsLike | None = None
-    last_reload_error: str | None = None  # set by app's SIGHUP reload
+    last_reload_error: str | None = None  # set by app's reload
+    config_file: FileSignature = None  # the file the config in force was read from
+    reloader: ReloaderLike | None = None
     run_mode: str = "foreground"  # runmode.run_mode(): systemd, autostart or foreground
     started_monotonic: float = field(default_factory=time.monotonic)
     started_wall: float = field(default_factory=time.time)
@@ -114,6 +138,7 @@ class Api:
             "/v1/identity-sessions": {"POST": self._post_identity_session},
             "/v1/status": {"GET": self._get_status},
             "/v1/flush": {"POST": self._post_flush},
+            "/v1/reload": {"POST": self._post_reload},
             "/healthz": {"GET": self._healthz},
             "/readyz": {"GET": self._readyz},
             "/metrics": {"GET": self._metrics},
@@ -128,6 +153,9 @@ class Api:
         route = path if methods is not None else "other"
         ctx: dict[str, Any] = {}
         try:
+            if path in _CONFIG_ROUTES:
+                # status reports which file is served: always look at the disk first.
+                await self._check_config(throttle=path != "/v1/status")
             response = await self._dispatch(method, path, methods, body, ctx)
         except AgentIdError as exc:
             response = _error_response(exc)
@@ -181,6 +209,11 @@ class Api:
             )
         return await handler(body, ctx)
 
+    async def _check_config(self, *, throttle: bool = True) -> bool:
+        """Let the reloader notice a changed config file; True if a new one is in force."""
+        reloader = self.state.reloader
+        return reloader is not None and await reloader.check_config(throttle=throttle)
+
     def _config(self) -> Config:
         if self.state.config is None:
             raise ConfigurationError("the daemon has no usable configuration")
@@ -203,7 +236,15 @@ class Api:
         min_validity_s, force_refresh = token_options(obj)
         refuse_expired_user_token(obj, time.time())
         claims = claims_option(obj)
-        req = self.resolve_selection(obj)
+        await self._check_config()
+        try:
+            req = self.resolve_selection(obj)
+        except _CONFIG_ERRORS:
+            # The file may have been written within the last second (get; write
+            # config.toml; get): look now, and try once more with what it says.
+            if not await self._check_config(throttle=False):
+                raise
+            req = self.resolve_selection(obj)
         ctx.update(profile=req.profile, mode=req.mode.value)
         if claims is not None:
             ctx.update(claims_challenge=True)
@@ -268,6 +309,22 @@ class Api:
             ctx.update(dropped=self.state.broker.flush())
         return Response.empty(204)
 
+    async def _post_reload(self, body: bytes, ctx: dict[str, Any]) -> Response:
+        """Re-read the config file now: ``{"result": "loaded"|"unchanged"|"error", ...}``.
+
+        A file that does not load is an answer, not a failed request (200, result
+        ``error``): the previous configuration stays in force, and ``error`` says why.
+        """
+        extra = parse_json_object(body, allow_empty=True)
+        if extra:
+            raise InvalidRequest(f"POST /v1/reload takes no fields (got {sorted(extra)[0][:40]!r})")
+        reloader = self.state.reloader
+        if reloader is None:
+            return Response.error(404, "not_found", "this daemon cannot reload its configuration")
+        outcome = await reloader.reload(trigger="POST /v1/reload")
+        ctx.update(result=outcome.result)
+        return Response.json(200, outcome.to_json())
+
     async def _get_status(self, body: bytes, ctx: dict[str, Any]) -> Response:
         state = self.state
         config = state.config
@@ -281,9 +338,12 @@ class Api:
             "run_mode": state.run_mode,
             "config_path": state.config_path,
             "config_loaded": config is not None,
-            # The last SIGHUP reload's error (the previous config stays in force); None after
+            # The last reload's error (the previous config stays in force); None after
             # a good reload.
             "last_reload_error": state.last_reload_error,
+            # The file the configuration in force was read from (None: there was
+            # none): doctor compares it with the file on disk.
+            "config_file": signature_json(state.config_file),
             "default_profile": config.default_profile if config else None,
             "profiles": profiles,
         }

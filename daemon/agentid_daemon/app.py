@@ -5,9 +5,11 @@ refresher, the HTTP server, the watchdog and the signal handler. Shutdown
 (SIGTERM/SIGINT) is: ``STOPPING=1``, stop accepting, close the socket and
 remove its file (only if we bound it: a systemd socket belongs to systemd),
 let in-flight requests finish (bounded by ``Limits.shutdown_grace_s``),
-cancel the rest, exit 0. SIGHUP reloads the configuration; a bad
-new file is logged and the old configuration stays in force. Cached tokens
-survive a reload: the cache is keyed by resolved identities, not profile names.
+cancel the rest, exit 0. The configuration is reloaded when the file changes
+(noticed on the request path, config_watch.py), on SIGHUP and on ``POST
+/v1/reload``; a bad new file is logged, reported (``last_reload_error``) and
+the old configuration stays in force. Cached tokens survive a reload: the
+cache is keyed by resolved identities, not profile names.
 
 Exit codes (docs/design.md): 0 ok, 2 usage, 5 configuration error (bad
 config file, unusable socket directory); 1 when another daemon already serves
@@ -33,6 +35,7 @@ from .api import Api, ApiState, BrokerLike, MetricsLike
 from .cache_entry import EventCallback
 from .capacity import max_connections_for, raise_nofile_limit
 from .config import Config, load_config
+from .config_watch import ConfigWatch, FileSignature, ReloadOutcome, file_signature
 from .errors import ConfigurationError
 from .hardening import forbid_core_dumps
 from .identity_sessions import IdentitySessions, SidecarSettings
@@ -174,7 +177,10 @@ class Daemon:
         limits: Limits | None = None,
         notifier: Notifier | None = None,
         components: Components | None = None,
+        config_signature: FileSignature | bool = True,
     ) -> None:
+        """``config_signature``: the file's signature taken before ``config`` was
+        read (main() does), or True to take it now."""
         self.config_path = config_path
         self.socket_path = socket_path
         self.notifier = notifier or Notifier()
@@ -189,6 +195,12 @@ class Daemon:
             config_path=config.path or config_path,
             version=_version(),
         )
+        path = self.state.config_path
+        served = file_signature(path) if config_signature is True else config_signature
+        self.watch = ConfigWatch(path, served if served is not False else None)
+        self.state.config_file = self.watch.served
+        self.state.reloader = self
+        self._reload_lock = trio.Lock()
         self.api = Api(self.state)
         self.sessions = IdentitySessions(self.api, sidecar=_sidecar(config), metrics=self.metrics)
         self.state.identity_sessions = self.sessions
@@ -271,21 +283,42 @@ class Daemon:
             with trio.CancelScope(shield=True):
                 await self._opened.aclose()
 
-    async def reload(self) -> bool:
+    async def check_config(self, *, throttle: bool = True) -> bool:
+        """Reload if the config file changed (a stat, at most once a second with
+        ``throttle``); True when a new configuration came into force."""
+        if self.watch.changed(throttle=throttle) is False:
+            return False
+        outcome = await self.reload(trigger="file changed")
+        return outcome.result == "loaded"
+
+    async def reload(self, *, trigger: str = "SIGHUP") -> ReloadOutcome:
         """Re-read the config file; keep the old one if the new one is bad."""
+        async with self._reload_lock:
+            return await self._reload(trigger)
+
+    async def _reload(self, trigger: str) -> ReloadOutcome:
+        path = self.state.config_path
         await self.notifier.reloading()
         try:
+            # Taken before reading: a write during the read shows as a change next time.
+            signature = file_signature(path)
+            self.watch.tried(signature)
             try:
-                new = await trio.to_thread.run_sync(_reload_config, self.state.config_path)
+                new = await trio.to_thread.run_sync(_reload_config, path)
             except ConfigurationError as exc:
                 log.error(
                     "configuration reload failed; keeping the previous configuration",
                     error=exc.description,
+                    trigger=trigger,
                 )
                 self.state.last_reload_error = exc.description  # status and doctor show it
-                return False
+                return ReloadOutcome("error", path, error=exc.description)
             self.state.last_reload_error = None
+            self.watch.loaded(signature)
+            self.state.config_file = signature
             old = self.state.config
+            if old == new:
+                return ReloadOutcome("unchanged", path)
             self.state.config = new
             if old is not None:
                 # The new Config resolves afresh; the old one's remembered
@@ -303,8 +336,8 @@ class Daemon:
                     "the managed_identity_* settings changed; they take effect at the next "
                     "daemon start"
                 )
-            log.info("configuration reloaded", config=new.path, **changes)
-            return True
+            log.info("configuration reloaded", config=new.path, trigger=trigger, **changes)
+            return ReloadOutcome("loaded", path, changes=changes)
         finally:
             await self.notifier.ready(self.activity.text())
 
@@ -318,6 +351,12 @@ def _sidecar(config: Config) -> SidecarSettings | None:
         header_file=settings.managed_identity_header_file,
         profile=settings.managed_identity_profile,
     )
+
+
+def _config_file(path: str | None) -> str:
+    from .config import default_config_path
+
+    return str(Path(path).expanduser() if path is not None else default_config_path())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -334,6 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"agentid-helperd: cannot forbid core dumps: {exc.strerror}", file=sys.stderr)
         return EXIT_CONFIG
     try:
+        # The signature first: a write during the read shows as a change later.
+        signature = file_signature(_config_file(args.config))
         config = load_config(args.config)
     except ConfigurationError as exc:
         print(f"agentid-helperd: configuration error: {exc.description}", file=sys.stderr)
@@ -343,6 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         socket_path=Path(args.socket).expanduser() if args.socket else None,
         config_path=args.config,
         limits=Limits(max_connections=max_connections_for(raise_nofile_limit())),
+        config_signature=signature,
     )
     try:
         # A SIGTERM before trio's receiver is installed (a stop during start-up)

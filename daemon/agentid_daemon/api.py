@@ -288,6 +288,7 @@ class Api:
 
     async def _delete_token(self, body: bytes, ctx: dict[str, Any]) -> Response:
         obj = parse_json_object(body, allow_empty=True)
+        await self._check_config()
         req = resolve(self._config(), selection_fields(obj), need_user_token=False)
         ctx.update(profile=req.profile, mode=req.mode.value)
         dropped = self.state.broker.invalidate(req)

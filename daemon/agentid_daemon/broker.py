@@ -359,6 +359,6 @@ def stale_warning(left_s: float, min_validity_s: float, error: BaseException) ->
     """One line for a token served below ``min_validity_s``: how long it lasts, and why."""
     why = error.description if isinstance(error, AgentIdError) else type(error).__name__
     return (
-        f"the identity provider is failing ({why}); serving the cached token, "
+        f"no fresh token could be had ({why}); serving the cached token, "
         f"valid for {max(0, int(left_s))} s more (less than the {min_validity_s:g} s asked for)"
     )

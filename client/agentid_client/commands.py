@@ -267,6 +267,8 @@ _add(
   agentid-helper reload      # loaded (profiles added, removed, changed), unchanged, or the error
   agentid-helper reload || echo "config.toml has an error; the daemon kept the old one"
   # without a signal too: a changed config.toml is re-read at the next request
+  # exit 0: loaded or unchanged; 5: the file has an error (the daemon keeps the old
+  # configuration); 3: the daemon did not answer; no daemon running: nothing to do (0)
 """,
     )
 )

@@ -257,6 +257,8 @@ class Api:
         payload["tenant_id"] = req.agent.tenant_id
         payload["agent_identity_app_id"] = req.agent.agent_identity_app_id
         ctx.update(source=served.source)
+        if served.warning is not None:
+            ctx.update(stale=True)  # served below min_validity_s: the log says so
         return payload
 
     async def _post_identity_session(self, body: bytes, ctx: dict[str, Any]) -> Response:

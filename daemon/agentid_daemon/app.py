@@ -318,6 +318,7 @@ class Daemon:
             self.state.config_file = signature
             old = self.state.config
             if old == new:
+                log.info("configuration unchanged", config=path, trigger=trigger)
                 return ReloadOutcome("unchanged", path)
             self.state.config = new
             if old is not None:

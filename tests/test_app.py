@@ -240,8 +240,13 @@ def test_sighup_with_the_config_file_removed_keeps_every_profile(tmp_path: Path)
         rc, out, _ = d.stop()
     assert rc == 0
     failed = [e for e in log_events(out) if e["event"].startswith("configuration reload failed")]
-    assert len(failed) == 2
+    # Each bad state is reported by SIGHUP, and may be by the status request
+    # that noticed the file change first (config_watch): once or twice each.
     assert "the file is missing" in failed[0]["error"]
+    assert {"missing", "directory"} == {
+        "missing" if "missing" in e["error"] else "directory" for e in failed
+    }
+    assert 2 <= len(failed) <= 4
 
 
 def _wait_for(predicate: Any, timeout: float = 10.0) -> None:

@@ -16,6 +16,7 @@ from .cliargs import HelpRequested, Parsed, parse
 from .commands import COMMANDS
 from .contract import MAX_MIN_VALIDITY_S
 from .failures import EXIT_OK, EXIT_USAGE, ClientError, UsageError
+from .redact import quoted
 from .selection import request_fields
 from .trust import Untrusted
 
@@ -94,7 +95,7 @@ class CLI:
             if not 0 <= value <= MAX_MIN_VALIDITY_S or value != value:
                 raise UsageError(
                     f"{parsed.command}: --min-validity must be seconds between 0 and "
-                    f"{MAX_MIN_VALIDITY_S} (got {raw!r})",
+                    f"{MAX_MIN_VALIDITY_S} (got {quoted(raw)})",
                     parsed.command,
                 )
             fields["min_validity_s"] = int(value) if value.is_integer() else value
@@ -166,7 +167,7 @@ class CLI:
         name = str(parsed.opts.get("env_var") or DEFAULT_ENV_VAR)
         if not _valid_env_name(name):
             raise UsageError(
-                f"exec: --env-var {name!r} is not a valid environment variable name", "exec"
+                f"exec: --env-var {quoted(name)} is not a valid environment variable name", "exec"
             )
         fields = self._token_fields(parsed)
         body = daemon_api.get_token(fields, timeout=self._timeout(parsed))

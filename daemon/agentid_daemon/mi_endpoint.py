@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 import trio
 
+from agentid_client.redact import quoted
+
 from . import mi_protocol as P
 from .errors import AgentIdError, IdentityProviderError
 from .identity_sessions import IdentitySession, SessionTable
@@ -112,7 +114,7 @@ class MIEndpoint:
         if query.client_id is not None and query.client_id.lower() != client_id.lower():
             raise P.MIRequestError(
                 400,
-                f"client_id {query.client_id[:64]!r} is not this session's agent identity "
+                f"client_id {quoted(query.client_id)} is not this session's agent identity "
                 f"({client_id})",
             )
         payload = await self.tokens.token_payload(obj, ctx)

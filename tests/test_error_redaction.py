@@ -77,7 +77,11 @@ def test_token_in_a_selection_flag_is_not_echoed(
 def test_token_as_an_unknown_command_or_argument_is_not_echoed(
     client_env: Env, pasted_token: str
 ) -> None:
-    for argv in ([pasted_token], ["get", pasted_token], ["exec", "--env-var", pasted_token, "true"]):
+    for argv in (
+        [pasted_token],
+        ["get", pasted_token],
+        ["exec", "--env-var", pasted_token, "true"],
+    ):
         got = client_env.run(*argv)
         assert got.returncode == 2, got.stderr
         assert_not_echoed(got.stderr, pasted_token)

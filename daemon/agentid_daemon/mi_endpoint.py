@@ -153,7 +153,8 @@ def _from_agentid_error(exc: AgentIdError) -> Response:
         if exc.correlation_id:
             message += f" (correlation id {exc.correlation_id})"
         if exc.retry_after_s:
-            headers.append(("retry-after", str(max(1, math.ceil(exc.retry_after_s)))))
+            seconds = min(P.MAX_RETRY_AFTER_S, max(1, math.ceil(exc.retry_after_s)))
+            headers.append(("retry-after", str(seconds)))
     if exc.hint:
         message += f"; hint: {exc.hint}"
     # 404 unknown_profile means the session's profile went away in a reload:

@@ -39,6 +39,13 @@ MAX_TARGET_BYTES = 4096
 MAX_QUERY_FIELDS = 32
 MAX_RESOURCE_CHARS = 512
 MAX_CLAIMS_CHARS = 16 * 1024
+# The longest Retry-After this endpoint sends. The Azure SDKs sleep for the
+# whole of it before each of their retries (azure-core's RetryPolicy honours
+# Retry-After on 429/5xx, retry_status=3), so Entra's "Retry-After: 300" would
+# block a program's get_token for 15 minutes; the daemon answers those retries
+# from its own backoff without asking Entra, so a short pause costs nothing.
+# Three retries end within 15 s.
+MAX_RETRY_AFTER_S = 5
 # Host names a client of a loopback endpoint may use. Anything else is a page
 # that resolved its own name to 127.0.0.1 (DNS rebinding).
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})

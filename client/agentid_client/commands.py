@@ -43,6 +43,11 @@ ENVIRONMENT = (
     ),
     ("AGENTID_HELPER_NO_AUTOSTART", "set to 1 to never start the daemon from the client"),
     ("AGENTID_HELPER_TIMEOUT", "seconds a call may take in all (default 60; --timeout wins)"),
+    (
+        "AZURE_TOKEN_CREDENTIALS",
+        "exec sets it to ManagedIdentityCredential for CMD unless set; set it (even empty: "
+        "the SDK's default chain) to keep DefaultAzureCredential's other credentials",
+    ),
 )
 EXAMPLES = """\
   agentid-helper get --profile graph-bot                       # scripts

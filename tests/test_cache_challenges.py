@@ -40,18 +40,18 @@ async def test_a_flood_of_one_challenge_is_one_fetch(
 ) -> None:
     plain, challenged = FakeSource(name="plain"), FakeSource(name="claims")
     challenged.delay = 1.0
-    served: list[str] = []
+    served: list[tuple[str, str]] = []
 
     async def ask() -> None:
         got = await cache.get(KEY, plain, fetch_once=challenged, challenge=claims(1))
-        served.append(got.token.access_token)
+        served.append((got.source, got.token.access_token))
 
     async with running() as cache:
         async with trio.open_nursery() as nursery:
             for _ in range(200):
                 nursery.start_soon(ask)
         assert challenged.count == 1
-        assert served == ["claims-secret-1"] * 200
+        assert served == [("identity_provider", "claims-secret-1")] * 200
         # ... and the same challenge again, later but within the interval
         await trio.sleep(CHALLENGE_INTERVAL_S / 2)
         again = await cache.get(KEY, plain, fetch_once=challenged, challenge=claims(1))

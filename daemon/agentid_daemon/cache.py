@@ -247,10 +247,14 @@ class TokenCache:
             if last is not None and now < last.flight.started_at + self.challenge_interval_s:
                 if last.value != challenge:
                     raise self._challenge_refused(last, now)
+                joined = not last.flight.done.is_set()  # else: answered from its outcome
                 await last.flight.done.wait()
                 if last.flight.error is not None:
                     raise reported(last.flight.error, entry, trio.current_time())
                 assert last.flight.result is not None
+                if joined:
+                    entry.from_idp += 1
+                    return last.flight.result
                 entry.from_cache += 1
                 return dataclasses.replace(last.flight.result, source="cache")
             if entry.inflight is None:

@@ -186,6 +186,10 @@ def example_stack(emulator: Any, tmp_path_factory: pytest.TempPathFactory) -> An
         (home / "my_agent.py").write_text(
             "import os, sys\nsys.exit(0 if os.environ['AGENTID_ACCESS_TOKEN'] else 1)\n"
         )
+        (home / "my_service.py").write_text(  # exec --no-token-env: the endpoint only
+            "import os, sys\nsys.exit(0 if os.environ['IDENTITY_ENDPOINT'] and "
+            "'AGENTID_ACCESS_TOKEN' not in os.environ else 1)\n"
+        )
         env = {
             **stack.env,
             "HOME": str(home),

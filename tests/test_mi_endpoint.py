@@ -165,7 +165,7 @@ async def test_other_path(endpoint: MIEndpoint, session: IdentitySession) -> Non
             502,
             ["AADSTS7000215", "c0ffee", "rotate it"],
         ),
-        (IdentityProviderError("t1: down", transient=True, retry_after_s=7.2), 503, ["down"]),
+        (IdentityProviderError("t1: down", transient=True, retry_after_s=3.2), 503, ["down"]),
         (ConfigurationError("secret file /x does not exist"), 500, ["/x"]),
         (UnknownProfile("unknown profile 'bot'"), 500, ["unknown profile"]),
     ],
@@ -184,7 +184,23 @@ async def test_errors_in_app_service_shape(
     assert body["statusCode"] == status
     assert all(w in body["message"] for w in words)
     if status == 503:
-        assert ("retry-after", "8") in resp.headers
+        assert ("retry-after", "4") in resp.headers
+
+
+@pytest.mark.parametrize(("asked", "forwarded"), [(0.2, "1"), (5, "5"), (20, "5"), (300, "5")])
+async def test_retry_after_is_capped(
+    endpoint: MIEndpoint,
+    tokens: FakeTokens,
+    session: IdentitySession,
+    asked: float,
+    forwarded: str,
+) -> None:
+    """The SDKs sleep Retry-After before each of three retries: a long one would block
+    them for minutes, so at most MAX_RETRY_AFTER_S (5 s) of it is forwarded."""
+    tokens.error = IdentityProviderError("t1: down", transient=True, retry_after_s=asked)
+    resp, _ = await get(endpoint, Q, header=session.header)
+    assert resp.status == 503
+    assert [v for k, v in resp.headers if k == "retry-after"] == [forwarded]
 
 
 async def test_requests_are_counted(tokens: FakeTokens, session: IdentitySession) -> None:

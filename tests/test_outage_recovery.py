@@ -84,8 +84,14 @@ def test_a_burst_during_an_outage_makes_one_call(stack: Env, outage_emu: Emulato
     emu.set_faults(outage=True)
     try:
         assert stack.run("get").returncode == 4  # the daemon is up; T1 failed once
-        time.sleep(2.2)  # the failure is old enough for a request to try again
+        # Wait until the key's last failure (the background retries' too) is
+        # old enough for a request to try again: 2.2 s without a T1 request.
         before = t1_requests(emu)
+        for _ in range(20):
+            time.sleep(2.2)
+            if t1_requests(emu) == before:
+                break
+            before = t1_requests(emu)
 
         def one(_: int) -> int:
             resp = daemon_api.call(

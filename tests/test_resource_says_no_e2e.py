@@ -75,8 +75,12 @@ def test_claims_challenge_gets_a_new_token_that_the_cache_then_serves(
     after = get_json(client_env)
     assert (after["source"], after["access_token"]) == ("cache", challenged["access_token"])
 
-    # the JSON form works as well; a malformed one is a usage error (exit 2)
-    assert get_json(client_env, "--claims", json.dumps(CHALLENGE))["source"] == "identity_provider"
+    # the JSON form is the same challenge: within the daemon's claims interval it gets
+    # the answer of the fetch that sent it, not a second request; a malformed one is
+    # a usage error (exit 2)
+    same = get_json(client_env, "--claims", json.dumps(CHALLENGE))
+    assert (same["source"], same["access_token"]) == ("cache", challenged["access_token"])
+    assert emulator.stats()["token_requests"]["by_leg"]["autonomous_app"] == 2
     bad = client_env.run("get", "--claims", "not-a-claims-value")
     assert bad.returncode == 2
     assert "claims" in bad.stderr

@@ -15,7 +15,16 @@ from . import daemon_api
 from .cliargs import HelpRequested, Parsed, parse
 from .commands import COMMANDS
 from .contract import MAX_MIN_VALIDITY_S
-from .failures import EXIT_CONFIG, EXIT_OK, EXIT_USAGE, ClientError, DaemonUnreachable, UsageError
+from .failures import (
+    EXIT_CONFIG,
+    EXIT_IDP,
+    EXIT_OK,
+    EXIT_USAGE,
+    ClientError,
+    DaemonUnreachable,
+    UsageError,
+)
+from .redact import quoted
 from .selection import request_fields
 from .trust import Untrusted
 
@@ -31,6 +40,14 @@ IDENTITY_HEADER_VAR = "IDENTITY_HEADER"
 # managed identity source over IDENTITY_ENDPOINT + IDENTITY_HEADER (Service
 # Fabric, Azure Arc, Azure ML / Cloud Shell): removed from CMD's environment.
 SHADOWING_MI_VARS = ("MSI_ENDPOINT", "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT")
+# DefaultAzureCredential (azure-identity for Python and the other Azure SDKs)
+# reads this to build its chain of one credential: a token the endpoint
+# refuses (a wrong AZURE_CLIENT_ID, an outage) is then an error, never a
+# fall-through to `az login` or another identity (azure-identity:
+# _internal/utils.py process_credential_exclusions, _credentials/default.py).
+# Set only when CMD gets the endpoint, and never over the caller's own value.
+TOKEN_CREDENTIALS_VAR = "AZURE_TOKEN_CREDENTIALS"
+TOKEN_CREDENTIALS_VALUE = "ManagedIdentityCredential"
 
 
 def _valid_env_name(name: str) -> bool:
@@ -94,7 +111,7 @@ class CLI:
             if not 0 <= value <= MAX_MIN_VALIDITY_S or value != value:
                 raise UsageError(
                     f"{parsed.command}: --min-validity must be seconds between 0 and "
-                    f"{MAX_MIN_VALIDITY_S} (got {raw!r})",
+                    f"{MAX_MIN_VALIDITY_S} (got {quoted(raw)})",
                     parsed.command,
                 )
             fields["min_validity_s"] = int(value) if value.is_integer() else value
@@ -163,16 +180,38 @@ class CLI:
             raise UsageError(
                 "exec: missing command (agentid-helper exec [selection] -- CMD ...)", "exec"
             )
+        token_env = not parsed.opts.get("no_token_env")
+        endpoint = not parsed.opts.get("no_identity_endpoint")
+        if not (token_env or endpoint):
+            raise UsageError(
+                "exec: --no-token-env and --no-identity-endpoint together leave CMD no token",
+                "exec",
+            )
+        if not token_env and parsed.opts.get("env_var"):
+            raise UsageError(
+                "exec: --env-var names the token's variable: not with --no-token-env", "exec"
+            )
         name = str(parsed.opts.get("env_var") or DEFAULT_ENV_VAR)
         if not _valid_env_name(name):
             raise UsageError(
-                f"exec: --env-var {name!r} is not a valid environment variable name", "exec"
+                f"exec: --env-var {quoted(name)} is not a valid environment variable name", "exec"
             )
         fields = self._token_fields(parsed)
-        body = daemon_api.get_token(fields, timeout=self._timeout(parsed))
         env = dict(os.environ)
-        env[name] = str(body["access_token"])
-        if not parsed.opts.get("no_identity_endpoint"):
+        if token_env:
+            # Without it CMD starts even while Entra is down: the endpoint
+            # serves it once Entra answers again.
+            try:
+                body = daemon_api.get_token(fields, timeout=self._timeout(parsed))
+            except ClientError as exc:
+                if exc.exit_code == EXIT_IDP and endpoint:
+                    exc.hints.append(
+                        "a command that gets its tokens from the managed identity endpoint "
+                        "can start now with --no-token-env"
+                    )
+                raise
+            env[name] = str(body["access_token"])
+        if endpoint:
             # Bound by the daemon to this process, which CMD is about to become:
             # the endpoint answers for exactly as long as CMD lives.
             session = daemon_api.register_identity_session(fields)
@@ -180,6 +219,7 @@ class CLI:
                 env.pop(var, None)
             env[IDENTITY_ENDPOINT_VAR] = str(session["identity_endpoint"])
             env[IDENTITY_HEADER_VAR] = str(session["identity_header"])
+            env.setdefault(TOKEN_CREDENTIALS_VAR, TOKEN_CREDENTIALS_VALUE)
         self.stdout.flush()
         self.stderr.flush()
         import signal

@@ -13,6 +13,7 @@ Options accept ``--opt value`` and ``--opt=value``; ``--`` ends options.
 from __future__ import annotations
 
 from .failures import UsageError
+from .redact import quoted
 
 
 class Opt:
@@ -92,7 +93,7 @@ def parse(argv: list[str], commands: dict[str, Command]) -> Parsed:
     name = argv[0]
     cmd = commands.get(name)
     if cmd is None:
-        raise UsageError(f"unknown command {name!r} (choose from {', '.join(commands)})")
+        raise UsageError(f"unknown command {quoted(name)} (choose from {', '.join(commands)})")
     opts: dict[str, object] = {}
     positionals: list[str] = []
     args = argv[1:]
@@ -126,7 +127,8 @@ def parse(argv: list[str], commands: dict[str, Command]) -> Parsed:
                 i += 1
             if opt.choices and value not in opt.choices:
                 raise UsageError(
-                    f"{name}: {flag} must be one of {', '.join(opt.choices)} (got {value!r})", name
+                    f"{name}: {flag} must be one of {', '.join(opt.choices)} (got {quoted(value)})",
+                    name,
                 )
             if opt.kind == "append":
                 existing = opts.setdefault(opt.dest, [])
@@ -150,18 +152,19 @@ def _finish(
         return Parsed(cmd.name, opts, [], positionals)
     if cmd.rest == "command":
         if positionals:
-            raise UsageError(f"{cmd.name}: unexpected argument {positionals[0]!r}", cmd.name)
+            raise UsageError(f"{cmd.name}: unexpected argument {quoted(positionals[0])}", cmd.name)
         return Parsed(cmd.name, opts, [], rest)
     if rest:
         positionals = positionals + rest
     if len(positionals) > len(cmd.positionals):
         raise UsageError(
-            f"{cmd.name}: unexpected argument {positionals[len(cmd.positionals)]!r}", cmd.name
+            f"{cmd.name}: unexpected argument {quoted(positionals[len(cmd.positionals)])}", cmd.name
         )
     for pos, value in zip(cmd.positionals, positionals, strict=False):
         if pos.choices and value not in pos.choices:
             raise UsageError(
-                f"{cmd.name}: {pos.name} must be one of {', '.join(pos.choices)} (got {value!r})",
+                f"{cmd.name}: {pos.name} must be one of {', '.join(pos.choices)} "
+                f"(got {quoted(value)})",
                 cmd.name,
             )
     return Parsed(cmd.name, opts, positionals, [])

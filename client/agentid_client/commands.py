@@ -43,6 +43,11 @@ ENVIRONMENT = (
     ),
     ("AGENTID_HELPER_NO_AUTOSTART", "set to 1 to never start the daemon from the client"),
     ("AGENTID_HELPER_TIMEOUT", "seconds a call may take in all (default 60; --timeout wins)"),
+    (
+        "AZURE_TOKEN_CREDENTIALS",
+        "exec sets it to ManagedIdentityCredential for CMD unless set; set it (even empty: "
+        "the SDK's default chain) to keep DefaultAzureCredential's other credentials",
+    ),
 )
 EXAMPLES = """\
   agentid-helper get --profile graph-bot                       # scripts
@@ -209,7 +214,14 @@ _add(
             Opt(
                 "--no-identity-endpoint",
                 "do not set IDENTITY_ENDPOINT/IDENTITY_HEADER (the managed identity endpoint "
-                "the Azure SDKs use)",
+                "the Azure SDKs use) nor AZURE_TOKEN_CREDENTIALS",
+                kind="flag",
+            ),
+            Opt(
+                "--no-token-env",
+                "put no token in the environment (no AGENTID_ACCESS_TOKEN): CMD starts "
+                "without waiting for one, even while Entra is down, and gets its tokens from "
+                "the managed identity endpoint",
                 kind="flag",
             ),
             _timeout(),
@@ -221,6 +233,12 @@ _add(
   # Azure SDK programs (ManagedIdentityCredential, DefaultAzureCredential) get the
   # agent's tokens, fresh for as long as the command runs, with no code change:
   agentid-helper exec --profile graph-bot -- python3 my_agent.py
+  # exec sets AZURE_TOKEN_CREDENTIALS=ManagedIdentityCredential unless it is set, so that
+  # DefaultAzureCredential fails rather than fall through to `az login` or another identity;
+  # to keep the whole chain, set it yourself (empty: the SDK's default chain):
+  AZURE_TOKEN_CREDENTIALS= agentid-helper exec --profile graph-bot -- python3 my_agent.py
+  # a service that must start even while Entra is down (the endpoint serves it later):
+  agentid-helper exec --no-token-env --profile graph-bot -- python3 my_service.py
   # exec replaces itself with CMD: signals reach CMD directly and its exit status is the result
 """,
     )

@@ -21,6 +21,7 @@ import time
 
 from . import paths
 from .failures import PROG, DaemonUnreachable, UsageError, from_response
+from .redact import quoted
 from .transport import (
     DEFAULT_TIMEOUT_S,
     ConnectFailed,
@@ -59,7 +60,7 @@ def parse_timeout(raw: str, source: str, command: str | None = None) -> float:
         value = -1.0
     if not 0 < value <= MAX_TIMEOUT_S:  # also rejects NaN
         raise UsageError(
-            f"{source} must be seconds between 0 and {MAX_TIMEOUT_S:g} (got {raw!r})", command
+            f"{source} must be seconds between 0 and {MAX_TIMEOUT_S:g} (got {quoted(raw)})", command
         )
     return value
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, TextIO
 
 from .failures import EXIT_CONFIG, EXIT_USAGE, ClientError, UsageError
+from .redact import quoted
 
 SERVICE = "agentid-helper"
 MAX_SECRET_CHARS = 16 * 1024
@@ -77,7 +78,9 @@ def run_secret(
         raise UsageError("secret: --blueprint-app-id is required", "secret")
     app_id = str(blueprint_app_id).strip().lower()
     if not is_guid(app_id):
-        raise UsageError(f"secret: --blueprint-app-id {blueprint_app_id!r} is not a GUID", "secret")
+        raise UsageError(
+            f"secret: --blueprint-app-id {quoted(blueprint_app_id)} is not a GUID", "secret"
+        )
     keyring, problem = usable_backend()
     if problem:
         raise ClientError(problem, EXIT_CONFIG, NO_BACKEND_HINTS)

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S
+from agentid_client.redact import quoted
 
 from .claims import normalise_claims
 from .config import LIST_REQUEST_KEYS, REQUEST_KEYS, Config
@@ -68,7 +69,7 @@ def selection_fields(obj: dict[str, Any], *, extra: tuple[str, ...] = ()) -> dic
     unknown = sorted(k for k in obj if k not in SELECTION_FIELDS and k not in extra)
     if unknown:
         raise InvalidRequest(
-            f"unknown field(s): {', '.join(repr(k) for k in unknown)}; "
+            f"unknown field(s): {', '.join(quoted(k) for k in unknown)}; "
             f"expected some of: {', '.join(SELECTION_FIELDS + extra)}"
         )
     fields: dict[str, Any] = {}

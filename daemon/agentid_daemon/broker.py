@@ -19,7 +19,9 @@ the session's refresh token instead, for as long as the session lives.
 A claims challenge (``claims``) or the start of a session is a one-off fetch
 (``TokenCache.get(fetch_once=...)``): its token replaces the cached one, while
 later refreshes use the plain fetch again (a claims challenge is answered
-once, as MSAL's ``claims_challenge`` is).
+once, as MSAL's ``claims_challenge`` is). Claims are passed as the cache's
+``challenge`` too, so that they honour the key's backoff and are rate-limited
+per key (cache.py, "Claims challenges"): any caller can make claims up.
 
 Engine calls are blocking (MSAL, HTTP); they run in worker threads under the
 broker's limiter with ``abandon_on_cancel=True``. A fetch only gets cancelled
@@ -135,6 +137,7 @@ class Broker:
             info={"profile": req.profile, "obo_session": req.obo_session},
             fetch_once=once,
             allow_stale=True,
+            challenge=claims,
         )
         now_trio, now_wall = trio.current_time(), time.time()
         warning = None

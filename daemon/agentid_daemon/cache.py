@@ -46,9 +46,20 @@ Policy (docs/design.md, "Cache semantics"), decided here:
   ``force_refresh``, which asks for proof that a fetch works now.
 * **One-off fetches.** ``fetch_once`` (a claims challenge, the start of an OBO
   session) is a fetch with inputs the stored one lacks: it never answers from
-  the cache, never joins another fetch (it waits for a running one, then runs
-  its own), is not held back by a backoff (its input is new), and its token
-  replaces the cached one. The stored fetch stays what refreshes call.
+  the cache, never joins a plain fetch (it waits for a running one, then runs
+  its own), and its token replaces the cached one. The stored fetch stays what
+  refreshes call. The start of a session is not held back by a backoff (its
+  user token is new).
+* **Claims challenges.** A one-off fetch given with ``challenge`` (the claims
+  value) is bounded per key, since any caller can make up claims (through
+  the managed identity endpoint, any holder of a session header): while the
+  key backs off (a failure, 429 or ``Retry-After``) it fails fast with the
+  last error like any other request; the same challenge while its fetch runs,
+  or within ``challenge_interval_s`` after that fetch started, gets that
+  fetch's outcome (its token, or its error); a different challenge within that
+  interval fails fast with a transient error whose ``retry_after_s`` is the
+  rest of the interval. So a genuine challenge reaches the identity provider
+  at once, and a flood of them costs one request per key and interval.
 * **Idle.** A key not requested for ``idle_timeout_s`` is not refreshed any
   more; it is evicted once its token has expired (or at once if it has none).
 * **Bounded.** Beyond ``max_entries`` the least recently requested key goes.
@@ -70,9 +81,11 @@ import trio
 from .cache_entry import (
     BACKOFF_BASE_S,
     BACKOFF_CAP_S,
+    CHALLENGE_INTERVAL_S,
     FOREGROUND_RETRY_S,
     REFRESH_FRACTION,
     CachedToken,
+    Challenge,
     DependencyFailed,
     Entry,
     EntryStatus,
@@ -101,6 +114,7 @@ from .models import AcquiredToken
 __all__ = [
     "BACKOFF_BASE_S",
     "BACKOFF_CAP_S",
+    "CHALLENGE_INTERVAL_S",
     "FOREGROUND_RETRY_S",
     "REFRESH_FRACTION",
     "CachedToken",
@@ -129,10 +143,14 @@ class TokenCache:
         max_entries: int = 10_000,
         random: _random.Random | None = None,
         on_event: EventCallback | None = None,
+        challenge_interval_s: float = CHALLENGE_INTERVAL_S,
     ) -> None:
-        if idle_timeout_s <= 0 or max_entries < 1:
-            raise ValueError("idle_timeout_s must be > 0 and max_entries >= 1")
+        if idle_timeout_s <= 0 or max_entries < 1 or not challenge_interval_s >= 0:
+            raise ValueError(
+                "idle_timeout_s must be > 0, max_entries >= 1 and challenge_interval_s >= 0"
+            )
         self.idle_timeout_s = float(idle_timeout_s)
+        self.challenge_interval_s = float(challenge_interval_s)
         self.max_entries = max_entries
         self._random = random or _random.Random()
         self._listeners: list[EventCallback] = [on_event] if on_event else []
@@ -172,12 +190,14 @@ class TokenCache:
         info: Mapping[str, Any] | None = None,
         fetch_once: Fetch | None = None,
         allow_stale: bool = False,
+        challenge: Hashable | None = None,
     ) -> CachedToken:
         """Return a token for ``key`` satisfying the request, fetching it if needed.
 
         ``fetch`` replaces the entry's stored fetch (it is what background
         refreshes call); ``info`` is opaque metadata echoed in :meth:`snapshot`;
-        ``fetch_once`` and ``allow_stale`` see the module docstring.
+        ``fetch_once``, ``allow_stale`` and ``challenge`` (what makes it a claims
+        challenge: the claims) see the module docstring.
         """
         if self._nursery is None:
             raise RuntimeError("TokenCache.run() is not running")
@@ -186,6 +206,8 @@ class TokenCache:
         asked_at = trio.current_time()
         entry = self._touch(key, fetch, label, info, asked_at)
         if fetch_once is not None:
+            if challenge is not None:
+                return await self._get_challenged(entry, fetch_once, challenge)
             return await self._get_once(entry, fetch_once)
         # A fetch's own inputs (T1 for a resource token) are asked for from
         # within that fetch: they are background work when it is.
@@ -255,6 +277,54 @@ class TokenCache:
         assert flight.result is not None
         entry.from_idp += 1
         return flight.result
+
+    async def _get_challenged(
+        self, entry: Entry, fetch_once: Fetch, challenge: Hashable
+    ) -> CachedToken:
+        self._emit("miss", entry)
+        while True:
+            now = trio.current_time()
+            if now < entry.backoff_until and entry.last_error is not None:
+                raise reported(entry.last_error, entry, now)
+            last = entry.challenge
+            if last is not None and now < last.flight.started_at + self.challenge_interval_s:
+                if last.value != challenge:
+                    raise self._challenge_refused(last, now)
+                joined = not last.flight.done.is_set()  # else: answered from its outcome
+                await last.flight.done.wait()
+                if last.flight.error is not None:
+                    raise reported(last.flight.error, entry, trio.current_time())
+                assert last.flight.result is not None
+                if joined:
+                    entry.from_idp += 1
+                    return last.flight.result
+                entry.from_cache += 1
+                return dataclasses.replace(last.flight.result, source="cache")
+            if entry.inflight is None:
+                break
+            await entry.inflight.done.wait()  # then look again: it may have failed
+        flight = self._start(entry, background=False, fetch=fetch_once)
+        entry.challenge = Challenge(challenge, flight)
+        await flight.done.wait()
+        if flight.error is not None:
+            raise reraisable(flight.error)
+        assert flight.result is not None
+        entry.from_idp += 1
+        return flight.result
+
+    def _challenge_refused(self, last: Challenge, now: float) -> IdentityProviderError:
+        """A different challenge too soon after the last one: not sent (see the policy)."""
+        wait = last.flight.started_at + self.challenge_interval_s - now
+        exc = IdentityProviderError(
+            f"another claims challenge for this token was sent {now - last.flight.started_at:.0f}"
+            f" s ago; the daemon sends at most one new challenge per token every "
+            f"{self.challenge_interval_s:g} s",
+            transient=True,
+            retry_after_s=wait,
+            hint="retry after Retry-After seconds with the resource's latest challenge",
+        )
+        exc.next_attempt_in_s = wait
+        return exc
 
     def invalidate(self, key: Hashable, *, if_token: AcquiredToken | None = None) -> bool:
         """Drop ``key``; with ``if_token``, only while that very token is the cached one.

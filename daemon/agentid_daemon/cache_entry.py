@@ -27,6 +27,10 @@ BACKOFF_CAP_S = 300.0
 # costs one identity-provider call per key per this many seconds.
 FOREGROUND_RETRY_S = 2.0
 REFRESH_FRACTION = (2 / 3, 3 / 4)
+# Claims challenges (one-off fetches with ``challenge=``): per key, at most one
+# new challenge is sent per this many seconds; the same one within it gets the
+# outcome of the fetch that sent it (cache.py, "Claims challenges").
+CHALLENGE_INTERVAL_S = 30.0
 
 State = Literal["pending", "valid", "refreshing", "backoff", "failed", "idle", "expired"]
 
@@ -77,10 +81,19 @@ class Flight:
         self.error: BaseException | None = None
 
 
+@dataclass(frozen=True)
+class Challenge:
+    """The last claims challenge sent for a key: its value and the fetch that sent it."""
+
+    value: Hashable
+    flight: Flight
+
+
 class Entry:
     __slots__ = (
         "backoff_until",
         "cached",
+        "challenge",
         "description",
         "failed_at",
         "failures",
@@ -107,6 +120,7 @@ class Entry:
         self.info: Mapping[str, Any] = {}
         self.cached: CachedToken | None = None
         self.inflight: Flight | None = None
+        self.challenge: Challenge | None = None
         self.last_requested = now
         self.last_error: BaseException | None = None
         self.failures = 0  # consecutive failed fetches (status, scheduling)

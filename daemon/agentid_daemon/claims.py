@@ -22,6 +22,8 @@ import json
 import re
 from typing import Any
 
+from agentid_client.redact import quoted
+
 MAX_CLAIMS_CHARS = 8192
 _CAPABILITY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_CAPABILITIES = 16
@@ -75,7 +77,7 @@ def capabilities(value: Any) -> tuple[str, ...]:
     for item in value:
         if not isinstance(item, str) or not _CAPABILITY_RE.match(item.strip()):
             raise ValueError(
-                f"entry {item!r} is not a capability name (letters, digits, '.', '_', '-')"
+                f"entry {quoted(item)} is not a capability name (letters, digits, '.', '_', '-')"
             )
         out.add(item.strip())
     return tuple(sorted(out))

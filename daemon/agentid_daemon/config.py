@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agentid_client.contract import LIST_FIELDS, TOKEN_OPTIONS
+from agentid_client.redact import quoted
 
 from . import config_schema as schema
 from .config_file import FileLoader
@@ -131,7 +132,7 @@ class Config:
             if name not in self.profiles:
                 known = ", ".join(self.profile_names()) or "none configured"
                 raise UnknownProfile(
-                    f"unknown profile {name!r}{did_you_mean(name, self.profile_names())}; "
+                    f"unknown profile {quoted(name)}{did_you_mean(name, self.profile_names())}; "
                     f"known profiles: {known}"
                 )
             profile = self.profiles[name]

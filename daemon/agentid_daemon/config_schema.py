@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from agentid_client.contract import MAX_USER_TOKEN_CHARS
+from agentid_client.redact import quoted
 
 from . import fields as F
 from .claims import capabilities
@@ -271,7 +272,7 @@ def check_request(name: str, value: Any) -> Any:
     """Validate one request field; unknown names and bad values are InvalidRequest."""
     allowed = keys("request")
     if name not in allowed:
-        raise InvalidRequest(f"unknown request field {name!r}{did_you_mean(name, allowed)}")
+        raise InvalidRequest(f"unknown request field {quoted(name)}{did_you_mean(name, allowed)}")
     try:
         return key("request", name).validate(value, None)
     except Described as exc:

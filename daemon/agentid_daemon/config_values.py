@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentid_client.redact import quoted
+
 from . import fields as F
 from .errors import InvalidRequest
 from .mi_protocol import parse_listen
@@ -85,7 +87,7 @@ def expand_path(value: Any, base: Path | None, *, defer_unset: bool = False) -> 
     if "$" in str(expanded):
         if defer_unset:
             return value.strip()
-        raise ValueError(f"{value!r} names an unset environment variable")
+        raise ValueError(f"{quoted(value)} names an unset environment variable")
     if not expanded.is_absolute() and base is not None:
         expanded = base / expanded
     return os.path.normpath(expanded)
@@ -104,7 +106,7 @@ def credential(value: Any, base: Path | None) -> CredentialSpec:
         if word == "workload_identity":
             return CredentialSpec("workload_identity", "")
         raise ValueError(
-            f'{value!r} is not a credential source: use "keyring", "workload_identity" or a '
+            f'{quoted(value)} is not a credential source: use "keyring", "workload_identity" or a '
             'table such as { secret_file = "/path" }' + did_you_mean(word, CREDENTIAL_WORDS)
         )
     if not isinstance(value, dict):
@@ -116,7 +118,7 @@ def credential(value: Any, base: Path | None) -> CredentialSpec:
     ((kind, location),) = value.items()
     if kind not in CREDENTIAL_KINDS:
         raise ValueError(
-            f"unknown credential source {kind!r}{did_you_mean(kind, CREDENTIAL_KINDS)}; "
+            f"unknown credential source {quoted(kind)}{did_you_mean(kind, CREDENTIAL_KINDS)}; "
             f"use one of {', '.join(CREDENTIAL_KINDS)}"
         )
     if kind == "env":
@@ -139,8 +141,8 @@ def managed_identity_location(value: Any) -> str:
             return f"client_id={F.guid(text)}"
         except ValueError:
             raise ValueError(
-                f'managed_identity {value!r} must be "system", a client id (GUID), or a table '
-                "{ object_id = ... } or { resource_id = ... }"
+                f'managed_identity {quoted(value)} must be "system", a client id (GUID), '
+                "or a table { object_id = ... } or { resource_id = ... }"
             ) from None
     if not isinstance(value, dict) or len(value) != 1:
         raise ValueError(
@@ -150,7 +152,7 @@ def managed_identity_location(value: Any) -> str:
     ((kind, ident),) = value.items()
     if kind not in MANAGED_IDENTITY_ID_KINDS:
         raise ValueError(
-            f"managed_identity: unknown key {kind!r}"
+            f"managed_identity: unknown key {quoted(kind)}"
             f"{did_you_mean(kind, MANAGED_IDENTITY_ID_KINDS)}; use one of "
             + ", ".join(MANAGED_IDENTITY_ID_KINDS)
         )

@@ -75,7 +75,9 @@ class IdentityProviderError(AgentIdError):
 
     ``transient`` separates what a retry may fix (5xx, 429, network errors,
     timeouts) from what it will not (invalid_client, invalid_grant, consent).
-    ``retry_after_s`` carries a ``Retry-After`` the identity provider sent.
+    ``retry_after_s`` carries a ``Retry-After`` the identity provider sent, or
+    the pause the daemon keeps on its behalf (a claims challenge refused by the
+    cache's per-key limit, which is never sent).
     """
 
     http_status = 502

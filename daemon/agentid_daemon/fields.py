@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agentid_client.contract import MAX_USER_TOKEN_CHARS
+from agentid_client.redact import quoted
 
 from .models import Mode
 
@@ -44,7 +45,9 @@ def _require_str(value: Any) -> str:
 def guid(value: Any) -> str:
     text = _require_str(value)
     if not GUID_RE.match(text):
-        raise ValueError(f"{text!r} is not a GUID (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")
+        raise ValueError(
+            f"{quoted(text)} is not a GUID (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
+        )
     return text.lower()
 
 
@@ -55,11 +58,12 @@ def tenant(value: Any) -> str:
     lowered = text.lower()
     if lowered in _MULTI_TENANT:
         raise ValueError(
-            f"{text!r} is a multi-tenant alias; agent identities need a tenant GUID or domain"
+            f"{quoted(text)} is a multi-tenant alias; agent identities need a tenant GUID or domain"
         )
     if not _DOMAIN_RE.match(lowered):
         raise ValueError(
-            f"{text!r} is neither a tenant GUID nor a domain name such as contoso.onmicrosoft.com"
+            f"{quoted(text)} is neither a tenant GUID nor a domain name such as "
+            "contoso.onmicrosoft.com"
         )
     return lowered
 
@@ -69,18 +73,20 @@ def authority_host(value: Any) -> str:
     text = _require_str(value)
     parts = urlsplit(text)
     if parts.scheme.lower() != "https":
-        raise ValueError(f"{text!r} must be an https:// URL (tokens never travel in clear text)")
+        raise ValueError(
+            f"{quoted(text)} must be an https:// URL (tokens never travel in clear text)"
+        )
     if not parts.hostname or parts.username or parts.password:
-        raise ValueError(f"{text!r} must be https://host[:port]")
+        raise ValueError(f"{quoted(text)} must be https://host[:port]")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(
-            f"{text!r} must be the host only (the tenant is set by tenant_id), "
+            f"{quoted(text)} must be the host only (the tenant is set by tenant_id), "
             "e.g. https://login.microsoftonline.com"
         )
     try:
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
-        raise ValueError(f"{text!r} has an invalid port") from None
+        raise ValueError(f"{quoted(text)} has an invalid port") from None
     return f"https://{parts.netloc.lower()}"
 
 
@@ -89,13 +95,13 @@ def mode(value: Any) -> Mode:
     for candidate in Mode:
         if candidate.value.lower() == text.lower():
             return candidate
-    raise ValueError(f"{text!r} is not a mode; use one of {', '.join(m.value for m in Mode)}")
+    raise ValueError(f"{quoted(text)} is not a mode; use one of {', '.join(m.value for m in Mode)}")
 
 
 def upn(value: Any) -> str:
     text = _require_str(value)
     if not _UPN_RE.match(text):
-        raise ValueError(f"{text!r} is not a user principal name (name@domain)")
+        raise ValueError(f"{quoted(text)} is not a user principal name (name@domain)")
     return text.lower()
 
 
@@ -140,7 +146,7 @@ def user_token_expiry(token: str) -> float | None:
 def env_name(value: Any) -> str:
     text = _require_str(value)
     if not _ENV_NAME_RE.match(text):
-        raise ValueError(f"{text!r} is not an environment variable name")
+        raise ValueError(f"{quoted(text)} is not an environment variable name")
     return text
 
 
@@ -149,7 +155,7 @@ def obo_session_name(value: Any) -> str:
     text = _require_str(value)
     if not _SESSION_RE.match(text):
         raise ValueError(
-            f"{text[:80]!r} is not a session name (1-128 letters, digits or . _ - : @)"
+            f"{quoted(text)} is not a session name (1-128 letters, digits or . _ - : @)"
         )
     return text
 
@@ -162,5 +168,5 @@ def positive_number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"must be a number, not {type(value).__name__}")
     if not value > 0 or value != value or value == float("inf"):
-        raise ValueError(f"must be a positive number, got {value!r}")
+        raise ValueError(f"must be a positive number, got {quoted(value)}")
     return float(value)

@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 import trio
 
+from agentid_client.redact import quoted
+
 from . import mi_protocol as P
 from .errors import AgentIdError, IdentityProviderError
 from .identity_sessions import IdentitySession, SessionTable
@@ -112,7 +114,7 @@ class MIEndpoint:
         if query.client_id is not None and query.client_id.lower() != client_id.lower():
             raise P.MIRequestError(
                 400,
-                f"client_id {query.client_id[:64]!r} is not this session's agent identity "
+                f"client_id {quoted(query.client_id)} is not this session's agent identity "
                 f"({client_id})",
             )
         payload = await self.tokens.token_payload(obj, ctx)
@@ -151,7 +153,8 @@ def _from_agentid_error(exc: AgentIdError) -> Response:
         if exc.correlation_id:
             message += f" (correlation id {exc.correlation_id})"
         if exc.retry_after_s:
-            headers.append(("retry-after", str(max(1, math.ceil(exc.retry_after_s)))))
+            seconds = min(P.MAX_RETRY_AFTER_S, max(1, math.ceil(exc.retry_after_s)))
+            headers.append(("retry-after", str(seconds)))
     if exc.hint:
         message += f"; hint: {exc.hint}"
     # 404 unknown_profile means the session's profile went away in a reload:

@@ -26,6 +26,8 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
+from agentid_client.redact import quoted
+
 PATH = "/msi/token"
 API_VERSION = "2019-08-01"
 HEADER_NAME = "x-identity-header"
@@ -37,6 +39,13 @@ MAX_TARGET_BYTES = 4096
 MAX_QUERY_FIELDS = 32
 MAX_RESOURCE_CHARS = 512
 MAX_CLAIMS_CHARS = 16 * 1024
+# The longest Retry-After this endpoint sends. The Azure SDKs sleep for the
+# whole of it before each of their retries (azure-core's RetryPolicy honours
+# Retry-After on 429/5xx, retry_status=3), so Entra's "Retry-After: 300" would
+# block a program's get_token for 15 minutes; the daemon answers those retries
+# from its own backoff without asking Entra, so a short pause costs nothing.
+# Three retries end within 15 s.
+MAX_RETRY_AFTER_S = 5
 # Host names a client of a loopback endpoint may use. Anything else is a page
 # that resolved its own name to 127.0.0.1 (DNS rebinding).
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
@@ -97,14 +106,14 @@ def parse_target(target: str) -> MIQuery:
     params: dict[str, str] = {}
     for name, value in pairs:
         if name in params:
-            raise MIRequestError(400, f"query parameter {_safe(name)!r} is repeated")
+            raise MIRequestError(400, f"query parameter {quoted(name)} is repeated")
         params[name] = value
     version = params.get("api-version")
     if version is None:
         raise MIRequestError(400, f"missing api-version (this endpoint speaks {API_VERSION})")
     if version != API_VERSION:
         raise MIRequestError(
-            400, f"unsupported api-version {_safe(version)!r}; this endpoint speaks {API_VERSION}"
+            400, f"unsupported api-version {quoted(version)}; this endpoint speaks {API_VERSION}"
         )
     resource = params.get("resource", "").strip()
     if not resource:
@@ -142,21 +151,23 @@ def parse_listen(value: str) -> tuple[str, int]:
     """``"127.0.0.1:PORT"`` -> (host, port); loopback addresses only (ValueError)."""
     host, sep, port_text = value.strip().rpartition(":")
     if not sep or not host:
-        raise ValueError(f"must be HOST:PORT such as 127.0.0.1:8081, not {value!r}")
+        raise ValueError(f"must be HOST:PORT such as 127.0.0.1:8081, not {quoted(value)}")
     host = host.strip("[]")
     if host == "localhost":
         host = "127.0.0.1"
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        raise ValueError(f"host {host!r} must be a loopback IP address such as 127.0.0.1") from None
+        raise ValueError(
+            f"host {quoted(host)} must be a loopback IP address such as 127.0.0.1"
+        ) from None
     if not address.is_loopback:
         raise ValueError(
             f"host {host} is not a loopback address: the managed identity endpoint "
             "only listens on loopback (127.0.0.1)"
         )
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"port {port_text!r} must be a number from 1 to 65535")
+        raise ValueError(f"port {quoted(port_text)} must be a number from 1 to 65535")
     return str(address), int(port_text)
 
 
@@ -187,9 +198,3 @@ def _printable(value: str, limit: int, *, allow_space: bool = False) -> bool:
     if len(value) > limit:
         return False
     return all(c.isprintable() and (allow_space or not c.isspace()) for c in value)
-
-
-def _safe(text: str) -> str:
-    """A bounded, printable rendering of client input for an error message."""
-    clipped = text[:64]
-    return "".join(c if c.isprintable() else "?" for c in clipped)

@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentid_client.redact import quoted
+
 from .errors import InvalidRequest
 from .models import OBO_SESSION_USER_PREFIX, ResourceKey, TokenRequest
 
@@ -120,7 +122,7 @@ class OboSessions:
         session = self.get(key, now)
         if session is None:
             raise SessionEnded(
-                f"no OBO session {key.name!r} for agent {key.agent_identity_app_id} "
+                f"no OBO session {quoted(key.name)} for agent {key.agent_identity_app_id} "
                 "(never started, flushed, or older than obo_session_max_age_s)",
                 hint="start it again: the same command with --user-token-file",
             )

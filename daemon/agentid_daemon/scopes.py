@@ -24,6 +24,8 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
+from agentid_client.redact import quoted
+
 from .errors import InvalidRequest
 from .models import Mode
 
@@ -57,12 +59,12 @@ def _split(value: str | Iterable[str]) -> list[str]:
 
 def _normalise_one(scope: str) -> str:
     if not _SCOPE_TOKEN.match(scope):
-        raise InvalidRequest(f"invalid character in scope {scope!r}")
+        raise InvalidRequest(f"invalid character in scope {quoted(scope)}")
     if "://" not in scope:
         if scope.lower().endswith(_DEFAULT_SUFFIX):
             if len(scope) == len(_DEFAULT_SUFFIX):
                 raise InvalidRequest(
-                    f"scope {scope!r} names no resource: use e.g. "
+                    f"scope {quoted(scope)} names no resource: use e.g. "
                     "https://graph.microsoft.com/.default or api://<app id>/.default"
                 )
             # "x/.default" without a scheme: Entra resolves it as an app id URI;
@@ -71,7 +73,7 @@ def _normalise_one(scope: str) -> str:
         return scope
     parts = urlsplit(scope)
     if not parts.scheme or not parts.netloc:
-        raise InvalidRequest(f"scope {scope!r} is not a valid resource URI")
+        raise InvalidRequest(f"scope {quoted(scope)} is not a valid resource URI")
     path = parts.path
     if path.lower().endswith(_DEFAULT_SUFFIX):
         path = path[: -len(_DEFAULT_SUFFIX)] + _DEFAULT_SUFFIX
@@ -115,7 +117,7 @@ def validate_for_mode(scopes: tuple[str, ...], mode: Mode) -> None:
         if bad:
             raise InvalidRequest(
                 f"mode AutonomousApp needs a '/.default' scope such as "
-                f"'https://graph.microsoft.com/.default', got {' '.join(bad)!r} "
+                f"'https://graph.microsoft.com/.default', got {quoted(' '.join(bad))} "
                 "(Entra would answer AADSTS1002012)",
                 hint="app-only tokens carry the app's granted permissions: "
                 "ask for '<resource>/.default'",
@@ -124,12 +126,12 @@ def validate_for_mode(scopes: tuple[str, ...], mode: Mode) -> None:
         if len(resources) > 1:
             raise InvalidRequest(
                 "mode AutonomousApp takes the '/.default' scope of exactly one resource, "
-                f"got {len(resources)}: {' '.join(scopes)!r}"
+                f"got {len(resources)}: {quoted(' '.join(scopes))}"
             )
         return
     reserved = [s for s in scopes if s.lower() in RESERVED_SCOPES]
     if reserved:
         raise InvalidRequest(
-            f"scope {' '.join(reserved)!r} is added by the library itself; "
+            f"scope {quoted(' '.join(reserved))} is added by the library itself; "
             "ask only for resource scopes"
         )

@@ -91,7 +91,7 @@ def test_header_file_is_not_created_in_a_shared_directory(tmp_path: Path) -> Non
     shared.chmod(0o755)
     with pytest.raises(ConfigurationError, match="refusing to create") as err:
         load_or_create_header(str(shared / "header"))
-    assert err.value.hint is not None and f"chmod 700 {shared}" in err.value.hint
+    assert f"fix: chmod 700 {shared}" in err.value.description
     assert not (shared / "header").exists()
 
 

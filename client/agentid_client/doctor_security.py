@@ -61,7 +61,7 @@ def check_trusted_files(report: Reporter, config: Config) -> None:
     created at start, a credential file fails its profile's token check).
     """
     seen: set[str] = set()
-    checked = 0
+    checked = refused = 0
     for what, path, secret in trusted_files(config):
         if path in seen or "$" in path:
             continue  # unset variable: the profile reports it when used
@@ -72,9 +72,10 @@ def check_trusted_files(report: Reporter, config: Config) -> None:
             if not exc.missing:
                 where = "" if exc.path == path else f": {exc.path}"
                 report.line(False, f"{what} {path}{where} {exc.reason}", exc.fix)
+                refused += 1
             continue
         checked += 1
-    if checked:
+    if checked and not refused:
         report.line(True, f"{checked} file(s) the daemon trusts: none changeable by other users")
 
 

@@ -158,9 +158,8 @@ def _create_header(path: str) -> str:
         make_private_dir(directory)
     except PrivateDirError as exc:
         raise ConfigurationError(
-            f"{HEADER_FILE} {path}: refusing to create it: {exc}",
-            hint=f"fix: chmod 700 {exc.path} if it is yours, or name a file in a "
-            "private directory of yours (or a Secret volume)",
+            f"{HEADER_FILE} {path}: refusing to create it: {exc}; fix: chmod 700 {exc.path} "
+            "if it is yours, or name a file in a private directory of yours"
         ) from None
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:

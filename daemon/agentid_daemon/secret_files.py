@@ -61,7 +61,9 @@ def read_trusted_file(
     if isinstance(result, UntrustedFile):
         error = FileMissing if result.missing else ConfigurationError
         where = "" if result.path == path else f": {result.path}"
-        raise error(f"{what} {path}{where} {result.reason}", hint=result.fix) from None
+        # The fix is part of the one line (start-up stderr, last_reload_error).
+        fix = "" if result.missing else f"; {result.fix}"
+        raise error(f"{what} {path}{where} {result.reason}{fix}") from None
     if isinstance(result, BaseException):
         raise result
     return result

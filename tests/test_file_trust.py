@@ -75,7 +75,7 @@ def test_directory_writable_by_others_is_refused(home: Path) -> None:
     path = private_file(shared / "s")
     error = refusal(path)
     assert error.path == str(shared)
-    assert "writable by group or others (mode 0777)" in error.reason
+    assert "writable by others (mode 0777) without the sticky bit" in error.reason
     assert error.fix == f"fix: chmod go-w {shared}"
     shared.chmod(0o1777)  # sticky: only an entry's owner (we) can replace it
     assert read(path) == b"value\n"

@@ -42,8 +42,6 @@ from __future__ import annotations
 import os
 import stat
 
-from .private_dir import describe_uid
-
 MAX_SYMLINKS = 40  # as the kernel's ELOOP limit
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW
 _KINDS = (
@@ -71,6 +69,16 @@ class UntrustedFile(Exception):
         self.missing = missing
 
 
+def describe_uid(uid: int) -> str:
+    """``uid 1001 (mallory)``: who owns something, for error messages."""
+    import pwd  # only on error paths
+
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
+
+
 def _user_name(uid: int) -> str:
     import pwd  # only on error paths
 
@@ -81,9 +89,10 @@ def _user_name(uid: int) -> str:
 
 
 def _not_ours(path: str, owner: int, me: int) -> UntrustedFile:
+    trusted = "root" if me == 0 else f"{describe_uid(me)} or root"
     return UntrustedFile(
         path,
-        f"is owned by {describe_uid(owner)}, not by {describe_uid(me)} or root",
+        f"is owned by {describe_uid(owner)}, not by {trusted}",
         f"fix: use a file of your own, or (after checking its content) "
         f"sudo chown {_user_name(me)} {path}",
     )
@@ -103,8 +112,8 @@ def _check_directory(path: str, info: os.stat_result, me: int) -> None:
     if writable and not info.st_mode & stat.S_ISVTX and not _read_only_mount(path):
         raise UntrustedFile(
             path,
-            f"is a directory writable by group or others (mode "
-            f"{stat.S_IMODE(info.st_mode):04o}): they could replace what it holds",
+            f"is writable by others (mode {stat.S_IMODE(info.st_mode):04o}) without the "
+            "sticky bit: they could replace what it holds",
             f"fix: chmod go-w {path}",
         )
 
@@ -164,6 +173,26 @@ def resolve(path: str, uid: int | None = None) -> tuple[str, os.stat_result]:
             _check_directory(candidate, info, me)
         current = candidate
     return current, info
+
+
+def directory_problem(path: str, uid: int | None = None) -> UntrustedFile | None:
+    """Why another uid could replace what directory ``path`` holds; None when none can.
+
+    A missing part is fine (whoever creates it is us). For the private-directory
+    rule (:mod:`.private_dir`), which adds that the directory is ours and 0700.
+    """
+    me = os.geteuid() if uid is None else uid
+    try:
+        resolved, info = resolve(path, me)
+    except UntrustedFile as exc:
+        return None if exc.missing else exc
+    if not stat.S_ISDIR(info.st_mode):
+        return UntrustedFile(path, "is not a directory", f"fix: check the path {path}")
+    try:
+        _check_directory(resolved, info, me)
+    except UntrustedFile as exc:
+        return exc
+    return None
 
 
 def _check_file_mode(path: str, info: os.stat_result, *, secret: bool, me: int) -> None:

@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -578,3 +579,37 @@ def test_root_provisioned_group_readable_secrets(box: Box) -> None:
         path.chmod(mode)
         result = check_as_alice(box, path)
         assert result.returncode == expected, (name, result.stdout, result.stderr)
+
+
+def test_directory_on_a_read_only_mount_counts_as_unwritable(tmp_path: Path) -> None:
+    """A 0777 mount point (as kubelet makes some volumes) passes only when mounted read-only.
+
+    The mounts live in a private mount namespace (unshare): gone with the process.
+    """
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    secret = volume / "s"
+    check = (
+        f"{sys.executable} -c 'import sys\nfrom agentid_client import file_trust\n"
+        "try:\n    file_trust.check_file(sys.argv[1], secret=True)\n"
+        "except file_trust.UntrustedFile as exc:\n    print(exc)\n    sys.exit(5)\n"
+        f'print("trusted")\' {secret}'
+    )
+    script = (
+        f"mount -t tmpfs -o size=1m,mode=0777 tmpfs {volume} && "
+        f"printf value > {secret} && chmod 600 {secret} && "
+        f"{{ {check}; echo rc=$?; }} && "
+        f"mount -o remount,ro {volume} && {{ {check}; echo rc=$?; }}"
+    )
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert lines[0] == f"{volume} is writable by others (mode 0777) without the sticky bit: " + (
+        "they could replace what it holds"
+    ), lines
+    assert lines[1:] == ["rc=5", "trusted", "rc=0"], lines

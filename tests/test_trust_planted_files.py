@@ -613,3 +613,46 @@ def test_directory_on_a_read_only_mount_counts_as_unwritable(tmp_path: Path) -> 
         "they could replace what it holds"
     ), lines
     assert lines[1:] == ["rc=5", "trusted", "rc=0"], lines
+
+
+def test_root_unmapped_in_a_user_namespace_still_passes(box: Box) -> None:
+    """systemd's ``PrivateUsers=yes`` (the shipped unit): root's ``/`` shows as nobody.
+
+    The overflow uid then stands for root (and for any unmapped owner: only
+    modes and Alice's own ownership can be checked in there); a secret others
+    can read is still refused.
+    """
+    good = box.alice_file(box.root / "ns-good", HEADER)
+    loose = box.alice_file(box.root / "ns-loose", HEADER, 0o644)
+    code = (
+        "import sys\nfrom agentid_client import file_trust\n"
+        "for path in sys.argv[1:]:\n"
+        "    try:\n        file_trust.check_file(path, secret=True)\n        print('trusted')\n"
+        "    except file_trust.UntrustedFile as exc:\n        print(exc)\n"
+    )
+    result = subprocess.run(
+        [
+            *as_user(ALICE),
+            "unshare",
+            "--user",
+            "--map-current-user",
+            "sh",
+            "-c",
+            'stat -c %u /; exec "$@"',
+            "sh",
+            str(box.python),
+            "-c",
+            code,
+            str(good),
+            str(loose),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "65534", lines  # root is unmapped in there
+    assert lines[1] == "trusted", lines
+    assert lines[2] == f"{loose} is readable by group or others (mode 0644) and holds a secret"

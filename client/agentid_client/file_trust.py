@@ -13,8 +13,14 @@ only when no other non-root user can change it or what its path names:
   sticky (``/tmp``): there only an entry's owner (or the directory's owner,
   root or us) can rename or remove it, and every entry on our path is owned
   by root or us (an entry another uid planted first is refused by owner);
-- a directory on a read-only mount is not writable by anyone whatever its
-  mode bits say (Kubernetes mounts ConfigMap and Secret volumes read-only);
+- the root of a read-only mount that root owns is not writable by anyone
+  whatever its mode bits say (kubelet makes a ConfigMap volume's root 0777
+  and mounts it read-only); a read-only view of an ordinary directory is not
+  an exception (others may write it through their own mount);
+- in a user namespace that leaves root unmapped (systemd's
+  ``PrivateUsers=yes``), root's files show as the overflow uid ``nobody``,
+  as does every other unmapped owner; that uid then counts as root's, and
+  ``doctor``, outside the namespace, sees the real owners;
 - symlinks are followed, component by component, only when the link itself
   is owned by root or us; its target is then checked by the same rule
   (Kubernetes Secret volumes are ``header -> ..data/header``, ``..data ->
@@ -39,6 +45,7 @@ it. Stdlib only: the daemon's loaders and ``doctor`` import it.
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 
@@ -98,7 +105,47 @@ def _not_ours(path: str, owner: int, me: int) -> UntrustedFile:
     )
 
 
-def _read_only_mount(path: str) -> bool:
+@functools.cache
+def _roots() -> tuple[frozenset[int], frozenset[int]]:
+    """The uids and gids that stand for root here: 0, and in a user namespace
+    that leaves root unmapped (systemd's ``PrivateUsers=yes``, which the shipped
+    unit sets) the overflow ids, which every unmapped owner shows as.
+
+    Inside such a namespace root's files and another user's look the same
+    (``nobody``); only the modes and our own ownership can be checked there.
+    ``doctor``, run outside it, sees the real owners.
+    """
+    try:
+        with open("/proc/self/uid_map", encoding="ascii") as fh:
+            ranges = [tuple(map(int, line.split())) for line in fh if line.strip()]
+    except (OSError, ValueError):
+        return frozenset({0}), frozenset({0})
+    if any(outside <= 0 < outside + count for _, outside, count in ranges):
+        return frozenset({0}), frozenset({0})  # root is mapped: the usual case
+    ids = []
+    for name in ("overflowuid", "overflowgid"):
+        try:
+            with open(f"/proc/sys/kernel/{name}", encoding="ascii") as fh:
+                ids.append(int(fh.read()))
+        except (OSError, ValueError):
+            ids.append(65534)
+    return frozenset({0, ids[0]}), frozenset({0, ids[1]})
+
+
+def _trusted_owner(uid: int, me: int) -> bool:
+    return uid == me or uid in _roots()[0]
+
+
+def _read_only_mount_root(path: str, info: os.stat_result) -> bool:
+    """Root's mount point on a read-only mount: a Kubernetes ConfigMap volume.
+
+    kubelet makes a ConfigMap volume's root 0777 (kubernetes/kubernetes#133641)
+    and mounts it read-only; nobody in the pod can write it. Only a mount
+    point counts: a read-only *view* of a directory (``ProtectSystem=strict``)
+    does not stop others writing it through their own mount.
+    """
+    if not _trusted_owner(info.st_uid, -1) or not os.path.ismount(path):
+        return False
     try:
         return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
     except OSError:
@@ -106,10 +153,10 @@ def _read_only_mount(path: str) -> bool:
 
 
 def _check_directory(path: str, info: os.stat_result, me: int) -> None:
-    if info.st_uid not in (0, me):
+    if not _trusted_owner(info.st_uid, me):
         raise _not_ours(path, info.st_uid, me)
     writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    if writable and not info.st_mode & stat.S_ISVTX and not _read_only_mount(path):
+    if writable and not info.st_mode & stat.S_ISVTX and not _read_only_mount_root(path, info):
         raise UntrustedFile(
             path,
             f"is writable by others (mode {stat.S_IMODE(info.st_mode):04o}) without the "
@@ -154,7 +201,7 @@ def resolve(path: str, uid: int | None = None) -> tuple[str, os.stat_result]:
             raise UntrustedFile(
                 candidate, f"cannot be checked ({exc.strerror})", "fix: check its permissions"
             ) from None
-        if info.st_uid not in (0, me):
+        if not _trusted_owner(info.st_uid, me):
             raise _not_ours(candidate, info.st_uid, me)
         if stat.S_ISLNK(info.st_mode):
             links += 1
@@ -205,7 +252,10 @@ def _check_file_mode(path: str, info: os.stat_result, *, secret: bool, me: int) 
         )
     if not secret:
         return
-    group_read_ok = info.st_uid == 0 and info.st_gid in (0, os.getegid())
+    root_uids, root_gids = _roots()
+    group_read_ok = info.st_uid in root_uids and (
+        info.st_gid in root_gids or info.st_gid == os.getegid()
+    )
     exposed = mode & stat.S_IROTH or (mode & stat.S_IRGRP and not group_read_ok)
     if exposed:
         raise UntrustedFile(
@@ -258,7 +308,7 @@ def open_trusted(path: str, *, secret: bool, max_bytes: int) -> tuple[int, int]:
             raise _not_regular(path, info)
         if (info.st_dev, info.st_ino) != (checked.st_dev, checked.st_ino):
             raise UntrustedFile(path, "changed while it was checked", "fix: try again")
-        if info.st_uid not in (0, me):
+        if not _trusted_owner(info.st_uid, me):
             raise _not_ours(path, info.st_uid, me)
         _check_file_mode(path, info, secret=secret, me=me)
         if info.st_size > max_bytes:

@@ -88,3 +88,20 @@ def test_regular_file_still_reads_with_crlf(tmp_path: Path) -> None:
     secret.write_bytes(b"value-1\r\n")
     secret.chmod(0o600)
     assert load_bounded(CredentialSpec("secret_file", str(secret))) == "value-1"
+
+
+def test_ca_bundle_others_can_change_is_refused_with_the_fix(tmp_path: Path) -> None:
+    """A CA others can write would let them stand in for Entra: refused before use."""
+    from agentid_daemon.engine_http import TrustStore
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    ca.chmod(0o644)  # readable by all is fine: a CA bundle holds no secret
+    store = TrustStore()
+    assert Path(store.combined(str(ca))).read_bytes().endswith(ca.read_bytes() + b"\n")
+    ca.chmod(0o664)
+    with pytest.raises(ConfigurationError) as err:
+        store.combined(str(ca))
+    assert err.value.description == (
+        f"ca_bundle {ca} is writable by group or others (mode 0664); fix: chmod go-w {ca}"
+    )

@@ -139,7 +139,7 @@ def _trusted_owner(uid: int, me: int) -> bool:
 def _read_only_mount_root(path: str, info: os.stat_result) -> bool:
     """Root's mount point on a read-only mount: a Kubernetes ConfigMap volume.
 
-    kubelet makes a ConfigMap volume's root 0777 (kubernetes/kubernetes#133641)
+    kubelet makes a ConfigMap volume's root 0777
     and mounts it read-only; nobody in the pod can write it. Only a mount
     point counts: a read-only *view* of a directory (``ProtectSystem=strict``)
     does not stop others writing it through their own mount.

@@ -209,7 +209,12 @@ def resolve(path: str, uid: int | None = None) -> tuple[str, os.stat_result]:
                 raise UntrustedFile(
                     path, "has too many levels of symlinks", "fix: name the file directly"
                 )
-            target = os.readlink(candidate)
+            try:
+                target = os.readlink(candidate)
+            except OSError as exc:
+                raise UntrustedFile(
+                    candidate, f"cannot be read as a link ({exc.strerror})", "fix: try again"
+                ) from None
             if target.startswith("/"):
                 current = "/"
             pending = [part for part in target.split("/") if part] + pending
@@ -242,7 +247,7 @@ def directory_problem(path: str, uid: int | None = None) -> UntrustedFile | None
     return None
 
 
-def _check_file_mode(path: str, info: os.stat_result, *, secret: bool, me: int) -> None:
+def _check_file_mode(path: str, info: os.stat_result, *, secret: bool) -> None:
     mode = stat.S_IMODE(info.st_mode)
     if mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise UntrustedFile(
@@ -274,7 +279,7 @@ def check_file(path: str, *, secret: bool, uid: int | None = None) -> str:
     resolved, info = resolve(path, me)
     if not stat.S_ISREG(info.st_mode):
         raise _not_regular(path, info)
-    _check_file_mode(path, info, secret=secret, me=me)
+    _check_file_mode(path, info, secret=secret)
     return resolved
 
 
@@ -310,7 +315,7 @@ def open_trusted(path: str, *, secret: bool, max_bytes: int) -> tuple[int, int]:
             raise UntrustedFile(path, "changed while it was checked", "fix: try again")
         if not _trusted_owner(info.st_uid, me):
             raise _not_ours(path, info.st_uid, me)
-        _check_file_mode(path, info, secret=secret, me=me)
+        _check_file_mode(path, info, secret=secret)
         if info.st_size > max_bytes:
             raise UntrustedFile(
                 path,

@@ -18,6 +18,7 @@ GUID = "11111111-2222-3333-4444-555555555555"
 def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     secret = tmp_path / "s"
     secret.write_text("x")
+    secret.chmod(0o600)  # a secret only its owner reads (else the daemon refuses it)
     cfg = tmp_path / "config.toml"
     cfg.write_text(f"""
 [defaults]

@@ -21,20 +21,47 @@ def doctor() -> tuple[int, str]:
     return run_doctor(out), out.getvalue()
 
 
-def test_secret_and_config_readable_by_others_are_warned(
+def test_secret_readable_by_others_fails_with_the_fix(
     fake_daemon: FakeDaemon, config: Path
 ) -> None:
+    """The daemon refuses such a secret (file_trust), so doctor fails (✘), not warns."""
     secret = config.parent / "s"
     secret.chmod(0o644)
-    config.chmod(0o640)
+    config.chmod(0o644)  # a config may be read by others: it holds no secret
     code, text = doctor()
-    assert code == 0, text  # a warning, not a failure
-    assert f"⚠ profile app: secret file {secret} is readable by group or others (mode 0644)" in text
+    assert code == 5, text
+    assert (
+        f"✘ profile app: secret file {secret} is readable by group or others (mode 0644) "
+        "and holds a secret" in text
+    )
     assert f"fix: chmod 600 {secret}" in text
-    assert f"⚠ config {config} is readable by group or others (mode 0640)" in text
+    assert f"config {config} is" not in text
     secret.chmod(0o600)
-    config.chmod(0o600)
-    assert "⚠" not in doctor()[1]
+    code, text = doctor()
+    assert code == 0, text
+    assert "✔ 2 file(s) the daemon trusts: none changeable by other users" in text
+
+
+def test_config_and_ca_bundle_writable_by_others_fail(
+    fake_daemon: FakeDaemon, config: Path
+) -> None:
+    ca = config.parent / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    ca.chmod(0o666)
+    with config.open("a") as fh:
+        fh.write(f'[profiles.ca]\nca_bundle = "{ca}"\n')
+    code, text = doctor()
+    assert code == 5, text
+    assert f"✘ profile ca: ca_bundle {ca} is writable by group or others (mode 0666)" in text
+    assert f"fix: chmod go-w {ca}" in text
+    config.chmod(0o622)
+    code, text = doctor()
+    assert code == 5, text
+    assert (
+        f"✘ config {config}: config file {config} is writable by group or others (mode 0622)"
+        in text
+    )
+    assert f"fix: chmod go-w {config}" in text
 
 
 def test_failed_reload_is_a_failure(fake_daemon: FakeDaemon, config: Path) -> None:

@@ -80,7 +80,7 @@ def test_missing_dir_under_a_parent_others_may_write_is_refused(
     monkeypatch.setattr(autostart, "_DAEMON_CODE", "raise SystemExit(9)")
     code, _, err = run(["get"])
     assert code == 3
-    assert f"ancestor {shared} writable by others" in err.splitlines()[0]
+    assert f"ancestor {shared} is writable by others" in err.splitlines()[0]
     assert os.listdir(shared) == []
 
 
@@ -126,7 +126,7 @@ def test_make_private_dir_never_adopts_a_lax_existing_dir(base: Path) -> None:
     existing = base / "runtime-x"
     existing.mkdir()
     existing.chmod(0o777)
-    with pytest.raises(private_dir.PrivateDirError, match="runtime-x writable by others"):
+    with pytest.raises(private_dir.PrivateDirError, match="runtime-x is writable by others"):
         private_dir.make_private_dir(str(existing / "agentid-helper"))
     assert os.listdir(existing) == []
     fresh = base / "fresh" / "agentid-helper"

@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from private_umask import private_umask  # noqa: F401  (the fixture, used by pytestmark)
 
 from agentid_daemon.credentials import (
     KEYRING_SERVICE,
@@ -23,6 +24,8 @@ from agentid_daemon.credentials import (
 )
 from agentid_daemon.errors import ConfigurationError
 from agentid_daemon.models import CredentialSpec
+
+pytestmark = pytest.mark.usefixtures("private_umask")
 
 B = "22222222-2222-2222-2222-222222222222"
 SECRET = "s3cr3t-Value~x"

@@ -187,6 +187,7 @@ def test_bad_secret_is_permanent_with_hint_and_fixed_secret_works_at_once(
 ) -> None:
     secret_file = tmp_path / "bp"
     secret_file.write_text("wrong-secret\n")
+    secret_file.chmod(0o600)
     agent = ref(emu, spec=CredentialSpec("secret_file", str(secret_file)))
     with pytest.raises(IdentityProviderError) as info:
         engine.acquire_t1(agent)

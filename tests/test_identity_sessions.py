@@ -71,14 +71,28 @@ def test_header_file_created_private_then_reused(tmp_path: Path) -> None:
 def test_header_file_refuses_weak_or_odd_values(tmp_path: Path, content: str) -> None:
     path = tmp_path / "header"
     path.write_text(content)
-    with pytest.raises(ConfigurationError) as err:
+    path.chmod(0o600)  # a trusted file: refused for its content alone
+    with pytest.raises(ConfigurationError, match="must hold one random value") as err:
         load_or_create_header(str(path))
     assert content not in err.value.description or not content
 
 
-def test_header_file_in_missing_directory(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="cannot create"):
-        load_or_create_header(str(tmp_path / "nope" / "header"))
+def test_header_file_in_missing_directory_is_created_in_a_private_one(tmp_path: Path) -> None:
+    path = tmp_path / "nope" / "header"
+    header = load_or_create_header(str(path))
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create_header(str(path)) == header
+
+
+def test_header_file_is_not_created_in_a_shared_directory(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    with pytest.raises(ConfigurationError, match="refusing to create") as err:
+        load_or_create_header(str(shared / "header"))
+    assert f"fix: chmod 700 {shared}" in err.value.description
+    assert not (shared / "header").exists()
 
 
 class FakeTokens:

@@ -87,7 +87,7 @@ def test_refuses_foreign_parent(tmp_path: Path) -> None:
     parent.mkdir(mode=0o700)
     (parent / "agentid-helper").mkdir(mode=0o700)
     os.chown(parent, 65534, 65534)
-    with pytest.raises(ListenerError, match=r"ancestor .*/runtime-1000 owned by uid 65534"):
+    with pytest.raises(ListenerError, match=r"ancestor .*/runtime-1000 is owned by uid 65534"):
         ensure_private_dir(parent / "agentid-helper")
 
 

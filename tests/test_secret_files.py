@@ -57,11 +57,13 @@ def test_directory_and_size_cap(tmp_path: Path) -> None:
     assert "is a directory" in result.description
     big = tmp_path / "big"
     big.write_bytes(b"x" * (secret_files.MAX_CREDENTIAL_BYTES + 1))
+    big.chmod(0o600)
     result = load_bounded(CredentialSpec("secret_file", str(big)))
     assert isinstance(result, ConfigurationError)
     assert "larger than 64 KiB" in result.description
     edge = tmp_path / "edge"
     edge.write_bytes(b"y" * (secret_files.MAX_CREDENTIAL_BYTES - 1) + b"\n")  # at the cap
+    edge.chmod(0o600)
     assert load_bounded(CredentialSpec("secret_file", str(edge))) == "y" * 65535
 
 
@@ -69,11 +71,11 @@ def test_a_read_that_hangs_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyP
     """A hung filesystem: the engine thread gives up after the timeout, the message says so."""
     release = threading.Event()
 
-    def stuck(path: str, what: str) -> bytes:
+    def stuck(path: str, *, secret: bool, max_bytes: int) -> bytes:
         release.wait(30)
         return b""
 
-    monkeypatch.setattr(secret_files, "_read_regular", stuck)
+    monkeypatch.setattr(secret_files, "read_trusted", stuck)
     try:
         with pytest.raises(ConfigurationError, match=r"did not answer within 0.2 s"):
             secret_files.read_credential_file(str(tmp_path / "s"), "secret file", timeout_s=0.2)
@@ -84,4 +86,22 @@ def test_a_read_that_hangs_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_regular_file_still_reads_with_crlf(tmp_path: Path) -> None:
     secret = tmp_path / "s"
     secret.write_bytes(b"value-1\r\n")
+    secret.chmod(0o600)
     assert load_bounded(CredentialSpec("secret_file", str(secret))) == "value-1"
+
+
+def test_ca_bundle_others_can_change_is_refused_with_the_fix(tmp_path: Path) -> None:
+    """A CA others can write would let them stand in for Entra: refused before use."""
+    from agentid_daemon.engine_http import TrustStore
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    ca.chmod(0o644)  # readable by all is fine: a CA bundle holds no secret
+    store = TrustStore()
+    assert Path(store.combined(str(ca))).read_bytes().endswith(ca.read_bytes() + b"\n")
+    ca.chmod(0o664)
+    with pytest.raises(ConfigurationError) as err:
+        store.combined(str(ca))
+    assert err.value.description == (
+        f"ca_bundle {ca} is writable by group or others (mode 0664); fix: chmod go-w {ca}"
+    )

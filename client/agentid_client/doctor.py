@@ -7,9 +7,10 @@ is usable (needed only by profiles using the keyring), and every profile gets
 a token (an identity-provider refusal shows its AADSTS code and hint). Prints
 one ✔/✘ line per check; exit 0 only when all pass, else the exit code of the
 first failed check's kind (5 config or keyring, 3 daemon, 4 identity
-provider), like the commands it stands in for. ⚠ lines (doctor_security):
-secret or config files readable by others, an old git that would hand our
-token to a storing helper; they do not fail doctor.
+provider), like the commands it stands in for. doctor_security adds a ✘ for
+each file the daemon would refuse (config, ca_bundle, credential or header
+file that another user could change, a secret others can read: file_trust)
+and a ⚠ for an old git that would hand our token to a storing helper.
 """
 
 from __future__ import annotations
@@ -204,7 +205,7 @@ def run_doctor(out: TextIO) -> int:
     if daemon_ok:
         doctor_security.check_reload_error(report)
     if config is not None:
-        doctor_security.check_file_modes(report, config)
+        doctor_security.check_trusted_files(report, config)
     doctor_security.check_git_chain(report)
     _check_keyring(report, needed=config is not None and _uses_keyring(config))
     if daemon_ok and config is not None:

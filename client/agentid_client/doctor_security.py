@@ -1,19 +1,21 @@
-"""``doctor``'s security checks: file modes, the daemon's last reload, git's helper chain.
+"""``doctor``'s security checks: trusted files, the daemon's last reload, git's helper chain.
 
-Warnings (``⚠``) point at something that works but exposes a secret or a
-token; they do not fail ``doctor``. A failed config reload does: the daemon
-is serving an older configuration than the file says.
+A file the daemon would refuse (:mod:`.file_trust`: the config, a
+``ca_bundle``, a credential or header file that another user could change,
+or a secret others can read) fails ``doctor`` with the command that fixes
+it, as does a failed config reload (the daemon is serving an older
+configuration than the file says). Warnings (``⚠``) point at something
+that works but may expose a token; they do not fail ``doctor``.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import stat
 import subprocess
 from typing import TYPE_CHECKING, Protocol
 
-from . import daemon_api, paths
+from . import daemon_api, file_trust, paths
 from .failures import ClientError
 
 if TYPE_CHECKING:  # the daemon's config is imported lazily, when doctor runs
@@ -31,28 +33,50 @@ class Reporter(Protocol):
     def warn(self, text: str, hint: str | None = None) -> None: ...
 
 
-def check_file_modes(report: Reporter, config: Config) -> None:
-    """Warn about a config, secret, certificate or token file readable by group or others."""
-    files = [("config", paths.config_path())]
-    for name in config.profile_names():
-        spec = config.layered(config.profiles[name]).get("blueprint_credential")
-        if spec is not None and spec.kind in CREDENTIAL_FILE_KINDS:
+def trusted_files(config: Config) -> list[tuple[str, str, bool]]:
+    """``(what, path, secret)`` for each file the daemon trusts under ``config``."""
+    files = [("config", paths.config_path(), False)]
+    header = config.daemon.managed_identity_header_file
+    if header is not None:
+        files.append(("managed_identity_header_file", str(header), True))
+    layers = [("defaults", config.layered(config.defaults))] + [
+        (f"profile {name}", config.layered(config.profiles[name]))
+        for name in config.profile_names()
+    ]
+    for where, values in layers:
+        if values.get("ca_bundle"):
+            files.append((f"{where}: ca_bundle", str(values["ca_bundle"]), False))
+        spec = values.get("blueprint_credential")
+        if spec is not None and spec.kind in CREDENTIAL_FILE_KINDS and where != "defaults":
             location = os.path.expandvars(str(spec.location))
-            files.append((f"profile {name}: {spec.kind.replace('_', ' ')}", location))
+            secret = spec.kind != "federated_token_file"  # as the daemon reads it
+            files.append((f"{where}: {spec.kind.replace('_', ' ')}", location, secret))
+    return files
+
+
+def check_trusted_files(report: Reporter, config: Config) -> None:
+    """A ✘ for each file the daemon would refuse (file_trust): others could change it.
+
+    Absent files are left to the checks that use them (a header file is
+    created at start, a credential file fails its profile's token check).
+    """
     seen: set[str] = set()
-    for what, path in files:
+    checked = refused = 0
+    for what, path, secret in trusted_files(config):
         if path in seen or "$" in path:
             continue  # unset variable: the profile reports it when used
         seen.add(path)
         try:
-            mode = stat.S_IMODE(os.stat(path).st_mode)
-        except OSError:
-            continue  # absent: other checks say so
-        if mode & (stat.S_IRGRP | stat.S_IROTH):
-            report.warn(
-                f"{what} {path} is readable by group or others (mode {mode:04o})",
-                f"fix: chmod 600 {path}",
-            )
+            file_trust.check_file(path, secret=secret)
+        except file_trust.UntrustedFile as exc:
+            if not exc.missing:
+                where = "" if exc.path == path else f": {exc.path}"
+                report.line(False, f"{what} {path}{where} {exc.reason}", exc.fix)
+                refused += 1
+            continue
+        checked += 1
+    if checked and not refused:
+        report.line(True, f"{checked} file(s) the daemon trusts: none changeable by other users")
 
 
 def check_reload_error(report: Reporter) -> None:

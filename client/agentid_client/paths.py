@@ -14,6 +14,10 @@ path several milliseconds, so this module replicates its Unix rules
 3. else ``<tempdir>/runtime-<euid>``.
 
 ``tests/test_client_paths.py`` compares the result with platformdirs.
+The walk here only *chooses* the directory, as platformdirs would (so it
+follows links with ``stat`` as platformdirs does, and is kept apart from
+:mod:`.file_trust`); whether the chosen directory is trusted is decided
+afterwards by :mod:`.private_dir`, whose walk is :mod:`.file_trust`'s.
 """
 
 from __future__ import annotations

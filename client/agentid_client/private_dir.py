@@ -7,8 +7,11 @@ creates anything, by the daemon's listener before it binds, and by
 - the directory is a real directory (``lstat``: not a symlink), owned by us,
   with no group or other permission bits (mode 0700 or stricter);
 - each ancestor is owned by root or by us, and writable by others only when
-  sticky (``/tmp``): whoever can write to an ancestor could swap our
-  directory for theirs. A symlinked ancestor must be owned by root or us.
+  sticky (``/tmp``) or on a read-only mount: whoever can write to an ancestor
+  could swap our directory for theirs. A symlinked ancestor is followed only
+  when the link is root's or ours, and its target passes the same walk. That
+  walk is :func:`.file_trust.directory_problem`, the one rule for what other
+  users may change (the config and credential files obey it too).
 
 Missing directories are created with ``mkdir(0o700)``, which fails when the
 name exists: a directory someone else created first (e.g. another user's
@@ -20,6 +23,9 @@ from __future__ import annotations
 
 import os
 import stat
+
+from .file_trust import describe_uid as describe_uid  # re-exported: its old home
+from .file_trust import directory_problem
 
 # O_NONBLOCK: a FIFO at the name must not hang the open (it is refused below).
 _FILE_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -34,55 +40,15 @@ class PrivateDirError(Exception):
         self.reason = reason
 
 
-def describe_uid(uid: int) -> str:
-    """``uid 1001 (mallory)``: who owns something, for error messages."""
-    import pwd  # only on error paths
-
-    try:
-        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
-    except KeyError:
-        return f"uid {uid}"
-
-
-def _ancestors(path: str) -> list[str]:
-    """Ancestors of ``path`` from the root down (``path`` itself excluded)."""
-    result: list[str] = []
-    current = os.path.dirname(os.path.abspath(path))
-    while True:
-        result.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            break
-        current = parent
-    result.reverse()
-    return result
-
-
 def parents_problem(path: str, uid: int | None = None) -> str | None:
     """Why an ancestor of ``path`` lets someone else replace it; None when none does.
 
-    Ancestors that do not exist yet are fine: we create them private.
+    The walk is :func:`.file_trust.directory_problem` (the one rule for what
+    other users may change). Ancestors that do not exist yet are fine: we
+    create them private.
     """
-    me = os.geteuid() if uid is None else uid
-    for entry in _ancestors(path):
-        try:
-            link = os.lstat(entry)
-            info = os.stat(entry) if stat.S_ISLNK(link.st_mode) else link
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            return f"ancestor {entry} cannot be checked ({exc.strerror})"
-        for st in (link, info):
-            if st.st_uid not in (0, me):
-                return f"ancestor {entry} owned by {describe_uid(st.st_uid)}"
-        if not stat.S_ISDIR(info.st_mode):
-            return f"ancestor {entry} not a directory"
-        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
-            return (
-                f"ancestor {entry} writable by others (mode "
-                f"{stat.S_IMODE(info.st_mode):04o}) without the sticky bit"
-            )
-    return None
+    problem = directory_problem(os.path.dirname(os.path.abspath(path)), uid)
+    return None if problem is None else f"ancestor {problem.path} {problem.reason}"
 
 
 def dir_problem(path: str, uid: int | None = None) -> str | None:

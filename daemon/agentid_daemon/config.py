@@ -36,6 +36,7 @@ from .models import (
 )
 from .resolve_memo import ResolveMemo, memo_key
 from .scopes import normalise_scopes, validate_for_mode
+from .secret_files import MAX_CONFIG_BYTES, FileMissing, read_trusted_file
 
 APP_NAME = "agentid-helper"
 CONFIG_ENV = "AGENTID_HELPER_CONFIG"
@@ -276,15 +277,11 @@ def load_config(
     file = Path(path).expanduser() if path is not None else default_config_path(env)
     env_defaults = _env_defaults(env)
     try:
-        raw = file.read_bytes()
-    except FileNotFoundError:
+        # Only a file no other user can change (file_trust): its authority_host
+        # and ca_bundle decide where the blueprint's credential is sent.
+        raw = read_trusted_file(str(file), "config file", secret=False, max_bytes=MAX_CONFIG_BYTES)
+    except FileMissing:
         return Config(path=str(file), env_defaults=env_defaults)
-    except IsADirectoryError:
-        raise ConfigurationError(f"{file}: is a directory, not a config file") from None
-    except PermissionError:
-        raise ConfigurationError(f"{file}: permission denied") from None
-    except OSError as exc:
-        raise ConfigurationError(f"{file}: cannot read: {exc.strerror}") from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

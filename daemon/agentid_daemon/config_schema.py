@@ -96,8 +96,9 @@ SCHEMA: tuple[Key, ...] = (
         "path",
         frozenset({"daemon"}),
         "the sidecar session's `X-IDENTITY-HEADER`: read from this file (32 to 512 "
-        "characters of `A-Z a-z 0-9 - . _ ~ + / =`), or created there (0600, 256 random "
-        "bits) when absent; needs `managed_identity_listen`",
+        'characters of `A-Z a-z 0-9 - . _ ~ + / =`; a credential file, see "Files the '
+        'daemon trusts"), or created there (0600, 256 random bits, in a private directory '
+        "made 0700 if missing) when absent; needs `managed_identity_listen`",
         path_value,
     ),
     Key(

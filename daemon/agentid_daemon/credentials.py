@@ -23,6 +23,7 @@ KEYRING_SERVICE = "agentid-helper"
 # Set by the AKS workload identity webhook (and read by azure-identity's
 # WorkloadIdentityCredential): the projected service account token's path.
 FEDERATED_TOKEN_FILE_ENV = "AZURE_FEDERATED_TOKEN_FILE"
+FEDERATED_TOKEN = "federated token file"
 
 ClientCredential = str | dict[str, Any]
 
@@ -51,7 +52,7 @@ def load_client_credential(spec: CredentialSpec) -> ClientCredential:
     if spec.kind == "certificate_file":
         return _from_certificate(path)
     if spec.kind == "federated_token_file":
-        _read_text(path, "federated token file")  # fail early, at load time
+        _read_text(path, FEDERATED_TOKEN, secret=False)  # fail early, at load time
         return {"client_assertion": _FileAssertion(path)}
     raise ConfigurationError(f"unknown credential kind {spec.kind!r}")
 
@@ -99,15 +100,15 @@ class _FileAssertion:
         self.path = path
 
     def __call__(self) -> str:
-        return _read_text(self.path, "federated token file")
+        return _read_text(self.path, FEDERATED_TOKEN, secret=False)
 
     def __repr__(self) -> str:
         return f"<federated token file {self.path}>"
 
 
-def _read_text(path: str, what: str) -> str:
-    # A regular file only, size-capped, read with a timeout (secret_files.py).
-    raw = read_credential_file(path, what)
+def _read_text(path: str, what: str, *, secret: bool = True) -> str:
+    # A trusted regular file only, size-capped, read with a timeout (secret_files.py).
+    raw = read_credential_file(path, what, secret=secret)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -132,7 +133,7 @@ def _from_workload_identity() -> dict[str, Any]:
             hint='label the pod azure.workload.identity/use: "true" (the AKS workload '
             'identity webhook sets it), or use { federated_token_file = "/path" }',
         )
-    _read_text(path, "federated token file")  # fail early, at load time
+    _read_text(path, FEDERATED_TOKEN, secret=False)  # fail early, at load time
     return {"client_assertion": _FileAssertion(path)}
 
 

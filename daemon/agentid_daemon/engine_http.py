@@ -35,6 +35,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from .errors import ConfigurationError
+from .secret_files import MAX_CONFIG_BYTES, read_trusted_file
 
 
 class NoStoreTokenCache(msal.TokenCache):  # type: ignore[misc]  # msal ships no types
@@ -189,14 +190,11 @@ class TrustStore:
         self._files: dict[tuple[str, int, int], str] = {}
 
     def combined(self, ca_bundle: str) -> str:
+        # Trusted like the config (file_trust): a CA others can change would let
+        # them impersonate the identity provider and receive the credential.
+        extra = read_trusted_file(ca_bundle, "ca_bundle", secret=False, max_bytes=MAX_CONFIG_BYTES)
         try:
             st = os.stat(ca_bundle)
-            with open(ca_bundle, "rb") as fh:
-                extra = fh.read()
-        except FileNotFoundError:
-            raise ConfigurationError(f"ca_bundle {ca_bundle} does not exist") from None
-        except PermissionError:
-            raise ConfigurationError(f"ca_bundle {ca_bundle}: permission denied") from None
         except OSError as exc:
             raise ConfigurationError(
                 f"ca_bundle {ca_bundle}: cannot read ({exc.strerror})"

@@ -29,16 +29,18 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
+
+from agentid_client.private_dir import PrivateDirError, make_private_dir
 
 from . import mi_protocol as P
 from .errors import AgentIdError, ConfigurationError, InvalidRequest
 from .listener import ListenerError
 from .logs import get_logger
 from .protocol import HttpServer, Limits
+from .secret_files import FileMissing, read_credential_file
 
 if TYPE_CHECKING:
     from .mi_endpoint import RequestCounter, TokenSource
@@ -129,43 +131,62 @@ class SessionTable:
             del self._by_digest[digest]
 
 
+HEADER_FILE = "managed_identity_header_file"
+
+
 def load_or_create_header(path: str) -> str:
     """The sidecar's header: read from *path*, or created there (0600) when absent.
 
     A Kubernetes Secret mounted in both containers is the usual source (the
-    app reads it as ``IDENTITY_HEADER`` via ``secretKeyRef``). Errors name the
-    file, never its content.
+    app reads it as ``IDENTITY_HEADER`` via ``secretKeyRef``). The file is a
+    credential file: it is read the one way :mod:`secret_files` reads them
+    (regular file, size cap, non-blocking open, timeout, and the file-trust
+    rule: ours or root's, not readable or writable by others, nothing on its
+    path writable by them). Errors name the file and the fix, never its content.
     """
-    file = Path(path)
     try:
-        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
-        return _read_header(file)
+        raw = read_credential_file(path, HEADER_FILE)
+    except FileMissing:
+        return _create_header(path)
+    return _parse_header(path, raw)
+
+
+def _create_header(path: str) -> str:
+    """A new header in a new 0600 file, inside a private directory (made 0700 if absent)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        make_private_dir(directory)
+    except PrivateDirError as exc:
+        raise ConfigurationError(
+            f"{HEADER_FILE} {path}: refusing to create it: {exc}; fix: chmod 700 {exc.path} "
+            "if it is yours, or name a file in a private directory of yours"
+        ) from None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:  # created meanwhile: read it by the rule
+        return _parse_header(path, read_credential_file(path, HEADER_FILE))
     except OSError as exc:
         raise ConfigurationError(
-            f"managed_identity_header_file {file}: cannot create it ({exc.strerror})"
+            f"{HEADER_FILE} {path}: cannot create it ({exc.strerror})"
         ) from None
     header = new_header()
     with os.fdopen(fd, "w", encoding="ascii") as fh:
         fh.write(header + "\n")
-    log.info("created the managed identity header file", path=str(file))
+    log.info("created the managed identity header file", path=path)
     return header
 
 
-def _read_header(file: Path) -> str:
+def _parse_header(path: str, raw: bytes) -> str:
     try:
-        text = file.read_text(encoding="ascii")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or "not ASCII text"
-        raise ConfigurationError(
-            f"managed_identity_header_file {file}: cannot read it ({reason})"
-        ) from None
-    header = text.strip()
+        header = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        header = ""
     if not MIN_HEADER_CHARS <= len(header) <= MAX_HEADER_CHARS or not set(header) <= (
         _HEADER_ALPHABET
     ):
         raise ConfigurationError(
-            f"managed_identity_header_file {file}: must hold one random value of "
+            f"{HEADER_FILE} {path}: must hold one random value of "
             f"{MIN_HEADER_CHARS} to {MAX_HEADER_CHARS} characters (letters, digits, -._~+/=)",
             hint="generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
         )

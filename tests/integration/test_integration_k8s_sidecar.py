@@ -108,6 +108,24 @@ def test_manifests_fit_together() -> None:
     assert pod["securityContext"]["runAsUser"] == 10001
 
 
+def test_manifests_agree_with_the_file_trust_rule() -> None:
+    """The header file is a secret: never readable by others, readable by the uid.
+
+    kubelet makes Secret files root's with ``defaultMode``; with ``fsGroup`` it
+    adds group read for that group. The daemon accepts group read only on a
+    root file of its own primary group, so fsGroup must equal runAsGroup.
+    """
+    pod = find("Deployment", "agent-app")["spec"]["template"]["spec"]
+    context = pod["securityContext"]
+    assert context["fsGroup"] == context["runAsGroup"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "identity-header")
+    assert volume["secret"]["defaultMode"] & 0o077 == 0
+    sidecar = container(pod, "agentid-helper")
+    for mount in sidecar["volumeMounts"]:
+        if mount["name"] in ("identity-header", "agentid-config"):
+            assert mount["readOnly"] is True  # its directory's mode bits do not matter then
+
+
 def test_containerfile_runs_the_manifests_command() -> None:
     text = (DEPLOY / "Containerfile").read_text()
     lines = {
@@ -181,9 +199,15 @@ def pod(emulator: Any, tmp_path: Path) -> Iterator[Pod]:
         config_text = config_text.replace(f'"{mount_path}/', f'"{local}/')
     (mounts["agentid-config"] / "config.toml").write_text(config_text)
     header = secrets.token_urlsafe(32)
+    # As kubelet lays out a Secret volume: header -> ..data/header, ..data ->
+    # a timestamped directory; defaultMode 0400 plus fsGroup's group read.
+    stamp = mounts["identity-header"] / "..2026_01_01_00_00_00.000000001"
+    stamp.mkdir(mode=0o755)
+    (stamp / "header").write_text(header)
+    (stamp / "header").chmod(0o440)
+    (mounts["identity-header"] / "..data").symlink_to(stamp.name)
     header_file = mounts["identity-header"] / "header"
-    header_file.write_text(header)
-    header_file.chmod(0o400)
+    header_file.symlink_to("..data/header")
 
     def translate(text: str, c: dict[str, Any]) -> str:
         for mount_path, local in mapping(c):

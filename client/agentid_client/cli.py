@@ -93,8 +93,8 @@ class CLI:
                 value = -1.0
             if not 0 <= value <= MAX_MIN_VALIDITY_S or value != value:
                 raise UsageError(
-                    f"{parsed.command}: --min-validity must be seconds between 0 and "
-                    f"{MAX_MIN_VALIDITY_S} (got {raw!r})",
+                    f"{parsed.command}: --min-validity must be a number of seconds from 0 "
+                    f"to {MAX_MIN_VALIDITY_S} (got {raw!r})",
                     parsed.command,
                 )
             fields["min_validity_s"] = int(value) if value.is_integer() else value

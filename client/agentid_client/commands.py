@@ -15,6 +15,7 @@ from .contract import (
     MODES,
     SELECTION_FIELDS,
 )
+from .daemon_api import MAX_TIMEOUT_S
 
 FORMATS = ("token", "json", "header", "az")
 
@@ -81,8 +82,9 @@ def _selection() -> list[Opt]:
 def _timeout() -> Opt:
     return Opt(
         "--timeout",
-        "give up after S seconds in all (default $AGENTID_HELPER_TIMEOUT or 60); the "
-        "client waits through a busy or restarting daemon until then",
+        f"give up after S seconds in all (0 < S <= {MAX_TIMEOUT_S:g}; default "
+        "$AGENTID_HELPER_TIMEOUT or 60); the client waits through a busy or restarting "
+        "daemon until then",
         metavar="S",
     )
 

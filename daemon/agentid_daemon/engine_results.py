@@ -117,8 +117,7 @@ def error_from_result(
     # Entra appends "Trace ID: ... Correlation ID: ... Timestamp: ..." (the
     # correlation id is reported on its own).
     first_line = redact(first_line.split(" Trace ID:", 1)[0].strip())
-    if len(first_line) > _MAX_DESCRIPTION:
-        first_line = first_line[: _MAX_DESCRIPTION - 3] + "..."
+    first_line = clip_at_word(first_line, _MAX_DESCRIPTION)
     message = f"{leg}: " + (f"{what}: " if what else "") + error
     message += f": {first_line}" if first_line else ""
     return IdentityProviderError(
@@ -131,6 +130,18 @@ def error_from_result(
         leg=leg,
         status=status,
     )
+
+
+def clip_at_word(text: str, limit: int) -> str:
+    """``text`` if it fits in ``limit`` characters, else its longest run of whole
+    words that does, with `` ...``: an app id, tenant id or AADSTS code in an
+    Entra description is either shown whole or not at all."""
+    if len(text) <= limit:
+        return text
+    room = limit - len(" ...")
+    cut = text.rfind(" ", 0, room + 1)
+    head = text[:cut] if cut > 0 else text[:room]  # one giant word: nothing better to do
+    return head.rstrip(" ,;:") + " ..."
 
 
 def parse_retry_after(value: str | None) -> float | None:

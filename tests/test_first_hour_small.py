@@ -1,0 +1,149 @@
+"""The small things a first hour trips over: README claims that match the
+code, a --timeout error that says what is allowed, AADSTS ids never cut in
+half, and ``status`` showing the scope a token was granted (the one
+``get --format json`` reports).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from client_stack import Env, client_stack
+
+from agentid_client.commands import COMMANDS
+from agentid_client.daemon_api import MAX_TIMEOUT_S
+from agentid_client.statusview import render_status
+from agentid_daemon.engine_results import clip_at_word, error_from_result
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+GUID_PIECE = re.compile(r"[0-9a-f]{8}-[0-9a-f-]*")
+
+
+@pytest.fixture
+def stack(emulator: Any, tmp_path: Path) -> Iterator[Env]:
+    with client_stack(emulator, tmp_path) as env:
+        yield env
+
+
+def readme_json_fields() -> list[str]:
+    """The fields README.md's `get --format json` line names in its comment."""
+    for line in README.read_text().splitlines():
+        if "get" in line and "--format json" in line and "#" in line:
+            comment = line.split("#", 1)[1]
+            return [f.strip() for f in comment.split(",") if f.strip()]
+    raise AssertionError("README.md has no commented `get --format json` line")
+
+
+def test_readme_json_fields_are_the_real_response_keys(stack: Env) -> None:
+    done = stack.run("get", "--profile", "app", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    keys = set(json.loads(done.stdout))
+    named = readme_json_fields()
+    assert "access_token" in named  # the token's own field, by its real name
+    assert set(named) <= keys, f"README names fields the response lacks: {set(named) - keys}"
+    # every field README leaves out is documented in docs/api.md's response table
+    api_doc = (ROOT / "docs" / "api.md").read_text()
+    for key in keys - set(named):
+        assert f"| `{key}` |" in api_doc, key
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "86401", "nan", "soon"])
+def test_timeout_out_of_range_says_what_is_allowed(value: str, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "agentid_client", "get", "--timeout", value],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin", "AGENTID_HELPER_SOCKET": str(tmp_path / "none.sock")},
+        check=False,
+    )
+    assert done.returncode == 2
+    first = done.stderr.splitlines()[0]
+    assert "greater than 0" in first and f"at most {MAX_TIMEOUT_S:g}" in first, first
+    assert f"(got {value!r})" in first
+    # the command table's help says the same range
+    help_text = COMMANDS["get"].opts["--timeout"].help
+    assert f"0 < S <= {MAX_TIMEOUT_S:g}" in help_text
+
+
+def _long_aadsts_description() -> tuple[str, list[str]]:
+    ids = [
+        "11111111-2222-3333-4444-555555555555",
+        "66666666-7777-8888-9999-000000000000",
+        "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
+    ]
+    text = (
+        f"AADSTS700016: Application with identifier '{ids[0]}' was not found in the "
+        f"directory '{ids[1]}'. This can happen if the application has not been "
+        "installed by the administrator of the tenant or consented to by any user in "
+        "the tenant. You may have sent your authentication request to the wrong tenant. "
+        f"The blueprint {ids[2]} was asked for agent {ids[0]} and agent {ids[1]}. "
+        "Trace ID: x Correlation ID: y Timestamp: z"
+    )
+    return text, ids
+
+
+def test_a_long_aadsts_description_is_cut_between_words() -> None:
+    description, ids = _long_aadsts_description()
+    err = error_from_result(
+        "t1", {"error": "unauthorized_client", "error_description": description}, None
+    )
+    message = str(err)
+    assert message.endswith(" ...")
+    for piece in GUID_PIECE.findall(message):  # every id that shows is whole
+        assert piece.rstrip("-") in ids, message
+    assert "AADSTS700016" in message
+    assert ids[0] in message and ids[1] in message
+
+
+def test_clip_at_word_keeps_whole_words() -> None:
+    text = "alpha beta 11111111-2222-3333-4444-555555555555 gamma"
+    for limit in range(len("alpha ..."), len(text) + 1):
+        clipped = clip_at_word(text, limit)
+        assert len(clipped) <= limit
+        words = clipped.removesuffix(" ...").split()
+        assert all(w in text.split() for w in words), clipped
+    assert clip_at_word(text, len(text)) == text
+
+
+def test_status_table_shows_the_whole_last_error() -> None:
+    description, ids = _long_aadsts_description()
+    body = {
+        "entries": [
+            {
+                "kind": "resource",
+                "profile": "app",
+                "mode": "AutonomousApp",
+                "agent_identity_app_id": ids[0],
+                "scopes": ["https://graph.microsoft.com/.default"],
+                "last_error": f"IdentityProviderError: t1: unauthorized_client: {description}",
+            }
+        ]
+    }
+    out = render_status(body, now=0)
+    for guid in ids:
+        assert guid in out
+    assert "AADSTS700016" in out
+
+
+def test_status_shows_the_granted_scope_of_get(stack: Env) -> None:
+    # AutonomousUser with a short Graph scope: Entra grants it as the full URI
+    done = stack.run("get", "--profile", "user", "--scope", "User.Read", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    granted = json.loads(done.stdout)["scope"]
+    raw = stack.run("status", "--json")
+    assert raw.returncode == 0, raw.stderr
+    entries = [e for e in json.loads(raw.stdout)["entries"] if e.get("profile") == "user"]
+    assert [e["granted_scope"] for e in entries] == [granted]
+    table = stack.run("status").stdout
+    row = next(line for line in table.splitlines() if line.startswith("user "))
+    assert granted in row, table

@@ -264,6 +264,13 @@ class CLI:
         self._write(users_entry(str(name), str(profile), helper_command()))
         return EXIT_OK
 
+    def do_completion(self, parsed: Parsed) -> int:
+        if not parsed.positionals:
+            raise UsageError("completion: missing shell (bash or zsh)", "completion")
+        from .completion import run_completion
+
+        return run_completion(parsed.positionals[0], self.stdout)
+
     def do_systemd(self, parsed: Parsed) -> int:
         if not parsed.positionals:
             raise UsageError("systemd: missing action (install or uninstall)", "systemd")

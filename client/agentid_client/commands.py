@@ -322,6 +322,29 @@ _add(
 
 _add(
     Command(
+        "completion",
+        "print the bash or zsh completion script",
+        [],
+        positionals=(
+            Pos(
+                "shell",
+                "bash or zsh; profiles prints the config's profile names (what the "
+                "scripts complete --profile with)",
+                ("bash", "zsh", "profiles"),
+            ),
+        ),
+        epilog="""examples:
+  # bash: add to ~/.bashrc
+  eval "$(agentid-helper completion bash)"
+  # zsh: add to ~/.zshrc, after compinit
+  source <(agentid-helper completion zsh)
+  agentid-helper completion profiles   # graph-bot, aks, ...: what --profile <TAB> offers
+""",
+    )
+)
+
+_add(
+    Command(
         "systemd",
         "install or remove the systemd --user units",
         [

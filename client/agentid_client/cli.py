@@ -255,13 +255,23 @@ class CLI:
         return run_doctor(self.stdout)
 
     def do_kubeconfig_user(self, parsed: Parsed) -> int:
-        from .kubeconfig import helper_command, users_entry
+        from .kubeconfig import default_kubeconfig, helper_command, merge_user, users_entry
 
         profile = parsed.opts.get("profile")
         if not profile:
             raise UsageError("kubeconfig-user: --profile is required", "kubeconfig-user")
-        name = parsed.opts.get("name") or f"agentid-helper-{profile}"
-        self._write(users_entry(str(name), str(profile), helper_command()))
+        name = str(parsed.opts.get("name") or f"agentid-helper-{profile}")
+        merge = parsed.opts.get("merge")
+        if merge is None:
+            self._write(users_entry(name, str(profile), helper_command()))
+            return EXIT_OK
+        path = default_kubeconfig() if merge is True else os.path.expanduser(str(merge))
+        backup = merge_user(path, name, str(profile), helper_command())
+        self._write(
+            f"wrote user {name} to {path}"
+            + (f" (the previous file is {backup})" if backup else " (a new file)")
+        )
+        self._write(f"use it: kubectl config set-context --current --user {name}")
         return EXIT_OK
 
     def do_completion(self, parsed: Parsed) -> int:

@@ -308,14 +308,24 @@ _add(
 _add(
     Command(
         "kubeconfig-user",
-        "print a kubeconfig users: entry that runs this helper",
+        "print a kubeconfig users: entry that runs this helper, or merge it into one",
         [
             Opt("--profile", "profile the entry requests tokens for (required)", metavar="P"),
             Opt("--name", "user entry name (default agentid-helper-P)", metavar="N"),
+            Opt(
+                "--merge",
+                "write the entry into the kubeconfig FILE instead of printing it (default: "
+                "kubectl's own, the first of $KUBECONFIG or ~/.kube/config), through kubectl; "
+                "atomically, mode kept, the previous file kept as FILE.bak",
+                kind="optional",
+                metavar="FILE",
+            ),
         ],
         epilog="""examples:
   agentid-helper kubeconfig-user --profile aks --name aks-bot
   kubectl config set-context aks --cluster aks --user aks-bot
+  agentid-helper kubeconfig-user --profile aks --merge      # into ~/.kube/config
+  agentid-helper kubeconfig-user --profile aks --merge ~/.kube/aks.yaml
 """,
     )
 )

@@ -25,7 +25,7 @@ ZSH_PATH = "share/zsh/site-functions/_agentid-helper"
 GENERATED = "generated from the command table by scripts/gen_docs.py; do not edit"
 
 # Metavars that name a file: their values complete as paths.
-_FILE_METAVARS = frozenset({"PATH"})
+_FILE_METAVARS = frozenset({"PATH", "FILE"})
 # Options whose value is a profile of config.toml.
 _PROFILE_FLAGS = frozenset({"--profile"})
 
@@ -63,6 +63,8 @@ def _option_head(opt: Opt) -> str:
     if _takes_value(opt):
         shown = "{" + ",".join(opt.choices) + "}" if opt.choices else opt.metavar
         head += f" \\fI{_roff(shown)}\\fR"
+        if opt.kind == "optional":
+            head = head.replace(" \\fI", " [\\fI", 1) + "]"
     return head
 
 
@@ -207,7 +209,9 @@ def _zsh_spec(opt: Opt) -> str:
             action = "_agentid-helper_profiles"
         else:
             action = " "
-        spec += f":{opt.metavar.lower()}:{action}"
+        # "::" marks an optional argument (``--merge [FILE]``)
+        colon = "::" if opt.kind == "optional" else ":"
+        spec += f"{colon}{opt.metavar.lower()}:{action}"
     return _zsh_quote(spec)
 
 

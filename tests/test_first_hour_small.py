@@ -35,11 +35,12 @@ def stack(emulator: Any, tmp_path: Path) -> Iterator[Env]:
 
 
 def readme_json_fields() -> list[str]:
-    """The fields README.md's `get --format json` line names in its comment."""
+    """The fields README.md's `get --format json` line lists in its comment."""
     for line in README.read_text().splitlines():
         if "get" in line and "--format json" in line and "#" in line:
-            comment = line.split("#", 1)[1]
-            return [f.strip() for f in comment.split(",") if f.strip()]
+            comment = line.split("#", 1)[1].strip()
+            if re.fullmatch(r"\w+(, \w+)+", comment):
+                return comment.split(", ")
     raise AssertionError("README.md has no commented `get --format json` line")
 
 
@@ -54,6 +55,33 @@ def test_readme_json_fields_are_the_real_response_keys(stack: Env) -> None:
     api_doc = (ROOT / "docs" / "api.md").read_text()
     for key in keys - set(named):
         assert f"| `{key}` |" in api_doc, key
+
+
+def readme_az_fields() -> list[str]:
+    """The fields README.md says `get --format az` prints: the backticked names
+    in the parenthesis after "`--format az` prints"."""
+    text = " ".join(README.read_text().split())
+    after = text.split("`--format az` prints", 1)[1]
+    listed = after[after.index("(") + 1 : after.index(")")]
+    return re.findall(r"`(\w+)`", listed)
+
+
+def api_doc_token_example_keys() -> set[str]:
+    """The keys of docs/api.md's `POST /v1/token` answer example."""
+    doc = (ROOT / "docs" / "api.md").read_text()
+    for block in re.findall(r"```json\n(.*?)```", doc, re.S):
+        if '"access_token"' in block and '"source"' in block:
+            return set(json.loads(block.replace('"..."', '"x"')))
+    raise AssertionError("docs/api.md has no token answer example")
+
+
+def test_readme_az_fields_and_api_doc_example_are_the_real_keys(stack: Env) -> None:
+    az = stack.run("get", "--profile", "app", "--format", "az")
+    assert az.returncode == 0, az.stderr
+    assert sorted(readme_az_fields()) == sorted(json.loads(az.stdout))
+    done = stack.run("get", "--profile", "app", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert api_doc_token_example_keys() == set(json.loads(done.stdout))
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "86401", "nan", "soon"])

@@ -20,12 +20,14 @@ from client_stack import Env, client_stack
 from agentid_client.commands import COMMANDS
 from agentid_client.daemon_api import MAX_TIMEOUT_S
 from agentid_client.statusview import render_status
-from agentid_daemon.engine_results import clip_at_word, error_from_result
+from agentid_daemon.engine_results import error_from_result
+from agentid_daemon.errors import clip_at_word
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-GUID_PIECE = re.compile(r"[0-9a-f]{8}-[0-9a-f-]*")
+# A run of hex digits and dashes standing as its own word: an id, or part of one.
+GUID_PIECE = re.compile(r"(?<![\w-])[0-9a-f][0-9a-f-]{5,}")
 
 
 @pytest.fixture
@@ -103,20 +105,25 @@ def test_timeout_out_of_range_says_what_is_allowed(value: str, tmp_path: Path) -
     assert f"0 < S <= {MAX_TIMEOUT_S:g}" in help_text
 
 
+def _pad_to(text: str, length: int) -> str:
+    """``text`` with filler words up to ``length`` characters."""
+    while len(text) < length:
+        text += " the"
+    return text[:length]
+
+
 def _long_aadsts_description() -> tuple[str, list[str]]:
+    """An Entra-like description whose ids straddle where a plain cut would
+    fall (the 200 of the systemd status line, the 300 of an error message)."""
     ids = [
         "11111111-2222-3333-4444-555555555555",
         "66666666-7777-8888-9999-000000000000",
         "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
     ]
-    text = (
-        f"AADSTS700016: Application with identifier '{ids[0]}' was not found in the "
-        f"directory '{ids[1]}'. This can happen if the application has not been "
-        "installed by the administrator of the tenant or consented to by any user in "
-        "the tenant. You may have sent your authentication request to the wrong tenant. "
-        f"The blueprint {ids[2]} was asked for agent {ids[0]} and agent {ids[1]}. "
-        "Trace ID: x Correlation ID: y Timestamp: z"
-    )
+    text = f"AADSTS700016: Application with identifier '{ids[0]}' was not found in the directory"
+    text = _pad_to(text, 180) + f" '{ids[1]}'"  # spans 181..218
+    text = _pad_to(text, 280) + f" blueprint {ids[2]}."  # spans 291..327
+    text = _pad_to(text, 360) + " Trace ID: x Correlation ID: y Timestamp: z"
     return text, ids
 
 
@@ -175,3 +182,17 @@ def test_status_shows_the_granted_scope_of_get(stack: Env) -> None:
     table = stack.run("status").stdout
     row = next(line for line in table.splitlines() if line.startswith("user "))
     assert granted in row, table
+
+
+def test_the_systemd_status_line_keeps_ids_whole() -> None:
+    from daemon_fakes import FakeCache
+
+    from agentid_daemon.status_line import StatusLine
+
+    description, ids = _long_aadsts_description()
+    activity = StatusLine(cache=FakeCache(entries=1))
+    activity.on_event("fetch", label="t1", outcome="error", error=description)
+    text = activity.text()
+    assert "AADSTS700016" in text and ids[0] in text
+    for piece in GUID_PIECE.findall(text):
+        assert piece.rstrip("-") in ids, text

@@ -21,7 +21,7 @@ import requests
 from msal.exceptions import MsalServiceError
 
 from .engine_http import ProviderSession
-from .errors import IdentityProviderError
+from .errors import IdentityProviderError, clip_at_word
 from .hints import hint_for
 from .models import AcquiredToken
 from .scopes import RESERVED_SCOPES
@@ -130,18 +130,6 @@ def error_from_result(
         leg=leg,
         status=status,
     )
-
-
-def clip_at_word(text: str, limit: int) -> str:
-    """``text`` if it fits in ``limit`` characters, else its longest run of whole
-    words that does, with `` ...``: an app id, tenant id or AADSTS code in an
-    Entra description is either shown whole or not at all."""
-    if len(text) <= limit:
-        return text
-    room = limit - len(" ...")
-    cut = text.rfind(" ", 0, room + 1)
-    head = text[:cut] if cut > 0 else text[:room]  # one giant word: nothing better to do
-    return head.rstrip(" ,;:") + " ..."
 
 
 def parse_retry_after(value: str | None) -> float | None:

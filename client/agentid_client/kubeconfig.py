@@ -115,6 +115,16 @@ def _kubectl(kubectl: str, kubeconfig: str, *args: str) -> str:
 def merge_user(path: str, name: str, profile: str, command: str) -> str | None:
     """Write the user entry ``name`` into the kubeconfig at ``path`` (created
     0600 when absent). Returns the backup's path (None for a new file)."""
+    try:
+        return _merge_user(path, name, profile, command)
+    except OSError as exc:
+        where = exc.filename or path
+        raise ClientError(
+            f"kubeconfig-user --merge: cannot write {where}: {exc.strerror}", EXIT_CONFIG
+        ) from None
+
+
+def _merge_user(path: str, name: str, profile: str, command: str) -> str | None:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         raise ClientError(

@@ -159,3 +159,14 @@ def test_merge_refuses_a_broken_kubeconfig_and_leaves_it(sandbox: HelperSandbox)
     assert sorted(p.name for p in sandbox.root.iterdir() if p.name.startswith(("broken", "."))) == [
         "broken.yaml"
     ]
+
+
+def test_merge_into_an_impossible_path_is_one_clear_line(sandbox: HelperSandbox) -> None:
+    require_tools("kubectl")
+    not_a_dir = sandbox.root / "plain-file"
+    not_a_dir.write_text("x")
+    done = sandbox.client("kubeconfig-user", "--profile", "p", "--merge", f"{not_a_dir}/config")
+    assert done.returncode == 5, describe(done)
+    assert done.stderr.startswith("agentid-helper: error: kubeconfig-user --merge: cannot write ")
+    assert "Traceback" not in done.stderr
+    assert not_a_dir.read_text() == "x"

@@ -37,3 +37,14 @@ def test_help_man_and_completions_show_the_optional_file() -> None:
     assert "\\fB\\-\\-merge\\fR [\\fIFILE\\fR]" in docgen.render_man()
     assert "'--merge[" in docgen.render_zsh() and "]::file:_files'" in docgen.render_zsh()
     assert '"kubeconfig-user --merge") COMPREPLY=($(compgen -f' in docgen.render_bash()
+
+
+def test_an_empty_merge_file_is_a_usage_error() -> None:
+    from agentid_client.cli import CLI
+
+    err = io.StringIO()
+    code = CLI(stdout=io.StringIO(), stderr=err).run(
+        ["kubeconfig-user", "--profile", "p", "--merge="]
+    )
+    assert code == 2
+    assert "--merge= needs a file name" in err.getvalue()

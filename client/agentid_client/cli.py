@@ -265,6 +265,8 @@ class CLI:
         if merge is None:
             self._write(users_entry(name, str(profile), helper_command()))
             return EXIT_OK
+        if merge == "":
+            raise UsageError("kubeconfig-user: --merge= needs a file name", "kubeconfig-user")
         path = default_kubeconfig() if merge is True else os.path.expanduser(str(merge))
         backup = merge_user(path, name, str(profile), helper_command())
         self._write(

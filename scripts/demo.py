@@ -23,6 +23,8 @@ import urllib.request
 from pathlib import Path
 from ssl import create_default_context
 
+from agentid_emulator.demo_config import render_demo_config
+
 BIN = Path(sys.executable).parent
 READY_TIMEOUT_S = 20.0
 
@@ -117,35 +119,6 @@ def managed_identity_step(info: dict) -> None:
     show_token(own, ("aud", "appid", "idtyp", "roles"))
 
 
-def write_config(path: Path, info: dict, secret_file: Path) -> None:
-    path.write_text(
-        f"""default_profile = "graph-bot"
-
-[daemon]
-idle_timeout_s = 3600
-
-[defaults]
-tenant_id = "{info["tenant_id"]}"
-authority_host = "{info["authority_host"]}"
-ca_bundle = "{info["ca_bundle"]}"
-blueprint_app_id = "{info["blueprint_app_id"]}"
-agent_identity_app_id = "{info["agent_identity_app_id"]}"
-blueprint_credential = {{ secret_file = "{secret_file}" }}
-
-[profiles.graph-bot]
-mode = "AutonomousApp"
-
-[profiles.on-behalf]
-mode = "OBO"
-scope = "User.Read"
-
-[profiles.agent-user]
-mode = "AutonomousUser"
-user_upn = "{info["agent_user_upn"]}"
-"""
-    )
-
-
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="agentid-demo-") as tmp_name:
         tmp = Path(tmp_name)
@@ -185,10 +158,9 @@ def main() -> int:
             print(f"   authority {info['authority_host']}  tenant {info['tenant_id']}")
             print(f"   blueprint {info['blueprint_app_id']}  agent {info['agent_identity_app_id']}")
 
-            secret_file = tmp / "blueprint.secret"
-            secret_file.write_text(info["blueprint_secret"] + "\n")
-            secret_file.chmod(0o600)
-            write_config(tmp / "config.toml", info, secret_file)
+            # The config `agentid-helper-emulator --demo --print-config` prints: the
+            # blueprint secret in a file of the emulator's state dir, no keyring.
+            (tmp / "config.toml").write_text(render_demo_config(info))
 
             step("2. Start the daemon on a private Unix socket")
             procs.append(start([str(BIN / "agentid-helperd")], env, tmp / "daemon.log"))

@@ -150,6 +150,9 @@ NOT_RUN = {
     ),
     "agentid-helper systemd install --now": "changes the user manager",
     "agentid-helper systemd uninstall": "changes the user manager",
+    "source <(agentid-helper completion zsh)": (
+        "zsh, not bash (tests/test_completion.py runs it in an interactive zsh)"
+    ),
 }
 
 EXAMPLE_PROFILES = ("graph-bot", "bot", "ops", "aks", "repo-bot")

@@ -7,6 +7,15 @@ or plants symlinks there, or listens on a socket inside a directory that
 looks right. Each case checks that Alice's client refuses (exit 3, one line
 naming the path and its owner), that Mallory's log holds no request and no
 user token, and that no file outside the directory is touched.
+
+The tests own their world. The fallback only applies when
+``/run/user/<alice>`` is absent, which a real login of the test user (or
+its systemd --user manager) makes false: every command of the test users
+runs in a private mount namespace whose ``/run/user`` is an empty tmpfs
+(:func:`as_user`), so the machine's own runtime dirs neither break the tests
+nor are touched by them. Two runs on one machine (colleagues' included) take
+turns on :data:`TEST_USERS_LOCK` (module-wide), since both act as the same
+uids.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from pathlib import Path
 import pytest
 from log_audit import scan_tree
 from machine_users import ALICE, MALLORY, require_user
+from systemd_user_manager import machine_lock
 from user_venv import make_user_venv
 
 TESTS = Path(__file__).resolve().parent
@@ -46,9 +56,30 @@ profile = "bot"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to test users")
 
+#: Taken for the whole module: one run at a time acts as the test users.
+TEST_USERS_LOCK = Path("/run/lock/agentid-helper-tests-two-uids.lock")
+
+# Runs "$@" where /run/user is an empty tmpfs of this process tree alone
+# (unshare's default propagation is private: nothing leaks to the machine).
+_HIDE_RUN_USER = (
+    "if [ -d /run/user ]; then "
+    "mount -t tmpfs -o mode=0755,size=64k agentid-tests-run-user /run/user || exit 97; "
+    'fi; exec "$@"'
+)
+
 
 def as_user(user: str) -> list[str]:
-    return ["setpriv", "--reuid", user, "--regid", user, "--init-groups", "--"]
+    """Run as ``user`` without any ``/run/user/<uid>`` (see the module docstring)."""
+    return [
+        *("unshare", "--mount", "--", "sh", "-c", _HIDE_RUN_USER, "sh"),
+        *("setpriv", "--reuid", user, "--regid", user, "--init-groups", "--"),
+    ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def test_users_turn() -> Iterator[None]:
+    with machine_lock(TEST_USERS_LOCK):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +144,6 @@ class Box:
 @pytest.fixture
 def box(user_python: Path) -> Iterator[Box]:
     alice, mallory = require_user(ALICE), require_user(MALLORY)
-    if os.path.exists(f"/run/user/{alice.pw_uid}"):
-        pytest.fail(f"/run/user/{alice.pw_uid} exists: the fallback cannot be exercised")
     root = Path(tempfile.mkdtemp(prefix="aidc-trust-"))
     root.chmod(0o1777)  # like /tmp: every user may create, nobody may replace another's
     b = Box(root, alice.pw_uid, user_python)

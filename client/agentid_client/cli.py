@@ -110,8 +110,8 @@ class CLI:
                 value = -1.0
             if not 0 <= value <= MAX_MIN_VALIDITY_S or value != value:
                 raise UsageError(
-                    f"{parsed.command}: --min-validity must be seconds between 0 and "
-                    f"{MAX_MIN_VALIDITY_S} (got {quoted(raw)})",
+                    f"{parsed.command}: --min-validity must be a number of seconds from 0 "
+                    f"to {MAX_MIN_VALIDITY_S} (got {quoted(raw)})",
                     parsed.command,
                 )
             fields["min_validity_s"] = int(value) if value.is_integer() else value
@@ -332,14 +332,33 @@ class CLI:
         return run_doctor(self.stdout)
 
     def do_kubeconfig_user(self, parsed: Parsed) -> int:
-        from .kubeconfig import helper_command, users_entry
+        from .kubeconfig import default_kubeconfig, helper_command, merge_user, users_entry
 
         profile = parsed.opts.get("profile")
         if not profile:
             raise UsageError("kubeconfig-user: --profile is required", "kubeconfig-user")
-        name = parsed.opts.get("name") or f"agentid-helper-{profile}"
-        self._write(users_entry(str(name), str(profile), helper_command()))
+        name = str(parsed.opts.get("name") or f"agentid-helper-{profile}")
+        merge = parsed.opts.get("merge")
+        if merge is None:
+            self._write(users_entry(name, str(profile), helper_command()))
+            return EXIT_OK
+        if merge == "":
+            raise UsageError("kubeconfig-user: --merge= needs a file name", "kubeconfig-user")
+        path = default_kubeconfig() if merge is True else os.path.expanduser(str(merge))
+        backup = merge_user(path, name, str(profile), helper_command())
+        self._write(
+            f"wrote user {name} to {path}"
+            + (f" (the previous file is {backup})" if backup else " (a new file)")
+        )
+        self._write(f"use it: kubectl config set-context --current --user {name}")
         return EXIT_OK
+
+    def do_completion(self, parsed: Parsed) -> int:
+        if not parsed.positionals:
+            raise UsageError("completion: missing shell (bash or zsh)", "completion")
+        from .completion import run_completion
+
+        return run_completion(parsed.positionals[0], self.stdout)
 
     def do_systemd(self, parsed: Parsed) -> int:
         if not parsed.positionals:

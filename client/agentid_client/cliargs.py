@@ -7,7 +7,9 @@ invocation, so they are parsed by :func:`parse` from the table in
 only for ``--help`` (:mod:`agentid_client.helptext`), so help and parsing
 cannot drift apart.
 
-Options accept ``--opt value`` and ``--opt=value``; ``--`` ends options.
+Options accept ``--opt value`` and ``--opt=value``; ``--`` ends options. An
+option of kind ``optional`` (``--merge [FILE]``) takes ``--opt=value``, or the
+next argument when it is not an option, and is ``True`` alone.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class Opt:
     ):
         self.flag = flag
         self.dest = flag[2:].replace("-", "_")
-        self.kind = kind  # "value" | "append" | "flag"
+        self.kind = kind  # "value" | "append" | "flag" | "optional" (a value or none)
         self.choices = choices
         self.metavar = metavar or self.dest.upper()
         self.help = help
@@ -119,6 +121,13 @@ def parse(argv: list[str], commands: dict[str, Command]) -> Parsed:
                 if eq:
                     raise UsageError(f"{name}: {flag} takes no value", name)
                 opts[opt.dest] = True
+                continue
+            if opt.kind == "optional" and not eq:
+                if i < len(args) and not args[i].startswith("-"):
+                    opts[opt.dest] = args[i]
+                    i += 1
+                else:
+                    opts[opt.dest] = True
                 continue
             if not eq:
                 if i >= len(args):

@@ -15,6 +15,7 @@ from .contract import (
     MODES,
     SELECTION_FIELDS,
 )
+from .daemon_api import MAX_TIMEOUT_S
 
 FORMATS = ("token", "json", "header", "az")
 
@@ -86,8 +87,9 @@ def _selection() -> list[Opt]:
 def _timeout() -> Opt:
     return Opt(
         "--timeout",
-        "give up after S seconds in all (default $AGENTID_HELPER_TIMEOUT or 60); the "
-        "client waits through a busy or restarting daemon until then",
+        f"give up after S seconds in all (0 < S <= {MAX_TIMEOUT_S:g}; default "
+        "$AGENTID_HELPER_TIMEOUT or 60); the client waits through a busy or restarting "
+        "daemon until then",
         metavar="S",
     )
 
@@ -339,14 +341,47 @@ _add(
 _add(
     Command(
         "kubeconfig-user",
-        "print a kubeconfig users: entry that runs this helper",
+        "print a kubeconfig users: entry that runs this helper, or merge it into one",
         [
             Opt("--profile", "profile the entry requests tokens for (required)", metavar="P"),
             Opt("--name", "user entry name (default agentid-helper-P)", metavar="N"),
+            Opt(
+                "--merge",
+                "write the entry into the kubeconfig FILE instead of printing it (default: "
+                "kubectl's own, the first of $KUBECONFIG or ~/.kube/config), through kubectl; "
+                "atomically, mode kept, the previous file kept as FILE.bak",
+                kind="optional",
+                metavar="FILE",
+            ),
         ],
         epilog="""examples:
   agentid-helper kubeconfig-user --profile aks --name aks-bot
   kubectl config set-context aks --cluster aks --user aks-bot
+  agentid-helper kubeconfig-user --profile aks --merge      # into ~/.kube/config
+  agentid-helper kubeconfig-user --profile aks --merge ~/.kube/aks.yaml
+""",
+    )
+)
+
+_add(
+    Command(
+        "completion",
+        "print the bash or zsh completion script",
+        [],
+        positionals=(
+            Pos(
+                "shell",
+                "bash or zsh; profiles prints the config's profile names (what the "
+                "scripts complete --profile with)",
+                ("bash", "zsh", "profiles"),
+            ),
+        ),
+        epilog="""examples:
+  # bash: add to ~/.bashrc
+  eval "$(agentid-helper completion bash)"
+  # zsh: add to ~/.zshrc, after compinit
+  source <(agentid-helper completion zsh)
+  agentid-helper completion profiles   # graph-bot, aks, ...: what --profile <TAB> offers
 """,
     )
 )

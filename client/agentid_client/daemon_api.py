@@ -60,7 +60,11 @@ def parse_timeout(raw: str, source: str, command: str | None = None) -> float:
         value = -1.0
     if not 0 < value <= MAX_TIMEOUT_S:  # also rejects NaN
         raise UsageError(
-            f"{source} must be seconds between 0 and {MAX_TIMEOUT_S:g} (got {quoted(raw)})", command
+            # 0 is refused, not read as "no wait": even a cached token takes a
+            # round trip to the daemon, so a zero deadline could never be met.
+            f"{source} must be a number of seconds greater than 0 and at most "
+            f"{MAX_TIMEOUT_S:g} (got {quoted(raw)})",
+            command,
         )
     return value
 

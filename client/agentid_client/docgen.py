@@ -5,7 +5,12 @@ wheel as ``share/man/man1/agentid-helper.1``,
 ``share/bash-completion/completions/agentid-helper`` and
 ``share/zsh/site-functions/_agentid-helper``); ``tests/test_docgen.py`` fails
 when the committed files differ from what this module renders, so a new
-command or flag reaches them. Never imported by the CLI itself.
+command or flag reaches them. The CLI imports it only for
+``agentid-helper completion bash|zsh`` (the same text, for shells that never
+look under a venv's ``share/``).
+
+``--profile`` completes the config's profile names: the scripts call
+``agentid-helper completion profiles``, which reads config.toml (no daemon).
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ ZSH_PATH = "share/zsh/site-functions/_agentid-helper"
 GENERATED = "generated from the command table by scripts/gen_docs.py; do not edit"
 
 # Metavars that name a file: their values complete as paths.
-_FILE_METAVARS = frozenset({"PATH"})
+_FILE_METAVARS = frozenset({"PATH", "FILE"})
+# Options whose value is a profile of config.toml.
+_PROFILE_FLAGS = frozenset({"--profile"})
 
 
 def _takes_value(opt: Opt) -> bool:
@@ -56,6 +63,8 @@ def _option_head(opt: Opt) -> str:
     if _takes_value(opt):
         shown = "{" + ",".join(opt.choices) + "}" if opt.choices else opt.metavar
         head += f" \\fI{_roff(shown)}\\fR"
+        if opt.kind == "optional":
+            head = head.replace(" \\fI", " [\\fI", 1) + "]"
     return head
 
 
@@ -119,6 +128,10 @@ def render_bash() -> str:
     names = list(COMMANDS)
     lines = [
         f"# bash completion for {PROGRAM}: {GENERATED}",
+        f'# load it with: eval "$({PROGRAM} completion bash)"',
+        "_agentid_helper_profiles() {  # the config's profiles (reads config.toml, no daemon)",
+        '    "${COMP_WORDS[0]/#\\~/$HOME}" completion profiles 2>/dev/null',
+        "}",
         "_agentid_helper() {",
         '    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"',
         "    if [[ $COMP_CWORD -eq 1 ]]; then",
@@ -149,6 +162,8 @@ def render_bash() -> str:
                 action = f'COMPREPLY=($(compgen -W "{_bash_words(list(opt.choices))}" -- "$cur"))'
             elif opt.metavar in _FILE_METAVARS:
                 action = 'COMPREPLY=($(compgen -f -- "$cur"))'
+            elif opt.flag in _PROFILE_FLAGS:
+                action = 'COMPREPLY=($(compgen -W "$(_agentid_helper_profiles)" -- "$cur"))'
             else:
                 action = "COMPREPLY=()"
             lines.append(f'        "{cmd.name} {opt.flag}") {action}; return ;;')
@@ -190,9 +205,13 @@ def _zsh_spec(opt: Opt) -> str:
             action = "(" + " ".join(opt.choices) + ")"
         elif opt.metavar in _FILE_METAVARS:
             action = "_files"
+        elif opt.flag in _PROFILE_FLAGS:
+            action = "_agentid-helper_profiles"
         else:
             action = " "
-        spec += f":{opt.metavar.lower()}:{action}"
+        # "::" marks an optional argument (``--merge [FILE]``)
+        colon = "::" if opt.kind == "optional" else ":"
+        spec += f"{colon}{opt.metavar.lower()}:{action}"
     return _zsh_quote(spec)
 
 
@@ -200,6 +219,14 @@ def render_zsh() -> str:
     lines = [
         f"#compdef {PROGRAM}",
         f"# zsh completion for {PROGRAM}: {GENERATED}",
+        f"# on $fpath, or loaded with: source <({PROGRAM} completion zsh)  (after compinit)",
+        "",
+        "_agentid-helper_profiles() {  # the config's profiles (reads config.toml, no daemon)",
+        "    local -a profiles",
+        '    profiles=(${(f)"$(_call_program profiles '
+        f'{PROGRAM} completion profiles 2>/dev/null)"}})',
+        "    _wanted profiles expl profile compadd -a profiles",
+        "}",
         "",
         "_agentid-helper() {",
         "    local -a commands",
@@ -229,7 +256,17 @@ def render_zsh() -> str:
             specs.append(_zsh_quote("*::arguments:_files"))
         body = " \\\n                ".join(["_arguments -s", *specs])
         lines.append(f"        {cmd.name})\n            {body}\n            ;;")
-    lines += ["    esac", "}", "", '_agentid-helper "$@"']
+    lines += [
+        "    esac",
+        "}",
+        "",
+        "# autoloaded from $fpath: complete now; sourced: register with compdef",
+        "if [[ $funcstack[1] == _agentid-helper ]]; then",
+        '    _agentid-helper "$@"',
+        "else",
+        f"    compdef _agentid-helper {PROGRAM}",
+        "fi",
+    ]
     return "\n".join(lines) + "\n"
 
 

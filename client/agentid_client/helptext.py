@@ -54,6 +54,8 @@ def _command_parser(
     for opt in cmd.opts.values():
         if opt.kind == "flag":
             parser.add_argument(opt.flag, action="store_true", help=opt.help)
+        elif opt.kind == "optional":
+            parser.add_argument(opt.flag, nargs="?", const=True, metavar=opt.metavar, help=opt.help)
         else:
             parser.add_argument(
                 opt.flag,

@@ -1,4 +1,5 @@
-"""``agentid-helper kubeconfig-user``: a kubeconfig ``users:`` entry for this helper.
+"""``agentid-helper kubeconfig-user``: a kubeconfig ``users:`` entry for this helper,
+printed, or written into a kubeconfig with ``--merge [FILE]``.
 
 YAML is written by hand (no PyYAML): every string scalar is emitted as a JSON
 string, which is a valid YAML double-quoted scalar, so any profile name or
@@ -7,6 +8,7 @@ path is quoted safely.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -61,3 +63,126 @@ def users_entry(name: str, profile: str, command: str) -> str:
         )
         + "\n"
     )
+
+
+# ---- --merge: write the entry into a kubeconfig -----------------------------
+#
+# The client has no YAML library (stdlib only), and a kubeconfig is whatever
+# YAML kubectl and people wrote. So the merge is done by kubectl itself
+# (`kubectl config delete-user NAME` + `kubectl config set-credentials NAME
+# --exec-...`), which reads and writes its own format; this module adds what
+# kubectl does not: it works on a copy and renames it over the file
+# (atomic), keeps the file's mode, keeps the previous version as FILE.bak,
+# and holds kubectl's own lock (FILE.lock) meanwhile, as kubelogin's
+# `convert-kubeconfig` leaves the rest of the file as kubectl would.
+
+KUBECTL_TIMEOUT_S = 30
+
+
+def default_kubeconfig(environ: dict[str, str] | None = None) -> str:
+    """kubectl's own file: the first entry of ``$KUBECONFIG``, else ``~/.kube/config``."""
+    env = os.environ if environ is None else environ
+    for entry in env.get("KUBECONFIG", "").split(os.pathsep):
+        if entry:
+            return os.path.expanduser(entry)
+    return os.path.join(os.path.expanduser("~"), ".kube", "config")
+
+
+def _kubectl(kubectl: str, kubeconfig: str, *args: str) -> str:
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    try:
+        done = subprocess.run(
+            [kubectl, "--kubeconfig", kubeconfig, "config", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            timeout=KUBECTL_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ClientError(
+            f"kubectl config {args[0]} did not finish within {KUBECTL_TIMEOUT_S} s", EXIT_CONFIG
+        ) from None
+    if done.returncode != 0:
+        why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[0]
+        raise ClientError(f"kubectl config {args[0]} failed: {why}", EXIT_CONFIG)
+    return done.stdout
+
+
+def merge_user(path: str, name: str, profile: str, command: str) -> str | None:
+    """Write the user entry ``name`` into the kubeconfig at ``path`` (created
+    0600 when absent). Returns the backup's path (None for a new file)."""
+    try:
+        return _merge_user(path, name, profile, command)
+    except OSError as exc:
+        where = exc.filename or path
+        raise ClientError(
+            f"kubeconfig-user --merge: cannot write {where}: {exc.strerror}", EXIT_CONFIG
+        ) from None
+
+
+def _merge_user(path: str, name: str, profile: str, command: str) -> str | None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        raise ClientError(
+            "kubeconfig-user --merge needs kubectl on PATH (it edits the kubeconfig "
+            "the way kubectl does)",
+            EXIT_CONFIG,
+            ["without --merge, kubeconfig-user prints the entry for you to add"],
+        )
+    target = os.path.realpath(path)  # a symlinked kubeconfig: write the file it names
+    directory = os.path.dirname(target)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    try:
+        current = os.stat(target)
+    except FileNotFoundError:
+        current = None
+    lock = target + ".lock"  # kubectl's own: concurrent kubectl edits wait for us
+    try:
+        lock_fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise ClientError(
+            f"{target} is being written by another kubectl ({lock} exists)",
+            EXIT_CONFIG,
+            [f"if no kubectl is running, remove {lock}"],
+        ) from None
+    os.close(lock_fd)
+    tmp = os.path.join(directory, f".{os.path.basename(target)}.agentid-helper.{os.getpid()}")
+    try:
+        mode = (current.st_mode & 0o7777) if current else 0o600
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            if current is not None:
+                with open(target, "rb") as src:
+                    shutil.copyfileobj(src, out)
+        os.chmod(tmp, mode)
+        if current is not None and name in _kubectl(kubectl, tmp, "get-users").split("\n")[1:]:
+            # A previous entry of this name goes first: it may hold a token or
+            # another auth that set-credentials would leave beside the exec.
+            _kubectl(kubectl, tmp, "delete-user", name)
+        _kubectl(
+            kubectl,
+            tmp,
+            "set-credentials",
+            name,
+            f"--exec-command={command}",
+            f"--exec-api-version={EXEC_API_VERSION}",
+            "--exec-arg=kubectl-credential",
+            "--exec-arg=--profile",
+            f"--exec-arg={profile}",
+            "--exec-interactive-mode=Never",
+        )
+        os.chmod(tmp, mode)  # whatever kubectl did to it
+        backup = None
+        if current is not None:
+            backup = target + ".bak"
+            shutil.copy2(target, backup)  # mode and times as they were
+        os.replace(tmp, target)
+        return backup
+    finally:
+        for leftover in (tmp, lock):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)

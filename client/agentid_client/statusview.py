@@ -23,13 +23,24 @@ SESSION_COLUMNS = ("OBO SESSION", "AGENT", "USER", "AGE", "LAST REFRESH", "ENDS 
 MAX_CELL = 48
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, limit: int | None = MAX_CELL) -> str:
+    """One table cell. Clipped at a word boundary, never inside an id; the
+    last column (the last error) is not clipped (``limit=None``): it pads
+    nothing, and its ids and AADSTS text are what the reader needs whole."""
     if value is None or value == "" or value == []:
         return "-"
     if isinstance(value, list):
         value = " ".join(str(v) for v in value)
     text = " ".join(str(value).split())  # one line per entry whatever the error text holds
-    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+    if limit is None or len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit)
+    return (text[:cut] if cut > 0 else text[: limit - 1]) + "…"
+
+
+def _cells(values: tuple[Any, ...]) -> tuple[str, ...]:
+    """A row's cells; the last one (LAST ERROR) unclipped."""
+    return (*(_cell(v) for v in values[:-1]), _cell(values[-1], None))
 
 
 def _is_time(value: Any) -> bool:
@@ -64,11 +75,12 @@ def rows(body: Any, now: float) -> list[tuple[str, ...]]:
             continue
         kind = entry.get("kind") or "resource"
         mode = entry.get("mode") if kind == "resource" else f"({kind})"
-        scope = entry.get("scopes", entry.get("scope"))
+        # The scope the token was granted (what `get --format json` reports as
+        # `scope`); the requested one until a token is held.
+        scope = entry.get("granted_scope") or entry.get("scopes", entry.get("scope"))
         out.append(
-            tuple(
-                _cell(v)
-                for v in (
+            _cells(
+                (
                     entry.get("profile"),
                     mode,
                     # A managed identity's own token (a blueprint credential) names it.
@@ -92,9 +104,8 @@ def session_rows(body: Any, now: float) -> list[tuple[str, ...]]:
             continue
         last = s.get("last_refresh")
         out.append(
-            tuple(
-                _cell(v)
-                for v in (
+            _cells(
+                (
                     s.get("name"),
                     s.get("agent_identity_app_id"),
                     s.get("user"),

@@ -32,7 +32,8 @@ def status_row(s: EntryStatus, now_trio: float, now_wall: float) -> dict[str, An
             tenant_id=key.tenant_id,
             blueprint_app_id=key.blueprint_app_id,
             agent_identity_app_id=key.agent_identity_app_id,
-            scopes=list(key.scopes),
+            scopes=list(key.scopes),  # as requested (the cache key)
+            granted_scope=s.granted_scope,  # as granted: `get --format json`'s `scope`
             user=safe_user(key.user),
             client_capabilities=list(key.client_capabilities),
         )

@@ -66,6 +66,9 @@ class EntryStatus:
     served_from_cache: int
     served_from_identity_provider: int
     info: Mapping[str, Any] = field(default_factory=dict)
+    # The scope the held token was granted (the `scope` of POST /v1/token's
+    # answer), None while no token is held.
+    granted_scope: str | None = None
 
 
 class Flight:
@@ -205,4 +208,5 @@ def entry_status(entry: Entry, now: float) -> EntryStatus:
         served_from_cache=entry.from_cache,
         served_from_identity_provider=entry.from_idp,
         info=entry.info,
+        granted_scope=cached.token.scope if cached is not None else None,
     )

@@ -23,7 +23,7 @@ import requests
 from msal.exceptions import MsalServiceError
 
 from .engine_http import ProviderSession, url_origin
-from .errors import IdentityProviderError
+from .errors import IdentityProviderError, clip_at_word
 from .hints import hint_for
 from .models import AcquiredToken
 from .scopes import RESERVED_SCOPES
@@ -123,8 +123,7 @@ def error_from_result(
     # Entra appends "Trace ID: ... Correlation ID: ... Timestamp: ..." (the
     # correlation id is reported on its own).
     first_line = redact(first_line.split(" Trace ID:", 1)[0].strip())
-    if len(first_line) > _MAX_DESCRIPTION:
-        first_line = first_line[: _MAX_DESCRIPTION - 3] + "..."
+    first_line = clip_at_word(first_line, _MAX_DESCRIPTION)
     message = f"{leg}: " + (f"{what}: " if what else "") + error
     if status is not None and (status == 429 or status >= 500):
         message = (

@@ -12,6 +12,18 @@ from collections.abc import Iterable
 from typing import Any
 
 
+def clip_at_word(text: str, limit: int) -> str:
+    """``text`` if it fits in ``limit`` characters, else its longest run of whole
+    words that does, with `` ...``: an app id, tenant id or AADSTS code in an
+    Entra description is either shown whole or not at all."""
+    if len(text) <= limit:
+        return text
+    room = limit - len(" ...")
+    cut = text.rfind(" ", 0, room + 1)
+    head = text[:cut] if cut > 0 else text[:room]  # one giant word: nothing better to do
+    return head.rstrip(" ,;:") + " ..."
+
+
 def error_body(
     error: str,
     description: str,

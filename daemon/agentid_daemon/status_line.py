@@ -13,6 +13,8 @@ from collections.abc import Sized
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import clip_at_word
+
 
 @dataclass
 class StatusLine:
@@ -31,7 +33,7 @@ class StatusLine:
         else:
             self.errors += 1
             # error_summary() text: identifiers and AADSTS descriptions only.
-            summary = str(fields.get("error") or "error")[:200]
+            summary = clip_at_word(str(fields.get("error") or "error"), 200)
             self.last_error = (
                 time.strftime("%H:%M:%SZ", time.gmtime())
                 + (f" {label}" if label else "")

@@ -2,7 +2,7 @@
 
 agentid-helper-emulator [--port N] [--demo | --seed FILE] [--ready-file F]
                         [--state-dir D] [--token-lifetime-s N] [--refresh-in-s N]
-                        [--imds-port N]
+                        [--imds-port N] [--print-config]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 from cryptography import x509
 
 from .certs import cert_pem, ensure_key_material, key_pem, new_key, self_signed_certificate
+from .demo_config import render_demo_config, write_secret_file
 from .directory import Directory, SeedError, demo_directory
 from .emulator_state import EmulatorState
 from .imds import ImdsHTTPServer, ImdsService, serve_in_thread
@@ -100,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         "AZURE_POD_IDENTITY_AUTHORITY_HOST to the ready file's "
         "imds_endpoint",
     )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="once serving, print an agentid-helper config.toml for the demo directory "
+        "to stdout (its blueprint secret in STATE_DIR/blueprint.secret, 0600; no "
+        "keyring needed), then keep serving",
+    )
     return parser
 
 
@@ -137,7 +145,10 @@ def write_ready_file(path: Path, data: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.print_config and args.seed is not None:
+        parser.error("--print-config is for the demo directory, not --seed")
     state_dir: Path = (args.state_dir or _default_state_dir()).expanduser().resolve()
     extra: dict[str, Any] = {}
     directory: Directory
@@ -156,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         cert, cert_path = demo_certificate(state_dir)
         directory = demo_directory(blueprint_certificate=cert)
         extra["blueprint_certificate_file"] = str(cert_path)
+        try:
+            secret = str(directory.summary["blueprint_secret"])
+            extra["blueprint_secret_file"] = str(write_secret_file(state_dir, secret))
+        except OSError as exc:
+            print(f"{PROG}: cannot write the secret file in {state_dir}: {exc}", file=sys.stderr)
+            return 5
 
     issuer = TokenIssuer("https://127.0.0.1:0", keys.signing_key)
     service = TokenService(directory, issuer, args.token_lifetime_s, args.refresh_in_s)
@@ -212,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.ready_file:
         write_ready_file(args.ready_file, info)
+    if args.print_config:
+        sys.stdout.write(render_demo_config(info))
+        sys.stdout.flush()
     source = f"seed {args.seed}" if args.seed else "demo directory"
     print(
         f"{PROG}: serving {issuer.authority_host} (tenant {tenant_id}, {source}, "

@@ -19,7 +19,7 @@ import os
 import time
 
 from . import paths
-from .failures import DaemonUnreachable, UsageError, from_response
+from .failures import EXIT_CONFIG, ClientError, DaemonUnreachable, UsageError, from_response
 from .transport import (
     DEFAULT_TIMEOUT_S,
     ConnectFailed,
@@ -102,6 +102,10 @@ def _bring_up(path: str, deadline: float) -> None:
         ensure_daemon(path, timeout=max(0.1, min(START_TIMEOUT_S, remaining)))
     except StartFailed as exc:
         hints = [f"see {exc.log_path}"] if exc.log_path else []
+        if exc.exit_code == EXIT_CONFIG:
+            # The daemon said why it cannot start (a config typo, a socket it may
+            # not use): its words and its exit status, not "unreachable".
+            raise ClientError(f"the daemon cannot start: {exc}", EXIT_CONFIG, hints) from None
         raise DaemonUnreachable(
             f"daemon unreachable at {path}: {exc}", hints + START_HINTS
         ) from None

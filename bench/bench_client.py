@@ -1,12 +1,14 @@
 """Benchmark 1: wall time of ``agentid-helper get`` on a warm key.
 
-Four commands run as fresh processes, interleaved in a shuffled order each
+Five commands run as fresh processes, interleaved in a shuffled order each
 round so they share the machine's noise:
 
-- floor: ``.venv/bin/python -I -c pass`` (the client's shebang interpreter);
+- floor: ``.venv/bin/python -I -c pass`` (the interpreter with the venv's site);
+- no-site floor: ``.venv/bin/python -I -S -c pass`` (what the launcher starts);
 - shebang floor: ``.venv/bin/python3 -c pass`` (the interpreter exactly as the
   console script's shebang starts it: with ``site``, without ``-I``);
-- client: the console script ``agentid-helper get --profile app``;
+- client: the installed ``agentid-helper get --profile app`` (the sh launcher,
+  which execs ``python -I -S``);
 - no-daemon path: ``bench/nodaemon_cmdlet.py`` (fresh process, imports MSAL,
   T1 + AutonomousApp against the emulator), run in fewer rounds as it is slow.
 """
@@ -34,6 +36,11 @@ class Params:
 QUICK = Params(rounds=12, nodaemon_every=3)
 FULL = Params(rounds=80, nodaemon_every=4)
 TINY = Params(rounds=2, nodaemon_every=2)  # smoke test only
+
+#: Targets: the hot path may cost this much more than the bare interpreter,
+#: with the venv's site (-I) and without any site processing (-I -S).
+FLOOR_TARGET = 1.15
+NOSITE_TARGET = 1.4
 
 
 def _timed(cmd: list[str], env: dict[str, str]) -> float:
@@ -95,8 +102,11 @@ def _top_imports(cmd: list[str], env: dict[str, str]) -> dict[str, int]:
 
 def import_overhead(env: dict[str, str]) -> str:
     """Which imports the client adds on top of the bare interpreter (one sample)."""
-    base = _top_imports([str(h.PYTHON), "-I", "-c", "pass"], env)
-    client = _top_imports([str(h.PYTHON), str(h.CLIENT), "get", "--profile", h.PROFILE], env)
+    base = _top_imports([str(h.PYTHON), "-I", "-S", "-c", "pass"], env)
+    # the launcher's Python part, started the way its sh part starts it
+    client = _top_imports(
+        [str(h.PYTHON), "-I", "-S", str(h.CLIENT), "get", "--profile", h.PROFILE], env
+    )
     extra = {k: v for k, v in client.items() if k not in base}
     top = sorted(extra.items(), key=lambda kv: -kv[1])[:4]
     listed = ", ".join(f"`{k}` {v / 1000:.1f} ms" for k, v in top)
@@ -110,6 +120,7 @@ def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
         source = _check_warm(env)
         commands = {
             "floor": [str(h.PYTHON), "-I", "-c", "pass"],
+            "nosite": [str(h.PYTHON), "-I", "-S", "-c", "pass"],
             "shebang": [str(h.VENV_BIN / "python3"), "-c", "pass"],
             "client": [str(h.CLIENT), "get", "--profile", h.PROFILE],
         }
@@ -136,15 +147,24 @@ def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
     ms = {k: v.fmt(scale=1e3) for k, v in s.items()}
     floor, client, nod = s["floor"].median, s["client"].median, s["nodaemon"].median
     r_floor = ratio(client, floor)
+    r_nosite = ratio(client, s["nosite"].median)
     r_nod = ratio(nod, client)
     sec.rows += [
         Row(
-            "client `get` on a warm key (console script)",
+            "client `get` on a warm key (installed launcher)",
             ms["client"],
             f"floor `python -I -c pass`: {ms['floor']}",
             f"{r_floor:.2f}x floor",
-            "<= 1.5x floor",
-            r_floor <= 1.5,
+            f"<= {FLOOR_TARGET}x floor",
+            r_floor <= FLOOR_TARGET,
+        ),
+        Row(
+            "client `get` on a warm key, against the no-site floor",
+            ms["client"],
+            f"floor `python -I -S -c pass`: {ms['nosite']}",
+            f"{r_nosite:.2f}x floor",
+            f"<= {NOSITE_TARGET}x floor",
+            r_nosite <= NOSITE_TARGET,
         ),
         Row(
             "shebang floor `python3 -c pass` (site, no -I)",
@@ -162,8 +182,8 @@ def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
         ),
     ]
     sec.notes += [
-        f"Method: {params.rounds} rounds; each round runs the floor, the shebang floor and "
-        f"the client once in a shuffled order (the no-daemon path joins one round in "
+        f"Method: {params.rounds} rounds; each round runs the two floors, the shebang floor "
+        f"and the client once in a shuffled order (the no-daemon path joins one round in "
         f"{params.nodaemon_every}), each as a fresh process timed from the harness "
         "(`subprocess.run`, stdout to /dev/null), so process-spawn cost is in every figure "
         "alike. Values are medians (min-max, n).",
@@ -173,17 +193,24 @@ def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
         "instance_discovery=False, verify=emulator CA), nothing cached between calls. "
         f"Emulator token requests during this benchmark: {stats.get('total')} "
         f"(by leg {stats.get('by_leg')}).",
-        f"Client overhead above the floor: {(client - floor) * 1000:.1f} ms (median "
-        f"difference). Imports the client adds to the floor's (`-X importtime`, one "
+        f"Client overhead above the no-site floor: {(client - s['nosite'].median) * 1000:.1f} "
+        f"ms (median difference): /bin/sh reading agentid-helperd's first line and exec'ing "
+        f"Python, compiling the launcher's Python part, the client's imports and the socket "
+        f"round trip. Imports the client adds to the no-site floor's (`-X importtime`, one "
         f"sample): {imports}.",
     ]
-    if r_floor > 1.5:
-        sec.notes.append(
-            f"Missed (<= 1.5x floor): the client costs {r_floor:.2f}x the bare interpreter. "
-            "What closes it: fewer imports on the `get` path (check `python -X importtime "
-            "-m agentid_client get ...`): argparse, json and the socket module dominate a "
-            "stdlib client; lazy imports or a hand-rolled argv parse for `get` save most."
-        )
+    for name, value, target, floor_name in (
+        ("<= 1.15x floor", r_floor, FLOOR_TARGET, "`python -I -c pass`"),
+        ("<= 1.4x no-site floor", r_nosite, NOSITE_TARGET, "`python -I -S -c pass`"),
+    ):
+        if value > target:
+            sec.notes.append(
+                f"Missed ({name}): the client costs {value:.2f}x {floor_name}. Above the "
+                "no-site floor it pays the sh exec, the launcher's compile, about ten small "
+                "client modules (check `python -X importtime -I -S .venv/bin/agentid-helper "
+                "get ...`) and one round trip to the daemon; on a loaded machine each "
+                "module's open/read/unmarshal stretches with the load."
+            )
     if r_nod < 10.0:
         sec.notes.append(
             f"Missed (>= 10x): the no-daemon path is only {r_nod:.1f}x slower. It runs against "

@@ -1,6 +1,6 @@
 """Benchmark 1: wall time of ``agentid-helper get`` on a warm key.
 
-Five commands run as fresh processes, interleaved in a shuffled order each
+Six commands run as fresh processes, interleaved in a shuffled order each
 round so they share the machine's noise:
 
 - floor: ``.venv/bin/python -I -c pass`` (the interpreter with the venv's site);
@@ -9,6 +9,8 @@ round so they share the machine's noise:
   console script's shebang starts it: with ``site``, without ``-I``);
 - client: the installed ``agentid-helper get --profile app`` (the sh launcher,
   which execs ``python -I -S``);
+- minimal client: ``bench/minimal_client.py`` under ``python -I -S`` (os,
+  _socket, one raw request): the practical floor of any Python client;
 - no-daemon path: ``bench/nodaemon_cmdlet.py`` (fresh process, imports MSAL,
   T1 + AutonomousApp against the emulator), run in fewer rounds as it is slow.
 """
@@ -123,6 +125,13 @@ def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
             "nosite": [str(h.PYTHON), "-I", "-S", "-c", "pass"],
             "shebang": [str(h.VENV_BIN / "python3"), "-c", "pass"],
             "client": [str(h.CLIENT), "get", "--profile", h.PROFILE],
+            "minimal": [
+                str(h.PYTHON),
+                "-I",
+                "-S",
+                str(Path(__file__).with_name("minimal_client.py")),
+                h.PROFILE,
+            ],
         }
         nodaemon = [
             str(h.PYTHON),
@@ -167,6 +176,13 @@ def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
             r_nosite <= NOSITE_TARGET,
         ),
         Row(
+            "minimal client (`python -I -S`, os + _socket, one raw request)",
+            ms["minimal"],
+            f"no-site floor: {ms['nosite']}",
+            f"{ratio(s['minimal'].median, s['nosite'].median):.2f}x no-site floor, "
+            f"{ratio(s['minimal'].median, floor):.2f}x floor",
+        ),
+        Row(
             "shebang floor `python3 -c pass` (site, no -I)",
             ms["shebang"],
             f"floor: {ms['floor']}",
@@ -182,8 +198,9 @@ def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
         ),
     ]
     sec.notes += [
-        f"Method: {params.rounds} rounds; each round runs the two floors, the shebang floor "
-        f"and the client once in a shuffled order (the no-daemon path joins one round in "
+        f"Method: {params.rounds} rounds; each round runs the two floors, the shebang floor, "
+        "the minimal client and the client once in a shuffled order (the no-daemon path "
+        "joins one round in "
         f"{params.nodaemon_every}), each as a fresh process timed from the harness "
         "(`subprocess.run`, stdout to /dev/null), so process-spawn cost is in every figure "
         "alike. Values are medians (min-max, n).",
@@ -205,11 +222,13 @@ def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
     ):
         if value > target:
             sec.notes.append(
-                f"Missed ({name}): the client costs {value:.2f}x {floor_name}. Above the "
-                "no-site floor it pays the sh exec, the launcher's compile, about ten small "
-                "client modules (check `python -X importtime -I -S .venv/bin/agentid-helper "
-                "get ...`) and one round trip to the daemon; on a loaded machine each "
-                "module's open/read/unmarshal stretches with the load."
+                f"Missed ({name}): the client costs {value:.2f}x {floor_name}. The minimal "
+                "client row is the practical floor of a Python client (it imports os and "
+                "_socket and makes the round trip, nothing else); above it the launcher pays "
+                "the sh exec, the compile of its Python part and the client's own fourteen "
+                "modules (check `python -X importtime -I -S .venv/bin/agentid-helper get "
+                "...`), whose cost is mostly the import machinery's per-module overhead, not "
+                "their code (an empty module costs about as much as a small one)."
             )
     if r_nod < 10.0:
         sec.notes.append(

@@ -1,6 +1,6 @@
 """Benchmark 1: wall time of ``agentid-helper get`` on a warm key.
 
-Six commands run as fresh processes, interleaved in a shuffled order each
+Seven commands run as fresh processes, interleaved in a shuffled order each
 round so they share the machine's noise:
 
 - floor: ``.venv/bin/python -I -c pass`` (the interpreter with the venv's site);
@@ -9,6 +9,8 @@ round so they share the machine's noise:
   console script's shebang starts it: with ``site``, without ``-I``);
 - client: the installed ``agentid-helper get --profile app`` (the sh launcher,
   which execs ``python -I -S``);
+- console script: the wrapper pip generates for an entry point, as
+  ``agentid-helper`` was installed before the launcher (site processed);
 - minimal client: ``bench/minimal_client.py`` under ``python -I -S`` (os,
   _socket, one raw request): the practical floor of any Python client;
 - no-daemon path: ``bench/nodaemon_cmdlet.py`` (fresh process, imports MSAL,
@@ -115,12 +117,29 @@ def import_overhead(env: dict[str, str]) -> str:
     return f"{sum(extra.values()) / 1000:.1f} ms in {len(extra)} imports (largest: {listed})"
 
 
+def console_script(workdir: Path) -> Path:
+    """The wrapper pip generates for an entry point ``agentid_client.cli:main``: how
+    `agentid-helper` was installed before the launcher (site processed, no -I)."""
+    path = workdir / "agentid-helper-console-script"
+    path.write_text(
+        f"#!{h.PYTHON}\n"
+        "import sys\n"
+        "from agentid_client.cli import main\n"
+        "if __name__ == '__main__':\n"
+        "    sys.argv[0] = sys.argv[0].removesuffix('.exe')\n"
+        "    sys.exit(main())\n"
+    )
+    path.chmod(0o755)
+    return path
+
+
 def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
     sec = Section("client", "1. Client cache hit")
     with h.stack(workdir) as (emu, daemon):
         env = daemon.env
         source = _check_warm(env)
         commands = {
+            "script": [str(console_script(workdir)), "get", "--profile", h.PROFILE],
             "floor": [str(h.PYTHON), "-I", "-c", "pass"],
             "nosite": [str(h.PYTHON), "-I", "-S", "-c", "pass"],
             "shebang": [str(h.VENV_BIN / "python3"), "-c", "pass"],
@@ -176,6 +195,13 @@ def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
             r_nosite <= NOSITE_TARGET,
         ),
         Row(
+            "client `get` through a generated console script (site; the install before)",
+            ms["script"],
+            f"floor: {ms['floor']}; no-site floor: {ms['nosite']}",
+            f"{ratio(s['script'].median, floor):.2f}x floor, "
+            f"{ratio(s['script'].median, s['nosite'].median):.2f}x no-site floor",
+        ),
+        Row(
             "minimal client (`python -I -S`, os + _socket, one raw request)",
             ms["minimal"],
             f"no-site floor: {ms['nosite']}",
@@ -199,8 +225,8 @@ def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
     ]
     sec.notes += [
         f"Method: {params.rounds} rounds; each round runs the two floors, the shebang floor, "
-        "the minimal client and the client once in a shuffled order (the no-daemon path "
-        "joins one round in "
+        "the console script, the minimal client and the client once in a shuffled order "
+        "(the no-daemon path joins one round in "
         f"{params.nodaemon_every}), each as a fresh process timed from the harness "
         "(`subprocess.run`, stdout to /dev/null), so process-spawn cost is in every figure "
         "alike. Values are medians (min-max, n).",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,9 +25,9 @@ PIP = (sys.executable, "-m", "pip")
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A fresh venv (no pip, no dependencies) with the wheel installed; its bin dir."""
-    work = tmp_path_factory.mktemp("launcher")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's wheel, built offline."""
+    work = tmp_path_factory.mktemp("wheel")
     build = subprocess.run(
         [
             *PIP,
@@ -46,10 +45,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         timeout=300,
     )
     assert build.returncode == 0, build.stderr
-    (wheel,) = work.glob("agentid_helper-*.whl")
-    venv = work / "venv"
+    (built,) = work.glob("agentid_helper-*.whl")
+    return built
+
+
+def install(wheel: Path, venv: Path) -> Path:
+    """A fresh venv (no pip, no dependencies) with the wheel installed; its bin dir."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    install = subprocess.run(
+    done = subprocess.run(
         [
             *PIP,
             "--python",
@@ -64,8 +67,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         text=True,
         timeout=300,
     )
-    assert install.returncode == 0, install.stderr
-    yield venv / "bin"
+    assert done.returncode == 0, done.stderr
+    return venv / "bin"
+
+
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return install(wheel, tmp_path_factory.mktemp("launcher") / "venv")
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
@@ -122,3 +130,15 @@ def test_a_copy_without_its_installation_says_so(tmp_path: Path, installed: Path
     done = _run([str(stray), "get"])
     assert done.returncode == 5
     assert done.stderr.startswith("agentid-helper: cannot find this installation's Python")
+
+
+def test_an_installation_whose_path_has_a_space(
+    wheel: Path, fake_daemon: FakeDaemon, tmp_path: Path
+) -> None:
+    """There the installer writes agentid-helperd with an sh preamble instead of a
+    #! line (a #! path cannot hold a space); the launcher reads the path from it."""
+    bin_dir = install(wheel, tmp_path / "with space" / "venv")
+    assert (bin_dir / "agentid-helperd").read_text().startswith("#!/bin/sh\n")
+    out, lines = _trace(tmp_path, [str(bin_dir / "agentid-helper"), "get"], dict(os.environ))
+    assert TOKEN in out
+    assert launcher_trace_problems(lines) == []

@@ -1,12 +1,18 @@
 """Benchmark 1: wall time of ``agentid-helper get`` on a warm key.
 
-Four commands run as fresh processes, interleaved in a shuffled order each
+Seven commands run as fresh processes, interleaved in a shuffled order each
 round so they share the machine's noise:
 
-- floor: ``.venv/bin/python -I -c pass`` (the client's shebang interpreter);
+- floor: ``.venv/bin/python -I -c pass`` (the interpreter with the venv's site);
+- no-site floor: ``.venv/bin/python -I -S -c pass`` (what the launcher starts);
 - shebang floor: ``.venv/bin/python3 -c pass`` (the interpreter exactly as the
   console script's shebang starts it: with ``site``, without ``-I``);
-- client: the console script ``agentid-helper get --profile app``;
+- client: the installed ``agentid-helper get --profile app`` (the sh launcher,
+  which execs ``python -I -S``);
+- console script: the wrapper pip generates for an entry point, as
+  ``agentid-helper`` was installed before the launcher (site processed);
+- minimal client: ``bench/minimal_client.py`` under ``python -I -S`` (os,
+  _socket, one raw request): the practical floor of any Python client;
 - no-daemon path: ``bench/nodaemon_cmdlet.py`` (fresh process, imports MSAL,
   T1 + AutonomousApp against the emulator), run in fewer rounds as it is slow.
 """
@@ -34,6 +40,11 @@ class Params:
 QUICK = Params(rounds=12, nodaemon_every=3)
 FULL = Params(rounds=80, nodaemon_every=4)
 TINY = Params(rounds=2, nodaemon_every=2)  # smoke test only
+
+#: Targets: the hot path may cost this much more than the bare interpreter,
+#: with the venv's site (-I) and without any site processing (-I -S).
+FLOOR_TARGET = 1.15
+NOSITE_TARGET = 1.4
 
 
 def _timed(cmd: list[str], env: dict[str, str]) -> float:
@@ -95,12 +106,31 @@ def _top_imports(cmd: list[str], env: dict[str, str]) -> dict[str, int]:
 
 def import_overhead(env: dict[str, str]) -> str:
     """Which imports the client adds on top of the bare interpreter (one sample)."""
-    base = _top_imports([str(h.PYTHON), "-I", "-c", "pass"], env)
-    client = _top_imports([str(h.PYTHON), str(h.CLIENT), "get", "--profile", h.PROFILE], env)
+    base = _top_imports([str(h.PYTHON), "-I", "-S", "-c", "pass"], env)
+    # the launcher's Python part, started the way its sh part starts it
+    client = _top_imports(
+        [str(h.PYTHON), "-I", "-S", str(h.CLIENT), "get", "--profile", h.PROFILE], env
+    )
     extra = {k: v for k, v in client.items() if k not in base}
     top = sorted(extra.items(), key=lambda kv: -kv[1])[:4]
     listed = ", ".join(f"`{k}` {v / 1000:.1f} ms" for k, v in top)
     return f"{sum(extra.values()) / 1000:.1f} ms in {len(extra)} imports (largest: {listed})"
+
+
+def console_script(workdir: Path) -> Path:
+    """The wrapper pip generates for an entry point ``agentid_client.cli:main``: how
+    `agentid-helper` was installed before the launcher (site processed, no -I)."""
+    path = workdir / "agentid-helper-console-script"
+    path.write_text(
+        f"#!{h.PYTHON}\n"
+        "import sys\n"
+        "from agentid_client.cli import main\n"
+        "if __name__ == '__main__':\n"
+        "    sys.argv[0] = sys.argv[0].removesuffix('.exe')\n"
+        "    sys.exit(main())\n"
+    )
+    path.chmod(0o755)
+    return path
 
 
 def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
@@ -109,9 +139,18 @@ def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
         env = daemon.env
         source = _check_warm(env)
         commands = {
+            "script": [str(console_script(workdir)), "get", "--profile", h.PROFILE],
             "floor": [str(h.PYTHON), "-I", "-c", "pass"],
+            "nosite": [str(h.PYTHON), "-I", "-S", "-c", "pass"],
             "shebang": [str(h.VENV_BIN / "python3"), "-c", "pass"],
             "client": [str(h.CLIENT), "get", "--profile", h.PROFILE],
+            "minimal": [
+                str(h.PYTHON),
+                "-I",
+                "-S",
+                str(Path(__file__).with_name("minimal_client.py")),
+                h.PROFILE,
+            ],
         }
         nodaemon = [
             str(h.PYTHON),
@@ -136,15 +175,38 @@ def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
     ms = {k: v.fmt(scale=1e3) for k, v in s.items()}
     floor, client, nod = s["floor"].median, s["client"].median, s["nodaemon"].median
     r_floor = ratio(client, floor)
+    r_nosite = ratio(client, s["nosite"].median)
     r_nod = ratio(nod, client)
     sec.rows += [
         Row(
-            "client `get` on a warm key (console script)",
+            "client `get` on a warm key (installed launcher)",
             ms["client"],
             f"floor `python -I -c pass`: {ms['floor']}",
             f"{r_floor:.2f}x floor",
-            "<= 1.5x floor",
-            r_floor <= 1.5,
+            f"<= {FLOOR_TARGET}x floor",
+            r_floor <= FLOOR_TARGET,
+        ),
+        Row(
+            "client `get` on a warm key, against the no-site floor",
+            ms["client"],
+            f"floor `python -I -S -c pass`: {ms['nosite']}",
+            f"{r_nosite:.2f}x floor",
+            f"<= {NOSITE_TARGET}x floor",
+            r_nosite <= NOSITE_TARGET,
+        ),
+        Row(
+            "client `get` through a generated console script (site; the install before)",
+            ms["script"],
+            f"floor: {ms['floor']}; no-site floor: {ms['nosite']}",
+            f"{ratio(s['script'].median, floor):.2f}x floor, "
+            f"{ratio(s['script'].median, s['nosite'].median):.2f}x no-site floor",
+        ),
+        Row(
+            "minimal client (`python -I -S`, os + _socket, one raw request)",
+            ms["minimal"],
+            f"no-site floor: {ms['nosite']}",
+            f"{ratio(s['minimal'].median, s['nosite'].median):.2f}x no-site floor, "
+            f"{ratio(s['minimal'].median, floor):.2f}x floor",
         ),
         Row(
             "shebang floor `python3 -c pass` (site, no -I)",
@@ -162,8 +224,9 @@ def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
         ),
     ]
     sec.notes += [
-        f"Method: {params.rounds} rounds; each round runs the floor, the shebang floor and "
-        f"the client once in a shuffled order (the no-daemon path joins one round in "
+        f"Method: {params.rounds} rounds; each round runs the two floors, the shebang floor, "
+        "the console script, the minimal client and the client once in a shuffled order "
+        "(the no-daemon path joins one round in "
         f"{params.nodaemon_every}), each as a fresh process timed from the harness "
         "(`subprocess.run`, stdout to /dev/null), so process-spawn cost is in every figure "
         "alike. Values are medians (min-max, n).",
@@ -173,16 +236,29 @@ def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
         "instance_discovery=False, verify=emulator CA), nothing cached between calls. "
         f"Emulator token requests during this benchmark: {stats.get('total')} "
         f"(by leg {stats.get('by_leg')}).",
-        f"Client overhead above the floor: {(client - floor) * 1000:.1f} ms (median "
-        f"difference). Imports the client adds to the floor's (`-X importtime`, one "
+        f"Client overhead above the no-site floor: {(client - s['nosite'].median) * 1000:.1f} "
+        f"ms (median difference): /bin/sh reading agentid-helperd's first line and exec'ing "
+        f"Python, compiling the launcher's Python part, the client's imports and the socket "
+        f"round trip. Imports the client adds to the no-site floor's (`-X importtime`, one "
         f"sample): {imports}.",
     ]
-    if r_floor > 1.5:
+    missed = [
+        f"{value:.2f}x {floor_name}, target {name}"
+        for name, value, target, floor_name in (
+            ("<= 1.15x", r_floor, FLOOR_TARGET, "`python -I -c pass`"),
+            ("<= 1.4x", r_nosite, NOSITE_TARGET, "`python -I -S -c pass`"),
+        )
+        if value > target
+    ]
+    if missed:
         sec.notes.append(
-            f"Missed (<= 1.5x floor): the client costs {r_floor:.2f}x the bare interpreter. "
-            "What closes it: fewer imports on the `get` path (check `python -X importtime "
-            "-m agentid_client get ...`): argparse, json and the socket module dominate a "
-            "stdlib client; lazy imports or a hand-rolled argv parse for `get` save most."
+            f"Missed ({'; '.join(missed)}). The minimal client row is the practical floor of "
+            "a Python client (it imports os and _socket and makes the round trip, nothing "
+            "else); above it the launcher pays the sh exec, the compile of its Python part "
+            "and the client's own fourteen modules (check `python -X importtime -I -S "
+            ".venv/bin/agentid-helper get ...`), whose cost is mostly the import machinery's "
+            "per-module overhead, not their code (an empty module costs about as much as a "
+            "small one)."
         )
     if r_nod < 10.0:
         sec.notes.append(

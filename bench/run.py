@@ -26,6 +26,7 @@ from typing import Any
 import _harness as h
 import bench_client
 import bench_economy
+import bench_firstcall
 import bench_lifecycle
 import bench_memory
 import bench_refresh
@@ -59,6 +60,10 @@ def benchmarks(size: str) -> dict[str, tuple[str, Callable[[Path], Section]]]:
         "lifecycle": (
             "6. Client burst on a cold key, slow identity provider",
             lambda w: bench_lifecycle.measure(w, pick(bench_lifecycle)),
+        ),
+        "firstcall": (
+            "7. First call with no daemon running",
+            lambda w: bench_firstcall.measure(w, pick(bench_firstcall)),
         ),
     }
 
@@ -99,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         nargs="+",
         metavar="NAME",
-        choices=["client", "throughput", "economy", "refresh", "memory", "lifecycle"],
+        choices=["client", "throughput", "economy", "refresh", "memory", "lifecycle", "firstcall"],
     )
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument(

@@ -19,12 +19,14 @@ from agentid_client.cli import CLI
 
 TESTS = str(Path(__file__).parent)
 
-# A stand-in daemon: the shared fake, serving until killed.
+# A stand-in daemon: the shared fake, serving until killed; like the real one
+# it reports "ready" on the start report pipe once it listens.
 FAKE_DAEMON = (
     "import os, sys, time; sys.path.insert(0, {tests!r});"
     "from client_fakes import FakeDaemon;"
     "f = FakeDaemon(os.environ['AGENTID_HELPER_SOCKET']).__enter__();"
     "open(os.environ['AGENTID_HELPER_SOCKET'] + '.pid', 'w').write(str(os.getpid()));"
+    "fd = int(os.environ['AGENTID_HELPER_READY_FD']); os.write(fd, b'ready\\n'); os.close(fd);"
     "time.sleep(60)"
 )
 
@@ -84,8 +86,8 @@ def test_daemon_that_never_listens_times_out(sockdir: str, monkeypatch: pytest.M
     spawned = []
     real_spawn = autostart.spawn
 
-    def spawn(log_path: str, socket_path: str):  # type: ignore[no-untyped-def]
-        proc = real_spawn(log_path, socket_path)
+    def spawn(log_path: str, socket_path: str, ready_fd: int):  # type: ignore[no-untyped-def]
+        proc = real_spawn(log_path, socket_path, ready_fd)
         spawned.append(proc)
         return proc
 

@@ -2,11 +2,15 @@
 
 Each command runs in a fresh interpreter against the fake daemon; the
 interpreter then reports which forbidden modules ended up in ``sys.modules``.
+The installed launcher (client/launcher/agentid-helper) is checked from the
+outside, under strace: it must start ``python -I -S`` (no site processing)
+and open no forbidden module.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +100,59 @@ def test_hot_path_imports(
         assert TOKEN in proc.stdout
     loaded = [m for m in report.split(",") if m and m.split(".")[0] not in allowed]
     assert loaded == [], f"hot path {argv[0]} imported {loaded}"
+
+
+def _trace(tmp_path: Path, argv: list[str], env: dict[str, str]) -> tuple[str, list[str]]:
+    """Run ``argv`` under strace -f: its stdout and the trace's lines."""
+    trace = tmp_path / "launcher.trace"
+    done = subprocess.run(
+        ["strace", "-f", "-e", "trace=execve,openat", "-o", str(trace), *argv],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout, trace.read_text().splitlines()
+
+
+def launcher_trace_problems(lines: list[str]) -> list[str]:
+    """What in a launcher's trace shows site processing or a forbidden import."""
+    execs = [ln for ln in lines if "execve(" in ln and ln.endswith("= 0")]
+    problems = []
+    if len(execs) != 2 or '"-I", "-S"' not in execs[1]:
+        problems.append(f"expected sh, then python -I -S: {execs}")
+    opened = [
+        m.group(1)
+        for ln in lines
+        if (m := re.search(r'openat\([^"]*"([^"]+)"', ln)) and not re.search(r"= -1 \w+", ln)
+    ]
+    for path in opened:
+        name = Path(path).name
+        if name.endswith(".pth") and "agentid_helper" not in name:
+            problems.append(f"site processing: {path}")
+        module = name.split(".")[0] in ("site", "sitecustomize", "_distutils_hack", *FORBIDDEN)
+        if module and (name.endswith((".py", ".pyc", ".so")) or Path(path).is_dir()):
+            problems.append(f"imported: {path}")
+    return problems
+
+
+def test_the_installed_launcher_runs_get_without_site(
+    fake_daemon: FakeDaemon, tmp_path: Path
+) -> None:
+    """`agentid-helper get` as installed: sh execs `python -I -S` (no .pth files, no
+    sitecustomize) and only the standard library and this project are imported."""
+    launcher = Path(sys.executable).parent / "agentid-helper"
+    out, lines = _trace(tmp_path, [str(launcher), "get"], dict(os.environ))
+    assert TOKEN in out
+    assert launcher_trace_problems(lines) == []
+
+
+def test_a_cold_command_gets_the_usual_interpreter(tmp_path: Path) -> None:
+    """Anything but a hot command runs as a console script would: site processed."""
+    launcher = Path(sys.executable).parent / "agentid-helper"
+    out, lines = _trace(tmp_path, [str(launcher), "--version"], dict(os.environ))
+    assert out.startswith("agentid-helper ")
+    execs = [ln for ln in lines if "execve(" in ln and ln.endswith("= 0")]
+    assert len(execs) == 3 and '"-I", "-S"' not in execs[2], execs

@@ -7,9 +7,14 @@ spawns ``python -c 'agentid_daemon.app.main()'`` detached (new session,
 stdin on /dev/null, its JSON log lines (stdout) and stderr appended to
 ``agentid-helperd.log`` in the socket directory, which moves to
 ``agentid-helperd.log.1`` at a start once it passes ``LOG_ROTATE_BYTES``)
-and polls until the socket accepts a connection. The lock is held while
-polling so that waiting clients never start a second daemon; the daemon
-itself also refuses to start when another one answers.
+and waits, blocked in ``poll()`` on a pipe (no polling of the socket), for
+the daemon's one-line start report (``contract.READY_FD_ENV``; the daemon's
+``start_report.py``): ``ready`` once its socket accepts connections, or its
+exit status and first error line when it cannot start, which the client
+reports as its own error with that exit status (a configuration error is
+exit 5 with the daemon's did-you-mean, not "daemon unreachable"). The lock
+is held while waiting so that waiting clients never start a second daemon;
+the daemon itself also refuses to start when another one answers.
 
 Nothing is created or opened before the directory passes the private
 directory rule (:mod:`.private_dir`); the lock and log are opened with
@@ -29,12 +34,15 @@ import time
 from collections.abc import Mapping
 
 from . import paths, private_dir
+from .contract import READY_FD_ENV, READY_LINE, START_FAILED_PREFIX
 
 LOCK_NAME = "agentid-helper.lock"
 LOG_NAME = "agentid-helperd.log"
 START_TIMEOUT_S = 5.0
 LOCK_TIMEOUT_S = 15.0
-POLL_S = 0.02
+POLL_S = 0.02  # between attempts at the lock another client holds
+#: The longest start report read from the daemon (one line).
+MAX_REPORT_BYTES = 4096
 LOG_ROTATE_BYTES = 4 * 1024 * 1024
 #: Marks the daemons this module starts, so status and doctor can say who runs
 #: the daemon (agentid_daemon.runmode reads it under the same name).
@@ -77,9 +85,13 @@ def daemon_environment(environ: Mapping[str, str], socket_path: str) -> dict[str
 
 
 class StartFailed(Exception):
-    def __init__(self, message: str, log_path: str | None = None):
+    """The daemon did not come up; ``exit_code`` is set when the daemon said why
+    (its own exit status: 5 for a configuration error), None otherwise."""
+
+    def __init__(self, message: str, log_path: str | None = None, exit_code: int | None = None):
         super().__init__(message)
         self.log_path = log_path
+        self.exit_code = exit_code
 
 
 def answers(path: str) -> bool:
@@ -128,8 +140,11 @@ def _lock(directory: str) -> int:
         time.sleep(POLL_S)
 
 
-def spawn(log_path: str, socket_path: str) -> subprocess.Popen[bytes]:
-    """Start the daemon detached from this process (new session, no terminal)."""
+def spawn(log_path: str, socket_path: str, ready_fd: int) -> subprocess.Popen[bytes]:
+    """Start the daemon detached from this process (new session, no terminal).
+
+    ``ready_fd`` (the write end of a pipe) is its start report channel.
+    """
     directory, name = os.path.split(log_path)
     try:
         if os.lstat(log_path).st_size > LOG_ROTATE_BYTES:
@@ -138,6 +153,8 @@ def spawn(log_path: str, socket_path: str) -> subprocess.Popen[bytes]:
     except OSError:
         pass  # no log yet: the open below reports what matters
     log_fd = _open(directory, name, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    env = daemon_environment(os.environ, socket_path)
+    env[READY_FD_ENV] = str(ready_fd)
     try:
         return subprocess.Popen(
             [sys.executable, "-c", _DAEMON_CODE],
@@ -146,13 +163,53 @@ def spawn(log_path: str, socket_path: str) -> subprocess.Popen[bytes]:
             stderr=log_fd,
             start_new_session=True,
             close_fds=True,
+            pass_fds=(ready_fd,),
             cwd="/",
-            env=daemon_environment(os.environ, socket_path),
+            env=env,
         )
     except OSError as exc:
         raise StartFailed(f"cannot run {sys.executable}: {exc.strerror}") from None
     finally:
         os.close(log_fd)
+
+
+def read_start_report(read_fd: int, deadline: float) -> str | None:
+    """The daemon's start report line; None when it closed the pipe without one.
+
+    Blocks in ``poll()`` until the daemon writes or exits (a closed pipe); raises
+    TimeoutError at ``deadline``.
+    """
+    import select
+
+    poller = select.poll()
+    poller.register(read_fd, select.POLLIN)
+    received = b""
+    while b"\n" not in received and len(received) < MAX_REPORT_BYTES:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        if not poller.poll(max(1, int(remaining * 1000))):
+            continue
+        chunk = os.read(read_fd, MAX_REPORT_BYTES)
+        if not chunk:
+            break  # every write end is closed: the daemon exited (or closed it) silently
+        received += chunk
+    line = received.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+    return line or None
+
+
+def _start_failure(line: str | None, proc: subprocess.Popen[bytes], log_path: str) -> StartFailed:
+    """What to raise when the report is not ``ready``: the daemon's words, or its status."""
+    if line is not None and line.startswith(START_FAILED_PREFIX):
+        status, _, message = line[len(START_FAILED_PREFIX) :].partition(" ")
+        code = int(status) if status.isdigit() else None
+        # The daemon's own line ("agentid-helperd: configuration error: ...").
+        return StartFailed(message.removeprefix("agentid-helperd: "), log_path, code)
+    try:
+        code = proc.wait(timeout=1.0)
+    except subprocess.TimeoutExpired:
+        return StartFailed("the daemon closed its start report without a word", log_path)
+    return StartFailed(f"the daemon exited with status {code} while starting", log_path)
 
 
 def ensure_daemon(path: str, timeout: float = START_TIMEOUT_S) -> None:
@@ -164,15 +221,21 @@ def ensure_daemon(path: str, timeout: float = START_TIMEOUT_S) -> None:
     try:
         if answers(path):
             return
-        proc = spawn(log_path, path)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if answers(path):
-                return
-            code = proc.poll()
-            if code is not None:
-                raise StartFailed(f"the daemon exited with status {code} while starting", log_path)
-            time.sleep(POLL_S)
-        raise StartFailed(f"the daemon did not listen within {timeout:g} s", log_path)
+        read_fd, write_fd = os.pipe()  # both ends close-on-exec; pass_fds hands one over
+        try:
+            try:
+                proc = spawn(log_path, path, write_fd)
+            finally:
+                os.close(write_fd)  # the daemon holds the only write end now
+            try:
+                line = read_start_report(read_fd, time.monotonic() + timeout)
+            except TimeoutError:
+                raise StartFailed(
+                    f"the daemon did not listen within {timeout:g} s", log_path
+                ) from None
+        finally:
+            os.close(read_fd)
+        if line != READY_LINE:
+            raise _start_failure(line, proc, log_path)
     finally:
         os.close(fd)  # releases the flock

@@ -78,3 +78,13 @@ def git_profile(
     if colon and "]" not in port and port == DEFAULT_PORTS.get(protocol.lower()):
         return git_profile(mapping, bare, path, protocol)
     return None
+
+
+# Start-up report of an autostarted daemon (autostart.py waits on it, the daemon's
+# start_report.py writes it): the client passes the write end of a pipe as the
+# file descriptor named by READY_FD_ENV; the daemon writes one line and closes
+# it: READY_LINE once its socket accepts connections, or
+# "<START_FAILED_PREFIX><exit status> <its error line>" when it cannot start.
+READY_FD_ENV = "AGENTID_HELPER_READY_FD"
+READY_LINE = "ready"
+START_FAILED_PREFIX = "exit "

@@ -20,7 +20,14 @@ import sys
 import time
 
 from . import paths
-from .failures import PROG, DaemonUnreachable, UsageError, from_response
+from .failures import (
+    EXIT_CONFIG,
+    PROG,
+    ClientError,
+    DaemonUnreachable,
+    UsageError,
+    from_response,
+)
 from .redact import quoted
 from .transport import (
     DEFAULT_TIMEOUT_S,
@@ -107,7 +114,17 @@ def _bring_up(path: str, deadline: float) -> None:
     try:
         ensure_daemon(path, timeout=max(0.1, min(START_TIMEOUT_S, remaining)))
     except StartFailed as exc:
+        from .autostart import answers
+
+        if answers(path):
+            # Another daemon came up meanwhile (ours then exits 5, "already
+            # serves"): use it rather than report our start's failure.
+            return
         hints = [f"see {exc.log_path}"] if exc.log_path else []
+        if exc.exit_code == EXIT_CONFIG:
+            # The daemon said why it cannot start (a config typo, a socket it may
+            # not use): its words and its exit status, not "unreachable".
+            raise ClientError(f"the daemon cannot start: {exc}", EXIT_CONFIG, hints) from None
         raise DaemonUnreachable(
             f"daemon unreachable at {path}: {exc}", hints + START_HINTS
         ) from None

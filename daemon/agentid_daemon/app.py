@@ -22,7 +22,7 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -44,6 +44,7 @@ from .logs import configure_logging, get_logger
 from .protocol import HttpServer, Limits
 from .runmode import run_mode, set_process_name
 from .sdnotify import Notifier
+from .start_report import StartReport
 from .status_line import StatusLine
 
 log = get_logger("agentid_daemon.app")
@@ -53,12 +54,11 @@ ENGINE_THREADS = 8
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    # The package's version string, as `agentid-helper --version` prints it
+    # (importlib.metadata would scan every installed distribution at start-up).
+    from agentid_client import __version__
 
-        return version("agentid-helper")
-    except Exception:
-        return "0+unknown"
+    return __version__
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -178,10 +178,13 @@ class Daemon:
         notifier: Notifier | None = None,
         components: Components | None = None,
         config_signature: FileSignature | bool = True,
+        on_listening: Callable[[], None] | None = None,
     ) -> None:
         """``config_signature``: the file's signature taken before ``config`` was
         read (main() does), or True to take it now."""
         self.config_path = config_path
+        # Called once the socket accepts connections (an autostarting client waits for it).
+        self.on_listening = on_listening
         self.socket_path = socket_path
         self.notifier = notifier or Notifier()
         parts = components or _build(config)
@@ -235,6 +238,8 @@ class Daemon:
 
                     await nursery.start(serve_then_stop)
                     self.state.listening = True
+                    if self.on_listening is not None:
+                        self.on_listening()  # before the log line: a client is waiting
                     log.info(
                         "daemon ready",
                         version=self.state.version,
@@ -362,30 +367,42 @@ def _config_file(path: str | None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the daemon in the foreground until SIGTERM/SIGINT; returns the exit code."""
+    # First: the pipe of a client that autostarted us (and waits to hear how it went).
+    report = StartReport.from_environ()
+    code, error = _start_and_run(argv, report)
+    if error is not None:
+        print(error, file=sys.stderr)
+        report.failed(code, error)  # no-op once ready() was sent
+    elif code != EXIT_OK:
+        report.failed(code, "agentid-helperd: stopped while starting")
+    return code
+
+
+def _start_and_run(argv: Sequence[str] | None, report: StartReport) -> tuple[int, str | None]:
+    """The exit code and, when the daemon fails, its one-line error (for stderr)."""
     try:
         args = parse_args(argv)
     except SystemExit as exc:  # --help / --version / usage errors
-        return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
+        return (int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE), None
     configure_logging(args.log_level, args.log_format)
     set_process_name()
     try:
         forbid_core_dumps()  # before the first secret is read
     except OSError as exc:
-        print(f"agentid-helperd: cannot forbid core dumps: {exc.strerror}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_CONFIG, f"agentid-helperd: cannot forbid core dumps: {exc.strerror}"
     try:
         # The signature first: a write during the read shows as a change later.
         signature = file_signature(_config_file(args.config))
         config = load_config(args.config)
     except ConfigurationError as exc:
-        print(f"agentid-helperd: configuration error: {exc.description}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_CONFIG, f"agentid-helperd: configuration error: {exc.description}"
     daemon = Daemon(
         config,
         socket_path=Path(args.socket).expanduser() if args.socket else None,
         config_path=args.config,
         limits=Limits(max_connections=max_connections_for(raise_nofile_limit())),
         config_signature=signature,
+        on_listening=report.ready,
     )
     try:
         # A SIGTERM before trio's receiver is installed (a stop during start-up)
@@ -396,22 +413,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AlreadyRunning as exc:
         # The socket path is taken: a conflict the user resolves by using that
         # daemon, stopping it, or choosing another AGENTID_HELPER_SOCKET.
-        print(f"agentid-helperd: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_CONFIG, f"agentid-helperd: {exc}"
     except ListenerError as exc:
-        print(f"agentid-helperd: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_CONFIG, f"agentid-helperd: {exc}"
     except ConfigurationError as exc:  # e.g. the sidecar's header file
-        print(f"agentid-helperd: configuration error: {exc.description}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_CONFIG, f"agentid-helperd: configuration error: {exc.description}"
     except KeyboardInterrupt:  # Ctrl-C before the signal handler was installed
-        return EXIT_OK
+        return EXIT_OK, None
     except Exception:
         # A bug or an unexpected failure of a component: logged (redacted, no
         # locals), one clear line on stderr, non-zero exit for systemd to see.
         log.exception("daemon failed")
-        print("agentid-helperd: the daemon failed; see its log for details", file=sys.stderr)
         # The client's code for "the daemon failed internally": the same
         # closed set of exit codes for every command.
-        return EXIT_UNREACHABLE
-    return EXIT_OK
+        return EXIT_UNREACHABLE, "agentid-helperd: the daemon failed; see its log for details"
+    return EXIT_OK, None

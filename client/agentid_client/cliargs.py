@@ -16,7 +16,7 @@ from .failures import UsageError
 
 
 class Opt:
-    __slots__ = ("choices", "dest", "flag", "help", "kind", "metavar")
+    __slots__ = ("choices", "dest", "flag", "help", "kind", "metavar", "short")
 
     def __init__(
         self,
@@ -26,8 +26,10 @@ class Opt:
         kind: str = "value",
         choices: tuple[str, ...] = (),
         metavar: str = "",
+        short: str = "",
     ):
         self.flag = flag
+        self.short = short  # e.g. "-f" for --follow; "" for none
         self.dest = flag[2:].replace("-", "_")
         self.kind = kind  # "value" | "append" | "flag"
         self.choices = choices
@@ -45,7 +47,7 @@ class Pos:
 
 
 class Command:
-    __slots__ = ("epilog", "name", "opts", "positionals", "rest", "summary")
+    __slots__ = ("epilog", "name", "opts", "positionals", "rest", "shorts", "summary")
 
     def __init__(
         self,
@@ -60,6 +62,7 @@ class Command:
         self.name = name
         self.summary = summary
         self.opts = {o.flag: o for o in opts}
+        self.shorts = {o.short: o for o in opts if o.short}
         self.positionals = positionals
         self.rest = rest  # "", "command" (exec: CMD ...) or "passthrough" (daemon)
         self.epilog = epilog
@@ -109,6 +112,8 @@ def parse(argv: list[str], commands: dict[str, Command]) -> Parsed:
             return _finish(cmd, opts, positionals, args[i:])
         if arg in ("-h", "--help"):
             raise HelpRequested(name)
+        if arg in cmd.shorts:
+            arg = cmd.shorts[arg].flag  # -f is --follow; a value follows as a separate arg
         if arg.startswith("--"):
             flag, eq, value = arg.partition("=")
             opt = cmd.opts.get(flag)

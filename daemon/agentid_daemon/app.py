@@ -20,6 +20,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ from .identity_sessions import IdentitySessions, SidecarSettings
 from .listener import AlreadyRunning, ListenerError, OpenedListener, open_listener
 from .logs import configure_logging, get_logger
 from .protocol import HttpServer, Limits
-from .runmode import run_mode, set_process_name
+from .runmode import AUTOSTART, run_mode, set_process_name
 from .sdnotify import Notifier
 from .status_line import StatusLine
 
@@ -47,6 +48,17 @@ log = get_logger("agentid_daemon.app")
 
 # How many MSAL calls may run in worker threads at once.
 ENGINE_THREADS = 8
+#: ``[daemon] exit_when_idle_s`` when absent, for a daemon the client autostarted:
+#: it is started again on demand, so it need not outlive its use by long.
+AUTOSTART_EXIT_WHEN_IDLE_S = 900.0
+
+
+def exit_when_idle_s(config: Config | None, mode: str) -> float:
+    """Seconds with nothing cached before the daemon exits (0: never), for ``mode``."""
+    configured = config.daemon.exit_when_idle_s if config is not None else None
+    if configured is not None:
+        return configured
+    return AUTOSTART_EXIT_WHEN_IDLE_S if mode == AUTOSTART else 0.0
 
 
 def _version() -> str:
@@ -195,6 +207,8 @@ class Daemon:
         self.server = HttpServer(self.api.handle_request, limits=limits, allowed_uid=os.getuid())
         self._stopping = False
         self._opened: OpenedListener | None = None
+        self._shutdown_wanted: trio.Event | None = None  # made inside trio.run
+        self.state.request_shutdown = self.request_shutdown
 
     async def run(
         self,
@@ -205,6 +219,8 @@ class Daemon:
         self._opened = opened
         self.state.socket_path = opened.path
         self.state.run_mode = run_mode(systemd_socket=not opened.owned)
+        self.state.exit_when_idle_s = exit_when_idle_s(self.state.config, self.state.run_mode)
+        self._shutdown_wanted = trio.Event()
         try:
             # Outside the nursery: a bad sidecar header file or a taken port
             # must surface as itself (exit 5), not inside an exception group.
@@ -236,6 +252,8 @@ class Daemon:
                     )
                     await self.notifier.ready(self.activity.text())
                     nursery.start_soon(self.notifier.run_watchdog, self.activity.text)
+                    nursery.start_soon(self._stop_when_asked)
+                    nursery.start_soon(self._exit_when_idle)
                     task_status.started(opened)
                     if _EARLY_TERM:
                         log.info("shutting down", signal="SIGTERM", during="start-up")
@@ -255,6 +273,47 @@ class Daemon:
                 await opened.aclose()
                 self.notifier.close()
             log.info("daemon stopped")
+
+    def request_shutdown(self) -> None:
+        """``POST /v1/shutdown``: stop as SIGTERM does, once the answer is on its way."""
+        if self._shutdown_wanted is not None:
+            self._shutdown_wanted.set()
+
+    async def _stop_when_asked(self) -> None:
+        assert self._shutdown_wanted is not None
+        await self._shutdown_wanted.wait()
+        log.info("shutting down", requested_by="POST /v1/shutdown")
+        await self.stop()
+
+    def busy(self) -> bool:
+        """Something would be lost by exiting: a token (or a fetch), an OBO or exec
+        session, an open client connection."""
+        now = time.time()
+        for row in self.broker.status():
+            expires_on = row.get("expires_on")
+            if row.get("state") in ("pending", "refreshing") or (
+                isinstance(expires_on, int | float) and expires_on > now
+            ):
+                return True
+        return bool(
+            self.broker.obo_sessions()
+            or self.sessions.status().get("sessions")
+            or self.server.active_connections
+        )
+
+    async def _exit_when_idle(self) -> None:
+        """Exit after ``exit_when_idle_s`` (read at each look: a reload applies it) idle."""
+        idle_since = trio.current_time()
+        while not self._stopping:
+            limit = self.state.exit_when_idle_s
+            await trio.sleep(max(0.2, min(5.0, limit / 4)) if limit > 0 else 5.0)
+            now = trio.current_time()
+            if limit <= 0 or self.busy():
+                idle_since = now
+            elif now - idle_since >= limit:
+                log.info("exiting: nothing cached", exit_when_idle_s=limit)
+                await self.stop()
+                return
 
     async def stop(self) -> None:
         """Begin a graceful shutdown (idempotent)."""
@@ -292,6 +351,7 @@ class Daemon:
                 # requests (which may hold OBO user tokens) go now.
                 old.forget_resolved()
             self.cache.idle_timeout_s = new.daemon.idle_timeout_s
+            self.state.exit_when_idle_s = exit_when_idle_s(new, self.state.run_mode)
             from .broker import Broker  # loaded by now (_build)
 
             if isinstance(self.broker, Broker):

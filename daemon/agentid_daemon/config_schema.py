@@ -83,6 +83,18 @@ SCHEMA: tuple[Key, ...] = (
         default=f"{DaemonSettings().idle_timeout_s:g}",
     ),
     Key(
+        "exit_when_idle_s",
+        "number >= 0",
+        frozenset({"daemon"}),
+        "the daemon exits after this many seconds with nothing cached (no token, no OBO "
+        "session, no `exec` session, no open connection); `0` = never. Absent: 900 for a "
+        "daemon the client autostarted (the next command starts a new one), never for one "
+        "run by systemd or in the foreground; when set, it applies to every run mode (a "
+        "socket-activated daemon is started again by its socket). A reload applies it",
+        plain(F.non_negative_number),
+        default="900 (autostarted), 0 (otherwise)",
+    ),
+    Key(
         "managed_identity_listen",
         "string `HOST:PORT`",
         frozenset({"daemon"}),

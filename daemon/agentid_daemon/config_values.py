@@ -212,6 +212,9 @@ class DaemonSettings:
     """The validated ``[daemon]`` table."""
 
     idle_timeout_s: float = 3600.0
+    # Seconds with nothing cached after which the daemon exits; 0 = never;
+    # None (absent) = the run mode's default (app.exit_when_idle_s).
+    exit_when_idle_s: float | None = None
     # The sidecar's fixed managed identity endpoint: listen and header_file
     # together (config_file checks the pair); profile defaults to default_profile.
     managed_identity_listen: tuple[str, int] | None = None

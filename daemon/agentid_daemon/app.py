@@ -5,7 +5,10 @@ refresher, the HTTP server, the watchdog and the signal handler. Shutdown
 (SIGTERM/SIGINT) is: ``STOPPING=1``, stop accepting, close the socket and
 remove its file (only if we bound it: a systemd socket belongs to systemd),
 let in-flight requests finish (bounded by ``Limits.shutdown_grace_s``),
-cancel the rest, exit 0. SIGHUP reloads the configuration; a bad
+cancel the rest, exit 0. ``POST /v1/shutdown`` (``agentid-helper stop``) does
+the same, and so does ``[daemon] exit_when_idle_s`` once nothing has been
+cached for that long (:meth:`Daemon.busy`; absent: 900 s for an autostarted
+daemon, never otherwise). SIGHUP reloads the configuration; a bad
 new file is logged and the old configuration stays in force. Cached tokens
 survive a reload: the cache is keyed by resolved identities, not profile names.
 

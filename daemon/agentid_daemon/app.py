@@ -23,7 +23,6 @@ import argparse
 import os
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,17 +288,12 @@ class Daemon:
         await self.stop()
 
     def busy(self) -> bool:
-        """Something would be lost by exiting: a token (or a fetch), an OBO or exec
-        session, an open client connection."""
-        now = time.time()
-        for row in self.broker.status():
-            expires_on = row.get("expires_on")
-            if row.get("state") in ("pending", "refreshing") or (
-                isinstance(expires_on, int | float) and expires_on > now
-            ):
-                return True
+        """Something would be lost by exiting: a cached token (or a running fetch),
+        an OBO or exec session, an open client connection. A key that never got a
+        token (a failed one-off request) does not count."""
         return bool(
-            self.broker.obo_sessions()
+            any(self.broker.cached_counts().values())
+            or self.broker.obo_sessions()
             or self.sessions.status().get("sessions")
             or self.server.active_connections
         )

@@ -36,6 +36,7 @@ from .api import Api, ApiState, BrokerLike, MetricsLike
 from .cache_entry import EventCallback
 from .capacity import max_connections_for, raise_nofile_limit
 from .config import Config, load_config
+from .config_values import AUTOSTART_EXIT_WHEN_IDLE_S
 from .errors import ConfigurationError
 from .hardening import forbid_core_dumps
 from .identity_sessions import IdentitySessions, SidecarSettings
@@ -50,9 +51,6 @@ log = get_logger("agentid_daemon.app")
 
 # How many MSAL calls may run in worker threads at once.
 ENGINE_THREADS = 8
-#: ``[daemon] exit_when_idle_s`` when absent, for a daemon the client autostarted:
-#: it is started again on demand, so it need not outlive its use by long.
-AUTOSTART_EXIT_WHEN_IDLE_S = 900.0
 
 
 def exit_when_idle_s(config: Config | None, mode: str) -> float:

@@ -207,6 +207,11 @@ class Profile:
         return {k: v for k, v in vars(self).items() if v is not None}
 
 
+#: ``[daemon] exit_when_idle_s`` when absent, for a daemon the client autostarted:
+#: it is started again on demand, so it need not outlive its use by long.
+AUTOSTART_EXIT_WHEN_IDLE_S = 900.0
+
+
 @dataclass(frozen=True)
 class DaemonSettings:
     """The validated ``[daemon]`` table."""

@@ -128,6 +128,23 @@ def test_flush_profile_takes_its_exchange_token_when_no_one_else_uses_it(
         assert status_json(env)["entries"] == []
 
 
+def test_flush_profile_takes_the_t2_only_its_mode_used(emulator: Any, tmp_path: Path) -> None:
+    with client_stack(emulator, tmp_path) as env:
+        assert env.run("get", "--profile", "app").returncode == 0
+        assert env.run("get", "--profile", "user").returncode == 0
+        body = status_json(env)
+        # T1 serves both profiles; T2 only the AutonomousUser one.
+        assert rows_of(body, "t1")[0]["profiles"] == ["app", "user"]
+        assert rows_of(body, "t2")[0]["profiles"] == ["user"]
+        flushed = env.run("flush", "--profile", "user")
+        assert flushed.stdout == (
+            "flushed 2 cached tokens of profile user (1 resource token, 1 T2 exchange token)\n"
+        )
+        body = status_json(env)
+        assert sorted(row["kind"] for row in body["entries"]) == ["resource", "t1"]
+        assert env.run("get", "--profile", "app").returncode == 0  # still served, from cache
+
+
 def test_flush_without_a_daemon_says_so_on_stdout(emulator: Any, tmp_path: Path) -> None:
     with client_stack(emulator, tmp_path) as env:
         proc = env.run("flush", "--profile", "app")

@@ -40,7 +40,15 @@ import trio
 
 from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S
 
-from .broker_status import is_live, key_fields, kind_of, safe_user, status_rows, wall_seconds
+from .broker_status import (
+    is_live,
+    key_fields,
+    kind_of,
+    safe_user,
+    status_rows,
+    uses_exchange,
+    wall_seconds,
+)
 from .broker_types import Engine, ServedToken
 from .cache import TokenCache
 from .config_values import DaemonSettings
@@ -235,32 +243,25 @@ class Broker:
             for s in snapshot
             if isinstance(s.key, ResourceKey) and s.info.get("profile") == req.profile
         }
-        shared = {
-            (*agent_part(s.key), s.key.credential)
-            for s in snapshot
-            if isinstance(s.key, ResourceKey) and s.key not in resource
-        }
-        credentials_in_use = {
-            s.key.credential
-            for s in snapshot
-            if isinstance(s.key, ResourceKey) and s.key not in resource
-        }
-        agent = (*req.agent.identity, req.agent.credential)
+        staying = [
+            s.key for s in snapshot if isinstance(s.key, ResourceKey) and s.key not in resource
+        ]
+        own = req.agent.credential
         victims: set[Hashable] = set(resource)
-        if agent not in shared:
-            victims |= {
-                s.key
-                for s in snapshot
-                if isinstance(s.key, ExchangeKey)
-                and (*agent_part(s.key), s.key.credential) == agent
-            }
-            if req.agent.credential not in credentials_in_use:
-                victims |= {
-                    s.key
-                    for s in snapshot
-                    if isinstance(s.key, ManagedIdentityKey)
-                    and s.key.credential == req.agent.credential
-                }
+        for s in snapshot:
+            key = s.key
+            if isinstance(key, ExchangeKey) and (*agent_part(key), key.credential) == (
+                *req.agent.identity,
+                own,
+            ):
+                if not any(uses_exchange(r, key) for r in staying):
+                    victims.add(key)
+            elif (
+                isinstance(key, ManagedIdentityKey)
+                and key.credential == own
+                and not any(r.credential == own for r in staying)
+            ):
+                victims.add(key)
         return self._cache.flush(lambda key: key in victims)
 
     def cached_counts(self) -> dict[str, int]:

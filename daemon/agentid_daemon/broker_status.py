@@ -24,7 +24,7 @@ from typing import Any
 
 from .cache import EntryStatus
 from .mi_credential import ManagedIdentityKey
-from .models import CredentialSpec, ExchangeKey, ResourceKey
+from .models import CredentialSpec, ExchangeKey, Mode, ResourceKey
 
 #: States of an entry whose fetch is running (with or without a token yet).
 FETCHING_STATES = frozenset({"pending", "refreshing"})
@@ -62,6 +62,14 @@ def _agent_of(key: Hashable) -> tuple[Any, ...] | None:
             key.credential,
         )
     return None
+
+
+def uses_exchange(resource: ResourceKey, exchange: ExchangeKey) -> bool:
+    """Whether ``resource``'s fetch needs ``exchange``: T1 for every mode, T2 for
+    AutonomousUser only (exchange_legs.py)."""
+    return _agent_of(resource) == _agent_of(exchange) and (
+        exchange.leg == "t1" or resource.mode == Mode.AUTONOMOUS_USER.value
+    )
 
 
 def credential_text(spec: CredentialSpec | None) -> str | None:
@@ -109,26 +117,23 @@ def status_rows(
 ) -> list[dict[str, Any]]:
     """The rows of ``GET /v1/status``: live keys only, each naming its profiles."""
     live = [s for s in snapshot if is_live(s)]
-    by_agent: dict[tuple[Any, ...], set[str]] = {}
-    by_credential: dict[CredentialSpec, set[str]] = {}
-    for s in live:
-        profile = s.info.get("profile")
-        if isinstance(s.key, ResourceKey) and isinstance(profile, str):
-            agent = _agent_of(s.key)
-            assert agent is not None
-            by_agent.setdefault(agent, set()).add(profile)
-            if s.key.credential is not None:
-                by_credential.setdefault(s.key.credential, set()).add(profile)
+    served: list[tuple[ResourceKey, str]] = [
+        (s.key, profile)
+        for s in live
+        if isinstance(s.key, ResourceKey) and isinstance(profile := s.info.get("profile"), str)
+    ]
     rows = []
     for s in live:
-        if isinstance(s.key, ResourceKey):
+        key = s.key
+        if isinstance(key, ResourceKey):
             profile = s.info.get("profile")
             profiles = [profile] if isinstance(profile, str) else []
-        elif isinstance(s.key, ManagedIdentityKey):
-            profiles = sorted(by_credential.get(s.key.credential, ()))
+        elif isinstance(key, ExchangeKey):
+            profiles = sorted({p for r, p in served if uses_exchange(r, key)})
+        elif isinstance(key, ManagedIdentityKey):
+            profiles = sorted({p for r, p in served if r.credential == key.credential})
         else:
-            agent = _agent_of(s.key)
-            profiles = sorted(by_agent.get(agent, ())) if agent is not None else []
+            profiles = []
         rows.append(status_row(s, now_trio, now_wall, profiles=profiles))
     return rows
 

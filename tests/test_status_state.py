@@ -129,8 +129,13 @@ def test_recent_errors_are_bounded_deduplicated_and_carry_no_token() -> None:
     listed = recent.to_json()
     assert listed[0]["tenant_id"] == f"t-{MAX_RECENT_ERRORS + 4}"  # newest first
     assert listed[-1]["tenant_id"] == "t-5"  # the oldest went
-    # The same error for the same key again: counted, moved to the front.
-    exc = IdentityProviderError("AADSTS90002: tenant t-7 not found", transient=False)
+    # The same error for the same key again: counted, moved to the front, its
+    # latest text kept (Entra's carries a new correlation id each time).
+    exc = IdentityProviderError(
+        "AADSTS90002: tenant t-7 not found. Correlation ID: 42",
+        transient=False,
+        aadsts_codes=(90002,),
+    )
     recent.record(
         {"kind": "resource", "tenant_id": "t-7"},
         error_fields(exc),
@@ -139,6 +144,7 @@ def test_recent_errors_are_bounded_deduplicated_and_carry_no_token() -> None:
     )
     first = recent.to_json()[0]
     assert (first["tenant_id"], first["count"], first["first_at"]) == ("t-7", 2, NOW_WALL + 7)
+    assert first["error_description"].endswith("Correlation ID: 42")
     assert len(recent) == MAX_RECENT_ERRORS
     # Foreign exceptions give their type only: their text may hold anything.
     recent.record(

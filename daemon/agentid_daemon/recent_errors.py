@@ -4,7 +4,8 @@ Status rows show state (the keys that hold a token); a request that failed
 and left nothing cached shows up here instead, and in the log. Bounded (the
 last :data:`MAX_RECENT_ERRORS` distinct errors); a repeat of the same error
 for the same key (a script retrying a bad tenant) updates that record's
-count and time instead of pushing others out. Records carry what the API
+count and time instead of pushing others out (the same error: the same error
+code and AADSTS codes, whatever ids Entra's description carries). Records carry what the API
 answered the client (``AgentIdError.to_json()``: error code, description,
 AADSTS codes, correlation id, hint), which never holds a token or secret,
 and the key's identifying fields (broker_status.key_fields).
@@ -48,8 +49,12 @@ class RecentErrors:
     ) -> None:
         """Remember ``error`` (the API's error JSON) for the key ``what`` describes."""
         ident = repr(sorted(what.items()))
-        text = f"{error.get('error')}: {error.get('error_description')}"
-        dedupe = (ident, text)
+        # Entra's descriptions end with a trace id, correlation id and timestamp of
+        # their own: the same error is the same code and AADSTS codes (its latest
+        # text is kept); the text only where there is no AADSTS code.
+        codes = error.get("aadsts_codes") or []
+        detail = repr(sorted(codes)) if codes else str(error.get("error_description"))
+        dedupe = (ident, f"{error.get('error')}: {detail}")
         previous = self._records.pop(dedupe, None)
         record: dict[str, Any] = {
             **what,

@@ -7,7 +7,8 @@ invocation, so they are parsed by :func:`parse` from the table in
 only for ``--help`` (:mod:`agentid_client.helptext`), so help and parsing
 cannot drift apart.
 
-Options accept ``--opt value`` and ``--opt=value``; ``--`` ends options.
+Options accept ``--opt value`` and ``--opt=value``, and a short alias where
+the table gives one (``Opt(short="-f")``: ``-f``, ``-n 20``); ``--`` ends options.
 """
 
 from __future__ import annotations

@@ -68,6 +68,17 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     allow_reuse_address = True
 
 
+# POST /v1/flush's answer, as the daemon words it (api.Api._post_flush).
+FLUSHED = {
+    "all": False,
+    "profile": "bot",
+    "whole_profile": True,
+    "dropped": {"resource": 2, "t1": 1},
+    "tokens": 3,
+    "obo_sessions": 0,
+}
+
+
 class FakeDaemon:
     def __init__(self, path: str):
         self.path = path
@@ -76,7 +87,7 @@ class FakeDaemon:
             ("POST", "/v1/token"): lambda req: (200, token_body()),
             ("POST", "/v1/identity-sessions"): lambda req: (201, IDENTITY_SESSION),
             ("DELETE", "/v1/token"): lambda req: (204, None),
-            ("POST", "/v1/flush"): lambda req: (204, None),
+            ("POST", "/v1/flush"): lambda req: (200, FLUSHED),
             ("GET", "/v1/status"): lambda req: (200, {"daemon": {"pid": 1}, "entries": []}),
             ("GET", "/healthz"): lambda req: (200, {"status": "ok"}),
             ("GET", "/readyz"): lambda req: (200, {"status": "ok"}),

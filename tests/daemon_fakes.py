@@ -91,6 +91,8 @@ class FakeBroker:
         self.session_rows: list[dict[str, Any]] = [
             {"name": "job-1", "user": "sha256:0123456789abcdef"}
         ]
+        self.cached: dict[str, int] = {"resource": 2, "t1": 1}  # cached_counts()
+        self.errors: list[dict[str, Any]] = []  # recent_errors()
 
     async def get_token(
         self,
@@ -123,7 +125,19 @@ class FakeBroker:
 
     def flush(self) -> int:
         self.calls.append(("flush", None))
+        self.cached = {}
         return 3
+
+    def flush_profile(self, req: TokenRequest) -> int:
+        self.calls.append(("flush_profile", req))
+        self.cached = {}
+        return 1
+
+    def cached_counts(self) -> dict[str, int]:
+        return dict(self.cached)
+
+    def recent_errors(self) -> list[dict[str, Any]]:
+        return self.errors
 
     def status(self) -> list[dict[str, Any]]:
         return self.rows

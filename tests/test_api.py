@@ -138,15 +138,30 @@ async def test_delete_token_and_flush(api: Api, broker: FakeBroker) -> None:
     resp, parsed = await call(api, "DELETE", "/v1/token", {"force_refresh": True})
     assert resp.status == 400
     assert "unknown field" in parsed["error_description"]
-    resp, _ = await call(api, "POST", "/v1/flush")
-    assert resp.status == 204
+    resp, parsed = await call(api, "POST", "/v1/flush")
+    assert resp.status == 200
     assert broker.calls[-1] == ("flush", None)
+    # What went: the broker's cached counts before minus after.
+    assert parsed["all"] is True
+    assert parsed["dropped"] == {"resource": 2, "t1": 1}
+    assert parsed["tokens"] == 3
     resp, _ = await call(api, "POST", "/v1/flush", {"all": True})
-    assert resp.status == 204
+    assert resp.status == 200
     assert broker.calls[-1] == ("flush", None)
-    resp, _ = await call(api, "POST", "/v1/flush", {"profile": "bot"})
-    assert resp.status == 204
+    # A profile alone: every token of the profile; {"all": false}: the default profile's.
+    resp, parsed = await call(api, "POST", "/v1/flush", {"profile": "bot"})
+    assert resp.status == 200
+    assert broker.calls[-1][0] == "flush_profile"
+    assert (parsed["profile"], parsed["whole_profile"], parsed["all"]) == ("bot", True, False)
+    resp, parsed = await call(api, "POST", "/v1/flush", {"all": False})
+    assert broker.calls[-1][0] == "flush_profile"
+    assert parsed["profile"] == broker.calls[-1][1].profile
+    # More selection than the profile: the selected key only.
+    resp, parsed = await call(
+        api, "POST", "/v1/flush", {"profile": "bot", "scope": "https://vault.azure.net/.default"}
+    )
     assert broker.calls[-1][0] == "invalidate"
+    assert parsed["whole_profile"] is False
     resp, _ = await call(api, "POST", "/v1/flush", {"all": "yes"})
     assert resp.status == 400
 

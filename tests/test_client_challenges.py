@@ -49,8 +49,8 @@ def test_flush_obo_session(fake_daemon: FakeDaemon) -> None:
     assert run(["flush", "--profile", "bot", "--obo-session", "job-1"])[0] == 0
     assert run(["flush", "--profile", "aks"])[0] == 0  # no user token needed
     assert [(r["method"], r["path"], r["json"]) for r in fake_daemon.requests] == [
-        ("DELETE", "/v1/token", {"profile": "bot", "obo_session": "job-1"}),
-        ("DELETE", "/v1/token", {"profile": "aks"}),
+        ("POST", "/v1/flush", {"profile": "bot", "obo_session": "job-1"}),
+        ("POST", "/v1/flush", {"profile": "aks"}),
     ]
 
 

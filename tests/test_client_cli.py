@@ -197,11 +197,7 @@ def test_no_daemon_autostart_off_exits_3(monkeypatch: pytest.MonkeyPatch, tmp_pa
 def test_flush_without_daemon_is_a_no_op(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AGENTID_HELPER_SOCKET", str(tmp_path / "none.sock"))
     monkeypatch.delenv("AGENTID_HELPER_NO_AUTOSTART", raising=False)
-    assert run(["flush", "--all"]) == (
-        0,
-        "",
-        "agentid-helper: daemon not running: nothing cached\n",
-    )
+    assert run(["flush", "--all"]) == (0, "no daemon running: nothing cached\n", "")
     assert not (tmp_path / "agentid-helper.lock").exists()  # no autostart for flush
 
 
@@ -355,11 +351,17 @@ def test_git_bad_config_exits_5(
 
 
 def test_flush(fake_daemon: FakeDaemon) -> None:
-    assert run(["flush", "--profile", "bot"])[0] == 0
+    code, out, _ = run(["flush", "--profile", "bot"])
+    assert (code, out) == (
+        0,
+        "flushed 3 cached tokens of profile bot (2 resource tokens, 1 T1 exchange token)\n",
+    )
     assert run(["flush", "--all"])[0] == 0
+    assert run(["flush"])[0] == 0
     assert [(r["method"], r["path"], r["json"]) for r in fake_daemon.requests] == [
-        ("DELETE", "/v1/token", {"profile": "bot"}),
-        ("POST", "/v1/flush", None),
+        ("POST", "/v1/flush", {"profile": "bot"}),
+        ("POST", "/v1/flush", {"all": True}),
+        ("POST", "/v1/flush", {"all": False}),  # the default profile, not everything
     ]
 
 

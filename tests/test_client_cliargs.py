@@ -71,3 +71,10 @@ def test_help(argv: list[str], command: str | None) -> None:
     with pytest.raises(HelpRequested) as info:
         parse(argv)
     assert info.value.command == command
+
+
+def test_short_aliases_of_logs() -> None:
+    assert parse(["logs", "-f", "-n", "20"]).opts == {"follow": True, "lines": "20"}
+    assert parse(["logs", "--follow", "--lines=3"]).opts == {"follow": True, "lines": "3"}
+    with pytest.raises(UsageError, match="unknown option -f"):
+        parse(["status", "-f"])  # a short alias belongs to its command only

@@ -35,12 +35,15 @@ def test_table_rows_and_no_tokens() -> None:
     out = render_status(body, now=NOW)
     lines = out.splitlines()
     assert lines[0] == "daemon: pid 42, up 1h01m, socket /run/s.sock, config /c.toml"
+    assert lines[1] == "log: /run/agentid-helperd.log"
+    del lines[1]
     assert lines[1].split() == [
         "PROFILE",
         "MODE",
         "AGENT",
         "SCOPE",
         "USER",
+        "STATE",
         "EXPIRES",
         "IN",
         "NEXT",
@@ -54,6 +57,7 @@ def test_table_rows_and_no_tokens() -> None:
         "aaaa",
         "https://graph.microsoft.com/.default",
         "-",
+        "-",
         "50m00s",
         "2m05s",
         "-",
@@ -62,6 +66,7 @@ def test_table_rows_and_no_tokens() -> None:
         "-",
         "(t1)",
         "aaaa",
+        "-",
         "-",
         "-",
         "expired",
@@ -99,8 +104,9 @@ def test_managed_identity_endpoint_and_entry() -> None:
     }
     lines = render_status(body, now=NOW).splitlines()
     assert lines[1] == "managed identity endpoint: http://127.0.0.1:4100/msi/token, 2 session(s)"
-    assert "(managed_identity)" in lines[3]
-    assert "client_id=9999" in lines[3]
+    assert lines[2] == "log: /run/agentid-helperd.log"
+    assert "(managed_identity)" in lines[4]
+    assert "client_id=9999" in lines[4]
 
 
 def test_a_failed_reload_is_shown() -> None:

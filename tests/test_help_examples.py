@@ -148,6 +148,9 @@ NOT_RUN = {
     "systemctl --user start agentid-helper.socket   # or let systemd start it on demand": (
         "a user manager (tests/test_socket_activation.py)"
     ),
+    "agentid-helper logs -f      # Ctrl-C ends": (
+        "follows until interrupted (tests/test_operate_daemon.py runs it, bounded)"
+    ),
     "agentid-helper systemd install --now": "changes the user manager",
     "agentid-helper systemd uninstall": "changes the user manager",
     "source <(agentid-helper completion zsh)": (

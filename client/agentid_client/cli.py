@@ -253,22 +253,33 @@ class CLI:
         return EXIT_OK
 
     def do_flush(self, parsed: Parsed) -> int:
+        """POST /v1/flush; prints what was dropped (stdout, like status)."""
+        from .statusview import flush_summary
+
         fields = request_fields(parsed.opts, "flush", self.stdin)
         if parsed.opts.get("obo_session") is not None:
             fields["obo_session"] = str(parsed.opts["obo_session"]).strip()
         if parsed.opts.get("all"):
             if fields:
                 raise UsageError("flush: give either a selection or --all, not both", "flush")
-            target, method, payload = "/v1/flush", "POST", None
+            payload: dict[str, Any] = {"all": True}
         else:
-            target, method, payload = "/v1/token", "DELETE", fields
+            # No selection: the default profile ({"all": false}), never everything.
+            payload = fields or {"all": False}
         try:
-            daemon_api.call_ok(method, target, payload, autostart=False, timeout=10)
+            body = daemon_api.call_ok("POST", "/v1/flush", payload, autostart=False, timeout=10)
         except ClientError as exc:
             # An untrusted socket is not "no daemon": it must be reported.
             if exc.exit_code != 3 or isinstance(exc, Untrusted):
                 raise
-            self.stderr.write("agentid-helper: daemon not running: nothing cached\n")
+            body = None
+        if parsed.opts.get("json"):
+            import json
+
+            shown = body if isinstance(body, dict) else {"daemon_running": False, "tokens": 0}
+            self._write(json.dumps(shown, indent=2, sort_keys=True))
+        else:
+            self._write(flush_summary(body))
         return EXIT_OK
 
     def do_reload(self, parsed: Parsed) -> int:
@@ -307,6 +318,27 @@ class CLI:
             + (f" (profiles {'; '.join(said)})" if said else "")
         )
         return EXIT_OK
+
+    def do_logs(self, parsed: Parsed) -> int:
+        from . import paths
+        from .daemonlog import DEFAULT_LINES, run_logs
+
+        raw = str(parsed.opts.get("lines", DEFAULT_LINES))
+        if not raw.isdigit() or int(raw) > 10**7:
+            raise UsageError(f"logs: --lines must be a number of lines (got {raw!r})", "logs")
+        return run_logs(
+            paths.socket_path(),
+            self.stdout,
+            self.stderr,
+            lines=int(raw),
+            follow=bool(parsed.opts.get("follow")),
+        )
+
+    def do_stop(self, parsed: Parsed) -> int:
+        from . import paths
+        from .stopcmd import run_stop
+
+        return run_stop(paths.socket_path(), self.stdout)
 
     def do_secret(self, parsed: Parsed) -> int:
         from .secretcmd import run_secret

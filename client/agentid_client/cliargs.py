@@ -7,9 +7,10 @@ invocation, so they are parsed by :func:`parse` from the table in
 only for ``--help`` (:mod:`agentid_client.helptext`), so help and parsing
 cannot drift apart.
 
-Options accept ``--opt value`` and ``--opt=value``; ``--`` ends options. An
-option of kind ``optional`` (``--merge [FILE]``) takes ``--opt=value``, or the
-next argument when it is not an option, and is ``True`` alone.
+Options accept ``--opt value`` and ``--opt=value``, and a short alias where
+the table gives one (``Opt(short="-f")``: ``-f``, ``-n 20``); ``--`` ends options.
+An option of kind ``optional`` (``--merge [FILE]``) takes ``--opt=value``, or
+the next argument when it is not an option, and is ``True`` alone.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from .redact import quoted
 
 
 class Opt:
-    __slots__ = ("choices", "dest", "flag", "help", "kind", "metavar")
+    __slots__ = ("choices", "dest", "flag", "help", "kind", "metavar", "short")
 
     def __init__(
         self,
@@ -29,8 +30,10 @@ class Opt:
         kind: str = "value",
         choices: tuple[str, ...] = (),
         metavar: str = "",
+        short: str = "",
     ):
         self.flag = flag
+        self.short = short  # e.g. "-f" for --follow; "" for none
         self.dest = flag[2:].replace("-", "_")
         self.kind = kind  # "value" | "append" | "flag" | "optional" (a value or none)
         self.choices = choices
@@ -48,7 +51,7 @@ class Pos:
 
 
 class Command:
-    __slots__ = ("epilog", "name", "opts", "positionals", "rest", "summary")
+    __slots__ = ("epilog", "name", "opts", "positionals", "rest", "shorts", "summary")
 
     def __init__(
         self,
@@ -63,6 +66,7 @@ class Command:
         self.name = name
         self.summary = summary
         self.opts = {o.flag: o for o in opts}
+        self.shorts = {o.short: o for o in opts if o.short}
         self.positionals = positionals
         self.rest = rest  # "", "command" (exec: CMD ...) or "passthrough" (daemon)
         self.epilog = epilog
@@ -112,6 +116,8 @@ def parse(argv: list[str], commands: dict[str, Command]) -> Parsed:
             return _finish(cmd, opts, positionals, args[i:])
         if arg in ("-h", "--help"):
             raise HelpRequested(name)
+        if arg in cmd.shorts:
+            arg = cmd.shorts[arg].flag  # -f is --follow; a value follows as a separate arg
         if arg.startswith("--"):
             flag, eq, value = arg.partition("=")
             opt = cmd.opts.get(flag)

@@ -268,8 +268,13 @@ _add(
             *_selection(),
             _obo_session("end OBO session N (its refresh token and tokens)"),
             Opt("--all", "drop every cached token and end every OBO session", kind="flag"),
+            Opt("--json", "print what was dropped as JSON", kind="flag"),
         ],
         epilog="""examples:
+  # --profile P alone drops every token of the profile: all its scopes, modes and
+  # users, and its agent's T1/T2 exchange tokens unless another profile's tokens
+  # use them; more selection flags drop only the selected token; no arguments: the
+  # default profile. Prints what was dropped; no daemon running: nothing to drop (0).
   agentid-helper flush --profile graph-bot    # next get re-acquires
   agentid-helper flush --profile aks          # kubectl: "You must be logged in to the server"
   agentid-helper flush --profile bot --mode OBO --obo-session job-42
@@ -323,6 +328,45 @@ _add(
   agentid-helper daemon --log-level debug --log-format console
   agentid-helperd --help           # the daemon's own options
   systemctl --user start agentid-helper.socket   # or let systemd start it on demand
+""",
+    )
+)
+
+_add(
+    Command(
+        "logs",
+        "show the daemon's log (the autostart log, or the journal under systemd)",
+        [
+            Opt(
+                "--follow",
+                "keep printing what the daemon logs (Ctrl-C ends)",
+                kind="flag",
+                short="-f",
+            ),
+            Opt("--lines", "print the last N lines first (default 100)", metavar="N", short="-n"),
+        ],
+        epilog="""examples:
+  # an autostarted daemon logs to agentid-helperd.log next to the socket (.log.1: the
+  # previous one); under the systemd units this runs journalctl --user -u
+  # agentid-helper.service. `status` and `doctor` show where. Exit 0, also with no log.
+  agentid-helper logs -n 20
+  agentid-helper logs -f      # Ctrl-C ends
+""",
+    )
+)
+
+_add(
+    Command(
+        "stop",
+        "stop the daemon (the systemd units, when they run it)",
+        [],
+        epilog="""examples:
+  # asks the daemon to exit gracefully (POST /v1/shutdown: in-flight requests finish,
+  # the socket goes) and waits for it; under the systemd units it stops
+  # agentid-helper.socket and agentid-helper.service. The next command starts it
+  # again. No daemon running: says so, exit 0; exit 3 when the daemon does not stop.
+  agentid-helper stop
+  agentid-helper stop && agentid-helper get    # a fresh daemon, with the new environment
 """,
     )
 )

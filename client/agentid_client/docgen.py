@@ -60,6 +60,8 @@ def _synopsis(cmd: Command) -> str:
 
 def _option_head(opt: Opt) -> str:
     head = f"\\fB{_roff(opt.flag)}\\fR"
+    if opt.short:
+        head = f"\\fB{_roff(opt.short)}\\fR, " + head
     if _takes_value(opt):
         shown = "{" + ",".join(opt.choices) + "}" if opt.choices else opt.metavar
         head += f" \\fI{_roff(shown)}\\fR"

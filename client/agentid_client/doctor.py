@@ -130,8 +130,12 @@ def _report_run_mode(report: Report) -> None:
     except ClientError:
         info = None
     if isinstance(info, dict) and info.get("run_mode"):
+        from .daemonlog import describe
+
         mode = str(info["run_mode"])
         report.out.write(f"- daemon pid {info.get('pid', '?')}: {RUN_MODES.get(mode, mode)}\n")
+        socket = str(info.get("socket") or paths.socket_path())
+        report.out.write(f"- daemon log: {describe(mode, socket)}\n")
     if supervisor.units_installed():
         states = {
             unit: supervisor.unit_state(unit)

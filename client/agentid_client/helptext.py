@@ -52,13 +52,14 @@ def _command_parser(
     for pos in cmd.positionals:
         parser.add_argument(pos.name, help=pos.help, choices=pos.choices or None)
     for opt in cmd.opts.values():
+        flags = (opt.short, opt.flag) if opt.short else (opt.flag,)
         if opt.kind == "flag":
-            parser.add_argument(opt.flag, action="store_true", help=opt.help)
+            parser.add_argument(*flags, action="store_true", help=opt.help)
         elif opt.kind == "optional":
-            parser.add_argument(opt.flag, nargs="?", const=True, metavar=opt.metavar, help=opt.help)
+            parser.add_argument(*flags, nargs="?", const=True, metavar=opt.metavar, help=opt.help)
         else:
             parser.add_argument(
-                opt.flag,
+                *flags,
                 metavar=None if opt.choices else opt.metavar,
                 choices=opt.choices or None,
                 help=opt.help,

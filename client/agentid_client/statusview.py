@@ -1,7 +1,14 @@
 """``agentid-helper status``: the daemon's ``GET /v1/status`` as a readable table.
 
 The daemon never puts token values in status; this view only shows
-identifiers, times and the last error.
+identifiers, times and the last error. One row per live key (the daemon
+leaves out keys that never got a token: their errors are the status'
+``recent_errors``), grouped by profile, the exchange tokens after the
+resource tokens they serve. Rows that would read the same differ in a key
+part the table does not show (tenant, authority, blueprint, credential,
+client capabilities): that part is added to their AGENT cell.
+
+Also renders ``flush``'s answer (:func:`flush_summary`).
 """
 
 from __future__ import annotations
@@ -18,7 +25,26 @@ RUN_MODES = {
     "foreground": "started in the foreground (agentid-helperd or agentid-helper daemon)",
 }
 
-COLUMNS = ("PROFILE", "MODE", "AGENT", "SCOPE", "USER", "EXPIRES IN", "NEXT REFRESH", "LAST ERROR")
+COLUMNS = (
+    "PROFILE",
+    "MODE",
+    "AGENT",
+    "SCOPE",
+    "USER",
+    "STATE",
+    "EXPIRES IN",
+    "NEXT REFRESH",
+    "LAST ERROR",
+)
+#: Key parts a row does not show, named when two rows would otherwise read the same.
+HIDDEN_KEY_PARTS = (
+    ("tenant_id", "tenant"),
+    ("authority_host", "authority"),
+    ("blueprint_app_id", "blueprint"),
+    ("credential", "credential"),
+    ("client_capabilities", "capabilities"),
+)
+_KIND_ORDER = {"resource": 0, "t1": 1, "t2": 2, "managed_identity": 3}
 SESSION_COLUMNS = ("OBO SESSION", "AGENT", "USER", "AGE", "LAST REFRESH", "ENDS IN", "LAST ERROR")
 MAX_CELL = 48
 
@@ -59,6 +85,13 @@ def _until(epoch: Any, now: float) -> str:
     return humanize_seconds(epoch - now)
 
 
+def _next_refresh(epoch: Any, now: float) -> str:
+    """A planned refresh: in how long, or "now" once due (it never "expires")."""
+    if not _is_time(epoch):
+        return "-"
+    return humanize_seconds(epoch - now) if epoch - now >= 1 else "now"
+
+
 def _error_text(err: Any) -> Any:
     if isinstance(err, dict):
         codes = err.get("aadsts_codes") or []
@@ -67,33 +100,94 @@ def _error_text(err: Any) -> Any:
     return err
 
 
+def _profiles(entry: dict[str, Any]) -> list[str]:
+    profiles = entry.get("profiles")
+    if isinstance(profiles, list) and profiles:
+        return [str(p) for p in profiles]
+    return [str(entry["profile"])] if entry.get("profile") else []
+
+
+def _sort_key(entry: dict[str, Any]) -> tuple[Any, ...]:
+    kind = str(entry.get("kind") or "resource")
+    profiles = _profiles(entry)
+    return (
+        not profiles,  # rows of no profile last
+        profiles,
+        _KIND_ORDER.get(kind, 9),
+        str(entry.get("mode") or ""),
+        str(entry.get("scopes") or ""),
+        str(entry.get("user") or ""),
+    )
+
+
 def rows(body: Any, now: float) -> list[tuple[str, ...]]:
     entries = body.get("entries", []) if isinstance(body, dict) else body
-    out = []
-    for entry in entries or []:
-        if not isinstance(entry, dict):
-            continue
+    entries = sorted((e for e in entries or [] if isinstance(e, dict)), key=_sort_key)
+    cells = []
+    for entry in entries:
         kind = entry.get("kind") or "resource"
         mode = entry.get("mode") if kind == "resource" else f"({kind})"
         # The scope the token was granted (what `get --format json` reports as
         # `scope`); the requested one until a token is held.
         scope = entry.get("granted_scope") or entry.get("scopes", entry.get("scope"))
-        out.append(
-            _cells(
-                (
-                    entry.get("profile"),
-                    mode,
-                    # A managed identity's own token (a blueprint credential) names it.
-                    entry.get("agent_identity_app_id") or entry.get("managed_identity"),
-                    scope,
-                    entry.get("user"),
-                    _until(entry.get("expires_on"), now),
-                    _until(entry.get("refresh_on"), now),
-                    _error_text(entry.get("last_error")),
-                )
-            )
+        cells.append(
+            [
+                ", ".join(_profiles(entry)) or None,
+                mode,
+                # A managed identity's own token (a blueprint credential) names it.
+                entry.get("agent_identity_app_id") or entry.get("managed_identity"),
+                scope,
+                entry.get("user"),
+                entry.get("state"),
+                _until(entry.get("expires_on"), now),
+                _next_refresh(entry.get("refresh_on"), now),
+                _error_text(entry.get("last_error")),
+            ]
         )
-    return out
+    _tell_apart(entries, cells)
+    return [_cells(tuple(row)) for row in cells]
+
+
+def _tell_apart(entries: list[dict[str, Any]], cells: list[list[Any]]) -> None:
+    """Rows whose shown identity is equal: name the hidden key parts that differ."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, row in enumerate(cells):
+        groups.setdefault(tuple(str(v) for v in row[:5]), []).append(i)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        for field, label in HIDDEN_KEY_PARTS:
+            values = {str(entries[i].get(field)) for i in members}
+            if len(values) > 1:
+                for i in members:
+                    cells[i][2] = f"{cells[i][2]} {label}={_cell(entries[i].get(field))}"
+
+
+def recent_error_lines(body: Any, now: float, limit: int = 3) -> list[str]:
+    """The newest recent errors (failures that left no row), one line each."""
+    errors = body.get("recent_errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list) or not errors:
+        return []
+    lines = [f"recent errors ({len(errors)}; all of them: agentid-helper status --json):"]
+    for err in errors[:limit]:
+        if not isinstance(err, dict):
+            continue
+        where = " ".join(
+            str(part)
+            for part in (
+                err.get("profile") and f"profile {err['profile']}",
+                err.get("kind") if err.get("kind") != "resource" else None,
+                err.get("tenant_id") and f"tenant {err['tenant_id']}",
+            )
+            if part
+        )
+        count = int(err.get("count") or 1)
+        when = _ago(err.get("at"), now) or "?"
+        lines.append(
+            f"  {when}{f' (x{count})' if count > 1 else ''} {where}: "
+            + " ".join(str(_error_text(err)).split())[:200]
+        )
+    return lines
 
 
 def session_rows(body: Any, now: float) -> list[tuple[str, ...]]:
@@ -128,6 +222,7 @@ def _table(columns: tuple[str, ...], table: list[tuple[str, ...]]) -> list[str]:
 
 
 def render_status(body: Any, now: float | None = None) -> str:
+    """The table of live keys, with the daemon's line (pid, mode, socket, log) above."""
     now = time.time() if now is None else now
     lines: list[str] = []
     daemon = body.get("daemon") if isinstance(body, dict) else None
@@ -149,10 +244,59 @@ def render_status(body: Any, now: float | None = None) -> str:
                 f"managed identity endpoint: {endpoint['endpoint']}, "
                 f"{endpoint.get('sessions', 0)} session(s)"
             )
+        socket = str(daemon.get("socket") or "")
+        if socket:
+            from .daemonlog import describe
+
+            lines.append(f"log: {describe(str(mode) if mode else None, socket)}")
+        idle_exit = daemon.get("exit_when_idle_s")
+        if isinstance(idle_exit, int | float) and idle_exit > 0:
+            lines.append(f"exits after {humanize_seconds(float(idle_exit))} with nothing cached")
     table = rows(body, now)
     lines.extend(_table(COLUMNS, table) if table else ["no cached tokens"])
     sessions = session_rows(body, now)
     if sessions:
         lines.append("")
         lines.extend(_table(SESSION_COLUMNS, sessions))
+    recent = recent_error_lines(body, now)
+    if recent:
+        lines.append("")
+        lines.extend(recent)
     return "\n".join(lines)
+
+
+_KIND_WORDS = (
+    ("resource", "resource token", "resource tokens"),
+    ("t1", "T1 exchange token", "T1 exchange tokens"),
+    ("t2", "T2 exchange token", "T2 exchange tokens"),
+    ("managed_identity", "managed identity token", "managed identity tokens"),
+)
+
+
+def flush_summary(body: Any) -> str:
+    """``flush``'s one line from ``POST /v1/flush``'s answer (None: no daemon running)."""
+    if not isinstance(body, dict):
+        return "no daemon running: nothing cached"
+    profile = body.get("profile")
+    if body.get("all"):
+        whose = "every profile"
+    elif body.get("whole_profile"):
+        whose = f"profile {profile}"
+    else:
+        whose = f"the selected key of profile {profile}"
+    raw_dropped = body.get("dropped")
+    dropped: dict[str, Any] = raw_dropped if isinstance(raw_dropped, dict) else {}
+    total = int(body.get("tokens") or 0)
+    sessions = int(body.get("obo_sessions") or 0)
+    ended = f"; ended {sessions} OBO session{'s' if sessions != 1 else ''}" if sessions else ""
+    if not total:
+        return f"nothing cached for {whose}{ended}"
+    parts = []
+    for kind, one, many in _KIND_WORDS:
+        n = int(dropped.get(kind) or 0)
+        if n:
+            parts.append(f"{n} {one if n == 1 else many}")
+    return (
+        f"flushed {total} cached token{'s' if total != 1 else ''} of {whose} "
+        f"({', '.join(parts)}){ended}"
+    )

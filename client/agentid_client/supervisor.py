@@ -114,3 +114,21 @@ def run_mode_hint() -> list[str]:
     except OSError:
         pass
     return ["check `agentid-helper doctor`"]
+
+
+def stop_units(timeout: float) -> None:
+    """``systemctl --user stop`` the socket and the service (the socket first, so
+    that nothing starts the service again meanwhile); DaemonUnreachable if it fails."""
+    from .failures import DaemonUnreachable
+
+    proc = _systemctl("stop", SOCKET_UNIT, SERVICE_UNIT, timeout=timeout)
+    if proc is None or proc.returncode != 0:
+        detail = ""
+        if proc is not None:
+            lines = (proc.stderr or proc.stdout).strip().splitlines()
+            detail = f": {lines[0]}" if lines else ""
+        raise DaemonUnreachable(
+            f"`systemctl --user stop {SOCKET_UNIT} {SERVICE_UNIT}` failed"
+            f"{detail or ' (no user manager reachable)'}",
+            [STATUS_HINT],
+        )

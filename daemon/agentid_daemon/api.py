@@ -1,8 +1,8 @@
 """The daemon's HTTP API: routes -> Broker/Config calls -> :class:`Response`.
 
 Routes (docs/api.md): ``POST/DELETE /v1/token``, ``POST /v1/identity-sessions``,
-``GET /v1/status``, ``POST /v1/flush``, ``POST /v1/reload``, ``GET /healthz``,
-``GET /readyz``, ``GET /metrics``.
+``GET /v1/status``, ``POST /v1/flush``, ``POST /v1/reload``, ``POST /v1/shutdown``,
+``GET /healthz``, ``GET /readyz``, ``GET /metrics``.
 Request bodies are validated strictly by :mod:`api_bodies` (JSON object,
 known keys, types); the values themselves (GUIDs, modes, scopes, users) are
 validated by ``Config.resolve``. Errors are ``AgentIdError.to_json()`` with its status.
@@ -80,8 +80,11 @@ class BrokerLike(Protocol):
     ) -> ServedToken: ...
     def invalidate(self, req: TokenRequest) -> bool: ...
     def flush(self) -> int: ...
+    def flush_profile(self, req: TokenRequest) -> int: ...
+    def cached_counts(self) -> dict[str, int]: ...
     def status(self) -> list[dict[str, Any]]: ...
     def obo_sessions(self) -> list[dict[str, Any]]: ...
+    def recent_errors(self) -> list[dict[str, Any]]: ...
 
 
 class IdentitySessionsLike(Protocol):
@@ -121,6 +124,10 @@ class ApiState:
     config_file: FileSignature = None  # the file the config in force was read from
     reloader: ReloaderLike | None = None
     run_mode: str = "foreground"  # runmode.run_mode(): systemd, autostart or foreground
+    # Set by app: begins a graceful shutdown (POST /v1/shutdown); None: not offered.
+    request_shutdown: Callable[[], None] | None = None
+    # The effective [daemon] exit_when_idle_s for this run mode (0: never), set by app.
+    exit_when_idle_s: float = 0.0
     started_monotonic: float = field(default_factory=time.monotonic)
     started_wall: float = field(default_factory=time.time)
 
@@ -139,6 +146,7 @@ class Api:
             "/v1/status": {"GET": self._get_status},
             "/v1/flush": {"POST": self._post_flush},
             "/v1/reload": {"POST": self._post_reload},
+            "/v1/shutdown": {"POST": self._post_shutdown},
             "/healthz": {"GET": self._healthz},
             "/readyz": {"GET": self._readyz},
             "/metrics": {"GET": self._metrics},
@@ -298,6 +306,13 @@ class Api:
         return Response.empty(204)
 
     async def _post_flush(self, body: bytes, ctx: dict[str, Any]) -> Response:
+        """Drop tokens; answer what went (``dropped``: keys by kind, and OBO sessions).
+
+        ``{"all": true}`` or an empty body: everything. ``{"profile": P}`` alone,
+        or ``{"all": false}`` alone (the default profile): every token of the
+        profile (Broker.flush_profile). Other selection fields: the selected
+        key, as ``DELETE /v1/token`` does.
+        """
         obj = parse_json_object(body, allow_empty=True)
         flush_all = obj.pop("all", None)
         if flush_all is not None and not isinstance(flush_all, bool):
@@ -305,12 +320,40 @@ class Api:
         fields = selection_fields(obj)
         if fields and flush_all:
             raise InvalidRequest('give either selection fields or "all": true, not both')
-        if fields:
+        broker = self.state.broker
+        before, sessions_before = broker.cached_counts(), len(broker.obo_sessions())
+        what: dict[str, Any] = {"all": False, "profile": None}
+        if fields or flush_all is False:
             req = resolve(self._config(), fields, need_user_token=False)
-            ctx.update(dropped=int(self.state.broker.invalidate(req)))
+            what["profile"] = req.profile
+            if set(fields) <= {"profile"}:
+                broker.flush_profile(req)
+                what["whole_profile"] = True
+            else:
+                broker.invalidate(req)
+                what["whole_profile"] = False
         else:
-            ctx.update(dropped=self.state.broker.flush())
-        return Response.empty(204)
+            broker.flush()
+            what["all"] = True
+        after = broker.cached_counts()
+        dropped = {k: n - after.get(k, 0) for k, n in before.items() if n > after.get(k, 0)}
+        sessions = max(0, sessions_before - len(broker.obo_sessions()))
+        ctx.update(dropped=sum(dropped.values()))
+        return Response.json(
+            200,
+            {**what, "dropped": dropped, "tokens": sum(dropped.values()), "obo_sessions": sessions},
+        )
+
+    async def _post_shutdown(self, body: bytes, ctx: dict[str, Any]) -> Response:
+        """Begin a graceful shutdown (as SIGTERM does), after this answer is sent."""
+        parse_json_object(body, allow_empty=True)
+        state = self.state
+        if state.request_shutdown is None:
+            return Response.error(404, "not_found", "this daemon cannot be stopped through its API")
+        state.request_shutdown()
+        return Response.json(
+            202, {"stopping": True, "pid": os.getpid(), "run_mode": state.run_mode}
+        )
 
     async def _post_reload(self, body: bytes, ctx: dict[str, Any]) -> Response:
         """Re-read the config file now: ``{"result": "loaded"|"unchanged"|"error", ...}``.
@@ -349,6 +392,7 @@ class Api:
             "config_file": signature_json(state.config_file),
             "default_profile": config.default_profile if config else None,
             "profiles": profiles,
+            "exit_when_idle_s": state.exit_when_idle_s,
         }
         if state.identity_sessions is not None:
             daemon["managed_identity"] = state.identity_sessions.status()
@@ -358,6 +402,8 @@ class Api:
                 "daemon": daemon,
                 "entries": state.broker.status(),
                 "obo_sessions": state.broker.obo_sessions(),
+                # Failures that left no row (and background refresh failures), newest first.
+                "recent_errors": state.broker.recent_errors(),
             },
         )
 

@@ -5,7 +5,10 @@ refresher, the HTTP server, the watchdog and the signal handler. Shutdown
 (SIGTERM/SIGINT) is: ``STOPPING=1``, stop accepting, close the socket and
 remove its file (only if we bound it: a systemd socket belongs to systemd),
 let in-flight requests finish (bounded by ``Limits.shutdown_grace_s``),
-cancel the rest, exit 0. The configuration is reloaded when the file changes
+cancel the rest, exit 0. ``POST /v1/shutdown`` (``agentid-helper stop``) does
+the same, and so does ``[daemon] exit_when_idle_s`` once nothing has been
+cached for that long (:meth:`Daemon.busy`; absent: 900 s for an autostarted
+daemon, never otherwise). The configuration is reloaded when the file changes
 (noticed on the request path, config_watch.py), on SIGHUP and on ``POST
 /v1/reload``; a bad new file is logged, reported (``last_reload_error``) and
 the old configuration stays in force. Cached tokens survive a reload: the
@@ -35,6 +38,7 @@ from .api import Api, ApiState, BrokerLike, MetricsLike
 from .cache_entry import EventCallback
 from .capacity import max_connections_for, raise_nofile_limit
 from .config import Config, load_config
+from .config_values import AUTOSTART_EXIT_WHEN_IDLE_S
 from .config_watch import ConfigWatch, FileSignature, ReloadOutcome, file_signature
 from .errors import ConfigurationError
 from .hardening import forbid_core_dumps
@@ -42,7 +46,7 @@ from .identity_sessions import IdentitySessions, SidecarSettings
 from .listener import AlreadyRunning, ListenerError, OpenedListener, open_listener
 from .logs import configure_logging, get_logger
 from .protocol import HttpServer, Limits
-from .runmode import run_mode, set_process_name
+from .runmode import AUTOSTART, run_mode, set_process_name
 from .sdnotify import Notifier
 from .start_report import StartReport
 from .status_line import StatusLine
@@ -51,6 +55,14 @@ log = get_logger("agentid_daemon.app")
 
 # How many MSAL calls may run in worker threads at once.
 ENGINE_THREADS = 8
+
+
+def exit_when_idle_s(config: Config | None, mode: str) -> float:
+    """Seconds with nothing cached before the daemon exits (0: never), for ``mode``."""
+    configured = config.daemon.exit_when_idle_s if config is not None else None
+    if configured is not None:
+        return configured
+    return AUTOSTART_EXIT_WHEN_IDLE_S if mode == AUTOSTART else 0.0
 
 
 def _version() -> str:
@@ -210,6 +222,8 @@ class Daemon:
         self.server = HttpServer(self.api.handle_request, limits=limits, allowed_uid=os.getuid())
         self._stopping = False
         self._opened: OpenedListener | None = None
+        self._shutdown_wanted: trio.Event | None = None  # made inside trio.run
+        self.state.request_shutdown = self.request_shutdown
 
     async def run(
         self,
@@ -220,6 +234,8 @@ class Daemon:
         self._opened = opened
         self.state.socket_path = opened.path
         self.state.run_mode = run_mode(systemd_socket=not opened.owned)
+        self.state.exit_when_idle_s = exit_when_idle_s(self.state.config, self.state.run_mode)
+        self._shutdown_wanted = trio.Event()
         try:
             # Outside the nursery: a bad sidecar header file or a taken port
             # must surface as itself (exit 5), not inside an exception group.
@@ -253,6 +269,8 @@ class Daemon:
                     )
                     await self.notifier.ready(self.activity.text())
                     nursery.start_soon(self.notifier.run_watchdog, self.activity.text)
+                    nursery.start_soon(self._stop_when_asked)
+                    nursery.start_soon(self._exit_when_idle)
                     task_status.started(opened)
                     if _EARLY_TERM:
                         log.info("shutting down", signal="SIGTERM", during="start-up")
@@ -272,6 +290,42 @@ class Daemon:
                 await opened.aclose()
                 self.notifier.close()
             log.info("daemon stopped")
+
+    def request_shutdown(self) -> None:
+        """``POST /v1/shutdown``: stop as SIGTERM does, once the answer is on its way."""
+        if self._shutdown_wanted is not None:
+            self._shutdown_wanted.set()
+
+    async def _stop_when_asked(self) -> None:
+        assert self._shutdown_wanted is not None
+        await self._shutdown_wanted.wait()
+        log.info("shutting down", requested_by="POST /v1/shutdown")
+        await self.stop()
+
+    def busy(self) -> bool:
+        """Something would be lost by exiting: a cached token (or a running fetch),
+        an OBO or exec session, an open client connection. A key that never got a
+        token (a failed one-off request) does not count."""
+        return bool(
+            any(self.broker.cached_counts().values())
+            or self.broker.obo_sessions()
+            or self.sessions.status().get("sessions")
+            or self.server.active_connections
+        )
+
+    async def _exit_when_idle(self) -> None:
+        """Exit after ``exit_when_idle_s`` (read at each look: a reload applies it) idle."""
+        idle_since = trio.current_time()
+        while not self._stopping:
+            limit = self.state.exit_when_idle_s
+            await trio.sleep(max(0.2, min(5.0, limit / 4)) if limit > 0 else 5.0)
+            now = trio.current_time()
+            if limit <= 0 or self.busy():
+                idle_since = now
+            elif now - idle_since >= limit:
+                log.info("exiting: nothing cached", exit_when_idle_s=limit)
+                await self.stop()
+                return
 
     async def stop(self) -> None:
         """Begin a graceful shutdown (idempotent)."""
@@ -331,6 +385,7 @@ class Daemon:
                 # requests (which may hold OBO user tokens) go now.
                 old.forget_resolved()
             self.cache.idle_timeout_s = new.daemon.idle_timeout_s
+            self.state.exit_when_idle_s = exit_when_idle_s(new, self.state.run_mode)
             from .broker import Broker  # loaded by now (_build)
 
             if isinstance(self.broker, Broker):

@@ -35,21 +35,30 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import trio
 
 from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S
 
-from .broker_status import status_row, wall_seconds
+from .broker_status import (
+    is_live,
+    key_fields,
+    kind_of,
+    safe_user,
+    status_rows,
+    uses_exchange,
+    wall_seconds,
+)
 from .broker_types import Engine, ServedToken
 from .cache import TokenCache
 from .config_values import DaemonSettings
-from .errors import AgentIdError, IdentityProviderError, InvalidRequest
+from .errors import AgentIdError, IdentityProviderError, InvalidRequest, UnknownProfile
 from .exchange_legs import ASSERTION_MIN_VALIDITY_S, ExchangeLegs, assertion_rejected, exchange_key
 from .logs import get_logger
 from .metrics import BoundCounter, Metrics
+from .mi_credential import ManagedIdentityKey
 from .mi_legs import ManagedIdentityLegs
 from .models import (
     AcquiredToken,
@@ -61,8 +70,14 @@ from .models import (
 )
 from .obo_legs import OboLegs
 from .obo_sessions import OboSessions, SessionKey
+from .recent_errors import RecentErrors, error_fields
 
 __all__ = ["Broker", "Engine", "ServedToken"]
+
+
+def agent_part(key: ResourceKey | ExchangeKey) -> tuple[str, str, str, str]:
+    return (key.authority_host, key.tenant_id, key.blueprint_app_id, key.agent_identity_app_id)
+
 
 _LOG = get_logger("agentid_daemon.broker")
 
@@ -91,6 +106,7 @@ class Broker:
         self._cache = cache
         self._metrics = metrics
         self._limiter = limiter
+        self._recent = RecentErrors()
         # Hit/miss counters per kind, bound once: hits are counted per request.
         self._hit_counters: dict[str, BoundCounter] = {}
         self._miss_counters: dict[str, BoundCounter] = {}
@@ -108,7 +124,44 @@ class Broker:
         claims: str | None = None,
     ) -> ServedToken:
         """A token for ``req``; ``claims`` (compact JSON, claims.py) is a claims
-        challenge: never answered from the cache, its token replaces the cached one."""
+        challenge: never answered from the cache, its token replaces the cached one.
+
+        A failure (but a usage error) is also remembered in :meth:`recent_errors`.
+        """
+        try:
+            return await self._get_token(
+                req, min_validity_s=min_validity_s, force_refresh=force_refresh, claims=claims
+            )
+        except (InvalidRequest, UnknownProfile):
+            raise  # the caller's mistake, answered to the caller: not the daemon's state
+        except Exception as exc:
+            self._recent.record(
+                self._request_fields(req), error_fields(exc), background=False, at=time.time()
+            )
+            raise
+
+    @staticmethod
+    def _request_fields(req: TokenRequest) -> dict[str, Any]:
+        return {
+            "kind": "resource",
+            "profile": req.profile,
+            "mode": req.mode.value,
+            "authority_host": req.agent.authority_host,
+            "tenant_id": req.agent.tenant_id,
+            "blueprint_app_id": req.agent.blueprint_app_id,
+            "agent_identity_app_id": req.agent.agent_identity_app_id,
+            "scopes": list(req.scopes),
+            "user": safe_user(req.user_key),
+        }
+
+    async def _get_token(
+        self,
+        req: TokenRequest,
+        *,
+        min_validity_s: float,
+        force_refresh: bool,
+        claims: str | None,
+    ) -> ServedToken:
         if not (0 <= min_validity_s <= MAX_MIN_VALIDITY_S):  # also rejects NaN
             raise InvalidRequest(
                 f"min_validity_s must be between 0 and {MAX_MIN_VALIDITY_S} seconds"
@@ -182,10 +235,62 @@ class Broker:
         self.sessions.clear()
         return self._cache.flush()
 
+    def flush_profile(self, req: TokenRequest) -> int:
+        """Drop every token of the profile ``req`` names; return how many keys went.
+
+        Every resource token requested through the profile goes, whatever its
+        scope, mode, user or overrides (``--tenant-id`` ...), and so do the
+        exchange tokens (T1, T2) and the managed identity token of the
+        profile's agent and credential, unless a resource token of another
+        profile still rides on them: then they stay for that profile, still
+        valid, and ``get --force-refresh`` re-acquires them when wanted. OBO
+        sessions live on (``flush --obo-session N`` or ``--all`` end them): a
+        session's next token comes from its refresh token.
+        """
+        snapshot = self._cache.snapshot()
+        resource: set[Hashable] = {
+            s.key
+            for s in snapshot
+            if isinstance(s.key, ResourceKey) and s.info.get("profile") == req.profile
+        }
+        staying = [
+            s.key for s in snapshot if isinstance(s.key, ResourceKey) and s.key not in resource
+        ]
+        own = req.agent.credential
+        victims: set[Hashable] = set(resource)
+        for s in snapshot:
+            key = s.key
+            if isinstance(key, ExchangeKey) and (*agent_part(key), key.credential) == (
+                *req.agent.identity,
+                own,
+            ):
+                if not any(uses_exchange(r, key) for r in staying):
+                    victims.add(key)
+            elif (
+                isinstance(key, ManagedIdentityKey)
+                and key.credential == own
+                and not any(r.credential == own for r in staying)
+            ):
+                victims.add(key)
+        return self._cache.flush(lambda key: key in victims)
+
+    def cached_counts(self) -> dict[str, int]:
+        """Keys holding a token (or fetching their first), by kind: what ``flush`` reports."""
+        counts: dict[str, int] = {}
+        for s in self._cache.snapshot():
+            if is_live(s):
+                kind = kind_of(s)
+                counts[kind] = counts.get(kind, 0) + 1
+        return counts
+
     def status(self) -> list[dict[str, Any]]:
-        """One JSON-ready dict per cache entry; never a token value."""
+        """One JSON-ready dict per live cache entry; never a token value."""
         now_trio, now_wall = trio.current_time(), time.time()
-        return [status_row(s, now_trio, now_wall) for s in self._cache.snapshot()]
+        return status_rows(self._cache.snapshot(), now_trio, now_wall)
+
+    def recent_errors(self) -> list[dict[str, Any]]:
+        """The last distinct failures (requests and background refreshes), newest first."""
+        return self._recent.to_json()
 
     def obo_sessions(self) -> list[dict[str, Any]]:
         """One JSON-ready dict per OBO session (hashed user, age); never a token."""
@@ -354,6 +459,16 @@ class Broker:
             counter.inc()
         elif event == "fetch" and fields.get("background"):
             self._metrics.refreshes.inc(kind=kind, outcome=fields.get("outcome", "unknown"))
+            if fields.get("outcome") == "error":
+                # Nobody waits for a background refresh: its failure is reported here.
+                info = next((s.info for s in self._cache.snapshot() if s.key == key), None)
+                what = key_fields(key, info) if isinstance(key, Hashable) else {}
+                self._recent.record(
+                    what,
+                    {"error": "refresh_failed", "error_description": fields.get("error")},
+                    background=True,
+                    at=time.time(),
+                )
         elif event == "evict" and isinstance(key, ExchangeKey):
             self._exchanges.forget(key)
 

@@ -23,6 +23,7 @@ from agentid_client.redact import quoted
 from . import fields as F
 from .claims import capabilities
 from .config_values import (
+    AUTOSTART_EXIT_WHEN_IDLE_S,
     CREDENTIAL_KINDS,
     DaemonSettings,
     Described,
@@ -82,6 +83,19 @@ SCHEMA: tuple[Key, ...] = (
         "a key not requested for this long stops being refreshed (a reload applies it)",
         plain(F.positive_number),
         default=f"{DaemonSettings().idle_timeout_s:g}",
+    ),
+    Key(
+        "exit_when_idle_s",
+        "number >= 0",
+        frozenset({"daemon"}),
+        "the daemon exits after this many seconds with nothing cached (no token, no OBO "
+        "session, no `exec` session, no open connection); `0` = never. Absent: "
+        f"{AUTOSTART_EXIT_WHEN_IDLE_S:g} for a daemon the client autostarted (the next "
+        "command starts a new one), never for one "
+        "run by systemd or in the foreground; when set, it applies to every run mode (a "
+        "socket-activated daemon is started again by its socket). A reload applies it",
+        plain(F.non_negative_number),
+        default=f"{AUTOSTART_EXIT_WHEN_IDLE_S:g} (autostarted), 0 (otherwise)",
     ),
     Key(
         "managed_identity_listen",

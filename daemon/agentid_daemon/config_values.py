@@ -209,11 +209,19 @@ class Profile:
         return {k: v for k, v in vars(self).items() if v is not None}
 
 
+#: ``[daemon] exit_when_idle_s`` when absent, for a daemon the client autostarted:
+#: it is started again on demand, so it need not outlive its use by long.
+AUTOSTART_EXIT_WHEN_IDLE_S = 900.0
+
+
 @dataclass(frozen=True)
 class DaemonSettings:
     """The validated ``[daemon]`` table."""
 
     idle_timeout_s: float = 3600.0
+    # Seconds with nothing cached after which the daemon exits; 0 = never;
+    # None (absent) = the run mode's default (app.exit_when_idle_s).
+    exit_when_idle_s: float | None = None
     # The sidecar's fixed managed identity endpoint: listen and header_file
     # together (config_file checks the pair); profile defaults to default_profile.
     managed_identity_listen: tuple[str, int] | None = None

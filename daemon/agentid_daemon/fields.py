@@ -164,6 +164,14 @@ def profile_name(value: Any) -> str:
     return _require_str(value)
 
 
+def non_negative_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"must be a number, not {type(value).__name__}")
+    if not value >= 0 or value == float("inf"):  # also rejects NaN
+        raise ValueError(f"must be a number >= 0, got {value!r}")
+    return float(value)
+
+
 def positive_number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"must be a number, not {type(value).__name__}")

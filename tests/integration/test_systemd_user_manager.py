@@ -12,6 +12,7 @@ for the next (the last one uninstalls):
 - the watchdog restarts a SIGSTOPped daemon; the client waiting meanwhile gets its token;
 - a crash loop fails clients within seconds, with the systemctl hint (was: 120 s, exit 3);
 - with the socket stopped the client asks systemd instead of autostarting a daemon;
+- ``stop`` stops the socket and the service; the next ``get`` starts them again;
 - ``systemd uninstall``.
 """
 
@@ -300,6 +301,22 @@ def test_with_the_socket_stopped_the_client_asks_systemd(manager: UserManager) -
     assert not (um.runtime_dir / "agentid-helper" / "agentid-helperd.log").exists()
     status = _client(um, "status")
     assert "run by systemd unit" in status.stdout
+
+
+def test_stop_stops_both_units_and_the_next_get_starts_them(manager: UserManager) -> None:
+    um = manager
+    assert _client(um, "get").returncode == 0
+    proc = _client(um, "stop")
+    assert proc.returncode == 0, _describe(um, proc)
+    assert proc.stdout == (
+        f"stopped {SOCKET} and {SERVICE} (systemd); the next command that needs the daemon "
+        "starts them again\n"
+    )
+    for unit in (SOCKET, SERVICE):
+        assert um.systemctl("is-active", unit).stdout.strip() != "active"
+    again = _client(um, "get")
+    assert again.returncode == 0, _describe(um, again)
+    assert um.systemctl("is-active", SOCKET).stdout.strip() == "active"
 
 
 def test_uninstall(manager: UserManager) -> None:

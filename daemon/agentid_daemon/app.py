@@ -190,7 +190,12 @@ class Daemon:
             version=_version(),
         )
         self.api = Api(self.state)
-        self.sessions = IdentitySessions(self.api, sidecar=_sidecar(config), metrics=self.metrics)
+        self.sessions = IdentitySessions(
+            self.api,
+            sidecar=_sidecar(config),
+            metrics=self.metrics,
+            allowed_uids=config.daemon.managed_identity_allowed_uids,
+        )
         self.state.identity_sessions = self.sessions
         self.server = HttpServer(self.api.handle_request, limits=limits, allowed_uid=os.getuid())
         self._stopping = False
@@ -292,6 +297,7 @@ class Daemon:
                 # requests (which may hold OBO user tokens) go now.
                 old.forget_resolved()
             self.cache.idle_timeout_s = new.daemon.idle_timeout_s
+            self.sessions.admission.allow(new.daemon.managed_identity_allowed_uids)
             from .broker import Broker  # loaded by now (_build)
 
             if isinstance(self.broker, Broker):

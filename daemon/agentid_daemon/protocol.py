@@ -18,7 +18,17 @@ between it and a trio stream and enforces the server's limits:
   goes on;
 - browsers are not clients: a request with ``Origin`` or ``Referer`` gets 403
   (a web page must not be able to fetch tokens via a local proxy);
-- peers with another uid (``SO_PEERCRED``) get 403.
+- peers with another uid (``SO_PEERCRED``) get 403;
+- with an :class:`~.connections.Admission` (the loopback TCP endpoint's
+  :class:`~.loopback_peers.LoopbackAdmission`), each accepted connection is
+  judged before a byte of it is read: a refused one is closed unread; one
+  peer holds at most its ``max_held`` connections (a newcomer from a peer at
+  its bound takes the place of that peer's oldest connection that is waiting
+  for a request, else it is closed); at capacity, a newcomer takes the place
+  of the oldest connection waiting for a request, silent ones included
+  (:meth:`HttpServer._evict_waiting`), so held-open connections cannot starve
+  a new client. ``Limits.first_byte_timeout_s`` bounds how long a new
+  connection may stay silent.
 
 The application is a single coroutine ``handler(method, path, headers, body)
 -> Response`` (see :mod:`.api`), so routes are testable without any socket.
@@ -27,7 +37,7 @@ The application is a single coroutine ``handler(method, path, headers, body)
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import cast
 
 import h11
@@ -35,6 +45,7 @@ import trio
 
 from .connections import (
     PEER,
+    Admission,
     BodyTooLarge,
     CloseConnection,
     Conn,
@@ -73,17 +84,20 @@ class HttpServer:
         *,
         limits: Limits | None = None,
         allowed_uid: int | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.handler = handler
         self.limits = limits or Limits()
         self.allowed_uid = allowed_uid
+        self.admission = admission
         self._conns: set[Conn] = set()
         self._closing = False
         self._accept_scope = trio.CancelScope()
         self._slots = trio.Semaphore(self.limits.max_connections)
         self._newcomer_waiting = False  # accepted, waiting for a slot (see serve)
         self.serving = False
-        self.evicted = 0  # idle keep-alive connections closed to make room
+        self.evicted = 0  # connections waiting for a request, closed to make room
+        self.refused = 0  # connections closed unread (Admission refusals, peer bounds)
 
     @property
     def active_connections(self) -> int:
@@ -113,11 +127,19 @@ class HttpServer:
                         log.warning("accept failed", error=str(exc))
                         await trio.sleep(0.1)
                         continue
+                    peer: Hashable | None = None
+                    if self.admission is not None:
+                        admitted, peer = self._admit(stream)
+                        if not admitted:
+                            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                                await stream.aclose()
+                            continue
                     # Accepting one connection ahead of a free slot tells us that
                     # someone waits: only then do idle keep-alive connections give way.
                     if slots.value == 0:
                         self._newcomer_waiting = True
-                        self._evict_idle()
+                        if not self._evict_idle() and self.admission is not None:
+                            self._evict_waiting()
                     try:
                         await slots.acquire()
                     except BaseException:
@@ -126,7 +148,7 @@ class HttpServer:
                         raise
                     finally:
                         self._newcomer_waiting = False
-                    nursery.start_soon(self._run_connection, stream, slots)
+                    nursery.start_soon(self._run_connection, stream, slots, peer)
             self.serving = False
             self._closing = True
             for conn in list(self._conns):
@@ -138,8 +160,45 @@ class HttpServer:
         """Stop accepting; idle connections close, busy ones finish their request."""
         self._accept_scope.cancel()
 
-    def _evict_idle(self) -> None:
-        """At capacity: close idle keep-alive connections, oldest first.
+    def _admit(self, stream: trio.abc.Stream) -> tuple[bool, Hashable | None]:
+        """The Admission's verdict, and room within the peer's own bound."""
+        assert self.admission is not None
+        verdict = self.admission.admit(stream)
+        if verdict.refusal is not None:
+            self.refused += 1
+            return False, None
+        if verdict.max_held is not None:
+            held = sum(
+                1 for c in self._conns if c.peer == verdict.peer and not c.scope.cancel_called
+            )
+            if held >= verdict.max_held and not self._evict_waiting(verdict.peer):
+                self.refused += 1  # all its connections are busy: this one waits nowhere
+                return False, None
+        return True, verdict.peer
+
+    def _evict_waiting(self, peer: Hashable | None = None) -> bool:
+        """Close the oldest connection waiting for a request (of *peer*, if given).
+
+        Silent connections count: behind an Admission a new connection has
+        had its chance to send (``first_byte_timeout_s``), and one held open
+        must not keep a newcomer out. Whether one was found.
+        """
+        waiting = [
+            c
+            for c in self._conns
+            if c.idle
+            and not c.mid_request
+            and not c.scope.cancel_called
+            and (peer is None or c.peer == peer)
+        ]
+        if not waiting:
+            return False
+        min(waiting, key=lambda c: c.idle_since).scope.cancel()
+        self.evicted += 1
+        return True
+
+    def _evict_idle(self) -> int:
+        """At capacity: close idle keep-alive connections, oldest first; how many.
 
         Up to 1/16 of the slots at once, so that a burst of new clients finds
         room without us dropping every idle connection for one newcomer. A
@@ -150,22 +209,26 @@ class HttpServer:
             (c for c in self._conns if c.idle and c.answered and not c.mid_request),
             key=lambda c: c.idle_since,
         )
-        for conn in idle[: max(1, self.limits.max_connections // 16)]:
+        chosen = idle[: max(1, self.limits.max_connections // 16)]
+        for conn in chosen:
             conn.scope.cancel()
             self.evicted += 1
+        return len(chosen)
 
-    async def _run_connection(self, stream: trio.abc.Stream, slots: trio.Semaphore) -> None:
+    async def _run_connection(
+        self, stream: trio.abc.Stream, slots: trio.Semaphore, peer: Hashable | None
+    ) -> None:
         try:
-            await self.serve_connection(stream)
+            await self.serve_connection(stream, peer)
         finally:
             slots.release()
 
     # ---- one connection --------------------------------------------------
 
-    async def serve_connection(self, stream: trio.abc.Stream) -> None:
+    async def serve_connection(self, stream: trio.abc.Stream, peer: Hashable | None = None) -> None:
         """Serve requests on *stream* until the client or a limit closes it."""
         with trio.CancelScope() as scope:
-            conn = Conn(stream, scope)
+            conn = Conn(stream, scope, peer)
             self._conns.add(conn)
             try:
                 await self._serve(conn)
@@ -221,7 +284,10 @@ class HttpServer:
             conn.idle = True
             if self._closing:
                 return
-            wait = self.limits.request_timeout_s if first else self.limits.idle_timeout_s
+            if first:
+                wait = min(self.limits.first_byte_timeout_s, self.limits.request_timeout_s)
+            else:
+                wait = self.limits.idle_timeout_s
             first = False
             try:
                 request, raw_headers, body = await self._read_request(h, conn, wait)

@@ -116,6 +116,21 @@ def _table(columns: tuple[str, ...], table: list[tuple[str, ...]]) -> list[str]:
     ]
 
 
+def endpoint_peers_text(peers: dict[str, Any]) -> str:
+    """Who may connect to the managed identity endpoint (its ``peers`` in /v1/status)."""
+    uids = ", ".join(str(uid) for uid in peers.get("allowed_uids") or [])
+    refused = peers.get("refused_connections", 0)
+    if peers.get("peer_check") == "sock_diag":
+        return f"connections: from uid {uids} only (checked by sock_diag), {refused} refused"
+    if peers.get("peer_check") == "unavailable":
+        return (
+            f"connections: the connecting user CANNOT be checked "
+            f"({peers.get('peer_check_error')}); any local user's process with a session "
+            f"header is served, {peers.get('unverified_connections', 0)} unverified so far"
+        )
+    return f"connections: from uid {uids} only (not checked yet)"
+
+
 def render_status(body: Any, now: float | None = None) -> str:
     now = time.time() if now is None else now
     lines: list[str] = []
@@ -138,6 +153,9 @@ def render_status(body: Any, now: float | None = None) -> str:
                 f"managed identity endpoint: {endpoint['endpoint']}, "
                 f"{endpoint.get('sessions', 0)} session(s)"
             )
+            peers = endpoint.get("peers")
+            if isinstance(peers, dict):
+                lines.append(f"  {endpoint_peers_text(peers)}")
     table = rows(body, now)
     lines.extend(_table(COLUMNS, table) if table else ["no cached tokens"])
     sessions = session_rows(body, now)

@@ -148,7 +148,11 @@ class HttpServer:
                         raise
                     finally:
                         self._newcomer_waiting = False
-                    nursery.start_soon(self._run_connection, stream, slots, peer)
+                    # Registered here, not when its task first runs: the next
+                    # accept's count of this peer's connections must include it.
+                    conn = Conn(stream, trio.CancelScope(), peer)
+                    self._conns.add(conn)
+                    nursery.start_soon(self._run_connection, conn, slots)
             self.serving = False
             self._closing = True
             for conn in list(self._conns):
@@ -215,21 +219,23 @@ class HttpServer:
             self.evicted += 1
         return len(chosen)
 
-    async def _run_connection(
-        self, stream: trio.abc.Stream, slots: trio.Semaphore, peer: Hashable | None
-    ) -> None:
+    async def _run_connection(self, conn: Conn, slots: trio.Semaphore) -> None:
         try:
-            await self.serve_connection(stream, peer)
+            await self._serve_registered(conn)
         finally:
             slots.release()
 
     # ---- one connection --------------------------------------------------
 
-    async def serve_connection(self, stream: trio.abc.Stream, peer: Hashable | None = None) -> None:
+    async def serve_connection(self, stream: trio.abc.Stream) -> None:
         """Serve requests on *stream* until the client or a limit closes it."""
-        with trio.CancelScope() as scope:
-            conn = Conn(stream, scope, peer)
-            self._conns.add(conn)
+        conn = Conn(stream, trio.CancelScope())
+        self._conns.add(conn)
+        await self._serve_registered(conn)
+
+    async def _serve_registered(self, conn: Conn) -> None:
+        stream = conn.stream
+        with conn.scope:
             try:
                 await self._serve(conn)
             except (CloseConnection, trio.BrokenResourceError, trio.ClosedResourceError):

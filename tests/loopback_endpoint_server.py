@@ -37,7 +37,9 @@ async def serve(directory: Path, allowed_uids: list[int]) -> None:
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(sessions.run)
-            (directory / "ready").write_text(json.dumps({"endpoint": sessions.url}))
+            # Renamed into place: the test waits for the name, then reads it whole.
+            (directory / "ready.tmp").write_text(json.dumps({"endpoint": sessions.url}))
+            (directory / "ready.tmp").rename(directory / "ready")
             async for _ in signals:
                 (directory / "status").write_text(json.dumps(sessions.status()))
                 nursery.cancel_scope.cancel()

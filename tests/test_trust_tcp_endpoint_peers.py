@@ -241,8 +241,14 @@ def test_an_allowed_uid_holds_a_bounded_share_and_alice_is_still_answered(
         alice_sdk = client(user_python, ALICE, "sdk", endpoint.url, stdin=endpoint.header + "\n")
     finally:
         held.release()
-    endpoint.stop()
+    status = endpoint.stop()
     assert settled == MAX_CONNECTIONS_PER_OTHER_UID
+    # Each newcomer past the share was closed, or (when one of hers had not yet
+    # sent its byte) took that one's place.
+    peers = status["peers"]
+    beyond_share = SILENT - MAX_CONNECTIONS_PER_OTHER_UID
+    assert peers["closed_over_peer_bound"] + peers["evicted_connections"] == beyond_share
+    assert peers["closed_over_peer_bound"] >= SILENT // 2
     assert alice["status"] == 200 and alice["elapsed_s"] < ANSWERED_WITHIN_S, alice
     assert alice_sdk["ok"] and alice_sdk["elapsed_s"] < ANSWERED_WITHIN_S, alice_sdk
 
@@ -256,8 +262,10 @@ def test_silent_connections_of_an_allowed_uid_give_way_to_alice(
         alice = client(user_python, ALICE, "sdk", endpoint.url, stdin=endpoint.header + "\n")
     finally:
         held.release()
-    endpoint.stop()
+    status = endpoint.stop()
     assert alice["ok"] and alice["elapsed_s"] < ANSWERED_WITHIN_S, alice
+    # Mallory's newcomers pushed out her own older silent connections.
+    assert status["peers"]["evicted_connections"] > 0
 
 
 def test_without_sock_diag_peers_are_served_unverified_and_silent_ones_give_way(

@@ -7,7 +7,10 @@ state a connection carries while it is served, who is on the other end
 
 from __future__ import annotations
 
+import fcntl
 import math
+import sys
+import termios
 from collections.abc import Hashable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -95,12 +98,24 @@ class Conn:
         # HttpServer._serve).
         self.timer = trio.CancelScope()
         self.mid_request = False  # the timer is bounding a started request
+        self.receiving = False  # the task waits in receive_some (HttpServer._evict_waiting)
         self.answered = 0  # responses sent: > 0 while idle means a keep-alive connection
         self.idle_since = trio.current_time()
 
 
 class BodyTooLarge(Exception):
     pass
+
+
+def pending_bytes(stream: trio.abc.Stream) -> bool:
+    """Whether the kernel holds received bytes of *stream* not read yet (sockets only)."""
+    if not isinstance(stream, trio.SocketStream):
+        return False
+    try:
+        answer = fcntl.ioctl(stream.socket.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return False
+    return bool(int.from_bytes(answer, sys.byteorder))
 
 
 def content_length(headers: list[tuple[bytes, bytes]]) -> int | None:

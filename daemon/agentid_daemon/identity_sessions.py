@@ -229,7 +229,11 @@ class IdentitySessions:
         return {
             "endpoint": self.url,
             "sessions": len(self.table),
-            "peers": self.admission.status(),
+            "peers": {
+                **self.admission.status(),
+                "evicted_connections": self.server.evicted,
+                "closed_over_peer_bound": self.server.over_peer_bound,
+            },
         }
 
     async def prepare(self) -> None:

@@ -16,14 +16,16 @@ before reading a byte of it (:class:`~.connections.Admission`):
   socket refuses root too) is refused, and so is a peer that is not on
   loopback;
 - where the kernel cannot answer at all (no sock_diag: an old kernel, a
-  sandbox without netlink; found by :meth:`LoopbackAdmission.probe` on a
-  connection to ourselves) the policy *fails open*: connections are served
-  unverified and ``status``/``doctor`` say so. The endpoint's session header
-  stays the check in that case; refusing everyone would only make the
-  endpoint unusable where it cannot be made safer;
-- where the kernel answers but has no live socket for the 4-tuple (the peer
-  already closed, a socket in TIME_WAIT whose owner the kernel no longer
-  knows) the policy *fails closed*: there is nobody to answer anyway.
+  sandbox without netlink; found once by :meth:`LoopbackAdmission.probe`
+  on a connection to ourselves) the policy *fails open*: connections are
+  served unverified and ``status``/``doctor`` say so. The endpoint's session
+  header stays the check in that case; refusing everyone would only make
+  the endpoint unusable where it cannot be made safer;
+- where the probe succeeded, any lookup that fails later *fails closed*:
+  no live socket for the 4-tuple (the peer already closed, a socket in
+  TIME_WAIT whose owner the kernel no longer knows: there is nobody to
+  answer anyway), or an error (out of descriptors) that no peer must be
+  able to turn into a skipped check.
 
 Every admitted peer is keyed (``uid N``, or ``unverified``) so the server can
 bound what one peer holds: our own uid up to the whole capacity, any other
@@ -268,16 +270,18 @@ class LoopbackAdmission:
     def admit(self, stream: trio.abc.Stream) -> Verdict:
         if not isinstance(stream, trio.SocketStream):
             return Verdict(peer=None, max_held=None)  # in-memory streams: nobody to check
+        if not self.probed:
+            self.probe()
+        if self.unavailable is not None:
+            # Fail open, said in status and doctor: the kernel cannot tell anyone apart.
+            self.unverified += 1
+            return Verdict(peer=UNVERIFIED, max_held=None)
         sock = stream.socket
         try:
             uid = loopback_peer_uid(sock.family, sock.getsockname(), sock.getpeername())
-        except SockDiagUnavailable as exc:
-            # Fail open, said in status: the kernel cannot tell anyone apart.
-            if self.unavailable is None:
-                self.unavailable = str(exc)
-            self.unverified += 1
-            return Verdict(peer=UNVERIFIED, max_held=None)
         except (PeerLookupError, OSError) as exc:
+            # sock_diag answered the probe: a lookup that fails now fails closed,
+            # whatever the reason, so that no peer can make us skip the check.
             return self._refuse("unknown", f"peer unknown: {exc}")
         if uid == self.own_uid:
             return Verdict(peer=f"uid {uid}", max_held=None)

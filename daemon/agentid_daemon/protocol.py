@@ -52,6 +52,7 @@ from .connections import (
     Limits,
     content_length,
     current_peer,
+    pending_bytes,
     wants_close,
 )
 from .listener import PeerCred, peer_allowed, peer_credentials
@@ -97,7 +98,7 @@ class HttpServer:
         self._newcomer_waiting = False  # accepted, waiting for a slot (see serve)
         self.serving = False
         self.evicted = 0  # connections waiting for a request, closed to make room
-        self.refused = 0  # connections closed unread (Admission refusals, peer bounds)
+        self.over_peer_bound = 0  # closed unread: their peer's connections were all busy
 
     @property
     def active_connections(self) -> int:
@@ -169,37 +170,43 @@ class HttpServer:
         assert self.admission is not None
         verdict = self.admission.admit(stream)
         if verdict.refusal is not None:
-            self.refused += 1
             return False, None
         if verdict.max_held is not None:
             held = sum(
                 1 for c in self._conns if c.peer == verdict.peer and not c.scope.cancel_called
             )
             if held >= verdict.max_held and not self._evict_waiting(verdict.peer):
-                self.refused += 1  # all its connections are busy: this one waits nowhere
+                self.over_peer_bound += 1  # all its connections are busy: this one waits nowhere
                 return False, None
         return True, verdict.peer
 
     def _evict_waiting(self, peer: Hashable | None = None) -> bool:
         """Close the oldest connection waiting for a request (of *peer*, if given).
 
-        Silent connections count: behind an Admission a new connection has
-        had its chance to send (``first_byte_timeout_s``), and one held open
-        must not keep a newcomer out. Whether one was found.
+        Silent connections count: behind an Admission one held open must not
+        keep a newcomer out. Only a connection whose task is blocked reading
+        with nothing to read is taken: not one accepted a moment ago whose
+        task has not read yet, nor one whose bytes just arrived (its request
+        would be lost). Whether one was found.
         """
-        waiting = [
-            c
-            for c in self._conns
-            if c.idle
-            and not c.mid_request
-            and not c.scope.cancel_called
-            and (peer is None or c.peer == peer)
-        ]
-        if not waiting:
-            return False
-        min(waiting, key=lambda c: c.idle_since).scope.cancel()
-        self.evicted += 1
-        return True
+        waiting = sorted(
+            (
+                c
+                for c in self._conns
+                if c.idle
+                and c.receiving
+                and not c.mid_request
+                and not c.scope.cancel_called
+                and (peer is None or c.peer == peer)
+            ),
+            key=lambda c: c.idle_since,
+        )
+        for conn in waiting:
+            if not pending_bytes(conn.stream):
+                conn.scope.cancel()
+                self.evicted += 1
+                return True
+        return False
 
     def _evict_idle(self) -> int:
         """At capacity: close idle keep-alive connections, oldest first; how many.
@@ -392,7 +399,9 @@ class HttpServer:
                     # and no await separates the two points.)
                     conn.mid_request = True
                     timer.deadline = trio.current_time() + self.limits.request_timeout_s
+                conn.receiving = True
                 data = await conn.stream.receive_some(RECEIVE_SIZE)
+                conn.receiving = False
                 if data and not started:
                     started = True
                     conn.idle = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -374,3 +375,27 @@ def test_status_and_doctor_say_whether_peers_are_checked(
             line.startswith("✔ managed identity endpoint") and "checked by sock_diag" in line
             for line in doctor.splitlines()
         ), doctor
+
+
+def test_a_reload_applies_a_new_allow_list(daemon_home: dict[str, str]) -> None:
+    proc = run_daemon(daemon_home, without_netlink=False)
+    config = Path(daemon_home["AGENTID_HELPER_CONFIG"])
+    try:
+        config.write_text(
+            config.read_text().replace(
+                "managed_identity_allowed_uids = [4242]", "managed_identity_allowed_uids = [4343]"
+            )
+        )
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while True:
+            status = json.loads(client(daemon_home, "status", "--json").stdout)
+            allowed = status["daemon"]["managed_identity"]["peers"]["allowed_uids"]
+            if 4343 in allowed:
+                break
+            assert time.monotonic() < deadline, allowed
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert allowed == sorted({os.getuid(), 4343})

@@ -189,6 +189,7 @@ def test_another_uid_is_closed_before_its_request_is_read_even_with_the_header(
     peers = status["peers"]
     assert peers["peer_check"] == "sock_diag"
     assert peers["refused_connections"] == 1
+    assert peers["last_refusal"] == f"uid {require_user(MALLORY).pw_uid} is not allowed"
     assert peers["allowed_uids"] == [require_user(ALICE).pw_uid]
     events = endpoint.events()
     # Only Alice's request was read (and logged); Mallory's was refused unread.

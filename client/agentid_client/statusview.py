@@ -119,7 +119,9 @@ def _table(columns: tuple[str, ...], table: list[tuple[str, ...]]) -> list[str]:
 def endpoint_peers_text(peers: dict[str, Any]) -> str:
     """Who may connect to the managed identity endpoint (its ``peers`` in /v1/status)."""
     uids = ", ".join(str(uid) for uid in peers.get("allowed_uids") or [])
-    refused = peers.get("refused_connections", 0)
+    refused = f"{peers.get('refused_connections', 0)} refused"
+    if peers.get("last_refusal"):
+        refused += f" (last: {peers['last_refusal']})"
     if peers.get("peer_check") == "sock_diag":
         return f"connections: from uid {uids} only (checked by sock_diag), {refused} refused"
     if peers.get("peer_check") == "unavailable":

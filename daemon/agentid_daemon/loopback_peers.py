@@ -249,6 +249,7 @@ class LoopbackAdmission:
         self.unavailable: str | None = None  # why sock_diag cannot answer; None = it can
         self.probed = False
         self.refused = 0
+        self.last_refusal: str | None = None  # why the last one was refused (uid, errno text)
         self.unverified = 0
         self._last_refusal_log: dict[int | str, float] = {}
 
@@ -291,6 +292,7 @@ class LoopbackAdmission:
 
     def _refuse(self, who: int | str, reason: str) -> Verdict:
         self.refused += 1
+        self.last_refusal = reason
         now = time.monotonic()
         # One line per peer and minute: a flood of refusals must not flood the log.
         if now - self._last_refusal_log.get(who, -math.inf) >= _REFUSAL_LOG_INTERVAL_S:
@@ -315,5 +317,6 @@ class LoopbackAdmission:
             "peer_check_error": self.unavailable,
             "allowed_uids": sorted({self.own_uid, *self.allowed_uids}),
             "refused_connections": self.refused,
+            "last_refusal": self.last_refusal,
             "unverified_connections": self.unverified,
         }

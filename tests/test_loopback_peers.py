@@ -32,6 +32,7 @@ from agentid_daemon.loopback_peers import (
     PeerLookupError,
     PeerNotFound,
     diag_request,
+    is_loopback,
     loopback_peer_uid,
     parse_diag_answer,
     probe_sock_diag,
@@ -122,6 +123,23 @@ def test_a_peer_off_loopback_is_refused_without_asking() -> None:
         loopback_peer_uid(socket.AF_INET, ("127.0.0.1", 8081), ("192.0.2.7", 40000))
     with pytest.raises(NotLoopback):
         loopback_peer_uid(socket.AF_INET6, ("::1", 8081), ("2001:db8::1", 40000, 0, 0))
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.255.0.9", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("::ffff:192.0.2.1", False),
+        ("10.0.0.1", False),
+        ("fe80::1%lo", False),
+        ("not an address", False),
+    ],
+)
+def test_which_peer_addresses_are_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
 
 
 def test_the_probe_succeeds_here_and_names_the_reason_without_netlink() -> None:

@@ -116,7 +116,8 @@ async def test_session_ends_when_its_process_exits() -> None:
             assert answer["identity_endpoint"].startswith("http://127.0.0.1:")
             assert answer["identity_endpoint"].endswith("/msi/token")
             assert sessions.table.find(header) is not None
-            assert sessions.status() == {"endpoint": answer["identity_endpoint"], "sessions": 1}
+            status = sessions.status()
+            assert (status["endpoint"], status["sessions"]) == (answer["identity_endpoint"], 1)
             assert child.stdin is not None
             child.stdin.close()
             await trio.to_thread.run_sync(child.wait)

@@ -208,6 +208,7 @@ def run_doctor(out: TextIO) -> int:
     _report_run_mode(report)
     if daemon_ok:
         doctor_security.check_reload_error(report)
+        doctor_security.check_endpoint_peers(report)
     if config is not None:
         doctor_security.check_trusted_files(report, config)
     doctor_security.check_git_chain(report)

@@ -1,4 +1,5 @@
-"""``doctor``'s security checks: trusted files, the daemon's last reload, git's helper chain.
+"""``doctor``'s security checks: file modes, the daemon's last reload, git's helper chain,
+whether the managed identity endpoint can tell which user connects.
 
 A file the daemon would refuse (:mod:`.file_trust`: the config, a
 ``ca_bundle``, a credential or header file that another user could change,
@@ -181,3 +182,29 @@ def check_git_chain(report: Reporter) -> None:
                 '(git config --global credential.https://HOST.helper "" then add ours), '
                 "or use git >= 2.46",
             )
+
+
+def check_endpoint_peers(report: Reporter) -> None:
+    """The managed identity endpoint: can the daemon tell which user connects to it?"""
+    from .statusview import endpoint_peers_text
+
+    try:
+        status = daemon_api.call_ok("GET", "/v1/status", autostart=False, timeout=10)
+    except ClientError:
+        return  # the daemon check already reported why
+    endpoint = (status.get("daemon") or {}).get("managed_identity") if status else None
+    if not isinstance(endpoint, dict) or not endpoint.get("endpoint"):
+        return  # not open: nobody can connect
+    peers = endpoint.get("peers")
+    if not isinstance(peers, dict):
+        return  # a daemon from before the check
+    text = f"managed identity endpoint {endpoint['endpoint']}: {endpoint_peers_text(peers)}"
+    if peers.get("peer_check") == "unavailable":
+        report.warn(
+            text,
+            "the daemon needs netlink sock_diag (Linux inet_diag and tcp_diag; a sandbox "
+            "must allow AF_NETLINK sockets) to refuse other users; until then only the "
+            "session header protects the endpoint",
+        )
+    else:
+        report.line(True, text)

@@ -221,6 +221,23 @@ def _table(columns: tuple[str, ...], table: list[tuple[str, ...]]) -> list[str]:
     ]
 
 
+def endpoint_peers_text(peers: dict[str, Any]) -> str:
+    """Who may connect to the managed identity endpoint (its ``peers`` in /v1/status)."""
+    uids = ", ".join(str(uid) for uid in peers.get("allowed_uids") or [])
+    refused = f"{peers.get('refused_connections', 0)} refused"
+    if peers.get("last_refusal"):
+        refused += f" (last: {peers['last_refusal']})"
+    if peers.get("peer_check") == "sock_diag":
+        return f"connections: from uid {uids} only (checked by sock_diag), {refused} refused"
+    if peers.get("peer_check") == "unavailable":
+        return (
+            f"connections: the connecting user CANNOT be checked "
+            f"({peers.get('peer_check_error')}); any local user's process with a session "
+            f"header is served, {peers.get('unverified_connections', 0)} unverified so far"
+        )
+    return f"connections: from uid {uids} only (not checked yet)"
+
+
 def render_status(body: Any, now: float | None = None) -> str:
     """The table of live keys, with the daemon's line (pid, mode, socket, log) above."""
     now = time.time() if now is None else now
@@ -244,6 +261,9 @@ def render_status(body: Any, now: float | None = None) -> str:
                 f"managed identity endpoint: {endpoint['endpoint']}, "
                 f"{endpoint.get('sessions', 0)} session(s)"
             )
+            peers = endpoint.get("peers")
+            if isinstance(peers, dict):
+                lines.append(f"  {endpoint_peers_text(peers)}")
         socket = str(daemon.get("socket") or "")
         if socket:
             from .daemonlog import describe

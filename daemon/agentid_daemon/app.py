@@ -217,7 +217,12 @@ class Daemon:
         self.state.reloader = self
         self._reload_lock = trio.Lock()
         self.api = Api(self.state)
-        self.sessions = IdentitySessions(self.api, sidecar=_sidecar(config), metrics=self.metrics)
+        self.sessions = IdentitySessions(
+            self.api,
+            sidecar=_sidecar(config),
+            metrics=self.metrics,
+            allowed_uids=config.daemon.managed_identity_allowed_uids,
+        )
         self.state.identity_sessions = self.sessions
         self.server = HttpServer(self.api.handle_request, limits=limits, allowed_uid=os.getuid())
         self._stopping = False
@@ -386,6 +391,7 @@ class Daemon:
                 old.forget_resolved()
             self.cache.idle_timeout_s = new.daemon.idle_timeout_s
             self.state.exit_when_idle_s = exit_when_idle_s(new, self.state.run_mode)
+            self.sessions.admission.allow(new.daemon.managed_identity_allowed_uids)
             from .broker import Broker  # loaded by now (_build)
 
             if isinstance(self.broker, Broker):

@@ -36,6 +36,7 @@ from .config_values import (
     profile_ref,
     reason,
     scopes_value,
+    uid_list,
 )
 from .errors import InvalidRequest
 from .models import DEFAULT_AUTHORITY_HOST, DEFAULT_SCOPE, Mode
@@ -122,6 +123,17 @@ SCHEMA: tuple[Key, ...] = (
         "the profile whose tokens the sidecar session serves (default: `default_profile`); "
         "must name a profile of the file",
         profile_ref,
+    ),
+    Key(
+        "managed_identity_allowed_uids",
+        "array of integers",
+        frozenset({"daemon"}),
+        "other users (numeric uids) whose processes may connect to the managed identity "
+        "endpoint, such as a pod's app container running as another uid than the sidecar; "
+        "the daemon's own uid is always allowed, root only when listed. Connections from "
+        "any other uid are closed before a byte is read (a reload applies it)",
+        uid_list,
+        default="[]",
     ),
     Key(
         "obo_session_max_age_s",

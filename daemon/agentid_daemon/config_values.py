@@ -175,6 +175,21 @@ def listen_value(value: Any, base: Path | None) -> tuple[str, int]:
     return parse_listen(value)
 
 
+#: uid_t's largest value is (uid_t)-1, which means "no uid" to the kernel.
+MAX_UID = 2**32 - 2
+
+
+def uid_list(value: Any, base: Path | None) -> tuple[int, ...]:
+    """An array of numeric uids (``[1000, 1001]``), sorted, without repeats."""
+    if not isinstance(value, list):
+        raise ValueError("must be an array of numeric uids such as [1001]")
+    for uid in value:
+        # bool is an int in Python, and TOML's true must not read as uid 1.
+        if isinstance(uid, bool) or not isinstance(uid, int) or not 0 <= uid <= MAX_UID:
+            raise ValueError(f"must be an array of numeric uids (0 to {MAX_UID}); got {uid!r}")
+    return tuple(sorted(set(value)))
+
+
 def profile_ref(value: Any, base: Path | None) -> str:
     # Whether the profile exists is checked once the whole file is read.
     if not isinstance(value, str) or not value:
@@ -227,6 +242,9 @@ class DaemonSettings:
     managed_identity_listen: tuple[str, int] | None = None
     managed_identity_header_file: str | None = None
     managed_identity_profile: str | None = None
+    # Other uids whose connections the endpoint serves (loopback_peers): the
+    # app container of a pod running as another user than the sidecar.
+    managed_identity_allowed_uids: tuple[int, ...] = ()
     # A long-running OBO session ends this long after a user token started it
     # (Id.Web keeps sessions for as long as the app wants; a daemon that
     # anyone's processes of this uid can ask needs a bound).

@@ -7,8 +7,14 @@ state a connection carries while it is served, who is on the other end
 
 from __future__ import annotations
 
+import fcntl
+import math
+import sys
+import termios
+from collections.abc import Hashable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
@@ -35,9 +41,39 @@ class Limits:
     idle_timeout_s: float = 60.0
     #: The daemon sizes this from RLIMIT_NOFILE (capacity.max_connections_for).
     max_connections: int = 256
+    #: A new connection must start its request this soon (a silent one is
+    #: dropped); the rest of the request then gets ``request_timeout_s``.
+    #: Infinite: only ``request_timeout_s`` applies.
+    first_byte_timeout_s: float = math.inf
     #: In-flight requests get this long after SIGTERM: the unit's TimeoutStopSec=
     #: (15 s) minus a margin for closing down (tests/test_systemd_units.py ties them).
     shutdown_grace_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """An :class:`Admission`'s answer for one accepted connection.
+
+    ``refusal`` set: close it unread (the text is for counters and logs).
+    Otherwise ``peer`` names who holds it (connections of one peer are counted
+    together) and ``max_held`` how many that peer may hold (None: no bound of
+    its own, only ``Limits.max_connections``).
+    """
+
+    peer: Hashable | None
+    max_held: int | None
+    refusal: str | None = None
+
+
+class Admission(Protocol):
+    """Decides on an accepted connection before a byte of it is read.
+
+    :class:`~.protocol.HttpServer` asks it for every connection when given
+    one; :class:`~.loopback_peers.LoopbackAdmission` is the managed identity
+    endpoint's (the loopback peer's uid).
+    """
+
+    def admit(self, stream: trio.abc.Stream) -> Verdict: ...
 
 
 class CloseConnection(Exception):
@@ -47,9 +83,12 @@ class CloseConnection(Exception):
 class Conn:
     """Per-connection state visible to the server for graceful shutdown."""
 
-    def __init__(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, scope: trio.CancelScope, peer: Hashable | None = None
+    ) -> None:
         self.stream = stream
         self.scope = scope
+        self.peer = peer  # the Admission's Verdict.peer; None without one
         self.idle = True
         # Every wait on the client (request arrival, idle keep-alive, sending
         # a response) is bounded by this one scope: its deadline is set before
@@ -59,12 +98,24 @@ class Conn:
         # HttpServer._serve).
         self.timer = trio.CancelScope()
         self.mid_request = False  # the timer is bounding a started request
+        self.receiving = False  # the task waits in receive_some (HttpServer._evict_waiting)
         self.answered = 0  # responses sent: > 0 while idle means a keep-alive connection
         self.idle_since = trio.current_time()
 
 
 class BodyTooLarge(Exception):
     pass
+
+
+def pending_bytes(stream: trio.abc.Stream) -> bool:
+    """Whether the kernel holds received bytes of *stream* not read yet (sockets only)."""
+    if not isinstance(stream, trio.SocketStream):
+        return False
+    try:
+        answer = fcntl.ioctl(stream.socket.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return False
+    return bool(int.from_bytes(answer, sys.byteorder))
 
 
 def content_length(headers: list[tuple[bytes, bytes]]) -> int | None:

@@ -16,8 +16,11 @@ the SDK names the resource per request). Two kinds:
 
 The TCP listener (loopback only) is opened at start-up for a sidecar, else on
 the first exec session, so a daemon nobody asks for an endpoint exposes no
-port. Headers are found by their SHA-256 and confirmed with
-``hmac.compare_digest``; they never appear in a log line or in ``status``.
+port. Every connection to it passes :class:`~.loopback_peers.LoopbackAdmission`
+first: only our own uid and ``[daemon] managed_identity_allowed_uids`` are
+served, other uids are closed before a byte is read. Headers are found by
+their SHA-256 and confirmed with ``hmac.compare_digest``; they never appear
+in a log line or in ``status``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +42,7 @@ from . import mi_protocol as P
 from .errors import AgentIdError, ConfigurationError, InvalidRequest
 from .listener import ListenerError
 from .logs import get_logger
+from .loopback_peers import LoopbackAdmission
 from .protocol import HttpServer, Limits
 from .secret_files import FileMissing, read_credential_file
 
@@ -56,14 +60,18 @@ _HEADER_ALPHABET = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/="
 )
 MAX_SESSIONS = 1024
-# The endpoint answers GETs without bodies from local SDKs.
+# The endpoint answers GETs without bodies from local SDKs, which send their
+# request as soon as they connect: a connection silent for 2 s is dropped.
 MI_LIMITS = Limits(
     max_header_bytes=16 * 1024,
     max_body_bytes=1024,
     request_timeout_s=10.0,
     idle_timeout_s=30.0,
     max_connections=64,
+    first_byte_timeout_s=2.0,
 )
+# What one allow-listed uid other than ours may hold of MI_LIMITS.max_connections.
+MAX_CONNECTIONS_PER_OTHER_UID = 16
 
 
 class TooManySessions(AgentIdError):
@@ -213,12 +221,16 @@ class IdentitySessions:
         limits: Limits | None = None,
         max_sessions: int = MAX_SESSIONS,
         metrics: RequestCounter | None = None,
+        allowed_uids: Iterable[int] = (),
     ) -> None:
         from .mi_endpoint import MIEndpoint  # here: it imports this module
 
         self.table = SessionTable(max_sessions)
         self.endpoint = MIEndpoint(self.table, tokens, metrics)
-        self.server = HttpServer(self.endpoint.handle_request, limits=limits or MI_LIMITS)
+        self.admission = LoopbackAdmission(allowed_uids, max_per_peer=MAX_CONNECTIONS_PER_OTHER_UID)
+        self.server = HttpServer(
+            self.endpoint.handle_request, limits=limits or MI_LIMITS, admission=self.admission
+        )
         self.sidecar = sidecar
         self._listener: trio.SocketListener | None = None
         self._address: tuple[str, int] | None = None
@@ -234,8 +246,16 @@ class IdentitySessions:
         return f"http://{host}:{port}{P.PATH}"
 
     def status(self) -> dict[str, Any]:
-        """For ``GET /v1/status``: where, and how many sessions (never a header)."""
-        return {"endpoint": self.url, "sessions": len(self.table)}
+        """For ``GET /v1/status``: where, how many sessions (never a header), who may connect."""
+        return {
+            "endpoint": self.url,
+            "sessions": len(self.table),
+            "peers": {
+                **self.admission.status(),
+                "evicted_connections": self.server.evicted,
+                "closed_over_peer_bound": self.server.over_peer_bound,
+            },
+        }
 
     async def prepare(self) -> None:
         """Sidecar mode: bind the fixed address and load the header before serving.
@@ -303,6 +323,9 @@ class IdentitySessions:
         self, listener: trio.SocketListener, *, task_status: trio.TaskStatus[None]
     ) -> None:
         try:
+            if not self.admission.probed:
+                # Whatever way the listener came: whether peers can be told apart here.
+                await trio.to_thread.run_sync(self.admission.probe)
             log.info("managed identity endpoint listening", endpoint=self.url)
             await self.server.serve(listener, task_status=task_status)
         finally:

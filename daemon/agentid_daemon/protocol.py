@@ -18,7 +18,17 @@ between it and a trio stream and enforces the server's limits:
   goes on;
 - browsers are not clients: a request with ``Origin`` or ``Referer`` gets 403
   (a web page must not be able to fetch tokens via a local proxy);
-- peers with another uid (``SO_PEERCRED``) get 403.
+- peers with another uid (``SO_PEERCRED``) get 403;
+- with an :class:`~.connections.Admission` (the loopback TCP endpoint's
+  :class:`~.loopback_peers.LoopbackAdmission`), each accepted connection is
+  judged before a byte of it is read: a refused one is closed unread; one
+  peer holds at most its ``max_held`` connections (a newcomer from a peer at
+  its bound takes the place of that peer's oldest connection that is waiting
+  for a request, else it is closed); at capacity, a newcomer takes the place
+  of the oldest connection waiting for a request, silent ones included
+  (:meth:`HttpServer._evict_waiting`), so held-open connections cannot starve
+  a new client. ``Limits.first_byte_timeout_s`` bounds how long a new
+  connection may stay silent.
 
 The application is a single coroutine ``handler(method, path, headers, body)
 -> Response`` (see :mod:`.api`), so routes are testable without any socket.
@@ -27,7 +37,7 @@ The application is a single coroutine ``handler(method, path, headers, body)
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import cast
 
 import h11
@@ -35,12 +45,14 @@ import trio
 
 from .connections import (
     PEER,
+    Admission,
     BodyTooLarge,
     CloseConnection,
     Conn,
     Limits,
     content_length,
     current_peer,
+    pending_bytes,
     wants_close,
 )
 from .listener import PeerCred, peer_allowed, peer_credentials
@@ -73,17 +85,20 @@ class HttpServer:
         *,
         limits: Limits | None = None,
         allowed_uid: int | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.handler = handler
         self.limits = limits or Limits()
         self.allowed_uid = allowed_uid
+        self.admission = admission
         self._conns: set[Conn] = set()
         self._closing = False
         self._accept_scope = trio.CancelScope()
         self._slots = trio.Semaphore(self.limits.max_connections)
         self._newcomer_waiting = False  # accepted, waiting for a slot (see serve)
         self.serving = False
-        self.evicted = 0  # idle keep-alive connections closed to make room
+        self.evicted = 0  # connections waiting for a request, closed to make room
+        self.over_peer_bound = 0  # closed unread: their peer's connections were all busy
 
     @property
     def active_connections(self) -> int:
@@ -113,11 +128,19 @@ class HttpServer:
                         log.warning("accept failed", error=str(exc))
                         await trio.sleep(0.1)
                         continue
+                    peer: Hashable | None = None
+                    if self.admission is not None:
+                        admitted, peer = self._admit(stream)
+                        if not admitted:
+                            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                                await stream.aclose()
+                            continue
                     # Accepting one connection ahead of a free slot tells us that
                     # someone waits: only then do idle keep-alive connections give way.
                     if slots.value == 0:
                         self._newcomer_waiting = True
-                        self._evict_idle()
+                        if not self._evict_idle() and self.admission is not None:
+                            self._evict_waiting()
                     try:
                         await slots.acquire()
                     except BaseException:
@@ -126,7 +149,11 @@ class HttpServer:
                         raise
                     finally:
                         self._newcomer_waiting = False
-                    nursery.start_soon(self._run_connection, stream, slots)
+                    # Registered here, not when its task first runs: the next
+                    # accept's count of this peer's connections must include it.
+                    conn = Conn(stream, trio.CancelScope(), peer)
+                    self._conns.add(conn)
+                    nursery.start_soon(self._run_connection, conn, slots)
             self.serving = False
             self._closing = True
             for conn in list(self._conns):
@@ -138,8 +165,51 @@ class HttpServer:
         """Stop accepting; idle connections close, busy ones finish their request."""
         self._accept_scope.cancel()
 
-    def _evict_idle(self) -> None:
-        """At capacity: close idle keep-alive connections, oldest first.
+    def _admit(self, stream: trio.abc.Stream) -> tuple[bool, Hashable | None]:
+        """The Admission's verdict, and room within the peer's own bound."""
+        assert self.admission is not None
+        verdict = self.admission.admit(stream)
+        if verdict.refusal is not None:
+            return False, None
+        if verdict.max_held is not None:
+            held = sum(
+                1 for c in self._conns if c.peer == verdict.peer and not c.scope.cancel_called
+            )
+            if held >= verdict.max_held and not self._evict_waiting(verdict.peer):
+                self.over_peer_bound += 1  # all its connections are busy: this one waits nowhere
+                return False, None
+        return True, verdict.peer
+
+    def _evict_waiting(self, peer: Hashable | None = None) -> bool:
+        """Close the oldest connection waiting for a request (of *peer*, if given).
+
+        Silent connections count: behind an Admission one held open must not
+        keep a newcomer out. Only a connection whose task is blocked reading
+        with nothing to read is taken: not one accepted a moment ago whose
+        task has not read yet, nor one whose bytes just arrived (its request
+        would be lost). Whether one was found.
+        """
+        waiting = sorted(
+            (
+                c
+                for c in self._conns
+                if c.idle
+                and c.receiving
+                and not c.mid_request
+                and not c.scope.cancel_called
+                and (peer is None or c.peer == peer)
+            ),
+            key=lambda c: c.idle_since,
+        )
+        for conn in waiting:
+            if not pending_bytes(conn.stream):
+                conn.scope.cancel()
+                self.evicted += 1
+                return True
+        return False
+
+    def _evict_idle(self) -> int:
+        """At capacity: close idle keep-alive connections, oldest first; how many.
 
         Up to 1/16 of the slots at once, so that a burst of new clients finds
         room without us dropping every idle connection for one newcomer. A
@@ -150,13 +220,15 @@ class HttpServer:
             (c for c in self._conns if c.idle and c.answered and not c.mid_request),
             key=lambda c: c.idle_since,
         )
-        for conn in idle[: max(1, self.limits.max_connections // 16)]:
+        chosen = idle[: max(1, self.limits.max_connections // 16)]
+        for conn in chosen:
             conn.scope.cancel()
             self.evicted += 1
+        return len(chosen)
 
-    async def _run_connection(self, stream: trio.abc.Stream, slots: trio.Semaphore) -> None:
+    async def _run_connection(self, conn: Conn, slots: trio.Semaphore) -> None:
         try:
-            await self.serve_connection(stream)
+            await self._serve_registered(conn)
         finally:
             slots.release()
 
@@ -164,9 +236,13 @@ class HttpServer:
 
     async def serve_connection(self, stream: trio.abc.Stream) -> None:
         """Serve requests on *stream* until the client or a limit closes it."""
-        with trio.CancelScope() as scope:
-            conn = Conn(stream, scope)
-            self._conns.add(conn)
+        conn = Conn(stream, trio.CancelScope())
+        self._conns.add(conn)
+        await self._serve_registered(conn)
+
+    async def _serve_registered(self, conn: Conn) -> None:
+        stream = conn.stream
+        with conn.scope:
             try:
                 await self._serve(conn)
             except (CloseConnection, trio.BrokenResourceError, trio.ClosedResourceError):
@@ -221,7 +297,10 @@ class HttpServer:
             conn.idle = True
             if self._closing:
                 return
-            wait = self.limits.request_timeout_s if first else self.limits.idle_timeout_s
+            if first:
+                wait = min(self.limits.first_byte_timeout_s, self.limits.request_timeout_s)
+            else:
+                wait = self.limits.idle_timeout_s
             first = False
             try:
                 request, raw_headers, body = await self._read_request(h, conn, wait)
@@ -320,7 +399,9 @@ class HttpServer:
                     # and no await separates the two points.)
                     conn.mid_request = True
                     timer.deadline = trio.current_time() + self.limits.request_timeout_s
+                conn.receiving = True
                 data = await conn.stream.receive_some(RECEIVE_SIZE)
+                conn.receiving = False
                 if data and not started:
                     started = True
                     conn.idle = False

@@ -290,7 +290,11 @@ def test_sidecar_probes_and_refusals(pod: Pod) -> None:
     )
     assert proc.returncode == 0, describe(proc)
     status = json.loads(proc.stdout)["daemon"]["managed_identity"]
-    assert status == {"endpoint": f"http://127.0.0.1:{pod.port}/msi/token", "sessions": 1}
+    assert (status["endpoint"], status["sessions"]) == (
+        f"http://127.0.0.1:{pod.port}/msi/token",
+        1,
+    )
+    assert status["peers"]["peer_check"] == "sock_diag"  # the app container's uid is checked
     assert pod.header not in proc.stdout
     # The fixed session still needs its header.
     url = f"http://127.0.0.1:{pod.port}/msi/token?resource={GRAPH_RESOURCE}&api-version=2019-08-01"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -97,12 +98,18 @@ async def test_session_ends_when_its_process_exits() -> None:
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(sessions.run)
-            answer = await sessions.register({"profile": "p"}, child.pid)
+            listener = socket.create_server(("127.0.0.1", 0))
+            port = listener.getsockname()[1]
+            answer = await sessions.register(
+                {"profile": "p"},
+                child.pid,
+                pidfd=os.pidfd_open(child.pid),
+                listener_fd=os.dup(listener.fileno()),
+            )
             header = answer["identity_header"]
-            assert answer["identity_endpoint"].startswith("http://127.0.0.1:")
-            assert answer["identity_endpoint"].endswith("/msi/token")
+            assert answer["identity_endpoint"] == f"http://127.0.0.1:{port}/msi/token"
             assert sessions.table.find(header) is not None
-            assert sessions.status() == {"endpoint": answer["identity_endpoint"], "sessions": 1}
+            assert sessions.status() == {"endpoint": None, "sessions": 1}
             assert child.stdin is not None
             child.stdin.close()
             await trio.to_thread.run_sync(child.wait)
@@ -110,6 +117,8 @@ async def test_session_ends_when_its_process_exits() -> None:
                 while sessions.table.find(header) is not None:
                     await trio.sleep(0.01)
             assert sessions.status()["sessions"] == 0
+            # The daemon let go of its copy; the port is still held by the caller's.
+            listener.close()
             nursery.cancel_scope.cancel()
     finally:
         if child.poll() is None:
@@ -117,14 +126,15 @@ async def test_session_ends_when_its_process_exits() -> None:
             child.wait()
 
 
-async def test_register_for_a_process_that_is_gone() -> None:
+async def test_register_refuses_a_socket_that_is_not_a_loopback_listener() -> None:
     sessions = IdentitySessions(FakeTokens())
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()  # reaped: the pid no longer exists
+    a, b = socket.socketpair()
     async with trio.open_nursery() as nursery:
         await nursery.start(sessions.run)
-        with pytest.raises(InvalidRequest, match="already exited"):
-            await sessions.register({}, child.pid)
+        with a, b, pytest.raises(InvalidRequest, match="listening TCP socket on loopback"):
+            await sessions.register(
+                {}, os.getpid(), pidfd=os.pidfd_open(os.getpid()), listener_fd=os.dup(a.fileno())
+            )
         assert len(sessions.table) == 0
         nursery.cancel_scope.cancel()
 

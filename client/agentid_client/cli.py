@@ -157,8 +157,13 @@ class CLI:
         return EXIT_OK
 
     def do_exec(self, parsed: Parsed) -> int:
-        """Replace this process with CMD (execvpe): CMD receives signals directly
-        and its exit status (or death by signal) is what the caller sees."""
+        """Run CMD with the token (and, by default, a managed identity endpoint).
+
+        Without the endpoint this process becomes CMD (execvpe). With it, CMD
+        runs as a child beside which this process holds the endpoint's port
+        and keeps the session served across daemon restarts (exec_session.py);
+        either way CMD's exit status, or its death by a signal, is ours.
+        """
         if not parsed.rest:
             raise UsageError(
                 "exec: missing command (agentid-helper exec [selection] -- CMD ...)", "exec"
@@ -169,17 +174,22 @@ class CLI:
                 f"exec: --env-var {name!r} is not a valid environment variable name", "exec"
             )
         fields = self._token_fields(parsed)
-        body = daemon_api.get_token(fields, timeout=self._timeout(parsed))
+        timeout = self._timeout(parsed)
+        body = daemon_api.get_token(fields, timeout=timeout)
         env = dict(os.environ)
         env[name] = str(body["access_token"])
         if not parsed.opts.get("no_identity_endpoint"):
-            # Bound by the daemon to this process, which CMD is about to become:
-            # the endpoint answers for exactly as long as CMD lives.
-            session = daemon_api.register_identity_session(fields)
+            from . import exec_session
+
+            session = exec_session.EndpointSession(fields, exec_session.open_endpoint_listener())
+            session.register(timeout=timeout)
             for var in SHADOWING_MI_VARS:
                 env.pop(var, None)
-            env[IDENTITY_ENDPOINT_VAR] = str(session["identity_endpoint"])
-            env[IDENTITY_HEADER_VAR] = str(session["identity_header"])
+            env[IDENTITY_ENDPOINT_VAR] = str(session.endpoint)
+            env[IDENTITY_HEADER_VAR] = str(session.header)
+            self.stdout.flush()
+            self.stderr.flush()
+            return exec_session.run(list(parsed.rest), env, session, self.stderr)
         self.stdout.flush()
         self.stderr.flush()
         import signal

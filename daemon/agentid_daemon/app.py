@@ -192,7 +192,9 @@ class Daemon:
         self.api = Api(self.state)
         self.sessions = IdentitySessions(self.api, sidecar=_sidecar(config), metrics=self.metrics)
         self.state.identity_sessions = self.sessions
-        self.server = HttpServer(self.api.handle_request, limits=limits, allowed_uid=os.getuid())
+        self.server = HttpServer(
+            self.api.handle_request, limits=limits, allowed_uid=os.getuid(), accept_fds=True
+        )
         self._stopping = False
         self._opened: OpenedListener | None = None
 
@@ -208,7 +210,7 @@ class Daemon:
         try:
             # Outside the nursery: a bad sidecar header file or a taken port
             # must surface as itself (exit 5), not inside an exception group.
-            await self.sessions.prepare()
+            await self.sessions.prepare(opened.identity_endpoint)
             async with trio.open_nursery() as nursery:
                 with trio.open_signal_receiver(
                     signal.SIGTERM, signal.SIGINT, signal.SIGHUP

@@ -10,7 +10,6 @@ real loader by :func:`load_api_config`.
 from __future__ import annotations
 
 import os
-
 from pathlib import Path
 from typing import Any, Literal
 

@@ -58,6 +58,7 @@ class DaemonUnreachable(ClientError):
 _STATUS_EXIT = {
     400: EXIT_USAGE,  # invalid_request
     404: EXIT_USAGE,  # unknown_profile
+    429: EXIT_USAGE,  # too_many_sessions: this process already holds its share
     403: EXIT_UNREACHABLE,  # forbidden: the daemon will not serve this caller
     502: EXIT_IDP,  # identity_provider_error
     503: EXIT_IDP,  # identity_provider_unavailable

@@ -174,6 +174,7 @@ class Daemon:
         limits: Limits | None = None,
         notifier: Notifier | None = None,
         components: Components | None = None,
+        use_so_peerpidfd: bool = True,
     ) -> None:
         self.config_path = config_path
         self.socket_path = socket_path
@@ -188,6 +189,7 @@ class Daemon:
             config=config,
             config_path=config.path or config_path,
             version=_version(),
+            use_so_peerpidfd=use_so_peerpidfd,
         )
         self.api = Api(self.state)
         self.sessions = IdentitySessions(self.api, sidecar=_sidecar(config), metrics=self.metrics)
@@ -322,8 +324,12 @@ def _sidecar(config: Config) -> SidecarSettings | None:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the daemon in the foreground until SIGTERM/SIGINT; returns the exit code."""
+def main(argv: Sequence[str] | None = None, *, use_so_peerpidfd: bool = True) -> int:
+    """Run the daemon in the foreground until SIGTERM/SIGINT; returns the exit code.
+
+    *use_so_peerpidfd* False binds identity sessions the way kernels before
+    6.5 do (peer_process.py), on any kernel.
+    """
     try:
         args = parse_args(argv)
     except SystemExit as exc:  # --help / --version / usage errors
@@ -345,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         socket_path=Path(args.socket).expanduser() if args.socket else None,
         config_path=args.config,
         limits=Limits(max_connections=max_connections_for(raise_nofile_limit())),
+        use_so_peerpidfd=use_so_peerpidfd,
     )
     try:
         # A SIGTERM before trio's receiver is installed (a stop during start-up)

@@ -19,9 +19,11 @@ from agentid_daemon.identity_sessions import (
     IdentitySession,
     IdentitySessions,
     SessionTable,
+    TooManyProcessSessions,
     TooManySessions,
     load_or_create_header,
     new_header,
+    retire_header_file,
 )
 
 
@@ -142,3 +144,52 @@ async def test_register_refuses_a_socket_that_is_not_a_loopback_listener() -> No
 def test_pidfd_is_available_here() -> None:
     fd = os.pidfd_open(os.getpid())
     os.close(fd)
+
+
+def test_one_process_gets_its_share_and_others_keep_theirs() -> None:
+    table = SessionTable(max_sessions=100, max_per_process=3)
+    mine = [IdentitySession(new_header(), {}, label="a", pid=10) for _ in range(3)]
+    for session in mine:
+        table.add(session)
+    with pytest.raises(TooManyProcessSessions, match="process 10 already holds 3"):
+        table.add(IdentitySession(new_header(), {}, label="a", pid=10))
+    table.add(IdentitySession(new_header(), {}, label="b", pid=11))  # another process
+    table.remove(mine[0])  # one of mine ended: room again
+    table.add(IdentitySession(new_header(), {}, label="a", pid=10))
+    assert len(table) == 4
+
+
+def test_a_header_cannot_be_registered_twice() -> None:
+    table = SessionTable()
+    header = new_header()
+    table.add(IdentitySession(header, {}, label="a", pid=10))
+    with pytest.raises(InvalidRequest, match="already belongs"):
+        table.add(IdentitySession(header, {}, label="b", pid=11))
+
+
+def test_retired_header_file_holds_a_new_header(tmp_path: Path) -> None:
+    path = tmp_path / "header"
+    old = load_or_create_header(str(path))
+    said = retire_header_file(str(path))
+    new = load_or_create_header(str(path))
+    assert new != old and old not in said
+    assert "now holds a new one" in said
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert os.listdir(tmp_path) == ["header"]
+
+
+def test_header_file_that_cannot_be_replaced_is_named(tmp_path: Path) -> None:
+    directory = tmp_path / "ro"
+    directory.mkdir()
+    path = directory / "header"
+    old = load_or_create_header(str(path))
+    directory.chmod(0o500)
+    try:
+        if os.access(directory, os.W_OK):  # root writes anyway: use a path that is no dir
+            said = retire_header_file(str(path / "not-a-dir"))
+        else:
+            said = retire_header_file(str(path))
+    finally:
+        directory.chmod(0o700)
+    assert "replace the header in" in said and old not in said
+    assert load_or_create_header(str(path)) == old

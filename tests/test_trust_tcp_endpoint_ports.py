@@ -298,7 +298,7 @@ def test_row1_daemon_restart_never_frees_a_live_exec_port(stack: Stack, stop: in
 def test_row1_killed_exec_process_leaves_the_port_with_the_app(stack: Stack) -> None:
     """SIGKILL of exec itself: its session ends, but the app still holds the port."""
     stack.start_daemon()
-    app, log, stop_file = stack.exec_app("app")
+    app, log, _stop_file = stack.exec_app("app")
     port = _port_of(log)
     orphan = int(answers(log)[0]["pid"])
     try:

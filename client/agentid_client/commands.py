@@ -221,7 +221,9 @@ _add(
   # Azure SDK programs (ManagedIdentityCredential, DefaultAzureCredential) get the
   # agent's tokens, fresh for as long as the command runs, with no code change:
   agentid-helper exec --profile graph-bot -- python3 my_agent.py
-  # exec replaces itself with CMD: signals reach CMD directly and its exit status is the result
+  # CMD's exit status is the result (126/127 when it cannot run; death by a signal is
+  # passed on). With the endpoint, exec stays beside CMD and owns the endpoint's port
+  # while CMD lives, forwarding signals; with --no-identity-endpoint it becomes CMD.
 """,
     )
 )

@@ -328,6 +328,17 @@ async def test_identity_session_registers_the_peer(api: Api) -> None:
     assert sessions.registered == [({"profile": "bot"}, os.getpid())]
 
 
+async def test_descriptors_a_route_does_not_take_are_closed(api: Api) -> None:
+    """No managed identity endpoint here (404): the socket sent along is not kept."""
+    import os
+
+    api.state.identity_sessions = None
+    before = len(os.listdir("/proc/self/fd"))
+    data = await _register_over_unix(api, b"{}", pass_listener=True)
+    assert data.startswith(b"HTTP/1.1 404")
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 async def test_identity_session_needs_the_endpoint_socket(api: Api) -> None:
     """The caller owns the port: a request without its listener is refused."""
     sessions = FakeSessions()

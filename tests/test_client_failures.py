@@ -72,3 +72,11 @@ def test_the_next_attempt_time_is_printed() -> None:
     err = from_response(503, {"error": "identity_provider_unavailable"}, {"retry-after": "9"})
     assert "next attempt in 9 s" in err.hints
     assert not any("next attempt" in h for h in from_response(503, {}, {"retry-after": "x"}).hints)
+
+
+def test_too_many_identity_sessions_is_exit_2_with_the_reason() -> None:
+    """A process over its share of endpoint sessions (429), or a full table (503)."""
+    reason = "process 7 already holds 32 managed identity sessions; they end when it exits"
+    for status in (429, 503):
+        error = from_response(status, {"error": "too_many_sessions", "error_description": reason})
+        assert (error.exit_code, error.message.startswith(reason)) == (2, True)

@@ -58,7 +58,6 @@ class DaemonUnreachable(ClientError):
 _STATUS_EXIT = {
     400: EXIT_USAGE,  # invalid_request
     404: EXIT_USAGE,  # unknown_profile
-    429: EXIT_USAGE,  # too_many_sessions: this process already holds its share
     403: EXIT_UNREACHABLE,  # forbidden: the daemon will not serve this caller
     502: EXIT_IDP,  # identity_provider_error
     503: EXIT_IDP,  # identity_provider_unavailable
@@ -71,6 +70,9 @@ _ERROR_EXIT = {
     "identity_provider_error": EXIT_IDP,
     "identity_provider_unavailable": EXIT_IDP,
     "configuration_error": EXIT_CONFIG,
+    # The managed identity endpoint's session table: 429 when the calling process
+    # holds its share already, 503 when the daemon's table is full.
+    "too_many_sessions": EXIT_USAGE,
 }
 
 

@@ -9,6 +9,7 @@ real loader by :func:`load_api_config`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -152,7 +153,18 @@ class FakeSessions:
     def __init__(self) -> None:
         self.registered: list[tuple[dict[str, Any], int]] = []
 
-    async def register(self, fields: dict[str, Any], pid: int) -> dict[str, Any]:
+    async def register(
+        self,
+        fields: dict[str, Any],
+        pid: int,
+        *,
+        pidfd: int,
+        listener_fd: int,
+        header: str | None = None,
+    ) -> dict[str, Any]:
+        # Owns the descriptors, like the real one; records what the route checked.
+        os.close(pidfd)
+        os.close(listener_fd)
         self.registered.append((fields, pid))
         return {
             "identity_endpoint": "http://127.0.0.1:9/msi/token",

@@ -303,35 +303,65 @@ async def test_identity_session_validates_selection_first(api: Api) -> None:
     assert sessions.registered == []
 
 
-async def test_identity_session_registers_the_peer(api: Api) -> None:
-    """Over a real Unix socket: the session is bound to the connecting process's pid."""
-    import os
+async def _register_over_unix(api: Api, body: bytes, pass_listener: bool) -> bytes:
+    """POST /v1/identity-sessions over a real Unix socket pair, maybe with a TCP listener."""
     import socket
+    import sys
 
     import trio
 
     from agentid_daemon.protocol import HttpServer
 
+    server = HttpServer(api.handle_request, accept_fds=True)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener = socket.create_server(("127.0.0.1", 0))
+    request = (
+        b"POST /v1/identity-sessions HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    with listener, a:
+        fds = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, listener.fileno().to_bytes(4, sys.byteorder))]
+        a.sendmsg([request], fds if pass_listener else [])
+        async with trio.open_nursery() as nursery:
+            served = trio.SocketStream(trio.socket.from_stdlib_socket(b))
+            nursery.start_soon(server.serve_connection, served)
+            data = b""
+            while chunk := await trio.to_thread.run_sync(a.recv, 65536):
+                data += chunk
+    return data
+
+
+async def test_identity_session_registers_the_peer(api: Api) -> None:
+    """Over a real Unix socket: the session is bound to the connecting process's pid."""
+    import os
+
     sessions = FakeSessions()
     api.state.identity_sessions = sessions
-    server = HttpServer(api.handle_request)
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    async with trio.open_nursery() as nursery:
-        served = trio.SocketStream(trio.socket.from_stdlib_socket(b))
-        nursery.start_soon(server.serve_connection, served)
-        client = trio.SocketStream(trio.socket.from_stdlib_socket(a))
-        body = b'{"profile": "bot"}'
-        await client.send_all(
-            b"POST /v1/identity-sessions HTTP/1.1\r\nHost: x\r\n"
-            b"Content-Type: application/json\r\nConnection: close\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-        )
-        data = b""
-        while chunk := await client.receive_some(65536):
-            data += chunk
-        await client.aclose()
+    data = await _register_over_unix(api, b'{"profile": "bot"}', pass_listener=True)
     assert data.startswith(b"HTTP/1.1 201")
     assert sessions.registered == [({"profile": "bot"}, os.getpid())]
+
+
+async def test_descriptors_a_route_does_not_take_are_closed(api: Api) -> None:
+    """No managed identity endpoint here (404): the socket sent along is not kept."""
+    import os
+
+    api.state.identity_sessions = None
+    before = len(os.listdir("/proc/self/fd"))
+    data = await _register_over_unix(api, b"{}", pass_listener=True)
+    assert data.startswith(b"HTTP/1.1 404")
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+async def test_identity_session_needs_the_endpoint_socket(api: Api) -> None:
+    """The caller owns the port: a request without its listener is refused."""
+    sessions = FakeSessions()
+    api.state.identity_sessions = sessions
+    data = await _register_over_unix(api, b'{"profile": "bot"}', pass_listener=False)
+    assert data.startswith(b"HTTP/1.1 400")
+    assert b"listening socket" in data
+    assert sessions.registered == []
 
 
 async def test_identity_sessions_absent_is_404(api: Api) -> None:

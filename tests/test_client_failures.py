@@ -81,3 +81,11 @@ def test_a_pause_the_identity_provider_asked_for_is_said_so() -> None:
     (hint,) = from_response(503, {**body, "rate_limited": True}).hints
     assert "asked for a pause" in hint and "30 s" in hint
     assert "does not cut it short" in hint
+
+
+def test_too_many_identity_sessions_is_exit_2_with_the_reason() -> None:
+    """A process over its share of endpoint sessions (429), or a full table (503)."""
+    reason = "process 7 already holds 32 managed identity sessions; they end when it exits"
+    for status in (429, 503):
+        error = from_response(status, {"error": "too_many_sessions", "error_description": reason})
+        assert (error.exit_code, error.message.startswith(reason)) == (2, True)

@@ -119,3 +119,14 @@ def test_a_failed_reload_is_shown() -> None:
     assert lines[1] == expected
     body["daemon"]["last_reload_error"] = None
     assert "reload" not in render_status(body, now=NOW)
+
+
+def test_exec_sessions_without_a_fixed_endpoint_are_counted() -> None:
+    body = {
+        "daemon": {"pid": 1, "uptime_s": 5, "managed_identity": {"endpoint": None, "sessions": 3}},
+        "entries": [],
+    }
+    lines = render_status(body, now=NOW).splitlines()
+    assert "managed identity endpoint: a port per exec, 3 session(s)" in lines
+    idle = {"daemon": {"pid": 1, "managed_identity": {"endpoint": None, "sessions": 0}}}
+    assert "managed identity" not in render_status({**idle, "entries": []}, now=NOW)

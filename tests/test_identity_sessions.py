@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -18,9 +19,11 @@ from agentid_daemon.identity_sessions import (
     IdentitySession,
     IdentitySessions,
     SessionTable,
+    TooManyProcessSessions,
     TooManySessions,
     load_or_create_header,
     new_header,
+    retire_header_file,
 )
 
 
@@ -111,13 +114,19 @@ async def test_session_ends_when_its_process_exits() -> None:
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(sessions.run)
-            answer = await sessions.register({"profile": "p"}, child.pid)
+            listener = socket.create_server(("127.0.0.1", 0))
+            port = listener.getsockname()[1]
+            answer = await sessions.register(
+                {"profile": "p"},
+                child.pid,
+                pidfd=os.pidfd_open(child.pid),
+                listener_fd=os.dup(listener.fileno()),
+            )
             header = answer["identity_header"]
-            assert answer["identity_endpoint"].startswith("http://127.0.0.1:")
-            assert answer["identity_endpoint"].endswith("/msi/token")
+            assert answer["identity_endpoint"] == f"http://127.0.0.1:{port}/msi/token"
             assert sessions.table.find(header) is not None
             status = sessions.status()
-            assert (status["endpoint"], status["sessions"]) == (answer["identity_endpoint"], 1)
+            assert (status["endpoint"], status["sessions"]) == (None, 1)
             assert child.stdin is not None
             child.stdin.close()
             await trio.to_thread.run_sync(child.wait)
@@ -125,6 +134,8 @@ async def test_session_ends_when_its_process_exits() -> None:
                 while sessions.table.find(header) is not None:
                     await trio.sleep(0.01)
             assert sessions.status()["sessions"] == 0
+            # The daemon let go of its copy; the port is still held by the caller's.
+            listener.close()
             nursery.cancel_scope.cancel()
     finally:
         if child.poll() is None:
@@ -132,14 +143,15 @@ async def test_session_ends_when_its_process_exits() -> None:
             child.wait()
 
 
-async def test_register_for_a_process_that_is_gone() -> None:
+async def test_register_refuses_a_socket_that_is_not_a_loopback_listener() -> None:
     sessions = IdentitySessions(FakeTokens())
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()  # reaped: the pid no longer exists
+    a, b = socket.socketpair()
     async with trio.open_nursery() as nursery:
         await nursery.start(sessions.run)
-        with pytest.raises(InvalidRequest, match="already exited"):
-            await sessions.register({}, child.pid)
+        with a, b, pytest.raises(InvalidRequest, match="listening TCP socket on loopback"):
+            await sessions.register(
+                {}, os.getpid(), pidfd=os.pidfd_open(os.getpid()), listener_fd=os.dup(a.fileno())
+            )
         assert len(sessions.table) == 0
         nursery.cancel_scope.cancel()
 
@@ -147,3 +159,52 @@ async def test_register_for_a_process_that_is_gone() -> None:
 def test_pidfd_is_available_here() -> None:
     fd = os.pidfd_open(os.getpid())
     os.close(fd)
+
+
+def test_one_process_gets_its_share_and_others_keep_theirs() -> None:
+    table = SessionTable(max_sessions=100, max_per_process=3)
+    mine = [IdentitySession(new_header(), {}, label="a", pid=10) for _ in range(3)]
+    for session in mine:
+        table.add(session)
+    with pytest.raises(TooManyProcessSessions, match="process 10 already holds 3"):
+        table.add(IdentitySession(new_header(), {}, label="a", pid=10))
+    table.add(IdentitySession(new_header(), {}, label="b", pid=11))  # another process
+    table.remove(mine[0])  # one of mine ended: room again
+    table.add(IdentitySession(new_header(), {}, label="a", pid=10))
+    assert len(table) == 4
+
+
+def test_a_header_cannot_be_registered_twice() -> None:
+    table = SessionTable()
+    header = new_header()
+    table.add(IdentitySession(header, {}, label="a", pid=10))
+    with pytest.raises(InvalidRequest, match="already belongs"):
+        table.add(IdentitySession(header, {}, label="b", pid=11))
+
+
+def test_retired_header_file_holds_a_new_header(tmp_path: Path) -> None:
+    path = tmp_path / "header"
+    old = load_or_create_header(str(path))
+    said = retire_header_file(str(path))
+    new = load_or_create_header(str(path))
+    assert new != old and old not in said
+    assert "now holds a new one" in said
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert os.listdir(tmp_path) == ["header"]
+
+
+def test_header_file_that_cannot_be_replaced_is_named(tmp_path: Path) -> None:
+    directory = tmp_path / "ro"
+    directory.mkdir(mode=0o700)  # private: the header file is created only there
+    path = directory / "header"
+    old = load_or_create_header(str(path))
+    directory.chmod(0o500)
+    try:
+        if os.access(directory, os.W_OK):  # root writes anyway: use a path that is no dir
+            said = retire_header_file(str(path / "not-a-dir"))
+        else:
+            said = retire_header_file(str(path))
+    finally:
+        directory.chmod(0o700)
+    assert "replace the header in" in said and old not in said
+    assert load_or_create_header(str(path)) == old

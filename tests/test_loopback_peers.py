@@ -273,9 +273,16 @@ def test_status_names_who_may_connect(tmp_path: Path) -> None:
         sessions = IdentitySessions(_NoTokens(), allowed_uids=[4242])
         async with trio.open_nursery() as nursery:
             await nursery.start(sessions.run)
-            await sessions.register({}, os.getpid())  # opens the endpoint
-            peers = sessions.status()["peers"]
-            nursery.cancel_scope.cancel()
+            # A session like exec registers: its own listener, our pidfd.
+            with socket.create_server(("127.0.0.1", 0)) as listener:
+                await sessions.register(
+                    {},
+                    os.getpid(),
+                    pidfd=os.pidfd_open(os.getpid()),
+                    listener_fd=os.dup(listener.fileno()),
+                )
+                peers = sessions.status()["peers"]
+                nursery.cancel_scope.cancel()
         assert peers["peer_check"] == "sock_diag"
         assert peers["allowed_uids"] == sorted({os.getuid(), 4242})
 

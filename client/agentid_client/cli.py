@@ -174,8 +174,13 @@ class CLI:
         return EXIT_OK
 
     def do_exec(self, parsed: Parsed) -> int:
-        """Replace this process with CMD (execvpe): CMD receives signals directly
-        and its exit status (or death by signal) is what the caller sees."""
+        """Run CMD with the token (and, by default, a managed identity endpoint).
+
+        Without the endpoint this process becomes CMD (execvpe). With it, CMD
+        runs as a child beside which this process holds the endpoint's port
+        and keeps the session served across daemon restarts (exec_session.py);
+        either way CMD's exit status, or its death by a signal, is ours.
+        """
         if not parsed.rest:
             raise UsageError(
                 "exec: missing command (agentid-helper exec [selection] -- CMD ...)", "exec"
@@ -197,12 +202,13 @@ class CLI:
                 f"exec: --env-var {quoted(name)} is not a valid environment variable name", "exec"
             )
         fields = self._token_fields(parsed)
+        timeout = self._timeout(parsed)
         env = dict(os.environ)
         if token_env:
             # Without it CMD starts even while Entra is down: the endpoint
             # serves it once Entra answers again.
             try:
-                body = daemon_api.get_token(fields, timeout=self._timeout(parsed))
+                body = daemon_api.get_token(fields, timeout=timeout)
             except ClientError as exc:
                 if exc.exit_code == EXIT_IDP and endpoint:
                     exc.hints.append(
@@ -212,14 +218,20 @@ class CLI:
                 raise
             env[name] = str(body["access_token"])
         if endpoint:
-            # Bound by the daemon to this process, which CMD is about to become:
-            # the endpoint answers for exactly as long as CMD lives.
-            session = daemon_api.register_identity_session(fields)
+            from . import exec_session
+
+            # This process binds the endpoint's port and keeps it (and CMD a copy)
+            # while CMD lives; the daemon serves it through a duplicate.
+            session = exec_session.EndpointSession(fields, exec_session.open_endpoint_listener())
+            session.register(timeout=timeout)
             for var in SHADOWING_MI_VARS:
                 env.pop(var, None)
-            env[IDENTITY_ENDPOINT_VAR] = str(session["identity_endpoint"])
-            env[IDENTITY_HEADER_VAR] = str(session["identity_header"])
+            env[IDENTITY_ENDPOINT_VAR] = str(session.endpoint)
+            env[IDENTITY_HEADER_VAR] = str(session.header)
             env.setdefault(TOKEN_CREDENTIALS_VAR, TOKEN_CREDENTIALS_VALUE)
+            self.stdout.flush()
+            self.stderr.flush()
+            return exec_session.run(list(parsed.rest), env, session, self.stderr)
         self.stdout.flush()
         self.stderr.flush()
         import signal

@@ -241,7 +241,9 @@ _add(
   AZURE_TOKEN_CREDENTIALS= agentid-helper exec --profile graph-bot -- python3 my_agent.py
   # a service that must start even while Entra is down (the endpoint serves it later):
   agentid-helper exec --no-token-env --profile graph-bot -- python3 my_service.py
-  # exec replaces itself with CMD: signals reach CMD directly and its exit status is the result
+  # CMD's exit status is the result (126/127 when it cannot run; death by a signal is
+  # passed on). With the endpoint, exec stays beside CMD and owns the endpoint's port
+  # while CMD lives, forwarding signals; with --no-identity-endpoint it becomes CMD.
 """,
     )
 )

@@ -138,6 +138,7 @@ def call(
     autostart: bool = True,
     timeout: float | None = None,
     socket_path: str | None = None,
+    pass_fd: int | None = None,
 ) -> Response:
     """Send one request, (re)starting the daemon when it is absent and allowed.
 
@@ -151,7 +152,7 @@ def call(
     just_started = False
     while True:
         try:
-            return request(path, method, target, payload, deadline=deadline)
+            return request(path, method, target, payload, deadline=deadline, pass_fd=pass_fd)
         except DeadlineExceeded as exc:
             raise _deadline_error(path, limit, exc, lost_at is not None) from None
         except ConnectionLost:
@@ -210,13 +211,17 @@ def get_token(fields: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     return body
 
 
-def register_identity_session(fields: dict[str, Any]) -> dict[str, Any]:
+def register_identity_session(
+    fields: dict[str, Any], listener_fd: int, *, timeout: float | None = None
+) -> dict[str, Any]:
     """POST /v1/identity-sessions: a managed identity endpoint session for this process.
 
-    The daemon binds the session to the caller's pid (SO_PEERCRED), so the
-    process that calls this must be the one that lives on (exec, not fork).
+    *listener_fd* is the endpoint's listening socket, sent with the request;
+    the caller keeps it open for the session's life (exec_session.py). The
+    daemon binds the session to the calling process, which must outlive the
+    command (exec waits for it).
     """
-    body = call_ok("POST", "/v1/identity-sessions", fields)
+    body = call_ok("POST", "/v1/identity-sessions", fields, timeout=timeout, pass_fd=listener_fd)
     if (
         not isinstance(body, dict)
         or not isinstance(body.get("identity_endpoint"), str)

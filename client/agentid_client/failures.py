@@ -70,6 +70,9 @@ _ERROR_EXIT = {
     "identity_provider_error": EXIT_IDP,
     "identity_provider_unavailable": EXIT_IDP,
     "configuration_error": EXIT_CONFIG,
+    # The managed identity endpoint's session table: 429 when the calling process
+    # holds its share already, 503 when the daemon's table is full.
+    "too_many_sessions": EXIT_USAGE,
 }
 
 

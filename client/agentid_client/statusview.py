@@ -256,10 +256,11 @@ def render_status(body: Any, now: float | None = None) -> str:
                 f"config reload failed (previous config in force): {daemon['last_reload_error']}"
             )
         endpoint = daemon.get("managed_identity")
-        if isinstance(endpoint, dict) and endpoint.get("endpoint"):
+        if isinstance(endpoint, dict) and (endpoint.get("endpoint") or endpoint.get("sessions")):
+            # Without a sidecar's fixed endpoint, each exec session has a port of its own.
+            where = endpoint.get("endpoint") or "a port per exec"
             lines.append(
-                f"managed identity endpoint: {endpoint['endpoint']}, "
-                f"{endpoint.get('sessions', 0)} session(s)"
+                f"managed identity endpoint: {where}, {endpoint.get('sessions', 0)} session(s)"
             )
             peers = endpoint.get("peers")
             if isinstance(peers, dict):

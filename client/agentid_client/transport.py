@@ -19,6 +19,7 @@ from __future__ import annotations
 import _socket  # the C module: socket.py pulls in enum and selectors (~5 ms)
 import errno
 import os
+import sys
 import time
 
 from . import jsonlite, trust
@@ -237,9 +238,15 @@ def read_response(sock: _socket.socket, method: str, deadline: float) -> Respons
 
 
 def request(
-    path: str, method: str, target: str, payload: Any = None, *, deadline: float
+    path: str,
+    method: str,
+    target: str,
+    payload: Any = None,
+    *,
+    deadline: float,
+    pass_fd: int | None = None,
 ) -> Response:
-    """One request on a fresh connection.
+    """One request on a fresh connection; *pass_fd* is sent along (SCM_RIGHTS).
 
     Raises ConnectFailed when nobody listens, ConnectionLost when the
     connection ends before a complete answer, DeadlineExceeded at ``deadline``.
@@ -247,7 +254,15 @@ def request(
     body = None if payload is None else jsonlite.dumps(payload).encode()
     sock = connect(path, deadline)
     try:
-        sock.sendall(build_request(method, target, body))
+        data = build_request(method, target, body)
+        if pass_fd is None:
+            sock.sendall(data)
+        else:
+            # The descriptor rides on the first bytes; the daemon reads them with recvmsg.
+            fds = pass_fd.to_bytes(4, sys.byteorder, signed=True)
+            sent = sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
+            if sent < len(data):  # never an empty send: the daemon may have answered already
+                sock.sendall(data[sent:])
         return read_response(sock, method, deadline)
     except TimeoutError:
         raise DeadlineExceeded(path, connected=True) from None

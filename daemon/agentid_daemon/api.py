@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from .api_bodies import (
 from .cache_schedule import rate_limited
 from .config import Config
 from .config_watch import FileSignature, ReloadOutcome, signature_json
+from .connections import current_peer_socket, take_received_fd
 from .errors import (
     AgentIdError,
     ConfigurationError,
@@ -48,6 +50,7 @@ from .errors import (
 )
 from .logs import get_logger, log_request
 from .models import TokenRequest
+from .peer_process import open_peer_pidfd
 from .protocol import Headers, Response, current_peer
 
 if TYPE_CHECKING:  # broker.py pulls in the cache and metrics: annotations only
@@ -90,7 +93,15 @@ class BrokerLike(Protocol):
 class IdentitySessionsLike(Protocol):
     """The managed identity endpoint's sessions (:mod:`.identity_sessions`)."""
 
-    async def register(self, fields: dict[str, Any], pid: int) -> dict[str, Any]: ...
+    async def register(
+        self,
+        fields: dict[str, Any],
+        pid: int,
+        *,
+        pidfd: int,
+        listener_fd: int,
+        header: str | None = None,
+    ) -> dict[str, Any]: ...
     def status(self) -> dict[str, Any]: ...
 
 
@@ -120,6 +131,9 @@ class ApiState:
     version: str = "0"
     listening: bool = False
     identity_sessions: IdentitySessionsLike | None = None
+    #: False: bind identity sessions by pidfd_open + checks even where the kernel
+    #: has SO_PEERPIDFD (peer_process.py; the tests take both paths).
+    use_so_peerpidfd: bool = True
     last_reload_error: str | None = None  # set by app's reload
     config_file: FileSignature = None  # the file the config in force was read from
     reloader: ReloaderLike | None = None
@@ -272,29 +286,61 @@ class Api:
     async def _post_identity_session(self, body: bytes, ctx: dict[str, Any]) -> Response:
         """Register a managed identity endpoint session for the calling process.
 
-        The session is bound to the peer's pid (SO_PEERCRED): ``agentid-helper
-        exec`` registers and then execs the command in the same process, so the
-        session lives exactly as long as the command.
+        The request carries the endpoint's listening TCP socket (SCM_RIGHTS),
+        which the caller keeps open for the session's life, and, when it
+        registers again with a restarted daemon, its ``identity_header``. The
+        session is bound to the peer process through a pidfd taken without a
+        pid race (:mod:`.peer_process`).
         """
         sessions = self.state.identity_sessions
         if sessions is None:
             return Response.error(
                 404, "not_found", "this daemon does not serve a managed identity endpoint"
             )
+        listener_fd = take_received_fd()
+        try:
+            fields, header, pid, pidfd = self._session_request(body, ctx, listener_fd)
+        except BaseException:
+            if listener_fd is not None:
+                os.close(listener_fd)
+            raise
+        assert listener_fd is not None  # _session_request refuses a request without one
+        # register() owns both descriptors from here, on success and on failure.
+        answer = await sessions.register(
+            fields, pid, pidfd=pidfd, listener_fd=listener_fd, header=header
+        )
+        return Response.json(201, answer)
+
+    def _session_request(
+        self, body: bytes, ctx: dict[str, Any], listener_fd: int | None
+    ) -> tuple[dict[str, Any], str | None, int, int]:
+        """The selection, the header to resume (if any), the peer's pid and pidfd."""
         obj = parse_json_object(body, allow_empty=True)
+        header = obj.pop("identity_header", None)
+        if header is not None and not isinstance(header, str):
+            raise InvalidRequest(
+                f"field 'identity_header' must be a string, not {json_type(header)}"
+            )
         fields = selection_fields(obj)
         # Validate now: a bad selection fails the exec, not the command's first call.
         req = resolve(self._config(), fields)
-        ctx.update(profile=req.profile, mode=req.mode.value)
-        peer = current_peer()
-        if peer is None or peer.pid <= 0:
+        ctx.update(profile=req.profile, mode=req.mode.value, resumed=header is not None)
+        peer, peer_sock = current_peer(), current_peer_socket()
+        if peer is None or peer.pid <= 0 or peer_sock is None:
             raise InvalidRequest(
                 "cannot identify the calling process (no peer pid on this connection; a "
                 "client in another pid namespace cannot own a session: use the sidecar's "
                 "fixed session, [daemon] managed_identity_listen)"
             )
         ctx.update(pid=peer.pid)
-        return Response.json(201, await sessions.register(fields, peer.pid))
+        if listener_fd is None:
+            raise InvalidRequest(
+                "send the endpoint's listening socket with the request (SCM_RIGHTS): "
+                "the caller owns the port for the session's life"
+            )
+        with socket.fromfd(peer_sock.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            pidfd = open_peer_pidfd(conn, peer.pid, use_so_peerpidfd=self.state.use_so_peerpidfd)
+        return fields, header, peer.pid, pidfd
 
     async def _delete_token(self, body: bytes, ctx: dict[str, Any]) -> Response:
         obj = parse_json_object(body, allow_empty=True)

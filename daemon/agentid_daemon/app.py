@@ -191,6 +191,7 @@ class Daemon:
         components: Components | None = None,
         config_signature: FileSignature | bool = True,
         on_listening: Callable[[], None] | None = None,
+        use_so_peerpidfd: bool = True,
     ) -> None:
         """``config_signature``: the file's signature taken before ``config`` was
         read (main() does), or True to take it now."""
@@ -209,6 +210,7 @@ class Daemon:
             config=config,
             config_path=config.path or config_path,
             version=_version(),
+            use_so_peerpidfd=use_so_peerpidfd,
         )
         path = self.state.config_path
         served = file_signature(path) if config_signature is True else config_signature
@@ -224,7 +226,9 @@ class Daemon:
             allowed_uids=config.daemon.managed_identity_allowed_uids,
         )
         self.state.identity_sessions = self.sessions
-        self.server = HttpServer(self.api.handle_request, limits=limits, allowed_uid=os.getuid())
+        self.server = HttpServer(
+            self.api.handle_request, limits=limits, allowed_uid=os.getuid(), accept_fds=True
+        )
         self._stopping = False
         self._opened: OpenedListener | None = None
         self._shutdown_wanted: trio.Event | None = None  # made inside trio.run
@@ -244,7 +248,7 @@ class Daemon:
         try:
             # Outside the nursery: a bad sidecar header file or a taken port
             # must surface as itself (exit 5), not inside an exception group.
-            await self.sessions.prepare()
+            await self.sessions.prepare(opened.identity_endpoint)
             async with trio.open_nursery() as nursery:
                 with trio.open_signal_receiver(
                     signal.SIGTERM, signal.SIGINT, signal.SIGHUP
@@ -426,11 +430,15 @@ def _config_file(path: str | None) -> str:
     return str(Path(path).expanduser() if path is not None else default_config_path())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the daemon in the foreground until SIGTERM/SIGINT; returns the exit code."""
+def main(argv: Sequence[str] | None = None, *, use_so_peerpidfd: bool = True) -> int:
+    """Run the daemon in the foreground until SIGTERM/SIGINT; returns the exit code.
+
+    *use_so_peerpidfd* False binds identity sessions the way kernels before
+    6.5 do (peer_process.py), on any kernel.
+    """
     # First: the pipe of a client that autostarted us (and waits to hear how it went).
     report = StartReport.from_environ()
-    code, error = _start_and_run(argv, report)
+    code, error = _start_and_run(argv, report, use_so_peerpidfd=use_so_peerpidfd)
     if error is not None:
         print(error, file=sys.stderr)
         report.failed(code, error)  # no-op once ready() was sent
@@ -439,7 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _start_and_run(argv: Sequence[str] | None, report: StartReport) -> tuple[int, str | None]:
+def _start_and_run(
+    argv: Sequence[str] | None, report: StartReport, *, use_so_peerpidfd: bool = True
+) -> tuple[int, str | None]:
     """The exit code and, when the daemon fails, its one-line error (for stderr)."""
     try:
         args = parse_args(argv)
@@ -464,6 +474,7 @@ def _start_and_run(argv: Sequence[str] | None, report: StartReport) -> tuple[int
         limits=Limits(max_connections=max_connections_for(raise_nofile_limit())),
         config_signature=signature,
         on_listening=report.ready,
+        use_so_peerpidfd=use_so_peerpidfd,
     )
     try:
         # A SIGTERM before trio's receiver is installed (a stop during start-up)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import fcntl
 import math
+import os
+import socket
 import sys
 import termios
 from collections.abc import Hashable
@@ -31,6 +33,43 @@ PEER: ContextVar[PeerCred | None] = ContextVar("agentid_peer", default=None)
 def current_peer() -> PeerCred | None:
     """The peer credentials of the request being handled (see ``PEER``)."""
     return PEER.get()
+
+
+# The Unix connection itself, for a route that must ask the kernel more about
+# its peer than SO_PEERCRED (the identity session's pidfd, peer_process.py).
+PEER_SOCKET: ContextVar[trio.socket.SocketType | None] = ContextVar(
+    "agentid_peer_socket", default=None
+)
+# File descriptors the peer sent with its request (SCM_RIGHTS), on a server
+# built with ``accept_fds``: a route takes what it needs (take_received_fd),
+# the connection closes the rest when it ends.
+RECEIVED_FDS: ContextVar[list[int] | None] = ContextVar("agentid_received_fds", default=None)
+#: At most this many descriptors are taken from one request; more are closed.
+MAX_RECEIVED_FDS = 2
+
+
+def current_peer_socket() -> trio.socket.SocketType | None:
+    return PEER_SOCKET.get()
+
+
+def take_received_fd() -> int | None:
+    """The first descriptor the peer sent with this request; the caller owns it now."""
+    fds = RECEIVED_FDS.get()
+    return fds.pop(0) if fds else None
+
+
+def fds_from_ancillary(ancdata: list[tuple[int, int, bytes]], keep: list[int]) -> None:
+    """Append the SCM_RIGHTS descriptors of *ancdata* to *keep* (closing any past the cap)."""
+    for level, kind, data in ancdata:
+        if level != socket.SOL_SOCKET or kind != socket.SCM_RIGHTS:
+            continue
+        usable = len(data) - len(data) % 4
+        for i in range(0, usable, 4):
+            fd = int.from_bytes(data[i : i + 4], sys.byteorder, signed=True)
+            if len(keep) < MAX_RECEIVED_FDS:
+                keep.append(fd)
+            else:
+                os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -101,6 +140,8 @@ class Conn:
         self.receiving = False  # the task waits in receive_some (HttpServer._evict_waiting)
         self.answered = 0  # responses sent: > 0 while idle means a keep-alive connection
         self.idle_since = trio.current_time()
+        #: Descriptors received with requests (SCM_RIGHTS) and not taken by a route.
+        self.received_fds: list[int] = []
 
 
 class BodyTooLarge(Exception):

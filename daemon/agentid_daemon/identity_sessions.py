@@ -5,33 +5,48 @@ token selection (the request fields of ``POST /v1/token`` without a scope:
 the SDK names the resource per request). Two kinds:
 
 - **exec sessions**, registered over the Unix socket (``POST
-  /v1/identity-sessions``) by ``agentid-helper exec``, which then execs the
-  command in the same process. The daemon opens a pidfd for that pid and ends
-  the session when the process exits: its header is refused from then on,
-  and a recycled pid can never inherit it.
+  /v1/identity-sessions``) by ``agentid-helper exec``. The exec process binds
+  the endpoint's TCP listener itself (127.0.0.1, port 0) and sends it with the
+  request (SCM_RIGHTS); it keeps its own copy, and so does the command it
+  runs, for as long as they live. A daemon that exits or restarts therefore
+  never frees a port that a live command holds in ``IDENTITY_ENDPOINT``:
+  nobody else can bind it, and a restarted daemon gets the same listener and
+  header back when exec registers again. The session is bound to the
+  registering process by a pidfd taken without a pid race (peer_process.py)
+  and ends when that process exits; its header is refused from then on.
+  One process may hold at most :data:`MAX_SESSIONS_PER_PROCESS` sessions.
 - **the sidecar session** (``[daemon] managed_identity_listen``,
   ``managed_identity_header_file``, ``managed_identity_profile``): fixed for
   the daemon's lifetime, for a pod whose app container cannot reach the
-  daemon's pid namespace.
+  daemon's pid namespace. Its listener is inherited from the service manager
+  when one passes it (a socket unit's ``FileDescriptorName=managed-identity``),
+  else bound at start-up; a port already taken stops start-up (exit 5) and
+  the header file is replaced, so a header that reached the squatter is dead.
 
-The TCP listener (loopback only) is opened at start-up for a sidecar, else on
-the first exec session, so a daemon nobody asks for an endpoint exposes no
-port. Every connection to it passes :class:`~.loopback_peers.LoopbackAdmission`
-first: only our own uid and ``[daemon] managed_identity_allowed_uids`` are
-served, other uids are closed before a byte is read. Headers are found by
-their SHA-256 and confirmed with ``hmac.compare_digest``; they never appear
-in a log line or in ``status``.
+Each exec session has a loopback port of its own, bound by ``agentid-helper
+exec`` and passed to the daemon (SCM_RIGHTS); the sidecar's listener is opened
+at start-up. All listeners feed one :class:`~.protocol.HttpServer` (one
+connection limit), and every connection passes
+:class:`~.loopback_peers.LoopbackAdmission` first: only our own uid and
+``[daemon] managed_identity_allowed_uids`` are served, other uids are closed
+before a byte is read. Headers are found by their SHA-256 and confirmed with
+``hmac.compare_digest``; they never appear in a log line or in ``status``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import hmac
+import ipaddress
 import os
 import secrets
+import socket
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -60,6 +75,9 @@ _HEADER_ALPHABET = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/="
 )
 MAX_SESSIONS = 1024
+#: Live sessions one process may hold: far more than any exec needs, and it
+#: leaves the table to the user's other processes (MAX_SESSIONS in all).
+MAX_SESSIONS_PER_PROCESS = 32
 # The endpoint answers GETs without bodies from local SDKs, which send their
 # request as soon as they connect: a connection silent for 2 s is dropped.
 MI_LIMITS = Limits(
@@ -76,6 +94,13 @@ MAX_CONNECTIONS_PER_OTHER_UID = 16
 
 class TooManySessions(AgentIdError):
     http_status = 503
+    error_code = "too_many_sessions"
+
+
+class TooManyProcessSessions(AgentIdError):
+    """One process asked for more than its share; the client exits 2 (docs/api.md)."""
+
+    http_status = 429
     error_code = "too_many_sessions"
 
 
@@ -105,9 +130,15 @@ def session_label(fields: Mapping[str, Any]) -> str:
 class SessionTable:
     """Sessions by header digest; lookups confirm the header in constant time."""
 
-    def __init__(self, max_sessions: int = MAX_SESSIONS) -> None:
+    def __init__(
+        self,
+        max_sessions: int = MAX_SESSIONS,
+        max_per_process: int = MAX_SESSIONS_PER_PROCESS,
+    ) -> None:
         self.max_sessions = max_sessions
+        self.max_per_process = max_per_process
         self._by_digest: dict[bytes, IdentitySession] = {}
+        self._per_pid: Counter[int] = Counter()
 
     def __len__(self) -> int:
         return len(self._by_digest)
@@ -117,12 +148,24 @@ class SessionTable:
         return hashlib.sha256(header.encode("utf-8", "surrogateescape")).digest()
 
     def add(self, session: IdentitySession) -> None:
+        pid = session.pid
+        if pid is not None and self._per_pid[pid] >= self.max_per_process:
+            # Checked first: a process over its share is told so, whatever the total.
+            raise TooManyProcessSessions(
+                f"process {pid} already holds {self.max_per_process} managed identity "
+                "sessions; they end when it exits"
+            )
         if len(self._by_digest) >= self.max_sessions:
             raise TooManySessions(
                 f"too many managed identity sessions ({self.max_sessions}); "
                 "they end when their processes exit"
             )
-        self._by_digest[self._digest(session.header)] = session
+        digest = self._digest(session.header)
+        if digest in self._by_digest:
+            raise InvalidRequest("this identity header already belongs to a live session")
+        self._by_digest[digest] = session
+        if pid is not None:
+            self._per_pid[pid] += 1
 
     def find(self, header: str) -> IdentitySession | None:
         if not header or len(header) > MAX_HEADER_CHARS:
@@ -137,6 +180,10 @@ class SessionTable:
         digest = self._digest(session.header)
         if self._by_digest.get(digest) is session:
             del self._by_digest[digest]
+            if session.pid is not None:
+                self._per_pid[session.pid] -= 1
+                if self._per_pid[session.pid] <= 0:
+                    del self._per_pid[session.pid]
 
 
 HEADER_FILE = "managed_identity_header_file"
@@ -185,14 +232,47 @@ def _create_header(path: str) -> str:
     return header
 
 
+def valid_header(header: str) -> bool:
+    """Long enough to carry >= 128 random bits, of the header alphabet only."""
+    return MIN_HEADER_CHARS <= len(header) <= MAX_HEADER_CHARS and set(header) <= (_HEADER_ALPHABET)
+
+
+def retire_header_file(path: str) -> str:
+    """Replace the sidecar's header file with a fresh header; says what was done.
+
+    Called when another process holds the sidecar's port: the app may have
+    sent the old header there, so the old header must never be served again.
+    The new one is written next to the file and renamed over it (0600).
+    A file we cannot replace (a read-only Secret mount) is left alone and the
+    answer tells the operator to replace it.
+    """
+    file = Path(path)
+    temp = file.with_name(f".{file.name}.{secrets.token_hex(8)}")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(new_header() + "\n")
+        os.replace(temp, file)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        return (
+            f"whoever holds the port may have received the header: replace the header in "
+            f"{file} (cannot replace it here: {exc.strerror}) and restart the app"
+        )
+    log.warning("replaced the managed identity header file: the port was taken", path=str(file))
+    return (
+        f"whoever holds the port may have received the header, so {file} now holds a new "
+        "one: restart the app with it once the port is free"
+    )
+
+
 def _parse_header(path: str, raw: bytes) -> str:
     try:
         header = raw.decode("ascii").strip()
     except UnicodeDecodeError:
         header = ""
-    if not MIN_HEADER_CHARS <= len(header) <= MAX_HEADER_CHARS or not set(header) <= (
-        _HEADER_ALPHABET
-    ):
+    if not valid_header(header):
         raise ConfigurationError(
             f"{HEADER_FILE} {path}: must hold one random value of "
             f"{MIN_HEADER_CHARS} to {MAX_HEADER_CHARS} characters (letters, digits, -._~+/=)",
@@ -210,8 +290,110 @@ class SidecarSettings:
     profile: str | None = None
 
 
+class SessionListeners(trio.abc.Listener[trio.SocketStream]):
+    """Many listening sockets (one per exec session, the sidecar's) as one trio listener.
+
+    Each socket gets an accept task that hands its connections to
+    :meth:`accept`; closing a socket (its session ended) only stops that task.
+    The daemon's copy of an exec session's socket is closed then, the exec
+    process's copy keeps the port.
+    """
+
+    def __init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel[trio.SocketStream](0)
+        self._scopes: dict[int, trio.CancelScope] = {}
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def add(self, sock: trio.socket.SocketType) -> None:
+        assert self._nursery is not None, "run() first"
+        scope = trio.CancelScope()
+        self._scopes[sock.fileno()] = scope
+        self._nursery.start_soon(self._accept_from, sock, scope)
+
+    def remove(self, sock: trio.socket.SocketType) -> None:
+        scope = self._scopes.pop(sock.fileno(), None)
+        if scope is not None:
+            scope.cancel()
+
+    async def _accept_from(self, sock: trio.socket.SocketType, scope: trio.CancelScope) -> None:
+        listener = trio.SocketListener(sock)
+        try:
+            with scope:
+                while True:
+                    try:
+                        stream = await listener.accept()
+                    except OSError as exc:  # EMFILE and friends: wait, do not spin
+                        log.warning("managed identity accept failed", error=str(exc))
+                        await trio.sleep(0.1)
+                        continue
+                    try:
+                        await self._send.send(stream)
+                    except BaseException:
+                        with trio.CancelScope(shield=True):
+                            await stream.aclose()
+                        raise
+        finally:
+            with trio.CancelScope(shield=True):
+                await listener.aclose()
+
+    async def accept(self) -> trio.SocketStream:
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise trio.ClosedResourceError("the managed identity listeners are closed") from None
+
+    async def aclose(self) -> None:
+        for scope in self._scopes.values():
+            scope.cancel()
+        self._scopes.clear()
+        await self._receive.aclose()
+
+
+def adopt_endpoint_listener(fd: int) -> tuple[trio.socket.SocketType, tuple[str, int]]:
+    """Take a listening TCP socket sent by exec; it must listen on loopback.
+
+    Owns *fd* from here on (closed on refusal). Returns the trio socket and
+    its ``(host, port)``.
+    """
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        os.close(fd)
+        raise InvalidRequest("the descriptor sent with the session is not a socket") from None
+    try:
+        name = sock.getsockname()
+        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        if (
+            sock.family not in (socket.AF_INET, socket.AF_INET6)
+            or sock.type != socket.SOCK_STREAM
+            or not listening
+            or not ipaddress.ip_address(str(name[0])).is_loopback
+        ):
+            raise InvalidRequest(
+                "the socket sent with the session must be a listening TCP socket on loopback"
+            )
+    except BaseException:
+        sock.close()
+        raise
+    sock.set_inheritable(False)
+    sock.setblocking(False)
+    return trio.socket.from_stdlib_socket(sock), (str(name[0]), int(name[1]))
+
+
+def endpoint_url(address: tuple[str, int]) -> str:
+    host, port = address
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}{P.PATH}"
+
+
 class IdentitySessions:
-    """The endpoint's listener, its sessions and their pidfd watchers."""
+    """The endpoint's listeners, its sessions and their pidfd watchers."""
 
     def __init__(
         self,
@@ -220,30 +402,28 @@ class IdentitySessions:
         sidecar: SidecarSettings | None = None,
         limits: Limits | None = None,
         max_sessions: int = MAX_SESSIONS,
+        max_sessions_per_process: int = MAX_SESSIONS_PER_PROCESS,
         metrics: RequestCounter | None = None,
         allowed_uids: Iterable[int] = (),
     ) -> None:
         from .mi_endpoint import MIEndpoint  # here: it imports this module
 
-        self.table = SessionTable(max_sessions)
+        self.table = SessionTable(max_sessions, max_sessions_per_process)
         self.endpoint = MIEndpoint(self.table, tokens, metrics)
         self.admission = LoopbackAdmission(allowed_uids, max_per_peer=MAX_CONNECTIONS_PER_OTHER_UID)
         self.server = HttpServer(
             self.endpoint.handle_request, limits=limits or MI_LIMITS, admission=self.admission
         )
         self.sidecar = sidecar
-        self._listener: trio.SocketListener | None = None
-        self._address: tuple[str, int] | None = None
+        self.listeners = SessionListeners()
+        self._sidecar_socket: trio.socket.SocketType | None = None
+        self._address: tuple[str, int] | None = None  # the sidecar's
         self._nursery: trio.Nursery | None = None
-        self._lock = trio.Lock()
 
     @property
     def url(self) -> str | None:
-        if self._address is None:
-            return None
-        host, port = self._address
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{port}{P.PATH}"
+        """The sidecar's fixed endpoint (exec sessions each have their own port)."""
+        return None if self._address is None else endpoint_url(self._address)
 
     def status(self) -> dict[str, Any]:
         """For ``GET /v1/status``: where, how many sessions (never a header), who may connect."""
@@ -257,87 +437,134 @@ class IdentitySessions:
             },
         }
 
-    async def prepare(self) -> None:
-        """Sidecar mode: bind the fixed address and load the header before serving.
+    async def prepare(self, inherited: trio.socket.SocketType | None = None) -> None:
+        """Sidecar mode: take the fixed listener and load the header before serving.
 
-        Called before the daemon's nursery opens, so that a bad header file
-        (:class:`ConfigurationError`) or a taken port (:class:`ListenerError`)
-        stops start-up with its own exit code.
+        *inherited* is the listener a service manager passed (systemd's
+        ``LISTEN_FDS``, name ``managed-identity``): it held the port while
+        the daemon was down, so nobody else can have taken it. Without one
+        the port is bound here; if it is taken, whoever holds it may have
+        received the app's header while the daemon was away, so the header
+        file is replaced before start-up stops with :class:`ListenerError`
+        (exit 5). Called before the daemon's nursery opens, so that a bad
+        header file (:class:`ConfigurationError`) also stops start-up with
+        its own exit code.
         """
         if self.sidecar is None:
+            if inherited is not None:
+                inherited.close()
             return
         header = await trio.to_thread.run_sync(load_or_create_header, self.sidecar.header_file)
-        await self._bind(*self.sidecar.listen)
+        if inherited is not None:
+            sock = inherited
+        else:
+            sock = await self._bind_sidecar(*self.sidecar.listen)
+        name = sock.getsockname()
+        self._sidecar_socket, self._address = sock, (str(name[0]), int(name[1]))
         profile = self.sidecar.profile
         fields = {"profile": profile} if profile else {}
         self.table.add(IdentitySession(header, fields, label=f"sidecar {session_label(fields)}"))
 
+    async def _bind_sidecar(self, host: str, port: int) -> trio.socket.SocketType:
+        assert self.sidecar is not None
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as exc:
+            message = (
+                f"cannot listen on {host}:{port} for the managed identity endpoint: "
+                f"{exc.strerror or exc}"
+            )
+            if exc.errno == errno.EADDRINUSE:
+                message += "; " + await trio.to_thread.run_sync(
+                    retire_header_file, self.sidecar.header_file
+                )
+            raise ListenerError(message) from None
+        for extra in listeners[1:]:
+            await extra.aclose()
+        return listeners[0].socket
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            if self._listener is not None:
-                await nursery.start(self._serve, self._listener)
+            await nursery.start(self.listeners.run)
+            await nursery.start(self._serve)
+            if self._sidecar_socket is not None:
+                self.listeners.add(self._sidecar_socket)
+                log.info("managed identity endpoint listening", endpoint=self.url)
             task_status.started()
             await trio.sleep_forever()
 
-    async def register(self, fields: dict[str, Any], pid: int) -> dict[str, Any]:
-        """A new exec session for process *pid*; the answer holds its header."""
-        if self._nursery is None:
-            raise ConfigurationError("the managed identity endpoint is not running")
-        await self._ensure_listener()
-        pidfd = _open_pidfd(pid)
-        session = IdentitySession(new_header(), dict(fields), label=session_label(fields), pid=pid)
+    async def register(
+        self,
+        fields: dict[str, Any],
+        pid: int,
+        *,
+        pidfd: int,
+        listener_fd: int,
+        header: str | None = None,
+    ) -> dict[str, Any]:
+        """A new exec session for process *pid* (held by *pidfd*) on *listener_fd*.
+
+        Takes ownership of both descriptors. *header* is the header of a
+        session that a previous daemon served on the same listener (exec
+        registers again after a restart); otherwise a new one is made. The
+        answer holds the endpoint and the header.
+        """
+        try:
+            if self._nursery is None:
+                raise ConfigurationError("the managed identity endpoint is not running")
+            if header is not None and not valid_header(header):
+                raise InvalidRequest(
+                    f"identity_header must be {MIN_HEADER_CHARS} to {MAX_HEADER_CHARS} "
+                    "characters (letters, digits, -._~+/=)"
+                )
+            sock, address = adopt_endpoint_listener(listener_fd)
+        except BaseException:
+            os.close(pidfd)
+            raise
+        session = IdentitySession(
+            header or new_header(), dict(fields), label=session_label(fields), pid=pid
+        )
         try:
             self.table.add(session)
         except BaseException:
             os.close(pidfd)
+            sock.close()
             raise
-        self._nursery.start_soon(self._watch, session, pidfd)
+        self.listeners.add(sock)
+        self._nursery.start_soon(self._watch, session, pidfd, sock)
+        url = endpoint_url(address)
         log.info(
-            "identity session started", session=session.label, pid=pid, sessions=len(self.table)
+            "identity session started",
+            session=session.label,
+            pid=pid,
+            endpoint=url,
+            resumed=header is not None,
+            sessions=len(self.table),
         )
-        return {"identity_endpoint": self.url, "identity_header": session.header, "pid": pid}
+        return {
+            "identity_endpoint": url,
+            "identity_header": session.header,
+            "pid": pid,
+            # exec watches this process and registers again when it is gone.
+            "daemon_pid": os.getpid(),
+        }
 
-    async def _ensure_listener(self) -> None:
-        async with self._lock:
-            if self._listener is None:
-                await self._bind("127.0.0.1", 0)
-                assert self._nursery is not None and self._listener is not None
-                await self._nursery.start(self._serve, self._listener)
+    async def _serve(self, *, task_status: trio.TaskStatus[None]) -> None:
+        if not self.admission.probed:
+            # Whatever way the listeners came: whether peers can be told apart here.
+            await trio.to_thread.run_sync(self.admission.probe)
+        await self.server.serve(self.listeners, task_status=task_status)
 
-    async def _bind(self, host: str, port: int) -> None:
-        try:
-            listeners = await trio.open_tcp_listeners(port, host=host)
-        except OSError as exc:
-            raise ListenerError(
-                f"cannot listen on {host}:{port} for the managed identity endpoint: "
-                f"{exc.strerror or exc}"
-            ) from None
-        listener = listeners[0]
-        for extra in listeners[1:]:
-            await extra.aclose()
-        name = listener.socket.getsockname()
-        self._listener, self._address = listener, (str(name[0]), int(name[1]))
-
-    async def _serve(
-        self, listener: trio.SocketListener, *, task_status: trio.TaskStatus[None]
+    async def _watch(
+        self, session: IdentitySession, pidfd: int, sock: trio.socket.SocketType
     ) -> None:
-        try:
-            if not self.admission.probed:
-                # Whatever way the listener came: whether peers can be told apart here.
-                await trio.to_thread.run_sync(self.admission.probe)
-            log.info("managed identity endpoint listening", endpoint=self.url)
-            await self.server.serve(listener, task_status=task_status)
-        finally:
-            with trio.CancelScope(shield=True):
-                await listener.aclose()
-
-    async def _watch(self, session: IdentitySession, pidfd: int) -> None:
         """End *session* when its process exits (the pidfd becomes readable)."""
         try:
             await trio.lowlevel.wait_readable(pidfd)
         finally:
             self.table.remove(session)
+            self.listeners.remove(sock)  # its accept task closes our copy
             os.close(pidfd)
             log.info(
                 "identity session ended",
@@ -345,17 +572,3 @@ class IdentitySessions:
                 pid=session.pid,
                 sessions=len(self.table),
             )
-
-
-def _open_pidfd(pid: int) -> int:
-    try:
-        return os.pidfd_open(pid)
-    except ProcessLookupError:
-        raise InvalidRequest(f"process {pid} has already exited") from None
-    except OSError as exc:
-        if exc.errno in (errno.ENOSYS, errno.EINVAL):
-            raise ConfigurationError(
-                "this kernel has no pidfd_open (Linux >= 5.3 is needed to tie a session "
-                "to its process); run exec with --no-identity-endpoint"
-            ) from None
-        raise

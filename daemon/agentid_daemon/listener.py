@@ -32,6 +32,10 @@ APP_NAME = "agentid-helper"
 SOCKET_NAME = "agentid-helper.sock"
 SOCKET_ENV = "AGENTID_HELPER_SOCKET"
 SD_LISTEN_FDS_START = 3
+#: ``FileDescriptorName=`` of a socket unit's loopback TCP listener for the
+#: sidecar's managed identity endpoint (identity_sessions.py): held by systemd
+#: across daemon restarts, so the fixed port is never free for another uid.
+IDENTITY_ENDPOINT_FD_NAME = "managed-identity"
 #: The listen backlog: the kernel's maximum (net.core.somaxconn caps it), as the
 #: socket unit's Backlog= default. Clients queue there while the daemon is at
 #: max_connections or restarting.
@@ -164,6 +168,8 @@ class OpenedListener:
     listener: trio.SocketListener
     path: str | None
     owned: bool  # we bound it (so we remove it); False for systemd sockets
+    #: The sidecar endpoint's TCP listener passed by systemd, if any.
+    identity_endpoint: trio.socket.SocketType | None = None
     _inode: tuple[int, int] | None = None
     _lock_fd: int | None = field(default=None, repr=False)
 
@@ -309,8 +315,11 @@ async def open_listener(
     """The systemd-passed socket if there is one, else a socket bound at *path*."""
     env = os.environ if environ is None else environ
     fds = systemd_listen_fds(env)
+    endpoint = [fd for fd, name in fds if name == IDENTITY_ENDPOINT_FD_NAME]
+    fds = [(fd, name) for fd, name in fds if name != IDENTITY_ENDPOINT_FD_NAME]
+    inherited = tcp_listener_from_fd(endpoint[0]) if endpoint else None
     if fds:
-        # One socket is all we serve (agentid-helper.socket declares one).
+        # One Unix socket is all we serve (agentid-helper.socket declares one).
         fd, _name = fds[0]
         sock = socket_from_fd(fd)
         try:
@@ -318,5 +327,34 @@ async def open_listener(
         except OSError:
             name = None
         spath = name if isinstance(name, str) and name else None
-        return OpenedListener(listener=trio.SocketListener(sock), path=spath, owned=False)
-    return await bind_unix_listener(path or default_socket_path(env), backlog=backlog)
+        return OpenedListener(
+            listener=trio.SocketListener(sock),
+            path=spath,
+            owned=False,
+            identity_endpoint=inherited,
+        )
+    opened = await bind_unix_listener(path or default_socket_path(env), backlog=backlog)
+    opened.identity_endpoint = inherited
+    return opened
+
+
+def tcp_listener_from_fd(fd: int) -> trio.socket.SocketType:
+    """Wrap the passed ``managed-identity`` fd: a listening TCP socket on loopback."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ListenerError(f"systemd passed fd {fd}, which is not a socket: {exc}") from exc
+    name = sock.getsockname()
+    if (
+        sock.family not in (socket.AF_INET, socket.AF_INET6)
+        or sock.type != socket.SOCK_STREAM
+        or not isinstance(name, tuple)
+        or name[0] not in ("127.0.0.1", "::1")
+    ):
+        sock.detach()
+        raise ListenerError(
+            f"systemd passed fd {fd} as {IDENTITY_ENDPOINT_FD_NAME!r}, which is not a TCP "
+            "socket on loopback (use ListenStream=127.0.0.1:PORT)"
+        )
+    sock.setblocking(False)
+    return trio.socket.from_stdlib_socket(sock)

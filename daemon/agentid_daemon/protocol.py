@@ -37,6 +37,8 @@ The application is a single coroutine ``handler(method, path, headers, body)
 from __future__ import annotations
 
 import math
+import os
+import socket
 from collections.abc import Awaitable, Callable, Hashable
 from typing import cast
 
@@ -44,7 +46,10 @@ import h11
 import trio
 
 from .connections import (
+    MAX_RECEIVED_FDS,
     PEER,
+    PEER_SOCKET,
+    RECEIVED_FDS,
     Admission,
     BodyTooLarge,
     CloseConnection,
@@ -52,6 +57,7 @@ from .connections import (
     Limits,
     content_length,
     current_peer,
+    fds_from_ancillary,
     pending_bytes,
     wants_close,
 )
@@ -86,11 +92,15 @@ class HttpServer:
         limits: Limits | None = None,
         allowed_uid: int | None = None,
         admission: Admission | None = None,
+        accept_fds: bool = False,
     ) -> None:
         self.handler = handler
         self.limits = limits or Limits()
         self.allowed_uid = allowed_uid
         self.admission = admission
+        # Unix connections of our own uid may pass descriptors (SCM_RIGHTS) with a
+        # request: the exec session's TCP listener (identity_sessions.py).
+        self.accept_fds = accept_fds
         self._conns: set[Conn] = set()
         self._closing = False
         self._accept_scope = trio.CancelScope()
@@ -251,6 +261,9 @@ class HttpServer:
                 log.exception("connection failed")
             finally:
                 self._conns.discard(conn)
+                for fd in conn.received_fds:  # sent but not taken by a route
+                    os.close(fd)
+                conn.received_fds.clear()
                 with trio.CancelScope(shield=True), trio.move_on_after(1):
                     await stream.aclose()
 
@@ -287,6 +300,10 @@ class HttpServer:
         peer = self._peer(conn.stream)
         PEER.set(peer)
         forbidden_peer = not peer_allowed(peer, uid=self.allowed_uid)
+        if peer is not None and isinstance(conn.stream, trio.SocketStream):
+            PEER_SOCKET.set(conn.stream.socket)
+            if self.accept_fds and not forbidden_peer:
+                RECEIVED_FDS.set(conn.received_fds)
         if forbidden_peer:
             assert peer is not None
             log.warning(
@@ -370,6 +387,22 @@ class HttpServer:
             log.exception("request handler failed", method=method, path=target.split("?")[0])
             return Response.error(500, "internal_error", "internal error; see the daemon log")
 
+    async def _receive(self, conn: Conn) -> bytes:
+        """The next bytes; on an ``accept_fds`` Unix connection, with their SCM_RIGHTS."""
+        stream = conn.stream
+        if not (self.accept_fds and RECEIVED_FDS.get() is conn.received_fds):
+            # trio's streams hand out bytes (typed bytes | bytearray).
+            return cast(bytes, await stream.receive_some(RECEIVE_SIZE))
+        assert isinstance(stream, trio.SocketStream)
+        try:
+            data, ancdata, _flags, _addr = await stream.socket.recvmsg(
+                RECEIVE_SIZE, socket.CMSG_SPACE(4 * MAX_RECEIVED_FDS), socket.MSG_CMSG_CLOEXEC
+            )
+        except OSError as exc:
+            raise trio.BrokenResourceError(str(exc)) from exc
+        fds_from_ancillary(ancdata, conn.received_fds)
+        return data
+
     async def _read_request(
         self, h: h11.Connection, conn: Conn, wait_s: float
     ) -> tuple[h11.Request | None, list[tuple[bytes, bytes]], bytes]:
@@ -400,13 +433,12 @@ class HttpServer:
                     conn.mid_request = True
                     timer.deadline = trio.current_time() + self.limits.request_timeout_s
                 conn.receiving = True
-                data = await conn.stream.receive_some(RECEIVE_SIZE)
+                data = await self._receive(conn)
                 conn.receiving = False
                 if data and not started:
                     started = True
                     conn.idle = False
-                # trio's streams hand out bytes (typed bytes | bytearray).
-                h.receive_data(cast(bytes, data))
+                h.receive_data(data)
                 continue
             if isinstance(event, h11.Request):
                 request = event

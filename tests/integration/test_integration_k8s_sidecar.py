@@ -333,8 +333,8 @@ def test_sidecar_with_a_taken_port_exits_5(pod: Pod, tmp_path: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{pod.port}" in proc.stderr
 
 
-def test_exec_sessions_share_the_sidecars_port(pod: Pod) -> None:
-    """`agentid-helper exec` next to the sidecar session: same endpoint, its own header."""
+def test_exec_sessions_beside_the_sidecar_get_their_own_port(pod: Pod) -> None:
+    """`agentid-helper exec` next to the sidecar session: its own port and header."""
     show = (
         "import json, os; print(json.dumps({k: os.environ[k] for k in "
         "('IDENTITY_ENDPOINT', 'IDENTITY_HEADER')}))"
@@ -349,5 +349,6 @@ def test_exec_sessions_share_the_sidecars_port(pod: Pod) -> None:
     )
     assert proc.returncode == 0, describe(proc)
     exported = json.loads(proc.stdout)
-    assert exported["IDENTITY_ENDPOINT"] == f"http://127.0.0.1:{pod.port}/msi/token"
+    assert exported["IDENTITY_ENDPOINT"].startswith("http://127.0.0.1:")
+    assert exported["IDENTITY_ENDPOINT"] != f"http://127.0.0.1:{pod.port}/msi/token"
     assert exported["IDENTITY_HEADER"] != pod.header

@@ -28,6 +28,7 @@ import pytest
 from graph_stub import GRAPH_RESOURCE
 from helper_stack import DaemonProcess, HelperSandbox, describe, helper_bin
 from machine_users import MALLORY, require_user
+from user_venv import make_user_venv
 
 pytestmark = pytest.mark.integration
 
@@ -256,9 +257,11 @@ def test_header_of_an_exited_process_is_refused(
     while sessions_count(sandbox) != 0:
         assert time.monotonic() < deadline, "the session outlived its process"
         time.sleep(0.05)
-    status, _, body = mi_get(held.endpoint, header=held.header)
-    assert status == 401, body
-    # Another exec gets its own header; the old one stays refused.
+    # Each exec owns its endpoint's port: with the process gone, nothing listens
+    # there any more (and nobody could have taken the port while it lived).
+    with pytest.raises(ConnectionRefusedError):
+        mi_get(held.endpoint, header=held.header)
+    # Another exec gets its own header and port; the old header stays refused.
     second = hold(sandbox)
     try:
         assert second.header != held.header
@@ -332,14 +335,18 @@ def test_another_uid_cannot_register_a_session(
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[1] == "403", proc.stdout
     assert sessions_count(sandbox) == 0
-    # And the client run as mallory fails cleanly (no endpoint for her).
+    # And the client run as mallory fails cleanly (no endpoint for her). It runs
+    # on a Python she can execute (the project venv's may sit under /root).
+    user_python = make_user_venv(open_socket_dir / "mallory-python")
     client = subprocess.run(
         [
             "setpriv",
             f"--reuid={mallory.pw_uid}",
             f"--regid={mallory.pw_gid}",
             "--init-groups",
-            helper_bin("agentid-helper"),
+            str(user_python),
+            "-m",
+            "agentid_client",
             "exec",
             "--",
             "true",

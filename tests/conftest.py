@@ -27,9 +27,18 @@ from typing import Any
 import pytest
 from client_fakes import fake_daemon
 from emulator_harness import Emulator, EmulatorError, start_emulator
+from two_uids import test_users_turn, user_python
 
-# fake_daemon: the client tests' stand-in daemon (tests/client_fakes.py).
-__all__ = ["Emulator", "EmulatorError", "fake_daemon", "start_emulator"]
+# fake_daemon: the client tests' stand-in daemon (tests/client_fakes.py);
+# test_users_turn, user_python: for the tests that act as the test users (tests/two_uids.py).
+__all__ = [
+    "Emulator",
+    "EmulatorError",
+    "fake_daemon",
+    "start_emulator",
+    "test_users_turn",
+    "user_python",
+]
 
 
 @pytest.fixture(scope="session")

@@ -67,7 +67,7 @@ def test_two_runs_take_turns_on_the_test_users() -> None:
     import fcntl
     import time
 
-    from test_trust_two_uids import TEST_USERS_LOCK
+    from two_uids import TEST_USERS_LOCK
 
     fd = os.open(TEST_USERS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:

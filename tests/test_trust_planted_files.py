@@ -32,24 +32,14 @@ from emulator_config import toml_dumps
 from emulator_harness import Emulator
 from log_audit import scan_tree
 from machine_users import ALICE, MALLORY, require_user
-from user_venv import make_user_venv
+from two_uids import as_user
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to test users")
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to test users"),
+    pytest.mark.usefixtures("test_users_turn"),  # tests/two_uids.py
+]
 
 START_TIMEOUT_S = 30  # generous for a loaded machine; a hang is what is being ruled out
-
-
-def as_user(user: str) -> list[str]:
-    return ["setpriv", "--reuid", user, "--regid", user, "--init-groups", "--"]
-
-
-@pytest.fixture(scope="module")
-def user_python() -> Iterator[Path]:
-    directory = Path(tempfile.mkdtemp(prefix="aidc-venv-"))
-    try:
-        yield make_user_venv(directory)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 class FakeAuthority:

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from log_audit import scan_tree
 from machine_users import ALICE, MALLORY, require_user
-from user_venv import make_user_venv
+from two_uids import as_user
 
 from agentid_daemon.identity_sessions import MAX_CONNECTIONS_PER_OTHER_UID
 
@@ -41,20 +41,10 @@ NO_NETLINK = TESTS / "no_netlink.py"
 ANSWERED_WITHIN_S = 5.0
 SILENT = 600
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to test users")
-
-
-def as_user(user: str) -> list[str]:
-    return ["setpriv", "--reuid", user, "--regid", user, "--init-groups", "--"]
-
-
-@pytest.fixture(scope="module")
-def user_python() -> Iterator[Path]:
-    directory = Path(tempfile.mkdtemp(prefix="aidc-venv-"))
-    try:
-        yield make_user_venv(directory)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to test users"),
+    pytest.mark.usefixtures("test_users_turn"),  # tests/two_uids.py
+]
 
 
 @dataclass

@@ -39,7 +39,7 @@ from emulator_config import write_emulator_config
 from emulator_harness import Emulator
 from log_audit import scan_tree
 from machine_users import ALICE, MALLORY, require_user
-from user_venv import make_user_venv
+from two_uids import as_user
 
 TESTS = Path(__file__).resolve().parent
 SQUATTER = TESTS / "endpoint_squatter.py"
@@ -63,11 +63,8 @@ os.execv(sys.argv[2], sys.argv[2:])
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to test users"),
     pytest.mark.timeout(240),
+    pytest.mark.usefixtures("test_users_turn"),  # tests/two_uids.py
 ]
-
-
-def as_user(user: str) -> list[str]:
-    return ["setpriv", "--reuid", user, "--regid", user, "--init-groups", "--"]
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float = STEP_S) -> None:
@@ -81,15 +78,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def user_python() -> Iterator[Path]:
-    directory = Path(tempfile.mkdtemp(prefix="aidc-venv-"))
-    try:
-        yield make_user_venv(directory)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @dataclass

@@ -14,7 +14,7 @@ its systemd --user manager) makes false: every command of the test users
 runs in a private mount namespace whose ``/run/user`` is an empty tmpfs
 (:func:`as_user`), so the machine's own runtime dirs neither break the tests
 nor are touched by them. Two runs on one machine (colleagues' included) take
-turns on :data:`TEST_USERS_LOCK` (module-wide), since both act as the same
+turns on ``two_uids.TEST_USERS_LOCK`` (module-wide), since both act as the same
 uids.
 """
 
@@ -33,10 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import two_uids
 from log_audit import scan_tree
 from machine_users import ALICE, MALLORY, require_user
-from systemd_user_manager import machine_lock
-from user_venv import make_user_venv
 
 TESTS = Path(__file__).resolve().parent
 IMPOSTOR = TESTS / "impostor_daemon.py"
@@ -54,41 +53,15 @@ agent_identity_app_id = "33333333-3333-3333-3333-333333333333"
 profile = "bot"
 """
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to test users")
-
-#: Taken for the whole module: one run at a time acts as the test users.
-TEST_USERS_LOCK = Path("/run/lock/agentid-helper-tests-two-uids.lock")
-
-# Runs "$@" where /run/user is an empty tmpfs of this process tree alone
-# (unshare's default propagation is private: nothing leaks to the machine).
-_HIDE_RUN_USER = (
-    "if [ -d /run/user ]; then "
-    "mount -t tmpfs -o mode=0755,size=64k agentid-tests-run-user /run/user || exit 97; "
-    'fi; exec "$@"'
-)
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to test users"),
+    pytest.mark.usefixtures("test_users_turn"),  # tests/two_uids.py
+]
 
 
 def as_user(user: str) -> list[str]:
     """Run as ``user`` without any ``/run/user/<uid>`` (see the module docstring)."""
-    return [
-        *("unshare", "--mount", "--", "sh", "-c", _HIDE_RUN_USER, "sh"),
-        *("setpriv", "--reuid", user, "--regid", user, "--init-groups", "--"),
-    ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def test_users_turn() -> Iterator[None]:
-    with machine_lock(TEST_USERS_LOCK):
-        yield
-
-
-@pytest.fixture(scope="module")
-def user_python() -> Iterator[Path]:
-    directory = Path(tempfile.mkdtemp(prefix="aidc-venv-"))
-    try:
-        yield make_user_venv(directory)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    return two_uids.as_user(user, hide_run_user=True)
 
 
 @dataclass

@@ -568,9 +568,8 @@ class GraphService:
         def change(directory: Directory) -> None:
             tenant = directory.tenant(tenant_id)
             if tenant is not None:
-                tenant.agents[agent_id] = AgentIdentity(
-                    agent_id, blueprint_app_id, display_name=name
-                )
+                agent = AgentIdentity(agent_id, blueprint_app_id, display_name=name)
+                tenant.agents = {**tenant.agents, agent_id: agent}
 
         self._replication.schedule(change, now=now)
         return self._created("servicePrincipals", entity)
@@ -678,7 +677,7 @@ class GraphService:
         def change(directory: Directory) -> None:
             tenant = directory.tenant(tenant_id)
             if tenant is not None:
-                tenant.agents.pop(agent_id, None)
+                tenant.agents = {k: v for k, v in tenant.agents.items() if k != agent_id}
 
         self._replication.schedule(change, now=rest[-1])
         return GraphReply(204, None)
@@ -753,7 +752,8 @@ class GraphService:
         def change(directory: Directory) -> None:
             tenant = directory.tenant(tenant_id)
             if tenant is not None:
-                tenant.add_user(user)
+                tenant.users_by_upn = {**tenant.users_by_upn, user.upn.lower(): user}
+                tenant.users_by_oid = {**tenant.users_by_oid, user.object_id.lower(): user}
 
         self._replication.schedule(change, now=rest[-1])
         return self._created("users", entity)
@@ -782,8 +782,12 @@ class GraphService:
         def change(directory: Directory) -> None:
             tenant = directory.tenant(tenant_id)
             if tenant is not None:
-                tenant.users_by_upn.pop(upn.lower(), None)
-                tenant.users_by_oid.pop(oid.lower(), None)
+                tenant.users_by_upn = {
+                    k: v for k, v in tenant.users_by_upn.items() if k != upn.lower()
+                }
+                tenant.users_by_oid = {
+                    k: v for k, v in tenant.users_by_oid.items() if k != oid.lower()
+                }
 
         self._replication.schedule(change, now=rest[-1])
         return GraphReply(204, None)

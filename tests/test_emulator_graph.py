@@ -278,3 +278,35 @@ def test_agent_user_rules(emu: Emulator) -> None:
     assert _claims(token)["upn"] == user["userPrincipalName"]
     assert admin.call("DELETE", f"/users/{created.json()['id']}").status_code == 204
     assert admin.call("DELETE", f"/users/{emu.info['user_object_id']}").status_code == 400
+
+
+def test_directory_access_as_user_blocks_agent_id_writes(emu: Emulator) -> None:
+    """Graph ignores Agent ID permissions of a client that also holds
+    Directory.AccessAsUser.All (the Azure CLI's grant): 403."""
+    broad = admin_client(
+        emu, scope=f"{GRAPH}/AgentIdentity.Create.All {GRAPH}/Directory.AccessAsUser.All"
+    )
+    resp = broad.create_agent(emu.blueprint_app_id, emu.user_upn)
+    assert resp.status_code == 403
+    assert "Directory.AccessAsUser.All" in graph_error(resp)["message"]
+
+
+def test_a_blueprint_lists_only_its_own_agents(emu: Emulator) -> None:
+    admin = admin_client(emu)
+    other = admin.create_blueprint("Lister's neighbour")
+    admin.create_principal(other["appId"])
+    foreign = admin.create_agent(other["appId"], emu.user_upn).json()
+    listed = blueprint_client(emu).call("GET", "/serviceprincipals/Microsoft.Graph.AgentIdentity")
+    ids = {a["id"] for a in listed.json()["value"]}
+    assert emu.agent_identity_app_id in ids
+    assert foreign["id"] not in ids
+    hidden = blueprint_client(emu).call("GET", f"/serviceprincipals/{foreign['id']}")
+    assert hidden.status_code == 404
+    refused = blueprint_client(emu).call("DELETE", f"/serviceprincipals/{foreign['id']}")
+    assert refused.status_code == 403
+    bad_filter = blueprint_client(emu).call(
+        "GET",
+        "/serviceprincipals/Microsoft.Graph.AgentIdentity",
+        params={"$filter": "agentIdentityBlueprintId eq 'zzz'"},
+    )
+    assert bad_filter.status_code == 400

@@ -172,7 +172,10 @@ Emulated faithfully:
   sponsors must be users of the tenant (by id or UPN); 250 agent identities
   per blueprint; GUIDs and ``displayName`` (1-256 characters) checked; an
   agent user's UPN must be in a domain of the tenant. Errors in Graph's OData
-  shape with a ``request-id`` header; ``client-request-id`` echoed.
+  shape with a ``request-id`` header; ``client-request-id`` echoed. A token
+  with Directory.AccessAsUser.All or Directory.ReadWrite.All is refused Agent
+  ID writes (the "known issue" of ``api-reference/beta/includes/rbac-for-apis/
+  rbac-agentid-apis-write.md``).
 - Replication delay (replication): until ``--replication-delay-s`` has
   passed, the token endpoint answers for a new application as for an unknown
   one (AADSTS700016) and for a new user as for an unknown user (AADSTS50034).
@@ -212,7 +215,9 @@ Still different from real tokens and Entra (deliberately or not yet):
   of their own but an agent identity's ``appId`` is its ``id``; a blueprint
   without a principal is unknown to the token endpoint (AADSTS700016 where
   Entra says AADSTS7000229); the tenant's domains are those of its seeded
-  human users. Device code ``interval`` is 1 s (Entra: 5 s) and no refresh
+  human users; sponsors are users only (no groups); the 250-agent limit per
+  blueprint is a service limit the cited pages do not state. Device code
+  ``interval`` is 1 s (Entra: 5 s) and no refresh
   token is issued by it.
 - Interactive flows (authorize), refresh tokens other than
   OBO's (no refresh token for user_fic, none for interactive sign-in), ROPC, SAML,

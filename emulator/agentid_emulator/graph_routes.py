@@ -21,8 +21,13 @@ and microsoftgraph/microsoft-graph-docs-contrib ``api-reference/beta/``):
   ``sponsors@odata.bind`` (users of the tenant), header ``OData-Version: 4.0``
   (create-delete-agent-identities.md): a blueprint's app-only token with
   ``AgentIdentity.CreateAsManager`` creates agents of its own blueprint only;
-  ``AgentIdentity.Create.All`` (app or delegated) any; at most
-  ``MAX_AGENTS_PER_BLUEPRINT`` per blueprint (agent-blueprint.md).
+  ``AgentIdentity.Create.All`` (app or delegated) any (agent-blueprint.md: a
+  blueprint "can perform exactly one operation in the tenant: provision or
+  deprovision agent identities"); at most ``MAX_AGENTS_PER_BLUEPRINT`` per
+  blueprint (a service limit the pages above do not state).
+- A client whose token carries Directory.AccessAsUser.All or
+  Directory.ReadWrite.All is refused every Agent ID write, the "known issue"
+  of ``api-reference/beta/includes/rbac-for-apis/rbac-agentid-apis-write.md``.
 - ``GET /beta/serviceprincipals/Microsoft.Graph.AgentIdentity?$filter=
   agentIdentityBlueprintId eq '{appId}'`` lists a blueprint's agents;
   ``GET``/``DELETE /beta/serviceprincipals/{id}``.
@@ -375,7 +380,12 @@ class GraphService:
     def _create_blueprint(
         self, caller: GraphCaller, objects: _TenantObjects, body: Any, *_: Any
     ) -> GraphReply:
-        require(caller, application=P_BLUEPRINT_CREATE, delegated=P_BLUEPRINT_CREATE)
+        require(
+            caller,
+            application=P_BLUEPRINT_CREATE,
+            delegated=P_BLUEPRINT_CREATE,
+            agent_id_write=True,
+        )
         body = self._object_body(body)
         if _odata_type(body) != BLUEPRINT_TYPE:
             raise _bad_request(
@@ -423,7 +433,9 @@ class GraphService:
     def _add_password(
         self, object_id: str, caller: GraphCaller, objects: _TenantObjects, body: Any, *rest: Any
     ) -> GraphReply:
-        require(caller, application=P_BLUEPRINT_CREDS, delegated=P_BLUEPRINT_CREDS)
+        require(
+            caller, application=P_BLUEPRINT_CREDS, delegated=P_BLUEPRINT_CREDS, agent_id_write=True
+        )
         app = self._application(objects, object_id)
         now: float = rest[-1]
         credential = body.get("passwordCredential") if isinstance(body, dict) else None
@@ -449,7 +461,9 @@ class GraphService:
     def _add_federated(
         self, object_id: str, caller: GraphCaller, objects: _TenantObjects, body: Any, *rest: Any
     ) -> GraphReply:
-        require(caller, application=P_BLUEPRINT_CREDS, delegated=P_BLUEPRINT_CREDS)
+        require(
+            caller, application=P_BLUEPRINT_CREDS, delegated=P_BLUEPRINT_CREDS, agent_id_write=True
+        )
         app = self._application(objects, object_id)
         body = self._object_body(body)
         name, issuer, subject = body.get("name"), body.get("issuer"), body.get("subject")
@@ -486,7 +500,12 @@ class GraphService:
     def _create_principal(
         self, caller: GraphCaller, objects: _TenantObjects, body: Any, *rest: Any
     ) -> GraphReply:
-        require(caller, application=P_PRINCIPAL_CREATE, delegated=P_PRINCIPAL_CREATE)
+        require(
+            caller,
+            application=P_PRINCIPAL_CREATE,
+            delegated=P_PRINCIPAL_CREATE,
+            agent_id_write=True,
+        )
         body = self._object_body(body)
         app_id = body.get("appId")
         if not is_guid(app_id):
@@ -522,7 +541,12 @@ class GraphService:
         headers: Mapping[str, str],
         now: float,
     ) -> GraphReply:
-        require(caller, application=P_AGENT_CREATE_APP, delegated=P_AGENT_CREATE_DELEGATED)
+        require(
+            caller,
+            application=P_AGENT_CREATE_APP,
+            delegated=P_AGENT_CREATE_DELEGATED,
+            agent_id_write=True,
+        )
         if headers.get("odata-version", "").strip() != "4.0":
             raise _bad_request(
                 "The 'OData-Version: 4.0' request header is required to create an agent identity.",
@@ -660,6 +684,7 @@ class GraphService:
             caller,
             application=(*P_AGENT_DELETE, "AgentIdentity.CreateAsManager"),
             delegated=P_AGENT_DELETE,
+            agent_id_write=True,
         )
         sp = self._principal(objects, sp_id)
         if "agentIdentityBlueprintId" not in sp:

@@ -102,10 +102,30 @@ def caller_of(
     )
 
 
+# "Known issue" of the Agent ID write APIs (microsoft-graph-docs-contrib
+# api-reference/beta/includes/rbac-for-apis/rbac-agentid-apis-write.md): with
+# either of these granted, the client's Agent ID permissions are ignored (403).
+AGENT_ID_WRITE_BLOCKERS = ("Directory.AccessAsUser.All", "Directory.ReadWrite.All")
+
+
 def require(
-    caller: GraphCaller, *, application: tuple[str, ...], delegated: tuple[str, ...]
+    caller: GraphCaller,
+    *,
+    application: tuple[str, ...],
+    delegated: tuple[str, ...],
+    agent_id_write: bool = False,
 ) -> None:
-    """403 unless the caller holds one of the permissions of its kind (named in the error)."""
+    """403 unless the caller holds one of the permissions of its kind (named in the
+    error); for an Agent ID write (``agent_id_write``) also 403 when the token
+    carries Directory.AccessAsUser.All or Directory.ReadWrite.All."""
+    if agent_id_write and caller.has_any(AGENT_ID_WRITE_BLOCKERS):
+        raise GraphError(
+            403,
+            "Authorization_RequestDenied",
+            "Insufficient privileges to complete the operation: a client granted "
+            "Directory.AccessAsUser.All or Directory.ReadWrite.All cannot create, update "
+            "or delete agent IDs; remove that permission and request a new token.",
+        )
     needed = application if caller.app_only else delegated
     if caller.has_any(needed):
         return

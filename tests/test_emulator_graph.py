@@ -310,3 +310,30 @@ def test_a_blueprint_lists_only_its_own_agents(emu: Emulator) -> None:
         params={"$filter": "agentIdentityBlueprintId eq 'zzz'"},
     )
     assert bad_filter.status_code == 400
+
+
+def _agent_user_body(upn: str, parent_id: str) -> dict[str, object]:
+    return {
+        "@odata.type": "microsoft.graph.agentUser",
+        "displayName": "Agent user",
+        "mailNickname": upn.partition("@")[0],
+        "userPrincipalName": upn,
+        "identityParentId": parent_id,
+        "accountEnabled": True,
+    }
+
+
+def test_identity_parented_by_covers_the_blueprints_own_agents_only(emu: Emulator) -> None:
+    """The demo blueprint holds AgentIdUser.ReadWrite.IdentityParentedBy (as recorded)."""
+    admin = admin_client(emu)
+    bp = blueprint_client(emu)
+    own = bp.create_agent(emu.blueprint_app_id, emu.user_upn, "Own").json()
+    created = bp.call("POST", "/users", _agent_user_body("own-user@contoso.example", own["id"]))
+    assert created.status_code == 201, created.text
+    other = admin.create_blueprint("Neighbour with agents")
+    admin.create_principal(other["appId"])
+    foreign = admin.create_agent(other["appId"], emu.user_upn).json()
+    refused = bp.call("POST", "/users", _agent_user_body("foreign@contoso.example", foreign["id"]))
+    assert refused.status_code == 403
+    assert "IdentityParentedBy" in graph_error(refused)["message"]
+    assert bp.call("DELETE", f"/users/{created.json()['id']}").status_code == 204

@@ -171,6 +171,22 @@ class _TenantObjects:
         )
 
 
+@dataclass(frozen=True)
+class _Request:
+    """One Graph request, as its handler sees it."""
+
+    caller: GraphCaller
+    objects: _TenantObjects
+    body: Any = field(repr=False)
+    params: dict[str, str]
+    headers: Mapping[str, str] = field(repr=False)
+    now: float
+    key: str = ""  # the {id} segment of the path, for routes that have one
+
+
+_Handler = Callable[[_Request], GraphReply]
+
+
 def _odata_type(body: Mapping[str, Any]) -> str:
     value = body.get("@odata.type")
     return value.lstrip("#").lower() if isinstance(value, str) else ""
@@ -290,16 +306,13 @@ class GraphService:
         params = dict(parse_qsl(query, keep_blank_values=True))
         with self._lock:
             objects = self._tenants.setdefault(caller.tenant_id.lower(), _TenantObjects())
-            handler = self._route(method, route, segments[1:])
-            return handler(caller, objects, body, params, headers, current)
+            handler, key = self._route(method, route, segments[1:])
+            return handler(_Request(caller, objects, body, params, headers, current, key))
 
-    Handler = Callable[
-        [GraphCaller, _TenantObjects, Any, dict[str, str], Mapping[str, str], float], GraphReply
-    ]
-
-    def _route(self, method: str, route: list[str], raw: list[str]) -> Handler:
+    def _route(self, method: str, route: list[str], raw: list[str]) -> tuple[_Handler, str]:
+        """The handler of a request and the ``{id}`` segment of its path ("" if none)."""
         n = len(route)
-        table: dict[tuple[str, ...], GraphService.Handler] = {
+        table: dict[tuple[str, ...], _Handler] = {
             ("POST", "applications"): self._create_blueprint,
             ("POST", "serviceprincipals"): self._create_principal_typed,
             ("POST", "serviceprincipals", "graph.agentidentityblueprintprincipal"): (
@@ -315,21 +328,18 @@ class GraphService:
             ("POST", "users"): self._create_agent_user,
         }
         if (method, *route) in table:
-            return table[(method, *route)]
+            return table[(method, *route)], ""
         if n == 3 and route[0] == "applications" and method == "POST":
-            app_oid = raw[1]
             if route[2] == "addpassword":
-                return lambda *a: self._add_password(app_oid, *a)
+                return self._add_password, raw[1]
             if route[2] == "federatedidentitycredentials":
-                return lambda *a: self._add_federated(app_oid, *a)
-        if n == 2 and route[0] == "serviceprincipals" and method in ("GET", "DELETE"):
-            sp_id = raw[1]
-            if method == "GET":
-                return lambda *a: self._get_principal(sp_id, *a)
-            return lambda *a: self._delete_agent(sp_id, *a)
+                return self._add_federated, raw[1]
+        if n == 2 and route[0] == "serviceprincipals" and method == "GET":
+            return self._get_principal, raw[1]
+        if n == 2 and route[0] == "serviceprincipals" and method == "DELETE":
+            return self._delete_agent, raw[1]
         if n == 2 and route[0] == "users" and method == "DELETE":
-            user_id = raw[1]
-            return lambda *a: self._delete_agent_user(user_id, *a)
+            return self._delete_agent_user, raw[1]
         raise GraphError(
             400,
             "BadRequest",
@@ -377,9 +387,8 @@ class GraphService:
         )
 
     # -- blueprints -------------------------------------------------------------
-    def _create_blueprint(
-        self, caller: GraphCaller, objects: _TenantObjects, body: Any, *_: Any
-    ) -> GraphReply:
+    def _create_blueprint(self, req: _Request) -> GraphReply:
+        caller, objects, body = req.caller, req.objects, req.body
         require(
             caller,
             application=P_BLUEPRINT_CREATE,
@@ -422,22 +431,23 @@ class GraphService:
             old = tenant.blueprints.get(app_id.lower())
             if old is None:
                 old = Blueprint(app_id, display_name=name, roles=BLUEPRINT_PRINCIPAL_ROLES)
-            tenant.blueprints[app_id.lower()] = replace(
+            new = replace(
                 old,
                 secrets=tuple(dict.fromkeys((*old.secrets, *secrets_now))),
                 federated_credentials=tuple(dict.fromkeys((*old.federated_credentials, *feds_now))),
             )
+            # Copy on write: token threads may be iterating the old dict.
+            tenant.blueprints = {**tenant.blueprints, app_id.lower(): new}
 
         self._replication.schedule(change, now=now)
 
-    def _add_password(
-        self, object_id: str, caller: GraphCaller, objects: _TenantObjects, body: Any, *rest: Any
-    ) -> GraphReply:
+    def _add_password(self, req: _Request) -> GraphReply:
+        object_id = req.key
+        caller, objects, body, now = req.caller, req.objects, req.body, req.now
         require(
             caller, application=P_BLUEPRINT_CREDS, delegated=P_BLUEPRINT_CREDS, agent_id_write=True
         )
         app = self._application(objects, object_id)
-        now: float = rest[-1]
         credential = body.get("passwordCredential") if isinstance(body, dict) else None
         name = credential.get("displayName") if isinstance(credential, dict) else None
         secret = secrets.token_urlsafe(30)
@@ -458,9 +468,9 @@ class GraphService:
             },
         )
 
-    def _add_federated(
-        self, object_id: str, caller: GraphCaller, objects: _TenantObjects, body: Any, *rest: Any
-    ) -> GraphReply:
+    def _add_federated(self, req: _Request) -> GraphReply:
+        object_id = req.key
+        caller, objects, body, now = req.caller, req.objects, req.body, req.now
         require(
             caller, application=P_BLUEPRINT_CREDS, delegated=P_BLUEPRINT_CREDS, agent_id_write=True
         )
@@ -476,7 +486,7 @@ class GraphService:
             )
         cred = FederatedCredential(str(issuer), str(subject), audiences[0])
         app.setdefault("_federated", []).append(cred)
-        self._sync_blueprint(app, caller.tenant_id, rest[-1])
+        self._sync_blueprint(app, caller.tenant_id, now)
         entity = {
             "id": str(uuid.uuid4()),
             "name": name,
@@ -487,19 +497,17 @@ class GraphService:
         return self._created("applications('{object_id}')/federatedIdentityCredentials", entity)
 
     # -- blueprint principals ----------------------------------------------------
-    def _create_principal_typed(
-        self, caller: GraphCaller, objects: _TenantObjects, body: Any, *rest: Any
-    ) -> GraphReply:
+    def _create_principal_typed(self, req: _Request) -> GraphReply:
+        body = req.body
         if _odata_type(self._object_body(body)) != BLUEPRINT_PRINCIPAL_TYPE:
             raise _bad_request(
                 "The emulator creates agent identity blueprint principals only: set "
                 "'@odata.type' to 'Microsoft.Graph.AgentIdentityBlueprintPrincipal'."
             )
-        return self._create_principal(caller, objects, body, *rest)
+        return self._create_principal(req)
 
-    def _create_principal(
-        self, caller: GraphCaller, objects: _TenantObjects, body: Any, *rest: Any
-    ) -> GraphReply:
+    def _create_principal(self, req: _Request) -> GraphReply:
+        caller, objects, body, now = req.caller, req.objects, req.body, req.now
         require(
             caller,
             application=P_PRINCIPAL_CREATE,
@@ -528,19 +536,13 @@ class GraphService:
         entity = self._principal_json(object_id, app["appId"], app["displayName"])
         objects.principals[object_id] = entity
         app["_has_principal"] = True
-        self._sync_blueprint(app, caller.tenant_id, rest[-1])
+        self._sync_blueprint(app, caller.tenant_id, now)
         return self._created("servicePrincipals", entity)
 
     # -- agent identities ---------------------------------------------------------
-    def _create_agent(
-        self,
-        caller: GraphCaller,
-        objects: _TenantObjects,
-        body: Any,
-        _params: dict[str, str],
-        headers: Mapping[str, str],
-        now: float,
-    ) -> GraphReply:
+    def _create_agent(self, req: _Request) -> GraphReply:
+        caller, objects, body, now = req.caller, req.objects, req.body, req.now
+        headers = req.headers
         require(
             caller,
             application=P_AGENT_CREATE_APP,
@@ -605,14 +607,8 @@ class GraphService:
         # A blueprint (CreateAsManager) manages the agents it created.
         return caller.app_only and caller.app_id == agent["agentIdentityBlueprintId"].lower()
 
-    def _list_agents(
-        self,
-        caller: GraphCaller,
-        objects: _TenantObjects,
-        _body: Any,
-        params: dict[str, str],
-        *_: Any,
-    ) -> GraphReply:
+    def _list_agents(self, req: _Request) -> GraphReply:
+        caller, objects, params = req.caller, req.objects, req.params
         require(
             caller,
             application=P_AGENT_READ + P_AGENT_CREATE_APP,
@@ -658,9 +654,9 @@ class GraphService:
             raise _not_found(sp_id)
         return sp
 
-    def _get_principal(
-        self, sp_id: str, caller: GraphCaller, objects: _TenantObjects, *_: Any
-    ) -> GraphReply:
+    def _get_principal(self, req: _Request) -> GraphReply:
+        sp_id = req.key
+        caller, objects = req.caller, req.objects
         require(
             caller,
             application=P_AGENT_READ + P_AGENT_CREATE_APP,
@@ -677,9 +673,9 @@ class GraphService:
             },
         )
 
-    def _delete_agent(
-        self, sp_id: str, caller: GraphCaller, objects: _TenantObjects, *rest: Any
-    ) -> GraphReply:
+    def _delete_agent(self, req: _Request) -> GraphReply:
+        sp_id = req.key
+        caller, objects, now = req.caller, req.objects, req.now
         require(
             caller,
             application=(*P_AGENT_DELETE, "AgentIdentity.CreateAsManager"),
@@ -704,7 +700,7 @@ class GraphService:
             if tenant is not None:
                 tenant.agents = {k: v for k, v in tenant.agents.items() if k != agent_id}
 
-        self._replication.schedule(change, now=rest[-1])
+        self._replication.schedule(change, now=now)
         return GraphReply(204, None)
 
     # -- agent users --------------------------------------------------------------
@@ -714,9 +710,8 @@ class GraphService:
         # IdentityParentedBy: users whose parent agent identity the caller manages.
         return caller.app_only and caller.app_id == agent["agentIdentityBlueprintId"].lower()
 
-    def _create_agent_user(
-        self, caller: GraphCaller, objects: _TenantObjects, body: Any, *rest: Any
-    ) -> GraphReply:
+    def _create_agent_user(self, req: _Request) -> GraphReply:
+        caller, objects, body, now = req.caller, req.objects, req.body, req.now
         require(caller, application=P_AGENT_USER_WRITE, delegated=P_AGENT_USER_WRITE)
         body = self._object_body(body)
         if _odata_type(body) != AGENT_USER_TYPE:
@@ -780,12 +775,12 @@ class GraphService:
                 tenant.users_by_upn = {**tenant.users_by_upn, user.upn.lower(): user}
                 tenant.users_by_oid = {**tenant.users_by_oid, user.object_id.lower(): user}
 
-        self._replication.schedule(change, now=rest[-1])
+        self._replication.schedule(change, now=now)
         return self._created("users", entity)
 
-    def _delete_agent_user(
-        self, user_id: str, caller: GraphCaller, objects: _TenantObjects, *rest: Any
-    ) -> GraphReply:
+    def _delete_agent_user(self, req: _Request) -> GraphReply:
+        user_id = req.key
+        caller, objects, now = req.caller, req.objects, req.now
         require(caller, application=P_AGENT_USER_WRITE, delegated=P_AGENT_USER_WRITE)
         if not is_guid(user_id):
             raise _bad_request(f"Invalid object identifier '{user_id}'.")
@@ -814,7 +809,7 @@ class GraphService:
                     k: v for k, v in tenant.users_by_oid.items() if k != oid.lower()
                 }
 
-        self._replication.schedule(change, now=rest[-1])
+        self._replication.schedule(change, now=now)
         return GraphReply(204, None)
 
 

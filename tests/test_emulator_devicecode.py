@@ -17,7 +17,8 @@ from emulator_graph_helpers import GRAPH, GraphClient
 from emulator_harness import Emulator, start_emulator
 from emulator_msal_helpers import PinnedSession
 
-from agentid_emulator.device_codes import DEVICE_CODE_GRANT
+from agentid_emulator.device_codes import DEVICE_CODE_GRANT, DEVICE_CODE_LIFETIME_S, DeviceCodes
+from agentid_emulator.errors import AadstsError
 
 # Microsoft Graph PowerShell's public client id (a known public client of the emulator).
 GRAPH_POWERSHELL = "14d82eec-204b-4c2f-b7e8-296a70dab67e"
@@ -141,3 +142,19 @@ def test_users_token_accepts_delegated_scopes(emu: Emulator) -> None:
         json={"upn": emu.user_upn, "scope": "User.Read", "audience": GRAPH},
     )
     assert both.status_code == 400
+
+
+def test_an_expired_device_code_is_expired_token() -> None:
+    """Sans-IO, with a clock: past ``expires_in`` the poll gets AADSTS70019."""
+    codes = DeviceCodes()
+    tenant = "7a3e1c52-4b1d-4e0a-9c61-2f3b5d7e9a10"
+    flow = codes.issue(tenant, GRAPH_POWERSHELL, "User.Read", now=1000.0, verification_uri="x")
+    form = {"client_id": GRAPH_POWERSHELL, "device_code": str(flow["device_code"])}
+    with pytest.raises(AadstsError) as pending:
+        codes.redeem(tenant, form, now=1001.0)
+    assert pending.value.error == "authorization_pending"
+    with pytest.raises(AadstsError) as expired:
+        codes.redeem(tenant, form, now=1000.0 + DEVICE_CODE_LIFETIME_S)
+    assert (expired.value.code, expired.value.error) == (70019, "expired_token")
+    with pytest.raises(KeyError):
+        codes.approve(str(flow["user_code"]), "alice@contoso.example", now=2000.0)

@@ -337,3 +337,56 @@ def test_identity_parented_by_covers_the_blueprints_own_agents_only(emu: Emulato
     assert refused.status_code == 403
     assert "IdentityParentedBy" in graph_error(refused)["message"]
     assert bp.call("DELETE", f"/users/{created.json()['id']}").status_code == 204
+
+
+def test_blueprint_creation_as_create_blueprint_md_shows_it(emu: Emulator) -> None:
+    """The REST tab (``@odata.type``, sponsors and owners) and the PowerShell tab
+    (type cast in the URL); the principal with AgentIdentityBlueprint.Create alone."""
+    creator = admin_client(emu, scope=f"{GRAPH}/AgentIdentityBlueprint.Create")
+    sponsor = f"{GRAPH}/v1.0/users/{emu.info['user_object_id']}"
+    rest_tab = creator.call(
+        "POST",
+        "/applications",
+        {
+            "@odata.type": "Microsoft.Graph.AgentIdentityBlueprint",
+            "displayName": "REST tab",
+            "sponsors@odata.bind": [sponsor],
+            "owners@odata.bind": [sponsor],
+        },
+    )
+    assert rest_tab.status_code == 201, rest_tab.text
+    assert rest_tab.json()["@odata.type"] == "#microsoft.graph.agentIdentityBlueprint"
+    cast = creator.call(
+        "POST", "/applications/graph.agentIdentityBlueprint", {"displayName": "PowerShell tab"}
+    )
+    assert cast.status_code == 201, cast.text
+    assert creator.create_principal(cast.json()["appId"])["appId"] == cast.json()["appId"]
+
+    no_owner = creator.call(
+        "POST",
+        "/applications/graph.agentIdentityBlueprint",
+        {"displayName": "x", "owners@odata.bind": [f"{GRAPH}/v1.0/users/{uuid.uuid4()}"]},
+    )
+    assert no_owner.status_code == 400
+    assert "owner" in graph_error(no_owner)["message"]
+    plain_app = creator.call("POST", "/applications", {"displayName": "not a blueprint"})
+    assert plain_app.status_code == 400
+
+
+def test_add_password_end_date(emu: Emulator) -> None:
+    admin = admin_client(emu)
+    blueprint = admin.create_blueprint("Secrets")
+    path = f"/applications/{blueprint['id']}/addPassword"
+    dated = admin.call(
+        "POST",
+        path,
+        {"passwordCredential": {"displayName": "s", "endDateTime": "2099-08-05T23:59:59Z"}},
+    )
+    assert dated.status_code == 200, dated.text
+    assert dated.json()["endDateTime"] == "2099-08-05T23:59:59Z"
+    assert dated.json()["displayName"] == "s"
+    past = admin.call("POST", path, {"passwordCredential": {"endDateTime": "2001-01-01T00:00:00Z"}})
+    assert past.status_code == 400
+    unknown = admin.call("POST", f"/applications/{uuid.uuid4()}/addPassword", {})
+    assert unknown.status_code == 404
+    assert graph_error(unknown)["code"] == "Request_ResourceNotFound"

@@ -6,14 +6,17 @@ What it follows (MicrosoftDocs/entra-docs ``docs/agent-id/identity-platform/``
 and microsoftgraph/microsoft-graph-docs-contrib ``api-reference/beta/``):
 
 - ``POST /beta/applications`` with ``@odata.type``
-  ``Microsoft.Graph.AgentIdentityBlueprint`` creates a blueprint
-  (create-blueprint.md; permission ``AgentIdentityBlueprint.Create``), and
+  ``Microsoft.Graph.AgentIdentityBlueprint`` (or ``POST
+  /beta/applications/graph.agentIdentityBlueprint``) creates a blueprint
+  (create-blueprint.md; permission ``AgentIdentityBlueprint.Create``;
+  ``sponsors@odata.bind`` / ``owners@odata.bind`` users must exist), and
   ``POST /beta/applications/{id}/addPassword`` gives it a secret
   (``AgentIdentityBlueprint.AddRemoveCreds.All``); ``.../federatedIdentityCredentials``
   a federated credential.
 - ``POST /beta/serviceprincipals/graph.agentIdentityBlueprintPrincipal`` (or
   ``POST /beta/serviceprincipals`` with that ``@odata.type``) and ``{"appId"}``
-  creates its principal (``AgentIdentityBlueprintPrincipal.Create``); the
+  creates its principal (``AgentIdentityBlueprintPrincipal.Create`` or
+  ``AgentIdentityBlueprint.Create``, as the doc's two tabs say); the
   principal is granted ``AgentIdentity.CreateAsManager``, the role a blueprint's
   own Graph token carries (create-delete-agent-identities.md).
 - ``POST /beta/serviceprincipals/Microsoft.Graph.AgentIdentity`` with
@@ -92,7 +95,9 @@ P_BLUEPRINT_CREDS = (
     "AgentIdentityBlueprint.AddRemoveCreds.All",
     "AgentIdentityBlueprint.ReadWrite.All",
 )
-P_PRINCIPAL_CREATE = ("AgentIdentityBlueprintPrincipal.Create",)
+# create-blueprint.md's REST tab asks for AgentIdentityBlueprint.Create, its
+# PowerShell tab for AgentIdentityBlueprintPrincipal.Create: either will do.
+P_PRINCIPAL_CREATE = ("AgentIdentityBlueprintPrincipal.Create", "AgentIdentityBlueprint.Create")
 P_AGENT_CREATE_APP = ("AgentIdentity.CreateAsManager", "AgentIdentity.Create.All")
 P_AGENT_CREATE_DELEGATED = ("AgentIdentity.Create.All",)
 P_AGENT_READ = ("AgentIdentity.Read.All", "AgentIdentity.ReadWrite.All", "Application.Read.All")
@@ -134,6 +139,26 @@ def _object_id(kind: str, key: str) -> str:
 
 def _now_iso(now: float) -> str:
     return dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# addPassword's default lifetime when no endDateTime is given (application-addpassword.md).
+DEFAULT_SECRET_LIFETIME_S = 2 * 365 * 86400
+
+
+def _end_date(credential: object, now: float) -> float:
+    """``passwordCredential.endDateTime`` (ISO 8601, in the future), else two years."""
+    end = credential.get("endDateTime") if isinstance(credential, dict) else None
+    if end is None:
+        return now + DEFAULT_SECRET_LIFETIME_S
+    try:
+        parsed = dt.datetime.fromisoformat(str(end).replace("Z", "+00:00"))
+    except ValueError:
+        raise _bad_request(f"Invalid value '{end}' for property 'endDateTime'.") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    if parsed.timestamp() <= now:
+        raise _bad_request("Property 'endDateTime' must be in the future.")
+    return parsed.timestamp()
 
 
 @dataclass
@@ -314,6 +339,11 @@ class GraphService:
         n = len(route)
         table: dict[tuple[str, ...], _Handler] = {
             ("POST", "applications"): self._create_blueprint,
+            # The type cast in the URL (create-blueprint.md's PowerShell tab).
+            ("POST", "applications", "graph.agentidentityblueprint"): self._create_blueprint_cast,
+            ("POST", "applications", "microsoft.graph.agentidentityblueprint"): (
+                self._create_blueprint_cast
+            ),
             ("POST", "serviceprincipals"): self._create_principal_typed,
             ("POST", "serviceprincipals", "graph.agentidentityblueprintprincipal"): (
                 self._create_principal
@@ -355,26 +385,33 @@ class GraphService:
         return body
 
     def _sponsors(
-        self, objects: _TenantObjects, body: dict[str, Any], *, required: bool
+        self,
+        objects: _TenantObjects,
+        body: dict[str, Any],
+        *,
+        required: bool,
+        prop: str = "sponsors@odata.bind",
     ) -> list[str]:
-        """The user ids of ``sponsors@odata.bind`` (by id or UPN); each must exist."""
-        binds = body.get("sponsors@odata.bind")
+        """The user ids of ``prop`` (``sponsors@odata.bind``, ``owners@odata.bind``;
+        users by id or UPN); each must be a (human) user of the tenant."""
+        binds = body.get(prop)
         if binds is None and not required:
             return []
         if not isinstance(binds, list) or not binds or not all(isinstance(b, str) for b in binds):
             raise _bad_request(
-                "Property 'sponsors@odata.bind' is required: a non-empty array of user "
+                f"Property '{prop}' is required: a non-empty array of user "
                 "references such as 'https://graph.microsoft.com/v1.0/users/{id}'."
             )
+        role = prop.partition("s@")[0]
         ids: list[str] = []
         for bind in binds:
             match = _USER_BIND.match(bind)
             if match is None:
-                raise _bad_request(f"Invalid sponsor reference '{bind}': not a user URL.")
+                raise _bad_request(f"Invalid {role} reference '{bind}': not a user URL.")
             user = objects.find_user(match["key"])
             if user is None or user["@odata.type"] != "#microsoft.graph.user":
                 raise _bad_request(
-                    f"Invalid sponsor: the user '{match['key']}' does not exist in the tenant.",
+                    f"Invalid {role}: the user '{match['key']}' does not exist in the tenant.",
                     "Request_ResourceNotFound",
                 )
             ids.append(str(user["id"]))
@@ -387,22 +424,34 @@ class GraphService:
         )
 
     # -- blueprints -------------------------------------------------------------
+    def _create_blueprint_cast(self, req: _Request) -> GraphReply:
+        """``POST /applications/graph.agentIdentityBlueprint``: the type is in the URL."""
+        body = self._object_body(req.body)
+        if _odata_type(body) not in ("", BLUEPRINT_TYPE):
+            raise _bad_request("'@odata.type' contradicts the type cast in the URL.")
+        return self._create(req, body)
+
     def _create_blueprint(self, req: _Request) -> GraphReply:
-        caller, objects, body = req.caller, req.objects, req.body
+        body = self._object_body(req.body)
+        if _odata_type(body) != BLUEPRINT_TYPE:
+            raise _bad_request(
+                "The emulator creates agent identity blueprints only: set '@odata.type' "
+                "to 'Microsoft.Graph.AgentIdentityBlueprint'."
+            )
+        return self._create(req, body)
+
+    def _create(self, req: _Request, body: dict[str, Any]) -> GraphReply:
+        """A new blueprint (create-blueprint.md): sponsors and owners must exist."""
+        caller, objects = req.caller, req.objects
         require(
             caller,
             application=P_BLUEPRINT_CREATE,
             delegated=P_BLUEPRINT_CREATE,
             agent_id_write=True,
         )
-        body = self._object_body(body)
-        if _odata_type(body) != BLUEPRINT_TYPE:
-            raise _bad_request(
-                "The emulator creates agent identity blueprints only: set '@odata.type' "
-                "to 'Microsoft.Graph.AgentIdentityBlueprint'."
-            )
         name = _display_name(body)
         sponsors = self._sponsors(objects, body, required=False)
+        self._sponsors(objects, body, required=False, prop="owners@odata.bind")
         app_id, object_id = str(uuid.uuid4()), str(uuid.uuid4())
         entity = self._application_json(object_id, app_id, name)
         objects.applications[object_id] = {**entity, "_sponsors": sponsors}
@@ -453,7 +502,7 @@ class GraphService:
         secret = secrets.token_urlsafe(30)
         app.setdefault("_secrets", []).append(secret)
         self._sync_blueprint(app, caller.tenant_id, now)
-        end = now + 180 * 86400
+        end = _end_date(credential, now)
         return GraphReply(
             200,
             {

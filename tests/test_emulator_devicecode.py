@@ -123,6 +123,10 @@ def test_device_code_errors(emu: Emulator) -> None:
     )
     assert stranger.status_code == 400
     assert stranger.json()["error_codes"] == [50034]
+    agent_user = session.post(
+        approve_url, json={"user_code": flow["user_code"], "upn": emu.agent_user_upn}
+    )
+    assert agent_user.status_code == 400  # agent users have no interactive sign-in
     wrong_code = session.post(approve_url, json={"user_code": "NOPE", "upn": emu.user_upn})
     assert wrong_code.status_code == 404
     assert _poll(emu, flow)["error"] == "authorization_pending"  # still pending

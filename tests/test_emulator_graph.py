@@ -268,6 +268,11 @@ def test_agent_user_rules(emu: Emulator) -> None:
     assert taken.status_code == 400
     assert "already exists" in graph_error(taken)["message"]
 
+    with_password = admin.call(
+        "POST", "/users", {**user, "passwordProfile": {"password": "not-allowed-1!"}}
+    )
+    assert with_password.status_code == 400
+    assert "password" in graph_error(with_password)["message"]
     created = admin.call("POST", "/users", user)
     assert created.status_code == 201, created.text
     assert created.json()["identityParentId"] == agent["id"]

@@ -171,7 +171,11 @@ Emulated faithfully:
   creates, lists and deletes agent identities of its own blueprint only;
   sponsors must be users of the tenant (by id or UPN); 250 agent identities
   per blueprint; GUIDs and ``displayName`` (1-256 characters) checked; an
-  agent user's UPN must be in a domain of the tenant. Errors in Graph's OData
+  agent user's UPN must be in a domain of the tenant, it has no password and
+  is the only one of its agent identity (agent-users.md: one-to-one, "can't
+  have credentials like passwords"), and a blueprint creates one only with
+  AgentIdUser.ReadWrite.IdentityParentedBy, which it "doesn't have ... by
+  default". Errors in Graph's OData
   shape with a ``request-id`` header; ``client-request-id`` echoed. A token
   with Directory.AccessAsUser.All or Directory.ReadWrite.All is refused Agent
   ID writes (the "known issue" of ``api-reference/beta/includes/rbac-for-apis/
@@ -182,7 +186,8 @@ Emulated faithfully:
 - The device code flow (device_codes): ``/{tenant}/oauth2/v2.0/devicecode``,
   ``authorization_pending`` (AADSTS70016) until
   ``POST /_emulator/devicecode/approve {"user_code", "upn"}``, then a
-  delegated token for that user with the scopes asked for; ``expired_token``
+  delegated token for that user (never an agent user, which has no
+  interactive sign-in) with the scopes asked for; ``expired_token``
   (AADSTS70019); for Azure CLI's and Microsoft Graph PowerShell's public
   client ids (others: AADSTS700016).
 

@@ -137,7 +137,11 @@ def _approve_device_code(state: EmulatorState, body: Any) -> Reply | AadstsError
     except KeyError:
         return Reply(404, {"error": "not_found", "error_description": "no pending device code"})
     tenant = service.tenant(flow.tenant_id)
-    if tenant.find_user(upn=upn) is None:
+    user = tenant.find_user(upn=upn)
+    if user is None:
         return user_not_found(tenant)
+    if user.agent_identity_app_id is not None:
+        # agent-users.md: agent users cannot sign in interactively.
+        return _invalid("an agent user cannot sign in interactively (device code)")
     service.device_codes.approve(user_code, upn, now=time.time())
     return Reply(200, {"approved": True, "client_id": flow.client_id})

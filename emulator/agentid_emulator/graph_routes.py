@@ -37,7 +37,8 @@ and microsoftgraph/microsoft-graph-docs-contrib ``api-reference/beta/``):
 - ``POST /beta/users`` with ``@odata.type`` ``microsoft.graph.agentUser`` and
   ``identityParentId`` (the agent identity) creates an agent user
   (agent-users.md; ``AgentIdUser.ReadWrite.IdentityParentedBy`` lets a
-  blueprint create users of its own agents); ``DELETE /beta/users/{id}``.
+  blueprint create users of its own agents; it is not granted by default); one
+  agent user per agent identity, no ``passwordProfile``; ``DELETE /beta/users/{id}``.
 
 Errors have Graph's OData shape (``{"error": {"code", "message", "innerError":
 {"request-id", "date", "client-request-id"}}}``) and a ``request-id`` header.
@@ -777,6 +778,9 @@ class GraphService:
             raise _bad_request("Property 'mailNickname' is required (1 to 64 characters).")
         if not isinstance(enabled, bool):
             raise _bad_request("Property 'accountEnabled' is required (a boolean).")
+        if "passwordProfile" in body:
+            # agent-users.md: "Agent users can't have credentials like passwords".
+            raise _bad_request("An agent user cannot have a password ('passwordProfile').")
         if not is_guid(parent_id):
             raise _bad_request("Property 'identityParentId' is required and must be a GUID.")
         assert isinstance(parent_id, str)

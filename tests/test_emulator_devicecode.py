@@ -65,6 +65,8 @@ def test_msal_device_flow_gives_the_approving_user_a_delegated_graph_token(emu: 
     assert "user_code" in flow, flow
     assert flow["verification_uri"].startswith(emu.authority_host)
     assert flow["user_code"] in flow["message"]
+    page = PinnedSession(emu.ca_bundle).get(flow["verification_uri"])
+    assert page.status_code == 200 and "/_emulator/devicecode/approve" in page.json()["message"]
     assert _poll(emu, flow)["error"] == "authorization_pending"
 
     def approve() -> None:  # while MSAL is already polling

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .device_codes import DEVICE_LOGIN_PATH
 from .emulator_state import EmulatorState
 from .errors import AadstsError
 from .faults import REVOKE_FIELD, FaultSpecError, parse_fault, parse_revoke
@@ -65,6 +66,15 @@ def admin_reply(state: EmulatorState, command: str, path: str, raw: bytes) -> Re
         return _user_token(state, body)
     if route == ("POST", "/_emulator/devicecode/approve"):
         return _approve_device_code(state, body)
+    if route == ("GET", DEVICE_LOGIN_PATH):
+        # The device flow's verification_uri: nobody types a code in here.
+        return Reply(
+            200,
+            {
+                "message": "The emulator has no sign-in page: approve a user code with "
+                'POST /_emulator/devicecode/approve {"user_code": ..., "upn": ...}.'
+            },
+        )
     if route == ("POST", "/_emulator/federated/token"):
         token = mint_workload_token(
             state.service, subject=body.get("subject"), audience=body.get("audience")

@@ -25,6 +25,8 @@ from .errors import AadstsError, missing_parameter
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 DEVICE_CODE_LIFETIME_S = 900
 DEVICE_CODE_INTERVAL_S = 1
+# The verification_uri (an admin route that explains how to approve).
+DEVICE_LOGIN_PATH = "/_emulator/devicelogin"
 # Public clients the emulator knows (no app registration needed): Azure CLI and
 # Microsoft Graph PowerShell, the clients Entra's docs sign administrators in with.
 PUBLIC_CLIENT_IDS = frozenset(

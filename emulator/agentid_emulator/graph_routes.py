@@ -320,7 +320,8 @@ class GraphService:
         now: float | None = None,
     ) -> GraphReply:
         """``path`` is below the Graph root, e.g. ``/beta/applications``; ``headers``
-        have lower-case names; ``body`` is the parsed JSON (None when absent or bad)."""
+        have lower-case names; ``body`` is the parsed JSON (None when absent).
+        Raises GraphError for a refused request (graph_reply renders it)."""
         current = time.time() if now is None else now
         caller = caller_of(self._issuer, self._directory, headers.get("authorization"), now=current)
         segments = [unquote(s) for s in path.strip("/").split("/")]

@@ -32,7 +32,7 @@ import jwt
 
 from . import agent_claims, leg_checks, token_minting
 from .client_auth import authenticate_agent, authenticate_blueprint
-from .device_codes import DEVICE_CODE_GRANT, PUBLIC_CLIENT_IDS, DeviceCodes
+from .device_codes import DEVICE_CODE_GRANT, DEVICE_LOGIN_PATH, PUBLIC_CLIENT_IDS, DeviceCodes
 from .directory import AgentIdentity, Blueprint, Directory, Tenant, User
 from .errors import AadstsError, missing_parameter, render
 from .jwt_tokens import TokenIssuer, unverified_claims
@@ -149,7 +149,7 @@ class TokenService:
             if client_id.lower() not in PUBLIC_CLIENT_IDS:
                 raise _unknown_application(client_id, tenant)
             resolve(form.get("scope"), app_only=False)  # a bad scope fails now, as in Entra
-            verification_uri = f"{self.authority_host}/_emulator/devicelogin"
+            verification_uri = f"{self.authority_host}{DEVICE_LOGIN_PATH}"
             return self.device_codes.issue(
                 tenant.tenant_id,
                 client_id,

@@ -84,9 +84,10 @@ def agent_body(blueprint_app_id: str, sponsor: str, name: str = "agent") -> dict
     }
 
 
-def admin_client(emu: Emulator, scope: str = ADMIN_SCOPES) -> GraphClient:
+def admin_client(emu: Emulator, scope: str = ADMIN_SCOPES, upn: str | None = None) -> GraphClient:
     """An administrator's delegated Graph token (``/_emulator/users/token`` with scope)."""
-    token = emu.admin("POST", "/_emulator/users/token", {"upn": emu.user_upn, "scope": scope})
+    body = {"upn": upn or emu.user_upn, "scope": scope}
+    token = emu.admin("POST", "/_emulator/users/token", body)
     return GraphClient(emu, str(token["access_token"]))
 
 

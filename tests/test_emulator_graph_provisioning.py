@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from emulator_graph_helpers import admin_client, blueprint_client, eventually, graph_error
 from emulator_harness import Emulator
@@ -153,3 +154,51 @@ def test_a_blueprint_without_principal_has_no_agents(
         {"appId": blueprint["appId"]},
     )
     assert again.status_code == 409
+
+
+SEED = """
+[[tenants]]
+id = "2b2b2b2b-2222-4222-8222-222222222222"
+
+[[tenants.blueprints]]
+app_id = "ABCDEF01-3333-4333-8333-333333333333"
+display_name = "Seeded, upper-case app id"
+secrets = ["seeded-secret"]
+roles = ["AgentIdentity.CreateAsManager"]
+
+[[tenants.users]]
+upn = "bob@fabrikam.example"
+object_id = "77777777-7777-4777-8777-777777777777"
+"""
+
+
+def test_graph_over_a_seeded_directory(
+    emulator_factory: Callable[..., Emulator], tmp_path: Path
+) -> None:
+    """A --seed directory's blueprint provisions through Graph too; ids match
+    whatever their case, and the tenant's domain is its users' (fabrikam.example)."""
+    seed = tmp_path / "seed.toml"
+    seed.write_text(SEED)
+    emu = emulator_factory(seed=seed)
+    blueprint_id = "ABCDEF01-3333-4333-8333-333333333333"
+    client = blueprint_client(emu, blueprint_id, "seeded-secret")
+    resp = client.create_agent(blueprint_id, "bob@fabrikam.example", "Seeded agent")
+    assert resp.status_code == 201, resp.text
+    agent_id = resp.json()["appId"]
+    t1 = app(emu, blueprint_id, "seeded-secret").acquire_token_for_client(
+        [TX_SCOPE], fmi_path=agent_id
+    )
+    assert "access_token" in t1, t1
+    user = admin_client(emu, upn="bob@fabrikam.example").call(
+        "POST",
+        "/users",
+        {
+            "@odata.type": "microsoft.graph.agentUser",
+            "displayName": "Seeded agent user",
+            "mailNickname": "seeded",
+            "userPrincipalName": "seeded@contoso.example",
+            "identityParentId": agent_id,
+            "accountEnabled": True,
+        },
+    )
+    assert user.status_code == 400  # contoso.example is not this tenant's domain

@@ -57,7 +57,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import parse_qsl, unquote
 
 from .directory import (
@@ -117,7 +117,7 @@ class GraphReply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def is_guid(text: object) -> bool:
+def is_guid(text: object) -> TypeGuard[str]:
     return isinstance(text, str) and bool(_GUID.match(text))
 
 
@@ -569,7 +569,6 @@ class GraphService:
         app_id = body.get("appId")
         if not is_guid(app_id):
             raise _bad_request("Property 'appId' is required and must be a GUID.")
-        assert isinstance(app_id, str)
         app = objects.application_by_app_id(app_id)
         if app is None:
             raise _bad_request(
@@ -612,7 +611,6 @@ class GraphService:
             raise _bad_request(
                 "Property 'agentIdentityBlueprintId' is required and must be a GUID."
             )
-        assert isinstance(blueprint_id, str)
         # CreateAsManager: a blueprint creates agents of its own only.
         own_only = caller.app_only and not caller.has_any(("AgentIdentity.Create.All",))
         if own_only and caller.app_id != blueprint_id.lower():
@@ -623,7 +621,8 @@ class GraphService:
                 "AgentIdentity.CreateAsManager lets an agent identity blueprint create "
                 f"agent identities of its own blueprint only, not of '{blueprint_id}'.",
             )
-        if objects.principal_by_app_id(blueprint_id) is None:
+        principal = objects.principal_by_app_id(blueprint_id)
+        if principal is None:
             raise _bad_request(
                 f"The agent identity blueprint '{blueprint_id}' has no service principal "
                 "in this tenant (create the agent identity blueprint principal first).",
@@ -636,7 +635,7 @@ class GraphService:
                 f"{MAX_AGENTS_PER_BLUEPRINT} agent identities, the most it can have.",
                 "Request_QuotaExceeded",
             )
-        blueprint_app_id = blueprint_id.lower()
+        blueprint_app_id = str(principal["appId"])  # the directory's spelling
         agent_id = str(uuid.uuid4())
         entity = self._agent_json(agent_id, blueprint_app_id, name)
         objects.principals[agent_id] = {**entity, "_sponsors": sponsors}
@@ -784,7 +783,6 @@ class GraphService:
             raise _bad_request("An agent user cannot have a password ('passwordProfile').")
         if not is_guid(parent_id):
             raise _bad_request("Property 'identityParentId' is required and must be a GUID.")
-        assert isinstance(parent_id, str)
         domain = upn.rpartition("@")[2].lower()
         if domain not in objects.domains:
             raise _bad_request(

@@ -46,10 +46,24 @@ tokens), user_tokens (signed-in users' tokens, the input of OBO),
 refresh_tokens (OBO refresh tokens, revocations), claims_param (the
 ``claims`` parameter), imds (the
 managed identity endpoint), errors (AADSTS shapes), faults, stats, workload
-(the emulator's own federated-token issuer), server (HTTP I/O), cli.
+(the emulator's own federated-token issuer), graph_routes (Microsoft Graph
+beta for provisioning, sans-IO), graph_tokens (Graph's bearer checks),
+replication (the lag before Graph writes reach the token endpoint),
+device_codes (the device code flow), server (HTTP I/O), cli.
+
+Microsoft Graph (provisioning)
+------------------------------
+The ready file's ``graph_endpoint`` (``{authority_host}/graph``) serves the
+Graph beta APIs that create agent identity blueprints, their secrets,
+federated credentials and principals, agent identities and agent users; a
+client calls ``{graph_endpoint}/beta/...`` with a bearer token the emulator
+issued for ``https://graph.microsoft.com``. Objects created there reach the
+token endpoint after ``--replication-delay-s`` (default 0). Endpoints, the
+permissions each needs and the Graph reference pages they follow are in
+graph_routes' docstring.
 
 The admin endpoints (``/_emulator/...``: stats, faults, reset, user and
-federated tokens) are unauthenticated: anyone who can reach 127.0.0.1 can mint
+federated tokens, device code approval) are unauthenticated: anyone who can reach 127.0.0.1 can mint
 tokens with them. The emulator is for one developer's machine, never a shared
 host.
 
@@ -140,8 +154,42 @@ Emulated faithfully:
   in user-not-found messages. Codes: 7000215, 7000216, 700016, 700021, 700024,
   700027, 700211, 700212, 700213, 7002137, 50013, 50027, 50034, 500011,
   500133, 1002012, 70011, 28000, 900144, 70003, 90002, 9002313, 70000,
-  700082; faults use 90055 (429) and 90033 (5xx).
+  700082, 70016, 70019; faults use 90055 (429) and 90033 (5xx).
 - client_secret_post and client_secret_basic.
+- Microsoft Graph beta for provisioning (graph_routes, graph_tokens): bearer
+  tokens checked as Graph does (signature, ``aud`` Graph or
+  00000003-0000-0000-c000-000000000000, expiry, issuer and tenant; ``roles``
+  for app-only, ``scp`` for delegated tokens; 401
+  ``InvalidAuthenticationToken``, 403 ``Authorization_RequestDenied`` naming
+  the permissions the API takes), create-blueprint.md,
+  create-delete-agent-identities.md, agent-users.md and the Graph beta
+  reference (microsoftgraph/microsoft-graph-docs-contrib
+  ``api-reference/beta/resources/agentidentityblueprint.md``,
+  ``agentidentityblueprintprincipal.md``, ``agentidentity.md``,
+  ``agentuser.md``): a blueprint principal gets
+  ``AgentIdentity.CreateAsManager``, with which the blueprint's own token
+  creates, lists and deletes agent identities of its own blueprint only;
+  sponsors must be users of the tenant (by id or UPN); 250 agent identities
+  per blueprint; GUIDs and ``displayName`` (1-256 characters) checked; an
+  agent user's UPN must be in a domain of the tenant, it has no password and
+  is the only one of its agent identity (agent-users.md: one-to-one, "can't
+  have credentials like passwords"), and a blueprint creates one only with
+  AgentIdUser.ReadWrite.IdentityParentedBy, which it "doesn't have ... by
+  default". Errors in Graph's OData
+  shape with a ``request-id`` header; ``client-request-id`` echoed. A token
+  with Directory.AccessAsUser.All or Directory.ReadWrite.All is refused Agent
+  ID writes (the "known issue" of ``api-reference/beta/includes/rbac-for-apis/
+  rbac-agentid-apis-write.md``).
+- Replication delay (replication): until ``--replication-delay-s`` has
+  passed, the token endpoint answers for a new application as for an unknown
+  one (AADSTS700016) and for a new user as for an unknown user (AADSTS50034).
+- The device code flow (device_codes): ``/{tenant}/oauth2/v2.0/devicecode``,
+  ``authorization_pending`` (AADSTS70016) until
+  ``POST /_emulator/devicecode/approve {"user_code", "upn"}``, then a
+  delegated token for that user (never an agent user, which has no
+  interactive sign-in) with the scopes asked for; ``expired_token``
+  (AADSTS70019); for Azure CLI's and Microsoft Graph PowerShell's public
+  client ids (others: AADSTS700016).
 
 Still different from real tokens and Entra (deliberately or not yet):
 
@@ -164,7 +212,19 @@ Still different from real tokens and Entra (deliberately or not yet):
   (``api://<blueprint>`` stays a URI); a real v2.0 token always carries the
   app id. It also carries ``upn``/``unique_name`` (v1.0 names) besides
   ``preferred_username``, and its client is Azure CLI's public client id.
-- Interactive flows (authorize, device code), refresh tokens other than
+- Graph: only the provisioning APIs above; Graph reads see a write at once
+  (real Graph reads lag too); no directory roles (Agent ID Administrator /
+  Developer) are checked for delegated callers, only ``scp``; the
+  ``OData-Version: 4.0`` header the docs send is required for creating an
+  agent identity; blueprint principals and agent identities have object ids
+  of their own but an agent identity's ``appId`` is its ``id``; a blueprint
+  without a principal is unknown to the token endpoint (AADSTS700016 where
+  Entra says AADSTS7000229); the tenant's domains are those of its seeded
+  human users; sponsors are users only (no groups); the 250-agent limit per
+  blueprint is a service limit the cited pages do not state. Device code
+  ``interval`` is 1 s (Entra: 5 s) and no refresh
+  token is issued by it.
+- Interactive flows (authorize), refresh tokens other than
   OBO's (no refresh token for user_fic, none for interactive sign-in), ROPC, SAML,
   the v1.0 endpoint, ``common``/``organizations`` and tenant domain names
   (tenant GUIDs only), instance discovery, regional endpoints.

@@ -8,12 +8,15 @@ token endpoint and discovery stay in server.py.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .device_codes import DEVICE_LOGIN_PATH
 from .emulator_state import EmulatorState
 from .errors import AadstsError
 from .faults import REVOKE_FIELD, FaultSpecError, parse_fault, parse_revoke
+from .user_tokens import user_not_found
 from .workload import mint_workload_token
 
 
@@ -61,6 +64,17 @@ def admin_reply(state: EmulatorState, command: str, path: str, raw: bytes) -> Re
         return Reply(200, {})
     if route == ("POST", "/_emulator/users/token"):
         return _user_token(state, body)
+    if route == ("POST", "/_emulator/devicecode/approve"):
+        return _approve_device_code(state, body)
+    if route == ("GET", DEVICE_LOGIN_PATH):
+        # The device flow's verification_uri: nobody types a code in here.
+        return Reply(
+            200,
+            {
+                "message": "The emulator has no sign-in page: approve a user code with "
+                'POST /_emulator/devicecode/approve {"user_code": ..., "upn": ...}.'
+            },
+        )
     if route == ("POST", "/_emulator/federated/token"):
         token = mint_workload_token(
             state.service, subject=body.get("subject"), audience=body.get("audience")
@@ -84,11 +98,13 @@ def _user_token(state: EmulatorState, body: Any) -> Reply | AadstsError:
     if not isinstance(body, dict):
         body = {}
     upn, audience = body.get("upn"), body.get("audience")
-    lifetime = body.get("lifetime_s")
+    lifetime, scope = body.get("lifetime_s"), body.get("scope")
     if (
         not isinstance(upn, str)
         or not upn
         or (audience is not None and (not isinstance(audience, str) or not audience))
+        or (scope is not None and (not isinstance(scope, str) or not scope.strip()))
+        or (scope is not None and audience is not None)
         or (
             lifetime is not None
             and (isinstance(lifetime, bool) or not isinstance(lifetime, int) or lifetime < 1)
@@ -96,12 +112,15 @@ def _user_token(state: EmulatorState, body: Any) -> Reply | AadstsError:
     ):
         return _invalid(
             "'upn' is a required string; 'audience' "
-            "(default: the blueprint) a string; "
+            "(default: the blueprint) a string, or else 'scope' "
+            "(delegated scopes, e.g. 'https://graph.microsoft.com/AgentIdentity.Create.All'); "
             "'lifetime_s' a positive integer"
         )
     tenant_id = body.get("tenant_id") or service.directory.summary["tenant_id"]
     try:
-        token = service.interactive_user_token(str(tenant_id), upn, audience, lifetime_s=lifetime)
+        token = service.interactive_user_token(
+            str(tenant_id), upn, audience, lifetime_s=lifetime, scope=scope
+        )
     except AadstsError as err:
         return err
     return Reply(
@@ -112,3 +131,27 @@ def _user_token(state: EmulatorState, body: Any) -> Reply | AadstsError:
             "expires_in": lifetime or service.token_lifetime_s,
         },
     )
+
+
+def _approve_device_code(state: EmulatorState, body: Any) -> Reply | AadstsError:
+    """``{"user_code", "upn"}``: the user signs in to a pending device code flow."""
+    if not isinstance(body, dict):
+        body = {}
+    user_code, upn = body.get("user_code"), body.get("upn")
+    if not isinstance(user_code, str) or not user_code or not isinstance(upn, str) or not upn:
+        return _invalid("'user_code' and 'upn' are required strings")
+    service = state.service
+    service.replication.apply_due(service.directory)
+    try:
+        flow = service.device_codes.peek(user_code, now=time.time())
+    except KeyError:
+        return Reply(404, {"error": "not_found", "error_description": "no pending device code"})
+    tenant = service.tenant(flow.tenant_id)
+    user = tenant.find_user(upn=upn)
+    if user is None:
+        return user_not_found(tenant)
+    if user.agent_identity_app_id is not None:
+        # agent-users.md: agent users cannot sign in interactively.
+        return _invalid("an agent user cannot sign in interactively (device code)")
+    service.device_codes.approve(user_code, upn, now=time.time())
+    return Reply(200, {"approved": True, "client_id": flow.client_id})

@@ -2,7 +2,7 @@
 
 agentid-helper-emulator [--port N] [--demo | --seed FILE] [--ready-file F]
                         [--state-dir D] [--token-lifetime-s N] [--refresh-in-s N]
-                        [--imds-port N] [--print-config]
+                        [--imds-port N] [--replication-delay-s N] [--print-config]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .imds import ImdsHTTPServer, ImdsService, serve_in_thread
 from .jwt_tokens import TokenIssuer
 from .legs import TokenService
 from .seed_file import load_seed
-from .server import EmulatorHTTPServer
+from .server import GRAPH_PREFIX, EmulatorHTTPServer
 from .workload import workload_issuer, write_workload_token
 
 PROG = "agentid-helper-emulator"
@@ -40,6 +40,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError("must be between 0 and 3600 seconds")
     return value
 
 
@@ -100,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(plain HTTP on 127.0.0.1; 0: any free port); set "
         "AZURE_POD_IDENTITY_AUTHORITY_HOST to the ready file's "
         "imds_endpoint",
+    )
+    parser.add_argument(
+        "--replication-delay-s",
+        type=_non_negative_seconds,
+        default=0.0,
+        metavar="N",
+        help="seconds before an object created through the emulator's Graph is known "
+        "to the token endpoint (default 0; Entra is eventually consistent)",
     )
     parser.add_argument(
         "--print-config",
@@ -176,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
     issuer = TokenIssuer("https://127.0.0.1:0", keys.signing_key)
     service = TokenService(directory, issuer, args.token_lifetime_s, args.refresh_in_s)
+    service.replication.delay_s = args.replication_delay_s
     state = EmulatorState(service)
     try:
         server = EmulatorHTTPServer(args.port, state, keys.server_cert_path, keys.server_key_path)
@@ -223,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         "pid": os.getpid(),
         "state_dir": str(state_dir),
         "workload_issuer": workload_issuer(issuer.authority_host),
+        # Microsoft Graph: a client calls {graph_endpoint}/beta/...
+        "graph_endpoint": f"{issuer.authority_host}{GRAPH_PREFIX}",
+        "replication_delay_s": args.replication_delay_s,
         "token_lifetime_s": args.token_lifetime_s,
         **directory.summary,
         **extra,

@@ -12,6 +12,7 @@ import time
 from typing import Any, TextIO
 
 from .faults import FaultState
+from .graph_routes import GraphService
 from .legs import TokenService
 from .stats import Stats
 
@@ -21,6 +22,7 @@ class EmulatorState:
 
     def __init__(self, service: TokenService, *, log_stream: TextIO | None = None) -> None:
         self.service = service
+        self.graph = GraphService(service.directory, service.issuer, service.replication)
         self.stats = Stats()
         self.faults = FaultState()
         self._log_stream = log_stream or sys.stderr

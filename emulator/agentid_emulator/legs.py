@@ -24,6 +24,7 @@ leg_checks.py, its claims and response body in token_minting.py.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,10 +32,12 @@ import jwt
 
 from . import agent_claims, leg_checks, token_minting
 from .client_auth import authenticate_agent, authenticate_blueprint
+from .device_codes import DEVICE_CODE_GRANT, DEVICE_LOGIN_PATH, PUBLIC_CLIENT_IDS, DeviceCodes
 from .directory import AgentIdentity, Blueprint, Directory, Tenant, User
 from .errors import AadstsError, missing_parameter, render
 from .jwt_tokens import TokenIssuer, unverified_claims
 from .refresh_tokens import GrantStore
+from .replication import Replication
 from .scopes import ResolvedScope, is_token_exchange, resolve
 from .token_minting import Minter
 from .user_tokens import interactive_claims, user_not_found
@@ -43,7 +46,13 @@ GRANT_CLIENT_CREDENTIALS = "client_credentials"
 GRANT_JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 GRANT_USER_FIC = "user_fic"
 GRANT_REFRESH_TOKEN = "refresh_token"
-GRANTS = (GRANT_CLIENT_CREDENTIALS, GRANT_JWT_BEARER, GRANT_USER_FIC, GRANT_REFRESH_TOKEN)
+GRANTS = (
+    GRANT_CLIENT_CREDENTIALS,
+    GRANT_JWT_BEARER,
+    GRANT_USER_FIC,
+    GRANT_REFRESH_TOKEN,
+    DEVICE_CODE_GRANT,
+)
 
 
 def classify(form: dict[str, str]) -> str | None:
@@ -81,6 +90,9 @@ class TokenService:
     token_lifetime_s: int = 3600
     refresh_in_s: int | None = None
     grants: GrantStore = field(default_factory=GrantStore)
+    # Graph writes waiting to reach the directory (replication.py).
+    replication: Replication = field(default_factory=Replication)
+    device_codes: DeviceCodes = field(default_factory=DeviceCodes)
 
     @property
     def authority_host(self) -> str:
@@ -111,10 +123,53 @@ class TokenService:
         now: float | None = None,
     ) -> TokenResponse:
         now = time.time() if now is None else now
+        self.replication.apply_due(self.directory, now=now)
         leg = self.leg_of(tenant_id, form)
         client_id = form.get("client_id") or None
+        return self._answer(
+            lambda: self._dispatch(tenant_id, form, now), leg, client_id, now, correlation_id
+        )
+
+    def start_device_flow(
+        self,
+        tenant_id: str,
+        form: dict[str, str],
+        *,
+        correlation_id: str | None = None,
+        now: float | None = None,
+    ) -> TokenResponse:
+        """``/{tenant}/oauth2/v2.0/devicecode``: a device code for a public client."""
+        now = time.time() if now is None else now
+        client_id = form.get("client_id") or None
+
+        def issue() -> dict[str, Any]:
+            tenant = self.tenant(tenant_id)
+            if not client_id:
+                raise missing_parameter("client_id")
+            if client_id.lower() not in PUBLIC_CLIENT_IDS:
+                raise _unknown_application(client_id, tenant)
+            resolve(form.get("scope"), app_only=False)  # a bad scope fails now, as in Entra
+            verification_uri = f"{self.authority_host}{DEVICE_LOGIN_PATH}"
+            return self.device_codes.issue(
+                tenant.tenant_id,
+                client_id,
+                str(form.get("scope")),
+                now=now,
+                verification_uri=verification_uri,
+            )
+
+        return self._answer(issue, None, client_id, now, correlation_id)
+
+    def _answer(
+        self,
+        produce: Callable[[], dict[str, Any]],
+        leg: str | None,
+        client_id: str | None,
+        now: float,
+        correlation_id: str | None,
+    ) -> TokenResponse:
         try:
-            body = self._dispatch(tenant_id, form, now)
+            body = produce()
         except AadstsError as err:
             rendered = render(
                 err, now=now, correlation_id=correlation_id, authority_host=self.authority_host
@@ -140,16 +195,12 @@ class TokenService:
         if not client_id:
             raise missing_parameter("client_id")
         tenant = self.tenant(tenant_id)
+        if grant == DEVICE_CODE_GRANT:
+            return self._device_code(tenant, form, now)
         blueprint = tenant.blueprints.get(client_id.lower())
         agent = tenant.agents.get(client_id.lower())
         if blueprint is None and agent is None:
-            raise AadstsError(
-                700016,
-                f"Application with identifier '{client_id}' was not "
-                f"found in the directory '{tenant.tenant_id}'. This can "
-                "happen if the application has not been installed by "
-                "the administrator of the tenant.",
-            )
+            raise _unknown_application(client_id, tenant)
         if blueprint is not None:
             if grant != GRANT_CLIENT_CREDENTIALS:
                 raise AadstsError(
@@ -181,6 +232,15 @@ class TokenService:
         return tenant
 
     # -- legs -------------------------------------------------------------------
+    def _device_code(self, tenant: Tenant, form: dict[str, str], now: float) -> dict[str, Any]:
+        """The device code grant: pending until approved, then the user's token."""
+        flow = self.device_codes.redeem(tenant.tenant_id, form, now=now)
+        user = tenant.find_user(upn=flow.approved_upn)
+        if user is None:
+            raise user_not_found(tenant)
+        scope = resolve(flow.scope, app_only=False)
+        return self.minter.delegated_response(tenant, flow.client_id, user, scope)
+
     def _blueprint(
         self, tenant: Tenant, bp: Blueprint, form: dict[str, str], now: float
     ) -> dict[str, Any]:
@@ -327,10 +387,26 @@ class TokenService:
         audience: str | None = None,
         *,
         lifetime_s: int | None = None,
+        scope: str | None = None,
     ) -> str:
-        """A user token as an interactive sign-in gives (``/_emulator/users/token``)."""
+        """A user token as an interactive sign-in gives (``/_emulator/users/token``);
+        ``scope`` (delegated scopes such as ``AgentIdentity.Create.All``) sets
+        ``aud`` and ``scp`` instead of ``audience``."""
+        self.replication.apply_due(self.directory)
         tenant = self.tenant(tenant_id)
-        claims = interactive_claims(tenant, upn, audience)
+        resolved = resolve(scope, app_only=False) if scope is not None else None
+        claims = interactive_claims(tenant, upn, audience, resolved)
         return self.issuer.mint(
             tenant.tenant_id, claims, lifetime_s=lifetime_s or self.token_lifetime_s
         )
+
+
+def _unknown_application(client_id: str, tenant: Tenant) -> AadstsError:
+    """What Entra answers for a client id not (yet) in the tenant's directory."""
+    return AadstsError(
+        700016,
+        f"Application with identifier '{client_id}' was not "
+        f"found in the directory '{tenant.tenant_id}'. This can "
+        "happen if the application has not been installed by "
+        "the administrator of the tenant.",
+    )

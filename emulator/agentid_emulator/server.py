@@ -1,6 +1,7 @@
 """HTTP I/O: a threaded HTTPS server on 127.0.0.1 routing to discovery, JWKS,
-the token endpoint (sans-IO ``TokenService``) and the loopback admin API
-(sans-IO ``admin_routes``); what the handlers share is ``EmulatorState``.
+the token and device code endpoints (sans-IO ``TokenService``), Microsoft
+Graph beta under ``/graph`` (sans-IO ``graph_routes``) and the loopback admin
+API (sans-IO ``admin_routes``); what the handlers share is ``EmulatorState``.
 
 One JSON log line per request goes to stderr (method, path, leg, client_id,
 status, AADSTS code, duration): never a form body, secret, assertion or token.
@@ -27,6 +28,7 @@ from .admin_routes import admin_reply
 from .emulator_state import EmulatorState
 from .errors import AadstsError, render
 from .faults import Fault
+from .graph_routes import graph_reply
 
 MAX_BODY = 1 << 20
 IDLE_TIMEOUT_S = 30.0
@@ -34,6 +36,8 @@ _TENANT = r"(?P<tenant>[A-Za-z0-9._-]+)"
 _DISCOVERY = re.compile(rf"^/{_TENANT}/v2\.0/\.well-known/openid-configuration$")
 _JWKS = re.compile(rf"^/{_TENANT}/discovery/v2\.0/keys$")
 _TOKEN = re.compile(rf"^/{_TENANT}/oauth2/v2\.0/token$")
+_DEVICE_CODE = re.compile(rf"^/{_TENANT}/oauth2/v2\.0/devicecode$")
+GRAPH_PREFIX = "/graph"
 
 
 def _basic_auth(header: str | None, form: dict[str, str]) -> dict[str, str]:
@@ -103,7 +107,8 @@ class _Handler(BaseHTTPRequestHandler):
         start = time.monotonic()
         self._status = 0
         self._log: dict[str, Any] = {}
-        path = urlsplit(self.path).path
+        parts = urlsplit(self.path)
+        path, self._query = parts.path, parts.query
         try:
             self._route(path)
         finally:
@@ -126,7 +131,10 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/_emulator/"):
             self._admin(path)
             return
-        if match := _TOKEN.match(path):
+        if path.startswith(GRAPH_PREFIX + "/"):
+            self._graph(path[len(GRAPH_PREFIX) :])
+            return
+        if match := _TOKEN.match(path) or _DEVICE_CODE.match(path):
             if self.command != "POST":
                 self._send(
                     405,
@@ -134,7 +142,7 @@ class _Handler(BaseHTTPRequestHandler):
                     {"Allow": "POST"},
                 )
                 return
-            self._token(match["tenant"])
+            self._token(match["tenant"], device_code=_DEVICE_CODE.match(path) is not None)
             return
         tenant_match = _DISCOVERY.match(path) or _JWKS.match(path)
         if tenant_match and self.command in ("GET", "HEAD"):
@@ -161,7 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._log["aadsts"] = err.code
         self._send(rendered.status, rendered.body, rendered.headers)
 
-    def _token(self, tenant_id: str) -> None:
+    def _token(self, tenant_id: str, *, device_code: bool = False) -> None:
         state = self._state()
         raw = self._read_body()
         if raw is None:
@@ -190,7 +198,10 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         correlation = self.headers.get("client-request-id")
-        resp = state.service.handle(tenant_id, form, correlation_id=correlation)
+        if device_code:
+            resp = state.service.start_device_flow(tenant_id, form, correlation_id=correlation)
+        else:
+            resp = state.service.handle(tenant_id, form, correlation_id=correlation)
         state.stats.record(leg=leg, client_id=client_id, ok=resp.status == 200)
         if resp.aadsts:
             self._log["aadsts"] = resp.aadsts
@@ -228,6 +239,31 @@ class _Handler(BaseHTTPRequestHandler):
         err.headers.update(headers)
         self._error(err)
         return True
+
+    # -- Graph --------------------------------------------------------------------
+    def _graph(self, path: str) -> None:
+        """Microsoft Graph beta (``{graph_endpoint}/beta/...``); never logs a header."""
+        state = self._state()
+        raw = self._read_body()
+        if raw is None:
+            return
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        reply = graph_reply(state.graph, self.command, path, self._query, headers, raw)
+        state.stats.record_graph(ok=reply.status < 400)
+        if reply.status >= 400 and reply.body is not None:
+            self._log["graph_error"] = reply.body["error"]["code"]
+        if reply.body is None:
+            self._send_empty(reply.status, reply.headers)
+        else:
+            self._send(reply.status, reply.body, reply.headers)
+
+    def _send_empty(self, status: int, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        self._status = status
 
     # -- admin --------------------------------------------------------------------
     def _admin(self, path: str) -> None:

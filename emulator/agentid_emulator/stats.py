@@ -1,4 +1,4 @@
-"""Token request counters for ``GET /_emulator/stats``."""
+"""Token request counters for ``GET /_emulator/stats`` (and Graph requests)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,15 @@ class Stats:
             self._errors = 0
             self._by_leg: Counter[str] = Counter({leg: 0 for leg in LEGS})
             self._by_client: Counter[str] = Counter()
+            self._graph_total = 0
+            self._graph_errors = 0
+
+    def record_graph(self, *, ok: bool) -> None:
+        """One request to the emulator's Microsoft Graph (``graph_requests``)."""
+        with self._lock:
+            self._graph_total += 1
+            if not ok:
+                self._graph_errors += 1
 
     def record(self, *, leg: str | None, client_id: str | None, ok: bool) -> None:
         with self._lock:
@@ -53,5 +62,6 @@ class Stats:
                     "by_leg": {leg: self._by_leg[leg] for leg in LEGS},
                     "by_client": dict(self._by_client),
                     "errors": self._errors,
-                }
+                },
+                "graph_requests": {"total": self._graph_total, "errors": self._graph_errors},
             }

@@ -101,6 +101,47 @@ class Minter:
         token = self.issuer.mint(tenant.tenant_id, claims, lifetime_s=self.token_lifetime_s)
         return {"token_type": "Bearer", **self.lifetimes(), "access_token": token}
 
+    def delegated_response(
+        self, tenant: Tenant, client_id: str, user: User, scope: ResolvedScope
+    ) -> dict[str, Any]:
+        """A public client's token for a signed-in user (the device code flow)."""
+        subject = pairwise_subject(user.object_id, client_id)
+        claims = {
+            "aud": scope.resource,
+            "azp": client_id,
+            "azpacr": "0",
+            "appid": client_id,
+            "appidacr": "0",
+            "idtyp": "user",
+            "upn": user.upn,
+            "unique_name": user.upn,
+            "name": user.display_name or user.upn,
+            "oid": user.object_id,
+            "sub": subject,
+            "scp": " ".join(scope.delegated_permissions()),
+        }
+        lifetime = self.token_lifetime_s
+        id_token = self.issuer.mint(
+            tenant.tenant_id,
+            {
+                "aud": client_id,
+                "sub": subject,
+                "oid": user.object_id,
+                "preferred_username": user.upn,
+                "name": user.display_name or user.upn,
+            },
+            lifetime_s=lifetime,
+        )
+        client_info = b64url(json.dumps({"uid": user.object_id, "utid": tenant.tenant_id}).encode())
+        return {
+            "token_type": "Bearer",
+            "scope": scope.response_scope(delegated=True),
+            **self.lifetimes(),
+            "access_token": self.issuer.mint(tenant.tenant_id, claims, lifetime_s=lifetime),
+            "id_token": id_token,
+            "client_info": client_info,
+        }
+
     def user_response(
         self,
         tenant: Tenant,

@@ -16,6 +16,7 @@ from typing import Any
 from .certs import b64url
 from .directory import Tenant
 from .errors import AadstsError
+from .scopes import ResolvedScope
 
 # The public client a developer signs in with (Azure CLI's well-known app id).
 INTERACTIVE_CLIENT_ID = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
@@ -58,13 +59,20 @@ def default_audience(tenant: Tenant) -> str:
     return bp.app_id
 
 
-def interactive_claims(tenant: Tenant, upn: str, audience: str | None) -> dict[str, Any]:
-    """The claims of a signed-in user's token for ``audience`` (default: the blueprint)."""
+def interactive_claims(
+    tenant: Tenant, upn: str, audience: str | None, scope: ResolvedScope | None = None
+) -> dict[str, Any]:
+    """The claims of a signed-in user's token for ``audience`` (default: the blueprint),
+    or for ``scope`` (its resource is the audience, its permissions ``scp``)."""
     user = tenant.find_user(upn=upn)
     if user is None:
         raise user_not_found(tenant)
-    aud = audience or default_audience(tenant)
+    aud = scope.resource if scope is not None else audience or default_audience(tenant)
     to_blueprint = any(aud.lower() in blueprint_audiences(bp) for bp in tenant.blueprints)
+    if scope is not None:
+        scp = " ".join(scope.delegated_permissions())
+    else:
+        scp = BLUEPRINT_SCOPE if to_blueprint else "access_as_user"
     client = INTERACTIVE_CLIENT_ID
     return {
         "aud": aud,
@@ -79,5 +87,5 @@ def interactive_claims(tenant: Tenant, upn: str, audience: str | None) -> dict[s
         "name": user.display_name or user.upn,
         "oid": user.object_id,
         "sub": pairwise_subject(user.object_id, client),
-        "scp": BLUEPRINT_SCOPE if to_blueprint else "access_as_user",
+        "scp": scp,
     }

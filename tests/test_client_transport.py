@@ -66,7 +66,7 @@ def test_json_round_trip(fake_daemon: FakeDaemon) -> None:
 
 
 def test_204_and_empty_delete(fake_daemon: FakeDaemon) -> None:
-    resp = request(fake_daemon.path, "POST", "/v1/flush", deadline=time.monotonic() + 5)
+    resp = request(fake_daemon.path, "DELETE", "/v1/token", deadline=time.monotonic() + 5)
     assert (resp.status, resp.body, resp.json()) == (204, b"", None)
     assert fake_daemon.requests[-1]["headers"]["content-length"] == "0"
 

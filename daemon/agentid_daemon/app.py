@@ -14,9 +14,9 @@ daemon, never otherwise). The configuration is reloaded when the file changes
 the old configuration stays in force. Cached tokens survive a reload: the
 cache is keyed by resolved identities, not profile names.
 
-Exit codes (docs/design.md): 0 ok, 2 usage, 5 configuration error (bad
-config file, unusable socket directory); 1 when another daemon already serves
-the socket (nothing is wrong with the configuration then).
+Exit codes (docs/design.md): 0 ok, 2 usage, 3 an internal failure, 5 a
+configuration error (bad config file, unusable socket directory) or another
+daemon already serving the socket (an autostarting client then uses that one).
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ Policy (docs/design.md, "Cache semantics"), decided here:
   identity provider's ``retry_after_s``. Until that deadline no background
   fetch starts for the key. A request that a cached token satisfies gets it;
   any other request tries the identity provider again once the key's last
-  failure is ``FOREGROUND_RETRY_S`` (2 s) old, so a recovery is seen by the
+  failed *request* is ``FOREGROUND_RETRY_S`` (2 s) old (a failed background
+  retry does not hold requests back), so a recovery is seen by the
   next request instead of at the end of a backoff of up to 5 minutes, while a
   burst of requests during an outage still makes one call per key per 2 s
   (they join one fetch, or fail fast with the last error, which carries the
@@ -443,6 +444,8 @@ class TokenCache:
         now = trio.current_time()
         entry.last_error = exc
         entry.failed_at = now
+        if not flight.background:
+            entry.request_failed_at = now
         entry.failures += 1
         if retry_at is None:
             entry.own_failures += 1

@@ -22,9 +22,10 @@ EventCallback = Callable[..., None]
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 300.0
 # A request (not a background refresh) for a key without a servable token
-# tries the identity provider again once its last failure is this old, backoff
-# or not: recovery is seen at once, yet a burst of requests during an outage
-# costs one identity-provider call per key per this many seconds.
+# tries the identity provider again once the last failed request is this old,
+# backoff or not (a background retry's failure does not count): recovery is
+# seen at once, yet a burst of requests during an outage costs one
+# identity-provider call per key per this many seconds.
 FOREGROUND_RETRY_S = 2.0
 REFRESH_FRACTION = (2 / 3, 3 / 4)
 # Claims challenges (one-off fetches with ``challenge=``): per key, at most one
@@ -112,6 +113,7 @@ class Entry:
         "last_requested",
         "own_failures",
         "permanent",
+        "request_failed_at",
         "sched_gen",
     )
 
@@ -130,6 +132,7 @@ class Entry:
         self.own_failures = 0  # ... of those, not caused by an input: sizes the backoff
         self.backoff_until = -math.inf
         self.failed_at = -math.inf  # trio clock: when the last fetch failed
+        self.request_failed_at = -math.inf  # ... the last fetch a request started
         self.permanent = False
         self.idle = False
         self.sched_gen = 0

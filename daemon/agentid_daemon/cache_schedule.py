@@ -65,15 +65,17 @@ def rate_limited(exc: BaseException) -> bool:
 def request_retry_at(entry: Entry) -> float:
     """When a request (not a background refresh) may next fetch the key.
 
-    :data:`FOREGROUND_RETRY_S` after its last failure, however long the
-    background backoff; but a pause the identity provider asked for (429,
-    ``Retry-After``) is sat out in full.
+    :data:`FOREGROUND_RETRY_S` after the last fetch a request started failed,
+    however long the background backoff: a background retry that failed just
+    before the identity provider came back does not make the next request fail
+    too. A pause the identity provider asked for (429, ``Retry-After``) is sat
+    out in full.
     """
     if entry.last_error is None:
         return -math.inf
     if rate_limited(entry.last_error):
         return entry.backoff_until
-    return min(entry.backoff_until, entry.failed_at + FOREGROUND_RETRY_S)
+    return min(entry.backoff_until, entry.request_failed_at + FOREGROUND_RETRY_S)
 
 
 def reported(exc: BaseException, entry: Entry, now: float) -> BaseException:

@@ -191,7 +191,8 @@ def test_no_daemon_autostart_off_exits_3(monkeypatch: pytest.MonkeyPatch, tmp_pa
         assert "systemctl --user start" in err
     code, _, err = run(["status"])  # status never starts a daemon just to report it empty
     assert code == 3
-    assert f"daemon unreachable at {path} (not running)" in err
+    assert f"no daemon running at {path}" in err  # and, autostart being off, how to start one
+    assert "autostart is disabled" in err
 
 
 def test_flush_without_daemon_is_a_no_op(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

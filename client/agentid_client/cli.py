@@ -21,12 +21,12 @@ from .failures import (
     EXIT_OK,
     EXIT_USAGE,
     ClientError,
+    DaemonNotRunning,
     DaemonUnreachable,
     UsageError,
 )
 from .redact import quoted
 from .selection import request_fields
-from .trust import Untrusted
 
 TYPE_CHECKING = False  # typing costs ~10 ms of imports on the hot path
 if TYPE_CHECKING:
@@ -255,7 +255,16 @@ class CLI:
     def do_status(self, parsed: Parsed) -> int:
         from .statusview import render_status
 
-        body = daemon_api.call_ok("GET", "/v1/status", autostart=False, timeout=10)
+        try:
+            body = daemon_api.call_ok("GET", "/v1/status", autostart=False, timeout=10)
+        except DaemonNotRunning:
+            from . import paths
+
+            # status starts no daemon. Its hint is not "start it with `agentid-helper
+            # daemon`": with a config the daemon refuses, that fails as autostart does.
+            raise DaemonUnreachable(
+                f"no daemon running at {paths.socket_path()}", [daemon_api.next_start_hint()]
+            ) from None
         if parsed.opts.get("json"):
             import json
 
@@ -280,10 +289,9 @@ class CLI:
             payload = fields or {"all": False}
         try:
             body = daemon_api.call_ok("POST", "/v1/flush", payload, autostart=False, timeout=10)
-        except ClientError as exc:
-            # An untrusted socket is not "no daemon": it must be reported.
-            if exc.exit_code != 3 or isinstance(exc, Untrusted):
-                raise
+        except DaemonNotRunning:
+            # Only nothing listening is "nothing cached": a daemon that does not
+            # answer (hung, stopped) or an untrusted socket is reported (exit 3).
             body = None
         if parsed.opts.get("json"):
             import json
@@ -298,10 +306,8 @@ class CLI:
         """POST /v1/reload; exit 0 loaded or unchanged, 5 when the file does not load."""
         try:
             body = daemon_api.call_ok("POST", "/v1/reload", None, autostart=False, timeout=30)
-        except DaemonUnreachable as exc:
+        except DaemonNotRunning:
             # Only "no daemon" is nothing to do; an untrusted socket or a hung daemon is not.
-            if isinstance(exc, Untrusted) or "(not running)" not in exc.message:
-                raise
             self.stderr.write(
                 "agentid-helper: daemon not running: nothing to reload "
                 "(the next request starts it with the file as it is)\n"
@@ -337,7 +343,7 @@ class CLI:
 
         raw = str(parsed.opts.get("lines", DEFAULT_LINES))
         if not raw.isdigit() or int(raw) > 10**7:
-            raise UsageError(f"logs: --lines must be a number of lines (got {raw!r})", "logs")
+            raise UsageError(f"logs: --lines must be a number of lines (got {quoted(raw)})", "logs")
         return run_logs(
             paths.socket_path(),
             self.stdout,

@@ -24,6 +24,7 @@ from .failures import (
     EXIT_CONFIG,
     PROG,
     ClientError,
+    DaemonNotRunning,
     DaemonUnreachable,
     UsageError,
     from_response,
@@ -57,6 +58,15 @@ START_HINTS = [
 
 def autostart_enabled() -> bool:
     return os.environ.get(paths.NO_AUTOSTART_ENV, "") != "1"
+
+
+def next_start_hint() -> str:
+    """What starts a daemon when none runs, for messages that start none themselves."""
+    if autostart_enabled():
+        return "the next `agentid-helper get` starts one (`agentid-helper doctor` checks the setup)"
+    return f"autostart is disabled ({paths.NO_AUTOSTART_ENV}=1): " + START_HINTS[0].replace(
+        "start it", "start one", 1
+    )
 
 
 def parse_timeout(raw: str, source: str, command: str | None = None) -> float:
@@ -159,7 +169,7 @@ def call(
             lost_at, just_started = time.monotonic(), False
         except ConnectFailed:
             if not autostart:
-                raise DaemonUnreachable(
+                raise DaemonNotRunning(
                     f"daemon unreachable at {path} (not running)", START_HINTS
                 ) from None
             if just_started:

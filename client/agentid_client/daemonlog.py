@@ -21,15 +21,17 @@ import os
 import shutil
 import subprocess
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from . import private_dir
 from .autostart import LOG_NAME
-from .failures import EXIT_CONFIG, EXIT_OK, ClientError
+from .failures import EXIT_CONFIG, EXIT_OK, ClientError, DaemonNotRunning
 from .supervisor import SERVICE_UNIT, manages
 
 DEFAULT_LINES = 100
 FOLLOW_POLL_S = 0.25
+# Asking the daemon its run mode: a daemon that does not answer by then is hung.
+STATUS_TIMEOUT_S = 2.0
 _BLOCK = 64 * 1024
 
 
@@ -118,20 +120,63 @@ def show_file(
     return True
 
 
+def _show_journal(out: TextIO, lines: int, follow: bool) -> int:
+    exe = shutil.which("journalctl")
+    if exe is None:
+        raise ClientError(
+            "logs: the systemd units run the daemon but journalctl is not installed",
+            EXIT_CONFIG,
+        )
+    out.flush()
+    with contextlib.suppress(KeyboardInterrupt):  # the end of `logs -f`
+        subprocess.run([exe, *journal_command(lines, follow)[1:]], check=False)
+    return EXIT_OK
+
+
+def _running_daemon(socket_path: str) -> tuple[dict[str, Any] | None, str]:
+    """The running daemon's status line (``daemon`` of /v1/status) and, when none
+    is known, why: "" (one answered), "not running", or the error in words."""
+    from . import daemon_api  # cold path
+
+    try:
+        body = daemon_api.call_ok(
+            "GET", "/v1/status", autostart=False, timeout=STATUS_TIMEOUT_S, socket_path=socket_path
+        )
+    except DaemonNotRunning:
+        return None, "not running"
+    except ClientError as exc:  # hung, untrusted, an old daemon: its mode is unknown
+        return None, exc.message
+    daemon = body.get("daemon") if isinstance(body, dict) else None
+    return (daemon, "") if isinstance(daemon, dict) else (None, "no run mode in its status")
+
+
 def run_logs(socket_path: str, out: TextIO, err: TextIO, *, lines: int, follow: bool) -> int:
-    """The ``logs`` command: the journal under the systemd units, else the autostart log."""
+    """The ``logs`` command: the log of the daemon that runs, where it is.
+
+    The systemd units' daemon: the journal. A foreground daemon: its terminal,
+    which this command cannot show (it says so rather than print the file an
+    earlier autostarted daemon left). An autostarted one, or none: the autostart
+    log, with a note on stderr when no daemon runs (the file is then the last
+    autostarted daemon's).
+    """
     if manages(socket_path):
-        exe = shutil.which("journalctl")
-        if exe is None:
-            raise ClientError(
-                "logs: the systemd units run the daemon but journalctl is not installed",
-                EXIT_CONFIG,
-            )
-        out.flush()
-        with contextlib.suppress(KeyboardInterrupt):  # the end of `logs -f`
-            subprocess.run([exe, *journal_command(lines, follow)[1:]], check=False)
-        return EXIT_OK
+        return _show_journal(out, lines, follow)
+    daemon, why_unknown = _running_daemon(socket_path)
+    mode = daemon.get("run_mode") if daemon else None
+    if mode == "systemd":
+        return _show_journal(out, lines, follow)
     path = autostart_log_path(socket_path)
+    if mode == "foreground":
+        err.write(
+            f"agentid-helper: the daemon (pid {daemon.get('pid', '?') if daemon else '?'}) "
+            f"runs in the foreground: its log is {describe(mode, socket_path)}"
+            + (f"; {path} is an earlier autostarted daemon's\n" if os.path.lexists(path) else "\n")
+        )
+        return EXIT_OK
+    if daemon is None and os.path.lexists(path):
+        who = "no daemon running" if why_unknown == "not running" else why_unknown
+        err.write(f"agentid-helper: {who}: showing the last autostarted daemon's log\n")
+        err.flush()
     try:
         found = show_file(path, out, lines=lines, follow=follow)
     except KeyboardInterrupt:  # the end of `logs -f`

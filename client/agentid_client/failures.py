@@ -55,6 +55,15 @@ class DaemonUnreachable(ClientError):
         super().__init__(message, EXIT_UNREACHABLE, hints)
 
 
+class DaemonNotRunning(DaemonUnreachable):
+    """Nothing listens on the socket (no socket file, or connection refused).
+
+    Unlike its parent (a daemon that does not answer in time, a socket that is
+    not trusted), this is a known state: ``flush``, ``reload``, ``stop`` and
+    ``logs`` have nothing to do then, and ``status`` says so.
+    """
+
+
 _STATUS_EXIT = {
     400: EXIT_USAGE,  # invalid_request
     404: EXIT_USAGE,  # unknown_profile
@@ -96,7 +105,13 @@ def from_response(status: int, body: Any, headers: dict[str, str] | None = None)
     if info.get("hint"):
         hints.append(f"hint: {info['hint']}")
     wait = _next_attempt_s(info, headers or {})
-    if wait is not None:
+    # Only a transient failure is retried by itself: a configuration error
+    # (exit 5) or the identity provider's refusal (exit 4 from a 502, e.g.
+    # AADSTS90002 unknown tenant) fails the same way at the next request.
+    transient = exit_code == EXIT_IDP and (
+        code == "identity_provider_unavailable" or (not code and status == 503)
+    )
+    if wait is not None and (transient or info.get("rate_limited") is True):
         hints.append(retry_hint(wait, rate_limited=info.get("rate_limited") is True))
     return ClientError(description, exit_code, hints)
 

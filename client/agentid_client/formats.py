@@ -6,6 +6,7 @@ import time
 
 from . import jsonlite
 from .failures import EXIT_USAGE, ClientError
+from .redact import quoted
 
 TYPE_CHECKING = False  # typing costs ~10 ms of imports on the hot path
 if TYPE_CHECKING:
@@ -70,13 +71,15 @@ def exec_api_version(env_value: str | None) -> str:
     version = info.get("apiVersion", EXEC_API_V1)
     if not isinstance(version, str) or version not in EXEC_APIS:
         raise ClientError(
-            f"KUBERNETES_EXEC_INFO apiVersion {version!r} is not supported "
+            f"KUBERNETES_EXEC_INFO apiVersion {quoted(version)} is not supported "
             f"(supported: {', '.join(EXEC_APIS)})",
             EXIT_USAGE,
         )
     kind = info.get("kind", "ExecCredential")
     if kind != "ExecCredential":
-        raise ClientError(f"KUBERNETES_EXEC_INFO kind {kind!r} is not ExecCredential", EXIT_USAGE)
+        raise ClientError(
+            f"KUBERNETES_EXEC_INFO kind {quoted(kind)} is not ExecCredential", EXIT_USAGE
+        )
     return version
 
 

@@ -21,7 +21,7 @@ from typing import TextIO
 
 from . import daemon_api
 from .autostart import answers
-from .failures import EXIT_OK, DaemonUnreachable
+from .failures import EXIT_OK, DaemonNotRunning, DaemonUnreachable
 from .statusview import RUN_MODES
 from .supervisor import SERVICE_UNIT, SOCKET_UNIT, STATUS_HINT, manages, stop_units
 
@@ -50,7 +50,11 @@ def run_stop(socket_path: str, out: TextIO, *, timeout: float = STOP_TIMEOUT_S) 
     if not answers(socket_path):
         out.write(f"no daemon running (nothing answers at {socket_path})\n")
         return EXIT_OK
-    body = daemon_api.call_ok("POST", "/v1/shutdown", autostart=False, timeout=timeout)
+    try:
+        body = daemon_api.call_ok("POST", "/v1/shutdown", autostart=False, timeout=timeout)
+    except DaemonNotRunning:  # it went away since the check above
+        out.write(f"no daemon running (nothing answers at {socket_path})\n")
+        return EXIT_OK
     pid = int(body.get("pid") or 0) if isinstance(body, dict) else 0
     mode = str(body.get("run_mode") or "") if isinstance(body, dict) else ""
     who = f"pid {pid}" + (f", {RUN_MODES.get(mode, mode)}" if mode else "")

@@ -171,11 +171,17 @@ def _uses_keyring(config: Config) -> bool:
 
 
 def _check_profiles(report: Report, config: Config) -> None:
+    from agentid_daemon.models import DEFAULT_SCOPE
+    from agentid_daemon.scopes import normalise_scopes
+
+    from .statusview import scope_text
+
     names = config.profile_names()
     if not names:
         report.out.write("- no profiles configured: nothing to test\n")
     for name in names:
-        mode = config.layered(config.profiles[name]).get("mode")
+        layered = config.layered(config.profiles[name])
+        mode = layered.get("mode")
         if mode is not None and mode.value == "OBO":
             report.out.write(
                 f"- profile {name}: OBO needs a user token; test it with "
@@ -192,10 +198,13 @@ def _check_profiles(report: Report, config: Config) -> None:
                 code=exc.exit_code,
             )
             continue
+        # The requested scope (the cache key `flush --scope` selects), and the
+        # granted one when it differs, as `status` shows them.
+        requested = layered.get("scope") or normalise_scopes(DEFAULT_SCOPE)
         report.line(
             True,
             f"profile {name}: token acquired ({body.get('mode', '?')}, "
-            f"scope {body.get('scope', '?')})",
+            f"scope {scope_text(list(requested), body.get('scope')) or '?'})",
         )
 
 

@@ -7,6 +7,9 @@ and doctor's small inaccuracies."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,3 +75,97 @@ def test_doctor_names_the_requested_scope_and_the_granted_one(stack: Env) -> Non
     out = stack.run("doctor").stdout
     line = next(line for line in out.splitlines() if "profile user:" in line)
     assert "scope https://graph.microsoft.com/.default (granted: User.Read)" in line, out
+
+
+# ---- kubeconfig-user --merge -------------------------------------------------
+
+KUBE_CONFIG_TOML = """\
+[profiles.graph-bot]
+tenant_id = "7a3e1c52-4b1d-4e0a-9c61-2f3b5d7e9a10"
+
+[profiles.kube]
+tenant_id = "7a3e1c52-4b1d-4e0a-9c61-2f3b5d7e9a10"
+"""
+
+
+def _helper(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "config.toml"
+    if not config.exists():
+        config.write_text(KUBE_CONFIG_TOML)
+    env = {
+        **os.environ,
+        "AGENTID_HELPER_CONFIG": str(config),
+        "HOME": str(tmp_path / "home"),
+        "KUBECONFIG": "",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "agentid_client", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def test_merge_names_the_users_file_when_kubectl_cannot_read_it(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("users: [unclosed\n  - : :\n")
+    done = _helper(tmp_path, "kubeconfig-user", "--profile", "kube", f"--merge={bad}")
+    assert done.returncode == 5, done
+    assert str(bad) in done.stderr and ".agentid-helper." not in done.stderr, done.stderr
+    assert bad.read_text() == "users: [unclosed\n  - : :\n"
+
+
+def test_merge_refuses_a_missing_directory_it_was_not_told_to_create(tmp_path: Path) -> None:
+    target = tmp_path / "nonexistent" / "dir" / "x.yaml"
+    done = _helper(tmp_path, "kubeconfig-user", "--profile", "kube", f"--merge={target}")
+    assert done.returncode == 5, done
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "does not exist" in done.stderr
+    assert not (tmp_path / "nonexistent").exists()
+
+
+def test_merge_creates_kubectls_own_directory(tmp_path: Path) -> None:
+    done = _helper(tmp_path, "kubeconfig-user", "--profile", "kube", "--merge")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "home" / ".kube" / "config").is_file()
+
+
+def test_merge_refuses_an_unknown_profile_naming_the_known_ones(tmp_path: Path) -> None:
+    done = _helper(tmp_path, "kubeconfig-user", "--profile", "nope", "--merge")
+    assert done.returncode == 2, done
+    assert "nope" in done.stderr and "graph-bot, kube" in done.stderr, done.stderr
+    assert not (tmp_path / "home" / ".kube").exists()
+
+
+def test_merge_refuses_a_token_looking_profile_without_echoing_it(tmp_path: Path) -> None:
+    token = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9." + "a" * 80
+    (tmp_path / "config.toml").write_text("this is [not toml")  # unreadable: shape only
+    done = _helper(tmp_path, "kubeconfig-user", "--profile", token, "--merge")
+    assert done.returncode == 2, done
+    assert token not in done.stderr and token[:20] not in done.stderr, done.stderr
+    assert not (tmp_path / "home" / ".kube").exists()
+
+
+def test_merge_accepts_any_name_when_the_config_cannot_be_read(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("this is [not toml")
+    done = _helper(tmp_path, "kubeconfig-user", "--profile", "later", "--merge")
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_profile_name_rule_is_the_config_loaders(tmp_path: Path) -> None:
+    from agentid_client.contract import is_profile_name
+    from agentid_daemon.config import load_config
+    from agentid_daemon.errors import AgentIdError
+
+    for name in ("graph-bot", " ", ""):
+        config = tmp_path / "c.toml"
+        config.write_text(f'[profiles."{name}"]\n')
+        try:
+            load_config(str(config))
+            loads = True
+        except AgentIdError:
+            loads = False
+        assert loads == is_profile_name(name), name

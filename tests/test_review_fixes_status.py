@@ -169,3 +169,64 @@ def test_the_profile_name_rule_is_the_config_loaders(tmp_path: Path) -> None:
         except AgentIdError:
             loads = False
         assert loads == is_profile_name(name), name
+
+
+# ---- completion: --profile=<TAB> ---------------------------------------------
+
+COMPLETION_CONFIG = (
+    '[profiles.graph-bot]\nmode = "AutonomousApp"\n[profiles.aks]\nmode = "AutonomousApp"\n'
+)
+
+
+def _bash_line_after_tab(tmp_path: Path, typed: str, expect: str, tabs: int = 1) -> str:
+    """What a real interactive bash (in a pty, README's eval line loaded) shows
+    after ``typed`` and ``tabs`` TABs (two list the matches), read until ``expect``
+    appears or 20 s pass."""
+    import pty
+    import select
+    import time
+
+    config = tmp_path / "completion.toml"
+    config.write_text(COMPLETION_CONFIG)
+    rc = tmp_path / "bashrc"
+    bin_dir = Path(sys.executable).parent
+    rc.write_text(f'PS1="> "\neval "$({bin_dir}/agentid-helper completion bash)"\n')
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "TERM": "dumb",
+        "LANG": "C.UTF-8",
+        "INPUTRC": "/dev/null",
+        "AGENTID_HELPER_CONFIG": str(config),
+        "AGENTID_HELPER_NO_AUTOSTART": "1",
+    }
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve("/bin/bash", ["bash", "--rcfile", str(rc), "-i"], env)
+    seen = b""
+    try:
+        time.sleep(0.5)
+        os.write(fd, typed.encode() + b"\t" * tabs)
+        deadline = time.monotonic() + 20
+        while expect.encode() not in seen:  # typed never holds it
+            if time.monotonic() > deadline:
+                break
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    seen += os.read(fd, 4096)
+                except OSError:
+                    break
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(fd)
+    return seen.decode(errors="replace").replace("\r", "")
+
+
+def test_bash_completes_profile_names_after_profile_equals(tmp_path: Path) -> None:
+    shown = _bash_line_after_tab(tmp_path, "agentid-helper get --profile=gr", "graph-bot")
+    assert "--profile=graph-bot " in shown, shown  # the one match is inserted
+    shown = _bash_line_after_tab(tmp_path, "agentid-helper get --profile=", "graph-bot", tabs=2)
+    tail = shown.split("--profile=", 1)[1]
+    assert "aks" in tail and "graph-bot" in tail and "--mode" not in tail, shown

@@ -6,6 +6,7 @@ and doctor's small inaccuracies."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -15,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import test_client_doctor
+from client_fakes import FakeDaemon
 from client_stack import Env, client_stack
 
+from agentid_client.doctor import run_doctor
 from agentid_client.statusview import render_status
 
 
@@ -230,3 +234,55 @@ def test_bash_completes_profile_names_after_profile_equals(tmp_path: Path) -> No
     shown = _bash_line_after_tab(tmp_path, "agentid-helper get --profile=", "graph-bot", tabs=2)
     tail = shown.split("--profile=", 1)[1]
     assert "aks" in tail and "graph-bot" in tail and "--mode" not in tail, shown
+
+
+# ---- doctor --------------------------------------------------------------------
+
+doctor_config = test_client_doctor.config  # doctor's config fixture (fake_daemon: conftest)
+
+
+def _doctor() -> tuple[int, str]:
+    out = io.StringIO()
+    return run_doctor(out), out.getvalue()
+
+
+def test_doctor_says_the_daemon_serves_profiles_of_a_removed_config(
+    fake_daemon: FakeDaemon, doctor_config: Path
+) -> None:
+    doctor_config.unlink()
+    fake_daemon.routes[("GET", "/v1/status")] = lambda req: (
+        200,
+        {
+            "daemon": {"pid": 1, "config_path": str(doctor_config), "profiles": ["a", "b", "c"]},
+            "entries": [],
+        },
+    )
+    code, text = _doctor()
+    assert code == 5, text
+    assert f"✘ config {doctor_config}: absent, but the daemon serves 3 profile(s)" in text, text
+    assert "absent (empty config)" not in text and "no profiles configured" not in text, text
+
+
+def test_doctor_config_error_names_the_file_once(
+    fake_daemon: FakeDaemon, doctor_config: Path
+) -> None:
+    doctor_config.write_text("nonsense_key = 1\n")
+    code, text = _doctor()
+    assert code == 5, text
+    line = next(line for line in text.splitlines() if line.startswith("✘ config"))
+    assert line.count(str(doctor_config)) == 1, line
+
+
+def test_doctor_defaults_ca_bundle_line_gives_the_fix(
+    fake_daemon: FakeDaemon, doctor_config: Path
+) -> None:
+    ca = doctor_config.parent / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    ca.chmod(0o666)
+    text = doctor_config.read_text().replace("[defaults]\n", f'[defaults]\nca_bundle = "{ca}"\n')
+    doctor_config.write_text(text)
+    code, out = _doctor()
+    assert code == 5, out
+    lines = out.splitlines()
+    at = lines.index(f"✘ defaults: ca_bundle {ca} is writable by group or others (mode 0666)")
+    assert lines[at + 1].strip() == f"fix: chmod go-w {ca}", out

@@ -62,15 +62,36 @@ def _check_config(report: Report) -> Config | None:
     try:
         config = load_config(path)
     except AgentIdError as exc:
-        report.line(False, f"config {path}: {exc.description}", exc.hint)
+        # The loader's text names the file already ("PATH: [profiles] ..."): once is enough.
+        why = exc.description.removeprefix(f"{path}: ")
+        report.line(False, f"config {path}: {why}", exc.hint)
         return None
-    names = list(config.profiles)
-    exists = os.path.exists(path)
-    report.line(
-        True,
-        f"config {path}: " + (f"{len(names)} profile(s)" if exists else "absent (empty config)"),
-    )
+    if os.path.exists(path):
+        report.line(True, f"config {path}: {len(config.profiles)} profile(s)")
+        return config
+    served = served_profiles()
+    if served:
+        # As the reload check says (✘): the daemon keeps what it read before.
+        report.line(
+            False,
+            f"config {path}: absent, but the daemon serves {len(served)} profile(s) "
+            f"from before ({', '.join(served)})",
+            "restore the file, or run `agentid-helper reload` to serve the empty config",
+        )
+        return None
+    report.line(True, f"config {path}: absent (empty config)")
     return config
+
+
+def served_profiles() -> list[str]:
+    """The profiles a running daemon serves (its status); [] without one."""
+    try:
+        body = daemon_api.call_ok("GET", "/v1/status", autostart=False, timeout=10)
+    except ClientError:
+        return []
+    daemon = body.get("daemon") if isinstance(body, dict) else None
+    profiles = daemon.get("profiles") if isinstance(daemon, dict) else None
+    return [str(p) for p in profiles] if isinstance(profiles, list) else []
 
 
 def _check_socket_dir(report: Report, sock: str) -> None:

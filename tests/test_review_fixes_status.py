@@ -286,3 +286,20 @@ def test_doctor_defaults_ca_bundle_line_gives_the_fix(
     lines = out.splitlines()
     at = lines.index(f"✘ defaults: ca_bundle {ca} is writable by group or others (mode 0666)")
     assert lines[at + 1].strip() == f"fix: chmod go-w {ca}", out
+
+
+def test_zsh_completes_profile_names_after_profile_equals(tmp_path: Path) -> None:
+    from test_completion import readme_line, shell_env, zsh_interactive
+
+    config = tmp_path / "completion.toml"
+    config.write_text(COMPLETION_CONFIG)
+    zdotdir = tmp_path / "zdot"
+    zdotdir.mkdir()
+    (zdotdir / ".zshrc").write_text(
+        f"autoload -Uz compinit; compinit -u -D\n{readme_line('zsh')}\nPROMPT='> '\n"
+    )
+    env = shell_env(config, tmp_path)
+    shown = zsh_interactive(zdotdir, env, "agentid-helper get --profile=gr", "graph-bot ")
+    assert "--profile=graph-bot " in shown, shown
+    shown = zsh_interactive(zdotdir, env, "agentid-helper get --profile ", "graph-bot")
+    assert "aks" in shown and "graph-bot" in shown, shown  # the separate word still works

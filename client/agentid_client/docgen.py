@@ -217,7 +217,11 @@ def _zsh_help(text: str) -> str:
 
 
 def _zsh_spec(opt: Opt) -> str:
-    spec = ("*" if opt.kind == "append" else "") + opt.flag + f"[{_zsh_help(opt.help)}]"
+    # "--flag=" takes the value in the next word or after "=" (``--profile=NAME``
+    # is accepted, so it completes too); an optional value stays "--flag".
+    joined = "=" if _takes_value(opt) and opt.kind != "optional" else ""
+    spec = ("*" if opt.kind == "append" else "") + opt.flag + joined
+    spec += f"[{_zsh_help(opt.help)}]"
     if _takes_value(opt):
         if opt.choices:
             action = "(" + " ".join(opt.choices) + ")"

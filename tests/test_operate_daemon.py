@@ -258,7 +258,7 @@ def test_exit_when_idle_zero_keeps_an_autostarted_daemon(emulator: Any, tmp_path
         assert env.run("flush", "--all").returncode == 0
         time.sleep(3)
         assert daemon_pids(env.sock) == [pid]
-        assert "exits after" not in env.run("status").stdout
+        assert "idle exit" not in env.run("status").stdout
 
 
 def test_daemon_settings_reach_the_idle_exit(emulator: Any, tmp_path: Path) -> None:
@@ -268,4 +268,4 @@ def test_daemon_settings_reach_the_idle_exit(emulator: Any, tmp_path: Path) -> N
         assert env.run("get", "--scope", GRAPH_RESOURCE + "/.default").returncode == 0
         body = status_json(env)
         assert body["daemon"]["exit_when_idle_s"] == 900
-        assert "exits after 15m00s with nothing cached" in env.run("status").stdout
+        assert "idle exit: after 15m00s with nothing cached" in env.run("status").stdout

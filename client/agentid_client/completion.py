@@ -20,8 +20,10 @@ from . import paths
 PROFILES = "profiles"
 
 
-def profile_names(config_file: str | None = None) -> list[str]:
-    """The ``[profiles.NAME]`` names of config.toml, sorted; [] when unreadable."""
+def configured_profiles(config_file: str | None = None) -> list[str] | None:
+    """The ``[profiles.NAME]`` names of config.toml, sorted; None when the file
+    cannot be read or parsed (the daemon's loader says why; this is a cold path's
+    quick look, no daemon)."""
     import tomllib
 
     path = config_file or paths.config_path()
@@ -29,12 +31,16 @@ def profile_names(config_file: str | None = None) -> list[str]:
         with open(path, "rb") as fh:
             config = tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
-        return []
-    profiles = config.get("profiles")
-    if not isinstance(profiles, dict):
-        return []
+        return None
+    profiles = config.get("profiles", {})
+    return sorted(profiles) if isinstance(profiles, dict) else None
+
+
+def profile_names(config_file: str | None = None) -> list[str]:
+    """The profile names to complete, sorted; [] when the config is unreadable."""
     # A name with whitespace could not be completed as one word.
-    return sorted(name for name in profiles if name and not any(c.isspace() for c in name))
+    names = configured_profiles(config_file) or []
+    return [name for name in names if name and not any(c.isspace() for c in name)]
 
 
 def script(shell: str) -> str:

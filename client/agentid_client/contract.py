@@ -88,3 +88,9 @@ def git_profile(
 READY_FD_ENV = "AGENTID_HELPER_READY_FD"
 READY_LINE = "ready"
 START_FAILED_PREFIX = "exit "
+
+
+def is_profile_name(name: str) -> bool:
+    """The config's rule for a ``[profiles.NAME]`` name: anything but blank
+    (agentid_daemon.config_file refuses a blank one; a test ties the two)."""
+    return bool(name.strip())

@@ -154,6 +154,14 @@ def render_bash() -> str:
         "            fi",
         "        done",
         "    fi",
+        "    # --flag=VALUE: bash splits the word at = (COMP_WORDBREAKS), leaving",
+        '    # cur "=" right after it, or prev "=" once VALUE is begun.',
+        "    local valued=",
+        "    if [[ $cur == = ]]; then",
+        '        cur="" valued=1',
+        "    elif [[ $prev == = && $COMP_CWORD -ge 3 ]]; then",
+        '        prev="${COMP_WORDS[COMP_CWORD-2]}" valued=1',
+        "    fi",
         '    case "$cmd $prev" in',
     ]
     for cmd in COMMANDS.values():
@@ -169,7 +177,15 @@ def render_bash() -> str:
             else:
                 action = "COMPREPLY=()"
             lines.append(f'        "{cmd.name} {opt.flag}") {action}; return ;;')
-    lines += ["    esac", "    local words", '    case "$cmd" in']
+    lines += [
+        "    esac",
+        "    if [[ -n $valued ]]; then  # a value of a flag offered nothing above",
+        "        COMPREPLY=()",
+        "        return",
+        "    fi",
+        "    local words",
+        '    case "$cmd" in',
+    ]
     for cmd in COMMANDS.values():
         words = [*cmd.opts, "--help"]
         for pos in cmd.positionals:
@@ -201,7 +217,11 @@ def _zsh_help(text: str) -> str:
 
 
 def _zsh_spec(opt: Opt) -> str:
-    spec = ("*" if opt.kind == "append" else "") + opt.flag + f"[{_zsh_help(opt.help)}]"
+    # "--flag=" takes the value in the next word or after "=" (``--profile=NAME``
+    # is accepted, so it completes too); an optional value stays "--flag".
+    joined = "=" if _takes_value(opt) and opt.kind != "optional" else ""
+    spec = ("*" if opt.kind == "append" else "") + opt.flag + joined
+    spec += f"[{_zsh_help(opt.help)}]"
     if _takes_value(opt):
         if opt.choices:
             action = "(" + " ".join(opt.choices) + ")"

@@ -62,15 +62,36 @@ def _check_config(report: Report) -> Config | None:
     try:
         config = load_config(path)
     except AgentIdError as exc:
-        report.line(False, f"config {path}: {exc.description}", exc.hint)
+        # The loader's text names the file already ("PATH: [profiles] ..."): once is enough.
+        why = exc.description.removeprefix(f"{path}: ")
+        report.line(False, f"config {path}: {why}", exc.hint)
         return None
-    names = list(config.profiles)
-    exists = os.path.exists(path)
-    report.line(
-        True,
-        f"config {path}: " + (f"{len(names)} profile(s)" if exists else "absent (empty config)"),
-    )
+    if os.path.exists(path):
+        report.line(True, f"config {path}: {len(config.profiles)} profile(s)")
+        return config
+    served = served_profiles()
+    if served:
+        # As the reload check says (✘): the daemon keeps what it read before.
+        report.line(
+            False,
+            f"config {path}: absent, but the daemon serves {len(served)} profile(s) "
+            f"from before ({', '.join(served)})",
+            "restore the file, or run `agentid-helper reload` to serve the empty config",
+        )
+        return None
+    report.line(True, f"config {path}: absent (empty config)")
     return config
+
+
+def served_profiles() -> list[str]:
+    """The profiles a running daemon serves (its status); [] without one."""
+    try:
+        body = daemon_api.call_ok("GET", "/v1/status", autostart=False, timeout=10)
+    except ClientError:
+        return []
+    daemon = body.get("daemon") if isinstance(body, dict) else None
+    profiles = daemon.get("profiles") if isinstance(daemon, dict) else None
+    return [str(p) for p in profiles] if isinstance(profiles, list) else []
 
 
 def _check_socket_dir(report: Report, sock: str) -> None:
@@ -171,11 +192,17 @@ def _uses_keyring(config: Config) -> bool:
 
 
 def _check_profiles(report: Report, config: Config) -> None:
+    from agentid_daemon.models import DEFAULT_SCOPE
+    from agentid_daemon.scopes import normalise_scopes
+
+    from .statusview import scope_text
+
     names = config.profile_names()
     if not names:
         report.out.write("- no profiles configured: nothing to test\n")
     for name in names:
-        mode = config.layered(config.profiles[name]).get("mode")
+        layered = config.layered(config.profiles[name])
+        mode = layered.get("mode")
         if mode is not None and mode.value == "OBO":
             report.out.write(
                 f"- profile {name}: OBO needs a user token; test it with "
@@ -192,10 +219,13 @@ def _check_profiles(report: Report, config: Config) -> None:
                 code=exc.exit_code,
             )
             continue
+        # The requested scope (the cache key `flush --scope` selects), and the
+        # granted one when it differs, as `status` shows them.
+        requested = layered.get("scope") or normalise_scopes(DEFAULT_SCOPE)
         report.line(
             True,
             f"profile {name}: token acquired ({body.get('mode', '?')}, "
-            f"scope {body.get('scope', '?')})",
+            f"scope {scope_text(list(requested), body.get('scope')) or '?'})",
         )
 
 

@@ -14,7 +14,9 @@ import shutil
 import sys
 
 from . import jsonlite
-from .failures import EXIT_CONFIG, ClientError
+from .contract import is_profile_name
+from .failures import EXIT_CONFIG, EXIT_USAGE, ClientError
+from .redact import may_be_credential, quoted
 
 EXEC_API_VERSION = "client.authentication.k8s.io/v1"
 SCRIPT_NAME = "agentid-helper"
@@ -88,7 +90,29 @@ def default_kubeconfig(environ: dict[str, str] | None = None) -> str:
     return os.path.join(os.path.expanduser("~"), ".kube", "config")
 
 
-def _kubectl(kubectl: str, kubeconfig: str, *args: str) -> str:
+def check_profile(profile: str, config_file: str | None = None) -> None:
+    """Refuse (exit 2) a ``--profile`` that cannot name a profile of the config
+    before it is written into a kubeconfig: a blank name (the config's rule),
+    a value that looks like a token or secret (never written, never echoed),
+    or, when config.toml can be read, a name it does not define."""
+    from .completion import configured_profiles
+
+    known = configured_profiles(config_file)
+    if known is not None and profile in known:
+        return
+    if not is_profile_name(profile) or may_be_credential(profile):
+        raise ClientError(f"kubeconfig-user: {quoted(profile)} is not a profile name", EXIT_USAGE)
+    if known is not None:
+        listed = ", ".join(known) if known else "none"
+        raise ClientError(
+            f"kubeconfig-user: no profile {quoted(profile)} in the config (profiles: {listed})",
+            EXIT_USAGE,
+        )
+
+
+def _kubectl(kubectl: str, kubeconfig: str, *args: str, shown_as: str | None = None) -> str:
+    """``kubectl config ARGS`` on ``kubeconfig``; its errors name ``shown_as``
+    (the user's file) instead of the private copy it worked on."""
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
@@ -108,13 +132,27 @@ def _kubectl(kubectl: str, kubeconfig: str, *args: str) -> str:
         ) from None
     if done.returncode != 0:
         why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[0]
+        if shown_as is not None:
+            why = why.replace(kubeconfig, shown_as)
         raise ClientError(f"kubectl config {args[0]} failed: {why}", EXIT_CONFIG)
     return done.stdout
 
 
 def merge_user(path: str, name: str, profile: str, command: str) -> str | None:
     """Write the user entry ``name`` into the kubeconfig at ``path`` (created
-    0600 when absent). Returns the backup's path (None for a new file)."""
+    0600 when absent). Returns the backup's path (None for a new file).
+
+    ``profile`` must name a profile (:func:`check_profile`). Only kubectl's own
+    default file may have its directory created (``~/.kube``, as kubectl does);
+    elsewhere a missing directory is more likely a typo than a wish."""
+    check_profile(profile)
+    target = os.path.realpath(path)
+    directory = os.path.dirname(target)
+    if not os.path.lexists(directory) and target != os.path.realpath(default_kubeconfig()):
+        raise ClientError(
+            f"kubeconfig-user --merge: the directory of {path} does not exist ({directory})",
+            EXIT_CONFIG,
+        )
     try:
         return _merge_user(path, name, profile, command)
     except OSError as exc:
@@ -159,10 +197,11 @@ def _merge_user(path: str, name: str, profile: str, command: str) -> str | None:
                 with open(target, "rb") as src:
                     shutil.copyfileobj(src, out)
         os.chmod(tmp, mode)
-        if current is not None and name in _kubectl(kubectl, tmp, "get-users").split("\n")[1:]:
+        users = _kubectl(kubectl, tmp, "get-users", shown_as=path) if current else ""
+        if name in users.split("\n")[1:]:
             # A previous entry of this name goes first: it may hold a token or
             # another auth that set-credentials would leave beside the exec.
-            _kubectl(kubectl, tmp, "delete-user", name)
+            _kubectl(kubectl, tmp, "delete-user", name, shown_as=path)
         _kubectl(
             kubectl,
             tmp,
@@ -174,6 +213,7 @@ def _merge_user(path: str, name: str, profile: str, command: str) -> str | None:
             "--exec-arg=--profile",
             f"--exec-arg={profile}",
             "--exec-interactive-mode=Never",
+            shown_as=path,
         )
         os.chmod(tmp, mode)  # whatever kubectl did to it
         backup = None

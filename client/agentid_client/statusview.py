@@ -64,9 +64,34 @@ def _cell(value: Any, limit: int | None = MAX_CELL) -> str:
     return (text[:cut] if cut > 0 else text[: limit - 1]) + "…"
 
 
-def _cells(values: tuple[Any, ...]) -> tuple[str, ...]:
-    """A row's cells; the last one (LAST ERROR) unclipped."""
-    return (*(_cell(v) for v in values[:-1]), _cell(values[-1], None))
+#: The SCOPE cell is not clipped either: the requested scope is what
+#: ``flush --scope`` takes, whole.
+_SCOPE_INDEX = COLUMNS.index("SCOPE")
+
+
+def _cells(values: tuple[Any, ...], whole: int | None = None) -> tuple[str, ...]:
+    """A row's cells; the last one (LAST ERROR) and column ``whole`` unclipped."""
+    last = len(values) - 1
+    return tuple(_cell(v, None if i in (whole, last) else MAX_CELL) for i, v in enumerate(values))
+
+
+def _scope_words(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return " ".join(str(v) for v in value)
+    return " ".join(str(value or "").split())
+
+
+def scope_text(requested: Any, granted: Any) -> str:
+    """A key's scope as ``--scope`` selects it (the requested, normalised scopes:
+    the cache key) and, when the token was granted something else (what
+    ``get --format json`` reports as ``scope``), that too:
+    ``https://graph.microsoft.com/.default (granted: User.Read)``."""
+    asked, got = _scope_words(requested), _scope_words(granted)
+    if not asked:
+        return got
+    if got and sorted(got.lower().split()) != sorted(asked.lower().split()):
+        return f"{asked} (granted: {got})"
+    return asked
 
 
 def _is_time(value: Any) -> bool:
@@ -127,9 +152,7 @@ def rows(body: Any, now: float) -> list[tuple[str, ...]]:
     for entry in entries:
         kind = entry.get("kind") or "resource"
         mode = entry.get("mode") if kind == "resource" else f"({kind})"
-        # The scope the token was granted (what `get --format json` reports as
-        # `scope`); the requested one until a token is held.
-        scope = entry.get("granted_scope") or entry.get("scopes", entry.get("scope"))
+        scope = scope_text(entry.get("scopes", entry.get("scope")), entry.get("granted_scope"))
         cells.append(
             [
                 ", ".join(_profiles(entry)) or None,
@@ -145,7 +168,7 @@ def rows(body: Any, now: float) -> list[tuple[str, ...]]:
             ]
         )
     _tell_apart(entries, cells)
-    return [_cells(tuple(row)) for row in cells]
+    return [_cells(tuple(row), _SCOPE_INDEX) for row in cells]
 
 
 def _tell_apart(entries: list[dict[str, Any]], cells: list[list[Any]]) -> None:
@@ -272,7 +295,10 @@ def render_status(body: Any, now: float | None = None) -> str:
             lines.append(f"log: {describe(str(mode) if mode else None, socket)}")
         idle_exit = daemon.get("exit_when_idle_s")
         if isinstance(idle_exit, int | float) and idle_exit > 0:
-            lines.append(f"exits after {humanize_seconds(float(idle_exit))} with nothing cached")
+            lines.append(
+                f"idle exit: after {humanize_seconds(float(idle_exit))} with nothing cached "
+                "([daemon] exit_when_idle_s)"
+            )
     table = rows(body, now)
     lines.extend(_table(COLUMNS, table) if table else ["no cached tokens"])
     sessions = session_rows(body, now)

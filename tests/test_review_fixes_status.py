@@ -303,3 +303,10 @@ def test_zsh_completes_profile_names_after_profile_equals(tmp_path: Path) -> Non
     assert "--profile=graph-bot " in shown, shown
     shown = zsh_interactive(zdotdir, env, "agentid-helper get --profile ", "graph-bot")
     assert "aks" in shown and "graph-bot" in shown, shown  # the separate word still works
+
+
+def test_flush_all_of_an_empty_cache_reads_as_english() -> None:
+    from agentid_client.statusview import flush_summary
+
+    empty = {"all": True, "profile": None, "dropped": {}, "tokens": 0, "obo_sessions": 0}
+    assert flush_summary(empty) == "nothing was cached"

@@ -337,6 +337,8 @@ def flush_summary(body: Any) -> str:
     sessions = int(body.get("obo_sessions") or 0)
     ended = f"; ended {sessions} OBO session{'s' if sessions != 1 else ''}" if sessions else ""
     if not total:
+        if body.get("all"):
+            return f"nothing was cached{ended}"
         return f"nothing cached for {whose}{ended}"
     parts = []
     for kind, one, many in _KIND_WORDS:

@@ -24,6 +24,7 @@ from .failures import (
     DaemonNotRunning,
     DaemonUnreachable,
     UsageError,
+    cannot_run,
 )
 from .redact import quoted
 from .selection import request_fields
@@ -242,12 +243,8 @@ class CLI:
                 signal.signal(getattr(signal, sig), signal.SIG_DFL)
         try:
             os.execvpe(parsed.rest[0], parsed.rest, env)
-        except FileNotFoundError:
-            raise ClientError(f"exec: {parsed.rest[0]}: command not found", 127) from None
-        except PermissionError:
-            raise ClientError(f"exec: {parsed.rest[0]}: permission denied", 126) from None
         except OSError as exc:
-            raise ClientError(f"exec: {parsed.rest[0]}: {exc.strerror}", 126) from None
+            raise cannot_run(parsed.rest[0], exc) from None
         return 126  # not reached
 
     # -- management commands (cold paths) ------------------------------------

@@ -28,7 +28,7 @@ import sys
 import time
 
 from . import daemon_api
-from .failures import EXIT_CONFIG, ClientError
+from .failures import EXIT_CONFIG, ClientError, cannot_run
 
 TYPE_CHECKING = False  # typing costs ~10 ms of imports on the hot path
 if TYPE_CHECKING:
@@ -149,12 +149,8 @@ def run(argv: list[str], env: dict[str, str], session: EndpointSession, stderr: 
             # Python ignores SIGPIPE and SIGXFSZ; ignored dispositions survive exec.
             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
         )
-    except FileNotFoundError:
-        raise ClientError(f"exec: {argv[0]}: command not found", 127) from None
-    except PermissionError:
-        raise ClientError(f"exec: {argv[0]}: permission denied", 126) from None
     except OSError as exc:
-        raise ClientError(f"exec: {argv[0]}: {exc.strerror}", 126) from None
+        raise cannot_run(argv[0], exc) from None
     finally:
         os.set_inheritable(session.listener.fileno(), False)
     status = _supervise(pid, session, mask, stderr)

@@ -64,6 +64,16 @@ class DaemonNotRunning(DaemonUnreachable):
     """
 
 
+def cannot_run(command: str, exc: OSError) -> ClientError:
+    """``exec``'s error when CMD cannot be started, with the shell's codes:
+    127 when it is not found, 126 when it is found but cannot run."""
+    if isinstance(exc, FileNotFoundError):
+        return ClientError(f"exec: {command}: command not found", 127)
+    if isinstance(exc, PermissionError):
+        return ClientError(f"exec: {command}: permission denied", 126)
+    return ClientError(f"exec: {command}: {exc.strerror}", 126)
+
+
 _STATUS_EXIT = {
     400: EXIT_USAGE,  # invalid_request
     404: EXIT_USAGE,  # unknown_profile

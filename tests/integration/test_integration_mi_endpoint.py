@@ -199,6 +199,23 @@ def test_no_identity_endpoint_opts_out(daemon: DaemonProcess, sandbox: HelperSan
     assert held.report["shadowing"] == ["MSI_ENDPOINT"]
 
 
+@pytest.mark.parametrize("endpoint", [True, False], ids=["endpoint", "no-endpoint"])
+def test_a_command_that_cannot_run_is_127_or_126_as_in_a_shell(
+    daemon: DaemonProcess, sandbox: HelperSandbox, endpoint: bool, tmp_path: Path
+) -> None:
+    """With the endpoint exec starts CMD as its child, without it exec becomes CMD:
+    either way a missing command is 127 and one that cannot run is 126."""
+    flags = [] if endpoint else ["--no-identity-endpoint"]
+    missing = sandbox.client("exec", *flags, "--", "agentid-no-such-command")
+    assert missing.returncode == 127, describe(missing)
+    assert "agentid-no-such-command: command not found" in missing.stderr
+    not_executable = tmp_path / "plain-file"
+    not_executable.write_text("#!/bin/sh\n")
+    denied = sandbox.client("exec", *flags, "--", str(not_executable))
+    assert denied.returncode == 126, describe(denied)
+    assert "permission denied" in denied.stderr
+
+
 def test_endpoint_refusals(daemon: DaemonProcess, sandbox: HelperSandbox) -> None:
     held = hold(sandbox)
     try:

@@ -100,6 +100,15 @@ def fresh_emulator(
     return emulator_factory(**dict(getattr(request, "param", None) or {}))
 
 
+@pytest.fixture
+def pasted_token(emulator: Any) -> str:
+    """A real user token (a JWT of over 1000 characters), as a user might paste
+    it by mistake where a name or id belongs: error texts must not echo it."""
+    token = emulator.user_token(emulator.user_upn)
+    assert token.startswith("eyJ") and len(token) > 1000
+    return token
+
+
 # --- session-wide log audit (tests/log_audit.py) ------------------------------
 
 

@@ -17,36 +17,17 @@ from pathlib import Path
 import pytest
 from client_fakes import TOKEN, FakeDaemon
 from test_client_hotpath import _trace, launcher_trace_problems
+from tooling import build_wheel
 
 from agentid_client import __version__
 
-ROOT = Path(__file__).resolve().parent.parent
 PIP = (sys.executable, "-m", "pip")
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's wheel, built offline."""
-    work = tmp_path_factory.mktemp("wheel")
-    build = subprocess.run(
-        [
-            *PIP,
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "-q",
-            "-w",
-            str(work),
-            str(ROOT),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert build.returncode == 0, build.stderr
-    (built,) = work.glob("agentid_helper-*.whl")
-    return built
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 def install(wheel: Path, venv: Path) -> Path:

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tooling import build_wheel
 
 from agentid_client import docgen
 from agentid_client.commands import COMMANDS, MODES
@@ -103,29 +104,9 @@ def test_zsh_completion_parses_and_registers() -> None:
 
 def test_the_wheel_ships_units_man_page_and_completions(tmp_path: Path) -> None:
     """Package data and shared data reach an installed wheel (built offline)."""
-    import sys
     import zipfile
 
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(ROOT),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    (wheel,) = tmp_path.glob("agentid_helper-*.whl")
+    wheel = build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     assert "agentid_client/units/agentid-helper.service" in names
     assert "agentid_client/units/agentid-helper.socket" in names

@@ -31,13 +31,6 @@ def client_env(emulator: Any, tmp_path: Path) -> Iterator[Env]:
         yield env
 
 
-@pytest.fixture
-def pasted_token(emulator: Any) -> str:
-    token = emulator.user_token(emulator.user_upn)
-    assert token.startswith("eyJ") and len(token) > 1000
-    return token
-
-
 def assert_not_echoed(text: str, token: str) -> None:
     """No piece of the token beyond its shown prefix appears in ``text``."""
     assert token not in text

@@ -22,24 +22,15 @@ from typing import Any
 import pytest
 from client_stack import HELPER, Env, client_stack
 from daemon_procs import daemon_pids
-from test_error_redaction import assert_not_echoed
+from test_error_redaction import MAX_STDERR_CHARS, assert_not_echoed
 
 from agentid_client.failures import from_response
-
-MAX_STDERR_CHARS = 600
 
 
 @pytest.fixture
 def env(emulator: Any, tmp_path: Path) -> Iterator[Env]:
     with client_stack(emulator, tmp_path) as stack:
         yield stack
-
-
-@pytest.fixture
-def pasted_token(emulator: Any) -> str:
-    token = emulator.user_token(emulator.user_upn)
-    assert token.startswith("eyJ") and len(token) > 1000
-    return token
 
 
 # -- 1. flush on a daemon that does not answer ----------------------------------------

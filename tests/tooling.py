@@ -7,8 +7,13 @@ one of them, so a test that cannot find one points at a broken setup.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def require_tools(*tools: str) -> None:
@@ -19,3 +24,29 @@ def require_tools(*tools: str) -> None:
             f"missing tool(s) {', '.join(missing)}: run scripts/setup.sh, which installs them",
             pytrace=False,
         )
+
+
+def build_wheel(directory: Path) -> Path:
+    """The project's wheel, built offline into ``directory`` (hatchling is in the
+    test extras, so no build isolation and no index are needed)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(directory),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    (wheel,) = directory.glob("agentid_helper-*.whl")
+    return wheel

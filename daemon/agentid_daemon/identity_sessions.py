@@ -489,6 +489,7 @@ class IdentitySessions:
             await nursery.start(self.listeners.run)
             await nursery.start(self._serve)
             if self._sidecar_socket is not None:
+                await self._probe_peers()
                 self.listeners.add(self._sidecar_socket)
                 log.info("managed identity endpoint listening", endpoint=self.url)
             task_status.started()
@@ -513,6 +514,7 @@ class IdentitySessions:
         try:
             if self._nursery is None:
                 raise ConfigurationError("the managed identity endpoint is not running")
+            await self._probe_peers()
             if header is not None and not valid_header(header):
                 raise InvalidRequest(
                     f"identity_header must be {MIN_HEADER_CHARS} to {MAX_HEADER_CHARS} "
@@ -551,10 +553,14 @@ class IdentitySessions:
         }
 
     async def _serve(self, *, task_status: trio.TaskStatus[None]) -> None:
-        if not self.admission.probed:
-            # Whatever way the listeners came: whether peers can be told apart here.
-            await trio.to_thread.run_sync(self.admission.probe)
         await self.server.serve(self.listeners, task_status=task_status)
+
+    async def _probe_peers(self) -> None:
+        """Find out, once, whether peers can be told apart here: when the first
+        listener opens, so a daemon that never serves the endpoint opens no
+        netlink socket."""
+        if not self.admission.probed:
+            await trio.to_thread.run_sync(self.admission.probe)
 
     async def _watch(
         self, session: IdentitySession, pidfd: int, sock: trio.socket.SocketType

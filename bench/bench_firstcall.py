@@ -78,7 +78,7 @@ def import_breakdown(env: dict[str, str], samples: int = 3) -> dict[str, float]:
     grouped by who first imports it (IMPORT_GROUPS; stdlib modules count for the
     package that imports them); per group the smallest of ``samples`` runs of
     ``python -X importtime``."""
-    code = "import agentid_daemon.app, agentid_daemon.engine, agentid_daemon.broker"
+    code = "import agentid_daemon.app, agentid_daemon.idp.engine, agentid_daemon.broker.broker"
     runs: list[dict[str, float]] = []
     for _ in range(samples):
         proc = subprocess.run(

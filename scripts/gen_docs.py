@@ -3,7 +3,7 @@
 the config reference tables of docs/ from the config schema.
 
 Run after changing a command or an option in client/agentid_client/commands.py,
-or a key in daemon/agentid_daemon/config_schema.py:
+or a key in daemon/agentid_daemon/config/schema.py:
 
     .venv/bin/python scripts/gen_docs.py
 
@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "client"))
 sys.path.insert(0, str(ROOT / "daemon"))
 
 from agentid_client.docgen import RENDERERS  # noqa: E402
-from agentid_daemon.config_schema import splice_reference  # noqa: E402
+from agentid_daemon.config.schema import splice_reference  # noqa: E402
 
 # Docs whose <!-- schema:WHERE --> blocks hold tables generated from the schema.
 SCHEMA_DOCS = ("docs/configuration.md", "docs/api.md")

@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 import trio
 
-from agentid_daemon.broker import ServedToken
-from agentid_daemon.cache_entry import EventCallback
-from agentid_daemon.config import Config, load_config
-from agentid_daemon.models import TokenRequest
+from agentid_daemon.broker.broker import ServedToken
+from agentid_daemon.cache.entry import EventCallback
+from agentid_daemon.config.loader import Config, load_config
+from agentid_daemon.core.models import TokenRequest
 
 TOKEN = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."
 TENANT = "11111111-1111-1111-1111-111111111111"

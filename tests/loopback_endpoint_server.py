@@ -1,8 +1,8 @@
 """The daemon's managed identity endpoint alone, for the two-uid tests (run as a script).
 
-The real :class:`~agentid_daemon.identity_sessions.IdentitySessions` (its
+The real :class:`~agentid_daemon.identity_endpoint.service.IdentitySessions` (its
 listener, HttpServer, LoopbackAdmission and sidecar session) in front of the
-real :class:`~agentid_daemon.api.Api` with a ``FakeBroker`` (tests/daemon_fakes.py),
+real :class:`~agentid_daemon.api.routes.Api` with a ``FakeBroker`` (tests/daemon_fakes.py),
 so a token request is answered without an identity provider. The tests start
 it as Alice and connect as Mallory.
 
@@ -23,9 +23,10 @@ from pathlib import Path
 import trio
 from daemon_fakes import FakeBroker, load_api_config
 
-from agentid_daemon.api import Api, ApiState
-from agentid_daemon.identity_sessions import IdentitySessions, SidecarSettings
-from agentid_daemon.logs import configure_logging
+from agentid_daemon.api.routes import Api, ApiState
+from agentid_daemon.core.logs import configure_logging
+from agentid_daemon.identity_endpoint.service import IdentitySessions
+from agentid_daemon.identity_endpoint.sessions import SidecarSettings
 
 
 async def serve(directory: Path, allowed_uids: list[int]) -> None:

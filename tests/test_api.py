@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from daemon_fakes import AGENT, TENANT, TOKEN, FakeBroker, FakeSessions, load_api_config
 
-from agentid_daemon.api import Api, ApiState
-from agentid_daemon.errors import ConfigurationError, IdentityProviderError
-from agentid_daemon.metrics import Metrics
-from agentid_daemon.protocol import Response
+from agentid_daemon.api.routes import Api, ApiState
+from agentid_daemon.core.errors import ConfigurationError, IdentityProviderError
+from agentid_daemon.core.metrics import Metrics
+from agentid_daemon.server.protocol import Response
 
 
 @pytest.fixture
@@ -224,7 +224,7 @@ async def test_not_found_and_method_not_allowed(api: Api) -> None:
 def log_lines() -> Any:
     import io
 
-    from agentid_daemon.logs import configure_logging
+    from agentid_daemon.core.logs import configure_logging
 
     streams: list[io.StringIO] = []
 
@@ -310,7 +310,7 @@ async def _register_over_unix(api: Api, body: bytes, pass_listener: bool) -> byt
 
     import trio
 
-    from agentid_daemon.protocol import HttpServer
+    from agentid_daemon.server.protocol import HttpServer
 
     server = HttpServer(api.handle_request, accept_fds=True)
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

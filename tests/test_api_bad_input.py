@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from agentid_daemon.api import Api, ApiState
+from agentid_daemon.api.routes import Api, ApiState
 from agentid_daemon.app import _build
-from agentid_daemon.config import load_config
+from agentid_daemon.config.loader import load_config
 
 GUID = "11111111-2222-3333-4444-555555555555"
 

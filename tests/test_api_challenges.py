@@ -9,7 +9,7 @@ import test_api
 from daemon_fakes import FakeBroker
 from test_api import call
 
-from agentid_daemon.api import Api
+from agentid_daemon.api.routes import Api
 
 api, broker = test_api.api, test_api.broker  # the shared fixtures
 

@@ -11,8 +11,8 @@ import trio
 from daemon_fakes import FakeBroker, FakeCache
 
 from agentid_daemon.app import Components, Daemon
-from agentid_daemon.config import load_config
-from agentid_daemon.sdnotify import Notifier
+from agentid_daemon.config.loader import load_config
+from agentid_daemon.process.sdnotify import Notifier
 
 PROFILE = """
 [profiles.{name}]

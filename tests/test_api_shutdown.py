@@ -7,7 +7,7 @@ from pathlib import Path
 
 from daemon_fakes import FakeBroker, load_api_config
 
-from agentid_daemon.api import Api, ApiState
+from agentid_daemon.api.routes import Api, ApiState
 
 
 def make_api(tmp_path: Path, broker: FakeBroker) -> Api:

@@ -21,8 +21,8 @@ from emulator_config import secret_file, write_emulator_config
 from agentid_client import transport
 from agentid_daemon import app
 from agentid_daemon.app import Components, Daemon, main
-from agentid_daemon.config import Config
-from agentid_daemon.sdnotify import Notifier
+from agentid_daemon.config.loader import Config
+from agentid_daemon.process.sdnotify import Notifier
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
@@ -386,7 +386,7 @@ def test_end_to_end_three_modes(emulator: Any, tmp_path: Path) -> None:
 
 
 def test_status_text_names_entries_last_refresh_and_last_error() -> None:
-    from agentid_daemon.status_line import StatusLine
+    from agentid_daemon.process.sdnotify import StatusLine
 
     activity = StatusLine(cache=FakeCache(entries=2))
     assert activity.text() == "2 token(s) cached; last refresh never"
@@ -414,7 +414,7 @@ def test_log_level_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_reload_forgets_remembered_resolutions(tmp_path: Path) -> None:
-    from agentid_daemon.config import load_config
+    from agentid_daemon.config.loader import load_config
 
     path = tmp_path / "config.toml"
     path.write_text(PROFILE.format(name="one"))
@@ -459,8 +459,8 @@ async def test_sigterm_before_the_receiver_shuts_down_cleanly(
 
 async def test_reload_applies_idle_timeout_to_the_real_cache(tmp_path: Path) -> None:
     """SIGHUP's reload reaches the real TokenCache (no fake, no hasattr in between)."""
-    from agentid_daemon.cache import TokenCache
-    from agentid_daemon.config import load_config
+    from agentid_daemon.cache.token_cache import TokenCache
+    from agentid_daemon.config.loader import load_config
 
     path = tmp_path / "config.toml"
     path.write_text("[daemon]\nidle_timeout_s = 600\n")

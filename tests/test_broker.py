@@ -16,12 +16,12 @@ import pytest
 import trio
 import trio.testing
 
-from agentid_daemon.broker import Broker, ServedToken
-from agentid_daemon.broker_status import kind_of
-from agentid_daemon.cache import TokenCache
-from agentid_daemon.errors import ConfigurationError, IdentityProviderError, InvalidRequest
-from agentid_daemon.metrics import Metrics
-from agentid_daemon.models import AcquiredToken, AgentRef, CredentialSpec, Mode, TokenRequest
+from agentid_daemon.broker.broker import Broker, ServedToken
+from agentid_daemon.broker.status import kind_of
+from agentid_daemon.cache.token_cache import TokenCache
+from agentid_daemon.core.errors import ConfigurationError, IdentityProviderError, InvalidRequest
+from agentid_daemon.core.metrics import Metrics
+from agentid_daemon.core.models import AcquiredToken, AgentRef, CredentialSpec, Mode, TokenRequest
 
 GUARD_S = 10**7  # virtual seconds: with autojump a deadlock jumps here at once
 TENANT = "11111111-1111-1111-1111-111111111111"
@@ -516,7 +516,7 @@ async def test_identity_provider_requests_are_logged_by_leg_without_tokens(
     import io
     import json
 
-    from agentid_daemon.logs import configure_logging
+    from agentid_daemon.core.logs import configure_logging
 
     stream = io.StringIO()
     configure_logging("info", "json", stream=stream)

@@ -13,8 +13,8 @@ import trio
 import trio.testing
 from test_broker import GRAPH, VAULT, FakeEngine, gather, request, running
 
-from agentid_daemon.errors import IdentityProviderError, InvalidRequest
-from agentid_daemon.models import Mode, TokenRequest
+from agentid_daemon.core.errors import IdentityProviderError, InvalidRequest
+from agentid_daemon.core.models import Mode, TokenRequest
 
 CLAIMS = json.dumps({"access_token": {"nbf": {"essential": True, "value": "1700000000"}}})
 

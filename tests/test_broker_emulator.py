@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import trio
 
-from agentid_daemon.broker import Broker
-from agentid_daemon.cache import TokenCache
-from agentid_daemon.engine import Engine
-from agentid_daemon.metrics import Metrics
-from agentid_daemon.models import AgentRef, CredentialSpec, Mode, TokenRequest
+from agentid_daemon.broker.broker import Broker
+from agentid_daemon.cache.token_cache import TokenCache
+from agentid_daemon.core.metrics import Metrics
+from agentid_daemon.core.models import AgentRef, CredentialSpec, Mode, TokenRequest
+from agentid_daemon.idp.engine import Engine
 
 pytestmark = pytest.mark.timeout(90)
 

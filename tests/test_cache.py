@@ -13,9 +13,9 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentid_daemon.cache import BACKOFF_CAP_S, TokenCache
-from agentid_daemon.errors import AgentIdError, IdentityProviderError
-from agentid_daemon.models import AcquiredToken
+from agentid_daemon.cache.token_cache import BACKOFF_CAP_S, TokenCache
+from agentid_daemon.core.errors import AgentIdError, IdentityProviderError
+from agentid_daemon.core.models import AcquiredToken
 
 # With autojump_clock a deadlock jumps straight to this (virtual) deadline.
 GUARD_S = 10**7

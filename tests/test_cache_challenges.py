@@ -14,8 +14,8 @@ import trio
 import trio.testing
 from test_cache import FakeSource, running, transient
 
-from agentid_daemon.cache import CHALLENGE_INTERVAL_S
-from agentid_daemon.errors import IdentityProviderError
+from agentid_daemon.cache.token_cache import CHALLENGE_INTERVAL_S
+from agentid_daemon.core.errors import IdentityProviderError
 
 KEY = "k"
 

@@ -9,8 +9,8 @@ import trio
 import trio.testing
 from test_cache import FakeSource, running, transient
 
-from agentid_daemon.cache import FOREGROUND_RETRY_S, TokenCache
-from agentid_daemon.errors import IdentityProviderError
+from agentid_daemon.cache.token_cache import FOREGROUND_RETRY_S, TokenCache
+from agentid_daemon.core.errors import IdentityProviderError
 
 
 async def fail_fast(cache: TokenCache, src: FakeSource, **kw: object) -> IdentityProviderError:

@@ -8,7 +8,7 @@ import json
 import msal.application
 import pytest
 
-from agentid_daemon.claims import capabilities, merge_capabilities, normalise_claims
+from agentid_daemon.config.claims import capabilities, merge_capabilities, normalise_claims
 
 CHALLENGE = {"access_token": {"nbf": {"essential": True, "value": "1700000000"}}}
 COMPACT = json.dumps(CHALLENGE, separators=(",", ":"), sort_keys=True)

@@ -13,10 +13,10 @@ from agentid_client.cliargs import parse
 from agentid_client.commands import COMMANDS, SELECTION_DESTS
 from agentid_client.failures import ClientError, UsageError
 from agentid_client.selection import read_user_token
-from agentid_daemon import api, fields
-from agentid_daemon.config import REQUEST_KEYS, load_config
-from agentid_daemon.errors import InvalidRequest
-from agentid_daemon.models import Mode
+from agentid_daemon.api.routes import routes as api
+from agentid_daemon.config.loader import REQUEST_KEYS, fields, load_config
+from agentid_daemon.core.errors import InvalidRequest
+from agentid_daemon.core.models import Mode
 
 MAP = {
     "dev.azure.com": "ado",
@@ -107,9 +107,9 @@ def test_min_validity_out_of_bounds_refused_everywhere(seconds: int) -> None:
 
 
 async def test_broker_refuses_what_the_api_refuses() -> None:
-    from agentid_daemon.broker import Broker
-    from agentid_daemon.cache import TokenCache
-    from agentid_daemon.metrics import Metrics
+    from agentid_daemon.broker.broker import Broker
+    from agentid_daemon.cache.token_cache import TokenCache
+    from agentid_daemon.core.metrics import Metrics
 
     broker = Broker(
         None,  # type: ignore[arg-type]  # the bound is checked before the engine is used

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from agentid_client import autostart
-from agentid_daemon.start_report import StartReport
+from agentid_daemon.process.start_report import StartReport
 
 TESTS = str(Path(__file__).parent)
 CLIENT = [sys.executable, "-m", "agentid_client"]

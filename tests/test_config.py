@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from agentid_daemon.config import Config, default_config_path, load_config
-from agentid_daemon.errors import ConfigurationError, InvalidRequest, UnknownProfile
-from agentid_daemon.models import CredentialSpec, Mode
+from agentid_daemon.config.loader import Config, default_config_path, load_config
+from agentid_daemon.core.errors import ConfigurationError, InvalidRequest, UnknownProfile
+from agentid_daemon.core.models import CredentialSpec, Mode
 
 T = "11111111-1111-1111-1111-111111111111"
 B = "22222222-2222-2222-2222-222222222222"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from test_config import GOOD, JWT, write
 
-from agentid_daemon.config import Config, load_config
-from agentid_daemon.errors import ConfigurationError, InvalidRequest
+from agentid_daemon.config.loader import Config, load_config
+from agentid_daemon.core.errors import ConfigurationError, InvalidRequest
 
 CAE = GOOD.replace('mode = "OBO"\n', 'mode = "OBO"\nclient_capabilities = ["cp1"]\n').replace(
     "idle_timeout_s = 600\n", "idle_timeout_s = 600\nobo_session_max_age_s = 7200\n"

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from agentid_client import contract
-from agentid_daemon import config, config_schema
-from agentid_daemon.config_schema import SCHEMA, keys
-from agentid_daemon.config_values import DaemonSettings, Profile
+from agentid_daemon.config.loader import loader as config
+from agentid_daemon.config.loader import schema as config_schema
+from agentid_daemon.config.schema import SCHEMA, keys
+from agentid_daemon.config.values import DaemonSettings, Profile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,8 +74,8 @@ def test_unknown_schema_section_is_refused() -> None:
 
 def test_no_import_cycle_between_config_and_config_file() -> None:
     code = (
-        "import sys, agentid_daemon.config_file\n"
-        "assert 'agentid_daemon.config' not in sys.modules, 'config_file imports config'\n"
+        "import sys, agentid_daemon.config.file\n"
+        "assert 'agentid_daemon.config.loader' not in sys.modules, 'config_file imports config'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agentid_daemon import config_watch
-from agentid_daemon.config_watch import ConfigWatch, file_signature
+from agentid_daemon.config.loader import watch as config_watch
+from agentid_daemon.config.watch import ConfigWatch, file_signature
 
 
 def test_a_file_that_appears_changes_or_goes_is_noticed(tmp_path: Path) -> None:

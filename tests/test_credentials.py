@@ -17,13 +17,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from private_umask import private_umask  # noqa: F401  (the fixture, used by pytestmark)
 
-from agentid_daemon.credentials import (
+from agentid_daemon.core.errors import ConfigurationError
+from agentid_daemon.core.models import CredentialSpec
+from agentid_daemon.idp.credentials import (
     KEYRING_SERVICE,
     credential_fingerprint,
     load_client_credential,
 )
-from agentid_daemon.errors import ConfigurationError
-from agentid_daemon.models import CredentialSpec
 
 pytestmark = pytest.mark.usefixtures("private_umask")
 
@@ -301,13 +301,13 @@ def test_managed_identity_is_not_read_from_a_source() -> None:
     ],
 )
 def test_msal_identity(location: str, expected: dict[str, object]) -> None:
-    from agentid_daemon.mi_credential import msal_identity
+    from agentid_daemon.idp.managed_identity import msal_identity
 
     assert dict(msal_identity(location)) == expected
 
 
 def test_msal_identity_refuses_garbage() -> None:
-    from agentid_daemon.mi_credential import msal_identity
+    from agentid_daemon.idp.managed_identity import msal_identity
 
     with pytest.raises(ConfigurationError):
         msal_identity("principal=1")

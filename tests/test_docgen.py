@@ -107,8 +107,12 @@ def test_the_wheel_ships_units_man_page_and_completions(tmp_path: Path) -> None:
     import zipfile
 
     wheel = build_wheel(tmp_path)
-    names = zipfile.ZipFile(wheel).namelist()
-    assert "agentid_client/units/agentid-helper.service" in names
-    assert "agentid_client/units/agentid-helper.socket" in names
+    archive = zipfile.ZipFile(wheel)
+    names = archive.namelist()
+    repo = Path(__file__).resolve().parent.parent
+    for unit in ("agentid-helper.service", "agentid-helper.socket"):
+        # The wheel's copy is systemd/'s file, byte for byte (one source).
+        shipped = archive.read(f"agentid_client/units/{unit}")
+        assert shipped == (repo / "systemd" / unit).read_bytes()
     for relative in docgen.RENDERERS:
         assert any(name.endswith(".data/data/" + relative) for name in names), relative

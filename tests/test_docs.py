@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from agentid_client.contract import TOKEN_OPTIONS
-from agentid_daemon import errors
-from agentid_daemon.api import Api, ApiState
+from agentid_daemon.api.routes import Api, ApiState
+from agentid_daemon.core import errors
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ("design.md", "api.md", "configuration.md", "systemd.md", "INTERNALS.md")

@@ -12,9 +12,9 @@ import jwt
 import pytest
 from emulator_harness import Emulator, start_emulator
 
-from agentid_daemon.engine import Engine
-from agentid_daemon.errors import ConfigurationError, IdentityProviderError
-from agentid_daemon.models import TOKEN_EXCHANGE_SCOPE, AgentRef, CredentialSpec
+from agentid_daemon.core.errors import ConfigurationError, IdentityProviderError
+from agentid_daemon.core.models import TOKEN_EXCHANGE_SCOPE, AgentRef, CredentialSpec
+from agentid_daemon.idp.engine import Engine
 
 GRAPH = ("https://graph.microsoft.com/.default",)
 SEED = Path(__file__).with_name("engine_two_agents_seed.toml")

@@ -7,13 +7,13 @@ from pathlib import Path
 import certifi
 import pytest
 
-from agentid_daemon.engine_http import (
+from agentid_daemon.core.errors import ConfigurationError
+from agentid_daemon.idp.msal_http import (
     NeverStoreMapping,
     NoStoreTokenCache,
     ProviderSession,
     TrustStore,
 )
-from agentid_daemon.errors import ConfigurationError
 
 PEM = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from agentid_daemon.engine_results import error_from_result, parse_retry_after, token_from_result
-from agentid_daemon.errors import IdentityProviderError
+from agentid_daemon.core.errors import IdentityProviderError
+from agentid_daemon.idp.results import error_from_result, parse_retry_after, token_from_result
 
 
 class _Last:

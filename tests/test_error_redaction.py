@@ -17,9 +17,9 @@ import pytest
 from client_stack import Env, client_stack
 
 from agentid_client.redact import MAX_QUOTED_CHARS, SHOWN_PREFIX_CHARS, quoted
-from agentid_daemon import mi_protocol
-from agentid_daemon.config import load_config
-from agentid_daemon.errors import ConfigurationError
+from agentid_daemon.config.loader import load_config
+from agentid_daemon.core.errors import ConfigurationError
+from agentid_daemon.identity_endpoint import protocol as mi_protocol
 
 # One line of "agentid-helper: error: ..." plus a hint line or two.
 MAX_STDERR_CHARS = 600

@@ -20,8 +20,8 @@ from client_stack import Env, client_stack
 from agentid_client.commands import COMMANDS
 from agentid_client.daemon_api import MAX_TIMEOUT_S
 from agentid_client.statusview import render_status
-from agentid_daemon.engine_results import error_from_result
-from agentid_daemon.errors import clip_at_word
+from agentid_daemon.core.errors import clip_at_word
+from agentid_daemon.idp.results import error_from_result
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -187,7 +187,7 @@ def test_status_shows_the_granted_scope_of_get(stack: Env) -> None:
 def test_the_systemd_status_line_keeps_ids_whole() -> None:
     from daemon_fakes import FakeCache
 
-    from agentid_daemon.status_line import StatusLine
+    from agentid_daemon.process.sdnotify import StatusLine
 
     description, ids = _long_aadsts_description()
     activity = StatusLine(cache=FakeCache(entries=1))

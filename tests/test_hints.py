@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentid_daemon.hints import HINTS, hint_for
+from agentid_daemon.idp.hints import HINTS, hint_for
 
 REQUIRED = [7000215, 7000216, 7002137, 700211, 65001, 50034, 50013, 82001, 1002012, 700024, 700016]
 

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import trio
 
-from agentid_daemon.errors import ConfigurationError, InvalidRequest
-from agentid_daemon.identity_sessions import (
+from agentid_daemon.core.errors import ConfigurationError, InvalidRequest
+from agentid_daemon.identity_endpoint.service import IdentitySessions
+from agentid_daemon.identity_endpoint.sessions import (
     MIN_HEADER_CHARS,
     IdentitySession,
-    IdentitySessions,
     SessionTable,
     TooManyProcessSessions,
     TooManySessions,

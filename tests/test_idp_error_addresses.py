@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from emulator_harness import Emulator
 
-from agentid_daemon.engine import Engine
-from agentid_daemon.engine_results import LEG_LABELS
-from agentid_daemon.errors import IdentityProviderError
-from agentid_daemon.mi_credential import ManagedIdentitySource
-from agentid_daemon.models import TOKEN_EXCHANGE_SCOPE, AgentRef, CredentialSpec
+from agentid_daemon.core.errors import IdentityProviderError
+from agentid_daemon.core.models import TOKEN_EXCHANGE_SCOPE, AgentRef, CredentialSpec
+from agentid_daemon.idp.engine import Engine
+from agentid_daemon.idp.managed_identity import ManagedIdentitySource
+from agentid_daemon.idp.results import LEG_LABELS
 
 SECRET_VAR = "AGENTID_TEST_ADDRESSES_SECRET"
 GRAPH = ("https://graph.microsoft.com/.default",)

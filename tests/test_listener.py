@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from agentid_daemon.listener import (
+from agentid_daemon.core.logs import configure_logging
+from agentid_daemon.server.listener import (
     AlreadyRunning,
     ListenerError,
     PeerCred,
@@ -30,8 +31,7 @@ from agentid_daemon.listener import (
     socket_from_fd,
     systemd_listen_fds,
 )
-from agentid_daemon.logs import configure_logging
-from agentid_daemon.protocol import HttpServer, Response
+from agentid_daemon.server.protocol import HttpServer, Response
 
 root_only = pytest.mark.skipif(os.getuid() != 0, reason="needs root (chown / setuid)")
 
@@ -188,7 +188,7 @@ def test_systemd_socket_activation_subprocess(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import json, os, socket, trio
-        from agentid_daemon.listener import open_listener
+        from agentid_daemon.server.listener import open_listener
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.bind({str(path)!r}); s.listen(4)
         fd = s.detach()

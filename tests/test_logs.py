@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from agentid_daemon.logs import MASK, configure_logging, get_logger, redact, scrub_text
+from agentid_daemon.core.logs import MASK, configure_logging, get_logger, redact, scrub_text
 
 # These tests hand tokens to loggers on purpose; what the daemon renders is
 # checked here and by the session-wide audit, pytest's raw record capture is not.

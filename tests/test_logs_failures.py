@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from test_app import PROFILE, call
 
-from agentid_daemon import logs
+from agentid_daemon.core import logs
 
 FAKE_JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyLXRva2VuIn0.c2lnbmF0dXJlLXZhbHVlLXh5eg"
 

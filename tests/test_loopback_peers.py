@@ -21,10 +21,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from agentid_daemon.config import load_config
-from agentid_daemon.errors import ConfigurationError
-from agentid_daemon.identity_sessions import IdentitySessions
-from agentid_daemon.loopback_peers import (
+from agentid_daemon.config.loader import load_config
+from agentid_daemon.core.errors import ConfigurationError
+from agentid_daemon.identity_endpoint.loopback_peers import (
     NETLINK_SOCK_DIAG,
     TCP_ESTABLISHED,
     LoopbackAdmission,
@@ -37,7 +36,8 @@ from agentid_daemon.loopback_peers import (
     parse_diag_answer,
     probe_sock_diag,
 )
-from agentid_daemon.protocol import HttpServer, Limits, Response
+from agentid_daemon.identity_endpoint.service import IdentitySessions
+from agentid_daemon.server.protocol import HttpServer, Limits, Response
 
 TESTS = Path(__file__).resolve().parent
 NO_NETLINK = TESTS / "no_netlink.py"
@@ -144,7 +144,10 @@ def test_which_peer_addresses_are_loopback(host: str, loopback: bool) -> None:
 
 def test_the_probe_succeeds_here_and_names_the_reason_without_netlink() -> None:
     assert probe_sock_diag() is None
-    code = "from agentid_daemon.loopback_peers import probe_sock_diag; print(probe_sock_diag())"
+    code = (
+        "from agentid_daemon.identity_endpoint.loopback_peers import probe_sock_diag; "
+        "print(probe_sock_diag())"
+    )
     done = subprocess.run(
         [sys.executable, str(NO_NETLINK), sys.executable, "-c", code],
         capture_output=True,

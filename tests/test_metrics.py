@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from agentid_daemon.metrics import (
+from agentid_daemon.core.metrics import (
     CONTENT_TYPE,
     Metrics,
     Registry,

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from agentid_daemon.errors import ConfigurationError, IdentityProviderError, UnknownProfile
-from agentid_daemon.identity_sessions import IdentitySession, SessionTable, new_header
-from agentid_daemon.mi_endpoint import MIEndpoint
-from agentid_daemon.protocol import Response
+from agentid_daemon.core.errors import ConfigurationError, IdentityProviderError, UnknownProfile
+from agentid_daemon.identity_endpoint.endpoint import MIEndpoint
+from agentid_daemon.identity_endpoint.sessions import IdentitySession, SessionTable, new_header
+from agentid_daemon.server.protocol import Response
 
 AGENT = "66666666-7777-8888-9999-000000000000"
 TOKEN = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."
@@ -204,7 +204,7 @@ async def test_retry_after_is_capped(
 
 
 async def test_requests_are_counted(tokens: FakeTokens, session: IdentitySession) -> None:
-    from agentid_daemon.metrics import Metrics
+    from agentid_daemon.core.metrics import Metrics
 
     metrics = Metrics()
     table = SessionTable()

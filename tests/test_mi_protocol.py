@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentid_daemon import mi_protocol as P
+from agentid_daemon.config.fields import parse_listen
+from agentid_daemon.identity_endpoint import protocol as P
 
 
 def target(**params: str) -> str:
@@ -110,7 +111,7 @@ def test_host_allowed(host: str | None, ok: bool) -> None:
     ],
 )
 def test_parse_listen(value: str, expected: tuple[str, int]) -> None:
-    assert P.parse_listen(value) == expected
+    assert parse_listen(value) == expected
 
 
 @pytest.mark.parametrize(
@@ -127,7 +128,7 @@ def test_parse_listen(value: str, expected: tuple[str, int]) -> None:
 )
 def test_parse_listen_refusals(value: str, words: str) -> None:
     with pytest.raises(ValueError, match=words):
-        P.parse_listen(value)
+        parse_listen(value)
 
 
 def test_token_body_expires_on_is_epoch_seconds_as_a_string() -> None:

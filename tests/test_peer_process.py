@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from agentid_daemon.errors import InvalidRequest
-from agentid_daemon.peer_process import open_peer_pidfd
+from agentid_daemon.core.errors import InvalidRequest
+from agentid_daemon.server.peer_process import open_peer_pidfd
 
 PEER = """
 import socket, sys

@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from agentid_daemon.protocol import Headers, HttpServer, Limits, Response
+from agentid_daemon.server.protocol import Headers, HttpServer, Limits, Response
 
 
 async def echo_handler(method: str, target: str, headers: Headers, body: bytes) -> Response:

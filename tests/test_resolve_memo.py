@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from agentid_daemon.config import Config, load_config
-from agentid_daemon.errors import InvalidRequest, UnknownProfile
-from agentid_daemon.models import Mode
-from agentid_daemon.resolve_memo import ResolveMemo, memo_key
+from agentid_daemon.config.loader import Config, load_config
+from agentid_daemon.config.resolve_memo import ResolveMemo, memo_key
+from agentid_daemon.core.errors import InvalidRequest, UnknownProfile
+from agentid_daemon.core.models import Mode
 
 T = "11111111-1111-1111-1111-111111111111"
 B = "22222222-2222-2222-2222-222222222222"

@@ -7,8 +7,8 @@ import json
 import h11
 import pytest
 
-from agentid_daemon import responses
-from agentid_daemon.responses import SERVER_NAME, Response, response_head
+from agentid_daemon.server import responses
+from agentid_daemon.server.responses import SERVER_NAME, Response, response_head
 
 
 def test_json_body_is_compact_and_ascii() -> None:

@@ -161,8 +161,8 @@ def test_merge_accepts_any_name_when_the_config_cannot_be_read(tmp_path: Path) -
 
 def test_the_profile_name_rule_is_the_config_loaders(tmp_path: Path) -> None:
     from agentid_client.contract import is_profile_name
-    from agentid_daemon.config import load_config
-    from agentid_daemon.errors import AgentIdError
+    from agentid_daemon.config.loader import load_config
+    from agentid_daemon.core.errors import AgentIdError
 
     for name in ("graph-bot", " ", ""):
         config = tmp_path / "c.toml"

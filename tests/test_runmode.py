@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from agentid_client import autostart, statusview
-from agentid_daemon import runmode
+from agentid_daemon.process import runmode
 
 
 def test_client_and_daemon_agree_on_names() -> None:
@@ -28,7 +28,7 @@ def test_run_mode_decisions() -> None:
 
 def test_process_name_is_agentid_helperd_when_started_with_python_c() -> None:
     code = (
-        "from agentid_daemon.runmode import set_process_name; import sys, time;"
+        "from agentid_daemon.process.runmode import set_process_name; import sys, time;"
         "assert set_process_name(); print('ready', flush=True); time.sleep(30)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

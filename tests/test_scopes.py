@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentid_daemon.errors import InvalidRequest
-from agentid_daemon.models import Mode
-from agentid_daemon.scopes import normalise_scopes, validate_for_mode
+from agentid_daemon.config.scopes import normalise_scopes, validate_for_mode
+from agentid_daemon.core.errors import InvalidRequest
+from agentid_daemon.core.models import Mode
 
 GRAPH = "https://graph.microsoft.com/.default"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from agentid_daemon.sdnotify import Notifier
+from agentid_daemon.process.sdnotify import Notifier
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agentid_daemon import secret_files
-from agentid_daemon.credentials import load_client_credential
-from agentid_daemon.errors import ConfigurationError
-from agentid_daemon.models import CredentialSpec
+from agentid_daemon.core import secret_files
+from agentid_daemon.core.errors import ConfigurationError
+from agentid_daemon.core.models import CredentialSpec
+from agentid_daemon.idp.credentials import load_client_credential
 
 KINDS = ("secret_file", "certificate_file", "federated_token_file")
 
@@ -92,7 +92,7 @@ def test_regular_file_still_reads_with_crlf(tmp_path: Path) -> None:
 
 def test_ca_bundle_others_can_change_is_refused_with_the_fix(tmp_path: Path) -> None:
     """A CA others can write would let them stand in for Entra: refused before use."""
-    from agentid_daemon.engine_http import TrustStore
+    from agentid_daemon.idp.msal_http import TrustStore
 
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")

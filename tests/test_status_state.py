@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 from agentid_client.statusview import render_status, rows
-from agentid_daemon.broker_status import status_rows
-from agentid_daemon.cache import EntryStatus
-from agentid_daemon.errors import IdentityProviderError
-from agentid_daemon.models import CredentialSpec, ExchangeKey, ResourceKey
-from agentid_daemon.recent_errors import MAX_RECENT_ERRORS, RecentErrors, error_fields
+from agentid_daemon.broker.recent_errors import MAX_RECENT_ERRORS, RecentErrors, error_fields
+from agentid_daemon.broker.status import status_rows
+from agentid_daemon.cache.token_cache import EntryStatus
+from agentid_daemon.core.errors import IdentityProviderError
+from agentid_daemon.core.models import CredentialSpec, ExchangeKey, ResourceKey
 
 NOW_TRIO, NOW_WALL = 1000.0, 1_800_000_000.0
 AGENT = ("https://login.example", "tenant-1", "bp-1", "agent-1")

@@ -75,7 +75,7 @@ def run_uninstall() -> tuple[int, str, str]:
 # --- the unit texts ------------------------------------------------------------
 
 
-UNITS_DIR = REPO / "client" / "agentid_client" / "units"
+UNITS_DIR = REPO / "systemd"
 
 
 def tracked_files() -> list[str]:
@@ -85,7 +85,7 @@ def tracked_files() -> list[str]:
     return out.split()
 
 
-def test_units_are_read_from_package_data() -> None:
+def test_units_are_read_from_the_top_level_systemd_folder() -> None:
     assert (UNITS_DIR / su.SOCKET_UNIT).read_text() == SOCKET_TEMPLATE
     assert (UNITS_DIR / su.SERVICE_UNIT).read_text() == SERVICE_TEMPLATE
 
@@ -94,8 +94,8 @@ def test_units_ship_once() -> None:
     """No second copy of a unit anywhere in the repository (files or embedded text)."""
     names = [f for f in tracked_files() if f.endswith((su.SOCKET_UNIT, su.SERVICE_UNIT))]
     assert sorted(names) == [
-        "client/agentid_client/units/agentid-helper.service",
-        "client/agentid_client/units/agentid-helper.socket",
+        "systemd/agentid-helper.service",
+        "systemd/agentid-helper.socket",
     ]
     marker = "FileDescriptorName=agentid-helper"  # a line only the socket unit has
     sources = [f for f in tracked_files() if f.endswith(".py") and not f.startswith("tests/")]
@@ -432,7 +432,7 @@ def _unit_seconds(key: str) -> float:
 
 def test_shutdown_grace_fits_in_timeout_stop_sec() -> None:
     """On SIGTERM the daemon drains for its grace, then exits before systemd's SIGKILL."""
-    from agentid_daemon.protocol import Limits
+    from agentid_daemon.server.protocol import Limits
 
     margin = 3.0  # closing the socket, the cache and the log after the drain
     assert Limits().shutdown_grace_s <= _unit_seconds("TimeoutStopSec") - margin

@@ -30,7 +30,7 @@ from log_audit import scan_tree
 from machine_users import ALICE, MALLORY, require_user
 from two_uids import as_user
 
-from agentid_daemon.identity_sessions import MAX_CONNECTIONS_PER_OTHER_UID
+from agentid_daemon.identity_endpoint.sessions import MAX_CONNECTIONS_PER_OTHER_UID
 
 TESTS = Path(__file__).resolve().parent
 SERVER = TESTS / "loopback_endpoint_server.py"

@@ -45,7 +45,7 @@ POLL_S = 0.02  # between attempts at the lock another client holds
 MAX_REPORT_BYTES = 4096
 LOG_ROTATE_BYTES = 4 * 1024 * 1024
 #: Marks the daemons this module starts, so status and doctor can say who runs
-#: the daemon (agentid_daemon.runmode reads it under the same name).
+#: the daemon (agentid_daemon.process.runmode reads it under the same name).
 STARTED_BY_ENV = "AGENTID_HELPER_STARTED_BY"
 
 # -c rather than -m: works whether or not the daemon package ships __main__.

@@ -92,5 +92,5 @@ START_FAILED_PREFIX = "exit "
 
 def is_profile_name(name: str) -> bool:
     """The config's rule for a ``[profiles.NAME]`` name: anything but blank
-    (agentid_daemon.config_file refuses a blank one; a test ties the two)."""
+    (agentid_daemon.config.file refuses a blank one; a test ties the two)."""
     return bool(name.strip())

@@ -22,7 +22,7 @@ from . import daemon_api, doctor_security, paths, private_dir, trust
 from .failures import EXIT_CONFIG, EXIT_UNREACHABLE, ClientError
 
 if TYPE_CHECKING:  # the daemon's config is imported lazily, when doctor runs
-    from agentid_daemon.config import Config
+    from agentid_daemon.config.loader import Config
 
 OK, FAIL, WARN = "✔", "✘", "⚠"
 
@@ -53,8 +53,8 @@ class Report:
 
 def _check_config(report: Report) -> Config | None:
     try:
-        from agentid_daemon.config import load_config
-        from agentid_daemon.errors import AgentIdError
+        from agentid_daemon.config.loader import load_config
+        from agentid_daemon.core.errors import AgentIdError
     except ImportError as exc:
         report.line(False, f"config: cannot load the daemon's config module ({exc.name})")
         return None
@@ -192,8 +192,8 @@ def _uses_keyring(config: Config) -> bool:
 
 
 def _check_profiles(report: Report, config: Config) -> None:
-    from agentid_daemon.models import DEFAULT_SCOPE
-    from agentid_daemon.scopes import normalise_scopes
+    from agentid_daemon.config.scopes import normalise_scopes
+    from agentid_daemon.core.models import DEFAULT_SCOPE
 
     from .statusview import scope_text
 

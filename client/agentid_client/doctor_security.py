@@ -20,7 +20,7 @@ from . import daemon_api, file_trust, paths
 from .failures import ClientError
 
 if TYPE_CHECKING:  # the daemon's config is imported lazily, when doctor runs
-    from agentid_daemon.config import Config
+    from agentid_daemon.config.loader import Config
 
 CREDENTIAL_FILE_KINDS = ("secret_file", "certificate_file", "federated_token_file")
 # git >= 2.46 understands authtype/ephemeral credentials and does not hand
@@ -117,7 +117,7 @@ def check_reload_error(report: Reporter) -> None:
 
 
 def _signature(path: str) -> dict[str, int] | None:
-    """The file as the daemon's status reports it (agentid_daemon.config_watch)."""
+    """The file as the daemon's status reports it (agentid_daemon.config.watch)."""
     try:
         st = os.stat(path)
     except OSError:

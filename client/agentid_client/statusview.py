@@ -18,7 +18,7 @@ from typing import Any
 
 from .formats import humanize_seconds
 
-#: The daemon's run_mode (agentid_daemon.runmode) in words.
+#: The daemon's run_mode (agentid_daemon.process.runmode) in words.
 RUN_MODES = {
     "systemd": "run by systemd unit agentid-helper.service",
     "autostart": "autostarted by the client",

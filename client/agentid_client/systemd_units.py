@@ -1,9 +1,11 @@
 """``agentid-helper systemd install [--now] | uninstall``: manage the user units.
 
-Stdlib only. The units ship once, as package data of this package
-(``agentid_client/units/agentid-helper.{socket,service}``), read with
-:mod:`importlib.resources` so that they work from a wheel, a zip or a source
-tree alike.
+Stdlib only. The units have one source, the repository's top-level
+``systemd/`` folder; the wheel carries them as package data of this package
+(``agentid_client/units/``, hatch's force-include in pyproject.toml), read
+with :mod:`importlib.resources` so that they work from a wheel or a zip. A
+source checkout or an editable install has no such copy and reads
+``systemd/`` beside the package's source folder.
 
 install writes both units to ``$XDG_CONFIG_HOME/systemd/user`` with
 ``ExecStart=`` pointing at this installation's ``agentid-helperd``. Each
@@ -31,9 +33,16 @@ SOCKET_UNIT = "agentid-helper.socket"
 SERVICE_UNIT = "agentid-helper.service"
 
 
+#: Where a source checkout keeps the units: <repo>/systemd, beside <repo>/client.
+SOURCE_UNITS_DIR = Path(__file__).resolve().parent.parent.parent / "systemd"
+
+
 def unit_template(name: str) -> str:
-    """A unit file as shipped (package data ``agentid_client/units/NAME``)."""
-    return resources.files(__package__).joinpath("units", name).read_text(encoding="utf-8")
+    """A unit file as shipped: package data ``units/NAME`` in a wheel, else ``systemd/NAME``."""
+    shipped = resources.files(__package__).joinpath("units", name)
+    if shipped.is_file():
+        return shipped.read_text(encoding="utf-8")
+    return (SOURCE_UNITS_DIR / name).read_text(encoding="utf-8")
 
 
 SOCKET_TEMPLATE = unit_template(SOCKET_UNIT)

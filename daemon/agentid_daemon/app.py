@@ -34,22 +34,21 @@ import trio
 
 from agentid_client.failures import EXIT_CONFIG, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 
-from .api import Api, ApiState, BrokerLike, MetricsLike
-from .cache_entry import EventCallback
-from .capacity import max_connections_for, raise_nofile_limit
-from .config import Config, load_config
-from .config_values import AUTOSTART_EXIT_WHEN_IDLE_S
-from .config_watch import ConfigWatch, FileSignature, ReloadOutcome, file_signature
-from .errors import ConfigurationError
-from .hardening import forbid_core_dumps
-from .identity_sessions import IdentitySessions, SidecarSettings
-from .listener import AlreadyRunning, ListenerError, OpenedListener, open_listener
-from .logs import configure_logging, get_logger
-from .protocol import HttpServer, Limits
-from .runmode import AUTOSTART, run_mode, set_process_name
-from .sdnotify import Notifier
-from .start_report import StartReport
-from .status_line import StatusLine
+from .api.routes import Api, ApiState, BrokerLike, MetricsLike
+from .cache.entry import EventCallback
+from .config.loader import Config, load_config
+from .config.values import AUTOSTART_EXIT_WHEN_IDLE_S
+from .config.watch import ConfigWatch, FileSignature, ReloadOutcome, file_signature
+from .core.errors import ConfigurationError
+from .core.logs import configure_logging, get_logger
+from .identity_endpoint.service import IdentitySessions
+from .identity_endpoint.sessions import SidecarSettings
+from .process.limits import forbid_core_dumps, max_connections_for, raise_nofile_limit
+from .process.runmode import AUTOSTART, run_mode, set_process_name
+from .process.sdnotify import Notifier, StatusLine
+from .process.start_report import StartReport
+from .server.listener import AlreadyRunning, ListenerError, OpenedListener, open_listener
+from .server.protocol import HttpServer, Limits
 
 log = get_logger("agentid_daemon.app")
 
@@ -139,10 +138,10 @@ class Components:
 
 def _build(config: Config) -> Components:
     """Engine, cache, broker and metrics for *config* (imported late: heavy modules)."""
-    from .broker import Broker
-    from .cache import TokenCache
-    from .engine import Engine
-    from .metrics import Metrics
+    from .broker.broker import Broker
+    from .cache.token_cache import TokenCache
+    from .core.metrics import Metrics
+    from .idp.engine import Engine
 
     metrics = Metrics()
     cache = TokenCache(idle_timeout_s=config.daemon.idle_timeout_s)
@@ -396,7 +395,7 @@ class Daemon:
             self.cache.idle_timeout_s = new.daemon.idle_timeout_s
             self.state.exit_when_idle_s = exit_when_idle_s(new, self.state.run_mode)
             self.sessions.admission.allow(new.daemon.managed_identity_allowed_uids)
-            from .broker import Broker  # loaded by now (_build)
+            from .broker.broker import Broker  # loaded by now (_build)
 
             if isinstance(self.broker, Broker):
                 # Running sessions are measured against the new bound from now on.
@@ -425,7 +424,7 @@ def _sidecar(config: Config) -> SidecarSettings | None:
 
 
 def _config_file(path: str | None) -> str:
-    from .config import default_config_path
+    from .config.loader import default_config_path
 
     return str(Path(path).expanduser() if path is not None else default_config_path())
 

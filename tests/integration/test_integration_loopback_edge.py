@@ -34,8 +34,8 @@ from test_integration_mi_endpoint import Held, hold, mi_get
 
 from agentid_client import transport
 from agentid_client.cli import TOKEN_CREDENTIALS_VALUE, TOKEN_CREDENTIALS_VAR
-from agentid_daemon.cache import CHALLENGE_INTERVAL_S
-from agentid_daemon.mi_protocol import API_VERSION, MAX_RETRY_AFTER_S
+from agentid_daemon.cache.token_cache import CHALLENGE_INTERVAL_S
+from agentid_daemon.identity_endpoint.protocol import API_VERSION, MAX_RETRY_AFTER_S
 
 pytestmark = pytest.mark.integration
 

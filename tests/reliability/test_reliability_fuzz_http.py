@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from rel_http import assert_acceptable, assert_raw_answer, parse_responses
 from rel_stack import Stack, http_call, raw_exchange
 
-from agentid_daemon.api import TOKEN_OPTIONS
-from agentid_daemon.config import LIST_REQUEST_KEYS, REQUEST_KEYS
+from agentid_daemon.api.routes import TOKEN_OPTIONS
+from agentid_daemon.config.loader import LIST_REQUEST_KEYS, REQUEST_KEYS
 
 FUZZ = settings(
     max_examples=60,

@@ -1,0 +1,8 @@
+"""The broker: a :class:`TokenRequest` -> a served token, through cached legs.
+
+- :mod:`.broker`: :class:`Broker`, the legs of each mode.
+- :mod:`.seams`: the engine protocol it drives and :class:`ServedToken`.
+- :mod:`.exchange_legs` (T1, T2), :mod:`.obo_legs` with :mod:`.obo_sessions`
+  (long-running OBO), :mod:`.mi_legs` (a managed identity as credential).
+- :mod:`.status`: ``GET /v1/status`` rows; :mod:`.recent_errors`.
+"""

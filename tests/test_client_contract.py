@@ -13,8 +13,9 @@ from agentid_client.cliargs import parse
 from agentid_client.commands import COMMANDS, SELECTION_DESTS
 from agentid_client.failures import ClientError, UsageError
 from agentid_client.selection import read_user_token
-from agentid_daemon.api.routes import routes as api
-from agentid_daemon.config.loader import REQUEST_KEYS, fields, load_config
+from agentid_daemon.api import routes as api
+from agentid_daemon.config import fields
+from agentid_daemon.config.loader import REQUEST_KEYS, load_config
 from agentid_daemon.core.errors import InvalidRequest
 from agentid_daemon.core.models import Mode
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from agentid_client import contract
-from agentid_daemon.config.loader import loader as config
-from agentid_daemon.config.loader import schema as config_schema
+from agentid_daemon.config import loader as config
+from agentid_daemon.config import schema as config_schema
 from agentid_daemon.config.schema import SCHEMA, keys
 from agentid_daemon.config.values import DaemonSettings, Profile
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agentid_daemon.config.loader import watch as config_watch
+from agentid_daemon.config import watch as config_watch
 from agentid_daemon.config.watch import ConfigWatch, file_signature
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentid_daemon.config.loader import fields as F
+from agentid_daemon.config import fields as F
 from agentid_daemon.core.models import Mode
 
 G = "11111111-2222-3333-4444-555555555555"

@@ -38,6 +38,7 @@ import shutil
 import signal
 import subprocess
 import time
+import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,8 +53,21 @@ LOCK_TIMEOUT_S = 900.0
 BOOT_TIMEOUT_S = 60.0
 INSTALL_TIMEOUT_S = 600.0
 REPO = Path(__file__).resolve().parents[1]
-#: What `pip install .` packs (pyproject's wheel targets): the cache key hashes these.
-SOURCE_PARTS = ("pyproject.toml", "README.md", "LICENSE", "client", "daemon", "emulator")
+
+
+def _wheel_source_parts(repo: Path) -> tuple[str, ...]:
+    """What `pip install .` packs, read from pyproject's wheel target (one source)."""
+    wheel = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["hatch"]["build"]
+    wheel = wheel["targets"]["wheel"]
+    parts = {"pyproject.toml", "README.md", "LICENSE"}
+    parts |= {Path(p).parts[0] for p in wheel["packages"]}
+    for table in ("force-include", "shared-scripts", "shared-data"):
+        parts |= {Path(p).parts[0] for p in wheel.get(table, {})}
+    return tuple(sorted(parts))
+
+
+#: The cache key hashes these.
+SOURCE_PARTS = _wheel_source_parts(REPO)
 
 
 class ManagerError(RuntimeError):

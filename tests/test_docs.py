@@ -60,7 +60,7 @@ def test_license_matches_pyproject() -> None:
 
 @pytest.mark.parametrize("unit", ["agentid-helper.service", "agentid-helper.socket"])
 def test_units_document_with_a_man_page(unit: str) -> None:
-    lines = (ROOT / "client" / "agentid_client" / "units" / unit).read_text().splitlines()
+    lines = (ROOT / "systemd" / unit).read_text().splitlines()
     docs = [line.partition("=")[2] for line in lines if line.startswith("Documentation=")]
     assert docs == ["man:agentid-helper(1)"]
 

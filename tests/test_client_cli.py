@@ -519,12 +519,47 @@ def test_systemd_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_daemon_passes_arguments_through(monkeypatch: pytest.MonkeyPatch) -> None:
-    import agentid_daemon.app
+    """`daemon` becomes the daemon (same process, execv) with the arguments as given."""
+    import sys
 
-    seen: list[list[str]] = []
-    monkeypatch.setattr(agentid_daemon.app, "main", lambda argv: seen.append(argv) or 0)
-    assert run(["daemon", "--log-level", "debug", "--config", "/x"])[0] == 0
-    assert seen == [["--log-level", "debug", "--config", "/x"]]
+    from agentid_client import cli
+
+    class Execd(Exception):
+        pass
+
+    seen: list[tuple[str, list[str]]] = []
+
+    def fake_execv(path: str, argv: list[str]) -> None:
+        seen.append((path, argv))
+        raise Execd
+
+    monkeypatch.setattr(cli.os, "execv", fake_execv)
+    with pytest.raises(Execd):
+        run(["daemon", "--log-level", "debug", "--config", "/x"])
+    assert seen == [
+        (
+            sys.executable,
+            [sys.executable, "-m", "agentid_daemon", "--log-level", "debug", "--config", "/x"],
+        )
+    ]
+
+
+def test_daemon_command_runs_the_real_daemon() -> None:
+    """Through the installed launcher: the daemon itself answers (its own --version)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    client = Path(sys.executable).with_name("agentid-helper")
+    proc = subprocess.run(
+        [str(client), "daemon", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("agentid-helperd "), proc.stdout
 
 
 _SHOW_MI_ENV = (

@@ -14,7 +14,7 @@ import sys
 from . import daemon_api
 from .cliargs import HelpRequested, Parsed, parse
 from .commands import COMMANDS
-from .contract import MAX_MIN_VALIDITY_S
+from .contract import DAEMON_MODULE, MAX_MIN_VALIDITY_S
 from .failures import (
     EXIT_CONFIG,
     EXIT_IDP,
@@ -367,11 +367,16 @@ class CLI:
         )
 
     def do_daemon(self, parsed: Parsed) -> int:
+        # The daemon replaces this process (same pid, so a supervisor or a
+        # terminal's Ctrl-C reaches it): the client never imports the daemon.
+        argv = [sys.executable, "-m", DAEMON_MODULE, *parsed.rest]
+        self.stdout.flush()
+        self.stderr.flush()
         try:
-            from agentid_daemon.app import main as daemon_main
-        except ImportError as exc:
-            raise ClientError(f"the daemon is not installed here ({exc.name})", 5) from None
-        return int(daemon_main(list(parsed.rest)) or 0)
+            os.execv(sys.executable, argv)
+        except OSError as exc:
+            raise ClientError(f"cannot start the daemon: {exc.strerror}", 5) from None
+        raise AssertionError("unreachable: execv returned")
 
     def do_doctor(self, parsed: Parsed) -> int:
         from .doctor import run_doctor

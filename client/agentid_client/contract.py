@@ -94,3 +94,9 @@ def is_profile_name(name: str) -> bool:
     """The config's rule for a ``[profiles.NAME]`` name: anything but blank
     (agentid_daemon.config.file refuses a blank one; a test ties the two)."""
     return bool(name.strip())
+
+
+# The daemon's entry points, run as child interpreters (`python -m ...`): the
+# client starts the daemon and asks its config loader without importing it.
+DAEMON_MODULE = "agentid_daemon"
+CONFIG_VIEW_MODULE = "agentid_daemon.config.doctor_view"

@@ -1,6 +1,7 @@
 """``agentid-helper doctor``: check the whole chain and say what to fix.
 
-Checks, in order: the config parses (with the daemon's own loader), the
+Checks, in order: the config parses (with the daemon's own loader, run in a
+child interpreter: config_view), the
 socket directory is private (the client's own rule), the daemon answers
 /healthz and /readyz and its last config reload succeeded, a keyring backend
 is usable (needed only by profiles using the keyring), and every profile gets
@@ -16,13 +17,11 @@ and a ⚠ for an old git that would hand our token to a storing helper.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from . import daemon_api, doctor_security, paths, private_dir, trust
+from .config_view import ConfigRefused, ConfigView, load_config_view
 from .failures import EXIT_CONFIG, EXIT_UNREACHABLE, ClientError
-
-if TYPE_CHECKING:  # the daemon's config is imported lazily, when doctor runs
-    from agentid_daemon.config.loader import Config
 
 OK, FAIL, WARN = "✔", "✘", "⚠"
 
@@ -51,23 +50,18 @@ class Report:
             self.out.write(f"    {hint}\n")
 
 
-def _check_config(report: Report) -> Config | None:
-    try:
-        from agentid_daemon.config.loader import load_config
-        from agentid_daemon.core.errors import AgentIdError
-    except ImportError as exc:
-        report.line(False, f"config: cannot load the daemon's config module ({exc.name})")
-        return None
+def _check_config(report: Report) -> ConfigView | None:
     path = paths.config_path()
     try:
-        config = load_config(path)
-    except AgentIdError as exc:
-        # The loader's text names the file already ("PATH: [profiles] ..."): once is enough.
-        why = exc.description.removeprefix(f"{path}: ")
-        report.line(False, f"config {path}: {why}", exc.hint)
+        config = load_config_view(path)
+    except ClientError as exc:
+        report.line(False, f"config: {exc.message}")
+        return None
+    except ConfigRefused as exc:
+        report.line(False, f"config {path}: {exc.description}", exc.hint)
         return None
     if os.path.exists(path):
-        report.line(True, f"config {path}: {len(config.profiles)} profile(s)")
+        report.line(True, f"config {path}: {len(config['profiles'])} profile(s)")
         return config
     served = served_profiles()
     if served:
@@ -183,27 +177,18 @@ def _check_keyring(report: Report, needed: bool) -> None:
         report.out.write(f"- keyring: {problem} (no profile uses the keyring)\n")
 
 
-def _uses_keyring(config: Config) -> bool:
-    for profile in config.profiles.values():
-        spec = config.layered(profile).get("blueprint_credential")
-        if spec is None or spec.kind == "keyring":
-            return True
-    return False
+def _uses_keyring(config: ConfigView) -> bool:
+    return any(profile["uses_keyring"] for profile in config["profiles"])
 
 
-def _check_profiles(report: Report, config: Config) -> None:
-    from agentid_daemon.config.scopes import normalise_scopes
-    from agentid_daemon.core.models import DEFAULT_SCOPE
-
+def _check_profiles(report: Report, config: ConfigView) -> None:
     from .statusview import scope_text
 
-    names = config.profile_names()
-    if not names:
+    if not config["profiles"]:
         report.out.write("- no profiles configured: nothing to test\n")
-    for name in names:
-        layered = config.layered(config.profiles[name])
-        mode = layered.get("mode")
-        if mode is not None and mode.value == "OBO":
+    for profile in config["profiles"]:
+        name = profile["name"]
+        if profile["mode"] == "OBO":
             report.out.write(
                 f"- profile {name}: OBO needs a user token; test it with "
                 f"`agentid-helper get --profile {name} --user-token-file -`\n"
@@ -221,11 +206,10 @@ def _check_profiles(report: Report, config: Config) -> None:
             continue
         # The requested scope (the cache key `flush --scope` selects), and the
         # granted one when it differs, as `status` shows them.
-        requested = layered.get("scope") or normalise_scopes(DEFAULT_SCOPE)
         report.line(
             True,
             f"profile {name}: token acquired ({body.get('mode', '?')}, "
-            f"scope {scope_text(list(requested), body.get('scope')) or '?'})",
+            f"scope {scope_text(profile['scope'], body.get('scope')) or '?'})",
         )
 
 
@@ -240,7 +224,7 @@ def run_doctor(out: TextIO) -> int:
         doctor_security.check_reload_error(report)
         doctor_security.check_endpoint_peers(report)
     if config is not None:
-        doctor_security.check_trusted_files(report, config)
+        doctor_security.check_trusted_files(report, config["trusted_files"])
     doctor_security.check_git_chain(report)
     _check_keyring(report, needed=config is not None and _uses_keyring(config))
     if daemon_ok and config is not None:

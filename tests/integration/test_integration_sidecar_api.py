@@ -8,6 +8,7 @@ the daemon keeps serving.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -23,8 +24,10 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from graph_stub import GRAPH_RESOURCE, GraphStub
 from helper_stack import DaemonProcess, HelperSandbox
+from machine_users import MALLORY, require_user
 from tls_certs import ServerTls
 from token_gate import TokenGate
+from two_uids import as_user
 
 pytestmark = pytest.mark.integration
 
@@ -166,3 +169,27 @@ def test_bad_input_gets_the_sidecars_status_and_the_daemon_keeps_serving(
     )
     assert r.status_code == 200 and r.json()["authorizationHeader"].startswith("Bearer ")
     assert "no-store" in r.headers["cache-control"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to a test user")
+@pytest.mark.usefixtures("test_users_turn")  # tests/two_uids.py
+def test_another_uid_is_refused_before_a_byte_is_read(sidecar: Sidecar) -> None:
+    require_user(MALLORY)
+    port = int(sidecar.url.rsplit(":", 1)[1])
+    probe = (
+        "import http.client, sys\n"
+        f"c = http.client.HTTPConnection('127.0.0.1', {port}, timeout=10)\n"
+        "try:\n"
+        "    c.request('GET', '/healthz'); print(c.getresponse().status)\n"
+        "except (OSError, http.client.HTTPException) as e:\n"
+        "    print('refused', type(e).__name__); sys.exit(1)\n"
+    )
+    proc = subprocess.run(
+        [*as_user(MALLORY), "/usr/bin/python3", "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1 and proc.stdout.startswith("refused"), proc.stdout + proc.stderr
+    # Our own uid is still served.
+    assert requests.get(f"{sidecar.url}/healthz", timeout=10).text == "Healthy"

@@ -23,7 +23,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from graph_stub import GRAPH_RESOURCE, GraphStub
-from helper_stack import DaemonProcess, HelperSandbox
+from helper_stack import DaemonProcess, HelperSandbox, helper_bin
 from machine_users import MALLORY, require_user
 from tls_certs import ServerTls
 from token_gate import TokenGate
@@ -193,3 +193,19 @@ def test_another_uid_is_refused_before_a_byte_is_read(sidecar: Sidecar) -> None:
     assert proc.returncode == 1 and proc.stdout.startswith("refused"), proc.stdout + proc.stderr
     # Our own uid is still served.
     assert requests.get(f"{sidecar.url}/healthz", timeout=10).text == "Healthy"
+
+
+def test_an_unsupported_sidecar_variable_stops_the_daemon_with_one_line(tmp_path: Path) -> None:
+    env = {"AzureAd__ClientCredentials__0__SourceType": "KeyVault"}
+    sandbox = HelperSandbox.create(tmp_path / "helper", env)
+    proc = subprocess.run(
+        [helper_bin("agentid-helperd")],
+        env=sandbox.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 5, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "AzureAd__ClientCredentials__0__SourceType" in line and "KeyVault" in line

@@ -209,3 +209,30 @@ def test_an_unsupported_sidecar_variable_stops_the_daemon_with_one_line(tmp_path
     assert proc.returncode == 5, proc.stderr
     line = proc.stderr.strip().splitlines()[-1]
     assert "AzureAd__ClientCredentials__0__SourceType" in line and "KeyVault" in line
+
+
+def test_downstream_obo_with_overrides_and_base_url_never_overridden(sidecar: Sidecar) -> None:
+    emu = sidecar.emulator
+    user_token = emu.user_token(emu.user_upn)
+    r = requests.post(
+        f"{sidecar.url}/DownstreamApi/Graph",
+        params={
+            "AgentIdentity": emu.agent_identity_app_id,
+            "optionsOverride.RelativePath": "organization",
+            "optionsOverride.BaseUrl": "https://attacker.example",
+        },
+        headers={"Authorization": f"Bearer {user_token}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert result["statusCode"] == 200
+    assert result["headers"]["Content-Type"] == ["application/json"]
+    assert json.loads(result["content"])["value"][0]["id"] == emu.tenant_id
+    r = requests.post(
+        f"{sidecar.url}/DownstreamApi/Graph",
+        params={"AgentIdentity": emu.agent_identity_app_id, "optionsOverride.RelativePath": "nope"},
+        headers={"Authorization": f"Bearer {user_token}"},
+        timeout=30,
+    )
+    assert r.status_code == 200 and r.json()["statusCode"] == 404  # the API's answer, relayed

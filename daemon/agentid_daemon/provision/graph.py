@@ -322,6 +322,11 @@ class GraphRequestError(IdentityProviderError):
         )
         self.graph_code = graph_code
         self.request_id = request_id
+        if status == 400:
+            # Graph's "bad request" is about the input (a UPN of a domain the
+            # tenant does not have, a sponsor that does not exist...): exit code 2.
+            self.http_status = 400
+            self.error_code = "invalid_request"
 
 
 #: One-line hints per Graph error code: what to check or grant next.

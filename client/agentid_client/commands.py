@@ -481,10 +481,12 @@ _add(
         ],
         positionals=(Pos("action", "create, list or delete", ("create", "list", "delete")),),
         epilog="""examples:
-  agentid-helper agent create --profile bp --name "build bot" --sponsor alice@contoso.com \\
-      --save-profile build-bot      # then: agentid-helper get --profile build-bot
-  agentid-helper agent list --profile bp --json
-  agentid-helper agent delete --profile bp --agent-identity-app-id 1111... --delete-profile
+  agentid-helper agent create --profile graph-bot --name build-bot \\
+      --sponsor alice@contoso.example --save-profile build-bot
+  agentid-helper get --profile build-bot      # its token (waits out directory replication)
+  agentid-helper agent list --profile graph-bot --json
+  A=$(agentid-helper get --profile build-bot --format json | jq -r .agent_identity_app_id) && \\
+      agentid-helper agent delete --profile graph-bot --agent-identity-app-id $A --delete-profile
   # the blueprint's own credential is used (AgentIdentity.CreateAsManager): no admin sign-in
 """,
     )
@@ -508,9 +510,12 @@ _add(
         ],
         positionals=(Pos("action", "create or delete", ("create", "delete")),),
         epilog="""examples:
-  agentid-helper agent-user create --profile build-bot --upn build-bot@contoso.com \\
-      --save-profile build-bot-user  # then: agentid-helper get --profile build-bot-user
-  agentid-helper agent-user delete --profile build-bot --upn build-bot@contoso.com
+  agentid-helper agent create --profile graph-bot --name mailer \\
+      --sponsor alice@contoso.example --save-profile mailer
+  agentid-helper agent-user create --profile mailer --upn mailer@contoso.example \\
+      --save-profile mailer-user
+  agentid-helper get --profile mailer-user    # an AutonomousUser token of the agent user
+  agentid-helper agent-user delete --profile mailer --upn mailer@contoso.example
 """,
     )
 )

@@ -178,11 +178,19 @@ class Broker:
                 waited = trio.current_time() - started
                 pause = next_pause(pause)
                 if waited + pause > self.replication_wait_s:
-                    exc.description += (
-                        f" (ran out waiting for directory replication of the agent "
-                        f"created through this daemon: retried for {waited:.0f} s)"
-                    )
-                    raise
+                    # A new error: the cache may hand the same one to other callers.
+                    raise IdentityProviderError(
+                        f"{exc.description} (ran out waiting for directory replication of "
+                        f"the agent created through this daemon: retried for {waited:.0f} s)",
+                        transient=exc.transient,
+                        aadsts_codes=exc.aadsts_codes,
+                        correlation_id=exc.correlation_id,
+                        hint="Entra has not replicated the new agent to its token service "
+                        "yet: try again in a minute",
+                        retry_after_s=exc.retry_after_s,
+                        leg=exc.leg,
+                        status=exc.status,
+                    ) from None
                 _LOG.info(
                     "waiting for directory replication",
                     agent_identity_app_id=req.agent.agent_identity_app_id,

@@ -143,3 +143,52 @@ def test_request_builders_match_the_docs() -> None:
     )
     assert G.add_password_request(oid, "s").path == f"/applications/{oid}/addPassword"
     assert G.graph_resource("https://login.microsoftonline.us") == "https://graph.microsoft.us"
+
+
+def test_a_missing_permission_is_named(emu: Emulator, tmp_path: Path, engine: Engine) -> None:
+    """A new blueprint holds only AgentIdentity.CreateAsManager: creating an agent user
+    for its agent is refused, and the error names the permissions that would do."""
+    from emulator_graph_helpers import admin_client
+
+    admin = admin_client(emu)
+    blueprint = admin.create_blueprint("Fresh blueprint")
+    secret = admin.call("POST", f"/applications/{blueprint['id']}/addPassword", {}).json()
+    admin.create_principal(blueprint["appId"])
+    secret_path = secret_file(emu, tmp_path / "fresh.secret", secret["secretText"])
+    cfg = write_emulator_config(
+        tmp_path / "config.toml",
+        emu.info,
+        {"secret_file": str(secret_path)},
+        profiles={
+            "fresh": {
+                "blueprint_app_id": blueprint["appId"],
+                "blueprint_credential": {"secret_file": str(secret_path)},
+            }
+        },
+        default_profile=None,
+    )
+    cfg.write_text(
+        cfg.read_text().replace(
+            "[defaults]\n", f'[defaults]\ngraph_endpoint = "{emu.info["graph_endpoint"]}"\n'
+        )
+    )
+    target = blueprint_target(load_config(cfg, environ={}), "fresh")
+    assert "agent_identity_app_id" not in target.merged  # a blueprint-only profile will do
+    token = blueprint_graph_token(engine, target)
+    client = G.GraphClient(engine.provider_session(emu.ca_bundle), target.graph_endpoint)
+    agent = client.call(
+        G.create_agent_identity_request(blueprint["appId"], "its agent", (emu.user_upn,)),
+        token,
+        what="create an agent identity",
+    )
+    assert agent is not None
+    domain = emu.user_upn.rpartition("@")[2]
+    with pytest.raises(G.GraphRequestError) as caught:
+        client.call(
+            G.create_agent_user_request(agent["id"], f"fresh-user@{domain}"),
+            token,
+            what="create the agent user",
+        )
+    assert caught.value.graph_code == "Authorization_RequestDenied"
+    assert "AgentIdUser.ReadWrite.IdentityParentedBy" in caught.value.description
+    assert "permission" in (caught.value.hint or "")

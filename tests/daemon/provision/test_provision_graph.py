@@ -192,3 +192,34 @@ def test_a_missing_permission_is_named(emu: Emulator, tmp_path: Path, engine: En
     assert caught.value.graph_code == "Authorization_RequestDenied"
     assert "AgentIdUser.ReadWrite.IdentityParentedBy" in caught.value.description
     assert "permission" in (caught.value.hint or "")
+
+
+def test_the_clients_copies_match_the_daemons() -> None:
+    """The stdlib-only client checks input with copies of the daemon's rules."""
+    from agentid_client import agentcmd
+
+    assert agentcmd.MAX_DISPLAY_NAME == G.MAX_DISPLAY_NAME
+    assert agentcmd._GUID.pattern == G._GUID.pattern
+    assert agentcmd._UPN.pattern == G._UPN.pattern
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("https://graph.microsoft.com", "https://graph.microsoft.com"),
+        ("https://127.0.0.1:8443/graph/", "https://127.0.0.1:8443/graph"),
+        ("https://Graph.Microsoft.US", "https://graph.microsoft.us"),
+    ],
+)
+def test_graph_endpoint_setting(given: str, expected: str) -> None:
+    from agentid_daemon.config.fields import graph_endpoint
+
+    assert graph_endpoint(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["http://graph.microsoft.com", "https://x/?q=1", "graph", 3])
+def test_graph_endpoint_setting_refuses(bad: object) -> None:
+    from agentid_daemon.config.fields import graph_endpoint
+
+    with pytest.raises(ValueError):
+        graph_endpoint(bad)

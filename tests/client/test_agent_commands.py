@@ -250,3 +250,25 @@ def test_socket_api(stack: tuple[Env, Emulator]) -> None:
         b"Connection: close\r\n\r\n",
     )
     assert answer.startswith(b"HTTP/1.1 403"), answer[:200]
+
+
+def test_socket_api_bad_queries(stack: tuple[Env, Emulator]) -> None:
+    env, _ = stack
+    _ok(env.run("get", "--profile", "app"))
+    for target in (
+        "/v1/agents?profile=app&bogus=1",
+        "/v1/agents?" + "&".join(f"profile={i}" for i in range(20)),
+    ):
+        resp = daemon_api.call("GET", target, socket_path=env.sock, autostart=False, timeout=30)
+        assert resp.status == 400, resp.body
+    resp = daemon_api.call(
+        "DELETE",
+        "/v1/agents/not-a-guid?profile=app",
+        socket_path=env.sock,
+        autostart=False,
+        timeout=30,
+    )
+    assert resp.status == 400 and "GUID" in resp.json()["error_description"]
+    resp = daemon_api.call("PUT", "/v1/agents", socket_path=env.sock, autostart=False, timeout=30)
+    assert resp.status == 405
+    _ok(env.run("get", "--profile", "app"))  # still serving

@@ -58,7 +58,10 @@ def is_provisioning_path(path: str) -> bool:
 
 def _query(target: str) -> dict[str, str]:
     raw = target.partition("?")[2]
-    parsed = parse_qs(raw, keep_blank_values=True, max_num_fields=10)
+    try:
+        parsed = parse_qs(raw, keep_blank_values=True, max_num_fields=10)
+    except ValueError:
+        raise InvalidRequest("too many query parameters") from None
     out: dict[str, str] = {}
     for key, values in parsed.items():
         if key not in ("profile", "delete_profile"):

@@ -181,6 +181,8 @@ def example_stack(emulator: Any, tmp_path_factory: pytest.TempPathFactory) -> An
             default_profile="graph-bot",
             git={"dev.azure.com": "repo-bot"},
         )
+        # `agent` / `agent-user` examples provision through the emulator's Graph.
+        config["defaults"]["graph_endpoint"] = emulator.info["graph_endpoint"]
         stack.config.write_text(toml_dumps(config))
         home = work / "home"
         (home / ".kube").mkdir(parents=True)

@@ -366,6 +366,16 @@ class CLI:
             self.stderr,
         )
 
+    def do_agent(self, parsed: Parsed) -> int:
+        from .agentcmd import run_agent
+
+        return run_agent(parsed, self.stdout, self._timeout(parsed))
+
+    def do_agent_user(self, parsed: Parsed) -> int:
+        from .agentcmd import run_agent_user
+
+        return run_agent_user(parsed, self.stdout, self._timeout(parsed))
+
     def do_daemon(self, parsed: Parsed) -> int:
         # The daemon replaces this process (same pid, so a supervisor or a
         # terminal's Ctrl-C reaches it): the client never imports the daemon.

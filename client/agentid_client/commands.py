@@ -446,3 +446,76 @@ _add(
 """,
     )
 )
+
+_add(
+    Command(
+        "agent",
+        "create, list or delete agent identities of a profile's blueprint (Microsoft Graph)",
+        [
+            Opt(
+                "--profile", "the profile whose blueprint (and credential) provisions", metavar="P"
+            ),
+            Opt("--name", "create: the new agent identity's display name (1-256 chars)"),
+            Opt(
+                "--sponsor",
+                "create: a sponsor's user object id or UPN; may be repeated (at least one)",
+                kind="append",
+                metavar="ID_OR_UPN",
+            ),
+            Opt(
+                "--save-profile",
+                "create: add a profile NEW for the new agent to config.toml (inherits P's "
+                "blueprint settings; comments kept; never overwrites)",
+                metavar="NEW",
+            ),
+            Opt(
+                "--agent-identity-app-id", "delete: the agent identity's app id (GUID)", metavar="A"
+            ),
+            Opt(
+                "--delete-profile",
+                "delete: also remove the profiles naming that agent identity",
+                kind="flag",
+            ),
+            Opt("--json", "print the result as JSON", kind="flag"),
+            _timeout(),
+        ],
+        positionals=(Pos("action", "create, list or delete", ("create", "list", "delete")),),
+        epilog="""examples:
+  agentid-helper agent create --profile graph-bot --name build-bot \\
+      --sponsor alice@contoso.example --save-profile build-bot
+  agentid-helper get --profile build-bot      # its token (waits out directory replication)
+  agentid-helper agent list --profile graph-bot --json
+  A=$(agentid-helper get --profile build-bot --format json | jq -r .agent_identity_app_id) && \\
+      agentid-helper agent delete --profile graph-bot --agent-identity-app-id $A --delete-profile
+  # the blueprint's own credential is used (AgentIdentity.CreateAsManager): no admin sign-in
+""",
+    )
+)
+
+_add(
+    Command(
+        "agent-user",
+        "create or delete the agent user of a profile's agent identity (Microsoft Graph)",
+        [
+            Opt("--profile", "the profile whose agent identity is the user's parent", metavar="P"),
+            Opt("--upn", "the agent user's UPN (alias@a-domain-of-the-tenant)", metavar="UPN"),
+            Opt("--display-name", "create: the display name (default: the UPN)", metavar="N"),
+            Opt(
+                "--save-profile",
+                "create: add an AutonomousUser profile NEW for the agent user to config.toml",
+                metavar="NEW",
+            ),
+            Opt("--json", "print the result as JSON", kind="flag"),
+            _timeout(),
+        ],
+        positionals=(Pos("action", "create or delete", ("create", "delete")),),
+        epilog="""examples:
+  agentid-helper agent create --profile graph-bot --name mailer \\
+      --sponsor alice@contoso.example --save-profile mailer
+  agentid-helper agent-user create --profile mailer --upn mailer@contoso.example \\
+      --save-profile mailer-user
+  agentid-helper get --profile mailer-user    # an AutonomousUser token of the agent user
+  agentid-helper agent-user delete --profile mailer --upn mailer@contoso.example
+""",
+    )
+)

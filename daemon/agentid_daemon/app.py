@@ -34,6 +34,7 @@ import trio
 
 from agentid_client.failures import EXIT_CONFIG, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 
+from .api.agents import ProvisionerLike
 from .api.routes import Api, ApiState, BrokerLike, MetricsLike
 from .cache.entry import EventCallback
 from .config.loader import Config, load_config
@@ -135,6 +136,7 @@ class Components:
     cache: CacheService
     broker: BrokerLike
     metrics: MetricsLike | None
+    provisioner: ProvisionerLike | None = None
 
 
 def _build(config: Config) -> Components:
@@ -143,17 +145,19 @@ def _build(config: Config) -> Components:
     from .cache.token_cache import TokenCache
     from .core.metrics import Metrics
     from .idp.engine import Engine
+    from .provision.service import Provisioner
 
     metrics = Metrics()
     cache = TokenCache(idle_timeout_s=config.daemon.idle_timeout_s)
+    engine = Engine()
     broker = Broker(
-        Engine(),
+        engine,
         cache,
         metrics,
         limiter=trio.CapacityLimiter(ENGINE_THREADS),
         obo_session_max_age_s=config.daemon.obo_session_max_age_s,
     )
-    return Components(cache, broker, metrics)
+    return Components(cache, broker, metrics, Provisioner(engine, broker))
 
 
 def _profile_changes(old: Config, new: Config) -> dict[str, list[str]]:
@@ -211,6 +215,7 @@ class Daemon:
             config_path=config.path or config_path,
             version=_version(),
             use_so_peerpidfd=use_so_peerpidfd,
+            provisioner=parts.provisioner,
         )
         path = self.state.config_path
         served = file_signature(path) if config_signature is True else config_signature

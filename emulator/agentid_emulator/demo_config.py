@@ -51,6 +51,7 @@ default_profile = "graph-bot"
 tenant_id = {_s(info["tenant_id"])}
 authority_host = {_s(info["authority_host"])}
 ca_bundle = {_s(info["ca_bundle"])}
+graph_endpoint = {_s(info["graph_endpoint"])}   # its Microsoft Graph (agent create ...)
 blueprint_app_id = {_s(info["blueprint_app_id"])}
 agent_identity_app_id = {_s(info["agent_identity_app_id"])}
 blueprint_credential = {{ secret_file = {_s(info["blueprint_secret_file"])} }}

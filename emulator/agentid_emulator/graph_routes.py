@@ -834,11 +834,13 @@ class GraphService:
         user_id = req.key
         caller, objects, now = req.caller, req.objects, req.now
         require(caller, application=P_AGENT_USER_WRITE, delegated=P_AGENT_USER_WRITE)
-        if not is_guid(user_id):
+        # DELETE /users/{id | userPrincipalName} (Graph beta user-delete.md).
+        if not is_guid(user_id) and "@" not in user_id:
             raise _bad_request(f"Invalid object identifier '{user_id}'.")
-        entity = objects.users.get(user_id.lower())
+        entity = objects.find_user(user_id)
         if entity is None:
             raise _not_found(user_id)
+        user_id = str(entity["id"])
         if "identityParentId" not in entity:
             raise _bad_request("The emulator deletes agent users only.")
         parent = objects.principals.get(entity["identityParentId"].lower())

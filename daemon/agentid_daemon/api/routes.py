@@ -2,7 +2,8 @@
 
 Routes (docs/api.md): ``POST/DELETE /v1/token``, ``POST /v1/identity-sessions``,
 ``GET /v1/status``, ``POST /v1/flush``, ``POST /v1/reload``, ``POST /v1/shutdown``,
-``GET /healthz``, ``GET /readyz``, ``GET /metrics``.
+``GET /healthz``, ``GET /readyz``, ``GET /metrics``; ``/v1/agents`` and
+``/v1/agent-users`` (agents.py).
 Request bodies are validated strictly by :mod:`api_bodies` (JSON object,
 known keys, types); the values themselves (GUIDs, modes, scopes, users) are
 validated by ``Config.resolve``. Errors are ``AgentIdError.to_json()`` with its status.
@@ -43,6 +44,7 @@ from ..core.models import TokenRequest
 from ..server.connections import current_peer_socket, take_received_fd
 from ..server.peer_process import open_peer_pidfd
 from ..server.protocol import Headers, Response, current_peer
+from .agents import AgentRoutes, ProvisionerLike, is_provisioning_path
 from .bodies import (
     claims_option,
     json_type,
@@ -138,6 +140,8 @@ class ApiState:
     config_file: FileSignature = None  # the file the config in force was read from
     reloader: ReloaderLike | None = None
     run_mode: str = "foreground"  # runmode.run_mode(): systemd, autostart or foreground
+    # /v1/agents and /v1/agent-users (provision/); None: not offered.
+    provisioner: ProvisionerLike | None = None
     # Set by app: begins a graceful shutdown (POST /v1/shutdown); None: not offered.
     request_shutdown: Callable[[], None] | None = None
     # The effective [daemon] exit_when_idle_s for this run mode (0: never), set by app.
@@ -178,7 +182,11 @@ class Api:
             if path in _CONFIG_ROUTES:
                 # status reports which file is served: always look at the disk first.
                 await self._check_config(throttle=path != "/v1/status")
-            response = await self._dispatch(method, path, methods, body, ctx)
+            if methods is None and is_provisioning_path(path):
+                route = path if path.count("/") == 2 else path.rpartition("/")[0] + "/{id}"
+                response = await self._provisioning(method, path, target, body, ctx)
+            else:
+                response = await self._dispatch(method, path, methods, body, ctx)
         except AgentIdError as exc:
             response = _error_response(exc)
             ctx.update(error=exc.error_code)
@@ -230,6 +238,18 @@ class Api:
                 headers=[("allow", allow)],
             )
         return await handler(body, ctx)
+
+    async def _provisioning(
+        self, method: str, path: str, target: str, body: bytes, ctx: dict[str, Any]
+    ) -> Response:
+        provisioner = self.state.provisioner
+        if provisioner is None:
+            return Response.error(404, "not_found", "this daemon does not provision agents")
+        await self._check_config()
+        routes = AgentRoutes(
+            provisioner, self.state.config, self.state.config_path, self.state.reloader
+        )
+        return await routes.handle(method, path, target, body, ctx)
 
     async def _check_config(self, *, throttle: bool = True) -> bool:
         """Let the reloader notice a changed config file; True if a new one is in force."""

@@ -61,6 +61,12 @@ from .mi_legs import ManagedIdentityLegs
 from .obo_legs import OboLegs
 from .obo_sessions import OboSessions, SessionKey
 from .recent_errors import RecentErrors, error_fields
+from .replication_wait import (
+    DEFAULT_REPLICATION_WAIT_S,
+    NOT_REPLICATED_CODES,
+    FreshAgents,
+    next_pause,
+)
 from .seams import Engine, ServedToken
 from .status import (
     is_live,
@@ -91,8 +97,13 @@ class Broker:
         *,
         limiter: trio.CapacityLimiter,
         obo_session_max_age_s: float = DaemonSettings.obo_session_max_age_s,
+        replication_wait_s: float = DEFAULT_REPLICATION_WAIT_S,
     ) -> None:
         self._engine = engine
+        #: Agents created through this daemon lately (provision/): their "not
+        #: found" answers are retried while replication catches up.
+        self.fresh_agents = FreshAgents()
+        self.replication_wait_s = replication_wait_s
         self.sessions = OboSessions(max_age_s=obo_session_max_age_s)
         self._obo = OboLegs(self.sessions, cache, engine, self._call)
         self._mi = ManagedIdentityLegs(
@@ -129,7 +140,7 @@ class Broker:
         A failure (but a usage error) is also remembered in :meth:`recent_errors`.
         """
         try:
-            return await self._get_token(
+            return await self._get_replicated(
                 req, min_validity_s=min_validity_s, force_refresh=force_refresh, claims=claims
             )
         except (InvalidRequest, UnknownProfile):
@@ -139,6 +150,63 @@ class Broker:
                 self._request_fields(req), error_fields(exc), background=False, at=time.time()
             )
             raise
+
+    async def _get_replicated(
+        self,
+        req: TokenRequest,
+        *,
+        min_validity_s: float,
+        force_refresh: bool,
+        claims: str | None,
+    ) -> ServedToken:
+        """:meth:`_get_token`, retrying the directory's "not found" (AADSTS700016,
+        50034) for an agent created here lately until it replicates, within
+        ``replication_wait_s`` (replication_wait.py)."""
+        started = trio.current_time()
+        pause: float | None = None
+        while True:
+            try:
+                return await self._get_token(
+                    req, min_validity_s=min_validity_s, force_refresh=force_refresh, claims=claims
+                )
+            except IdentityProviderError as exc:
+                fresh = self.fresh_agents.is_fresh(
+                    req.agent.agent_identity_app_id, req.user_upn, req.user_object_id
+                )
+                if not fresh or not NOT_REPLICATED_CODES & set(exc.aadsts_codes):
+                    raise
+                waited = trio.current_time() - started
+                pause = next_pause(pause)
+                if waited + pause > self.replication_wait_s:
+                    # A new error: the cache may hand the same one to other callers.
+                    raise IdentityProviderError(
+                        f"{exc.description} (ran out waiting for directory replication of "
+                        f"the agent created through this daemon: retried for {waited:.0f} s)",
+                        transient=exc.transient,
+                        aadsts_codes=exc.aadsts_codes,
+                        correlation_id=exc.correlation_id,
+                        hint="Entra has not replicated the new agent to its token service "
+                        "yet: try again in a minute",
+                        retry_after_s=exc.retry_after_s,
+                        leg=exc.leg,
+                        status=exc.status,
+                    ) from None
+                _LOG.info(
+                    "waiting for directory replication",
+                    agent_identity_app_id=req.agent.agent_identity_app_id,
+                    aadsts_codes=list(exc.aadsts_codes),
+                    pause_s=pause,
+                )
+                await trio.sleep(pause)
+                force_refresh = True  # past the failed key's backoff, T1 included
+
+    def flush_agent(self, identity: tuple[str, str, str, str]) -> int:
+        """Drop every token of one agent identity (``AgentRef.identity``): its
+        resource tokens of every profile, mode and user, and its T1/T2."""
+        self.fresh_agents.discard(identity[3])
+        return self._cache.flush(
+            lambda key: isinstance(key, ResourceKey | ExchangeKey) and agent_part(key) == identity
+        )
 
     @staticmethod
     def _request_fields(req: TokenRequest) -> dict[str, Any]:

@@ -91,6 +91,24 @@ def authority_host(value: Any) -> str:
     return f"https://{parts.netloc.lower()}"
 
 
+def graph_endpoint(value: Any) -> str:
+    """``https://host[:port][/path]`` of Microsoft Graph (the API version is added
+    per call): no query, no trailing slash."""
+    text = _require_str(value)
+    parts = urlsplit(text)
+    if parts.scheme.lower() != "https":
+        raise ValueError(
+            f"{quoted(text)} must be an https:// URL (tokens never travel in clear text)"
+        )
+    if not parts.hostname or parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError(f"{quoted(text)} must be https://host[:port][/path]")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ValueError(f"{quoted(text)} has an invalid port") from None
+    return f"https://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+
 def mode(value: Any) -> Mode:
     text = _require_str(value)
     for candidate in Mode:

@@ -192,6 +192,15 @@ SCHEMA: tuple[Key, ...] = (
         path_value,
     ),
     Key(
+        "graph_endpoint",
+        "string",
+        FILE_ONLY,
+        "`https://host[:port][/path]` of Microsoft Graph for `agent` and `agent-user` "
+        "commands (the emulator's ready file names one); default: the cloud of "
+        "`authority_host` (`https://graph.microsoft.com` for the public cloud)",
+        plain(F.graph_endpoint),
+    ),
+    Key(
         "blueprint_app_id",
         "GUID",
         SELECTION,

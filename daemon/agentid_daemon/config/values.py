@@ -209,6 +209,7 @@ class Profile:
     tenant_id: str | None = None
     authority_host: str | None = None
     ca_bundle: str | None = None
+    graph_endpoint: str | None = None
     blueprint_app_id: str | None = None
     agent_identity_app_id: str | None = None
     scope: tuple[str, ...] | None = None

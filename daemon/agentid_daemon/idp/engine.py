@@ -110,6 +110,44 @@ class Engine:
             "t1", session, lambda: call(app), [TOKEN_EXCHANGE_SCOPE], agent.authority_host
         )
 
+    def acquire_blueprint_token(
+        self, agent: AgentRef, scopes: tuple[str, ...], *, assertion: str | None = None
+    ) -> AcquiredToken:
+        """The blueprint's own app-only token for ``scopes`` (client credentials, no
+        ``fmi_path``), e.g. Microsoft Graph's ``/.default`` to provision agent
+        identities: entra-docs docs/agent-id/identity-platform/
+        create-delete-agent-identities.md ("Get an access token using agent identity
+        blueprint"). ``agent`` names the blueprint, tenant and authority; its agent
+        identity app id is not used. ``assertion`` as for :meth:`acquire_t1`.
+        """
+        wanted = list(scopes)
+
+        def call(app: msal.ConfidentialClientApplication) -> dict[str, Any]:
+            return app.acquire_token_for_client(wanted)  # type: ignore[no-any-return]
+
+        leg = "blueprint_app"
+        if assertion is not None:
+            held = {"client_assertion": self._held_assertion}
+            app, session = self._app(agent, agent.blueprint_app_id, held, "held-mi", leg)
+            self._assertions.assertion = assertion
+            try:
+                return self._run(leg, session, lambda: call(app), wanted, agent.authority_host)
+            finally:
+                self._assertions.assertion = None
+        if agent.credential.kind == "managed_identity":
+            raise ValueError("a managed identity blueprint credential needs its token")
+        credential = self._load_credential(agent.credential)
+        app, session = self._app(
+            agent, agent.blueprint_app_id, credential, credential_fingerprint(credential), leg
+        )
+        return self._run(leg, session, lambda: call(app), wanted, agent.authority_host)
+
+    def provider_session(self, ca_bundle: str | None) -> ProviderSession:
+        """The HTTPS session for ``ca_bundle``'s trust (system roots plus the bundle,
+        winning over ``REQUESTS_CA_BUNDLE``), shared with other HTTPS callers such
+        as the Graph client."""
+        return self._session(ca_bundle)
+
     def acquire_managed_identity(self, credential: CredentialSpec) -> AcquiredToken:
         """The managed identity's token for ``api://AzureADTokenExchange`` (T1's assertion)."""
         return self._managed_identities.acquire(credential)

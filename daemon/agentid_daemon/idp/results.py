@@ -239,6 +239,7 @@ LEG_LABELS = {
     "obo_refresh": "on-behalf-of refresh",
     "user_fic": "agent user token",
     "managed_identity": "managed identity token",
+    "blueprint_app": "blueprint's own app token (Microsoft Graph provisioning)",
 }
 
 

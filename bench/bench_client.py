@@ -83,8 +83,9 @@ def _check_warm(env: dict[str, str]) -> str:
         return "unparsable"
 
 
-def _top_imports(cmd: list[str], env: dict[str, str]) -> dict[str, int]:
-    """Top-level imports of a command and their cumulative import time (us)."""
+def _top_imports(cmd: list[str], env: dict[str, str]) -> tuple[dict[str, int], set[str]]:
+    """Top-level imports of a command with their cumulative import time (us), and
+    every module it imports (nested ones included: each costs a lookup and an exec)."""
     proc = subprocess.run(
         [cmd[0], "-X", "importtime", *cmd[1:]],
         stdin=subprocess.DEVNULL,
@@ -94,27 +95,33 @@ def _top_imports(cmd: list[str], env: dict[str, str]) -> dict[str, int]:
         timeout=60,
     )
     out: dict[str, int] = {}
+    every: set[str] = set()
     for line in proc.stderr.decode(errors="replace").splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
             continue
         _, cumulative, name = line.split("|", 2)
+        every.add(name.strip())
         if name.startswith("  "):
             continue  # nested: counted in its top-level import's cumulative time
         out[name.strip()] = out.get(name.strip(), 0) + int(cumulative)
-    return out
+    return out, every
 
 
 def import_overhead(env: dict[str, str]) -> str:
     """Which imports the client adds on top of the bare interpreter (one sample)."""
-    base = _top_imports([str(h.PYTHON), "-I", "-S", "-c", "pass"], env)
+    base, base_all = _top_imports([str(h.PYTHON), "-I", "-S", "-c", "pass"], env)
     # the launcher's Python part, started the way its sh part starts it
-    client = _top_imports(
+    client, client_all = _top_imports(
         [str(h.PYTHON), "-I", "-S", str(h.CLIENT), "get", "--profile", h.PROFILE], env
     )
     extra = {k: v for k, v in client.items() if k not in base}
     top = sorted(extra.items(), key=lambda kv: -kv[1])[:4]
     listed = ", ".join(f"`{k}` {v / 1000:.1f} ms" for k, v in top)
-    return f"{sum(extra.values()) / 1000:.1f} ms in {len(extra)} imports (largest: {listed})"
+    added = len(client_all - base_all)
+    return (
+        f"{sum(extra.values()) / 1000:.1f} ms in {added} modules added "
+        f"({len(extra)} top-level imports; largest: {listed})"
+    )
 
 
 def console_script(workdir: Path) -> Path:
@@ -255,7 +262,7 @@ def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
             f"Missed ({'; '.join(missed)}). The minimal client row is the practical floor of "
             "a Python client (it imports os and _socket and makes the round trip, nothing "
             "else); above it the launcher pays the sh exec, the compile of its Python part "
-            "and the client's own fourteen modules (check `python -X importtime -I -S "
+            "and the client's own modules (counted above) (check `python -X importtime -I -S "
             ".venv/bin/agentid-helper get ...`), whose cost is mostly the import machinery's "
             "per-module overhead, not their code (an empty module costs about as much as a "
             "small one)."

@@ -45,7 +45,6 @@ it. Stdlib only: the daemon's loaders and ``doctor`` import it.
 
 from __future__ import annotations
 
-import functools
 import os
 import stat
 
@@ -105,8 +104,18 @@ def _not_ours(path: str, owner: int, me: int) -> UntrustedFile:
     )
 
 
-@functools.cache
+_ROOTS: list[tuple[frozenset[int], frozenset[int]]] = []
+
+
 def _roots() -> tuple[frozenset[int], frozenset[int]]:
+    """Memoised ``_read_roots()``: a module-level list rather than
+    ``functools.cache``, so the hot path does not import functools."""
+    if not _ROOTS:
+        _ROOTS.append(_read_roots())
+    return _ROOTS[0]
+
+
+def _read_roots() -> tuple[frozenset[int], frozenset[int]]:
     """The uids and gids that stand for root here: 0, and in a user namespace
     that leaves root unmapped (systemd's ``PrivateUsers=yes``, which the shipped
     unit sets) the overflow ids, which every unmapped owner shows as.

@@ -1,5 +1,5 @@
 """README's quick start, run verbatim as a new user would: a fresh venv,
-``pip install .`` from a clone, the emulator's ``--print-config``, ``get``.
+``pip install . ./emulator`` from a clone, the emulator's ``--print-config``, ``get``.
 
 Offline and bounded: the clone is a copy of this checkout's files, and pip
 is told through its environment only (the block runs as written) to use no
@@ -115,9 +115,10 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's dependencies and its build backend as wheels, made from
     this venv's installs: a local package index stand-in (pip --find-links)."""
     house = tmp_path_factory.mktemp("wheelhouse")
-    needed = _closure("agentid-helper", *BUILD_REQUIRES)
+    ours = ("agentid-helper", "agentid-helper-emulator")  # built from the clone
+    needed = _closure(*ours, *BUILD_REQUIRES)
     for key, dist in needed.items():
-        if key != "agentid-helper":
+        if key not in ours:
             _repack(dist, house)
     return house
 

@@ -23,7 +23,8 @@ import trio
 
 from agentid_daemon.config.loader import load_config
 from agentid_daemon.core.errors import ConfigurationError
-from agentid_daemon.identity_endpoint.loopback_peers import (
+from agentid_daemon.identity_endpoint.service import IdentitySessions
+from agentid_daemon.server.loopback_peers import (
     NETLINK_SOCK_DIAG,
     TCP_ESTABLISHED,
     LoopbackAdmission,
@@ -36,7 +37,6 @@ from agentid_daemon.identity_endpoint.loopback_peers import (
     parse_diag_answer,
     probe_sock_diag,
 )
-from agentid_daemon.identity_endpoint.service import IdentitySessions
 from agentid_daemon.server.protocol import HttpServer, Limits, Response
 
 TESTS = Path(__file__).resolve().parent
@@ -145,8 +145,7 @@ def test_which_peer_addresses_are_loopback(host: str, loopback: bool) -> None:
 def test_the_probe_succeeds_here_and_names_the_reason_without_netlink() -> None:
     assert probe_sock_diag() is None
     code = (
-        "from agentid_daemon.identity_endpoint.loopback_peers import probe_sock_diag; "
-        "print(probe_sock_diag())"
+        "from agentid_daemon.server.loopback_peers import probe_sock_diag; print(probe_sock_diag())"
     )
     done = subprocess.run(
         [sys.executable, str(NO_NETLINK), sys.executable, "-c", code],

@@ -49,6 +49,7 @@ from .process.sdnotify import Notifier, StatusLine
 from .process.start_report import StartReport
 from .server.listener import AlreadyRunning, ListenerError, OpenedListener, open_listener
 from .server.protocol import HttpServer, Limits
+from .sidecar_api.service import SidecarApi
 
 log = get_logger("agentid_daemon.app")
 
@@ -225,6 +226,16 @@ class Daemon:
             allowed_uids=config.daemon.managed_identity_allowed_uids,
         )
         self.state.identity_sessions = self.sessions
+        # Microsoft's Agent ID sidecar API (sidecar_api/), when configured.
+        self.sidecar_api: SidecarApi | None = None
+        if config.daemon.sidecar_api_listen is not None:
+            self.sidecar_api = SidecarApi(
+                self.api,
+                lambda: self.state.config,
+                config.daemon.sidecar_api_listen,
+                metrics=self.metrics,
+                allowed_uids=config.daemon.managed_identity_allowed_uids,
+            )
         self.server = HttpServer(
             self.api.handle_request, limits=limits, allowed_uid=os.getuid(), accept_fds=True
         )
@@ -248,12 +259,16 @@ class Daemon:
             # Outside the nursery: a bad sidecar header file or a taken port
             # must surface as itself (exit 5), not inside an exception group.
             await self.sessions.prepare(opened.identity_endpoint)
+            if self.sidecar_api is not None:
+                await self.sidecar_api.bind()
             async with trio.open_nursery() as nursery:
                 with trio.open_signal_receiver(
                     signal.SIGTERM, signal.SIGINT, signal.SIGHUP
                 ) as sigs:
                     await nursery.start(self.cache.run)
                     await nursery.start(self.sessions.run)
+                    if self.sidecar_api is not None:
+                        await nursery.start(self.sidecar_api.run)
 
                     async def serve_then_stop(task_status: trio.TaskStatus[None]) -> None:
                         await self.server.serve(opened.listener, task_status=task_status)
@@ -296,6 +311,8 @@ class Daemon:
         finally:
             with trio.CancelScope(shield=True):
                 await opened.aclose()
+                if self.sidecar_api is not None:
+                    await self.sidecar_api.aclose()
                 self.notifier.close()
             log.info("daemon stopped")
 
@@ -343,6 +360,8 @@ class Daemon:
         self.state.listening = False
         await self.notifier.stopping()
         self.server.stop()
+        if self.sidecar_api is not None:
+            self.sidecar_api.server.stop()
         # Close and remove the socket now, not after draining: a client that
         # arrives meanwhile fails fast (and may start a new daemon) instead of
         # hanging in the backlog of a daemon that will never accept it.
@@ -395,6 +414,12 @@ class Daemon:
             self.cache.idle_timeout_s = new.daemon.idle_timeout_s
             self.state.exit_when_idle_s = exit_when_idle_s(new, self.state.run_mode)
             self.sessions.admission.allow(new.daemon.managed_identity_allowed_uids)
+            if self.sidecar_api is not None:
+                self.sidecar_api.admission.allow(new.daemon.managed_identity_allowed_uids)
+            if (self.sidecar_api.listen if self.sidecar_api else None) != (
+                new.daemon.sidecar_api_listen
+            ):
+                log.warning("sidecar_api_listen changed; it takes effect at the next daemon start")
             from .broker.broker import Broker  # loaded by now (_build)
 
             if isinstance(self.broker, Broker):

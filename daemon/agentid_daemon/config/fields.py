@@ -197,8 +197,8 @@ def parse_listen(value: str) -> tuple[str, int]:
         ) from None
     if not address.is_loopback:
         raise ValueError(
-            f"host {host} is not a loopback address: the managed identity endpoint "
-            "only listens on loopback (127.0.0.1)"
+            f"host {host} is not a loopback address: the daemon's TCP endpoints "
+            "only listen on loopback (127.0.0.1)"
         )
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError(f"port {quoted(port_text)} must be a number from 1 to 65535")

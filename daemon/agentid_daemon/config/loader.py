@@ -36,6 +36,8 @@ from . import schema
 from .file import FileLoader
 from .resolve_memo import ResolveMemo, memo_key
 from .scopes import normalise_scopes, validate_for_mode
+from .sidecar_env import PROFILE_NAME as SIDECAR_PROFILE
+from .sidecar_env import SidecarEnv, load_sidecar_env
 from .values import DaemonSettings, Profile, did_you_mean, reason
 
 APP_NAME = "agentid-helper"
@@ -81,6 +83,9 @@ class Config:
     profiles: Mapping[str, Profile] = field(default_factory=dict)
     git: Mapping[str, str] = field(default_factory=dict)
     env_defaults: Profile = field(default_factory=Profile)
+    # The Agent ID sidecar's own variables (AzureAd__*, DownstreamApis__*, Sidecar__*);
+    # their profile is already in ``profiles`` as sidecar_env.PROFILE_NAME.
+    sidecar: SidecarEnv = field(default_factory=SidecarEnv)
     # Not part of the value: a cache of resolve() results for this object.
     _memo: ResolveMemo = field(default_factory=ResolveMemo, init=False, repr=False, compare=False)
 
@@ -155,7 +160,36 @@ class Config:
 
     @classmethod
     def empty(cls, environ: Mapping[str, str] | None = None) -> Config:
-        return cls(env_defaults=_env_defaults(os.environ if environ is None else environ))
+        env = os.environ if environ is None else environ
+        return _with_sidecar(cls(env_defaults=_env_defaults(env)), load_sidecar_env(env))
+
+
+def _with_sidecar(config: Config, sidecar: SidecarEnv) -> Config:
+    """*config* with the sidecar-style variables' profile added (the default when
+    the file names none): the ``AzureAd__*`` variables are an alternative to
+    ``config.toml``, not a second source for the same profile."""
+    if not sidecar.configured:
+        return config
+    profiles = dict(config.profiles)
+    default = config.default_profile
+    if sidecar.profile is not None:
+        if SIDECAR_PROFILE in profiles:
+            raise ConfigurationError(
+                f"{config.path or 'the config file'}: profile {SIDECAR_PROFILE!r} is also "
+                "made by the AzureAd__* environment variables; rename one of them"
+            )
+        profiles[SIDECAR_PROFILE] = sidecar.profile
+        default = default or SIDECAR_PROFILE
+    return Config(
+        path=config.path,
+        default_profile=default,
+        daemon=config.daemon,
+        defaults=config.defaults,
+        profiles=profiles,
+        git=config.git,
+        env_defaults=config.env_defaults,
+        sidecar=sidecar,
+    )
 
 
 def _build_request(
@@ -276,12 +310,13 @@ def load_config(
     env = os.environ if environ is None else environ
     file = Path(path).expanduser() if path is not None else default_config_path(env)
     env_defaults = _env_defaults(env)
+    sidecar = load_sidecar_env(env)
     try:
         # Only a file no other user can change (file_trust): its authority_host
         # and ca_bundle decide where the blueprint's credential is sent.
         raw = read_trusted_file(str(file), "config file", secret=False, max_bytes=MAX_CONFIG_BYTES)
     except FileMissing:
-        return Config(path=str(file), env_defaults=env_defaults)
+        return _with_sidecar(Config(path=str(file), env_defaults=env_defaults), sidecar)
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -289,7 +324,7 @@ def load_config(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{file}: invalid TOML: {exc}") from None
     contents = FileLoader(file).build(data)
-    return Config(
+    config = Config(
         path=str(file),
         default_profile=contents.default_profile,
         daemon=contents.daemon,
@@ -298,3 +333,4 @@ def load_config(
         git=contents.git,
         env_defaults=env_defaults,
     )
+    return _with_sidecar(config, sidecar)

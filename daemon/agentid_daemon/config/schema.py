@@ -136,6 +136,19 @@ SCHEMA: tuple[Key, ...] = (
         default="[]",
     ),
     Key(
+        "sidecar_api_listen",
+        "string `HOST:PORT`",
+        frozenset({"daemon"}),
+        "serves the HTTP API of Microsoft's Agent ID sidecar (the Entra SDK for AgentID: "
+        "`/AuthorizationHeader/{apiName}`, `/DownstreamApi/{apiName}`, `/Validate`, "
+        "`/healthz`) on this address, opened at start-up; loopback addresses only "
+        "(`127.0.0.1:5000`). Same peer rules as the managed identity endpoint "
+        "(`managed_identity_allowed_uids`); configured by the sidecar's own "
+        '`AzureAd__*`, `DownstreamApis__*` and `Sidecar__*` variables (see "The Agent ID '
+        'sidecar API")',
+        listen_value,
+    ),
+    Key(
         "obo_session_max_age_s",
         "positive number",
         frozenset({"daemon"}),

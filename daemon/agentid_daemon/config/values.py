@@ -244,6 +244,8 @@ class DaemonSettings:
     # Other uids whose connections the endpoint serves (loopback_peers): the
     # app container of a pod running as another user than the sidecar.
     managed_identity_allowed_uids: tuple[int, ...] = ()
+    # Microsoft's Agent ID sidecar HTTP API (sidecar_api/), on loopback TCP.
+    sidecar_api_listen: tuple[str, int] | None = None
     # A long-running OBO session ends this long after a user token started it
     # (Id.Web keeps sessions for as long as the app wants; a daemon that
     # anyone's processes of this uid can ask needs a bound).

@@ -3,5 +3,6 @@
 - :mod:`.protocol`: the App Service managed identity protocol, sans-IO.
 - :mod:`.endpoint`: the request handler (one GET path, per-session header).
 - :mod:`.sessions`: which header gets which token, listeners and their files.
-- :mod:`.loopback_peers`: whose connection it is (sock_diag), admission.
+- whose connection it is (sock_diag) and admission: :mod:`agentid_daemon.server.loopback_peers`
+  (shared with :mod:`agentid_daemon.sidecar_api`).
 """

@@ -27,6 +27,10 @@ from typing import Any
 
 from agentid_client.redact import quoted
 
+# Shared with the sidecar API: which Host headers name loopback (DNS rebinding).
+from ..server.loopback_peers import LOOPBACK_HOSTS as LOOPBACK_HOSTS
+from ..server.loopback_peers import host_allowed as host_allowed
+
 PATH = "/msi/token"
 API_VERSION = "2019-08-01"
 HEADER_NAME = "x-identity-header"
@@ -47,7 +51,6 @@ MAX_CLAIMS_CHARS = 16 * 1024
 MAX_RETRY_AFTER_S = 5
 # Host names a client of a loopback endpoint may use. Anything else is a page
 # that resolved its own name to 127.0.0.1 (DNS rebinding).
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 
 
 class MIRequestError(Exception):
@@ -132,18 +135,6 @@ def parse_target(target: str) -> MIQuery:
     if claims is not None and not _printable(claims, MAX_CLAIMS_CHARS, allow_space=True):
         raise MIRequestError(400, "claims is malformed")
     return MIQuery(resource=resource, client_id=client_id, claims=claims)
-
-
-def host_allowed(host: str | None) -> bool:
-    """True for a Host header naming loopback (with any port)."""
-    if not host:
-        return False
-    host = host.strip().lower()
-    if host.startswith("["):
-        name = host[: host.find("]") + 1] if "]" in host else host
-    else:
-        name = host.rsplit(":", 1)[0] if ":" in host else host
-    return name in LOOPBACK_HOSTS
 
 
 def token_body(

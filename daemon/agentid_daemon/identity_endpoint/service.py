@@ -3,7 +3,7 @@
 :class:`IdentitySessions` owns the :class:`~.sessions.SessionTable`, the
 :class:`~.endpoint.MIEndpoint` that answers with it, one
 :class:`~agentid_daemon.server.protocol.HttpServer` behind
-:class:`~.loopback_peers.LoopbackAdmission`, and the listeners that feed it:
+:class:`~agentid_daemon.server.loopback_peers.LoopbackAdmission`, and the listeners that feed it:
 the sidecar's fixed one (inherited from a socket unit or bound at start-up)
 and each exec session's own (received over SCM_RIGHTS). Sessions, headers and
 their files are :mod:`.sessions`' job; this module is their lifetimes.
@@ -23,10 +23,10 @@ import trio
 from ..core.errors import ConfigurationError, InvalidRequest
 from ..core.logs import get_logger
 from ..server.listener import ListenerError
+from ..server.loopback_peers import LoopbackAdmission
 from ..server.protocol import HttpServer, Limits
 from . import protocol as P
 from .endpoint import MIEndpoint, RequestCounter, TokenSource
-from .loopback_peers import LoopbackAdmission
 from .sessions import (
     MAX_CONNECTIONS_PER_OTHER_UID,
     MAX_HEADER_CHARS,

@@ -27,7 +27,7 @@ Each exec session has a loopback port of its own, bound by ``agentid-helper
 exec`` and passed to the daemon (SCM_RIGHTS); the sidecar's listener is opened
 at start-up. All listeners feed one :class:`~.protocol.HttpServer` (one
 connection limit), and every connection passes
-:class:`~.loopback_peers.LoopbackAdmission` first: only our own uid and
+:class:`~agentid_daemon.server.loopback_peers.LoopbackAdmission` first: only our own uid and
 ``[daemon] managed_identity_allowed_uids`` are served, other uids are closed
 before a byte is read. Headers are found by their SHA-256 and confirmed with
 ``hmac.compare_digest``; they never appear in a log line or in ``status``.

@@ -49,9 +49,9 @@ from typing import Any
 import trio
 
 from ..core.logs import get_logger
-from ..server.connections import Verdict
+from .connections import Verdict
 
-log = get_logger("agentid_daemon.identity_endpoint.loopback_peers")
+log = get_logger("agentid_daemon.server.loopback_peers")
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -112,6 +112,23 @@ class DiagAnswer:
 
 def _packed(family: int, host: str) -> bytes:
     return socket.inet_pton(family, host).ljust(16, b"\0")
+
+
+#: Host header names of loopback: a request naming any other host came through
+#: a DNS name that points at 127.0.0.1 (DNS rebinding) and is refused.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+
+
+def host_allowed(host: str | None) -> bool:
+    """True for a Host header naming loopback (with any port)."""
+    if not host:
+        return False
+    host = host.strip().lower()
+    if host.startswith("["):
+        name = host[: host.find("]") + 1] if "]" in host else host
+    else:
+        name = host.rsplit(":", 1)[0] if ":" in host else host
+    return name in LOOPBACK_HOSTS
 
 
 def is_loopback(host: str) -> bool:

@@ -23,6 +23,12 @@ declare -A NEEDED=(
   [jq]=jq
   [zsh]=zsh
   [man]=man-db
+  # The sidecar pod test (tests/integration/test_sidecar_pod.py): a real
+  # container engine, the OCI runtime that works with this machine's cgroup
+  # layout, and the tool that makes its Debian base image offline.
+  [podman]=podman
+  [runc]=runc
+  [debootstrap]=debootstrap
 )
 missing=()
 for cmd in "${!NEEDED[@]}"; do
@@ -39,9 +45,12 @@ fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
+  # Other sessions on this machine may run apt too: wait for dpkg's lock
+  # rather than fail on it.
+  APT_WAIT=(-o DPkg::Lock::Timeout=600)
+  $SUDO apt-get "${APT_WAIT[@]}" update -qq
   # shellcheck disable=SC2046
-  $SUDO apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${missing[@]}" | sort -u) >/dev/null
+  $SUDO apt-get "${APT_WAIT[@]}" install -y -qq --no-install-recommends $(printf '%s\n' "${missing[@]}" | sort -u) >/dev/null
 fi
 
 # Local users the trust-boundary and user-manager tests run as (tests run as
@@ -53,12 +62,12 @@ for user in agentid-alice agentid-mallory agentid-systemd; do
 done
 
 PY="${PYTHON:-python3}"
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+stamp=".venv/.installed-$(cat pyproject.toml emulator/pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "setup: creating .venv and installing agentid-helper[test]" >&2
+  echo "setup: creating .venv and installing agentid-helper[test] and agentid-helper-emulator" >&2
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' -e ./emulator 2>&1 | grep -v '^WARNING: Location' || true
   .venv/bin/python -c 'import agentid_daemon, agentid_client, agentid_emulator, msal, trio, pytest_trio'
   rm -f .venv/.installed-*
   touch "$stamp"

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tooling import build_wheel
+from tooling import EMULATOR, build_wheel
 
 from agentid_client import docgen
 from agentid_client.commands import COMMANDS, MODES
@@ -116,3 +116,23 @@ def test_the_wheel_ships_units_man_page_and_completions(tmp_path: Path) -> None:
         assert shipped == (repo / "systemd" / unit).read_bytes()
     for relative in docgen.RENDERERS:
         assert any(name.endswith(".data/data/" + relative) for name in names), relative
+
+
+def test_the_emulator_is_a_distribution_of_its_own(tmp_path: Path) -> None:
+    """The main wheel (what the sidecar image installs) holds no emulator: an
+    unauthenticated token-minting server. The emulator's own wheel has it, and
+    its console script."""
+    import zipfile
+
+    main = zipfile.ZipFile(build_wheel(tmp_path / "main"))
+    main_names = main.namelist()
+    assert not [n for n in main_names if n.startswith("agentid_emulator")], main_names
+    (entry_points,) = [n for n in main_names if n.endswith(".dist-info/entry_points.txt")]
+    assert "agentid_emulator" not in main.read(entry_points).decode()
+    emulator = zipfile.ZipFile(build_wheel(tmp_path / "emulator", EMULATOR))
+    names = emulator.namelist()
+    assert "agentid_emulator/cli.py" in names
+    assert not [n for n in names if n.startswith(("agentid_daemon", "agentid_client"))]
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    scripts = emulator.read(entry_points).decode()
+    assert "agentid-helper-emulator = agentid_emulator.cli:main" in scripts

@@ -1,5 +1,5 @@
 """README's quick start, run verbatim as a new user would: a fresh venv,
-``pip install .`` from a clone, the emulator's ``--print-config``, ``get``.
+``pip install . ./emulator`` from a clone, the emulator's ``--print-config``, ``get``.
 
 Offline and bounded: the clone is a copy of this checkout's files, and pip
 is told through its environment only (the block runs as written) to use no
@@ -12,8 +12,6 @@ running (the emulator, the autostarted daemon) is stopped by its pid.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import re
@@ -26,14 +24,11 @@ import sys
 import tempfile
 import time
 import tomllib
-import zipfile
 from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
+from wheelhouse import fill_wheelhouse
 
 from agentid_client import docgen
 
@@ -61,64 +56,13 @@ def _copy_checkout(dest: Path) -> None:
     shutil.copytree(ROOT, dest, ignore=skip, symlinks=True)
 
 
-def _closure(*roots: str) -> dict[str, metadata.Distribution]:
-    """The installed distributions ``roots`` need at run time, recursively."""
-    found: dict[str, metadata.Distribution] = {}
-    todo = [(Requirement(root), "") for root in roots]
-    while todo:
-        req, extra = todo.pop()
-        if req.marker and not req.marker.evaluate({"extra": extra}):
-            continue
-        key = canonicalize_name(req.name)
-        if key in found:
-            continue
-        dist = metadata.distribution(req.name)
-        found[key] = dist
-        for line in dist.requires or []:
-            for wanted in req.extras or {""}:
-                todo.append((Requirement(line), wanted))
-    return found
-
-
-def _repack(dist: metadata.Distribution, wheelhouse: Path) -> None:
-    """A wheel of an installed distribution: its files under site-packages, its
-    dist-info with a fresh RECORD (console scripts come back from entry_points)."""
-    tags = [
-        line.split(":", 1)[1].strip()
-        for line in (dist.read_text("WHEEL") or "").splitlines()
-        if line.startswith("Tag:")
-    ]
-    name = re.sub(r"[-_.]+", "_", dist.metadata["Name"]).lower()
-    wheel = wheelhouse / f"{name}-{dist.version}-{tags[-1]}.whl"
-    skip = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
-    record: list[str] = []
-    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
-        info_dir = ""
-        for file in dist.files or []:
-            path = str(file)
-            if path.startswith("..") or "__pycache__" in path:
-                continue
-            if ".dist-info/" in path:
-                info_dir = path.split("/", 1)[0]
-                if path.rsplit("/", 1)[1] in skip:
-                    continue
-            data = Path(str(dist.locate_file(file))).read_bytes()
-            zf.writestr(path, data)
-            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
-            record.append(f"{path},sha256={digest.decode()},{len(data)}")
-        record.append(f"{info_dir}/RECORD,,")
-        zf.writestr(f"{info_dir}/RECORD", "\n".join(record) + "\n")
-
-
 @pytest.fixture(scope="module")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's dependencies and its build backend as wheels, made from
     this venv's installs: a local package index stand-in (pip --find-links)."""
     house = tmp_path_factory.mktemp("wheelhouse")
-    needed = _closure("agentid-helper", *BUILD_REQUIRES)
-    for key, dist in needed.items():
-        if key != "agentid-helper":
-            _repack(dist, house)
+    ours = ("agentid-helper", "agentid-helper-emulator")  # built from the clone
+    fill_wheelhouse(house, [*ours, *BUILD_REQUIRES], skip=ours)
     return house
 
 

@@ -26,9 +26,13 @@ def require_tools(*tools: str) -> None:
         )
 
 
-def build_wheel(directory: Path) -> Path:
-    """The project's wheel, built offline into ``directory`` (hatchling is in the
-    test extras, so no build isolation and no index are needed)."""
+EMULATOR = ROOT / "emulator"
+
+
+def build_wheel(directory: Path, source: Path = ROOT) -> Path:
+    """The project's wheel (or, with ``source=EMULATOR``, the emulator's), built
+    offline into ``directory`` (hatchling is in the test extras, so no build
+    isolation and no index are needed)."""
     done = subprocess.run(
         [
             sys.executable,
@@ -41,12 +45,13 @@ def build_wheel(directory: Path) -> Path:
             "-q",
             "-w",
             str(directory),
-            str(ROOT),
+            str(source),
         ],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    (wheel,) = directory.glob("agentid_helper-*.whl")
+    name = "agentid_helper_emulator" if source == EMULATOR else "agentid_helper"
+    (wheel,) = directory.glob(f"{name}-*.whl")
     return wheel

@@ -519,12 +519,26 @@ def test_systemd_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_daemon_passes_arguments_through(monkeypatch: pytest.MonkeyPatch) -> None:
-    import agentid_daemon.app
+    """`daemon` becomes `python -m agentid_daemon ARGS` (exec: the client never imports it)."""
+    import sys
 
-    seen: list[list[str]] = []
-    monkeypatch.setattr(agentid_daemon.app, "main", lambda argv: seen.append(argv) or 0)
-    assert run(["daemon", "--log-level", "debug", "--config", "/x"])[0] == 0
-    assert seen == [["--log-level", "debug", "--config", "/x"]]
+    from agentid_client import cli
+
+    seen: list[tuple[str, list[str]]] = []
+
+    def execv(path: str, argv: list[str]) -> None:
+        seen.append((path, list(argv)))
+        raise SystemExit(0)  # what the exec'd daemon's exit would be
+
+    monkeypatch.setattr(cli.os, "execv", execv)
+    with pytest.raises(SystemExit):
+        run(["daemon", "--log-level", "debug", "--config", "/x"])
+    assert seen == [
+        (
+            sys.executable,
+            [sys.executable, "-m", "agentid_daemon", "--log-level", "debug", "--config", "/x"],
+        )
+    ]
 
 
 _SHOW_MI_ENV = (

@@ -29,6 +29,9 @@ from .failures import (
 from .redact import quoted
 from .selection import request_fields
 
+#: The daemon's package, run by ``agentid-helper daemon`` as ``python -m``.
+DAEMON_PACKAGE = "agentid_daemon"
+
 TYPE_CHECKING = False  # typing costs ~10 ms of imports on the hot path
 if TYPE_CHECKING:
     from typing import Any, TextIO
@@ -367,11 +370,16 @@ class CLI:
         )
 
     def do_daemon(self, parsed: Parsed) -> int:
-        try:
-            from agentid_daemon.app import main as daemon_main
-        except ImportError as exc:
-            raise ClientError(f"the daemon is not installed here ({exc.name})", 5) from None
-        return int(daemon_main(list(parsed.rest)) or 0)
+        """Become the daemon: exec ``python -m agentid_daemon`` with the arguments
+        passed through (the client never imports the daemon, not even here)."""
+        import importlib.util
+
+        if importlib.util.find_spec(DAEMON_PACKAGE) is None:
+            raise ClientError(f"the daemon is not installed here ({DAEMON_PACKAGE})", 5)
+        for stream in (self.stdout, self.stderr, sys.stdout, sys.stderr):
+            stream.flush()
+        argv = [sys.executable, "-m", DAEMON_PACKAGE, *parsed.rest]
+        os.execv(sys.executable, argv)
 
     def do_doctor(self, parsed: Parsed) -> int:
         from .doctor import run_doctor

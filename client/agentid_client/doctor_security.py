@@ -14,15 +14,11 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
 from . import daemon_api, file_trust, paths
 from .failures import ClientError
 
-if TYPE_CHECKING:  # the daemon's config is imported lazily, when doctor runs
-    from agentid_daemon.config.loader import Config
-
-CREDENTIAL_FILE_KINDS = ("secret_file", "certificate_file", "federated_token_file")
 # git >= 2.46 understands authtype/ephemeral credentials and does not hand
 # ours to storing helpers; older gits pass the bearer token to every helper's
 # `store` (e.g. `helper = store` writes it in clear to ~/.git-credentials).
@@ -34,28 +30,15 @@ class Reporter(Protocol):
     def warn(self, text: str, hint: str | None = None) -> None: ...
 
 
-def trusted_files(config: Config) -> list[tuple[str, str, bool]]:
-    """``(what, path, secret)`` for each file the daemon trusts under ``config``."""
+def trusted_files(config: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """``(what, path, secret)`` for each file the daemon trusts, given doctor's verdict
+    on the config (agentid_daemon.config.verdict lists the files besides the config)."""
     files = [("config", paths.config_path(), False)]
-    header = config.daemon.managed_identity_header_file
-    if header is not None:
-        files.append(("managed_identity_header_file", str(header), True))
-    layers = [("defaults", config.layered(config.defaults))] + [
-        (f"profile {name}", config.layered(config.profiles[name]))
-        for name in config.profile_names()
-    ]
-    for where, values in layers:
-        if values.get("ca_bundle"):
-            files.append((f"{where}: ca_bundle", str(values["ca_bundle"]), False))
-        spec = values.get("blueprint_credential")
-        if spec is not None and spec.kind in CREDENTIAL_FILE_KINDS and where != "defaults":
-            location = os.path.expandvars(str(spec.location))
-            secret = spec.kind != "federated_token_file"  # as the daemon reads it
-            files.append((f"{where}: {spec.kind.replace('_', ' ')}", location, secret))
+    files += [(str(w), str(p), bool(s)) for w, p, s in config.get("trusted_files", [])]
     return files
 
 
-def check_trusted_files(report: Reporter, config: Config) -> None:
+def check_trusted_files(report: Reporter, config: dict[str, Any]) -> None:
     """A ✘ for each file the daemon would refuse (file_trust): others could change it.
 
     Absent files are left to the checks that use them (a header file is

@@ -395,11 +395,7 @@ class Daemon:
             self.cache.idle_timeout_s = new.daemon.idle_timeout_s
             self.state.exit_when_idle_s = exit_when_idle_s(new, self.state.run_mode)
             self.sessions.admission.allow(new.daemon.managed_identity_allowed_uids)
-            from .broker.broker import Broker  # loaded by now (_build)
-
-            if isinstance(self.broker, Broker):
-                # Running sessions are measured against the new bound from now on.
-                self.broker.sessions.max_age_s = new.daemon.obo_session_max_age_s
+            self.broker.apply_settings(new.daemon)
             changes = _profile_changes(old, new) if old is not None else {}
             if _sidecar(new) != self.sessions.sidecar:
                 log.warning(

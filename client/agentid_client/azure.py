@@ -56,7 +56,8 @@ class AgentIdentityCredential:
         ``agent_identity_app_id``, ``mode``, ``user_upn``, ``user_object_id``,
         ``user_token`` (OBO), overriding the profile as the CLI flags do.
     :keyword socket_path: the daemon's socket (default: as the CLI finds it).
-    :keyword timeout: seconds to wait for the daemon (default 120).
+    :keyword timeout: seconds to wait for the daemon (default
+        :data:`.transport.DEFAULT_TIMEOUT_S`, 60).
     """
 
     def __init__(

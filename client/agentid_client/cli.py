@@ -14,7 +14,12 @@ import sys
 from . import daemon_api
 from .cliargs import HelpRequested, Parsed, parse
 from .commands import COMMANDS
-from .contract import MAX_MIN_VALIDITY_S
+from .contract import (
+    IDENTITY_ENDPOINT_VAR,
+    IDENTITY_HEADER_VAR,
+    MAX_MIN_VALIDITY_S,
+    SHADOWING_MI_VARS,
+)
 from .failures import (
     EXIT_CONFIG,
     EXIT_IDP,
@@ -37,13 +42,6 @@ if TYPE_CHECKING:
     from typing import Any, TextIO
 
 DEFAULT_ENV_VAR = "AGENTID_ACCESS_TOKEN"
-# What `exec` exports for the Azure SDKs (App Service managed identity protocol).
-IDENTITY_ENDPOINT_VAR = "IDENTITY_ENDPOINT"
-IDENTITY_HEADER_VAR = "IDENTITY_HEADER"
-# Inherited variables that would make azure-identity or MSAL pick another
-# managed identity source over IDENTITY_ENDPOINT + IDENTITY_HEADER (Service
-# Fabric, Azure Arc, Azure ML / Cloud Shell): removed from CMD's environment.
-SHADOWING_MI_VARS = ("MSI_ENDPOINT", "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT")
 # DefaultAzureCredential (azure-identity for Python and the other Azure SDKs)
 # reads this to build its chain of one credential: a token the endpoint
 # refuses (a wrong AZURE_CLIENT_ID, an outage) is then an error, never a

@@ -94,3 +94,15 @@ def is_profile_name(name: str) -> bool:
     """The config's rule for a ``[profiles.NAME]`` name: anything but blank
     (agentid_daemon.config.file refuses a blank one; a test ties the two)."""
     return bool(name.strip())
+
+
+# What `exec` exports for the Azure SDKs (App Service managed identity protocol).
+IDENTITY_ENDPOINT_VAR = "IDENTITY_ENDPOINT"
+IDENTITY_HEADER_VAR = "IDENTITY_HEADER"
+# Inherited variables that would make azure-identity or MSAL pick another
+# managed identity source over IDENTITY_ENDPOINT + IDENTITY_HEADER (Service
+# Fabric, Azure Arc, Azure ML / Cloud Shell): `exec` removes them from CMD's
+# environment; an autostarted daemon inherits all of these (its
+# managed_identity credentials read them, as MSAL does).
+SHADOWING_MI_VARS = ("MSI_ENDPOINT", "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT")
+MANAGED_IDENTITY_VARS = (IDENTITY_ENDPOINT_VAR, IDENTITY_HEADER_VAR, *SHADOWING_MI_VARS)

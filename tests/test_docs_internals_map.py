@@ -162,3 +162,13 @@ def test_every_engine_leg_is_quoted() -> None:
 
     legs = {name for name in vars(Engine) if name.startswith("acquire_")}
     assert legs == {m for c, m, _ in quoted_signatures() if c == "Engine"}
+
+
+def test_the_emulator_docstring_names_its_modules() -> None:
+    """Its "Modules" paragraph lists every module by name."""
+    root = PACKAGES["emulator/agentid_emulator/"]
+    text = (root / "__init__.py").read_text(encoding="utf-8")
+    listed = text[text.index("Modules\n-------") : text.index("Microsoft Graph (provisioning)")]
+    for module in sorted(root.glob("*.py")):
+        if module.name != "__init__.py":
+            assert re.search(rf"\b{module.stem}\b", listed), f"{module.stem} not in the list"

@@ -11,5 +11,5 @@ code=(daemon client emulator tests bench scripts)
   exit 1
 }
 .venv/bin/mypy # strict; the packages it checks are listed in pyproject.toml
-.venv/bin/lint-imports --no-cache # the architecture contracts in pyproject.toml
+.venv/bin/lint-imports # the layers and independence contracts in pyproject.toml ([tool.importlinter])
 exec .venv/bin/python -m pytest "$@"

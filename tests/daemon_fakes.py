@@ -18,6 +18,7 @@ import trio
 from agentid_daemon.broker.broker import ServedToken
 from agentid_daemon.cache.entry import EventCallback
 from agentid_daemon.config.loader import Config, load_config
+from agentid_daemon.config.values import DaemonSettings
 from agentid_daemon.core.models import TokenRequest
 
 TOKEN = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."
@@ -136,6 +137,9 @@ class FakeBroker:
 
     def cached_counts(self) -> dict[str, int]:
         return dict(self.cached)
+
+    def apply_settings(self, settings: DaemonSettings) -> None:
+        self.calls.append(("apply_settings", settings))
 
     def recent_errors(self) -> list[dict[str, Any]]:
         return self.errors

@@ -162,13 +162,15 @@ class FakeEngine:
         return self._mint("user_fic")
 
 
-class InlineBroker(Broker):
-    """Runs engine calls on the trio thread after ``engine.delay`` virtual seconds,
-    so that autojump_clock governs all time."""
+def inline_broker(engine: FakeEngine, *args: Any, **kwargs: Any) -> Broker:
+    """A Broker running engine calls on the trio thread after ``engine.delay`` virtual
+    seconds (its injected ``run_sync``), so that autojump_clock governs all time."""
 
-    async def _in_thread(self, call: Callable[[], AcquiredToken]) -> AcquiredToken:
-        await trio.sleep(self._engine.delay)  # type: ignore[attr-defined]
+    async def run_sync(call: Callable[[], AcquiredToken]) -> AcquiredToken:
+        await trio.sleep(engine.delay)
         return call()
+
+    return Broker(engine, *args, run_sync=run_sync, **kwargs)
 
 
 def request(
@@ -189,7 +191,7 @@ def request(
 
 @asynccontextmanager
 async def running(
-    engine: FakeEngine, broker_cls: type[Broker] = InlineBroker, **cache_kwargs: Any
+    engine: FakeEngine, broker_cls: Callable[..., Broker] = inline_broker, **cache_kwargs: Any
 ) -> AsyncIterator[tuple[Broker, Metrics]]:
     cache = TokenCache(random=random.Random(3), **cache_kwargs)
     metrics = Metrics()

@@ -519,22 +519,19 @@ def test_systemd_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_daemon_passes_arguments_through(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`daemon` becomes the daemon (same process, execv) with the arguments as given."""
+    """`daemon` becomes `python -m agentid_daemon ARGS` (exec: the client never imports it)."""
     import sys
 
     from agentid_client import cli
 
-    class Execd(Exception):
-        pass
-
     seen: list[tuple[str, list[str]]] = []
 
-    def fake_execv(path: str, argv: list[str]) -> None:
-        seen.append((path, argv))
-        raise Execd
+    def execv(path: str, argv: list[str]) -> None:
+        seen.append((path, list(argv)))
+        raise SystemExit(0)  # what the exec'd daemon's exit would be
 
-    monkeypatch.setattr(cli.os, "execv", fake_execv)
-    with pytest.raises(Execd):
+    monkeypatch.setattr(cli.os, "execv", execv)
+    with pytest.raises(SystemExit):
         run(["daemon", "--log-level", "debug", "--config", "/x"])
     assert seen == [
         (
@@ -542,24 +539,6 @@ def test_daemon_passes_arguments_through(monkeypatch: pytest.MonkeyPatch) -> Non
             [sys.executable, "-m", "agentid_daemon", "--log-level", "debug", "--config", "/x"],
         )
     ]
-
-
-def test_daemon_command_runs_the_real_daemon() -> None:
-    """Through the installed launcher: the daemon itself answers (its own --version)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    client = Path(sys.executable).with_name("agentid-helper")
-    proc = subprocess.run(
-        [str(client), "daemon", "--version"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("agentid-helperd "), proc.stdout
 
 
 _SHOW_MI_ENV = (

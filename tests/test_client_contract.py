@@ -137,13 +137,3 @@ def test_client_refuses_a_user_token_the_daemon_would_refuse(tmp_path: Any) -> N
     path.write_text("a." + "b" * contract.MAX_USER_TOKEN_CHARS + ".c\n")
     with pytest.raises(ClientError, match=str(contract.MAX_USER_TOKEN_CHARS)):
         read_user_token(str(path))
-
-
-def test_the_daemon_modules_the_client_runs_exist() -> None:
-    """The client runs these as child interpreters (it never imports the daemon)."""
-    import importlib.util
-
-    from agentid_client.contract import CONFIG_VIEW_MODULE, DAEMON_MODULE
-
-    for module in (DAEMON_MODULE, f"{DAEMON_MODULE}.__main__", CONFIG_VIEW_MODULE):
-        assert importlib.util.find_spec(module) is not None, module

@@ -9,30 +9,12 @@ import keyring
 import keyring.backend
 import keyring.backends.fail
 import pytest
-from keyring.errors import PasswordDeleteError
+from memory_keyring import MemoryKeyring
 
 from agentid_client.failures import ClientError
 from agentid_client.secretcmd import is_guid, run_secret
 
 BP = "11111111-2222-3333-4444-555555555555"
-
-
-class MemoryKeyring(keyring.backend.KeyringBackend):
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.store: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.store.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.store[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        if self.store.pop((service, username), None) is None:
-            raise PasswordDeleteError("absent")
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from memory_keyring import MemoryKeyring
 from private_umask import private_umask  # noqa: F401  (the fixture, used by pytestmark)
 
 from agentid_daemon.core.errors import ConfigurationError
@@ -29,23 +30,6 @@ pytestmark = pytest.mark.usefixtures("private_umask")
 
 B = "22222222-2222-2222-2222-222222222222"
 SECRET = "s3cr3t-Value~x"
-
-
-class MemoryKeyring(keyring.backend.KeyringBackend):
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.store: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.store.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.store[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.store.pop((service, username), None)
 
 
 class FailingKeyring(MemoryKeyring):

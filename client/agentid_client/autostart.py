@@ -34,7 +34,7 @@ import time
 from collections.abc import Mapping
 
 from . import paths, private_dir
-from .contract import READY_FD_ENV, READY_LINE, START_FAILED_PREFIX
+from .contract import MANAGED_IDENTITY_VARS, READY_FD_ENV, READY_LINE, START_FAILED_PREFIX
 
 LOCK_NAME = "agentid-helper.lock"
 LOG_NAME = "agentid-helperd.log"
@@ -65,8 +65,7 @@ DAEMON_ENV_NAMES = frozenset(
         *("http_proxy", "https_proxy", "no_proxy", "all_proxy"),
         *("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"),
         # the platform's managed identity endpoint (managed_identity credentials, MSAL)
-        *("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "IDENTITY_SERVER_THUMBPRINT"),
-        *("IMDS_ENDPOINT", "MSI_ENDPOINT", "MSI_SECRET"),
+        *MANAGED_IDENTITY_VARS,
     }
 )
 DAEMON_ENV_PREFIXES = ("LC_", "XDG_", "AZURE_", "AGENTID_HELPER_", "KEYRING_PROPERTY_")

@@ -57,7 +57,7 @@ class AgentIdentityCredential:
         ``user_token`` (OBO), overriding the profile as the CLI flags do.
     :keyword socket_path: the daemon's socket (default: as the CLI finds it).
     :keyword timeout: seconds to wait for the daemon (default
-        :data:`agentid_client.transport.DEFAULT_TIMEOUT_S`, 60).
+        :data:`.transport.DEFAULT_TIMEOUT_S`, 60).
     """
 
     def __init__(

@@ -14,7 +14,12 @@ import sys
 from . import daemon_api
 from .cliargs import HelpRequested, Parsed, parse
 from .commands import COMMANDS
-from .contract import DAEMON_MODULE, MAX_MIN_VALIDITY_S
+from .contract import (
+    IDENTITY_ENDPOINT_VAR,
+    IDENTITY_HEADER_VAR,
+    MAX_MIN_VALIDITY_S,
+    SHADOWING_MI_VARS,
+)
 from .failures import (
     EXIT_CONFIG,
     EXIT_IDP,
@@ -29,18 +34,14 @@ from .failures import (
 from .redact import quoted
 from .selection import request_fields
 
+#: The daemon's package, run by ``agentid-helper daemon`` as ``python -m``.
+DAEMON_PACKAGE = "agentid_daemon"
+
 TYPE_CHECKING = False  # typing costs ~10 ms of imports on the hot path
 if TYPE_CHECKING:
     from typing import Any, TextIO
 
 DEFAULT_ENV_VAR = "AGENTID_ACCESS_TOKEN"
-# What `exec` exports for the Azure SDKs (App Service managed identity protocol).
-IDENTITY_ENDPOINT_VAR = "IDENTITY_ENDPOINT"
-IDENTITY_HEADER_VAR = "IDENTITY_HEADER"
-# Inherited variables that would make azure-identity or MSAL pick another
-# managed identity source over IDENTITY_ENDPOINT + IDENTITY_HEADER (Service
-# Fabric, Azure Arc, Azure ML / Cloud Shell): removed from CMD's environment.
-SHADOWING_MI_VARS = ("MSI_ENDPOINT", "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT")
 # DefaultAzureCredential (azure-identity for Python and the other Azure SDKs)
 # reads this to build its chain of one credential: a token the endpoint
 # refuses (a wrong AZURE_CLIENT_ID, an outage) is then an error, never a
@@ -377,16 +378,16 @@ class CLI:
         return run_agent_user(parsed, self.stdout, self._timeout(parsed))
 
     def do_daemon(self, parsed: Parsed) -> int:
-        # The daemon replaces this process (same pid, so a supervisor or a
-        # terminal's Ctrl-C reaches it): the client never imports the daemon.
-        argv = [sys.executable, "-m", DAEMON_MODULE, *parsed.rest]
-        self.stdout.flush()
-        self.stderr.flush()
-        try:
-            os.execv(sys.executable, argv)
-        except OSError as exc:
-            raise ClientError(f"cannot start the daemon: {exc.strerror}", 5) from None
-        raise AssertionError("unreachable: execv returned")
+        """Become the daemon: exec ``python -m agentid_daemon`` with the arguments
+        passed through (the client never imports the daemon, not even here)."""
+        import importlib.util
+
+        if importlib.util.find_spec(DAEMON_PACKAGE) is None:
+            raise ClientError(f"the daemon is not installed here ({DAEMON_PACKAGE})", 5)
+        for stream in (self.stdout, self.stderr, sys.stdout, sys.stderr):
+            stream.flush()
+        argv = [sys.executable, "-m", DAEMON_PACKAGE, *parsed.rest]
+        os.execv(sys.executable, argv)
 
     def do_doctor(self, parsed: Parsed) -> int:
         from .doctor import run_doctor

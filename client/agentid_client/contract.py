@@ -96,7 +96,13 @@ def is_profile_name(name: str) -> bool:
     return bool(name.strip())
 
 
-# The daemon's entry points, run as child interpreters (`python -m ...`): the
-# client starts the daemon and asks its config loader without importing it.
-DAEMON_MODULE = "agentid_daemon"
-CONFIG_VIEW_MODULE = "agentid_daemon.config.doctor_view"
+# What `exec` exports for the Azure SDKs (App Service managed identity protocol).
+IDENTITY_ENDPOINT_VAR = "IDENTITY_ENDPOINT"
+IDENTITY_HEADER_VAR = "IDENTITY_HEADER"
+# Inherited variables that would make azure-identity or MSAL pick another
+# managed identity source over IDENTITY_ENDPOINT + IDENTITY_HEADER (Service
+# Fabric, Azure Arc, Azure ML / Cloud Shell): `exec` removes them from CMD's
+# environment; an autostarted daemon inherits all of these (its
+# managed_identity credentials read them, as MSAL does).
+SHADOWING_MI_VARS = ("MSI_ENDPOINT", "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT")
+MANAGED_IDENTITY_VARS = (IDENTITY_ENDPOINT_VAR, IDENTITY_HEADER_VAR, *SHADOWING_MI_VARS)

@@ -1,7 +1,7 @@
 """``agentid-helper doctor``: check the whole chain and say what to fix.
 
-Checks, in order: the config parses (with the daemon's own loader, run in a
-child interpreter: config_view), the
+Checks, in order: the config parses (with the daemon's own loader, run as
+``python -m agentid_daemon.config.verdict``: the client never imports the daemon), the
 socket directory is private (the client's own rule), the daemon answers
 /healthz and /readyz and its last config reload succeeded, a keyring backend
 is usable (needed only by profiles using the keyring), and every profile gets
@@ -16,12 +16,18 @@ and a ⚠ for an old git that would hand our token to a storing helper.
 
 from __future__ import annotations
 
+import json
 import os
-from typing import TextIO
+import subprocess
+import sys
+from typing import Any, TextIO
 
 from . import daemon_api, doctor_security, paths, private_dir, trust
-from .config_view import ConfigRefused, ConfigView, load_config_view
 from .failures import EXIT_CONFIG, EXIT_UNREACHABLE, ClientError
+
+#: The daemon-side module that judges the config file (one JSON verdict on stdout).
+VERDICT_MODULE = "agentid_daemon.config.verdict"
+VERDICT_TIMEOUT_S = 30.0
 
 OK, FAIL, WARN = "✔", "✘", "⚠"
 
@@ -50,17 +56,44 @@ class Report:
             self.out.write(f"    {hint}\n")
 
 
-def _check_config(report: Report) -> ConfigView | None:
-    path = paths.config_path()
+def config_verdict(path: str) -> dict[str, Any] | str:
+    """The daemon's verdict on the config at ``path``, or why it could not be had."""
     try:
-        config = load_config_view(path)
-    except ClientError as exc:
-        report.line(False, f"config: {exc.message}")
+        proc = subprocess.run(
+            [sys.executable, "-m", VERDICT_MODULE, path],
+            capture_output=True,
+            text=True,
+            timeout=VERDICT_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return type(exc).__name__
+    try:
+        body = json.loads(proc.stdout)
+    except ValueError:
+        body = None
+    if proc.returncode != 0 or not isinstance(body, dict):
+        lines = proc.stderr.strip().splitlines()
+        return (
+            "agentid_daemon"
+            if "ModuleNotFoundError" in proc.stderr
+            else (lines[-1] if lines else f"exit {proc.returncode}")
+        )
+    return body
+
+
+def _check_config(report: Report) -> dict[str, Any] | None:
+    path = paths.config_path()
+    config = config_verdict(path)
+    if isinstance(config, str):
+        report.line(False, f"config: cannot load the daemon's config module ({config})")
         return None
-    except ConfigRefused as exc:
-        report.line(False, f"config {path}: {exc.description}", exc.hint)
+    if not config.get("ok"):
+        # The loader's text names the file already ("PATH: [profiles] ..."): once is enough.
+        why = str(config.get("description", "")).removeprefix(f"{path}: ")
+        report.line(False, f"config {path}: {why}", config.get("hint"))
         return None
-    if os.path.exists(path):
+    if config.get("exists"):
         report.line(True, f"config {path}: {len(config['profiles'])} profile(s)")
         return config
     served = served_profiles()
@@ -177,18 +210,15 @@ def _check_keyring(report: Report, needed: bool) -> None:
         report.out.write(f"- keyring: {problem} (no profile uses the keyring)\n")
 
 
-def _uses_keyring(config: ConfigView) -> bool:
-    return any(profile["uses_keyring"] for profile in config["profiles"])
-
-
-def _check_profiles(report: Report, config: ConfigView) -> None:
+def _check_profiles(report: Report, config: dict[str, Any]) -> None:
     from .statusview import scope_text
 
-    if not config["profiles"]:
+    profiles = config["profiles"]
+    if not profiles:
         report.out.write("- no profiles configured: nothing to test\n")
-    for profile in config["profiles"]:
+    for profile in profiles:
         name = profile["name"]
-        if profile["mode"] == "OBO":
+        if profile["obo"]:
             report.out.write(
                 f"- profile {name}: OBO needs a user token; test it with "
                 f"`agentid-helper get --profile {name} --user-token-file -`\n"
@@ -206,10 +236,11 @@ def _check_profiles(report: Report, config: ConfigView) -> None:
             continue
         # The requested scope (the cache key `flush --scope` selects), and the
         # granted one when it differs, as `status` shows them.
+        requested = profile["scope"]
         report.line(
             True,
             f"profile {name}: token acquired ({body.get('mode', '?')}, "
-            f"scope {scope_text(profile['scope'], body.get('scope')) or '?'})",
+            f"scope {scope_text(list(requested), body.get('scope')) or '?'})",
         )
 
 
@@ -224,9 +255,9 @@ def run_doctor(out: TextIO) -> int:
         doctor_security.check_reload_error(report)
         doctor_security.check_endpoint_peers(report)
     if config is not None:
-        doctor_security.check_trusted_files(report, config["trusted_files"])
+        doctor_security.check_trusted_files(report, config)
     doctor_security.check_git_chain(report)
-    _check_keyring(report, needed=config is not None and _uses_keyring(config))
+    _check_keyring(report, needed=config is not None and bool(config["uses_keyring"]))
     if daemon_ok and config is not None:
         _check_profiles(report, config)
     out.write("all checks passed\n" if not report.failed else f"{report.failed} check(s) failed\n")

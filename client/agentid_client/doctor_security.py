@@ -14,11 +14,9 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
-from . import daemon_api, file_trust
-from .config_view import TrustedFile
+from . import daemon_api, file_trust, paths
 from .failures import ClientError
 
 # git >= 2.46 understands authtype/ephemeral credentials and does not hand
@@ -32,7 +30,15 @@ class Reporter(Protocol):
     def warn(self, text: str, hint: str | None = None) -> None: ...
 
 
-def check_trusted_files(report: Reporter, files: Sequence[TrustedFile]) -> None:
+def trusted_files(config: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """``(what, path, secret)`` for each file the daemon trusts, given doctor's verdict
+    on the config (agentid_daemon.config.verdict lists the files besides the config)."""
+    files = [("config", paths.config_path(), False)]
+    files += [(str(w), str(p), bool(s)) for w, p, s in config.get("trusted_files", [])]
+    return files
+
+
+def check_trusted_files(report: Reporter, config: dict[str, Any]) -> None:
     """A ✘ for each file the daemon would refuse (file_trust): others could change it.
 
     Absent files are left to the checks that use them (a header file is
@@ -40,8 +46,7 @@ def check_trusted_files(report: Reporter, files: Sequence[TrustedFile]) -> None:
     """
     seen: set[str] = set()
     checked = refused = 0
-    for file in files:
-        what, path, secret = file["what"], file["path"], file["secret"]
+    for what, path, secret in trusted_files(config):
         if path in seen or "$" in path:
             continue  # unset variable: the profile reports it when used
         seen.add(path)

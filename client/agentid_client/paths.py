@@ -1,29 +1,30 @@
 """Where the daemon's socket and the config file live, without platformdirs.
 
-The daemon finds its runtime directory with platformdirs'
-``user_runtime_dir("agentid-helper")``. Importing platformdirs costs the hot
-path several milliseconds, so this module replicates its Unix rules
+The runtime directory is platformdirs' ``user_runtime_dir("agentid-helper")``,
+found here for client and daemon alike (the daemon's listener asks this
+module). Importing platformdirs costs the hot path several milliseconds, so
+this module replicates its Unix rules
 (platformdirs 4.x, ``unix.py``/``_xdg.py``/``_runtime.py``/``_paths.py``):
 
 1. ``$XDG_RUNTIME_DIR`` when it is absolute and acceptable: a real directory
-   (not a symlink) owned by the effective uid with mode exactly 0700 (a
+   (not a symlink) owned by the effective uid with mode 0700 or stricter (a
    missing one is accepted: the daemon creates it), below ancestors that are
    directories owned by root or by us and not group/other writable unless
    sticky.
 2. else ``/run/user/<euid>`` when it exists and passes the same checks;
 3. else ``<tempdir>/runtime-<euid>``.
 
-``tests/test_client_paths.py`` compares the result with platformdirs.
-The walk here only *chooses* the directory, as platformdirs would (so it
-follows links with ``stat`` as platformdirs does, and is kept apart from
-:mod:`.file_trust`); whether the chosen directory is trusted is decided
-afterwards by :mod:`.private_dir`, whose walk is :mod:`.file_trust`'s.
+``tests/test_client_paths.py`` compares the result with platformdirs. The
+checks of a candidate are :mod:`.private_dir`'s (one security rule, whose
+walk is :mod:`.file_trust`'s), so the directory chosen is one that the
+client, autostart and the daemon's listener then accept.
 """
 
 from __future__ import annotations
 
 import os
-import stat
+
+from . import private_dir
 
 APP_NAME = "agentid-helper"
 SOCKET_NAME = "agentid-helper.sock"
@@ -32,44 +33,14 @@ CONFIG_ENV = "AGENTID_HELPER_CONFIG"
 NO_AUTOSTART_ENV = "AGENTID_HELPER_NO_AUTOSTART"
 
 
-def _parents_ok(path: str) -> bool:
-    """True when no other user can replace ``path`` through one of its ancestors."""
-    uid = os.geteuid()
-    current = os.path.dirname(os.path.abspath(path))
-    parts: list[str] = []
-    while True:
-        parts.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            break
-        current = parent
-    for entry in reversed(parts):
-        try:
-            info = os.stat(entry)  # follows links like platformdirs' walk does
-        except FileNotFoundError:
-            return True  # the rest is missing: created private later (platformdirs' missing_ok)
-        except OSError:
-            return False
-        if info.st_uid not in (0, uid) or not stat.S_ISDIR(info.st_mode):
-            return False
-        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
-            return False
-    return True
-
-
 def _private_dir_ok(path: str, *, missing_ok: bool) -> bool:
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return missing_ok and _parents_ok(path)
-    except OSError:
-        return False
-    return (
-        stat.S_ISDIR(info.st_mode)
-        and info.st_uid == os.geteuid()
-        and info.st_mode & 0o777 == 0o700
-        and _parents_ok(path)
-    )
+    """``path`` passes the private-directory rule (:mod:`.private_dir`, the one walk
+    of what other users may change), or is missing below safe ancestors and
+    ``missing_ok`` (the daemon creates it)."""
+    problem = private_dir.dir_problem(path)
+    if problem == "missing":
+        return missing_ok and private_dir.parents_problem(path) is None
+    return problem is None
 
 
 def _temp_fallback() -> str:

@@ -15,6 +15,8 @@ below it (import-linter contracts in pyproject.toml; docs/INTERNALS.md):
 - ``server``: HTTP/1.1 over trio with h11, the Unix socket listener, peers.
 - ``process``: the process itself: limits, run mode, sd_notify, start report.
 - ``identity_endpoint``: the managed identity endpoint on loopback TCP.
+- ``sidecar_api``: Microsoft's Agent ID sidecar HTTP API on loopback TCP.
+- ``provision``: agent identities and agent users through Microsoft Graph.
 - ``api``: the daemon's HTTP API routes and request bodies.
 - ``app``: wires it all together (``agentid-helperd``).
 """

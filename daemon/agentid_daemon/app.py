@@ -425,11 +425,7 @@ class Daemon:
                 new.daemon.sidecar_api_listen
             ):
                 log.warning("sidecar_api_listen changed; it takes effect at the next daemon start")
-            from .broker.broker import Broker  # loaded by now (_build)
-
-            if isinstance(self.broker, Broker):
-                # Running sessions are measured against the new bound from now on.
-                self.broker.sessions.max_age_s = new.daemon.obo_session_max_age_s
+            self.broker.apply_settings(new.daemon)
             changes = _profile_changes(old, new) if old is not None else {}
             if _sidecar(new) != self.sessions.sidecar:
                 log.warning(

@@ -49,7 +49,11 @@ managed identity endpoint), errors (AADSTS shapes), faults, stats, workload
 (the emulator's own federated-token issuer), graph_routes (Microsoft Graph
 beta for provisioning, sans-IO), graph_tokens (Graph's bearer checks),
 replication (the lag before Graph writes reach the token endpoint),
-device_codes (the device code flow), server (HTTP I/O), cli.
+device_codes (the device code flow), leg_checks (each leg's checks, in
+Entra's order), token_minting (each leg's claims and response bodies),
+seed_file (the TOML seed format), demo_config (the demo's client config),
+admin_routes (the loopback admin API, sans-IO), emulator_state (what the
+handlers share), server (HTTP I/O), cli (and __main__).
 
 Microsoft Graph (provisioning)
 ------------------------------

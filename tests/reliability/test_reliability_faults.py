@@ -22,11 +22,12 @@ from emulator_harness import Emulator
 from rel_stack import HttpResult, Stack, describe, poll_until
 from tls_certs import make_server_tls
 
+from agentid_client.failures import EXIT_IDP
+
 LIFETIME_S = 8
 # Backoff is min(300, 2**(n-1)) s with equal jitter: after the few failures a
 # test causes, the next attempt comes within 8 s; plus slack for a busy machine.
 RECOVERY_BOUND_S = 12.0
-EXIT_IDP = 4
 
 EmulatorFactory = Callable[..., Emulator]
 StackFactory = Callable[..., Stack]

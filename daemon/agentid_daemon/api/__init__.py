@@ -2,4 +2,5 @@
 
 - :mod:`.routes`: :class:`Api`: routes -> broker and config calls -> responses.
 - :mod:`.bodies`: request bodies: strict, value-blind JSON validation.
+- :mod:`.agents`: ``/v1/agents`` and ``/v1/agent-users`` (provisioning).
 """

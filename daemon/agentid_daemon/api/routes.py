@@ -31,6 +31,7 @@ from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, TOKEN_OPTIONS
 
 from ..cache.schedule import rate_limited
 from ..config.loader import Config
+from ..config.values import DaemonSettings
 from ..config.watch import FileSignature, ReloadOutcome, signature_json
 from ..core.errors import (
     AgentIdError,
@@ -90,6 +91,7 @@ class BrokerLike(Protocol):
     def status(self) -> list[dict[str, Any]]: ...
     def obo_sessions(self) -> list[dict[str, Any]]: ...
     def recent_errors(self) -> list[dict[str, Any]]: ...
+    def apply_settings(self, settings: DaemonSettings) -> None: ...
 
 
 class IdentitySessionsLike(Protocol):

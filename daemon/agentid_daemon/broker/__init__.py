@@ -5,4 +5,5 @@
 - :mod:`.exchange_legs` (T1, T2), :mod:`.obo_legs` with :mod:`.obo_sessions`
   (long-running OBO), :mod:`.mi_legs` (a managed identity as credential).
 - :mod:`.status`: ``GET /v1/status`` rows; :mod:`.recent_errors`.
+- :mod:`.replication_wait`: retrying "not found" for agents created here lately.
 """

@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import trio
@@ -88,6 +88,17 @@ def agent_part(key: ResourceKey | ExchangeKey) -> tuple[str, str, str, str]:
 _LOG = get_logger("agentid_daemon.broker.broker")
 
 
+#: Runs a blocking engine call without blocking trio (Broker's ``run_sync``).
+RunSync = Callable[[Callable[[], AcquiredToken]], Awaitable[AcquiredToken]]
+
+
+async def _in_worker_thread(
+    limiter: trio.CapacityLimiter, call: Callable[[], AcquiredToken]
+) -> AcquiredToken:
+    """The default ``run_sync``: a worker thread, at most ``limiter`` at once."""
+    return await trio.to_thread.run_sync(call, limiter=limiter, abandon_on_cancel=True)
+
+
 class Broker:
     def __init__(
         self,
@@ -98,8 +109,12 @@ class Broker:
         limiter: trio.CapacityLimiter,
         obo_session_max_age_s: float = DaemonSettings.obo_session_max_age_s,
         replication_wait_s: float = DEFAULT_REPLICATION_WAIT_S,
+        run_sync: RunSync | None = None,
     ) -> None:
         self._engine = engine
+        #: How a blocking engine call runs: a worker thread under ``limiter``
+        #: unless a caller (a test on a virtual clock) injects its own.
+        self._run_sync: RunSync = run_sync or functools.partial(_in_worker_thread, limiter)
         #: Agents created through this daemon lately (provision/): their "not
         #: found" answers are retried while replication catches up.
         self.fresh_agents = FreshAgents()
@@ -116,7 +131,7 @@ class Broker:
         self._exchanges = ExchangeLegs(cache, engine, self._call, self._mi)
         self._cache = cache
         self._metrics = metrics
-        self._limiter = limiter
+
         self._recent = RecentErrors()
         # Hit/miss counters per kind, bound once: hits are counted per request.
         self._hit_counters: dict[str, BoundCounter] = {}
@@ -342,6 +357,11 @@ class Broker:
                 victims.add(key)
         return self._cache.flush(lambda key: key in victims)
 
+    def apply_settings(self, settings: DaemonSettings) -> None:
+        """A reloaded ``[daemon]`` table: running OBO sessions are measured against
+        the new ``obo_session_max_age_s`` from now on."""
+        self.sessions.max_age_s = settings.obo_session_max_age_s
+
     def cached_counts(self) -> dict[str, int]:
         """Keys holding a token (or fetching their first), by kind: what ``flush`` reports."""
         counts: dict[str, int] = {}
@@ -387,7 +407,7 @@ class Broker:
         agent = args[0] if args and isinstance(args[0], AgentRef) else None
         started = trio.current_time()
         try:
-            token = await self._in_thread(functools.partial(fn, *args, **kwargs))
+            token = await self._run_sync(functools.partial(fn, *args, **kwargs))
         except IdentityProviderError as exc:
             outcome = "transient_error" if exc.transient else "error"
             self._metrics.identity_provider_requests.inc(leg=leg, outcome=outcome)
@@ -424,10 +444,6 @@ class Broker:
             fields["error"] = type(exc).__name__  # foreign text may hold anything
         log = _LOG.info if exc is None else _LOG.warning
         log("identity provider request", **fields)
-
-    async def _in_thread(self, call: Callable[[], AcquiredToken]) -> AcquiredToken:
-        """Run a blocking engine call in a worker thread (tests override this seam)."""
-        return await trio.to_thread.run_sync(call, limiter=self._limiter, abandon_on_cancel=True)
 
     def _resource_fetch(
         self, req: TokenRequest, *, claims: str | None = None, start_session_for: str | None = None

@@ -148,21 +148,6 @@ class OboSessions:
     def end(self, key: SessionKey) -> bool:
         return self._sessions.pop(key, None) is not None
 
-    def end_matching(
-        self, agent_identity: tuple[str, str, str, str], name: str | None
-    ) -> list[SessionKey]:
-        """End the sessions of one agent (all, or those named ``name``)."""
-        keys = [
-            k
-            for k in self._sessions
-            if (k.authority_host, k.tenant_id, k.blueprint_app_id, k.agent_identity_app_id)
-            == agent_identity
-            and (name is None or k.name == name)
-        ]
-        for key in keys:
-            del self._sessions[key]
-        return keys
-
     def clear(self) -> list[SessionKey]:
         keys = list(self._sessions)
         self._sessions.clear()

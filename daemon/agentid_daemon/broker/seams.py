@@ -17,6 +17,9 @@ class Engine(Protocol):
     """The engine seam (docs/INTERNALS.md); sync methods, run in worker threads."""
 
     def acquire_t1(self, agent: AgentRef, *, assertion: str | None = None) -> AcquiredToken: ...
+    def acquire_blueprint_token(
+        self, agent: AgentRef, scopes: tuple[str, ...], *, assertion: str | None = None
+    ) -> AcquiredToken: ...
     def acquire_managed_identity(self, credential: CredentialSpec) -> AcquiredToken: ...
     def acquire_autonomous_app(
         self, agent: AgentRef, t1: str, scopes: tuple[str, ...], *, claims: str | None = None

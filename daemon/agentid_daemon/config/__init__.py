@@ -8,4 +8,7 @@
   :mod:`.claims`: claims challenges and client capabilities.
 - :mod:`.resolve_memo`: the bounded memo of resolved requests (cache hits).
 - :mod:`.watch`: noticing a changed file, for reload.
+- :mod:`.sidecar_env`: configuration the Agent ID sidecar's way (environment).
+- :mod:`.verdict`: the file as the daemon reads it, in JSON, for the client's
+  ``doctor`` (run as ``python -m``: the client never imports the daemon).
 """

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable
 from . import logs
 
 PREFIX = "agentid_helper_"
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")

@@ -27,6 +27,9 @@ from typing import Any
 
 from agentid_client.redact import quoted
 
+# The longest claims text: the same bound as POST /v1/token, where it goes next.
+from ..config.claims import MAX_CLAIMS_CHARS
+
 # Shared with the sidecar API: which Host headers name loopback (DNS rebinding).
 from ..server.loopback_peers import LOOPBACK_HOSTS as LOOPBACK_HOSTS
 from ..server.loopback_peers import host_allowed as host_allowed
@@ -41,7 +44,6 @@ _UNSUPPORTED_ID_PARAMS = ("object_id", "mi_res_id", "principal_id")
 MAX_TARGET_BYTES = 4096
 MAX_QUERY_FIELDS = 32
 MAX_RESOURCE_CHARS = 512
-MAX_CLAIMS_CHARS = 16 * 1024
 # The longest Retry-After this endpoint sends. The Azure SDKs sleep for the
 # whole of it before each of their retries (azure-core's RetryPolicy honours
 # Retry-After on 429/5xx, retry_status=3), so Entra's "Retry-After: 300" would

@@ -109,6 +109,43 @@ def pasted_token(emulator: Any) -> str:
     return token
 
 
+# --- test tiers (markers; `scripts/test.sh --fast` runs the unit tier) ---------
+
+#: Fixtures and helpers that mean a test acts as the machine's real test users.
+_TWO_UID_FIXTURES = frozenset({"test_users_turn", "user_python"})
+_TWO_UID_HELPERS = frozenset({"require_user", "as_user", "test_users_turn"})
+#: Top-level files that run the whole product as a user would: the benchmark
+#: harness, the README's quick start in a fresh venv, the demo.
+_WHOLE_STACK_FILES = frozenset(
+    {"test_bench_smoke.py", "test_readme_quick_start.py", "test_demo.py"}
+)
+
+
+def tiers_of(item: pytest.Item) -> set[str]:
+    """The slow tiers a collected test belongs to, from what it really uses:
+    ``e2e`` (tests/integration, or a whole stack: ``*_e2e`` files),
+    ``reliability`` (tests/reliability), ``systemd`` (a booted user manager),
+    ``two_uids`` (the machine's test users)."""
+    parts = item.path.parts
+    names = set(vars(item.module)) if isinstance(item, pytest.Function) and item.module else set()
+    tiers = set()
+    if "integration" in parts or "e2e" in item.path.stem or item.path.name in _WHOLE_STACK_FILES:
+        tiers.add("e2e")
+    if "reliability" in parts:
+        tiers.add("reliability")
+    if "UserManager" in names:  # tests/systemd_user_manager.py boots one
+        tiers.add("systemd")
+    if _TWO_UID_FIXTURES & set(getattr(item, "fixturenames", ())) or _TWO_UID_HELPERS & names:
+        tiers.add("two_uids")
+    return tiers
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for tier in sorted(tiers_of(item)):
+            item.add_marker(tier)
+
+
 # --- session-wide log audit (tests/log_audit.py) ------------------------------
 
 

@@ -12,7 +12,7 @@ from urllib.parse import quote, urlencode
 
 from . import daemon_api
 from .cliargs import Parsed
-from .failures import EXIT_OK, UsageError, from_response
+from .failures import EXIT_OK, UsageError
 
 #: Microsoft Graph's longest displayName (tied to the daemon's by a test).
 MAX_DISPLAY_NAME = 256
@@ -67,14 +67,7 @@ def _upn(value: str, command: str) -> str:
 
 def _delete(target: str, timeout: float | None) -> Any:
     """DELETE ``target``: the response (2xx), or the mapped error of the daemon's answer."""
-    resp = daemon_api.call("DELETE", target, timeout=timeout)
-    if not 200 <= resp.status < 300:
-        try:
-            body = resp.json()
-        except Exception:
-            body = None
-        raise from_response(resp.status, body, resp.headers)
-    return resp
+    return daemon_api.call_checked("DELETE", target, timeout=timeout)
 
 
 def _print(out: Any, data: Any, as_json: bool, text: str) -> None:

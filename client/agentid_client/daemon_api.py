@@ -192,8 +192,9 @@ def call(
         time.sleep(min(jitter(LOST_RETRY_PAUSE_S), max(0.0, deadline - time.monotonic())))
 
 
-def call_ok(method: str, target: str, payload: Any = None, **kwargs: Any) -> Any:
-    """Like :func:`call` but raise the mapped ClientError on a non-2xx answer; return JSON."""
+def call_checked(method: str, target: str, payload: Any = None, **kwargs: Any) -> Any:
+    """Like :func:`call` but raise the mapped ClientError on a non-2xx answer;
+    return the response (a 204 has no JSON to read)."""
     resp = call(method, target, payload, **kwargs)
     if not 200 <= resp.status < 300:
         try:
@@ -201,7 +202,12 @@ def call_ok(method: str, target: str, payload: Any = None, **kwargs: Any) -> Any
         except Exception:
             body = None
         raise from_response(resp.status, body, resp.headers)
-    return resp.json()
+    return resp
+
+
+def call_ok(method: str, target: str, payload: Any = None, **kwargs: Any) -> Any:
+    """Like :func:`call_checked`, returning the answer's JSON."""
+    return call_checked(method, target, payload, **kwargs).json()
 
 
 def get_token(fields: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

@@ -120,21 +120,34 @@ _TWO_UID_HELPERS = frozenset({"require_user", "as_user", "test_users_turn"})
 _WHOLE_STACK_FILES = frozenset({"test_readme_quick_start.py"})
 
 
+#: Every emulator subprocess (HTTPS on loopback) starts from the session's key
+#: material, so a test asking for it (directly or through ``emulator``,
+#: ``fresh_emulator``, ``emulator_factory`` or a module's own emulator) runs one.
+_EMULATOR_PROCESS_FIXTURE = "emulator_key_template"
+#: Module-level names that mean real client and daemon processes (client_stack.py).
+_PROCESS_STACK_HELPERS = frozenset({"client_stack"})
+
+
 def tiers_of(item: pytest.Item) -> set[str]:
     """The slow tiers a collected test belongs to, from what it really uses:
-    ``e2e`` (tests/integration, ``*_e2e`` files, or a whole stack elsewhere),
-    ``reliability`` (tests/reliability), ``systemd`` (a booted user manager),
-    ``two_uids`` (the machine's test users)."""
+    ``e2e`` (tests/integration, ``*_e2e`` files, a whole stack elsewhere, an
+    emulator process over HTTPS, a real client with an autostarted daemon; a
+    test that starts a daemon, a shell or a wheel install itself says
+    ``@pytest.mark.e2e``), ``reliability`` (tests/reliability), ``systemd`` (a
+    booted user manager), ``two_uids`` (the machine's test users)."""
     parts = item.path.parts
     names = set(vars(item.module)) if isinstance(item, pytest.Function) and item.module else set()
+    fixtures = set(getattr(item, "fixturenames", ()))
     tiers = set()
     if "integration" in parts or "e2e" in item.path.stem or item.path.name in _WHOLE_STACK_FILES:
+        tiers.add("e2e")
+    if _EMULATOR_PROCESS_FIXTURE in fixtures or _PROCESS_STACK_HELPERS & names:
         tiers.add("e2e")
     if "reliability" in parts:
         tiers.add("reliability")
     if "UserManager" in names:  # tests/support/systemd_user_manager.py boots one
         tiers.add("systemd")
-    if _TWO_UID_FIXTURES & set(getattr(item, "fixturenames", ())) or _TWO_UID_HELPERS & names:
+    if _TWO_UID_FIXTURES & fixtures or _TWO_UID_HELPERS & names:
         tiers.add("two_uids")
     return tiers
 

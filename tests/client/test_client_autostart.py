@@ -119,7 +119,7 @@ def test_daemon_log_gets_stdout_and_rotates(sockdir: str, monkeypatch: pytest.Mo
 def test_autostarted_daemon_gets_an_allow_listed_environment(
     sockdir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Row 8: a client's token-bearing variables do not live on in the daemon it starts."""
+    """A client's token-bearing variables do not live on in the daemon it starts."""
     monkeypatch.setattr(autostart, "_DAEMON_CODE", FAKE_DAEMON.format(tests=str(SUPPORT)))
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     monkeypatch.setenv("no_proxy", "localhost")

@@ -49,7 +49,7 @@ def test_git_profile(host: str, path: str, profile: str | None) -> None:
 @pytest.mark.parametrize(
     ("host", "protocol", "profile"),
     [
-        # Row 10: [git."dev.azure.com"] matched any port; only the default one may match.
+        # [git."dev.azure.com"] once matched any port; only the default one may match.
         ("dev.azure.com:8443", "https", None),
         ("dev.azure.com:80", "https", None),
         ("dev.azure.com:444", "https", None),

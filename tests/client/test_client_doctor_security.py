@@ -65,7 +65,7 @@ def test_config_and_ca_bundle_writable_by_others_fail(
 
 
 def test_failed_reload_is_a_failure(fake_daemon: FakeDaemon, config: Path) -> None:
-    """Row 7: the daemon kept its old config after a bad SIGHUP; doctor says so."""
+    """The daemon kept its old config after a bad SIGHUP; doctor says so."""
     error = f"{config}: the file is missing"
     fake_daemon.routes[("GET", "/v1/status")] = lambda req: (
         200,
@@ -119,7 +119,7 @@ def git_config(*args: str) -> None:
 def test_old_git_with_a_storing_helper_after_ours_is_warned(
     fake_daemon: FakeDaemon, config: Path, git_home: Path
 ) -> None:
-    """Row 10: git < 2.46 hands the bearer token to `store`, which writes it in clear."""
+    """git < 2.46 hands the bearer token to `store`, which writes it in clear."""
     git_config("--add", "credential.https://dev.azure.com.helper", "")
     git_config("--add", "credential.https://dev.azure.com.helper", "!agentid-helper git-credential")
     git_config("--add", "credential.https://dev.azure.com.helper", "store")

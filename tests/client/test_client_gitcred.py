@@ -60,7 +60,7 @@ MAP = {
         ({"host": "git.example.com"}, None),
         ({"host": "other:8443"}, "port"),
         ({"host": "dev.azure.com:443"}, "ado"),
-        ({"host": "dev.azure.com:8443", "protocol": "https"}, None),  # row 10: another port
+        ({"host": "dev.azure.com:8443", "protocol": "https"}, None),  # another port: not the host's
         ({"host": "dev.azure.com:443", "protocol": "http"}, None),
         ({}, None),
     ],

@@ -70,6 +70,7 @@ def _env(runtime: Path, config: Path) -> dict[str, str]:
         ("[defaults\n", "invalid TOML: Expected ']' at the end of a table declaration"),
     ],
 )
+@pytest.mark.e2e  # the client CLI autostarting a daemon process
 def test_config_error_at_autostart_is_exit_5_with_the_daemons_words(
     runtime: Path, text: str, daemon_words: str
 ) -> None:
@@ -94,6 +95,7 @@ def test_config_error_at_autostart_is_exit_5_with_the_daemons_words(
     assert daemon_words in log.read_text()  # the log keeps it too
 
 
+@pytest.mark.e2e  # the client CLI autostarting a daemon process
 def test_readiness_reaches_the_client_without_probing_the_socket(
     runtime: Path, tmp_path: Path
 ) -> None:

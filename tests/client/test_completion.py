@@ -121,6 +121,7 @@ def bash_complete(load: str, env: dict[str, str], *words: str) -> list[str]:
     return [w for w in done.stdout.splitlines() if w]
 
 
+@pytest.mark.e2e  # real bash/zsh sessions
 def test_bash_the_readme_way_completes_profiles_and_commands(config: Path, tmp_path: Path) -> None:
     load = readme_line("bash")
     env = shell_env(config, tmp_path)
@@ -165,6 +166,7 @@ zpty -d z
     return done.stdout.replace("\r", "")
 
 
+@pytest.mark.e2e  # real bash/zsh sessions
 def test_zsh_the_readme_way_completes_profiles(config: Path, tmp_path: Path) -> None:
     zdotdir = tmp_path / "zdot"
     zdotdir.mkdir()
@@ -180,6 +182,7 @@ def test_zsh_the_readme_way_completes_profiles(config: Path, tmp_path: Path) -> 
     assert re.search(r"bash\s+profiles\s+zsh", shown), shown
 
 
+@pytest.mark.e2e  # real bash/zsh sessions
 def test_zsh_from_fpath_still_completes(config: Path, tmp_path: Path) -> None:
     """The shipped file (share/zsh/site-functions) works autoloaded as before."""
     zdotdir = tmp_path / "zdot"

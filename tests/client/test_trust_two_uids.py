@@ -189,10 +189,10 @@ COMMANDS = {
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_row1_fallback_dir_made_by_another_uid_is_refused(
+def test_a_fallback_dir_made_by_another_uid_is_refused(
     box: Box, impostors: list[subprocess.Popen[bytes]], command: str
 ) -> None:
-    """Row 1: Mallory creates <tmp>/runtime-<alice>/agentid-helper/ (0777) and listens."""
+    """Mallory creates <tmp>/runtime-<alice>/agentid-helper/ (0777) and listens."""
     log = start_impostor(impostors, box, box.sock_dir / "agentid-helper.sock", make_dirs=True)
     argv, stdin = COMMANDS[command]
     result = box.alice(*argv, stdin=stdin)
@@ -207,7 +207,7 @@ def test_row1_fallback_dir_made_by_another_uid_is_refused(
     assert "alice-user-token" not in (log.read_text() if log.exists() else "")
 
 
-def test_row1_fallback_parent_made_by_another_uid_is_refused(
+def test_a_fallback_parent_made_by_another_uid_is_refused(
     box: Box, impostors: list[subprocess.Popen[bytes]]
 ) -> None:
     """Mallory owns only <tmp>/runtime-<alice>: Alice's autostart must not build inside it."""
@@ -221,10 +221,10 @@ def test_row1_fallback_parent_made_by_another_uid_is_refused(
     assert os.listdir(box.runtime) == []  # nothing created in the attacker's directory
 
 
-def test_row2_listener_of_another_uid_in_a_directory_that_looks_right(
+def test_a_listener_of_another_uid_in_a_directory_that_looks_right_is_refused(
     box: Box, impostors: list[subprocess.Popen[bytes]]
 ) -> None:
-    """Row 2: Alice's own 0700 directory, but the process listening there is Mallory's."""
+    """Alice's own 0700 directory, but the process listening there is Mallory's."""
     alice = require_user(ALICE)
     run = box.alice_home / "run"
     run.mkdir(mode=0o700)
@@ -243,8 +243,8 @@ def test_row2_listener_of_another_uid_in_a_directory_that_looks_right(
     assert requests_received(log) == []  # connected, then closed before a byte
 
 
-def test_row3_planted_symlinks_are_never_followed(box: Box) -> None:
-    """Row 3: symlinks for the log and the lock in a directory Mallory made for Alice."""
+def test_planted_symlinks_are_never_followed(box: Box) -> None:
+    """Symlinks for the log and the lock in a directory Mallory made for Alice."""
     victim = box.alice_home / "victim.txt"
     victim.write_text("precious\n")
     alice = require_user(ALICE)
@@ -309,8 +309,8 @@ def test_fallback_dir_is_created_private_and_alices_own_daemon_serves(box: Box) 
             os.kill(pid, signal.SIGTERM)
 
 
-def test_row4_daemon_leaves_no_core_file_and_limits_show_0(box: Box) -> None:
-    """Row 4: started under `ulimit -c unlimited`, killed with SIGSEGV: no core anywhere."""
+def test_the_daemon_leaves_no_core_file_and_its_limits_show_0(box: Box) -> None:
+    """Started under `ulimit -c unlimited`, killed with SIGSEGV: no core anywhere."""
 
     def unlimited_core() -> None:
         resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY,) * 2)

@@ -108,6 +108,7 @@ def log_events(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.e2e  # a real daemon process
 def test_health_and_sigterm(daemon: DaemonProc) -> None:
     assert call(daemon.sock, "GET", "/healthz") == (200, {"status": "ok"})
     assert os.stat(daemon.sock).st_mode & 0o777 == 0o600
@@ -120,12 +121,14 @@ def test_health_and_sigterm(daemon: DaemonProc) -> None:
     assert "daemon stopped" in events
 
 
+@pytest.mark.e2e  # a real daemon process
 def test_sigint_also_graceful(daemon: DaemonProc) -> None:
     rc, _out, _err = daemon.stop(signal.SIGINT)
     assert rc == 0
     assert not daemon.sock.exists()
 
 
+@pytest.mark.e2e  # a real daemon process
 def test_second_daemon_refuses(daemon: DaemonProc, tmp_path: Path) -> None:
     second = subprocess.run(
         [sys.executable, "-m", "agentid_daemon", "--config", str(tmp_path / "config.toml")],
@@ -183,6 +186,7 @@ blueprint_credential = {{ env = "NOPE" }}
 """
 
 
+@pytest.mark.e2e  # a real daemon process
 def test_sighup_reload_keeps_old_config_on_error(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(PROFILE.format(name="one"))
@@ -209,8 +213,9 @@ def test_sighup_reload_keeps_old_config_on_error(tmp_path: Path) -> None:
     assert any(e["event"].startswith("configuration reload failed") for e in events)
 
 
+@pytest.mark.e2e  # a real daemon process
 def test_sighup_with_the_config_file_removed_keeps_every_profile(tmp_path: Path) -> None:
-    """Row 7: a removed (or unreadable) file on SIGHUP is an error, not an empty config."""
+    """A removed (or unreadable) file on SIGHUP is an error, not an empty config."""
     config = tmp_path / "config.toml"
     config.write_text(PROFILE.format(name="one"))
     d = start_daemon(tmp_path, config)
@@ -290,7 +295,7 @@ async def test_lifecycle_notifies_systemd(tmp_path: Path) -> None:
             assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 200")
             await stream.aclose()
             (tmp_path / "c.toml").write_text("")  # an empty file is a valid config
-            # (a missing one is not, on reload: row 7 below)
+            # (a missing one is not: test_sighup_with_the_config_file_removed_keeps_every_profile)
             assert (await daemon.reload()).result == "unchanged"  # no profiles before either
             assert (await next_message(receiver)).startswith(b"RELOADING=1\nMONOTONIC_USEC=")
             assert (await next_message(receiver)).startswith(b"READY=1")

@@ -1,4 +1,4 @@
-"""Logging never prints raw events (issue row 9): a failing stream drops lines, counted.
+"""Logging never prints raw events: a failing stream drops lines, counted.
 
 ``agentid-helperd ... | head -c 10`` closed the daemon's stdout; the stdlib then
 printed "--- Logging error ---" with the raw, unredacted event dict on stderr
@@ -78,6 +78,7 @@ def test_broken_stream_drops_lines_quietly_and_counts_them(
     assert FAKE_JWT not in str(event)
 
 
+@pytest.mark.e2e  # a real daemon process
 def test_daemon_with_closed_stdout_prints_nothing_raw(tmp_path: Path) -> None:
     """The row itself: stdout read for 10 bytes, then closed; the daemon keeps serving."""
     config = tmp_path / "config.toml"

@@ -87,6 +87,7 @@ def test_bash_completes_the_command_after_exec_dashdash() -> None:
     assert "bash" in bash_complete("exec", "--", "bas")
 
 
+@pytest.mark.e2e  # builds the wheel / runs a real zsh
 def test_zsh_completion_parses_and_registers() -> None:
     site = ROOT / docgen.ZSH_PATH
     syntax = subprocess.run(["zsh", "-n", str(site)], capture_output=True, text=True, timeout=30)
@@ -100,6 +101,7 @@ def test_zsh_completion_parses_and_registers() -> None:
     assert done.stdout.strip() == "_agentid-helper"
 
 
+@pytest.mark.e2e  # builds the wheel / runs a real zsh
 def test_the_wheel_ships_units_man_page_and_completions(tmp_path: Path) -> None:
     """Package data and shared data reach an installed wheel (built offline)."""
     import zipfile
@@ -116,6 +118,7 @@ def test_the_wheel_ships_units_man_page_and_completions(tmp_path: Path) -> None:
         assert any(name.endswith(".data/data/" + relative) for name in names), relative
 
 
+@pytest.mark.e2e  # builds the wheel / runs a real zsh
 def test_the_emulator_is_a_distribution_of_its_own(tmp_path: Path) -> None:
     """The main wheel (what the sidecar image installs) holds no emulator: an
     unauthenticated token-minting server. The emulator's own wheel has it, and

@@ -68,6 +68,7 @@ def test_graceful_sigint(emulator_factory: Any) -> None:
     assert emu.process.wait(timeout=10) == 0
 
 
+@pytest.mark.e2e  # two emulator processes
 def test_state_dir_reused_across_restarts(tmp_path: Path) -> None:
     from emulator_harness import start_emulator
 

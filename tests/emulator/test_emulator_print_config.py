@@ -56,6 +56,7 @@ def printed(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
         proc.wait(timeout=15)
 
 
+@pytest.mark.e2e  # the emulator CLI and the client, as processes
 def test_printed_config_gets_tokens_in_every_mode_without_a_keyring(
     printed: tuple[Path, Path],
 ) -> None:
@@ -102,6 +103,7 @@ def test_printed_config_gets_tokens_in_every_mode_without_a_keyring(
         shutil.rmtree(sockdir, ignore_errors=True)
 
 
+@pytest.mark.e2e  # the emulator CLI and the client, as processes
 def test_print_config_refuses_a_seed(tmp_path: Path) -> None:
     seed = SUPPORT / "emulator_seed_example.toml"
     done = subprocess.run(

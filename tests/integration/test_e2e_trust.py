@@ -18,7 +18,7 @@ ENGINE_THREADS = 8  # app.ENGINE_THREADS: a FIFO per thread used to wedge them a
 def test_fifo_secret_files_fail_at_once_and_other_profiles_still_work(
     emulator: Any, tmp_path: Path
 ) -> None:
-    """Row 5: secret_file at a FIFO for 8 agents: exit 5 each, at once; app still served."""
+    """A secret_file at a FIFO for 8 agents: exit 5 each, at once; app still served."""
     fifo = tmp_path / "secret.fifo"
     os.mkfifo(fifo, 0o600)
     with client_stack(emulator, tmp_path) as env:
@@ -45,7 +45,7 @@ def test_fifo_secret_files_fail_at_once_and_other_profiles_still_work(
 
 
 def test_expired_user_token_is_refused_not_served_from_cache(emulator: Any, tmp_path: Path) -> None:
-    """Row 11: an OBO token cached for a user token stays cached; once that user token's
+    """An OBO token cached for a user token stays cached; once that user token's
     exp passes, a request with it gets exit 2, not the cached OBO token."""
     user_token = emulator.user_token(emulator.user_upn, lifetime_s=5)  # default audience
     obo = ("get", "--mode", "OBO", "--user-token-file", "-", "--format", "json")

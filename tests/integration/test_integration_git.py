@@ -187,7 +187,7 @@ def test_store_helper_chain_and_the_readme_setup_that_avoids_it(
     start_daemon: Callable[[], DaemonProcess],
     tmp_path: Path,
 ) -> None:
-    """Row 10: git < 2.46 hands our token to `store` chained after us (clear text in
+    """git < 2.46 hands our token to `store` chained after us (clear text in
     ~/.git-credentials); doctor warns. The README's URL-scoped list, reset by an
     empty value, keeps a generic `store` away from our token."""
     _write_config(sandbox, emulator.info, {git_host.host.host: {"profile": PROFILE}})

@@ -87,7 +87,7 @@ async def test_unparseable_values_are_400(api: Api, method: str, body: bytes, me
 
 
 async def test_expired_user_token_is_refused_before_any_cache_lookup(api: Api) -> None:
-    """Row 11: a user token past its exp gets 400 (exit 2), never a cached OBO token."""
+    """A user token past its exp gets 400 (exit 2), never a cached OBO token."""
     expired = jwt({"aud": GUID, "exp": int(time.time()) - 5, "upn": "u@example.com"})
     status, err = await post(
         api, "POST", json.dumps({"profile": "obo", "user_token": expired}).encode()

@@ -228,7 +228,7 @@ def assert_refused_at_start(
     return lines[0]
 
 
-# --- row 3: the sidecar's header file planted by Mallory, or left 0644 ------------------
+# --- the sidecar's header file planted by Mallory, or left 0644 -------------------------
 
 
 def test_header_file_planted_by_mallory_is_refused(box: Box) -> None:
@@ -271,7 +271,7 @@ def test_header_file_in_mallorys_sticky_dir_is_never_created_there(box: Box) -> 
     assert not missing.exists()
 
 
-# --- row 4: the header file is a FIFO, /dev/zero, a 1 GiB file ------------------------
+# --- the header file is a FIFO, /dev/zero, a 1 GiB file -------------------------------
 
 
 def _fifo(box: Box) -> Path:
@@ -327,7 +327,7 @@ def test_alices_private_header_file_is_accepted(box: Box) -> None:
         proc.wait(timeout=30)
 
 
-# --- row 7: the config (and secret files) that others can change ----------------------
+# --- the config (and secret files) that others can change -----------------------------
 
 
 def emulator_setup(box: Box, emu: Emulator, authority: str, ca: Path) -> str:

@@ -6,8 +6,12 @@ import math
 import re
 
 import pytest
+from tooling import ROOT
 
 from agentid_daemon.core.metrics import (
+    Counter,
+    FunctionCounter,
+    Gauge,
     Metrics,
     Registry,
     escape_label_value,
@@ -21,18 +25,38 @@ SAMPLE_RE = re.compile(
 )
 
 
-def test_daemon_series_are_declared_with_help_and_type() -> None:
-    text = Metrics().render()
-    for name, kind in [
-        ("agentid_helper_requests_total", "counter"),
-        ("agentid_helper_cache_hits_total", "counter"),
-        ("agentid_helper_cache_misses_total", "counter"),
-        ("agentid_helper_identity_provider_requests_total", "counter"),
-        ("agentid_helper_refreshes_total", "counter"),
-        ("agentid_helper_cache_entries", "gauge"),
-    ]:
-        assert f"# TYPE {name} {kind}\n" in text
-        assert f"# HELP {name} " in text
+def _documented_series() -> dict[str, tuple[str, ...]]:
+    """docs/api.md's ``GET /metrics`` table: series name -> label names."""
+    text = (ROOT / "docs" / "api.md").read_text()
+    table = text[text.index("### `GET /metrics`") :].split("\n### ", 1)[0]
+    series = {}
+    for row in re.findall(r"^\| `(agentid_helper_[a-z_]+)` \|([^|]*)\|", table, re.M):
+        name, labels = row
+        # "`kind` (`resource`, `t1`, `t2`)": the label, then its values in brackets
+        series[name] = tuple(re.findall(r"`([a-z_]+)`", re.sub(r"\(.*?\)", "", labels)))
+    return series
+
+
+def test_a_fresh_daemon_declares_the_documented_series_with_help_and_type() -> None:
+    """GET /metrics before any request already names every series docs/api.md
+    documents (a dashboard finds them at 0), each once with HELP and TYPE, and
+    no other; counters follow Prometheus's ``_total`` naming."""
+    metrics = Metrics()
+    text = metrics.render()
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+    helps = re.findall(r"^# HELP (\S+) \S", text, re.M)
+    assert sorted(helps) == sorted(types)
+    assert len(helps) == len(set(helps))
+    for name, kind in types.items():
+        assert (kind == "counter") == name.endswith("_total"), (name, kind)
+    documented = _documented_series()
+    assert set(types) == set(documented)
+    declared = {
+        metric.name: metric.labelnames
+        for metric in vars(metrics).values()
+        if isinstance(metric, (Counter, Gauge, FunctionCounter))
+    }
+    assert declared == documented
     assert text.endswith("\n")
 
 

@@ -1,4 +1,4 @@
-"""Credential files are regular files (issue row 5): no FIFO, device or huge file holds a thread."""
+"""Credential files are regular files: no FIFO, device or huge file holds a thread."""
 
 from __future__ import annotations
 

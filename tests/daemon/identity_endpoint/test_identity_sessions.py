@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import socket
 import stat
 import subprocess
@@ -156,9 +157,25 @@ async def test_register_refuses_a_socket_that_is_not_a_loopback_listener() -> No
         nursery.cancel_scope.cancel()
 
 
-def test_pidfd_is_available_here() -> None:
-    fd = os.pidfd_open(os.getpid())
-    os.close(fd)
+def test_a_pidfd_turns_readable_when_its_process_exits() -> None:
+    """What ends a session when its process exits: the pidfd the daemon holds polls
+    readable then, and not before (so a live process keeps its session)."""
+    waits = [sys.executable, "-c", "import sys; sys.stdin.read()"]
+    child = subprocess.Popen(waits, stdin=subprocess.PIPE)
+    fd = os.pidfd_open(child.pid)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        assert poller.poll(100) == []
+        assert child.stdin is not None
+        child.stdin.close()
+        assert poller.poll(10_000) == [(fd, select.POLLIN)]
+        child.wait(timeout=10)
+    finally:
+        os.close(fd)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
 
 
 def test_one_process_gets_its_share_and_others_keep_theirs() -> None:

@@ -259,7 +259,9 @@ def _port_of(log: Path) -> int:
 
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["crash", "restart"])
-def test_row1_daemon_restart_never_frees_a_live_exec_port(stack: Stack, stop: int) -> None:
+def test_a_daemon_restart_never_frees_a_live_exec_port(stack: Stack, stop: int) -> None:
+    """While the daemon crashes or restarts, Mallory (bind() every millisecond) never
+    gets the port of a running ``exec``: the app keeps it and the restarted daemon serves."""
     daemon = stack.start_daemon()
     app, log, stop_file = stack.exec_app("app")
     port = _port_of(log)
@@ -283,7 +285,7 @@ def test_row1_daemon_restart_never_frees_a_live_exec_port(stack: Stack, stop: in
     assert stack.sessions() == 0  # the session ended with the exec
 
 
-def test_row1_killed_exec_process_leaves_the_port_with_the_app(stack: Stack) -> None:
+def test_a_killed_exec_process_leaves_the_port_with_the_app(stack: Stack) -> None:
     """SIGKILL of exec itself: its session ends, but the app still holds the port."""
     stack.start_daemon()
     app, log, _stop_file = stack.exec_app("app")
@@ -329,7 +331,9 @@ def _get(port: int, header: str, user: str, stack: Stack) -> dict[str, Any]:
     return dict(json.loads(done.stdout))
 
 
-def test_row2_sidecar_port_taken_before_start(stack: Stack) -> None:
+def test_a_sidecar_port_taken_before_start_is_exit_5_and_a_new_header(stack: Stack) -> None:
+    """Mallory holds the sidecar port first: the daemon refuses to start (exit 5) and
+    writes a new header, so the one Mallory saw is worthless once Alice's daemon serves."""
     port = free_port()
     header_file = _sidecar_config(stack, port)
     leaked = header_file.read_text().strip()
@@ -352,7 +356,7 @@ def test_row2_sidecar_port_taken_before_start(stack: Stack) -> None:
     assert _get(port, fresh, ALICE, stack) == {"status": 200, "forged": False, "token": True}
 
 
-def test_row2_sidecar_port_held_by_a_socket_unit_across_restarts(stack: Stack) -> None:
+def test_a_sidecar_port_held_by_a_socket_unit_stays_alices_across_restarts(stack: Stack) -> None:
     """The service manager binds the fixed port and keeps it while the daemon restarts."""
     held = socket.create_server(("127.0.0.1", 0))
     port = held.getsockname()[1]
@@ -411,9 +415,11 @@ def _proc_uid_line(pid: int) -> str:
 
 
 @pytest.mark.parametrize("pidfd_open", [False, True], ids=["SO_PEERPIDFD", "pidfd_open"])
-def test_row8_session_of_an_exited_process_never_binds_a_recycled_pid(
+def test_the_session_of_an_exited_process_never_binds_a_recycled_pid(
     stack: Stack, pidfd_open: bool
 ) -> None:
+    """A registration read after its sender exited is refused (400), even when Mallory
+    now runs under the sender's pid: no session is bound to her process."""
     daemon = stack.start_daemon(pidfd_open=pidfd_open)
     os.kill(daemon.pid, signal.SIGSTOP)  # the daemon will look at the request late
     try:
@@ -432,7 +438,8 @@ def test_row8_session_of_an_exited_process_never_binds_a_recycled_pid(
     assert stack.sessions() == 0
 
 
-def test_row9_one_process_cannot_exhaust_the_session_table(stack: Stack) -> None:
+def test_one_process_cannot_exhaust_the_session_table(stack: Stack) -> None:
+    """One process registering 1100 sessions gets 32 (then 429): its others still work."""
     stack.start_daemon()
     out = stack.alice_home / "registered.json"
     registrar = stack.spawn(

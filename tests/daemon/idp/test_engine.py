@@ -29,9 +29,13 @@ def claims(token: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+def seeded(
+    tmp_path_factory: pytest.TempPathFactory, emulator_key_template: Path
+) -> Iterator[Emulator]:
     """A private emulator (faults!) with one blueprint and two agent identities."""
-    emu = start_emulator(tmp_path_factory.mktemp("engine-emulator"), seed=SEED)
+    emu = start_emulator(
+        tmp_path_factory.mktemp("engine-emulator"), key_template=emulator_key_template, seed=SEED
+    )
     try:
         yield emu
     finally:

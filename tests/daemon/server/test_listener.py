@@ -116,13 +116,26 @@ async def test_bind_modes_and_cleanup(tmp_path: Path) -> None:
 
 
 async def test_stale_socket_replaced(tmp_path: Path) -> None:
+    """A socket file nobody listens on (a crashed daemon's) is replaced by ours:
+    a client that connects to the path now reaches this listener."""
     path = tmp_path / "d.sock"
     dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     dead.bind(str(path))
     dead.close()  # the file stays, nobody listens
     with trio.fail_after(5):
         opened = await bind_unix_listener(path)
-        await opened.aclose()
+        try:
+            assert opened.owned and opened.path == str(path)
+            assert mode(path) == 0o600
+            client = await trio.open_unix_socket(str(path))
+            server = await opened.listener.accept()
+            await client.send_all(b"ping")
+            assert await server.receive_some(4) == b"ping"
+            await client.aclose()
+            await server.aclose()
+        finally:
+            await opened.aclose()
+    assert not path.exists()
 
 
 async def test_live_daemon_refused(tmp_path: Path) -> None:

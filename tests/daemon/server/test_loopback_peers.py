@@ -372,6 +372,7 @@ def client(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.e2e  # a real daemon process and client CLI
 @pytest.mark.parametrize("without_netlink", [False, True])
 def test_status_and_doctor_say_whether_peers_are_checked(
     daemon_home: dict[str, str], without_netlink: bool
@@ -405,6 +406,7 @@ def test_status_and_doctor_say_whether_peers_are_checked(
         ), doctor
 
 
+@pytest.mark.e2e  # a real daemon process and client CLI
 def test_a_reload_applies_a_new_allow_list(daemon_home: dict[str, str]) -> None:
     proc = run_daemon(daemon_home, without_netlink=False)
     config = Path(daemon_home["AGENTID_HELPER_CONFIG"])

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets everything up (idempotently), checks lint, formatting, types and the
 # architecture's import contracts, then runs the whole test suite (what CI
-# runs). `--fast` runs only the unit tier: no e2e, reliability, systemd or
-# two-uid tests (markers set in tests/conftest.py). Extra arguments go to pytest.
+# runs). `--fast` runs only the unit tier (about 30 s): no e2e, reliability,
+# systemd or two-uid tests (markers set in tests/conftest.py's tiers_of; an
+# emulator or daemon process makes a test e2e). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tier=()

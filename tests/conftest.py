@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 from client_fakes import fake_daemon
 from emulator_harness import Emulator, EmulatorError, start_emulator
+from tier_report import COLLECTED_TIERS, SLOW_TIERS
 from two_uids import test_users_turn, user_python
 
 # fake_daemon: the client tests' stand-in daemon (tests/support/client_fakes.py);
@@ -153,9 +154,12 @@ def tiers_of(item: pytest.Item) -> set[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    collected = config.stash.setdefault(COLLECTED_TIERS, {})
     for item in items:
         for tier in sorted(tiers_of(item)):
             item.add_marker(tier)
+        # what -m selects by: the rules above and a test's own @pytest.mark.e2e
+        collected[item.nodeid] = {m.name for m in item.iter_markers() if m.name in SLOW_TIERS}
 
 
 # --- session-wide log audit (tests/support/log_audit.py) ------------------------------

@@ -21,6 +21,9 @@ from tooling import build_wheel
 
 from agentid_client import __version__
 
+#: Every test runs the wheel installed into a fresh venv.
+pytestmark = pytest.mark.e2e
+
 PIP = (sys.executable, "-m", "pip")
 
 
@@ -63,7 +66,6 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.e2e  # installs the wheel into a venv
 def test_installed_launcher_prints_its_version(installed: Path) -> None:
     launcher = installed / "agentid-helper"
     assert launcher.read_text().startswith("#!/bin/sh\n")  # the installer left it alone
@@ -114,7 +116,6 @@ def test_a_copy_without_its_installation_says_so(tmp_path: Path, installed: Path
     assert done.stderr.startswith("agentid-helper: cannot find this installation's Python")
 
 
-@pytest.mark.e2e  # installs the wheel into a venv
 def test_an_installation_whose_path_has_a_space(
     wheel: Path, fake_daemon: FakeDaemon, tmp_path: Path
 ) -> None:

@@ -8,15 +8,28 @@ import subprocess
 import sys
 
 import pytest
-from tier_report import PREFIX
+from tier_report import COLLECTED_TIERS, PREFIX
 from tooling import ROOT, SUPPORT, TESTS
 
 PYTEST_COLLECT = (sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider")
 
 
+def _test_files() -> set[str]:
+    apps = TESTS / "integration" / "sdk_apps"
+    return {
+        str(path.relative_to(ROOT))
+        for path in TESTS.rglob("test_*.py")
+        if apps not in path.parents and path.parent != SUPPORT
+    }
+
+
 @pytest.fixture(scope="module")
-def tiers() -> dict[str, set[str]]:
-    """Every test of the tree -> its slow tiers, from one collection."""
+def tiers(request: pytest.FixtureRequest) -> dict[str, set[str]]:
+    """Every test of the tree -> its slow tiers: this session's, when it collected
+    the whole tree (the --fast run and the full run do), else one collection."""
+    seen = request.config.stash.get(COLLECTED_TIERS, {})
+    if {node.split("::", 1)[0] for node in seen} >= _test_files():
+        return seen
     env = {**os.environ, "PYTHONPATH": str(SUPPORT)}
     proc = subprocess.run(
         [*PYTEST_COLLECT, "-p", "tier_report", str(TESTS)],

@@ -1,7 +1,9 @@
 """A pytest plugin (``-p tier_report``) that prints each collected test's tiers.
 
-tests/suite/test_test_tiers.py collects the tree once with it and checks every
-tier from that one listing (one collection instead of one per ``-m`` expression).
+tests/suite/test_test_tiers.py checks every tier from one listing: the running
+session's own (tests/conftest.py keeps every collected test's tiers, before ``-m``
+deselects any, under :data:`COLLECTED_TIERS`) when it collected the whole tree,
+else one collection of the tree with this plugin.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import pytest
 #: The slow tiers (tests/conftest.py's ``tiers_of``); the --fast tier is none of them.
 SLOW_TIERS = ("e2e", "reliability", "systemd", "two_uids")
 PREFIX = "TIERS "
+#: nodeid -> slow tiers of every test the session collected (before deselection).
+COLLECTED_TIERS = pytest.StashKey[dict[str, set[str]]]()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -367,6 +367,11 @@ class CLI:
             self.stderr,
         )
 
+    def do_init(self, parsed: Parsed) -> int:
+        from .initcmd import run_init
+
+        return run_init(parsed, self.stdout, self.stderr, self._timeout(parsed))
+
     def do_agent(self, parsed: Parsed) -> int:
         from .agentcmd import run_agent
 

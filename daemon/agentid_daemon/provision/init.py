@@ -44,6 +44,7 @@ from .init_flow import (
     first_token_request,
     wait_for_first_token,
 )
+from .profile_file import check_writable
 
 EXIT_INTERRUPTED = 130
 
@@ -134,6 +135,7 @@ def run(
     engine = Engine()
     plan = CredentialPlan(answers)
     try:
+        check_writable(answers.config_path)
         plan.prepare()
         admin = sign_in(answers, engine, stderr)
     except AgentIdError as exc:

@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentid_client.private_dir import PrivateDirError, make_private_dir
 from agentid_client.secretcmd import NO_BACKEND_HINTS, usable_backend
 
 from ..core.errors import ConfigurationError
 from ..idp.credentials import KEYRING_SERVICE
 from . import graph as G
 from .init_answers import InitAnswers
+from .profile_file import prepare_new_file
 
 #: Validity of a generated certificate; Graph takes keyCredentials up to the
 #: certificate's own end date.
@@ -72,10 +72,7 @@ class CredentialPlan:
         elif kind in ("secret-file", "certificate"):
             path = self.answers.credential_file
             assert path is not None  # init_answers sets it for these kinds
-            try:
-                make_private_dir(str(path.parent))
-            except PrivateDirError as exc:
-                raise ConfigurationError(f"cannot keep the credential in {path}: {exc}") from None
+            prepare_new_file(path)
             try:
                 os.close(os.open(path, _FILE_FLAGS, 0o600))
             except OSError as exc:

@@ -154,18 +154,25 @@ def _value(value: Any) -> Any:
     return value
 
 
-def existing_profiles(path: Path) -> tuple[str, ...]:
-    """The profile names of the config file at ``path`` (none when it does not exist)."""
-    try:
-        doc = tomlkit.parse(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return ()
-    except OSError as exc:
-        raise ConfigurationError(f"{path}: cannot read: {exc.strerror}") from None
-    except Exception as exc:  # tomlkit's parse errors have no common base
-        raise ConfigurationError(f"{path}: invalid TOML: {exc}") from None
-    profiles = doc.get("profiles")
-    return tuple(str(n) for n in profiles) if isinstance(profiles, Table) else ()
+def prepare_new_file(path: Path) -> None:
+    """Make sure a new file can be written at ``path``: its directory is created
+    (0700, as the config directory) when missing; an existing directory is left
+    as it is (the daemon's trust rules judge the file there)."""
+    if not path.parent.exists():
+        try:
+            make_private_dir(str(path.parent))
+        except PrivateDirError as exc:
+            raise ConfigurationError(f"cannot create {path}: {exc}") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise ConfigurationError(f"cannot create {path}: {path.parent} is not writable by you")
+
+
+def check_writable(path: Path) -> None:
+    """Before ``init`` creates anything: the config file at ``path`` can be written
+    (replaced atomically: its directory must be writable too)."""
+    prepare_new_file(path)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigurationError(f"cannot write {path}: not writable by you")
 
 
 def add_profiles(path: Path, profiles: dict[str, dict[str, Any]], default: str) -> bool:
@@ -176,10 +183,7 @@ def add_profiles(path: Path, profiles: dict[str, dict[str, Any]], default: str) 
         mode = path.stat().st_mode & 0o7777
         doc = tomlkit.parse(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        try:
-            make_private_dir(str(path.parent))
-        except PrivateDirError as exc:
-            raise ConfigurationError(f"cannot create {path}: {exc}") from None
+        prepare_new_file(path)
         mode = 0o600
         doc = tomlkit.document()
         doc.add(

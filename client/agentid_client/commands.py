@@ -32,6 +32,7 @@ EXIT_CODES = (
     (3, "daemon unreachable, or no answer within --timeout"),
     (4, "the identity provider refused"),
     (5, "configuration error"),
+    (130, "interrupted (Ctrl-C), or init's questions met the end of input"),
 )
 ENVIRONMENT = (
     (

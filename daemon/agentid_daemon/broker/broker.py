@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import trio
@@ -49,14 +49,14 @@ from ..core.logs import get_logger
 from ..core.metrics import BoundCounter, Metrics
 from ..core.models import (
     AcquiredToken,
-    AgentRef,
     ExchangeKey,
     Mode,
     ResourceKey,
     TokenRequest,
 )
 from ..idp.managed_identity import ManagedIdentityKey
-from .exchange_legs import ASSERTION_MIN_VALIDITY_S, ExchangeLegs, assertion_rejected, exchange_key
+from .calls import IdpCalls, RunSync, assertion_rejected, in_worker_thread
+from .exchange_legs import ExchangeLegs, exchange_key
 from .mi_legs import ManagedIdentityLegs
 from .obo_legs import OboLegs
 from .obo_sessions import OboSessions, SessionKey
@@ -88,17 +88,6 @@ def agent_part(key: ResourceKey | ExchangeKey) -> tuple[str, str, str, str]:
 _LOG = get_logger("agentid_daemon.broker.broker")
 
 
-#: Runs a blocking engine call without blocking trio (Broker's ``run_sync``).
-RunSync = Callable[[Callable[[], AcquiredToken]], Awaitable[AcquiredToken]]
-
-
-async def _in_worker_thread(
-    limiter: trio.CapacityLimiter, call: Callable[[], AcquiredToken]
-) -> AcquiredToken:
-    """The default ``run_sync``: a worker thread, at most ``limiter`` at once."""
-    return await trio.to_thread.run_sync(call, limiter=limiter, abandon_on_cancel=True)
-
-
 class Broker:
     def __init__(
         self,
@@ -112,23 +101,19 @@ class Broker:
         run_sync: RunSync | None = None,
     ) -> None:
         self._engine = engine
-        #: How a blocking engine call runs: a worker thread under ``limiter``
-        #: unless a caller (a test on a virtual clock) injects its own.
-        self._run_sync: RunSync = run_sync or functools.partial(_in_worker_thread, limiter)
+        #: Every engine call of every leg. A blocking call runs in a worker
+        #: thread under ``limiter`` unless a caller (a test on a virtual
+        #: clock) injects its own ``run_sync``.
+        self._calls = IdpCalls(metrics, run_sync or functools.partial(in_worker_thread, limiter))
+        call = self._calls.call
         #: Agents created through this daemon lately (provision/): their "not
         #: found" answers are retried while replication catches up.
         self.fresh_agents = FreshAgents()
         self.replication_wait_s = replication_wait_s
         self.sessions = OboSessions(max_age_s=obo_session_max_age_s)
-        self._obo = OboLegs(self.sessions, cache, engine, self._call)
-        self._mi = ManagedIdentityLegs(
-            cache,
-            engine,
-            self._call,
-            assertion_min_validity_s=ASSERTION_MIN_VALIDITY_S,
-            assertion_rejected=assertion_rejected,
-        )
-        self._exchanges = ExchangeLegs(cache, engine, self._call, self._mi)
+        self._obo = OboLegs(self.sessions, cache, engine, call)
+        self._mi = ManagedIdentityLegs(cache, engine, call)
+        self._exchanges = ExchangeLegs(cache, engine, call, self._mi)
         self._cache = cache
         self._metrics = metrics
 
@@ -395,56 +380,6 @@ class Broker:
         if req.mode is Mode.AUTONOMOUS_USER and not (req.user_upn or req.user_object_id):
             raise InvalidRequest("mode AutonomousUser needs user_upn or user_object_id")
 
-    async def _call(
-        self, leg: str, fn: Callable[..., AcquiredToken], *args: Any, **kwargs: Any
-    ) -> AcquiredToken:
-        """One identity-provider call in a worker thread, counted and logged by leg.
-
-        The log line carries what journald users filter on (leg, outcome,
-        duration_ms, agent, and for failures the AADSTS codes and correlation
-        id); the arguments (assertions, user tokens) never reach it.
-        """
-        agent = args[0] if args and isinstance(args[0], AgentRef) else None
-        started = trio.current_time()
-        try:
-            token = await self._run_sync(functools.partial(fn, *args, **kwargs))
-        except IdentityProviderError as exc:
-            outcome = "transient_error" if exc.transient else "error"
-            self._metrics.identity_provider_requests.inc(leg=leg, outcome=outcome)
-            self._log_call(leg, outcome, started, agent, exc)
-            raise
-        except Exception as exc:
-            self._metrics.identity_provider_requests.inc(leg=leg, outcome="error")
-            self._log_call(leg, "error", started, agent, exc)
-            raise
-        self._metrics.identity_provider_requests.inc(leg=leg, outcome="ok")
-        self._log_call(leg, "ok", started, agent, None)
-        return token
-
-    @staticmethod
-    def _log_call(
-        leg: str, outcome: str, started: float, agent: AgentRef | None, exc: BaseException | None
-    ) -> None:
-        fields: dict[str, Any] = {
-            "leg": leg,
-            "outcome": outcome,
-            "duration_ms": round((trio.current_time() - started) * 1000, 1),
-        }
-        if agent is not None:
-            fields["agent_identity_app_id"] = agent.agent_identity_app_id
-        if isinstance(exc, IdentityProviderError):
-            fields.update(
-                aadsts_codes=list(exc.aadsts_codes),
-                correlation_id=exc.correlation_id,
-                error=exc.description,
-            )
-        elif isinstance(exc, AgentIdError):
-            fields["error"] = exc.description
-        elif exc is not None:
-            fields["error"] = type(exc).__name__  # foreign text may hold anything
-        log = _LOG.info if exc is None else _LOG.warning
-        log("identity provider request", **fields)
-
     def _resource_fetch(
         self, req: TokenRequest, *, claims: str | None = None, start_session_for: str | None = None
     ) -> Callable[[], Any]:
@@ -467,7 +402,7 @@ class Broker:
             used = [(exchange_key("t1", agent), t1.token)]
             try:
                 if mode is Mode.AUTONOMOUS_APP:
-                    token = await self._call(
+                    token = await self._calls.call(
                         "autonomous_app",
                         self._engine.acquire_autonomous_app,
                         agent,
@@ -479,7 +414,7 @@ class Broker:
                     token = await self._obo.refresh(req, t1.token.access_token, claims)
                 elif mode is Mode.OBO:
                     assert user_token is not None
-                    token = await self._call(
+                    token = await self._calls.call(
                         "obo",
                         self._engine.acquire_obo,
                         agent,
@@ -493,7 +428,7 @@ class Broker:
                 else:
                     t2 = await self._exchanges.input("t2", agent)
                     used.append((exchange_key("t2", agent), t2.token))
-                    token = await self._call(
+                    token = await self._calls.call(
                         "user_fic",
                         self._engine.acquire_user_fic,
                         agent,

@@ -4,12 +4,12 @@ Which requests start, continue or end a session, the refresh-token leg, and
 taking the refresh token out of an OBO answer before it reaches the cache.
 Kept apart from broker.py, which calls in here for requests naming
 ``obo_session``; all of it runs on the trio thread (the leg call itself goes
-through the broker's ``call``, which runs the engine in a worker thread).
+through the ``call`` it is given, calls.py, which runs the engine in a
+worker thread).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -17,14 +17,11 @@ import trio
 from ..cache.token_cache import TokenCache, error_summary
 from ..core.errors import AgentIdError, IdentityProviderError
 from ..core.models import AcquiredToken, TokenRequest
+from .calls import Call
 from .obo_sessions import OboSessions, SessionKey, user_fingerprint
 from .seams import Engine
 
 LEG = "obo_refresh"
-
-
-# The broker's counted, logged identity-provider call: call(leg, fn, *args, **kwargs).
-Call = Callable[..., Awaitable[AcquiredToken]]
 
 
 class OboLegs:

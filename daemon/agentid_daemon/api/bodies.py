@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from typing import Any
 
 from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S
@@ -19,6 +18,7 @@ from agentid_client.redact import quoted
 from ..config.claims import normalise_claims
 from ..config.fields import user_token_expiry
 from ..config.loader import LIST_REQUEST_KEYS, REQUEST_KEYS, Config
+from ..core.clock import utc_text
 from ..core.errors import InvalidRequest
 from ..core.models import TokenRequest
 
@@ -105,7 +105,7 @@ def refuse_expired_user_token(fields: dict[str, Any], now: float) -> None:
         return
     exp = user_token_expiry(token.strip())
     if exp is not None and exp <= now:
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(exp))
+        when = utc_text(exp)
         raise InvalidRequest(
             f"the user token expired at {when} (its exp claim)",
             hint="get a fresh token for the user (sign in again) and retry",

@@ -44,6 +44,7 @@ from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S
 
 from ..cache.token_cache import TokenCache
 from ..config.values import DaemonSettings
+from ..core.clock import epoch_seconds, read_now
 from ..core.errors import AgentIdError, IdentityProviderError, InvalidRequest, UnknownProfile
 from ..core.logs import get_logger
 from ..core.metrics import BoundCounter, Metrics
@@ -75,7 +76,6 @@ from .status import (
     safe_user,
     status_rows,
     uses_exchange,
-    wall_seconds,
 )
 
 __all__ = ["Broker", "Engine", "ServedToken"]
@@ -260,7 +260,7 @@ class Broker:
             allow_stale=True,
             challenge=claims,
         )
-        now_trio, now_wall = trio.current_time(), time.time()
+        now_trio, now_wall = read_now()
         warning = None
         if cached.stale_error is not None:
             warning = stale_warning(
@@ -269,8 +269,8 @@ class Broker:
         return ServedToken(
             access_token=cached.token.access_token,
             token_type=cached.token.token_type or "Bearer",
-            expires_on=wall_seconds(cached.expires_at, now_trio, now_wall) or 0,
-            refresh_on=wall_seconds(cached.refresh_at, now_trio, now_wall) or 0,
+            expires_on=epoch_seconds(cached.expires_at, now_trio, now_wall) or 0,
+            refresh_on=epoch_seconds(cached.refresh_at, now_trio, now_wall) or 0,
             scope=cached.token.scope or req.scope_string,
             mode=req.mode.value,
             source=cached.source,
@@ -358,8 +358,7 @@ class Broker:
 
     def status(self) -> list[dict[str, Any]]:
         """One JSON-ready dict per live cache entry; never a token value."""
-        now_trio, now_wall = trio.current_time(), time.time()
-        return status_rows(self._cache.snapshot(), now_trio, now_wall)
+        return status_rows(self._cache.snapshot(), *read_now())
 
     def recent_errors(self) -> list[dict[str, Any]]:
         """The last distinct failures (requests and background refreshes), newest first."""
@@ -367,7 +366,7 @@ class Broker:
 
     def obo_sessions(self) -> list[dict[str, Any]]:
         """One JSON-ready dict per OBO session (hashed user, age); never a token."""
-        return self._obo.status(time.time())
+        return self._obo.status(*read_now())
 
     # -- legs --------------------------------------------------------------------
 

@@ -96,5 +96,5 @@ class OboLegs:
             now=trio.current_time(),
         )
 
-    def status(self, now_wall: float) -> list[dict[str, Any]]:
-        return self.sessions.status(trio.current_time(), now_wall)
+    def status(self, now_trio: float, now_wall: float) -> list[dict[str, Any]]:
+        return self.sessions.status(now_trio, now_wall)

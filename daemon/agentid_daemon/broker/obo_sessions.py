@@ -29,6 +29,7 @@ from typing import Any
 
 from agentid_client.redact import quoted
 
+from ..core.clock import epoch_seconds
 from ..core.errors import InvalidRequest
 from ..core.models import OBO_SESSION_USER_PREFIX, ResourceKey, TokenRequest
 
@@ -160,7 +161,7 @@ class OboSessions:
         """JSON-ready rows: hashed user, age, last refresh; never a token."""
 
         def wall(t: float | None) -> int | None:
-            return None if t is None else int(now_wall + (t - now_trio))
+            return epoch_seconds(t, now_trio, now_wall)
 
         return [
             {

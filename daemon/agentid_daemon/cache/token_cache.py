@@ -1,7 +1,8 @@
 """In-memory token cache: single-flight, refresh-ahead, backoff, idle expiry, bounds.
 
 Every time here is on the trio clock (``trio.current_time()``), so tests drive
-it with ``autojump_clock``; wall-clock conversion happens at the API edge.
+it with ``autojump_clock``; wall-clock conversion happens at the API edge
+(core/clock.py).
 
 Policy (docs/design.md, "Cache semantics"), decided here:
 

@@ -9,10 +9,9 @@ echo a body (it may hold a token).
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
-from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S
+from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S, min_validity_ok
 from agentid_client.redact import quoted
 
 from ..config.claims import normalise_claims
@@ -138,7 +137,7 @@ def token_options(obj: dict[str, Any]) -> tuple[float, bool]:
         raise InvalidRequest(
             f"field 'min_validity_s' must be a number, not {json_type(min_validity)}"
         )
-    elif not math.isfinite(min_validity) or not 0 <= min_validity <= MAX_MIN_VALIDITY_S:
+    elif not min_validity_ok(min_validity):
         raise InvalidRequest(
             f"field 'min_validity_s' must be between 0 and {MAX_MIN_VALIDITY_S} seconds"
         )

@@ -40,7 +40,7 @@ from typing import Any
 
 import trio
 
-from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S
+from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S, min_validity_ok
 
 from ..cache.token_cache import TokenCache
 from ..config.values import DaemonSettings
@@ -230,11 +230,14 @@ class Broker:
         force_refresh: bool,
         claims: str | None,
     ) -> ServedToken:
-        if not (0 <= min_validity_s <= MAX_MIN_VALIDITY_S):  # also rejects NaN
+        if not min_validity_ok(min_validity_s):
             raise InvalidRequest(
                 f"min_validity_s must be between 0 and {MAX_MIN_VALIDITY_S} seconds"
             )
-        self._check(req)
+        # config.resolve made req by the same rule; a request made elsewhere is checked here.
+        problem = req.mode_problem()
+        if problem is not None:
+            raise InvalidRequest(problem)
         starting = self._obo.starting(req) if req.obo_session is not None else None
         if force_refresh:
             # "Fresh" means from the credential up: re-acquire the exchange
@@ -369,15 +372,6 @@ class Broker:
         return self._obo.status(*read_now())
 
     # -- legs --------------------------------------------------------------------
-
-    @staticmethod
-    def _check(req: TokenRequest) -> None:
-        if req.mode is Mode.OBO and not req.user_token and req.obo_session is None:
-            raise InvalidRequest("mode OBO needs a user token (or an OBO session)")
-        if req.obo_session is not None and req.mode is not Mode.OBO:
-            raise InvalidRequest(f"obo_session is only valid with mode OBO, not {req.mode}")
-        if req.mode is Mode.AUTONOMOUS_USER and not (req.user_upn or req.user_object_id):
-            raise InvalidRequest("mode AutonomousUser needs user_upn or user_object_id")
 
     def _resource_fetch(
         self, req: TokenRequest, *, claims: str | None = None, start_session_for: str | None = None

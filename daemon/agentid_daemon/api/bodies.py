@@ -12,12 +12,12 @@ import json
 from typing import Any
 
 from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S, min_validity_ok
+from agentid_client.formats import rfc3339
 from agentid_client.redact import quoted
 
 from ..config.claims import normalise_claims
 from ..config.fields import user_token_expiry
 from ..config.loader import LIST_REQUEST_KEYS, REQUEST_KEYS, Config
-from ..core.clock import utc_text
 from ..core.errors import InvalidRequest
 from ..core.models import TokenRequest
 
@@ -104,7 +104,7 @@ def refuse_expired_user_token(fields: dict[str, Any], now: float) -> None:
         return
     exp = user_token_expiry(token.strip())
     if exp is not None and exp <= now:
-        when = utc_text(exp)
+        when = rfc3339(exp)
         raise InvalidRequest(
             f"the user token expired at {when} (its exp claim)",
             hint="get a fresh token for the user (sign in again) and retry",

@@ -31,8 +31,3 @@ def epoch_seconds(trio_time: float | None, now_trio: float, now_wall: float) -> 
     if trio_time is None:
         return None
     return int(now_wall + (trio_time - now_trio))
-
-
-def utc_text(epoch: float) -> str:
-    """Epoch seconds as ISO 8601 UTC (``2026-01-31T12:00:00Z``), for messages."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

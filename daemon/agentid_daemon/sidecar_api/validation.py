@@ -32,7 +32,8 @@ from typing import Any
 
 import jwt
 
-from ..core.clock import utc_text
+from agentid_client.formats import rfc3339
+
 from ..idp.msal_http import ProviderSession, TrustStore
 from .problems import Problem
 
@@ -129,7 +130,7 @@ class TokenValidator:
             )
         except jwt.ExpiredSignatureError:
             exp = unverified.get("exp")
-            when = utc_text(exp) if isinstance(exp, int | float) else "?"
+            when = rfc3339(exp) if isinstance(exp, int | float) else "?"
             raise unauthorized(f"the token expired at {when}") from None
         except jwt.InvalidSignatureError:
             raise unauthorized("the token's signature is invalid") from None

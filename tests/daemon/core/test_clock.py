@@ -12,7 +12,7 @@ import time
 import trio
 import trio.testing
 
-from agentid_daemon.core.clock import epoch_seconds, read_now, utc_text
+from agentid_daemon.core.clock import epoch_seconds, read_now
 
 
 def test_epoch_seconds_measures_from_the_same_instant() -> None:
@@ -31,8 +31,3 @@ async def test_read_now_pairs_the_trio_clock_with_the_wall_clock(
     assert before <= now_wall <= time.time()
     in_a_minute = epoch_seconds(now_trio + 60, now_trio, now_wall)
     assert in_a_minute == int(now_wall + 60)
-
-
-def test_utc_text_is_iso_8601_utc() -> None:
-    assert utc_text(0) == "1970-01-01T00:00:00Z"
-    assert utc_text(1_800_000_000.9) == "2027-01-15T08:00:00Z"

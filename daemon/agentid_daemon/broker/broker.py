@@ -369,7 +369,7 @@ class Broker:
 
     def obo_sessions(self) -> list[dict[str, Any]]:
         """One JSON-ready dict per OBO session (hashed user, age); never a token."""
-        return self._obo.status(*read_now())
+        return self.sessions.status(*read_now())
 
     # -- legs --------------------------------------------------------------------
 

@@ -10,8 +10,6 @@ worker thread).
 
 from __future__ import annotations
 
-from typing import Any
-
 import trio
 
 from ..cache.token_cache import TokenCache, error_summary
@@ -95,6 +93,3 @@ class OboLegs:
             refresh_token=token.refresh_token,
             now=trio.current_time(),
         )
-
-    def status(self, now_trio: float, now_wall: float) -> list[dict[str, Any]]:
-        return self.sessions.status(now_trio, now_wall)

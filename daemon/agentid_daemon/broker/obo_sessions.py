@@ -19,16 +19,14 @@ All times are on the trio clock; status converts them at the edge.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from agentid_client.redact import quoted
 
+from ..config.fields import unverified_claims
 from ..core.clock import epoch_seconds
 from ..core.errors import InvalidRequest
 from ..core.models import OBO_SESSION_USER_PREFIX, ResourceKey, TokenRequest
@@ -88,13 +86,9 @@ def user_fingerprint(user_token: str) -> str:
     the identity provider verifies the token when it is used.
     """
     subject = user_token
-    try:
-        payload = user_token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        if isinstance(claims, dict) and claims.get("oid"):
-            subject = f"{claims.get('tid', '')}/{claims['oid']}"
-    except (IndexError, ValueError, binascii.Error, UnicodeDecodeError):
-        pass
+    claims = unverified_claims(user_token)
+    if claims is not None and claims.get("oid"):
+        subject = f"{claims.get('tid', '')}/{claims['oid']}"
     return "sha256:" + hashlib.sha256(subject.encode()).hexdigest()[:16]
 
 

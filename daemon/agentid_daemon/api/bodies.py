@@ -128,8 +128,8 @@ def resolve(
 
 
 def token_options(obj: dict[str, Any]) -> tuple[float, bool]:
-    """``min_validity_s`` (0..MAX_MIN_VALIDITY_S, default 300) and ``force_refresh`` (bool);
-    ``claims`` has :func:`claims_option`."""
+    """``min_validity_s`` (``contract.min_validity_ok``, default 300) and ``force_refresh``
+    (bool); ``claims`` has :func:`claims_option`."""
     min_validity: Any = obj.get("min_validity_s")
     if min_validity is None:
         min_validity = DEFAULT_MIN_VALIDITY_S

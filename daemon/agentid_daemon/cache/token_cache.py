@@ -80,6 +80,8 @@ from typing import Any
 
 import trio
 
+from agentid_client.contract import DEFAULT_MIN_VALIDITY_S
+
 from ..core.errors import AgentIdError, IdentityProviderError
 from ..core.models import AcquiredToken
 from .entry import (
@@ -186,7 +188,7 @@ class TokenCache:
         key: Hashable,
         fetch: Fetch,
         *,
-        min_validity_s: float = 300,
+        min_validity_s: float = DEFAULT_MIN_VALIDITY_S,
         force_refresh: bool = False,
         label: str = "",
         info: Mapping[str, Any] | None = None,

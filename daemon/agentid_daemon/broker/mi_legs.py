@@ -11,27 +11,16 @@ given, calls.py, which runs them in a worker thread).
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from ..cache.token_cache import CachedToken, DependencyFailed, TokenCache
 from ..core.errors import AgentIdError, IdentityProviderError
 from ..core.models import AcquiredToken, AgentRef, CredentialSpec
 from ..idp.managed_identity import LEG, ManagedIdentityKey
 from .calls import Call, assertion_margin, assertion_rejected
-
-
-class ManagedIdentityEngine(Protocol):
-    def acquire_t1(self, agent: AgentRef, *, assertion: str | None = None) -> AcquiredToken: ...
-    def acquire_managed_identity(self, credential: CredentialSpec) -> AcquiredToken: ...
+from .seams import Engine
 
 
 class ManagedIdentityLegs:
-    def __init__(
-        self,
-        cache: TokenCache,
-        engine: ManagedIdentityEngine,
-        call: Call,
-    ) -> None:
+    def __init__(self, cache: TokenCache, engine: Engine, call: Call) -> None:
         self._cache = cache
         self._engine = engine
         self._call = call

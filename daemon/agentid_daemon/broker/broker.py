@@ -23,7 +23,8 @@ once, as MSAL's ``claims_challenge`` is). Claims are passed as the cache's
 ``challenge`` too, so that they honour the key's backoff and are rate-limited
 per key (cache.py, "Claims challenges"): any caller can make claims up.
 
-Engine calls are blocking (MSAL, HTTP); they run in worker threads under the
+Engine calls are blocking (MSAL, HTTP); every leg makes them through one
+``calls.IdpCalls`` (counted, logged), in worker threads under the
 broker's limiter with ``abandon_on_cancel=True``. A fetch only gets cancelled
 when the cache shuts down (a cancelled *request* never cancels a fetch, see
 cache.py), and then nobody wants the answer: MSAL's own HTTP timeout ends the

@@ -180,7 +180,8 @@ def create_everything(
         )
         say(
             f"wrote the profile{'s' if len(profiles) > 1 else ''} {', '.join(profiles)} "
-            f"into {answers.config_path}" + (" (the default profile)" if made_default else "")
+            f"into {answers.config_path}"
+            + (f" ({answers.profile} is the default profile)" if made_default else "")
         )
     except (AgentIdError, KeyboardInterrupt) as exc:
         plan.discard()

@@ -151,6 +151,16 @@ NOT_RUN = {
     "agentid-helper logs -f      # Ctrl-C ends": (
         "follows until interrupted (tests/client/test_operate_daemon.py runs it, bounded)"
     ),
+    "agentid-helper init                   # asks; an administrator signs in by device code": (
+        "a terminal and an administrator approving the code "
+        "(tests/daemon/provision/test_init_wizard.py drives both against the emulator)"
+    ),
+    "(umask 077; az account get-access-token --resource https://graph.microsoft.com "
+    "> graph.json)": ("az signed in to a real tenant"),
+    "agentid-helper init --non-interactive --graph-token-file graph.json  --tenant-id "
+    "contoso.onmicrosoft.com --agent-name build-bot --credential secret-file": (
+        "a real tenant's Graph token (test_init_wizard.py runs these flags on the emulator)"
+    ),
     "agentid-helper systemd install --now": "changes the user manager",
     "agentid-helper systemd uninstall": "changes the user manager",
     "source <(agentid-helper completion zsh)": (

@@ -70,6 +70,11 @@ def test_keyring_missing_entry_hints_secret_set(memory_keyring: MemoryKeyring) -
         (keyring.errors.NoKeyringError("none"), "no keyring backend"),
         (keyring.errors.KeyringLocked("locked"), "locked"),
         (keyring.errors.KeyringError("boom"), "keyring error"),
+        # PYTHON_KEYRING_BACKEND naming a module the daemon cannot import.
+        (
+            ModuleNotFoundError("No module named 'gone'", name="gone"),
+            r"backend cannot be loaded \(gone\)",
+        ),
     ],
 )
 def test_keyring_failures(exc: Exception, match: str) -> None:

@@ -191,9 +191,15 @@ def request(
 
 @asynccontextmanager
 async def running(
-    engine: FakeEngine, broker_cls: Callable[..., Broker] = inline_broker, **cache_kwargs: Any
+    engine: FakeEngine,
+    broker_cls: Callable[..., Broker] = inline_broker,
+    *,
+    cache: TokenCache | None = None,
+    **cache_kwargs: Any,
 ) -> AsyncIterator[tuple[Broker, Metrics]]:
-    cache = TokenCache(random=random.Random(3), **cache_kwargs)
+    """A broker on a running cache (``cache``: a test's own, to look at its rows)."""
+    if cache is None:
+        cache = TokenCache(random=random.Random(3), **cache_kwargs)
     metrics = Metrics()
     broker = broker_cls(engine, cache, metrics, limiter=trio.CapacityLimiter(4))  # type: ignore[arg-type]
     with trio.fail_after(GUARD_S):
@@ -559,7 +565,8 @@ async def test_resource_waits_for_its_input_not_a_backoff_of_its_own(
         for _ in range(6)
     ]
     engine.errors["t1"] = outage
-    async with running(engine) as (broker, _):
+    cache = TokenCache(random=random.Random(3))
+    async with running(engine, cache=cache) as (broker, _):
         with pytest.raises(IdentityProviderError) as info:
             await broker.get_token(request())
         assert info.value.aadsts_codes == (90033,)  # the requester sees T1's own error
@@ -570,7 +577,7 @@ async def test_resource_waits_for_its_input_not_a_backoff_of_its_own(
             if engine.calls["autonomous_app"]:
                 break
             # The cache's own view: status shows no row for keys without a token.
-            rows = {kind_of(s): s for s in broker._cache.snapshot()}
+            rows = {kind_of(s): s for s in cache.snapshot()}
             # Retried with each T1 retry, never on a schedule of its own.
             assert rows["resource"].consecutive_failures == rows["t1"].consecutive_failures
             assert rows["resource"].refresh_at == rows["t1"].refresh_at

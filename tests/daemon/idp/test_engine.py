@@ -237,8 +237,11 @@ def test_concurrent_agents_keep_their_own_t1(emu: Emulator, engine: Engine) -> N
 def test_ca_bundle_wins_over_environment(
     emu: Emulator, engine: Engine, monkeypatch: pytest.MonkeyPatch, var: str
 ) -> None:
+    """A CA bundle variable that trusts only public roots does not override the
+    profile's ca_bundle: the T1 still comes from the emulator, over its own CA."""
     monkeypatch.setenv(var, certifi.where())  # trusts public roots, not the emulator
-    engine.acquire_t1(ref(emu))
+    t1 = engine.acquire_t1(ref(emu))
+    assert claims(t1.access_token)["azp"] == emu.blueprint_app_id
 
 
 def test_without_ca_bundle_tls_fails_clearly(

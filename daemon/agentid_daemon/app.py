@@ -28,7 +28,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -50,7 +50,11 @@ from .process.sdnotify import Notifier, StatusLine
 from .process.start_report import StartReport
 from .server.listener import AlreadyRunning, ListenerError, OpenedListener, open_listener
 from .server.protocol import HttpServer, Limits
-from .sidecar_api.service import SidecarApi
+
+if TYPE_CHECKING:
+    # Imported where it is configured (Daemon.__init__): it brings PyJWT and
+    # cryptography (about 50 ms) that no other part needs before the first answer.
+    from .sidecar_api.service import SidecarApi
 
 log = get_logger("agentid_daemon.app")
 
@@ -234,6 +238,8 @@ class Daemon:
         # Microsoft's Agent ID sidecar API (sidecar_api/), when configured.
         self.sidecar_api: SidecarApi | None = None
         if config.daemon.sidecar_api_listen is not None:
+            from .sidecar_api.service import SidecarApi
+
             self.sidecar_api = SidecarApi(
                 self.api,
                 lambda: self.state.config,

@@ -44,6 +44,7 @@ from .core.errors import ConfigurationError
 from .core.logs import configure_logging, get_logger
 from .identity_endpoint.service import IdentitySessions
 from .identity_endpoint.sessions import SidecarSettings
+from .process import warmup
 from .process.limits import forbid_core_dumps, max_connections_for, raise_nofile_limit
 from .process.runmode import AUTOSTART, run_mode, set_process_name
 from .process.sdnotify import Notifier, StatusLine
@@ -153,7 +154,8 @@ def _build(config: Config) -> Components:
 
     metrics = Metrics()
     cache = TokenCache(idle_timeout_s=config.daemon.idle_timeout_s)
-    engine = Engine()
+    # An autostarted daemon's engine is already preparing the first call (warmup.py).
+    engine = warmup.take_engine() or Engine()
     broker = Broker(
         engine,
         cache,
@@ -300,6 +302,7 @@ class Daemon:
                         profiles=sorted(self.state.config.profiles) if self.state.config else [],
                         pid=os.getpid(),
                         max_connections=self.server.limits.max_connections,
+                        warmup=warmup.outcome(),
                     )
                     await self.notifier.ready(self.activity.text())
                     nursery.start_soon(self.notifier.run_watchdog, self.activity.text)

@@ -5,7 +5,7 @@ emulator (``agentid-helper-emulator --demo --imds-port 0``), the daemon on a
 private socket, and the ``agentid-helper`` client as a script, kubectl or git
 would run it; then a managed identity (the emulator's IMDS endpoint) as the
 blueprint's credential. Tokens are shown as decoded claims and a short
-prefix, never whole. tests/test_demo.py runs it.
+prefix, never whole. tests/integration/test_demo.py runs it.
 """
 
 from __future__ import annotations

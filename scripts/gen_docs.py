@@ -7,7 +7,7 @@ or a key in daemon/agentid_daemon/config/schema.py:
 
     .venv/bin/python scripts/gen_docs.py
 
-tests/test_docgen.py and tests/test_config_schema.py fail while they are stale.
+tests/docs/test_docgen.py and tests/daemon/config/test_config_schema.py fail while they are stale.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # Local users the trust-boundary and user-manager tests run as (tests run as
-# root and drop to them). Names are tied to tests/machine_users.py by a test.
+# root and drop to them). Names are tied to tests/support/machine_users.py by a test.
 for user in agentid-alice agentid-mallory agentid-systemd; do
   if ! id -u "$user" >/dev/null 2>&1; then
     $SUDO useradd --create-home --shell /bin/bash --user-group "$user"

@@ -12,9 +12,10 @@ Extra keyword arguments of the factory become CLI flags
 (``token_lifetime_s=10`` -> ``--token-lifetime-s 10``; ``seed=path`` ->
 ``--seed path`` instead of ``--demo``; ``True`` -> a bare flag).
 
-The ``Emulator`` class and ``start_emulator`` live in tests/emulator_harness.py
+The ``Emulator`` class and ``start_emulator`` live in tests/support/emulator_harness.py
 (import them from there: ``import conftest`` is ambiguous once another
-conftest.py exists); they are re-exported here for compatibility.
+conftest.py exists); they are re-exported here for compatibility. Every helper
+lives in tests/support, on ``sys.path`` through pyproject's pytest ``pythonpath``.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from client_fakes import fake_daemon
 from emulator_harness import Emulator, EmulatorError, start_emulator
 from two_uids import test_users_turn, user_python
 
-# fake_daemon: the client tests' stand-in daemon (tests/client_fakes.py);
-# test_users_turn, user_python: for the tests that act as the test users (tests/two_uids.py).
+# fake_daemon: the client tests' stand-in daemon (tests/support/client_fakes.py);
+# test_users_turn, user_python: for the tests acting as the test users (tests/support/two_uids.py).
 __all__ = [
     "Emulator",
     "EmulatorError",
@@ -114,16 +115,14 @@ def pasted_token(emulator: Any) -> str:
 #: Fixtures and helpers that mean a test acts as the machine's real test users.
 _TWO_UID_FIXTURES = frozenset({"test_users_turn", "user_python"})
 _TWO_UID_HELPERS = frozenset({"require_user", "as_user", "test_users_turn"})
-#: Top-level files that run the whole product as a user would: the benchmark
-#: harness, the README's quick start in a fresh venv, the demo.
-_WHOLE_STACK_FILES = frozenset(
-    {"test_bench_smoke.py", "test_readme_quick_start.py", "test_demo.py"}
-)
+#: Files outside tests/integration that run the whole product as a user would:
+#: the README's quick start in a fresh venv (a docs test, so under tests/docs).
+_WHOLE_STACK_FILES = frozenset({"test_readme_quick_start.py"})
 
 
 def tiers_of(item: pytest.Item) -> set[str]:
     """The slow tiers a collected test belongs to, from what it really uses:
-    ``e2e`` (tests/integration, or a whole stack: ``*_e2e`` files),
+    ``e2e`` (tests/integration, ``*_e2e`` files, or a whole stack elsewhere),
     ``reliability`` (tests/reliability), ``systemd`` (a booted user manager),
     ``two_uids`` (the machine's test users)."""
     parts = item.path.parts
@@ -133,7 +132,7 @@ def tiers_of(item: pytest.Item) -> set[str]:
         tiers.add("e2e")
     if "reliability" in parts:
         tiers.add("reliability")
-    if "UserManager" in names:  # tests/systemd_user_manager.py boots one
+    if "UserManager" in names:  # tests/support/systemd_user_manager.py boots one
         tiers.add("systemd")
     if _TWO_UID_FIXTURES & set(getattr(item, "fixturenames", ())) or _TWO_UID_HELPERS & names:
         tiers.add("two_uids")
@@ -146,7 +145,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(tier)
 
 
-# --- session-wide log audit (tests/log_audit.py) ------------------------------
+# --- session-wide log audit (tests/support/log_audit.py) ------------------------------
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

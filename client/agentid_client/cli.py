@@ -19,6 +19,7 @@ from .contract import (
     IDENTITY_HEADER_VAR,
     MAX_MIN_VALIDITY_S,
     SHADOWING_MI_VARS,
+    min_validity_ok,
 )
 from .failures import (
     EXIT_CONFIG,
@@ -110,7 +111,7 @@ class CLI:
                 value = float(raw)
             except ValueError:
                 value = -1.0
-            if not 0 <= value <= MAX_MIN_VALIDITY_S or value != value:
+            if not min_validity_ok(value):
                 raise UsageError(
                     f"{parsed.command}: --min-validity must be a number of seconds from 0 "
                     f"to {MAX_MIN_VALIDITY_S} (got {quoted(raw)})",
@@ -366,6 +367,11 @@ class CLI:
             self.stdout,
             self.stderr,
         )
+
+    def do_init(self, parsed: Parsed) -> int:
+        from .initcmd import run_init
+
+        return run_init(parsed, self.stdout, self.stderr, self._timeout(parsed))
 
     def do_agent(self, parsed: Parsed) -> int:
         from .agentcmd import run_agent

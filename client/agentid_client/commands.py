@@ -32,6 +32,7 @@ EXIT_CODES = (
     (3, "daemon unreachable, or no answer within --timeout"),
     (4, "the identity provider refused"),
     (5, "configuration error"),
+    (130, "interrupted (Ctrl-C), or init's questions met the end of input"),
 )
 ENVIRONMENT = (
     (
@@ -443,6 +444,109 @@ _add(
         epilog="""examples:
   agentid-helper systemd install --now
   agentid-helper systemd uninstall
+""",
+    )
+)
+
+#: ``init --credential`` kinds (tied to the daemon's init_answers.CREDENTIAL_NAMES by a test).
+INIT_CREDENTIALS = ("keyring", "secret-file", "certificate", "managed-identity")
+
+_add(
+    Command(
+        "init",
+        "create a blueprint, its credential and an agent identity, write the profile, "
+        "get a first token",
+        [
+            Opt(
+                "--non-interactive",
+                "ask nothing: every answer from the flags (--tenant-id and --agent-name "
+                "required), for scripts",
+                kind="flag",
+            ),
+            Opt("--tenant-id", "the tenant: a GUID or a domain such as contoso.onmicrosoft.com"),
+            Opt(
+                "--graph-token-file",
+                "an administrator's Microsoft Graph token in this file (not readable by others; "
+                "`az account get-access-token --resource https://graph.microsoft.com`'s JSON or "
+                "the bare token) instead of the device code sign-in",
+                metavar="F",
+            ),
+            Opt(
+                "--client-id",
+                "the public client the administrator signs in with by device code (default "
+                "Microsoft Graph Command Line Tools, 14d82eec-204b-4c2f-b7e8-296a70dab67e)",
+                metavar="C",
+            ),
+            Opt(
+                "--blueprint-name",
+                "the blueprint's display name (default 'agentid-helper blueprint')",
+                metavar="N",
+            ),
+            Opt("--agent-name", "the agent identity's display name (1-256 chars)", metavar="N"),
+            Opt(
+                "--sponsor",
+                "a sponsor's user object id or UPN; may be repeated (default: the signed-in "
+                "administrator)",
+                kind="append",
+                metavar="ID_OR_UPN",
+            ),
+            Opt(
+                "--credential",
+                "the blueprint's credential: a secret in the keyring (default), a secret in a "
+                "0600 file, a certificate made here, or this host's managed identity; the "
+                "secret is never printed",
+                choices=INIT_CREDENTIALS,
+            ),
+            Opt(
+                "--credential-file",
+                "secret-file, certificate: where to keep it (default: next to config.toml, "
+                "PROFILE.secret or PROFILE.pem); never overwritten",
+                metavar="PATH",
+            ),
+            Opt(
+                "--managed-identity",
+                "managed-identity: system, or a user-assigned identity's client id",
+                metavar="ID",
+            ),
+            Opt(
+                "--managed-identity-principal-id",
+                "managed-identity: its principal (object) id, the federated credential's subject",
+                metavar="OID",
+            ),
+            Opt("--agent-user-upn", "also create an agent user with this UPN", metavar="UPN"),
+            Opt(
+                "--save-profile",
+                "the new profile's name (default: from the agent name); never overwrites",
+                metavar="NEW",
+            ),
+            Opt(
+                "--user-profile",
+                "the agent user's AutonomousUser profile (default NEW-user)",
+                metavar="NAME",
+            ),
+            Opt(
+                "--authority-host",
+                "the identity provider (default https://login.microsoftonline.com)",
+                metavar="URL",
+            ),
+            Opt(
+                "--graph-endpoint",
+                "Microsoft Graph (default: the authority's cloud)",
+                metavar="URL",
+            ),
+            Opt(
+                "--ca-bundle", "extra trusted CAs (PEM) for the authority and Graph", metavar="PATH"
+            ),
+            Opt("--json", "print the result as JSON", kind="flag"),
+            _timeout(),
+        ],
+        epilog="""examples:
+  agentid-helper init                   # asks; an administrator signs in by device code
+  agentid-helper get                    # the new agent's token (init made it the default)
+  (umask 077; az account get-access-token --resource https://graph.microsoft.com > graph.json)
+  agentid-helper init --non-interactive --graph-token-file graph.json \\
+      --tenant-id contoso.onmicrosoft.com --agent-name build-bot --credential secret-file
+  # needs Agent ID Administrator or Agent ID Developer; a failed init prints what it made
 """,
     )
 )

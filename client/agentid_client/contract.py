@@ -41,6 +41,17 @@ TOKEN_OPTIONS = ("min_validity_s", "force_refresh", "claims")
 DEFAULT_MIN_VALIDITY_S = 300
 MAX_MIN_VALIDITY_S = 3600
 
+
+def min_validity_ok(seconds: float) -> bool:
+    """Whether ``seconds`` is a ``min_validity_s`` both sides accept: 0..MAX_MIN_VALIDITY_S.
+
+    The one statement of the rule: ``--min-validity`` (cli.py), the request
+    body (the daemon's api/bodies.py) and the broker all ask here. NaN is not
+    in the range (every comparison with it is false), nor is infinity.
+    """
+    return 0 <= seconds <= MAX_MIN_VALIDITY_S
+
+
 # An OBO user token (a JWT) longer than this is refused by both sides.
 MAX_USER_TOKEN_CHARS = 32_768
 

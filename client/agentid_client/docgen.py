@@ -3,7 +3,7 @@
 ``scripts/gen_docs.py`` writes them under ``share/`` (installed with the
 wheel as ``share/man/man1/agentid-helper.1``,
 ``share/bash-completion/completions/agentid-helper`` and
-``share/zsh/site-functions/_agentid-helper``); ``tests/test_docgen.py`` fails
+``share/zsh/site-functions/_agentid-helper``); ``tests/docs/test_docgen.py`` fails
 when the committed files differ from what this module renders, so a new
 command or flag reaches them. The CLI imports it only for
 ``agentid-helper completion bash|zsh`` (the same text, for shells that never

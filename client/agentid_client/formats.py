@@ -50,8 +50,17 @@ def az_access_token(body: dict[str, Any]) -> str:
 
 
 def rfc3339(epoch: float) -> str:
-    """UTC RFC 3339 timestamp with second precision, e.g. ``2026-01-02T03:04:05Z``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(epoch)))
+    """UTC RFC 3339 timestamp with second precision, e.g. ``2026-01-02T03:04:05Z``.
+
+    The one formatter of an epoch for both sides (the daemon words a JWT's
+    ``exp`` with it too). An instant the platform's ``time_t`` cannot hold (a
+    forged ``exp`` of -1e300, infinity) is written as its number instead of
+    raising: it is quoted in an error message, which must still be sent.
+    """
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(epoch)))
+    except (OverflowError, ValueError, OSError):
+        return f"epoch {epoch:g}"
 
 
 def exec_api_version(env_value: str | None) -> str:

@@ -6,7 +6,7 @@ bare interpreter start, on every kubectl/git/script call. The C accelerator
 its scanner directly and encoding is a small recursive writer over its
 string escaper. Output matches ``json.dumps(obj, indent=..., sort_keys=...)``
 for the types the client handles (dict, list, str, int, float, bool, None);
-``tests/test_client_jsonlite.py`` checks that against ``json``.
+``tests/client/test_client_jsonlite.py`` checks that against ``json``.
 """
 
 from __future__ import annotations

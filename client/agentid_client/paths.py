@@ -14,7 +14,7 @@ this module replicates its Unix rules
 2. else ``/run/user/<euid>`` when it exists and passes the same checks;
 3. else ``<tempdir>/runtime-<euid>``.
 
-``tests/test_client_paths.py`` compares the result with platformdirs. The
+``tests/client/test_client_paths.py`` compares the result with platformdirs. The
 checks of a candidate are :mod:`.private_dir`'s (one security rule, whose
 walk is :mod:`.file_trust`'s), so the directory chosen is one that the
 client, autostart and the daemon's listener then accept.

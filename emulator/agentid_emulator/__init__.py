@@ -23,7 +23,7 @@ offline nor aware of 127.0.0.1. Build every application with
 ``REQUESTS_CA_BUNDLE`` overrides a requests session's ``verify``; to trust
 ``ca.pem`` whatever the environment says, use a ``requests.Session`` subclass
 whose ``merge_environment_settings`` forces ``verify`` (see
-tests/emulator_msal_helpers.py, ``PinnedSession``).
+tests/support/emulator_msal_helpers.py, ``PinnedSession``).
 
 Managed identity
 ----------------

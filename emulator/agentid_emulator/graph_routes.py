@@ -12,7 +12,9 @@ and microsoftgraph/microsoft-graph-docs-contrib ``api-reference/beta/``):
   ``sponsors@odata.bind`` / ``owners@odata.bind`` users must exist), and
   ``POST /beta/applications/{id}/addPassword`` gives it a secret
   (``AgentIdentityBlueprint.AddRemoveCreds.All``); ``.../federatedIdentityCredentials``
-  a federated credential.
+  a federated credential; ``PATCH /beta/applications/{id}`` with
+  ``keyCredentials`` certificates; ``DELETE /beta/applications/{id}`` deletes it
+  and its principal.
 - ``POST /beta/serviceprincipals/graph.agentIdentityBlueprintPrincipal`` (or
   ``POST /beta/serviceprincipals`` with that ``@odata.type``) and ``{"appId"}``
   creates its principal (``AgentIdentityBlueprintPrincipal.Create`` or
@@ -48,6 +50,7 @@ Writes reach the token endpoint's directory after the replication delay
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import re
@@ -60,6 +63,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeGuard
 from urllib.parse import parse_qsl, unquote
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from .directory import (
     TOKEN_EXCHANGE_AUDIENCE,
     AgentIdentity,
@@ -67,6 +73,7 @@ from .directory import (
     Directory,
     FederatedCredential,
     User,
+    certificate_entry,
 )
 from .graph_tokens import GraphCaller, GraphError, caller_of, require
 from .jwt_tokens import TokenIssuer
@@ -103,6 +110,10 @@ P_AGENT_CREATE_APP = ("AgentIdentity.CreateAsManager", "AgentIdentity.Create.All
 P_AGENT_CREATE_DELEGATED = ("AgentIdentity.Create.All",)
 P_AGENT_READ = ("AgentIdentity.Read.All", "AgentIdentity.ReadWrite.All", "Application.Read.All")
 P_AGENT_DELETE = ("AgentIdentity.DeleteRestore.All", "AgentIdentity.ReadWrite.All")
+P_BLUEPRINT_DELETE = (
+    "AgentIdentityBlueprint.DeleteRestore.All",
+    "AgentIdentityBlueprint.ReadWrite.All",
+)
 P_AGENT_USER_WRITE = (
     "AgentIdUser.ReadWrite.IdentityParentedBy",
     "AgentIdUser.ReadWrite.All",
@@ -123,6 +134,21 @@ def is_guid(text: object) -> TypeGuard[str]:
 
 def _bad_request(message: str, code: str = "Request_BadRequest") -> GraphError:
     return GraphError(400, code, message)
+
+
+def _key_credential(entry: object) -> dict[str, rsa.RSAPublicKey]:
+    """One ``keyCredential`` (Graph's keyCredential resource) as thumbprint -> key."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
+        raise _bad_request("Each keyCredential needs 'key': the base64 DER certificate.")
+    if entry.get("type") != "AsymmetricX509Cert" or entry.get("usage") != "Verify":
+        raise _bad_request(
+            "The emulator takes keyCredentials of type 'AsymmetricX509Cert', usage 'Verify'."
+        )
+    try:
+        cert = x509.load_der_x509_certificate(base64.b64decode(entry["key"], validate=True))
+        return certificate_entry(cert)
+    except ValueError:  # SeedError too: a certificate of no RSA key
+        raise _bad_request("The keyCredential 'key' is not a base64 DER RSA certificate.") from None
 
 
 def _not_found(object_id: str) -> GraphError:
@@ -366,6 +392,12 @@ class GraphService:
                 return self._add_password, raw[1]
             if route[2] == "federatedidentitycredentials":
                 return self._add_federated, raw[1]
+        if n == 2 and route[0] == "applications" and method == "PATCH":
+            return self._update_blueprint, raw[1]
+        # Also .../microsoft.graph.agentIdentityBlueprint (the reference's form).
+        typed = n == 3 and route[2].endswith("agentidentityblueprint")
+        if route[:1] == ["applications"] and method == "DELETE" and (n == 2 or typed):
+            return self._delete_blueprint, raw[1]
         if n == 2 and route[0] == "serviceprincipals" and method == "GET":
             return self._get_principal, raw[1]
         if n == 2 and route[0] == "serviceprincipals" and method == "DELETE":
@@ -474,6 +506,7 @@ class GraphService:
         app_id, name = app["appId"], app["displayName"]
         secrets_now = tuple(app.get("_secrets", ()))
         feds_now = tuple(app.get("_federated", ()))
+        certs_now: dict[str, rsa.RSAPublicKey] = dict(app.get("_certificates", {}))
 
         def change(directory: Directory) -> None:
             tenant = directory.tenant(tenant_id)
@@ -486,6 +519,8 @@ class GraphService:
                 old,
                 secrets=tuple(dict.fromkeys((*old.secrets, *secrets_now))),
                 federated_credentials=tuple(dict.fromkeys((*old.federated_credentials, *feds_now))),
+                # keyCredentials are replaced as a whole (a PATCH sets the list).
+                certificates=certs_now if "_certificates" in app else old.certificates,
             )
             # Copy on write: token threads may be iterating the old dict.
             tenant.blueprints = {**tenant.blueprints, app_id.lower(): new}
@@ -546,6 +581,59 @@ class GraphService:
             "audiences": audiences,
         }
         return self._created("applications('{object_id}')/federatedIdentityCredentials", entity)
+
+    def _update_blueprint(self, req: _Request) -> GraphReply:
+        """``PATCH /applications/{id}``: the emulator updates ``keyCredentials`` only
+        (a certificate credential, create-blueprint.md "You can also use client
+        certificates"; Graph beta agentidentityblueprint-update.md): the list
+        replaces the blueprint's certificates; each ``key`` is the base64 DER
+        certificate of type ``AsymmetricX509Cert`` with usage ``Verify``."""
+        caller, objects, now = req.caller, req.objects, req.now
+        require(
+            caller, application=P_BLUEPRINT_CREDS, delegated=P_BLUEPRINT_CREDS, agent_id_write=True
+        )
+        app = self._application(objects, req.key)
+        body = self._object_body(req.body)
+        unknown = sorted(set(body) - {"keyCredentials"})
+        if unknown:
+            raise _bad_request(
+                f"The emulator updates 'keyCredentials' only, not {', '.join(unknown)}."
+            )
+        entries = body.get("keyCredentials")
+        if not isinstance(entries, list):
+            raise _bad_request("Property 'keyCredentials' must be an array.")
+        certificates: dict[str, rsa.RSAPublicKey] = {}
+        for entry in entries:
+            certificates.update(_key_credential(entry))
+        app["_certificates"] = certificates
+        self._sync_blueprint(app, caller.tenant_id, now)
+        return GraphReply(204, None)
+
+    def _delete_blueprint(self, req: _Request) -> GraphReply:
+        """``DELETE /applications/{id}``: the blueprint and its blueprint principal
+        (Graph beta agentidentityblueprint-delete.md, also with the type cast in
+        the path; deleting an application deletes its service principal)."""
+        caller, objects, now = req.caller, req.objects, req.now
+        require(
+            caller,
+            application=P_BLUEPRINT_DELETE,
+            delegated=P_BLUEPRINT_DELETE,
+            agent_id_write=True,
+        )
+        app = self._application(objects, req.key)
+        del objects.applications[app["id"].lower()]
+        principal = objects.principal_by_app_id(app["appId"])
+        if principal is not None:
+            del objects.principals[principal["id"].lower()]
+        app_id, tenant_id = app["appId"].lower(), caller.tenant_id
+
+        def change(directory: Directory) -> None:
+            tenant = directory.tenant(tenant_id)
+            if tenant is not None:
+                tenant.blueprints = {k: v for k, v in tenant.blueprints.items() if k != app_id}
+
+        self._replication.schedule(change, now=now)
+        return GraphReply(204, None)
 
     # -- blueprint principals ----------------------------------------------------
     def _create_principal_typed(self, req: _Request) -> GraphReply:

@@ -1,6 +1,6 @@
 """The exact set of modules a cache hit (`get`) loads beyond a bare interpreter.
 
-tests/test_client_hotpath.py forbids the heavy modules; this pins the whole set,
+tests/client/test_client_hotpath.py forbids the heavy modules; this pins the whole set,
 so any new import on the hot path (stdlib or ours) is a visible, reviewed change:
 each one costs the cache hit its share of bench/bench_client.py's floor ratio.
 The interpreter runs as the launcher starts it (`python -I -S`), with only the

@@ -1,7 +1,8 @@
 """Fixtures for the real-tool integration tests (kubectl, git, Secret Service).
 
-The helper modules next to this file are imported by bare name (pytest puts
-this directory on ``sys.path``; there is deliberately no ``__init__.py``).
+The helper modules (tests/support: helper_stack.py, git_http_server.py, ...) are
+imported by bare name (pyproject's pytest ``pythonpath``; there is deliberately
+no ``__init__.py``).
 """
 
 from __future__ import annotations

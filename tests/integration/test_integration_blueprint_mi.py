@@ -13,17 +13,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from graph_stub import GRAPH_RESOURCE
 from helper_stack import DaemonProcess, HelperSandbox, describe
 from token_gate import TokenGate
+from tooling import SUPPORT
 
 pytestmark = pytest.mark.integration
 
-SEED = Path(__file__).parent.parent / "emulator_seed_example.toml"
+SEED = SUPPORT / "emulator_seed_example.toml"
 # From the seed: one blueprint trusting the managed identity, two agents.
 AGENT_A = "44444444-4444-4444-8444-444444444444"
 AGENT_B = "55555555-5555-4555-8555-555555555555"

@@ -33,10 +33,10 @@ import yaml
 from graph_stub import GRAPH_RESOURCE
 from helper_stack import DaemonProcess, HelperSandbox, describe, helper_bin
 from token_gate import TokenGate
+from tooling import ROOT
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "kubernetes"
 APPS = Path(__file__).parent / "sdk_apps"
 MANIFESTS = sorted(DEPLOY.glob("*.yaml"))

@@ -25,10 +25,11 @@ from kube_api_server import KubeApiServer
 from test_integration_kubectl import KUBE_RESOURCE, USER, kubeconfig_with_user, kubectl
 from tls_certs import ServerTls
 from token_gate import TokenGate
+from tooling import ROOT
 
 pytestmark = pytest.mark.integration
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = ROOT / "README.md"
 ERROR = "You must be logged in to the server (Unauthorized)"
 
 

@@ -172,7 +172,7 @@ def test_bad_input_gets_the_sidecars_status_and_the_daemon_keeps_serving(
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to a test user")
-@pytest.mark.usefixtures("test_users_turn")  # tests/two_uids.py
+@pytest.mark.usefixtures("test_users_turn")  # tests/support/two_uids.py
 def test_another_uid_is_refused_before_a_byte_is_read(sidecar: Sidecar) -> None:
     require_user(MALLORY)
     port = int(sidecar.url.rsplit(":", 1)[1])

@@ -1,4 +1,4 @@
-"""The units under a real ``systemd --user`` (tests/systemd_user_manager.py boots one).
+"""The units under a real ``systemd --user`` (tests/support/systemd_user_manager.py boots one).
 
 One user manager and one emulator for the module, as the throwaway user
 ``agentid-systemd``; the project is installed for that user with ``pip install .``.

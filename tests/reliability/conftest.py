@@ -6,7 +6,7 @@
   ca_bundle=...)`` starts a daemon for a private emulator (from
   ``emulator_factory``); every daemon is stopped at teardown.
 
-Helpers live in rel_stack.py (import it by name; never ``import conftest``).
+Helpers live in tests/support/rel_stack.py (import it by name; never ``import conftest``).
 """
 
 from __future__ import annotations

@@ -9,11 +9,10 @@ echo a body (it may hold a token).
 from __future__ import annotations
 
 import json
-import math
-import time
 from typing import Any
 
-from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S
+from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S, min_validity_ok
+from agentid_client.formats import rfc3339
 from agentid_client.redact import quoted
 
 from ..config.claims import normalise_claims
@@ -105,7 +104,7 @@ def refuse_expired_user_token(fields: dict[str, Any], now: float) -> None:
         return
     exp = user_token_expiry(token.strip())
     if exp is not None and exp <= now:
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(exp))
+        when = rfc3339(exp)
         raise InvalidRequest(
             f"the user token expired at {when} (its exp claim)",
             hint="get a fresh token for the user (sign in again) and retry",
@@ -129,8 +128,8 @@ def resolve(
 
 
 def token_options(obj: dict[str, Any]) -> tuple[float, bool]:
-    """``min_validity_s`` (0..MAX_MIN_VALIDITY_S, default 300) and ``force_refresh`` (bool);
-    ``claims`` has :func:`claims_option`."""
+    """``min_validity_s`` (``contract.min_validity_ok``, default 300) and ``force_refresh``
+    (bool); ``claims`` has :func:`claims_option`."""
     min_validity: Any = obj.get("min_validity_s")
     if min_validity is None:
         min_validity = DEFAULT_MIN_VALIDITY_S
@@ -138,7 +137,7 @@ def token_options(obj: dict[str, Any]) -> tuple[float, bool]:
         raise InvalidRequest(
             f"field 'min_validity_s' must be a number, not {json_type(min_validity)}"
         )
-    elif not math.isfinite(min_validity) or not 0 <= min_validity <= MAX_MIN_VALIDITY_S:
+    elif not min_validity_ok(min_validity):
         raise InvalidRequest(
             f"field 'min_validity_s' must be between 0 and {MAX_MIN_VALIDITY_S} seconds"
         )

@@ -41,6 +41,7 @@ from ..core.errors import (
     UnknownProfile,
 )
 from ..core.logs import get_logger, log_request
+from ..core.metrics import RequestCounter
 from ..core.models import TokenRequest
 from ..server.connections import current_peer_socket, take_received_fd
 from ..server.peer_process import open_peer_pidfd
@@ -116,11 +117,10 @@ class ReloaderLike(Protocol):
     async def reload(self, *, trigger: str = ...) -> ReloadOutcome: ...
 
 
-class MetricsLike(Protocol):
-    """What the routes ask of :class:`metrics.Metrics`."""
+class MetricsLike(RequestCounter, Protocol):
+    """What the routes ask of :class:`metrics.Metrics`: an endpoint's counter, and the text."""
 
     def render(self) -> str: ...
-    def observe_request(self, endpoint: str, status: int | str) -> None: ...
 
 
 @dataclass

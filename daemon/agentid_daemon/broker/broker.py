@@ -23,7 +23,8 @@ once, as MSAL's ``claims_challenge`` is). Claims are passed as the cache's
 ``challenge`` too, so that they honour the key's backoff and are rate-limited
 per key (cache.py, "Claims challenges"): any caller can make claims up.
 
-Engine calls are blocking (MSAL, HTTP); they run in worker threads under the
+Engine calls are blocking (MSAL, HTTP); every leg makes them through one
+``calls.IdpCalls`` (counted, logged), in worker threads under the
 broker's limiter with ``abandon_on_cancel=True``. A fetch only gets cancelled
 when the cache shuts down (a cancelled *request* never cancels a fetch, see
 cache.py), and then nobody wants the answer: MSAL's own HTTP timeout ends the
@@ -35,28 +36,29 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import trio
 
-from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S
+from agentid_client.contract import DEFAULT_MIN_VALIDITY_S, MAX_MIN_VALIDITY_S, min_validity_ok
 
 from ..cache.token_cache import TokenCache
 from ..config.values import DaemonSettings
+from ..core.clock import epoch_seconds, read_now
 from ..core.errors import AgentIdError, IdentityProviderError, InvalidRequest, UnknownProfile
 from ..core.logs import get_logger
 from ..core.metrics import BoundCounter, Metrics
 from ..core.models import (
     AcquiredToken,
-    AgentRef,
     ExchangeKey,
     Mode,
     ResourceKey,
     TokenRequest,
 )
 from ..idp.managed_identity import ManagedIdentityKey
-from .exchange_legs import ASSERTION_MIN_VALIDITY_S, ExchangeLegs, assertion_rejected, exchange_key
+from .calls import IdpCalls, RunSync, assertion_rejected, in_worker_thread
+from .exchange_legs import ExchangeLegs, exchange_key
 from .mi_legs import ManagedIdentityLegs
 from .obo_legs import OboLegs
 from .obo_sessions import OboSessions, SessionKey
@@ -75,7 +77,6 @@ from .status import (
     safe_user,
     status_rows,
     uses_exchange,
-    wall_seconds,
 )
 
 __all__ = ["Broker", "Engine", "ServedToken"]
@@ -86,17 +87,6 @@ def agent_part(key: ResourceKey | ExchangeKey) -> tuple[str, str, str, str]:
 
 
 _LOG = get_logger("agentid_daemon.broker.broker")
-
-
-#: Runs a blocking engine call without blocking trio (Broker's ``run_sync``).
-RunSync = Callable[[Callable[[], AcquiredToken]], Awaitable[AcquiredToken]]
-
-
-async def _in_worker_thread(
-    limiter: trio.CapacityLimiter, call: Callable[[], AcquiredToken]
-) -> AcquiredToken:
-    """The default ``run_sync``: a worker thread, at most ``limiter`` at once."""
-    return await trio.to_thread.run_sync(call, limiter=limiter, abandon_on_cancel=True)
 
 
 class Broker:
@@ -112,23 +102,19 @@ class Broker:
         run_sync: RunSync | None = None,
     ) -> None:
         self._engine = engine
-        #: How a blocking engine call runs: a worker thread under ``limiter``
-        #: unless a caller (a test on a virtual clock) injects its own.
-        self._run_sync: RunSync = run_sync or functools.partial(_in_worker_thread, limiter)
+        #: Every engine call of every leg. A blocking call runs in a worker
+        #: thread under ``limiter`` unless a caller (a test on a virtual
+        #: clock) injects its own ``run_sync``.
+        self._calls = IdpCalls(metrics, run_sync or functools.partial(in_worker_thread, limiter))
+        call = self._calls.call
         #: Agents created through this daemon lately (provision/): their "not
         #: found" answers are retried while replication catches up.
         self.fresh_agents = FreshAgents()
         self.replication_wait_s = replication_wait_s
         self.sessions = OboSessions(max_age_s=obo_session_max_age_s)
-        self._obo = OboLegs(self.sessions, cache, engine, self._call)
-        self._mi = ManagedIdentityLegs(
-            cache,
-            engine,
-            self._call,
-            assertion_min_validity_s=ASSERTION_MIN_VALIDITY_S,
-            assertion_rejected=assertion_rejected,
-        )
-        self._exchanges = ExchangeLegs(cache, engine, self._call, self._mi)
+        self._obo = OboLegs(self.sessions, cache, engine, call)
+        self._mi = ManagedIdentityLegs(cache, engine, call)
+        self._exchanges = ExchangeLegs(cache, engine, call, self._mi)
         self._cache = cache
         self._metrics = metrics
 
@@ -245,11 +231,14 @@ class Broker:
         force_refresh: bool,
         claims: str | None,
     ) -> ServedToken:
-        if not (0 <= min_validity_s <= MAX_MIN_VALIDITY_S):  # also rejects NaN
+        if not min_validity_ok(min_validity_s):
             raise InvalidRequest(
                 f"min_validity_s must be between 0 and {MAX_MIN_VALIDITY_S} seconds"
             )
-        self._check(req)
+        # config.resolve made req by the same rule; a request made elsewhere is checked here.
+        problem = req.mode_problem()
+        if problem is not None:
+            raise InvalidRequest(problem)
         starting = self._obo.starting(req) if req.obo_session is not None else None
         if force_refresh:
             # "Fresh" means from the credential up: re-acquire the exchange
@@ -275,7 +264,7 @@ class Broker:
             allow_stale=True,
             challenge=claims,
         )
-        now_trio, now_wall = trio.current_time(), time.time()
+        now_trio, now_wall = read_now()
         warning = None
         if cached.stale_error is not None:
             warning = stale_warning(
@@ -284,8 +273,8 @@ class Broker:
         return ServedToken(
             access_token=cached.token.access_token,
             token_type=cached.token.token_type or "Bearer",
-            expires_on=wall_seconds(cached.expires_at, now_trio, now_wall) or 0,
-            refresh_on=wall_seconds(cached.refresh_at, now_trio, now_wall) or 0,
+            expires_on=epoch_seconds(cached.expires_at, now_trio, now_wall) or 0,
+            refresh_on=epoch_seconds(cached.refresh_at, now_trio, now_wall) or 0,
             scope=cached.token.scope or req.scope_string,
             mode=req.mode.value,
             source=cached.source,
@@ -373,8 +362,7 @@ class Broker:
 
     def status(self) -> list[dict[str, Any]]:
         """One JSON-ready dict per live cache entry; never a token value."""
-        now_trio, now_wall = trio.current_time(), time.time()
-        return status_rows(self._cache.snapshot(), now_trio, now_wall)
+        return status_rows(self._cache.snapshot(), *read_now())
 
     def recent_errors(self) -> list[dict[str, Any]]:
         """The last distinct failures (requests and background refreshes), newest first."""
@@ -382,68 +370,9 @@ class Broker:
 
     def obo_sessions(self) -> list[dict[str, Any]]:
         """One JSON-ready dict per OBO session (hashed user, age); never a token."""
-        return self._obo.status(time.time())
+        return self.sessions.status(*read_now())
 
     # -- legs --------------------------------------------------------------------
-
-    @staticmethod
-    def _check(req: TokenRequest) -> None:
-        if req.mode is Mode.OBO and not req.user_token and req.obo_session is None:
-            raise InvalidRequest("mode OBO needs a user token (or an OBO session)")
-        if req.obo_session is not None and req.mode is not Mode.OBO:
-            raise InvalidRequest(f"obo_session is only valid with mode OBO, not {req.mode}")
-        if req.mode is Mode.AUTONOMOUS_USER and not (req.user_upn or req.user_object_id):
-            raise InvalidRequest("mode AutonomousUser needs user_upn or user_object_id")
-
-    async def _call(
-        self, leg: str, fn: Callable[..., AcquiredToken], *args: Any, **kwargs: Any
-    ) -> AcquiredToken:
-        """One identity-provider call in a worker thread, counted and logged by leg.
-
-        The log line carries what journald users filter on (leg, outcome,
-        duration_ms, agent, and for failures the AADSTS codes and correlation
-        id); the arguments (assertions, user tokens) never reach it.
-        """
-        agent = args[0] if args and isinstance(args[0], AgentRef) else None
-        started = trio.current_time()
-        try:
-            token = await self._run_sync(functools.partial(fn, *args, **kwargs))
-        except IdentityProviderError as exc:
-            outcome = "transient_error" if exc.transient else "error"
-            self._metrics.identity_provider_requests.inc(leg=leg, outcome=outcome)
-            self._log_call(leg, outcome, started, agent, exc)
-            raise
-        except Exception as exc:
-            self._metrics.identity_provider_requests.inc(leg=leg, outcome="error")
-            self._log_call(leg, "error", started, agent, exc)
-            raise
-        self._metrics.identity_provider_requests.inc(leg=leg, outcome="ok")
-        self._log_call(leg, "ok", started, agent, None)
-        return token
-
-    @staticmethod
-    def _log_call(
-        leg: str, outcome: str, started: float, agent: AgentRef | None, exc: BaseException | None
-    ) -> None:
-        fields: dict[str, Any] = {
-            "leg": leg,
-            "outcome": outcome,
-            "duration_ms": round((trio.current_time() - started) * 1000, 1),
-        }
-        if agent is not None:
-            fields["agent_identity_app_id"] = agent.agent_identity_app_id
-        if isinstance(exc, IdentityProviderError):
-            fields.update(
-                aadsts_codes=list(exc.aadsts_codes),
-                correlation_id=exc.correlation_id,
-                error=exc.description,
-            )
-        elif isinstance(exc, AgentIdError):
-            fields["error"] = exc.description
-        elif exc is not None:
-            fields["error"] = type(exc).__name__  # foreign text may hold anything
-        log = _LOG.info if exc is None else _LOG.warning
-        log("identity provider request", **fields)
 
     def _resource_fetch(
         self, req: TokenRequest, *, claims: str | None = None, start_session_for: str | None = None
@@ -467,7 +396,7 @@ class Broker:
             used = [(exchange_key("t1", agent), t1.token)]
             try:
                 if mode is Mode.AUTONOMOUS_APP:
-                    token = await self._call(
+                    token = await self._calls.call(
                         "autonomous_app",
                         self._engine.acquire_autonomous_app,
                         agent,
@@ -479,7 +408,7 @@ class Broker:
                     token = await self._obo.refresh(req, t1.token.access_token, claims)
                 elif mode is Mode.OBO:
                     assert user_token is not None
-                    token = await self._call(
+                    token = await self._calls.call(
                         "obo",
                         self._engine.acquire_obo,
                         agent,
@@ -493,7 +422,7 @@ class Broker:
                 else:
                     t2 = await self._exchanges.input("t2", agent)
                     used.append((exchange_key("t2", agent), t2.token))
-                    token = await self._call(
+                    token = await self._calls.call(
                         "user_fic",
                         self._engine.acquire_user_fic,
                         agent,

@@ -6,8 +6,8 @@ agent user). Served as another leg's assertion only with enough life left for
 that leg's round trip. T2 is requested with T1 as its assertion; a T1 the
 identity provider refuses is dropped and fetched again, once. Kept apart from
 broker.py, which asks here for the inputs of its resource legs; all of it runs
-on the trio thread (the engine calls go through the broker's ``call``, which
-runs them in a worker thread).
+on the trio thread (the engine calls go through the ``call`` it is given,
+calls.py, which runs them in a worker thread).
 """
 
 from __future__ import annotations
@@ -17,24 +17,13 @@ from typing import Literal
 from ..cache.token_cache import CachedToken, DependencyFailed, TokenCache
 from ..core.errors import AgentIdError, IdentityProviderError
 from ..core.models import AcquiredToken, AgentRef, ExchangeKey
-from .mi_legs import Call, ManagedIdentityLegs
+from .calls import Call, assertion_margin, assertion_rejected
+from .mi_legs import ManagedIdentityLegs
 from .seams import Engine
-
-# An assertion must outlive the next leg's round trip (and clock skew at the
-# identity provider); capped to a quarter of the token's lifetime so that
-# short-lived tokens (the emulator's test mode) are still reused.
-ASSERTION_MIN_VALIDITY_S = 120.0
-# Entra rejects a client assertion / federated credential that expired or is
-# malformed with these; one retry with a freshly minted T1/T2 is worth it.
-REJECTED_ASSERTION_CODES = frozenset({700024, 50027})
 
 
 def exchange_key(leg: Literal["t1", "t2"], agent: AgentRef) -> ExchangeKey:
     return ExchangeKey(leg, *agent.identity, credential=agent.credential)
-
-
-def assertion_rejected(exc: IdentityProviderError) -> bool:
-    return any(code in REJECTED_ASSERTION_CODES for code in exc.aadsts_codes)
 
 
 class ExchangeLegs:
@@ -71,10 +60,7 @@ class ExchangeLegs:
     ) -> CachedToken:
         """T1 or T2 of ``agent`` from the cache, with enough life left to be an assertion."""
         key = exchange_key(leg, agent)
-        lifetime = self._lifetime.get(key)
-        margin = ASSERTION_MIN_VALIDITY_S
-        if lifetime is not None:
-            margin = min(margin, lifetime / 4)
+        margin = assertion_margin(self._lifetime.get(key))
 
         async def fetch() -> AcquiredToken:
             if leg == "t1":

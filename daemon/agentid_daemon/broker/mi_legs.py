@@ -2,50 +2,28 @@
 
 T1 for such a blueprint is requested with the managed identity's token as the
 client assertion. That token is a cache entry of its own
-(:class:`~.mi_credential.ManagedIdentityKey`, one per identity, shared by every
+(:class:`~agentid_daemon.idp.managed_identity.ManagedIdentityKey`, one per identity, shared by every
 agent naming it) and is refreshed ahead of expiry like T1. Kept apart from
 broker.py, which calls :meth:`ManagedIdentityLegs.t1` for such blueprints;
-it runs on the trio thread (the engine calls go through the broker's
-``call``, which runs them in a worker thread).
+it runs on the trio thread (the engine calls go through the ``call`` it is
+given, calls.py, which runs them in a worker thread).
 """
 
 from __future__ import annotations
-
-from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 from ..cache.token_cache import CachedToken, DependencyFailed, TokenCache
 from ..core.errors import AgentIdError, IdentityProviderError
 from ..core.models import AcquiredToken, AgentRef, CredentialSpec
 from ..idp.managed_identity import LEG, ManagedIdentityKey
-
-
-class ManagedIdentityEngine(Protocol):
-    def acquire_t1(self, agent: AgentRef, *, assertion: str | None = None) -> AcquiredToken: ...
-    def acquire_managed_identity(self, credential: CredentialSpec) -> AcquiredToken: ...
-
-
-# The broker's counted, logged identity-provider call: call(leg, fn, *args, **kwargs).
-Call = Callable[..., Awaitable[AcquiredToken]]
-# Whether an identity-provider error says the assertion itself was refused.
-Rejected = Callable[[IdentityProviderError], bool]
+from .calls import Call, assertion_margin, assertion_rejected
+from .seams import Engine
 
 
 class ManagedIdentityLegs:
-    def __init__(
-        self,
-        cache: TokenCache,
-        engine: ManagedIdentityEngine,
-        call: Call,
-        *,
-        assertion_min_validity_s: float,
-        assertion_rejected: Rejected,
-    ) -> None:
+    def __init__(self, cache: TokenCache, engine: Engine, call: Call) -> None:
         self._cache = cache
         self._engine = engine
         self._call = call
-        self._min_validity_s = assertion_min_validity_s
-        self._rejected = assertion_rejected
         # Last lifetime per identity: a short-lived token (the emulator's test
         # mode) needs only a quarter of it left to serve as an assertion.
         self._lifetime: dict[ManagedIdentityKey, float] = {}
@@ -58,7 +36,7 @@ class ManagedIdentityLegs:
                 "t1", self._engine.acquire_t1, agent, assertion=mi.token.access_token
             )
         except IdentityProviderError as exc:
-            if not self._rejected(exc):
+            if not assertion_rejected(exc):
                 raise
         # The managed identity's token was refused (expired early, revoked):
         # drop exactly that one and retry once with a fresh one.
@@ -73,10 +51,7 @@ class ManagedIdentityLegs:
     ) -> CachedToken:
         """The managed identity's exchange token from the cache (fetched when needed)."""
         key = ManagedIdentityKey(credential)
-        lifetime = self._lifetime.get(key)
-        margin = (
-            self._min_validity_s if lifetime is None else min(self._min_validity_s, lifetime / 4)
-        )
+        margin = assertion_margin(self._lifetime.get(key))
 
         async def fetch() -> AcquiredToken:
             got = await self._call(LEG, self._engine.acquire_managed_identity, credential)

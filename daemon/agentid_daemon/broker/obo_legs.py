@@ -4,27 +4,22 @@ Which requests start, continue or end a session, the refresh-token leg, and
 taking the refresh token out of an OBO answer before it reaches the cache.
 Kept apart from broker.py, which calls in here for requests naming
 ``obo_session``; all of it runs on the trio thread (the leg call itself goes
-through the broker's ``call``, which runs the engine in a worker thread).
+through the ``call`` it is given, calls.py, which runs the engine in a
+worker thread).
 """
 
 from __future__ import annotations
-
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import trio
 
 from ..cache.token_cache import TokenCache, error_summary
 from ..core.errors import AgentIdError, IdentityProviderError
 from ..core.models import AcquiredToken, TokenRequest
+from .calls import Call
 from .obo_sessions import OboSessions, SessionKey, user_fingerprint
 from .seams import Engine
 
 LEG = "obo_refresh"
-
-
-# The broker's counted, logged identity-provider call: call(leg, fn, *args, **kwargs).
-Call = Callable[..., Awaitable[AcquiredToken]]
 
 
 class OboLegs:
@@ -98,6 +93,3 @@ class OboLegs:
             refresh_token=token.refresh_token,
             now=trio.current_time(),
         )
-
-    def status(self, now_wall: float) -> list[dict[str, Any]]:
-        return self.sessions.status(trio.current_time(), now_wall)

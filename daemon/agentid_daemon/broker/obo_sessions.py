@@ -19,16 +19,15 @@ All times are on the trio clock; status converts them at the edge.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from agentid_client.redact import quoted
 
+from ..config.fields import unverified_claims
+from ..core.clock import epoch_seconds
 from ..core.errors import InvalidRequest
 from ..core.models import OBO_SESSION_USER_PREFIX, ResourceKey, TokenRequest
 
@@ -87,13 +86,9 @@ def user_fingerprint(user_token: str) -> str:
     the identity provider verifies the token when it is used.
     """
     subject = user_token
-    try:
-        payload = user_token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        if isinstance(claims, dict) and claims.get("oid"):
-            subject = f"{claims.get('tid', '')}/{claims['oid']}"
-    except (IndexError, ValueError, binascii.Error, UnicodeDecodeError):
-        pass
+    claims = unverified_claims(user_token)
+    if claims is not None and claims.get("oid"):
+        subject = f"{claims.get('tid', '')}/{claims['oid']}"
     return "sha256:" + hashlib.sha256(subject.encode()).hexdigest()[:16]
 
 
@@ -160,7 +155,7 @@ class OboSessions:
         """JSON-ready rows: hashed user, age, last refresh; never a token."""
 
         def wall(t: float | None) -> int | None:
-            return None if t is None else int(now_wall + (t - now_trio))
+            return epoch_seconds(t, now_trio, now_wall)
 
         return [
             {

@@ -1,4 +1,4 @@
-"""``GET /v1/status`` rows of the broker's cache entries, and wall-clock times.
+"""``GET /v1/status`` rows of the broker's cache entries.
 
 Status shows state, not history: one row per key that holds a token (valid,
 expired but still kept, being refreshed) or whose first fetch is running. A
@@ -23,18 +23,12 @@ from collections.abc import Hashable, Iterable
 from typing import Any
 
 from ..cache.token_cache import EntryStatus
+from ..core.clock import epoch_seconds
 from ..core.models import CredentialSpec, ExchangeKey, Mode, ResourceKey
 from ..idp.managed_identity import ManagedIdentityKey
 
 #: States of an entry whose fetch is running (with or without a token yet).
 FETCHING_STATES = frozenset({"pending", "refreshing"})
-
-
-def wall_seconds(trio_time: float | None, now_trio: float, now_wall: float) -> int | None:
-    """Convert a trio-clock instant to integer epoch seconds at the edge."""
-    if trio_time is None:
-        return None
-    return int(now_wall + (trio_time - now_trio))
 
 
 def is_live(s: EntryStatus) -> bool:
@@ -152,9 +146,9 @@ def status_row(
         refresh_at = max(refresh_at, now_trio)  # due means now, never "in the past"
     row.update(
         state=s.state,
-        expires_on=wall_seconds(s.expires_at, now_trio, now_wall),
-        refresh_on=wall_seconds(refresh_at, now_trio, now_wall),
-        last_requested=wall_seconds(s.last_requested, now_trio, now_wall),
+        expires_on=epoch_seconds(s.expires_at, now_trio, now_wall),
+        refresh_on=epoch_seconds(refresh_at, now_trio, now_wall),
+        last_requested=epoch_seconds(s.last_requested, now_trio, now_wall),
         last_error=s.last_error,
         consecutive_failures=s.consecutive_failures,
         served_from_cache=s.served_from_cache,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import trio
 
@@ -140,11 +140,16 @@ class Entry:
         self.from_idp = 0
 
 
+@runtime_checkable
+class Describable(Protocol):
+    """A cache key that words itself for errors and logs (ResourceKey,
+    ManagedIdentityKey): never a token, only what names the key."""
+
+    def describe(self) -> str: ...
+
+
 def describe_key(key: Hashable) -> str:
-    describe = getattr(key, "describe", None)
-    if callable(describe):
-        return str(describe())
-    return str(key)
+    return key.describe() if isinstance(key, Describable) else str(key)
 
 
 def reraisable(exc: BaseException) -> BaseException:

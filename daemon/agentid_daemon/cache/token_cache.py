@@ -1,7 +1,8 @@
 """In-memory token cache: single-flight, refresh-ahead, backoff, idle expiry, bounds.
 
 Every time here is on the trio clock (``trio.current_time()``), so tests drive
-it with ``autojump_clock``; wall-clock conversion happens at the API edge.
+it with ``autojump_clock``; wall-clock conversion happens at the API edge
+(core/clock.py).
 
 Policy (docs/design.md, "Cache semantics"), decided here:
 
@@ -78,6 +79,8 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import trio
+
+from agentid_client.contract import DEFAULT_MIN_VALIDITY_S
 
 from ..core.errors import AgentIdError, IdentityProviderError
 from ..core.models import AcquiredToken
@@ -185,7 +188,7 @@ class TokenCache:
         key: Hashable,
         fetch: Fetch,
         *,
-        min_validity_s: float = 300,
+        min_validity_s: float = DEFAULT_MIN_VALIDITY_S,
         force_refresh: bool = False,
         label: str = "",
         info: Mapping[str, Any] | None = None,

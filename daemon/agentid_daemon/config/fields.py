@@ -14,7 +14,9 @@ the spelling (a GUID and the domain of the same tenant remain two keys).
 
 from __future__ import annotations
 
+import base64
 import ipaddress
+import json
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -138,16 +140,14 @@ def user_token(value: Any) -> str:
     return text
 
 
-def user_token_expiry(token: str) -> float | None:
-    """The ``exp`` claim of a user token (a JWT), read without verifying it.
+def unverified_claims(token: str) -> dict[str, Any] | None:
+    """The payload of a JWT (``header.payload.signature``), read without verifying it.
 
-    The identity provider verifies the token; the daemon reads ``exp`` only to
-    refuse a token that has expired before it looks for a cached OBO result
-    made from it. None when the payload is not base64url JSON or has no ``exp``.
+    Only for deciding what to do before the identity provider, which verifies
+    the token, sees it: its ``exp`` (:func:`user_token_expiry`), its user (an
+    OBO session's ``user_fingerprint``). None when the payload is not
+    base64url JSON of an object (or is nested deeper than ``json`` recurses).
     """
-    import base64
-    import json
-
     parts = token.split(".")
     if len(parts) != 3:
         return None
@@ -156,7 +156,18 @@ def user_token_expiry(token: str) -> float | None:
         claims = json.loads(raw)
     except (ValueError, UnicodeError, RecursionError):  # binascii.Error is a ValueError
         return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return claims if isinstance(claims, dict) else None
+
+
+def user_token_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a user token (a JWT), read without verifying it.
+
+    The identity provider verifies the token; the daemon reads ``exp`` only to
+    refuse a token that has expired before it looks for a cached OBO result
+    made from it. None when the payload is not base64url JSON or has no ``exp``.
+    """
+    claims = unverified_claims(token)
+    exp = claims.get("exp") if claims is not None else None
     if isinstance(exp, bool) or not isinstance(exp, int | float):
         return None
     return float(exp)

@@ -16,6 +16,7 @@ from typing import Any
 from agentid_client.contract import git_key
 
 from ..core.errors import ConfigurationError
+from ..core.models import USER_FIELDS
 from .schema import Where, key, keys, top_keys
 from .values import DaemonSettings, FileContents, Profile, did_you_mean, reason
 
@@ -99,7 +100,7 @@ class FileLoader:
 
     def profile(self, body: dict[str, Any], kind: Where, where: str) -> Profile:
         out = self.values(body, kind, where)
-        if "user_upn" in out and "user_object_id" in out:
+        if all(k in out for k in USER_FIELDS):
             raise self.error(where, "user_object_id", "set user_upn or user_object_id, not both")
         return Profile(**out)
 

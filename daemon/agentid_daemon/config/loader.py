@@ -26,10 +26,13 @@ from ..core.errors import ConfigurationError, InvalidRequest, UnknownProfile
 from ..core.models import (
     DEFAULT_AUTHORITY_HOST,
     DEFAULT_SCOPE,
+    MODE_ONLY_FIELDS,
+    USER_FIELDS,
     AgentRef,
     CredentialSpec,
     Mode,
     TokenRequest,
+    field_not_for_mode,
 )
 from ..core.secret_files import MAX_CONFIG_BYTES, FileMissing, read_trusted_file
 from . import schema
@@ -51,7 +54,6 @@ DAEMON_KEYS = schema.keys("daemon")
 LIST_REQUEST_KEYS = LIST_FIELDS
 # Request options handled by the broker, tolerated (and ignored) by resolve().
 REQUEST_OPTION_KEYS = TOKEN_OPTIONS
-_USER_KEYS = ("user_upn", "user_object_id")
 
 __all__ = [
     "DAEMON_KEYS",
@@ -144,10 +146,10 @@ class Config:
             profile = self.profiles[name]
 
         lower = self.layered(profile)
-        if any(k in request for k in _USER_KEYS):
+        if any(k in request for k in USER_FIELDS):
             # The request names its user: a profile's other user field must not
             # collide with it (UPN xor object id).
-            for key in _USER_KEYS:
+            for key in USER_FIELDS:
                 lower.pop(key, None)
         merged = {**lower, **request}
         if "client_capabilities" in request and "client_capabilities" in lower:
@@ -205,45 +207,26 @@ def _build_request(
     scopes: tuple[str, ...] = merged.get("scope") or normalise_scopes(DEFAULT_SCOPE)
     validate_for_mode(scopes, mode)
 
-    user_upn = user_oid = user_token = None
-    if mode is Mode.AUTONOMOUS_USER:
-        user_upn, user_oid = merged.get("user_upn"), merged.get("user_object_id")
-        if user_upn and user_oid:
-            raise InvalidRequest(
-                f"mode AutonomousUser takes user_upn or user_object_id, not both{where}"
-            )
-        if not (user_upn or user_oid):
-            raise InvalidRequest(
-                f"mode AutonomousUser needs the agent user: give --user-upn or "
-                f"--user-object-id{where}"
-            )
-    else:
-        given = [k for k in _USER_KEYS if k in request]
-        if given:
-            raise InvalidRequest(f"{given[0]} is only valid with mode AutonomousUser, not {mode}")
-    obo_session = request.get("obo_session")
-    if mode is Mode.OBO:
-        user_token = merged.get("user_token")
-        if not user_token and obo_session is None and need_user_token:
-            raise InvalidRequest(
-                "mode OBO needs the user's token: give --user-token-file PATH (or - for "
-                "stdin), or --obo-session NAME of a session a user token started"
-            )
-    else:
-        for key in ("user_token", "obo_session"):
-            if key in request:
-                raise InvalidRequest(f"{key} is only valid with mode OBO, not {mode}")
-
-    return TokenRequest(
+    # A field the request names for another mode is a mistake; a profile's
+    # (say user_upn under [defaults]) simply does not apply to this mode.
+    wrong = field_not_for_mode(mode, request)
+    if wrong is not None:
+        raise InvalidRequest(wrong)
+    taken = {k: merged.get(k) for k in MODE_ONLY_FIELDS.get(mode, ())}
+    built = TokenRequest(
         agent=_agent_from(merged),
         mode=mode,
         scopes=scopes,
         profile=name,
-        user_upn=user_upn,
-        user_object_id=user_oid,
-        user_token=user_token,
-        obo_session=obo_session,
+        user_upn=taken.get("user_upn"),
+        user_object_id=taken.get("user_object_id"),
+        user_token=taken.get("user_token"),
+        obo_session=taken.get("obo_session"),
     )
+    problem = built.mode_problem(need_user_token=need_user_token)
+    if problem is not None:
+        raise InvalidRequest(problem + where)
+    return built
 
 
 def _require_ids(merged: dict[str, Any], where: str) -> None:

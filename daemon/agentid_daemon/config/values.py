@@ -203,7 +203,7 @@ def profile_ref(value: Any, base: Path | None) -> str:
 class Profile:
     """A validated ``[defaults]`` or ``[profiles.NAME]`` table; ``None`` = not set.
 
-    Its fields are :func:`keys` ``("profile")`` (tests/test_config_schema.py).
+    Its fields are :func:`keys` ``("profile")`` (tests/daemon/config/test_config_schema.py).
     """
 
     tenant_id: str | None = None

@@ -6,4 +6,5 @@
 - :mod:`.logs`: structlog configuration, redaction before rendering.
 - :mod:`.metrics`: the Prometheus text registry.
 - :mod:`.secret_files`: reading files the daemon trusts (file-trust rule).
+- :mod:`.clock`: trio time -> epoch seconds at the edge, the one conversion.
 """

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from . import logs
 
@@ -45,6 +46,12 @@ def format_value(value: float) -> str:
     if float(value).is_integer() and abs(value) < 2**53:
         return str(int(value))
     return repr(float(value))
+
+
+class RequestCounter(Protocol):
+    """What an endpoint asks of :class:`Metrics` (its test doubles too): count an answer."""
+
+    def observe_request(self, endpoint: str, status: int | str) -> None: ...
 
 
 class _Metric:

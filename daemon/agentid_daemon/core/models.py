@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -20,6 +21,27 @@ class Mode(enum.StrEnum):
     AUTONOMOUS_APP = "AutonomousApp"
     OBO = "OBO"
     AUTONOMOUS_USER = "AutonomousUser"
+
+
+#: The agent user of ``AutonomousUser``: one of these, never both.
+USER_FIELDS = ("user_upn", "user_object_id")
+#: The request fields only one mode takes (Entra's flows: the agent user's
+#: FIC needs the user, OBO the signed-in user's token), keyed by that mode.
+#: The one statement of which mode takes what: the config loader checks
+#: requests against it, the broker every TokenRequest (mode_problem).
+MODE_ONLY_FIELDS: dict[Mode, tuple[str, ...]] = {
+    Mode.AUTONOMOUS_USER: USER_FIELDS,
+    Mode.OBO: ("user_token", "obo_session"),
+}
+
+
+def field_not_for_mode(mode: Mode, given: Iterable[str]) -> str | None:
+    """Why one of the fields ``given`` is not valid with ``mode`` (None: all are)."""
+    for key in given:
+        for owner, fields in MODE_ONLY_FIELDS.items():
+            if key in fields and owner is not mode:
+                return f"{key} is only valid with mode {owner.value}, not {mode.value}"
+    return None
 
 
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
@@ -93,6 +115,40 @@ class TokenRequest:
     # A long-running OBO session (obo_sessions.py): its tokens are cached under
     # the session's name, whoever's user token started it.
     obo_session: str | None = None
+
+    def mode_problem(self, *, need_user_token: bool = True) -> str | None:
+        """Why this request's mode and user fields do not go together (None: they do).
+
+        ``need_user_token=False`` for a selection that drops tokens: OBO without
+        a user token then names that key's tokens of every user.
+        """
+        values = {
+            "user_upn": self.user_upn,
+            "user_object_id": self.user_object_id,
+            "user_token": self.user_token,
+            "obo_session": self.obo_session,
+        }
+        wrong = field_not_for_mode(self.mode, [k for k, v in values.items() if v is not None])
+        if wrong is not None:
+            return wrong
+        if self.mode is Mode.AUTONOMOUS_USER:
+            if self.user_upn and self.user_object_id:
+                return "mode AutonomousUser takes user_upn or user_object_id, not both"
+            if not (self.user_upn or self.user_object_id):
+                return (
+                    "mode AutonomousUser needs the agent user: give --user-upn or --user-object-id"
+                )
+        if (
+            self.mode is Mode.OBO
+            and need_user_token
+            and not self.user_token
+            and self.obo_session is None
+        ):
+            return (
+                "mode OBO needs the user's token: give --user-token-file PATH (or - for "
+                "stdin), or --obo-session NAME of a session a user token started"
+            )
+        return None
 
     @property
     def user_key(self) -> str | None:

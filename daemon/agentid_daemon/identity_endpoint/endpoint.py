@@ -27,6 +27,7 @@ from agentid_client.redact import quoted
 
 from ..core.errors import AgentIdError, IdentityProviderError
 from ..core.logs import get_logger, log_request
+from ..core.metrics import RequestCounter
 from ..server.protocol import Headers, Response
 from . import protocol as P
 from .sessions import IdentitySession, SessionTable
@@ -39,10 +40,6 @@ class TokenSource(Protocol):
 
     def resolve_selection(self, obj: dict[str, Any]) -> Any: ...
     async def token_payload(self, obj: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]: ...
-
-
-class RequestCounter(Protocol):
-    def observe_request(self, endpoint: str, status: int | str) -> None: ...
 
 
 class MIEndpoint:

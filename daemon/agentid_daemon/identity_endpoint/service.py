@@ -22,11 +22,12 @@ import trio
 
 from ..core.errors import ConfigurationError, InvalidRequest
 from ..core.logs import get_logger
+from ..core.metrics import RequestCounter
 from ..server.listener import ListenerError
 from ..server.loopback_peers import LoopbackAdmission
 from ..server.protocol import HttpServer, Limits
 from . import protocol as P
-from .endpoint import MIEndpoint, RequestCounter, TokenSource
+from .endpoint import MIEndpoint, TokenSource
 from .sessions import (
     MAX_CONNECTIONS_PER_OTHER_UID,
     MAX_HEADER_CHARS,

@@ -178,6 +178,15 @@ def _from_keyring(blueprint_app_id: str) -> str:
             f"keyring error reading the blueprint secret for {blueprint_app_id}: "
             f"{type(exc).__name__}"
         ) from None
+    except ImportError as exc:
+        # PYTHON_KEYRING_BACKEND names a module this interpreter cannot import:
+        # keyring imports it at the first call.
+        raise ConfigurationError(
+            f"the keyring backend cannot be loaded ({exc.name or exc}): cannot read the "
+            f"blueprint secret for {blueprint_app_id}",
+            hint="check PYTHON_KEYRING_BACKEND (the daemon gets it from the client or the "
+            "systemd unit) or set blueprint_credential to { secret_file = ... }",
+        ) from None
     if not value:
         raise ConfigurationError(
             f"no blueprint secret in the keyring (service {KEYRING_SERVICE!r}, "

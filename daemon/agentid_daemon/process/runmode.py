@@ -4,7 +4,7 @@
 daemons, or a daemon without ``$CREDENTIALS_DIRECTORY``, knows whose it is.
 The client's autostart marks the daemons it spawns with
 ``AGENTID_HELPER_STARTED_BY=autostart`` (the client's ``autostart.STARTED_BY_ENV``:
-tests/test_runmode.py ties the two names); systemd marks its services with
+tests/daemon/process/test_runmode.py ties the two names); systemd marks its services with
 ``INVOCATION_ID`` and passes the socket in ``LISTEN_FDS``. The client words
 the modes (``statusview.RUN_MODES``, tied by the same test).
 """

@@ -222,7 +222,11 @@ def delete_user_request(user: str) -> GraphRequest:
 
 
 def create_blueprint_request(
-    display_name: str, sponsors: tuple[str, ...] = (), owners: tuple[str, ...] = ()
+    display_name: str,
+    sponsors: tuple[str, ...] = (),
+    owners: tuple[str, ...] = (),
+    *,
+    resource: str = DEFAULT_GRAPH,
 ) -> GraphRequest:
     """``POST /applications`` with ``@odata.type: Microsoft.Graph.AgentIdentityBlueprint``
     (create-blueprint.md)."""
@@ -231,9 +235,9 @@ def create_blueprint_request(
         "displayName": check_display_name(display_name),
     }
     if sponsors:
-        body["sponsors@odata.bind"] = [sponsor_bind(s) for s in sponsors]
+        body["sponsors@odata.bind"] = [sponsor_bind(s, resource) for s in sponsors]
     if owners:
-        body["owners@odata.bind"] = [sponsor_bind(s) for s in owners]
+        body["owners@odata.bind"] = [sponsor_bind(s, resource) for s in owners]
     return GraphRequest("POST", "/applications", body)
 
 

@@ -1,11 +1,13 @@
-"""``--save-profile``: add a profile to config.toml, keeping the file as it was.
+"""``--save-profile`` and ``init``: add profiles to config.toml, keeping the file as it was.
 
 The new profile copies the source profile's table as written (its blueprint,
 credential, scope...: what it "inherits"), then names the new agent identity
 (and, for an agent user, the ``AutonomousUser`` mode and its UPN). tomlkit
 keeps every comment and the layout; the file is replaced atomically (a
 temporary file in the same directory, fsync, rename) with its mode kept, and
-an existing profile is never overwritten.
+an existing profile is never overwritten. ``init`` writes whole new profiles
+(:func:`add_profiles`), creating the file (0600, in a 0700 directory) when
+there is none.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import tomlkit
 from tomlkit.items import InlineTable, Table
 
+from agentid_client.private_dir import PrivateDirError, make_private_dir
 from agentid_client.redact import quoted
 
 from ..core.errors import ConfigurationError, InvalidRequest
@@ -140,3 +143,75 @@ def delete_profiles_of(path: str | None, agent_app_id: str) -> list[str]:
         del doc["default_profile"]
     _replace(file, tomlkit.dumps(doc), mode)
     return names
+
+
+def _value(value: Any) -> Any:
+    """A TOML value of ``value``; a dict becomes an inline table (credentials)."""
+    if isinstance(value, dict):
+        table = tomlkit.inline_table()
+        table.update(value)
+        return table
+    return value
+
+
+def prepare_new_file(path: Path) -> None:
+    """Make sure a new file can be written at ``path``: its directory is created
+    (0700, as the config directory) when missing; an existing directory is left
+    as it is (the daemon's trust rules judge the file there)."""
+    if not path.parent.exists():
+        try:
+            make_private_dir(str(path.parent))
+        except PrivateDirError as exc:
+            raise ConfigurationError(f"cannot create {path}: {exc}") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise ConfigurationError(f"cannot create {path}: {path.parent} is not writable by you")
+
+
+def check_writable(path: Path) -> None:
+    """Before ``init`` creates anything: the config file at ``path`` can be written
+    (replaced atomically: its directory must be writable too)."""
+    prepare_new_file(path)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigurationError(f"cannot write {path}: not writable by you")
+
+
+def add_profiles(path: Path, profiles: dict[str, dict[str, Any]], default: str) -> bool:
+    """Add ``profiles`` (name -> keys) to the config file at ``path``, creating it
+    when missing; ``default_profile = default`` unless the file names one.
+    Returns whether ``default`` became the default profile."""
+    try:
+        mode = path.stat().st_mode & 0o7777
+        doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        prepare_new_file(path)
+        mode = 0o600
+        doc = tomlkit.document()
+        doc.add(
+            tomlkit.comment("agentid-helper configuration, first written by `agentid-helper init`")
+        )
+        doc.add(tomlkit.comment("keys: docs/configuration.md, `agentid-helper --help`"))
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot read: {exc.strerror}") from None
+    except Exception as exc:  # tomlkit's parse errors have no common base
+        raise ConfigurationError(f"{path}: invalid TOML: {exc}") from None
+    made_default = "default_profile" not in doc
+    if made_default:
+        doc["default_profile"] = default
+    table = doc.get("profiles")
+    if table is None:
+        table = tomlkit.table(is_super_table=True)
+        doc.add("profiles", table)
+    if not isinstance(table, Table):
+        raise ConfigurationError(f"{path}: profiles is not a table")
+    for name, keys in profiles.items():
+        if name in table:
+            raise InvalidRequest(
+                f"profile {quoted(name)} already exists in {path} (an existing profile is "
+                "never overwritten)"
+            )
+        new = tomlkit.table()
+        for key, value in keys.items():
+            new.add(key, _value(value))
+        table.add(name, new)
+    _replace(path, tomlkit.dumps(doc), mode)
+    return made_default

@@ -85,7 +85,7 @@ class Limits:
     #: Infinite: only ``request_timeout_s`` applies.
     first_byte_timeout_s: float = math.inf
     #: In-flight requests get this long after SIGTERM: the unit's TimeoutStopSec=
-    #: (15 s) minus a margin for closing down (tests/test_systemd_units.py ties them).
+    #: (15 s) minus a margin for closing down (tests/client/test_systemd_units.py ties them).
     shutdown_grace_s: float = 10.0
 
 

@@ -299,6 +299,9 @@ def _selection(route: Route, call: Call, query: Query, allowed: bool, gate: str)
             + f" is not allowed on /{route.name}: {gate} is false"
             + (" (its default)" if not route.authenticated else ""),
         )
+    # The sidecar's own query rule in its own names (a 400 problem): config.resolve
+    # judges the fields made below by the same rule (TokenRequest.mode_problem),
+    # but would word it in field names (user_upn, user_object_id) never sent here.
     if agent.agent_username is not None and agent.agent_user_id is not None:
         raise Problem(400, "AgentUsername and AgentUserId are mutually exclusive: give one of them")
     user = agent.agent_username is not None or agent.agent_user_id is not None

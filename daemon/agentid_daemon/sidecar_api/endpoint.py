@@ -34,6 +34,7 @@ from ..config.loader import Config
 from ..config.sidecar_env import PROFILE_NAME
 from ..core.errors import AgentIdError, IdentityProviderError
 from ..core.logs import get_logger, log_request
+from ..core.metrics import RequestCounter
 from ..core.models import DEFAULT_AUTHORITY_HOST, Mode
 from ..server.loopback_peers import host_allowed
 from ..server.protocol import Headers, Response
@@ -59,10 +60,6 @@ class TokenSource(Protocol):
     """What the endpoint needs from :class:`~agentid_daemon.api.routes.Api`."""
 
     async def token_payload(self, obj: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]: ...
-
-
-class RequestCounter(Protocol):
-    def observe_request(self, endpoint: str, status: int | str) -> None: ...
 
 
 class SidecarEndpoint:

@@ -18,10 +18,11 @@ import trio
 
 from ..config.loader import Config
 from ..core.logs import get_logger
+from ..core.metrics import RequestCounter
 from ..server.listener import ListenerError
 from ..server.loopback_peers import LoopbackAdmission
 from ..server.protocol import HttpServer, Limits
-from .endpoint import RequestCounter, SidecarEndpoint, TokenSource
+from .endpoint import SidecarEndpoint, TokenSource
 
 log = get_logger("agentid_daemon.sidecar_api.service")
 

@@ -32,6 +32,8 @@ from typing import Any
 
 import jwt
 
+from agentid_client.formats import rfc3339
+
 from ..idp.msal_http import ProviderSession, TrustStore
 from .problems import Problem
 
@@ -128,11 +130,7 @@ class TokenValidator:
             )
         except jwt.ExpiredSignatureError:
             exp = unverified.get("exp")
-            when = (
-                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(exp))
-                if isinstance(exp, int | float)
-                else "?"
-            )
+            when = rfc3339(exp) if isinstance(exp, int | float) else "?"
             raise unauthorized(f"the token expired at {when}") from None
         except jwt.InvalidSignatureError:
             raise unauthorized("the token's signature is invalid") from None

@@ -1,0 +1,204 @@
+"""Autostart: spawn, wait, lock, failure reporting (with stand-in daemons)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from log_audit import scan_tree
+from tooling import ROOT, SUPPORT
+
+from agentid_client import autostart, daemon_api
+from agentid_client.cli import CLI
+from agentid_client.contract import WARM_PROFILE_ENV
+
+# A stand-in daemon: the shared fake, serving until killed; like the real one
+# it reports "ready" on the start report pipe once it listens.
+FAKE_DAEMON = (
+    "import os, sys, time; sys.path.insert(0, {tests!r});"
+    "from client_fakes import FakeDaemon;"
+    "f = FakeDaemon(os.environ['AGENTID_HELPER_SOCKET']).__enter__();"
+    "open(os.environ['AGENTID_HELPER_SOCKET'] + '.pid', 'w').write(str(os.getpid()));"
+    "fd = int(os.environ['AGENTID_HELPER_READY_FD']); os.write(fd, b'ready\\n'); os.close(fd);"
+    "time.sleep(60)"
+)
+
+
+@pytest.fixture
+def sockdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    directory = tempfile.mkdtemp(prefix="aidc-as-")
+    sock = os.path.join(directory, "sub", "dir", "agentid-helper.sock")
+    monkeypatch.setenv("AGENTID_HELPER_SOCKET", sock)
+    monkeypatch.delenv("AGENTID_HELPER_NO_AUTOSTART", raising=False)
+    yield sock
+    pidfile = sock + ".pid"
+    if os.path.exists(pidfile):
+        os.kill(int(Path(pidfile).read_text()), signal.SIGKILL)
+    scan_tree(Path(directory))  # session-wide log audit
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    return CLI(io.StringIO(), out, err).run(argv), out.getvalue(), err.getvalue()
+
+
+def test_autostart_spawns_and_serves(sockdir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(autostart, "_DAEMON_CODE", FAKE_DAEMON.format(tests=str(SUPPORT)))
+    code, out, err = run(["get"])
+    assert code == 0, err
+    assert out.strip().count(".") == 2
+    directory = os.path.dirname(sockdir)
+    assert os.stat(directory).st_mode & 0o777 == 0o700
+    assert os.stat(os.path.dirname(directory)).st_mode & 0o777 == 0o700
+    assert os.path.exists(os.path.join(directory, autostart.LOCK_NAME))
+    assert autostart.answers(sockdir)
+    pid = int(Path(sockdir + ".pid").read_text())
+    assert os.getsid(pid) == pid  # detached into its own session
+    # a second call finds the running daemon: no new spawn
+    monkeypatch.setattr(autostart, "_DAEMON_CODE", "raise SystemExit(9)")
+    assert run(["get"])[0] == 0
+
+
+def test_daemon_that_dies_is_reported(sockdir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        autostart, "_DAEMON_CODE", "import sys; sys.stderr.write('boom\\n'); sys.exit(5)"
+    )
+    code, out, err = run(["get"])
+    assert (code, out) == (3, "")
+    assert "the daemon exited with status 5 while starting" in err.splitlines()[0]
+    log = os.path.join(os.path.dirname(sockdir), autostart.LOG_NAME)
+    assert f"see {log}" in err
+    assert Path(log).read_text() == "boom\n"
+    assert os.stat(log).st_mode & 0o777 == 0o600
+
+
+def test_daemon_that_never_listens_times_out(sockdir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(autostart, "_DAEMON_CODE", "import time; time.sleep(30)")
+    monkeypatch.setattr(autostart, "START_TIMEOUT_S", 0.3)
+    spawned = []
+    real_spawn = autostart.spawn
+
+    def spawn(log_path: str, socket_path: str, ready_fd: int, warm: str | None = None):  # type: ignore[no-untyped-def]
+        proc = real_spawn(log_path, socket_path, ready_fd, warm)
+        spawned.append(proc)
+        return proc
+
+    monkeypatch.setattr(autostart, "spawn", spawn)
+    try:
+        code, _, err = run(["get"])
+    finally:
+        for proc in spawned:  # a slow daemon is left running by design; not in a test
+            proc.kill()
+            proc.wait(5)
+    assert code == 3
+    assert "did not listen within 0.3 s" in err
+
+
+def test_daemon_log_gets_stdout_and_rotates(sockdir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's JSON lines (stdout) land in the log; a big old log moves to .1 first."""
+    directory = os.path.dirname(sockdir)
+    os.makedirs(directory, mode=0o700)
+    log = os.path.join(directory, autostart.LOG_NAME)
+    Path(log).write_text("x" * (autostart.LOG_ROTATE_BYTES + 1))
+    monkeypatch.setattr(
+        autostart, "_DAEMON_CODE", 'import sys; print(\'{"event": "started"}\'); sys.exit(5)'
+    )
+    code, _, _ = run(["get"])
+    assert code == 3
+    assert Path(log).read_text() == '{"event": "started"}\n'
+    assert Path(log + ".1").stat().st_size == autostart.LOG_ROTATE_BYTES + 1
+
+
+def test_autostarted_daemon_gets_an_allow_listed_environment(
+    sockdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Row 8: a client's token-bearing variables do not live on in the daemon it starts."""
+    monkeypatch.setattr(autostart, "_DAEMON_CODE", FAKE_DAEMON.format(tests=str(SUPPORT)))
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("no_proxy", "localhost")
+    monkeypatch.setenv("AZURE_AUTHORITY_HOST", "https://login.example")
+    monkeypatch.setenv("LC_TIME", "C")
+    monkeypatch.setenv("AGENTID_ACCESS_TOKEN", "client-token-value")
+    monkeypatch.setenv("GITHUB_TOKEN", "another-token-value")
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/whatever")
+    assert run(["get"])[0] == 0
+    pid = _wait_for_pid(sockdir + ".pid")
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    env = dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+    assert env["HTTPS_PROXY"] == "http://proxy.example:3128"
+    assert env["no_proxy"] == "localhost"
+    assert env["AZURE_AUTHORITY_HOST"] == "https://login.example"
+    assert env["LC_TIME"] == "C"
+    assert env["AGENTID_HELPER_SOCKET"] == sockdir  # the very path the client checked
+    for name in ("AGENTID_ACCESS_TOKEN", "GITHUB_TOKEN", "NOTIFY_SOCKET"):
+        assert name not in env
+    assert b"token-value" not in raw
+    for name in env:
+        assert name in autostart.DAEMON_ENV_NAMES or name.startswith(
+            autostart.DAEMON_ENV_PREFIXES
+        ), name
+
+
+def _wait_for_pid(pidfile: str) -> int:
+    """The stand-in writes its pid just after it starts listening: wait for it (bounded)."""
+    for _ in range(500):
+        text = Path(pidfile).read_text() if os.path.exists(pidfile) else ""
+        if text:
+            return int(text)
+        time.sleep(0.01)
+    raise AssertionError("the stand-in daemon never wrote its pid")
+
+
+def test_readme_lists_the_daemon_environment_allow_list() -> None:
+    """One source (autostart.DAEMON_ENV_*), its documentation tied to it."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Security model", 1)[1].split("\n## ", 1)[0]
+    for name in autostart.DAEMON_ENV_NAMES:
+        if name.islower():
+            assert "also lower case" in section
+            continue
+        assert f"`{name}`" in section, name
+    for prefix in autostart.DAEMON_ENV_PREFIXES:
+        assert f"`{prefix}*`" in section, prefix
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"), [(["get"], ""), (["get", "--profile", "app"], "app")]
+)
+def test_autostarted_daemon_is_told_the_profile_to_prepare_and_nothing_more(
+    sockdir: str, monkeypatch: pytest.MonkeyPatch, argv: list[str], expected: str
+) -> None:
+    """The daemon builds that profile's MSAL clients while it starts
+    (agentid_daemon.process.warmup); the client's own value of the variable never
+    passes, and only the name goes: no other field of the request."""
+    monkeypatch.setattr(autostart, "_DAEMON_CODE", FAKE_DAEMON.format(tests=TESTS))
+    monkeypatch.setenv(WARM_PROFILE_ENV, "planted")
+    assert run(argv)[0] == 0
+    pid = _wait_for_pid(sockdir + ".pid")
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    env = dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+    assert env[WARM_PROFILE_ENV] == expected
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "payload", "expected"),
+    [
+        ("POST", "/v1/token", {"profile": "app", "scope": "x"}, "app"),
+        ("POST", "/v1/token", {"scope": "x"}, ""),
+        ("POST", "/v1/token", {"profile": 7}, None),
+        ("GET", "/v1/status", None, None),
+        ("POST", "/v1/agents", {"profile": "app"}, None),
+    ],
+)
+def test_only_a_token_request_names_a_profile_to_prepare(
+    method: str, target: str, payload: object, expected: str | None
+) -> None:
+    assert daemon_api._warm_profile(method, target, payload) == expected

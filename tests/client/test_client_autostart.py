@@ -179,7 +179,7 @@ def test_autostarted_daemon_is_told_the_profile_to_prepare_and_nothing_more(
     """The daemon builds that profile's MSAL clients while it starts
     (agentid_daemon.process.warmup); the client's own value of the variable never
     passes, and only the name goes: no other field of the request."""
-    monkeypatch.setattr(autostart, "_DAEMON_CODE", FAKE_DAEMON.format(tests=TESTS))
+    monkeypatch.setattr(autostart, "_DAEMON_CODE", FAKE_DAEMON.format(tests=str(SUPPORT)))
     monkeypatch.setenv(WARM_PROFILE_ENV, "planted")
     assert run(argv)[0] == 0
     pid = _wait_for_pid(sockdir + ".pid")

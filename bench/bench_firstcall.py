@@ -188,19 +188,22 @@ def measure(workdir: Path, params: Params, *, seed: int = 7) -> Section:
         sec.notes.append(
             f"Where the rest goes: {not_msal:.0f} ms of the daemon's imports are not MSAL's "
             f"(trio alone {imports.get('trio', 0.0):.0f} ms); the no-daemon path pays none of "
-            "them, and one process's imports run one at a time (the GIL), so a thread "
-            "importing MSAL next to trio would not shorten them."
+            "them. Imports are CPU on the GIL: a thread does not shorten them. What a "
+            "thread does overlap is waiting for the identity provider: an autostarted "
+            "daemon builds the first call's two MSAL clients (two tenant discovery round "
+            "trips, no token) in a thread while it imports trio and the rest "
+            "(agentid_daemon/process/warmup.py)."
         )
         sec.notes.append(
             f"Missed (<= {TARGET}x): the first call costs {r:.2f}x the no-daemon path. Both "
-            "pay an interpreter start, MSAL's imports and the two legs; the first call "
-            "also pays the client's start, a second interpreter start (the daemon's) and "
-            "the daemon's own imports before it listens (trio, h11, structlog, the config "
-            "schema, the API modules: the `-X importtime` figures above), all serial on "
-            "the GIL. The client no longer polls (it blocks on the daemon's start report "
-            "pipe), so what remains is import CPU time: closing it needs the daemon to "
-            "import less before its first answer (e.g. serving the first request before "
-            "trio and structlog are imported), not more parallel threads."
+            "pay an interpreter start, MSAL's imports and the two token requests; the first "
+            "call also pays the client's start, a second interpreter start (the daemon's) "
+            "and the daemon's own imports before it listens (trio, h11, structlog, the "
+            "config schema, the API modules: the `-X importtime` figures above), serial on "
+            "the GIL. Closing it needs the daemon to import less before its first answer "
+            "(e.g. answering the first request before trio is imported), or the T1 token "
+            "request itself started by the warm-up (not done: it must then reach the "
+            "broker's cache, counted once)."
         )
     return sec
 

@@ -34,7 +34,13 @@ import time
 from collections.abc import Mapping
 
 from . import paths, private_dir
-from .contract import MANAGED_IDENTITY_VARS, READY_FD_ENV, READY_LINE, START_FAILED_PREFIX
+from .contract import (
+    MANAGED_IDENTITY_VARS,
+    READY_FD_ENV,
+    READY_LINE,
+    START_FAILED_PREFIX,
+    WARM_PROFILE_ENV,
+)
 
 LOCK_NAME = "agentid-helper.lock"
 LOG_NAME = "agentid-helperd.log"
@@ -49,7 +55,12 @@ LOG_ROTATE_BYTES = 4 * 1024 * 1024
 STARTED_BY_ENV = "AGENTID_HELPER_STARTED_BY"
 
 # -c rather than -m: works whether or not the daemon package ships __main__.
-_DAEMON_CODE = "import sys; from agentid_daemon.app import main; sys.exit(main(sys.argv[1:]))"
+# The warm-up first: it imports MSAL and starts building the first call's MSAL
+# clients (agentid_daemon.process.warmup) before the daemon imports the rest.
+_DAEMON_CODE = (
+    "import sys; from agentid_daemon.process.warmup import start_from_environ; "
+    "start_from_environ(); from agentid_daemon.app import main; sys.exit(main(sys.argv[1:]))"
+)
 
 
 # What an autostarted daemon inherits from the client that starts it: names
@@ -139,10 +150,14 @@ def _lock(directory: str) -> int:
         time.sleep(POLL_S)
 
 
-def spawn(log_path: str, socket_path: str, ready_fd: int) -> subprocess.Popen[bytes]:
+def spawn(
+    log_path: str, socket_path: str, ready_fd: int, warm_profile: str | None = None
+) -> subprocess.Popen[bytes]:
     """Start the daemon detached from this process (new session, no terminal).
 
-    ``ready_fd`` (the write end of a pipe) is its start report channel.
+    ``ready_fd`` (the write end of a pipe) is its start report channel;
+    ``warm_profile`` the profile (a name, "" the default) whose MSAL clients it
+    builds while it starts, for the request that made us start it.
     """
     directory, name = os.path.split(log_path)
     try:
@@ -154,6 +169,9 @@ def spawn(log_path: str, socket_path: str, ready_fd: int) -> subprocess.Popen[by
     log_fd = _open(directory, name, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     env = daemon_environment(os.environ, socket_path)
     env[READY_FD_ENV] = str(ready_fd)
+    env.pop(WARM_PROFILE_ENV, None)  # only ever the profile this client asks for
+    if warm_profile is not None:
+        env[WARM_PROFILE_ENV] = warm_profile
     try:
         return subprocess.Popen(
             [sys.executable, "-c", _DAEMON_CODE],
@@ -211,8 +229,11 @@ def _start_failure(line: str | None, proc: subprocess.Popen[bytes], log_path: st
     return StartFailed(f"the daemon exited with status {code} while starting", log_path)
 
 
-def ensure_daemon(path: str, timeout: float = START_TIMEOUT_S) -> None:
-    """Make sure a daemon listens on ``path``, starting one if needed."""
+def ensure_daemon(
+    path: str, timeout: float = START_TIMEOUT_S, *, warm_profile: str | None = None
+) -> None:
+    """Make sure a daemon listens on ``path``, starting one if needed (``warm_profile``:
+    the profile of the token request to come, see :func:`spawn`)."""
     directory = os.path.dirname(os.path.abspath(path))
     _ensure_dir(directory)
     log_path = os.path.join(directory, LOG_NAME)
@@ -223,7 +244,7 @@ def ensure_daemon(path: str, timeout: float = START_TIMEOUT_S) -> None:
         read_fd, write_fd = os.pipe()  # both ends close-on-exec; pass_fds hands one over
         try:
             try:
-                proc = spawn(log_path, path, write_fd)
+                proc = spawn(log_path, path, write_fd, warm_profile)
             finally:
                 os.close(write_fd)  # the daemon holds the only write end now
             try:

@@ -100,6 +100,12 @@ READY_FD_ENV = "AGENTID_HELPER_READY_FD"
 READY_LINE = "ready"
 START_FAILED_PREFIX = "exit "
 
+# The profile of the request that made a client autostart the daemon (only its
+# name, "" for the default profile; never a token or any other field): the
+# daemon builds that profile's MSAL clients while it imports the rest of
+# itself (agentid_daemon.process.warmup), so the first answer comes sooner.
+WARM_PROFILE_ENV = "AGENTID_HELPER_WARM_PROFILE"
+
 
 def is_profile_name(name: str) -> bool:
     """The config's rule for a ``[profiles.NAME]`` name: anything but blank

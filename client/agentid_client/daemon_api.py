@@ -108,8 +108,10 @@ def _deadline_error(
     return DaemonUnreachable(message, [*run_mode_hint(), "wait longer with --timeout SECONDS"])
 
 
-def _bring_up(path: str, deadline: float) -> None:
-    """No daemon listens on ``path``: start one, or let systemd start it; raise if we cannot."""
+def _bring_up(path: str, deadline: float, warm_profile: str | None = None) -> None:
+    """No daemon listens on ``path``: start one, or let systemd start it; raise if we cannot.
+
+    ``warm_profile``: the profile of the token request waiting for it (autostart.spawn)."""
     remaining = deadline - time.monotonic()
     from .supervisor import SystemdStartFailed, manages, start_socket  # cold path
 
@@ -122,7 +124,11 @@ def _bring_up(path: str, deadline: float) -> None:
     from .autostart import START_TIMEOUT_S, StartFailed, ensure_daemon
 
     try:
-        ensure_daemon(path, timeout=max(0.1, min(START_TIMEOUT_S, remaining)))
+        ensure_daemon(
+            path,
+            timeout=max(0.1, min(START_TIMEOUT_S, remaining)),
+            warm_profile=warm_profile,
+        )
     except StartFailed as exc:
         from .autostart import answers
 
@@ -138,6 +144,15 @@ def _bring_up(path: str, deadline: float) -> None:
         raise DaemonUnreachable(
             f"daemon unreachable at {path}: {exc}", hints + START_HINTS
         ) from None
+
+
+def _warm_profile(method: str, target: str, payload: Any) -> str | None:
+    """The profile name a daemon started for this request may prepare ("": the
+    default profile); None for any other request."""
+    if method != "POST" or target != "/v1/token" or not isinstance(payload, dict):
+        return None
+    profile = payload.get("profile")
+    return profile if isinstance(profile, str) else "" if profile is None else None
 
 
 def call(
@@ -177,7 +192,7 @@ def call(
                     f"daemon unreachable at {path} after starting it", START_HINTS
                 ) from None
             if autostart_enabled():
-                _bring_up(path, deadline)
+                _bring_up(path, deadline, _warm_profile(method, target, payload))
                 just_started = True
                 continue
             # Nothing we may start; a daemon that just went away may be restarting.

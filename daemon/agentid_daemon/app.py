@@ -28,7 +28,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -44,13 +44,18 @@ from .core.errors import ConfigurationError
 from .core.logs import configure_logging, get_logger
 from .identity_endpoint.service import IdentitySessions
 from .identity_endpoint.sessions import SidecarSettings
+from .process import warmup
 from .process.limits import forbid_core_dumps, max_connections_for, raise_nofile_limit
 from .process.runmode import AUTOSTART, run_mode, set_process_name
 from .process.sdnotify import Notifier, StatusLine
 from .process.start_report import StartReport
 from .server.listener import AlreadyRunning, ListenerError, OpenedListener, open_listener
 from .server.protocol import HttpServer, Limits
-from .sidecar_api.service import SidecarApi
+
+if TYPE_CHECKING:
+    # Imported where it is configured (Daemon.__init__): it brings PyJWT and
+    # cryptography (about 50 ms) that no other part needs before the first answer.
+    from .sidecar_api.service import SidecarApi
 
 log = get_logger("agentid_daemon.app")
 
@@ -149,7 +154,8 @@ def _build(config: Config) -> Components:
 
     metrics = Metrics()
     cache = TokenCache(idle_timeout_s=config.daemon.idle_timeout_s)
-    engine = Engine()
+    # An autostarted daemon's engine is already preparing the first call (warmup.py).
+    engine = warmup.take_engine() or Engine()
     broker = Broker(
         engine,
         cache,
@@ -234,6 +240,8 @@ class Daemon:
         # Microsoft's Agent ID sidecar API (sidecar_api/), when configured.
         self.sidecar_api: SidecarApi | None = None
         if config.daemon.sidecar_api_listen is not None:
+            from .sidecar_api.service import SidecarApi
+
             self.sidecar_api = SidecarApi(
                 self.api,
                 lambda: self.state.config,
@@ -294,6 +302,7 @@ class Daemon:
                         profiles=sorted(self.state.config.profiles) if self.state.config else [],
                         pid=os.getpid(),
                         max_connections=self.server.limits.max_connections,
+                        warmup=warmup.outcome(),
                     )
                     await self.notifier.ready(self.activity.text())
                     nursery.start_soon(self.notifier.run_watchdog, self.activity.text)

@@ -15,8 +15,9 @@ import pytest
 from log_audit import scan_tree
 from tooling import ROOT, SUPPORT
 
-from agentid_client import autostart
+from agentid_client import autostart, daemon_api
 from agentid_client.cli import CLI
+from agentid_client.contract import WARM_PROFILE_ENV
 
 # A stand-in daemon: the shared fake, serving until killed; like the real one
 # it reports "ready" on the start report pipe once it listens.
@@ -85,8 +86,8 @@ def test_daemon_that_never_listens_times_out(sockdir: str, monkeypatch: pytest.M
     spawned = []
     real_spawn = autostart.spawn
 
-    def spawn(log_path: str, socket_path: str, ready_fd: int):  # type: ignore[no-untyped-def]
-        proc = real_spawn(log_path, socket_path, ready_fd)
+    def spawn(log_path: str, socket_path: str, ready_fd: int, warm: str | None = None):  # type: ignore[no-untyped-def]
+        proc = real_spawn(log_path, socket_path, ready_fd, warm)
         spawned.append(proc)
         return proc
 
@@ -167,3 +168,37 @@ def test_readme_lists_the_daemon_environment_allow_list() -> None:
         assert f"`{name}`" in section, name
     for prefix in autostart.DAEMON_ENV_PREFIXES:
         assert f"`{prefix}*`" in section, prefix
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"), [(["get"], ""), (["get", "--profile", "app"], "app")]
+)
+def test_autostarted_daemon_is_told_the_profile_to_prepare_and_nothing_more(
+    sockdir: str, monkeypatch: pytest.MonkeyPatch, argv: list[str], expected: str
+) -> None:
+    """The daemon builds that profile's MSAL clients while it starts
+    (agentid_daemon.process.warmup); the client's own value of the variable never
+    passes, and only the name goes: no other field of the request."""
+    monkeypatch.setattr(autostart, "_DAEMON_CODE", FAKE_DAEMON.format(tests=str(SUPPORT)))
+    monkeypatch.setenv(WARM_PROFILE_ENV, "planted")
+    assert run(argv)[0] == 0
+    pid = _wait_for_pid(sockdir + ".pid")
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    env = dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+    assert env[WARM_PROFILE_ENV] == expected
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "payload", "expected"),
+    [
+        ("POST", "/v1/token", {"profile": "app", "scope": "x"}, "app"),
+        ("POST", "/v1/token", {"scope": "x"}, ""),
+        ("POST", "/v1/token", {"profile": 7}, None),
+        ("GET", "/v1/status", None, None),
+        ("POST", "/v1/agents", {"profile": "app"}, None),
+    ],
+)
+def test_only_a_token_request_names_a_profile_to_prepare(
+    method: str, target: str, payload: object, expected: str | None
+) -> None:
+    assert daemon_api._warm_profile(method, target, payload) == expected

@@ -16,18 +16,26 @@ request's shape and writes profiles through it (then reloads the config).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote
 
 from ..config.loader import Config
 from ..config.watch import ReloadOutcome
 from ..core.errors import AgentIdError, ConfigurationError, InvalidRequest
-from ..provision.profile_file import check_new_name
 from ..server.protocol import Response
 from .bodies import json_type, parse_json_object
 
 AGENTS = "/v1/agents"
 AGENT_USERS = "/v1/agent-users"
+
+
+def check_new_name(name: object, existing: Iterable[str]) -> str:
+    """:func:`..provision.profile_file.check_new_name`, imported on first use: that
+    module brings tomlkit, which nothing needs before the daemon's first answer."""
+    from ..provision.profile_file import check_new_name as check
+
+    return check(name, existing)
 
 
 class ProvisionerLike(Protocol):

@@ -23,7 +23,22 @@ import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Literal, TextIO
 
-import structlog
+# structlog's dev and tracebacks modules import rich (and better_exceptions)
+# when they are installed, for pretty tracebacks and locals: about 70 ms of a
+# daemon start, before its first answer, for features this module never uses
+# (plain tracebacks, no locals: see _renderer and _exception_processor).
+# Marking them unimportable while structlog is imported makes structlog take
+# its own fallbacks ("rich is None"); the marks go right after, so anything
+# else in the process can still import them. One already imported is used as is.
+_NOT_FOR_STRUCTLOG = tuple(n for n in ("rich", "better_exceptions") if n not in sys.modules)
+for _name in _NOT_FOR_STRUCTLOG:
+    sys.modules[_name] = None  # type: ignore[assignment]  # import raises ImportError
+try:
+    import structlog
+finally:
+    for _name in _NOT_FOR_STRUCTLOG:
+        if sys.modules.get(_name, ...) is None:
+            del sys.modules[_name]
 
 LogFormat = Literal["json", "console"]
 

@@ -76,6 +76,27 @@ class Engine:
             connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s
         )
 
+    # ------------------------------------------------------------- warm-up
+
+    def prepare(self, agent: AgentRef) -> None:
+        """Build the MSAL clients ``agent``'s legs use (the blueprint's for T1 and
+        the agent identity's), now: each costs one tenant discovery round trip
+        (``/.well-known/openid-configuration``) and leaves a kept-alive connection
+        to the authority in the shared session. No token is requested.
+
+        A daemon started for a waiting client does this while it imports the rest
+        of itself (:mod:`..process.warmup`), so that the first request's legs start
+        at their token requests. A failure here (an unreadable secret, an authority
+        that does not answer) raises, and the first request meets it again and
+        reports it as it would have.
+        """
+        if agent.credential.kind != "managed_identity":
+            credential = self._load_credential(agent.credential)
+            self._app(
+                agent, agent.blueprint_app_id, credential, credential_fingerprint(credential), "t1"
+            )
+        self._agent_app(agent, "autonomous_app")
+
     # ------------------------------------------------------------- the legs
 
     def acquire_t1(self, agent: AgentRef, *, assertion: str | None = None) -> AcquiredToken:
@@ -267,20 +288,25 @@ class Engine:
     ) -> AcquiredToken:
         if not t1:
             raise ValueError("a T1 token is required")
-        credential = {"client_assertion": self._held_assertion}
-        app, session = self._app(
-            agent,
-            agent.agent_identity_app_id,
-            credential,
-            "held-t1",
-            leg,
-            capabilities=agent.client_capabilities,
-        )
+        app, session = self._agent_app(agent, leg)
         self._assertions.assertion = t1
         try:
             return self._run(leg, session, lambda: call(app), list(scopes), agent.authority_host)
         finally:
             self._assertions.assertion = None
+
+    def _agent_app(
+        self, agent: AgentRef, leg: str
+    ) -> tuple[msal.ConfidentialClientApplication, ProviderSession]:
+        """The agent identity's MSAL app: T1 (held per thread) is its client assertion."""
+        return self._app(
+            agent,
+            agent.agent_identity_app_id,
+            {"client_assertion": self._held_assertion},
+            "held-t1",
+            leg,
+            capabilities=agent.client_capabilities,
+        )
 
     def _session(self, ca_bundle: str | None) -> ProviderSession:
         with self._lock:

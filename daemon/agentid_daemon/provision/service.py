@@ -22,7 +22,6 @@ from ..core.logs import get_logger
 from ..idp.engine import Engine
 from . import graph as G
 from .blueprint import BlueprintTarget, blueprint_graph_token, blueprint_target
-from .profile_file import delete_profiles_of, save_profile
 
 log = get_logger("agentid_daemon.provision.service")
 T = TypeVar("T")
@@ -162,14 +161,20 @@ class Provisioner:
         await self._graph(target, lambda c, t: c.call(request, t, what="delete the agent user"))
 
     # -- profiles ---------------------------------------------------------------
+    # profile_file (and tomlkit, its parser) is imported on first use: a daemon
+    # builds this service at start, and nothing of it is needed before the first answer.
 
     async def save_profile(
         self, config_path: str | None, source: str, name: object, overrides: dict[str, str]
     ) -> str:
+        from .profile_file import save_profile
+
         async with self._save_lock:
             return await trio.to_thread.run_sync(save_profile, config_path, source, name, overrides)
 
     async def delete_profiles_of(self, config_path: str | None, agent_app_id: str) -> list[str]:
+        from .profile_file import delete_profiles_of
+
         async with self._save_lock:
             return await trio.to_thread.run_sync(delete_profiles_of, config_path, agent_app_id)
 

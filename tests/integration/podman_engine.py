@@ -154,6 +154,9 @@ class Podman:
         self.home.mkdir(parents=True, exist_ok=True)
         self.conf = self.home / "containers.conf"
         self.conf.write_text(CONTAINERS_CONF)
+        # podman refuses a runroot path over 50 characters: a short one of
+        # its own under /tmp, removed by reset() with the rest.
+        self.runroot = Path(tempfile.mkdtemp(prefix="aidh-podman-", dir="/tmp"))
 
     @property
     def argv(self) -> list[str]:
@@ -162,7 +165,7 @@ class Podman:
             "--root",
             str(self.home / "root"),
             "--runroot",
-            str(self.home / "runroot"),
+            str(self.runroot),
             "--storage-driver",
             "overlay",
         ]
@@ -237,4 +240,4 @@ class Podman:
         if (self.home / "root").exists():
             self.run("system", "reset", "--force", timeout=120, check=False)
         shutil.rmtree(self.home / "root", ignore_errors=True)
-        shutil.rmtree(self.home / "runroot", ignore_errors=True)
+        shutil.rmtree(self.runroot, ignore_errors=True)

@@ -177,16 +177,28 @@ def start_emulator(
     return emu
 
 
-def write_config(workdir: Path, emu: Emulator, *, idle_timeout_s: float | None = None) -> Path:
-    """A config with profile ``app`` (AutonomousApp) and the secret in a 0600 file."""
+def write_config(
+    workdir: Path,
+    emu: Emulator,
+    *,
+    idle_timeout_s: float | None = None,
+    daemon_settings: dict[str, str] | None = None,
+) -> Path:
+    """A config with profile ``app`` (AutonomousApp) and the secret in a 0600 file.
+
+    ``daemon_settings`` adds ``[daemon]`` keys, each value a TOML literal
+    (``{"sidecar_api_listen": '"127.0.0.1:5000"'}``)."""
     info = emu.info
     secret = workdir / "blueprint.secret"
     fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(str(info["blueprint_secret"]))
     lines = [f'default_profile = "{PROFILE}"', ""]
+    settings = dict(daemon_settings or {})
     if idle_timeout_s is not None:
-        lines += ["[daemon]", f"idle_timeout_s = {idle_timeout_s}", ""]
+        settings["idle_timeout_s"] = str(idle_timeout_s)
+    if settings:
+        lines += ["[daemon]", *(f"{k} = {v}" for k, v in settings.items()), ""]
     lines += [
         "[defaults]",
         f'tenant_id = "{info["tenant_id"]}"',
@@ -260,11 +272,17 @@ def start_daemon(
     idle_timeout_s: float | None = None,
     args: tuple[str, ...] = (),
     timeout: float = 60.0,
+    daemon_settings: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Daemon:
+    """The daemon on ``write_config``'s config; ``env`` adds variables
+    (the sidecar's ``DownstreamApis__*``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     runtime = workdir / "run"
     runtime.mkdir(mode=0o700, exist_ok=True)
-    config = write_config(workdir, emu, idle_timeout_s=idle_timeout_s)
+    config = write_config(
+        workdir, emu, idle_timeout_s=idle_timeout_s, daemon_settings=daemon_settings
+    )
     sock = runtime / "agentid-helper.sock"
     env = child_env(
         {
@@ -273,6 +291,7 @@ def start_daemon(
             "AGENTID_HELPER_NO_AUTOSTART": "1",
             "XDG_RUNTIME_DIR": str(runtime),
             "XDG_CONFIG_HOME": str(workdir / "xdg-config"),
+            **(env or {}),
         }
     )
     log = workdir / "daemon.log"

@@ -30,6 +30,7 @@ import bench_firstcall
 import bench_lifecycle
 import bench_memory
 import bench_refresh
+import bench_sidecar_size
 import bench_throughput
 from _results import Section, render, write
 
@@ -64,6 +65,10 @@ def benchmarks(size: str) -> dict[str, tuple[str, Callable[[Path], Section]]]:
         "firstcall": (
             "7. First call with no daemon running",
             lambda w: bench_firstcall.measure(w, pick(bench_firstcall)),
+        ),
+        "sidecar": (
+            "8. Sidecar size",
+            lambda w: bench_sidecar_size.measure(w, pick(bench_sidecar_size)),
         ),
     }
 
@@ -104,7 +109,16 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         nargs="+",
         metavar="NAME",
-        choices=["client", "throughput", "economy", "refresh", "memory", "lifecycle", "firstcall"],
+        choices=[
+            "client",
+            "throughput",
+            "economy",
+            "refresh",
+            "memory",
+            "lifecycle",
+            "firstcall",
+            "sidecar",
+        ],
     )
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument(

@@ -28,6 +28,8 @@ declare -A NEEDED=(
   # layout, and the tool that makes its Debian base image offline.
   [podman]=podman
   [runc]=runc
+  # podman builds its pods' infra (pause) image from catatonit.
+  [catatonit]=catatonit
   [debootstrap]=debootstrap
 )
 missing=()

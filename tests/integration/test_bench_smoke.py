@@ -251,6 +251,7 @@ def test_run_tiny_end_to_end(tmp_path: Path) -> None:
         "4. Refresh never blocks",
         "5. Daemon memory",
         "7. First call with no daemon running",
+        "8. Sidecar size",
     ):
         assert f"## {title}" in text
     # figures that need no timing are checked exactly: single-flight counts

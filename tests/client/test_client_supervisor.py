@@ -92,7 +92,7 @@ def test_a_socket_of_ones_own_choice_is_not_systemds(
 ) -> None:
     """AGENTID_HELPER_SOCKET elsewhere: the units do not serve it, autostart does."""
     started: list[str] = []
-    monkeypatch.setattr(autostart, "ensure_daemon", lambda path, timeout: started.append(path))
+    monkeypatch.setattr(autostart, "ensure_daemon", lambda path, timeout, **_: started.append(path))
     other = str(units.parent / "own.sock")
     with pytest.raises(ClientError):
         daemon_api.call("GET", "/healthz", timeout=5, socket_path=other)

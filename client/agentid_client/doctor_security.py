@@ -108,7 +108,7 @@ def _signature(path: str) -> dict[str, int] | None:
     return {"device": st.st_dev, "inode": st.st_ino, "mtime_ns": st.st_mtime_ns, "size": st.st_size}
 
 
-def _git_version(text: str) -> tuple[int, int] | None:
+def parse_git_version(text: str) -> tuple[int, int] | None:
     match = re.search(r"(\d+)\.(\d+)", text)
     return (int(match.group(1)), int(match.group(2))) if match else None
 
@@ -151,7 +151,7 @@ def git_helper_chains() -> dict[str, list[str]]:
 
 def check_git_chain(report: Reporter) -> None:
     """Warn when old git would hand our token to another helper of the same list."""
-    version = _git_version(_git("--version") or "")
+    version = parse_git_version(_git("--version") or "")
     if version is None or version >= GIT_SAFE_VERSION:
         return
     for url, helpers in sorted(git_helper_chains().items()):

@@ -123,7 +123,7 @@ def test_old_git_with_a_storing_helper_after_ours_is_warned(
     git_config("--add", "credential.https://dev.azure.com.helper", "")
     git_config("--add", "credential.https://dev.azure.com.helper", "!agentid-helper git-credential")
     git_config("--add", "credential.https://dev.azure.com.helper", "store")
-    version = doctor_security._git_version(
+    version = doctor_security.parse_git_version(
         subprocess.run(["git", "--version"], capture_output=True, text=True).stdout
     )
     assert version is not None

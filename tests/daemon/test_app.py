@@ -437,7 +437,7 @@ async def test_reload_forgets_remembered_resolutions(tmp_path: Path) -> None:
         assert (await daemon.reload()).result == "loaded"
     new = daemon.state.config
     assert new is not old
-    assert len(old._memo) == 0
+    assert old.remembered == 0
     after = new.resolve({"profile": "one"})
     assert after.agent.agent_identity_app_id.startswith("55555555-")
 

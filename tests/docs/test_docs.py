@@ -67,7 +67,7 @@ def test_units_document_with_a_man_page(unit: str) -> None:
 
 def api_routes() -> list[tuple[str, str]]:
     api = Api(ApiState(broker=None, metrics=None, config=None))  # type: ignore[arg-type]
-    return [(m, path) for path, methods in api._routes.items() for m in methods]
+    return api.routes()
 
 
 @pytest.mark.parametrize(("method", "path"), api_routes())

@@ -172,6 +172,10 @@ class Api:
             "/metrics": {"GET": self._metrics},
         }
 
+    def routes(self) -> list[tuple[str, str]]:
+        """Every (method, path) this API serves (docs/api.md documents each)."""
+        return [(m, path) for path, methods in self._routes.items() for m in methods]
+
     async def handle_request(
         self, method: str, target: str, headers: Headers, body: bytes
     ) -> Response:

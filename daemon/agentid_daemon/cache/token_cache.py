@@ -171,6 +171,11 @@ class TokenCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def scheduled_wakeups(self) -> int:
+        """Refresh and expiry wake-ups queued (stale ones are pruned: bounded)."""
+        return len(self._wakeups)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the fetch and refresh tasks; :meth:`get` needs this running."""
         if self._nursery is not None:

@@ -123,6 +123,11 @@ class Config:
             self._memo.put(key, resolved)
         return resolved
 
+    @property
+    def remembered(self) -> int:
+        """How many resolutions this Config remembers (at most ``RESOLVE_MEMO_SIZE``)."""
+        return len(self._memo)
+
     def forget_resolved(self) -> None:
         """Drop remembered resolutions (after a reload: they may hold user tokens)."""
         self._memo.clear()

@@ -56,8 +56,13 @@ class Response:
         return cls(status, [("content-type", content_type)], text.encode())
 
 
-_HEAD_MEMO_SIZE = 128
+HEAD_MEMO_SIZE = 128
 _heads: dict[tuple[int, tuple[tuple[str, str], ...], int, bool], h11.Response] = {}
+
+
+def remembered_heads() -> int:
+    """How many distinct response heads are remembered (at most HEAD_MEMO_SIZE)."""
+    return len(_heads)
 
 
 def response_head(response: Response, close: bool) -> h11.Response:
@@ -83,7 +88,7 @@ def response_head(response: Response, close: bool) -> h11.Response:
     if close:
         headers.append(("connection", "close"))
     event = h11.Response(status_code=response.status, headers=headers)
-    if len(_heads) >= _HEAD_MEMO_SIZE:
+    if len(_heads) >= HEAD_MEMO_SIZE:
         _heads.clear()
     _heads[key] = event
     return event

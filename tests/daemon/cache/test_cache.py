@@ -473,7 +473,7 @@ async def test_schedule_heap_stays_bounded(autojump_clock: trio.testing.MockCloc
         for _ in range(500):
             await cache.get("k", src, force_refresh=True)
         assert src.count == 500
-        assert len(cache._wakeups) <= 4 * len(cache) + 65
+        assert cache.scheduled_wakeups <= 4 * len(cache) + 65
 
 
 @given(

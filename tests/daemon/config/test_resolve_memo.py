@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agentid_daemon.config.loader import Config, load_config
-from agentid_daemon.config.resolve_memo import ResolveMemo, memo_key
+from agentid_daemon.config.resolve_memo import RESOLVE_MEMO_SIZE, ResolveMemo, memo_key
 from agentid_daemon.core.errors import InvalidRequest, UnknownProfile
 from agentid_daemon.core.models import Mode
 
@@ -77,7 +77,7 @@ def test_errors_are_not_remembered(tmp_path: Path) -> None:
             config.resolve({"profile": "obo"})  # no user token
         with pytest.raises(InvalidRequest):
             config.resolve({"tenant_id": 5})
-    assert len(config._memo) == 0
+    assert config.remembered == 0
 
 
 def test_obo_user_token_keys_by_hash_and_requests_stay_apart(tmp_path: Path) -> None:
@@ -91,7 +91,9 @@ def test_obo_user_token_keys_by_hash_and_requests_stay_apart(tmp_path: Path) -> 
     assert key is not None
     assert USER_TOKEN not in repr(key)
     assert USER_TOKEN not in repr(config)
-    assert USER_TOKEN not in repr(config._memo)
+    memo = ResolveMemo()
+    memo.put(key, one)
+    assert USER_TOKEN not in repr(memo)
 
 
 def test_memo_is_bounded_lru() -> None:
@@ -111,9 +113,9 @@ def test_memo_is_bounded_lru() -> None:
 
 def test_config_memo_is_bounded(tmp_path: Path) -> None:
     config = load(tmp_path)
-    for n in range(config._memo.maxsize + 50):
+    for n in range(RESOLVE_MEMO_SIZE + 50):
         config.resolve({"profile": "app", "scope": f"api://{n}/.default"})
-    assert len(config._memo) == config._memo.maxsize
+    assert config.remembered == RESOLVE_MEMO_SIZE
 
 
 @pytest.mark.parametrize(
@@ -145,5 +147,5 @@ def test_reload_starts_a_fresh_memo(tmp_path: Path) -> None:
     assert after is not before
     assert after.agent.agent_identity_app_id == A2
     old.forget_resolved()
-    assert len(old._memo) == 0
+    assert old.remembered == 0
     assert before.mode is Mode.AUTONOMOUS_APP

@@ -136,7 +136,7 @@ class CacheService(Protocol):
 
 @dataclass(frozen=True)
 class Components:
-    """The parts :class:`Daemon` runs; :func:`_build` makes the real ones."""
+    """The parts :class:`Daemon` runs; :func:`build_components` makes the real ones."""
 
     cache: CacheService
     broker: BrokerLike
@@ -144,7 +144,7 @@ class Components:
     provisioner: ProvisionerLike | None = None
 
 
-def _build(config: Config) -> Components:
+def build_components(config: Config) -> Components:
     """Engine, cache, broker and metrics for *config* (imported late: heavy modules)."""
     from .broker.broker import Broker
     from .cache.token_cache import TokenCache
@@ -210,7 +210,7 @@ class Daemon:
         self.on_listening = on_listening
         self.socket_path = socket_path
         self.notifier = notifier or Notifier()
-        parts = components or _build(config)
+        parts = components or build_components(config)
         self.cache, self.broker, self.metrics = parts.cache, parts.broker, parts.metrics
         self.activity = StatusLine(self.cache)
         self.cache.add_listener(self.activity.on_event)

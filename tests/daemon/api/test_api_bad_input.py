@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from agentid_daemon.api.routes import Api, ApiState
-from agentid_daemon.app import _build
+from agentid_daemon.app import build_components
 from agentid_daemon.config.loader import load_config
 
 GUID = "11111111-2222-3333-4444-555555555555"
@@ -48,7 +48,7 @@ mode = "AutonomousApp"
 mode = "OBO"
 """)
     config = load_config(config_path, environ={})
-    parts = _build(config)
+    parts = build_components(config)
     state = ApiState(
         broker=parts.broker, metrics=parts.metrics, config=config, config_path=str(config_path)
     )

@@ -14,7 +14,7 @@ import json
 import subprocess
 import sys
 
-#: What Daemon() imports: app.py and _build()'s late imports.
+#: What Daemon() imports: app.py and build_components()'s late imports.
 _DAEMON_START = (
     "import agentid_daemon.app, agentid_daemon.broker.broker, agentid_daemon.cache.token_cache, "
     "agentid_daemon.core.metrics, agentid_daemon.idp.engine, agentid_daemon.provision.service"

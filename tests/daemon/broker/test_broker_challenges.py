@@ -7,14 +7,16 @@ the emulator are in test_resource_says_no_emulator.py.
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 import trio
 import trio.testing
 from test_broker import GRAPH, VAULT, FakeEngine, gather, request, running
 
+from agentid_daemon.cache.token_cache import TokenCache
 from agentid_daemon.core.errors import IdentityProviderError, InvalidRequest
-from agentid_daemon.core.models import Mode, TokenRequest
+from agentid_daemon.core.models import AcquiredToken, Mode, TokenRequest
 
 CLAIMS = json.dumps({"access_token": {"nbf": {"essential": True, "value": "1700000000"}}})
 
@@ -126,10 +128,18 @@ async def test_session_outlives_the_user_token(autojump_clock: trio.testing.Mock
 
 async def test_refresh_tokens_never_reach_the_cache(autojump_clock: trio.testing.MockClock) -> None:
     engine = FakeEngine()
-    async with running(engine) as (broker, _):
+    cache = TokenCache(random=random.Random(3))
+    async with running(engine, cache=cache) as (broker, _):
         await broker.get_token(session_req(token=user_token("alice")))
-        entries = broker._cache._entries.values()
-        assert all(e.cached is None or e.cached.token.refresh_token is None for e in entries)
+
+        async def not_fetched() -> AcquiredToken:
+            raise AssertionError("the cache fetched instead of serving what it holds")
+
+        rows = cache.snapshot()
+        assert rows
+        for row in rows:  # every token the cache holds, as it would serve it
+            held = await cache.get(row.key, not_fetched, min_validity_s=0)
+            assert held.token.refresh_token is None
         assert "rt-secret" not in repr(broker.sessions.items())
 
 

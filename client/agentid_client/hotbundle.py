@@ -158,7 +158,12 @@ def install() -> bool:
         return False  # not a layout with sources next to this file (e.g. a zip)
     codes = _load(path, key)
     if codes is None:
-        if not os.access(_PACKAGE_DIR, os.W_OK):
+        # where a write would fail (a system install run by a user, a read-only
+        # __pycache__, `python -B`), every start would compile the sources again
+        # for nothing: import them the normal way instead
+        cache_dir = os.path.dirname(path)
+        writable = os.access(cache_dir if os.path.isdir(cache_dir) else _PACKAGE_DIR, os.W_OK)
+        if sys.dont_write_bytecode or not writable:
             return False
         try:
             codes = build(path, key)

@@ -139,3 +139,16 @@ def test_bundle_code_matches_the_sources(package: Path) -> None:
         source = package / "agentid_client" / f"{name.rpartition('.')[2]}.py"
         assert code.co_filename == str(source)
         assert code == compile(source.read_bytes(), str(source), "exec", dont_inherit=True)
+
+
+def test_python_b_builds_no_bundle(package: Path) -> None:
+    """`python -B` (no bytecode writes) is respected: no bundle, the normal import."""
+    proc = subprocess.run(
+        [sys.executable, "-B", "-I", "-S", "-c", PROBE, str(package)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["installed"] is False
+    assert not _bundle(package).exists()

@@ -4,7 +4,8 @@ tests/client/test_client_hotpath.py forbids the heavy modules; this pins the who
 so any new import on the hot path (stdlib or ours) is a visible, reviewed change:
 each one costs the cache hit its share of bench/bench_client.py's floor ratio.
 The interpreter runs as the launcher starts it (`python -I -S`), with only the
-client's directory on sys.path.
+client's directory on sys.path, and installs the hot-path bundle first as the
+launcher does (agentid_client/hotbundle.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import os, sys
 fd = int(sys.argv[1])
 sys.path.append(sys.argv[2])
 before = set(sys.modules)
+from agentid_client.hotbundle import install
+install()
 from agentid_client.cli import main
 code = main(["get"])
 os.write(fd, ",".join(sorted(set(sys.modules) - before)).encode())
@@ -46,6 +49,7 @@ HOT_PATH_MODULES = frozenset(
         "agentid_client.failures",
         "agentid_client.file_trust",
         "agentid_client.formats",
+        "agentid_client.hotbundle",
         "agentid_client.jsonlite",
         "agentid_client.paths",
         "agentid_client.private_dir",
@@ -79,3 +83,14 @@ def test_get_loads_exactly_the_pinned_modules(fake_daemon: FakeDaemon) -> None:
         f"new on the hot path: {sorted(added - HOT_PATH_MODULES)}; "
         f"no longer loaded: {sorted(HOT_PATH_MODULES - added)}"
     )
+
+
+def test_the_bundle_holds_the_pinned_client_modules() -> None:
+    """hotbundle.HOT_MODULES is the pinned set's client modules (less the package,
+    imported to find hotbundle, and hotbundle itself): a module added to the hot
+    path without the bundle would cost a whole import again."""
+    from agentid_client.hotbundle import HOT_MODULES
+
+    pinned = {m for m in HOT_PATH_MODULES if m.startswith("agentid_client.")}
+    assert set(HOT_MODULES) == pinned - {"agentid_client.hotbundle"}
+    assert len(HOT_MODULES) == len(set(HOT_MODULES))

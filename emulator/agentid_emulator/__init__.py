@@ -53,7 +53,8 @@ device_codes (the device code flow), leg_checks (each leg's checks, in
 Entra's order), token_minting (each leg's claims and response bodies),
 seed_file (the TOML seed format), demo_config (the demo's client config),
 admin_routes (the loopback admin API, sans-IO), emulator_state (what the
-handlers share), server (HTTP I/O), cli (and __main__).
+handlers share), server (HTTP I/O), tcp (TCP_NODELAY on accepted
+connections), cli (and __main__).
 
 Microsoft Graph (provisioning)
 ------------------------------

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import sys
 import threading
 import time
@@ -42,6 +43,7 @@ from .directory import TOKEN_EXCHANGE_AUDIENCE, ManagedIdentity
 from .emulator_state import EmulatorState
 from .jwt_tokens import TOKEN_EXCHANGE_APP_ID
 from .legs import TokenService
+from .tcp import no_delay
 
 IMDS_TOKEN_PATH = "/metadata/identity/oauth2/token"
 # The oldest api-version IMDS's identity endpoint takes (the one MSAL sends).
@@ -244,6 +246,11 @@ class ImdsHTTPServer(ThreadingHTTPServer):
     def endpoint(self) -> str:
         """What ``AZURE_POD_IDENTITY_AUTHORITY_HOST`` must be set to."""
         return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = self.socket.accept()
+        no_delay(sock)
+        return sock, addr
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         self.state.log(event="connection_error", error=type(sys.exc_info()[1]).__name__)

@@ -29,6 +29,7 @@ from .emulator_state import EmulatorState
 from .errors import AadstsError, render
 from .faults import Fault
 from .graph_routes import graph_reply
+from .tcp import no_delay
 
 MAX_BODY = 1 << 20
 IDLE_TIMEOUT_S = 30.0
@@ -303,6 +304,7 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = self.socket.accept()
+        no_delay(sock)
         # Handshake lazily in the handler thread so a slow client never blocks accept().
         return self._ssl.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 

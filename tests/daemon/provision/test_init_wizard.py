@@ -39,8 +39,11 @@ def stack(
         yield env, emu, config
 
 
-def emulator_flags(emu: Emulator) -> list[str]:
+def scripted_init(emu: Emulator) -> list[str]:
+    """``init --non-interactive`` on the emulator (its tenant, authority, Graph, CA)."""
     return [
+        "init",
+        "--non-interactive",
         "--tenant-id",
         emu.tenant_id,
         "--authority-host",
@@ -81,9 +84,7 @@ def test_example_1_device_code_init_then_get_with_no_arguments(
     proc = subprocess.Popen(
         [
             *HELPER,
-            "init",
-            "--non-interactive",
-            *emulator_flags(emu),
+            *scripted_init(emu),
             "--agent-name",
             "Build Bot",
             "--credential",
@@ -189,9 +190,7 @@ def test_init_with_a_generated_certificate(
 ) -> None:
     env, emu, config = stack
     done = env.run(
-        "init",
-        "--non-interactive",
-        *emulator_flags(emu),
+        *scripted_init(emu),
         "--graph-token-file",
         str(token_file(emu, tmp_path)),
         "--agent-name",
@@ -220,9 +219,7 @@ def test_a_partial_init_says_what_exists_and_its_removals_work(
     and are named with the calls that remove them; no profile is written."""
     env, emu, config = stack
     done = env.run(
-        "init",
-        "--non-interactive",
-        *emulator_flags(emu),
+        *scripted_init(emu),
         "--graph-token-file",
         str(token_file(emu, tmp_path)),
         "--agent-name",
@@ -296,7 +293,7 @@ def test_graph_refusals_name_the_reason_and_nothing_is_left(
     stack: tuple[Env, Emulator, Path], tmp_path: Path
 ) -> None:
     env, emu, config = stack
-    common = ["init", "--non-interactive", *emulator_flags(emu), "--agent-name", "bot"]
+    common = [*scripted_init(emu), "--agent-name", "bot"]
     # A sponsor who is not a user of the tenant: Graph's 400, exit 2, nothing made.
     unknown = f"nobody@{emu.user_upn.partition('@')[2]}"
     done = env.run(
@@ -336,7 +333,7 @@ def test_a_token_file_others_can_read_or_an_expired_token_is_refused(
     path = token_file(emu, tmp_path)
     path.chmod(0o644)
     common = [
-        *("init", "--non-interactive", *emulator_flags(emu)),
+        *scripted_init(emu),
         *("--agent-name", "bot", "--credential", "secret-file"),
     ]
     done = env.run(*common, "--graph-token-file", str(path), timeout=RUN_TIMEOUT_S)
@@ -365,9 +362,7 @@ def test_an_existing_profile_is_never_overwritten(
     config.write_text('# mine\n[profiles.bot]\ntenant_id = "contoso.example"\n')
     config.chmod(0o600)
     done = env.run(
-        "init",
-        "--non-interactive",
-        *emulator_flags(emu),
+        *scripted_init(emu),
         "--graph-token-file",
         str(token_file(emu, tmp_path)),
         "--agent-name",

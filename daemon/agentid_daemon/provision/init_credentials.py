@@ -127,7 +127,15 @@ class CredentialPlan:
                 raise G.GraphRequestError("Microsoft Graph answered addPassword with no secret")
             if kind == "keyring":
                 keyring, _ = usable_backend()
-                keyring.set_password(KEYRING_SERVICE, app_id.lower(), secret)
+                try:
+                    keyring.set_password(KEYRING_SERVICE, app_id.lower(), secret)
+                except Exception as exc:  # keyring's backends raise what they like
+                    raise ConfigurationError(
+                        f"the keyring refused the blueprint's secret ({type(exc).__name__}); "
+                        "the secret is kept nowhere",
+                        hint="remove the blueprint (below) and run init again, e.g. with "
+                        "--credential secret-file",
+                    ) from None
                 self._registered = True
                 return f"a client secret, in the keyring (service {KEYRING_SERVICE}, user {app_id})"
             self._write(secret.encode())
@@ -178,9 +186,16 @@ class CredentialPlan:
 
     def _write(self, data: bytes) -> None:
         assert self._reserved is not None
-        fd = os.open(self._reserved, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(self._reserved, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                view = memoryview(data)
+                while view:  # os.write may write less than asked
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot write the credential into {self._reserved}: {exc.strerror}"
+            ) from None

@@ -32,7 +32,7 @@ from typing import Any
 from ..broker.replication_wait import NOT_REPLICATED_CODES, next_pause
 from ..config import fields as F
 from ..config.loader import load_config
-from ..core.errors import AgentIdError, IdentityProviderError
+from ..core.errors import AgentIdError, ConfigurationError, IdentityProviderError
 from ..core.models import DEFAULT_AUTHORITY_HOST, AcquiredToken, TokenRequest
 from ..idp.engine import Engine
 from . import graph as G
@@ -183,6 +183,10 @@ def create_everything(
             f"into {answers.config_path}"
             + (f" ({answers.profile} is the default profile)" if made_default else "")
         )
+    except OSError as exc:  # the config file's write: said like the other refusals
+        plan.discard()
+        cause = ConfigurationError(f"cannot write {answers.config_path}: {exc.strerror}")
+        raise InitIncomplete(cause, tuple(record.made)) from None
     except (AgentIdError, KeyboardInterrupt) as exc:
         plan.discard()
         raise InitIncomplete(exc, tuple(record.made)) from None

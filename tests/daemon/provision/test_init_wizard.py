@@ -21,6 +21,7 @@ import pytest
 from client_stack import HELPER, Env, client_stack
 from emulator_graph_helpers import ADMIN_SCOPES, admin_client
 from emulator_harness import Emulator
+from tooling import SUPPORT
 
 DELAY_S = 1.0
 RUN_TIMEOUT_S = 90
@@ -323,6 +324,29 @@ def test_graph_refusals_name_the_reason_and_nothing_is_left(
     assert done.returncode == 4, done.stderr
     assert "AgentIdentityBlueprint.Create" in done.stderr
     assert "Authorization_RequestDenied" in done.stderr
+    assert not config.exists()
+
+
+def test_a_keyring_that_refuses_the_secret_is_said_with_what_exists(
+    stack: tuple[Env, Emulator, Path], tmp_path: Path
+) -> None:
+    """Graph hands the secret out once: when the keyring refuses it, init says the
+    secret is kept nowhere, and what exists and how to remove it (exit 5)."""
+    env, emu, config = stack
+    env.env.update(
+        PYTHON_KEYRING_BACKEND="refusing_keyring.RefusingKeyring",
+        PYTHONPATH=str(SUPPORT),
+    )
+    done = env.run(
+        *scripted_init(emu),
+        *("--graph-token-file", str(token_file(emu, tmp_path)), "--agent-name", "bot"),
+        timeout=RUN_TIMEOUT_S,
+    )
+    assert done.returncode == 5, done.stderr
+    assert "the keyring refused the blueprint's secret (PasswordSetError)" in done.stderr
+    assert "the secret is kept nowhere" in done.stderr
+    assert "init did not finish; these exist now:" in done.stderr
+    assert "blueprint:" in done.stderr and "/beta/applications/" in done.stderr
     assert not config.exists()
 
 

@@ -538,7 +538,12 @@ _add(
                 "--ca-bundle", "extra trusted CAs (PEM) for the authority and Graph", metavar="PATH"
             ),
             Opt("--json", "print the result as JSON", kind="flag"),
-            _timeout(),
+            Opt(
+                "--timeout",
+                "the closing token request through the daemon may take S seconds (default "
+                "$AGENTID_HELPER_TIMEOUT or 60); the questions and the sign-in wait for you",
+                metavar="S",
+            ),
         ],
         epilog="""examples:
   agentid-helper init                   # asks; an administrator signs in by device code

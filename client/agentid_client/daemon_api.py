@@ -146,7 +146,7 @@ def _bring_up(path: str, deadline: float, warm_profile: str | None = None) -> No
         ) from None
 
 
-def _warm_profile(method: str, target: str, payload: Any) -> str | None:
+def warm_profile_of(method: str, target: str, payload: Any) -> str | None:
     """The profile name a daemon started for this request may prepare ("": the
     default profile); None for any other request."""
     if method != "POST" or target != "/v1/token" or not isinstance(payload, dict):
@@ -192,7 +192,7 @@ def call(
                     f"daemon unreachable at {path} after starting it", START_HINTS
                 ) from None
             if autostart_enabled():
-                _bring_up(path, deadline, _warm_profile(method, target, payload))
+                _bring_up(path, deadline, warm_profile_of(method, target, payload))
                 just_started = True
                 continue
             # Nothing we may start; a daemon that just went away may be restarting.

@@ -201,4 +201,4 @@ def test_autostarted_daemon_is_told_the_profile_to_prepare_and_nothing_more(
 def test_only_a_token_request_names_a_profile_to_prepare(
     method: str, target: str, payload: object, expected: str | None
 ) -> None:
-    assert daemon_api._warm_profile(method, target, payload) == expected
+    assert daemon_api.warm_profile_of(method, target, payload) == expected

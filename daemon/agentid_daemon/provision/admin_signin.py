@@ -17,7 +17,6 @@ profile's tenant GUID) and whether the token has expired already.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ import msal
 import requests
 from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
 
+from ..config.fields import unverified_claims
 from ..core.errors import ConfigurationError, IdentityProviderError, InvalidRequest
 from ..core.secret_files import MAX_CREDENTIAL_BYTES, read_trusted_file
 
@@ -67,22 +67,10 @@ def admin_scopes(graph_resource: str, *, agent_user: bool) -> list[str]:
     return [f"{graph_resource}/{name}" for name in names]
 
 
-def unverified_claims(token: str) -> dict[str, Any]:
-    """The payload of a JWT, not verified (see the module docstring); {} if none."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return {}
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, UnicodeError, RecursionError):
-        return {}
-    return claims if isinstance(claims, dict) else {}
-
-
 def admin_token(access_token: str, *, now: float | None = None) -> AdminToken:
     """:class:`AdminToken` of ``access_token``; InvalidRequest when it is no JWT,
     not a delegated (user) token, or expired."""
-    claims = unverified_claims(access_token)
+    claims = unverified_claims(access_token)  # not verified: see the module docstring
     if not claims:
         raise InvalidRequest(
             "the Graph token is not a JWT access token (an `az account get-access-token "

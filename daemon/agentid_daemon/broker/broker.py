@@ -68,6 +68,7 @@ from .replication_wait import (
     NOT_REPLICATED_CODES,
     FreshAgents,
     next_pause,
+    ran_out_waiting,
 )
 from .seams import Engine, ServedToken
 from .status import (
@@ -179,18 +180,12 @@ class Broker:
                 waited = trio.current_time() - started
                 pause = next_pause(pause)
                 if waited + pause > self.replication_wait_s:
-                    # A new error: the cache may hand the same one to other callers.
-                    raise IdentityProviderError(
-                        f"{exc.description} (ran out waiting for directory replication of "
-                        f"the agent created through this daemon: retried for {waited:.0f} s)",
-                        transient=exc.transient,
-                        aadsts_codes=exc.aadsts_codes,
-                        correlation_id=exc.correlation_id,
-                        hint="Entra has not replicated the new agent to its token service "
+                    raise ran_out_waiting(
+                        exc,
+                        "ran out waiting for directory replication of the agent created "
+                        f"through this daemon: retried for {waited:.0f} s",
+                        "Entra has not replicated the new agent to its token service "
                         "yet: try again in a minute",
-                        retry_after_s=exc.retry_after_s,
-                        leg=exc.leg,
-                        status=exc.status,
                     ) from None
                 _LOG.info(
                     "waiting for directory replication",

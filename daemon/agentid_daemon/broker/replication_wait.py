@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import time
 
+from ..core.errors import IdentityProviderError
+
 #: The directory's "not found" answers that replication lag produces.
 NOT_REPLICATED_CODES = frozenset({700016, 50034})
 #: How long a token request waits for replication at most, in total.
@@ -56,3 +58,19 @@ class FreshAgents:
 def next_pause(previous: float | None) -> float:
     """0.5 s, then doubling up to 5 s."""
     return FIRST_PAUSE_S if previous is None else min(MAX_PAUSE_S, previous * 2)
+
+
+def ran_out_waiting(exc: IdentityProviderError, detail: str, hint: str) -> IdentityProviderError:
+    """``exc`` said again once the wait for replication ran out: ``detail`` (how long
+    it waited, for what) appended, ``hint`` what to do. A new error, so that a cache
+    handing ``exc`` to other callers keeps its own text."""
+    return IdentityProviderError(
+        f"{exc.description} ({detail})",
+        transient=exc.transient,
+        aadsts_codes=exc.aadsts_codes,
+        correlation_id=exc.correlation_id,
+        hint=hint,
+        retry_after_s=exc.retry_after_s,
+        leg=exc.leg,
+        status=exc.status,
+    )

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..broker.replication_wait import NOT_REPLICATED_CODES, next_pause
+from ..broker.replication_wait import NOT_REPLICATED_CODES, next_pause, ran_out_waiting
 from ..config import fields as F
 from ..config.loader import load_config
 from ..core.errors import AgentIdError, ConfigurationError, IdentityProviderError
@@ -284,15 +284,11 @@ def wait_for_first_token(
             waited = time.monotonic() - started
             pause = next_pause(pause)
             if waited + pause > budget_s:
-                raise IdentityProviderError(
-                    f"{exc.description} (waited {waited:.0f} s for Entra to replicate the new "
-                    "blueprint and agent)",
-                    aadsts_codes=exc.aadsts_codes,
-                    correlation_id=exc.correlation_id,
-                    hint="replication can take a few minutes: try `agentid-helper get --profile "
+                raise ran_out_waiting(
+                    exc,
+                    f"waited {waited:.0f} s for Entra to replicate the new blueprint and agent",
+                    "replication can take a few minutes: try `agentid-helper get --profile "
                     f"{request.profile}` again later",
-                    leg=exc.leg,
-                    status=exc.status,
                 ) from None
             if not said:
                 say(f"waiting for Entra to replicate the new objects (up to {budget_s:.0f} s)...")

@@ -13,7 +13,7 @@ from typing import Any
 
 import jwt
 import pytest
-from emulator_graph_helpers import ADMIN_SCOPES
+from emulator_graph_helpers import admin_token_file, scripted_init
 from helper_stack import DaemonProcess, HelperSandbox, describe
 from secret_service import SecretService
 from test_integration_keyring import keyring_state
@@ -29,28 +29,10 @@ def test_init_stores_the_secret_in_the_keyring_and_the_running_daemon_serves_it(
     tmp_path: Path,
 ) -> None:
     start_daemon()  # with no config file yet: init's reload makes it see the profile
-    token = emulator.admin(
-        "POST", "/_emulator/users/token", {"upn": emulator.user_upn, "scope": ADMIN_SCOPES}
-    )["access_token"]
-    token_file = tmp_path / "graph.json"
-    token_file.write_text(json.dumps({"accessToken": token}))
-    token_file.chmod(0o600)
     done = sandbox.client(
-        "init",
-        "--non-interactive",
-        "--tenant-id",
-        emulator.tenant_id,
-        "--authority-host",
-        emulator.authority_host,
-        "--graph-endpoint",
-        str(emulator.info["graph_endpoint"]),
-        "--ca-bundle",
-        str(emulator.ca_bundle),
-        "--graph-token-file",
-        str(token_file),
-        "--agent-name",
-        "keyring bot",
-        "--json",
+        *scripted_init(emulator),
+        *("--graph-token-file", str(admin_token_file(emulator, tmp_path))),
+        *("--agent-name", "keyring bot", "--json"),
         timeout=120,
     )
     assert done.returncode == 0, describe(done)

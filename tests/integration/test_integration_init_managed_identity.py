@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from emulator_graph_helpers import ADMIN_SCOPES
+from emulator_graph_helpers import admin_token_file, scripted_init
 from helper_stack import DaemonProcess, HelperSandbox, describe
 from test_integration_blueprint_mi import MI_CLIENT_ID, MI_OBJECT_ID, SEED
 
@@ -30,34 +30,12 @@ def test_init_with_the_hosts_managed_identity(
     emu = emulator_factory(seed=SEED, imds_port=0, replication_delay_s=0.5)
     sandbox.env["AZURE_POD_IDENTITY_AUTHORITY_HOST"] = emu.info["imds_endpoint"]
     start_daemon()  # init's reload makes it see the new profile
-    token = emu.admin(
-        "POST", "/_emulator/users/token", {"upn": "bob@fabrikam.example", "scope": ADMIN_SCOPES}
-    )["access_token"]
-    token_file = tmp_path / "graph.json"
-    token_file.write_text(token)
-    token_file.chmod(0o600)
+    token_file = admin_token_file(emu, tmp_path, upn="bob@fabrikam.example")
     done = sandbox.client(
-        "init",
-        "--non-interactive",
-        "--tenant-id",
-        emu.tenant_id,
-        "--authority-host",
-        emu.authority_host,
-        "--graph-endpoint",
-        str(emu.info["graph_endpoint"]),
-        "--ca-bundle",
-        str(emu.ca_bundle),
-        "--graph-token-file",
-        str(token_file),
-        "--agent-name",
-        "mi bot",
-        "--credential",
-        "managed-identity",
-        "--managed-identity",
-        MI_CLIENT_ID,
-        "--managed-identity-principal-id",
-        MI_OBJECT_ID,
-        "--json",
+        *scripted_init(emu),
+        *("--graph-token-file", str(token_file), "--agent-name", "mi bot"),
+        *("--credential", "managed-identity", "--managed-identity", MI_CLIENT_ID),
+        *("--managed-identity-principal-id", MI_OBJECT_ID, "--json"),
         timeout=120,
     )
     assert done.returncode == 0, describe(done)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -104,6 +106,35 @@ def blueprint_client(
     result = app.acquire_token_for_client([GRAPH_DEFAULT])
     assert "access_token" in result, result
     return GraphClient(emu, str(result["access_token"]))
+
+
+def admin_token_file(
+    emu: Emulator, directory: Path, scope: str = ADMIN_SCOPES, upn: str | None = None
+) -> Path:
+    """An administrator's delegated Graph token in a 0600 file, as
+    ``az account get-access-token`` writes it (for ``init --graph-token-file``)."""
+    body = {"upn": upn or emu.user_upn, "scope": scope}
+    token = emu.admin("POST", "/_emulator/users/token", body)
+    path = directory / "graph-token.json"
+    path.write_text(json.dumps({"accessToken": token["access_token"], "tokenType": "Bearer"}))
+    path.chmod(0o600)
+    return path
+
+
+def scripted_init(emu: Emulator) -> list[str]:
+    """``init --non-interactive`` on the emulator (its tenant, authority, Graph, CA)."""
+    return [
+        "init",
+        "--non-interactive",
+        "--tenant-id",
+        emu.tenant_id,
+        "--authority-host",
+        emu.authority_host,
+        "--graph-endpoint",
+        str(emu.info["graph_endpoint"]),
+        "--ca-bundle",
+        str(emu.ca_bundle),
+    ]
 
 
 def eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> bool:

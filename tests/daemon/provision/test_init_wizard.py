@@ -19,7 +19,7 @@ from typing import Any
 import jwt
 import pytest
 from client_stack import HELPER, Env, client_stack
-from emulator_graph_helpers import ADMIN_SCOPES, admin_client
+from emulator_graph_helpers import ADMIN_SCOPES, admin_client, admin_token_file, scripted_init
 from emulator_harness import Emulator
 from tooling import SUPPORT
 
@@ -38,31 +38,6 @@ def stack(
         config = tmp_path / "fresh" / "agentid-helper" / "config.toml"
         env.env["AGENTID_HELPER_CONFIG"] = str(config)
         yield env, emu, config
-
-
-def scripted_init(emu: Emulator) -> list[str]:
-    """``init --non-interactive`` on the emulator (its tenant, authority, Graph, CA)."""
-    return [
-        "init",
-        "--non-interactive",
-        "--tenant-id",
-        emu.tenant_id,
-        "--authority-host",
-        emu.authority_host,
-        "--graph-endpoint",
-        str(emu.info["graph_endpoint"]),
-        "--ca-bundle",
-        str(emu.ca_bundle),
-    ]
-
-
-def token_file(emu: Emulator, directory: Path, scope: str = ADMIN_SCOPES) -> Path:
-    """An administrator's delegated Graph token in a 0600 file (as `az` would write it)."""
-    token = emu.admin("POST", "/_emulator/users/token", {"upn": emu.user_upn, "scope": scope})
-    path = directory / "graph-token.json"
-    path.write_text(json.dumps({"accessToken": token["access_token"], "tokenType": "Bearer"}))
-    path.chmod(0o600)
-    return path
 
 
 def claims(token: str) -> dict[str, Any]:
@@ -168,7 +143,7 @@ def test_interactive_init_with_a_token_file_and_an_agent_user(
     env, emu, config = stack
     flags = [
         "--graph-token-file",
-        str(token_file(emu, tmp_path)),
+        str(admin_token_file(emu, tmp_path)),
         "--graph-endpoint",
         str(emu.info["graph_endpoint"]),
         "--ca-bundle",
@@ -193,7 +168,7 @@ def test_init_with_a_generated_certificate(
     done = env.run(
         *scripted_init(emu),
         "--graph-token-file",
-        str(token_file(emu, tmp_path)),
+        str(admin_token_file(emu, tmp_path)),
         "--agent-name",
         "cert bot",
         "--credential",
@@ -222,7 +197,7 @@ def test_a_partial_init_says_what_exists_and_its_removals_work(
     done = env.run(
         *scripted_init(emu),
         "--graph-token-file",
-        str(token_file(emu, tmp_path)),
+        str(admin_token_file(emu, tmp_path)),
         "--agent-name",
         "half",
         "--credential",
@@ -281,7 +256,7 @@ def test_bad_answers_exit_2_before_anything_exists(
         "--ca-bundle",
         str(emu.ca_bundle),
         "--graph-token-file",
-        str(token_file(emu, tmp_path)),
+        str(admin_token_file(emu, tmp_path)),
         *[x for pair in base.items() for x in pair],
         timeout=RUN_TIMEOUT_S,
     )
@@ -300,7 +275,7 @@ def test_graph_refusals_name_the_reason_and_nothing_is_left(
     done = env.run(
         *common,
         "--graph-token-file",
-        str(token_file(emu, tmp_path)),
+        str(admin_token_file(emu, tmp_path)),
         "--sponsor",
         unknown,
         "--credential",
@@ -312,7 +287,9 @@ def test_graph_refusals_name_the_reason_and_nothing_is_left(
     assert "init: nothing was created" in done.stderr
     assert not (config.parent / "bot.secret").exists()  # the reserved file is gone
     # A token without AgentIdentityBlueprint.Create: 403, exit 4, the permission named.
-    weak = token_file(emu, tmp_path, scope="https://graph.microsoft.com/AgentIdentity.Create.All")
+    weak = admin_token_file(
+        emu, tmp_path, scope="https://graph.microsoft.com/AgentIdentity.Create.All"
+    )
     done = env.run(
         *common,
         "--graph-token-file",
@@ -339,7 +316,7 @@ def test_a_keyring_that_refuses_the_secret_is_said_with_what_exists(
     )
     done = env.run(
         *scripted_init(emu),
-        *("--graph-token-file", str(token_file(emu, tmp_path)), "--agent-name", "bot"),
+        *("--graph-token-file", str(admin_token_file(emu, tmp_path)), "--agent-name", "bot"),
         timeout=RUN_TIMEOUT_S,
     )
     assert done.returncode == 5, done.stderr
@@ -354,7 +331,7 @@ def test_a_token_file_others_can_read_or_an_expired_token_is_refused(
     stack: tuple[Env, Emulator, Path], tmp_path: Path
 ) -> None:
     env, emu, config = stack
-    path = token_file(emu, tmp_path)
+    path = admin_token_file(emu, tmp_path)
     path.chmod(0o644)
     common = [
         *scripted_init(emu),
@@ -388,7 +365,7 @@ def test_an_existing_profile_is_never_overwritten(
     done = env.run(
         *scripted_init(emu),
         "--graph-token-file",
-        str(token_file(emu, tmp_path)),
+        str(admin_token_file(emu, tmp_path)),
         "--agent-name",
         "bot",
         timeout=RUN_TIMEOUT_S,

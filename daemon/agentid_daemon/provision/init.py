@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -53,7 +54,7 @@ def _report(exc: AgentIdError, stream: TextIO) -> int:
     return from_response(exc.http_status, exc.to_json()).report(stream)
 
 
-def _say(stream: TextIO) -> Any:
+def _say(stream: TextIO) -> Callable[[str], None]:
     def say(text: str) -> None:
         stream.write(text + "\n")
         stream.flush()
@@ -62,7 +63,8 @@ def _say(stream: TextIO) -> Any:
 
 
 def print_incomplete(made: tuple[Made, ...], stream: TextIO) -> None:
-    """What a failed init left, newest first, and how to remove each."""
+    """What a failed init left, in the order it was made, and how to remove each
+    (newest first: an agent identity before its blueprint)."""
     if not made:
         stream.write("init: nothing was created\n")
         return

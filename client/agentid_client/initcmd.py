@@ -24,34 +24,15 @@ from .failures import EXIT_CONFIG, EXIT_OK, ClientError, DaemonNotRunning
 
 #: The daemon-side wizard, run as ``python -m``.
 INIT_MODULE = "agentid_daemon.provision.init"
-#: The flags handed to the wizard (every ``init`` option but --timeout).
-INIT_OPTIONS = (
-    "non_interactive",
-    "tenant_id",
-    "graph_token_file",
-    "client_id",
-    "blueprint_name",
-    "agent_name",
-    "sponsor",
-    "credential",
-    "credential_file",
-    "managed_identity",
-    "managed_identity_principal_id",
-    "agent_user_upn",
-    "save_profile",
-    "user_profile",
-    "authority_host",
-    "graph_endpoint",
-    "ca_bundle",
-    "json",
-)
 
 
 def wizard_options(parsed: Parsed) -> dict[str, Any]:
+    """Every ``init`` flag given (by destination) but ``--timeout``, which bounds
+    the closing request here; plus the client's config path."""
     options: dict[str, Any] = {
-        dest: parsed.opts[dest]
-        for dest in INIT_OPTIONS
-        if parsed.opts.get(dest) not in (None, False, [])
+        dest: value
+        for dest, value in parsed.opts.items()
+        if dest != "timeout" and value not in (None, False, [])
     }
     for dest in ("graph_token_file", "credential_file", "ca_bundle"):
         if dest in options:  # the wizard may run elsewhere: no relative paths

@@ -3,8 +3,9 @@
 Only the cold path imports this module. A client that finds no daemon takes
 an exclusive ``flock`` on ``agentid-helper.lock`` next to the socket, checks
 again (another client may have started one while it waited), and otherwise
-spawns ``python -c 'agentid_daemon.app.main()'`` detached (new session,
-stdin on /dev/null, its JSON log lines (stdout) and stderr appended to
+spawns ``python -c 'agentid_daemon.app.main()'`` detached (``posix_spawn``:
+new session, working directory ``/``, no descriptor of the client's but the
+start report pipe, stdin on /dev/null, its JSON log lines (stdout) and stderr appended to
 ``agentid-helperd.log`` in the socket directory, which moves to
 ``agentid-helperd.log.1`` at a start once it passes ``LOG_ROTATE_BYTES``)
 and waits, blocked in ``poll()`` on a pipe (no polling of the socket), for
@@ -24,14 +25,12 @@ directory rule (:mod:`.private_dir`); the lock and log are opened with
 
 from __future__ import annotations
 
+import _socket  # the C module: socket.py pulls in enum and selectors (~4 ms)
 import errno
 import fcntl
 import os
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Mapping
 
 from . import paths, private_dir
 from .contract import (
@@ -41,6 +40,10 @@ from .contract import (
     START_FAILED_PREFIX,
     WARM_PROFILE_ENV,
 )
+
+TYPE_CHECKING = False  # the first call waits for this module: no typing import
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 LOCK_NAME = "agentid-helper.lock"
 LOG_NAME = "agentid-helperd.log"
@@ -106,7 +109,7 @@ class StartFailed(Exception):
 
 def answers(path: str) -> bool:
     """True when something accepts connections on the socket at ``path``."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(1.0)
     try:
         sock.connect(path)
@@ -150,14 +153,65 @@ def _lock(directory: str) -> int:
         time.sleep(POLL_S)
 
 
+class Spawned:
+    """The daemon process :func:`spawn` started, as far as the client needs it:
+    its pid, whether it ended, and a way to stop it (tests)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """Its exit status once it ended (reaped here), else None."""
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        """Its exit status; TimeoutError when it is still running after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if time.monotonic() >= deadline:
+                raise TimeoutError
+            time.sleep(POLL_S)
+        return code
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, 9)  # SIGKILL (the signal module costs an import)
+
+
+def _inherited_fds(keep: int) -> list[int]:
+    """Descriptors above stderr the daemon would inherit, but ``keep``: ones the
+    client itself inherited without close-on-exec (a jobserver, a harness's pipe).
+    A daemon holding one would keep, say, git waiting for an EOF that never comes."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd != keep:
+            try:
+                if os.get_inheritable(fd):
+                    found.append(fd)
+            except OSError:
+                pass  # listdir's own descriptor, closed by now
+    return found
+
+
 def spawn(
     log_path: str, socket_path: str, ready_fd: int, warm_profile: str | None = None
-) -> subprocess.Popen[bytes]:
+) -> Spawned:
     """Start the daemon detached from this process (new session, no terminal).
 
     ``ready_fd`` (the write end of a pipe) is its start report channel;
     ``warm_profile`` the profile (a name, "" the default) whose MSAL clients it
     builds while it starts, for the request that made us start it.
+
+    ``os.posix_spawn`` rather than ``subprocess``, whose import alone costs the
+    first call ~20 ms. It cannot change the child's directory, so this process
+    steps into ``/`` for the spawn and back (the client is single-threaded): a
+    long-lived daemon must not pin the directory it was started from.
     """
     directory, name = os.path.split(log_path)
     try:
@@ -172,22 +226,31 @@ def spawn(
     env.pop(WARM_PROFILE_ENV, None)  # only ever the profile this client asks for
     if warm_profile is not None:
         env[WARM_PROFILE_ENV] = warm_profile
+    actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [
+        (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, log_fd, 1),  # the daemon logs JSON lines to stdout (journald's way)
+        (os.POSIX_SPAWN_DUP2, log_fd, 2),
+        *((os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited_fds(keep=ready_fd)),
+    ]
+    here = os.open(".", os.O_PATH | os.O_DIRECTORY)
     try:
-        return subprocess.Popen(
+        os.set_inheritable(ready_fd, True)  # the one descriptor it is given
+        os.chdir("/")
+        pid = os.posix_spawn(
+            sys.executable,
             [sys.executable, "-c", _DAEMON_CODE],
-            stdin=subprocess.DEVNULL,
-            stdout=log_fd,  # the daemon logs JSON lines to stdout (journald's way)
-            stderr=log_fd,
-            start_new_session=True,
-            close_fds=True,
-            pass_fds=(ready_fd,),
-            cwd="/",
-            env=env,
+            env,
+            file_actions=actions,
+            setsid=True,
         )
     except OSError as exc:
         raise StartFailed(f"cannot run {sys.executable}: {exc.strerror}") from None
     finally:
+        os.set_inheritable(ready_fd, False)
+        os.fchdir(here)
+        os.close(here)
         os.close(log_fd)
+    return Spawned(pid)
 
 
 def read_start_report(read_fd: int, deadline: float) -> str | None:
@@ -215,7 +278,7 @@ def read_start_report(read_fd: int, deadline: float) -> str | None:
     return line or None
 
 
-def _start_failure(line: str | None, proc: subprocess.Popen[bytes], log_path: str) -> StartFailed:
+def _start_failure(line: str | None, proc: Spawned, log_path: str) -> StartFailed:
     """What to raise when the report is not ``ready``: the daemon's words, or its status."""
     if line is not None and line.startswith(START_FAILED_PREFIX):
         status, _, message = line[len(START_FAILED_PREFIX) :].partition(" ")
@@ -224,7 +287,7 @@ def _start_failure(line: str | None, proc: subprocess.Popen[bytes], log_path: st
         return StartFailed(message.removeprefix("agentid-helperd: "), log_path, code)
     try:
         code = proc.wait(timeout=1.0)
-    except subprocess.TimeoutExpired:
+    except TimeoutError:
         return StartFailed("the daemon closed its start report without a word", log_path)
     return StartFailed(f"the daemon exited with status {code} while starting", log_path)
 

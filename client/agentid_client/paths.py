@@ -26,6 +26,10 @@ import os
 
 from . import private_dir
 
+TYPE_CHECKING = False  # typing costs the hot path milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 APP_NAME = "agentid-helper"
 SOCKET_NAME = "agentid-helper.sock"
 SOCKET_ENV = "AGENTID_HELPER_SOCKET"
@@ -79,12 +83,29 @@ def socket_path() -> str:
     return os.path.join(runtime_base(), APP_NAME, SOCKET_NAME)
 
 
+def config_home(environ: Mapping[str, str] | None = None) -> str:
+    """``$XDG_CONFIG_HOME``, else ``~/.config`` (also when it is unset or relative,
+    as the XDG base directory spec says)."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CONFIG_HOME", "")
+    if os.path.isabs(base):
+        return base
+    home = env.get("HOME") or os.path.expanduser("~")
+    return os.path.join(home, ".config")
+
+
 def config_path() -> str:
     """``$AGENTID_HELPER_CONFIG``, else ``$XDG_CONFIG_HOME/agentid-helper/config.toml``."""
     override = os.environ.get(CONFIG_ENV)
     if override:
         return override
-    base = os.environ.get("XDG_CONFIG_HOME", "")
-    if not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), ".config")
-    return os.path.join(base, APP_NAME, "config.toml")
+    return os.path.join(config_home(), APP_NAME, "config.toml")
+
+
+def systemd_user_unit_dir(environ: Mapping[str, str] | None = None) -> str:
+    """Where ``agentid-helper systemd install`` puts the user units:
+    ``$XDG_CONFIG_HOME/systemd/user``. A path rule, here rather than in
+    :mod:`.systemd_units`, because the client's cold path asks it on every start
+    of a daemon (is systemd the one to start it?) and must not pay for that
+    module's imports."""
+    return os.path.join(config_home(environ), "systemd", "user")

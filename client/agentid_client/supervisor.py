@@ -13,8 +13,10 @@ daemon itself (:mod:`.autostart`).
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
+
+TYPE_CHECKING = False  # this module is the cold path's first stop: no typing import
+if TYPE_CHECKING:
+    import subprocess
 
 SOCKET_UNIT = "agentid-helper.socket"
 SERVICE_UNIT = "agentid-helper.service"
@@ -32,9 +34,9 @@ class SystemdStartFailed(Exception):
 
 def units_installed() -> bool:
     """True when ``agentid-helper systemd install`` put the socket unit in place."""
-    from .systemd_units import unit_dir  # stdlib only, but not needed on hot paths
+    from . import paths
 
-    return (unit_dir() / SOCKET_UNIT).is_file()
+    return os.path.isfile(os.path.join(paths.systemd_user_unit_dir(), SOCKET_UNIT))
 
 
 def manages(socket_path: str) -> bool:
@@ -48,6 +50,9 @@ def manages(socket_path: str) -> bool:
 
 
 def _systemctl(*args: str, timeout: float) -> subprocess.CompletedProcess[str] | None:
+    import shutil
+    import subprocess
+
     exe = shutil.which("systemctl")
     if exe is None:
         return None

@@ -29,6 +29,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
+from . import paths
+
 SOCKET_UNIT = "agentid-helper.socket"
 SERVICE_UNIT = "agentid-helper.service"
 
@@ -126,12 +128,7 @@ def is_generated_unmodified(text: str) -> bool:
 
 def unit_dir(env: Mapping[str, str] | None = None) -> Path:
     """``$XDG_CONFIG_HOME/systemd/user`` (``~/.config`` when unset or relative)."""
-    env = os.environ if env is None else env
-    base = env.get("XDG_CONFIG_HOME", "")
-    if not os.path.isabs(base):
-        home = env.get("HOME") or str(Path.home())
-        base = os.path.join(home, ".config")
-    return Path(base) / "systemd" / "user"
+    return Path(paths.systemd_user_unit_dir(env))
 
 
 def find_daemon() -> str:

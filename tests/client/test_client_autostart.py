@@ -6,6 +6,8 @@ import io
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -202,3 +204,69 @@ def test_only_a_token_request_names_a_profile_to_prepare(
     method: str, target: str, payload: object, expected: str | None
 ) -> None:
     assert daemon_api.warm_profile_of(method, target, payload) == expected
+
+
+def test_autostarted_daemon_holds_no_descriptor_of_the_client_and_not_its_directory(
+    sockdir: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An fd the client inherited without close-on-exec (a jobserver, a harness's pipe)
+    does not live on in the daemon, which runs in / while the client stays where it was."""
+    monkeypatch.setattr(autostart, "_DAEMON_CODE", FAKE_DAEMON.format(tests=str(SUPPORT)))
+    monkeypatch.chdir(tmp_path)
+    read_end, write_end = os.pipe()
+    os.set_inheritable(write_end, True)
+    try:
+        assert run(["get"])[0] == 0
+        pid = _wait_for_pid(sockdir + ".pid")
+        held = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        assert os.readlink(f"/proc/self/fd/{write_end}") not in held
+        assert os.readlink(f"/proc/{pid}/cwd") == "/"
+        assert os.getcwd() == str(tmp_path)
+        assert os.get_inheritable(write_end)  # the client's own descriptors are untouched
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+# What the client's cold path must not import before it starts a daemon: the first
+# call waits for every millisecond of it (issue 22; bench/bench_firstcall.py). These
+# are what supervisor, systemd_units and autostart used to pull in (~55 ms).
+COLD_PATH_FORBIDDEN = frozenset(
+    {"subprocess", "shutil", "pathlib", "hashlib", "tempfile", "typing", "socket"}
+    | {"importlib.resources", "threading", "selectors", "zipfile", "bz2", "lzma"}
+)
+
+COLD_PROBE = """
+import sys
+from agentid_client import autostart, cli
+forbidden = set(sys.argv[1].split(","))
+def spawn(*_args):
+    print(",".join(sorted(forbidden & set(sys.modules))))
+    raise SystemExit(0)
+autostart.spawn = spawn
+sys.exit(cli.main(["get"]))
+"""
+
+
+def test_cold_path_imports_little_before_it_starts_the_daemon(tmp_path: Path) -> None:
+    """From the launcher's ``python -I -S`` to the spawn, with the systemd unit path
+    consulted (no AGENTID_HELPER_SOCKET): none of the heavy stdlib modules."""
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "XDG_RUNTIME_DIR": str(runtime),
+        "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+        "PYTHONPATH": str(ROOT / "client"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", COLD_PROBE, ",".join(sorted(COLD_PATH_FORBIDDEN))],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"the cold path imported {proc.stdout.strip()}"

@@ -25,7 +25,6 @@ trio's wakeup pipe). Clients beyond it wait in the listen backlog
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import resource
 
 PR_SET_DUMPABLE = 4
@@ -34,7 +33,10 @@ PR_SET_DUMPABLE = 4
 def forbid_core_dumps() -> None:
     """Set RLIMIT_CORE to 0 and make the process non-dumpable; raise OSError if refused."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # The process's own symbols (dlopen(NULL)) include libc's prctl. Not
+    # ctypes.util.find_library("c"): it runs `ldconfig -p` in a subprocess,
+    # milliseconds an autostarted daemon's first answer waits for.
+    libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, f"prctl(PR_SET_DUMPABLE, 0) failed (errno {errno})")

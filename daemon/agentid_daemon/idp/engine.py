@@ -313,9 +313,8 @@ class Engine:
             session = self._sessions.get(ca_bundle)
         if session is not None:
             return session
-        verify: str | bool = self._trust.combined(ca_bundle) if ca_bundle else True
         session = ProviderSession(
-            verify=verify,
+            trust=self._trust.context(ca_bundle) if ca_bundle else None,
             connect_timeout_s=self._connect_timeout_s,
             read_timeout_s=self._read_timeout_s,
         )

@@ -97,9 +97,9 @@ class Downstream:
     def _session(self, ca_bundle: str | None) -> ProviderSession:
         session = self._sessions.get(ca_bundle)
         if session is None:
-            verify: str | bool = self._trust.combined(ca_bundle) if ca_bundle else True
+            trust = self._trust.context(ca_bundle) if ca_bundle else None
             session = ProviderSession(
-                verify=verify, connect_timeout_s=CONNECT_TIMEOUT_S, read_timeout_s=READ_TIMEOUT_S
+                trust=trust, connect_timeout_s=CONNECT_TIMEOUT_S, read_timeout_s=READ_TIMEOUT_S
             )
             session = self._sessions.setdefault(ca_bundle, session)
         return session

@@ -172,15 +172,13 @@ class TokenValidator:
             found = self._discovered.get(key)
         if found is not None and now - found.fetched < DISCOVERY_TTL_S:
             return found
-        verify: str | bool = True
-        if authority.ca_bundle:
-            verify = self._trust.combined(authority.ca_bundle)
+        trust = self._trust.context(authority.ca_bundle) if authority.ca_bundle else None
         url = (
             f"{authority.authority_host.rstrip('/')}/{authority.tenant_id}"
             "/v2.0/.well-known/openid-configuration"
         )
         try:
-            with ProviderSession(verify=verify, read_timeout_s=FETCH_TIMEOUT_S) as session:
+            with ProviderSession(trust=trust, read_timeout_s=FETCH_TIMEOUT_S) as session:
                 answer = session.get(url, allow_redirects=False)
             document = answer.json() if answer.status_code == 200 else None
         except (OSError, ValueError):
@@ -194,7 +192,7 @@ class TokenValidator:
             if found is not None:
                 return found  # keep validating with what we had
             raise Problem(503, "cannot read the tenant's OpenID configuration (discovery)")
-        context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+        context = trust if trust is not None else ssl.create_default_context()
         client = jwt.PyJWKClient(
             document["jwks_uri"],
             lifespan=JWKS_LIFESPAN_S,

@@ -92,16 +92,19 @@ def test_regular_file_still_reads_with_crlf(tmp_path: Path) -> None:
 
 def test_ca_bundle_others_can_change_is_refused_with_the_fix(tmp_path: Path) -> None:
     """A CA others can write would let them stand in for Entra: refused before use."""
+    import ssl
+
     from agentid_daemon.idp.msal_http import TrustStore
 
     ca = tmp_path / "ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    root = ssl.create_default_context().get_ca_certs(binary_form=True)[0]
+    ca.write_text(ssl.DER_cert_to_PEM_cert(root))
     ca.chmod(0o644)  # readable by all is fine: a CA bundle holds no secret
     store = TrustStore()
-    assert Path(store.combined(str(ca))).read_bytes().endswith(ca.read_bytes() + b"\n")
+    assert store.context(str(ca)).cert_store_stats()["x509_ca"] == 1
     ca.chmod(0o664)
     with pytest.raises(ConfigurationError) as err:
-        store.combined(str(ca))
+        store.context(str(ca))
     assert err.value.description == (
         f"ca_bundle {ca} is writable by group or others (mode 0664); fix: chmod go-w {ca}"
     )

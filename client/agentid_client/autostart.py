@@ -58,10 +58,11 @@ LOG_ROTATE_BYTES = 4 * 1024 * 1024
 STARTED_BY_ENV = "AGENTID_HELPER_STARTED_BY"
 
 # -c rather than -m: works whether or not the daemon package ships __main__.
-# The warm-up first: it imports MSAL and starts building the first call's MSAL
-# clients (agentid_daemon.process.warmup) before the daemon imports the rest.
+# The engine host first: before any thread or heavy import, it forks a child
+# that imports MSAL and prepares the first call's MSAL clients while the daemon
+# imports the rest (agentid_daemon.process.engine_host).
 _DAEMON_CODE = (
-    "import sys; from agentid_daemon.process.warmup import start_from_environ; "
+    "import sys; from agentid_daemon.process.engine_host import start_from_environ; "
     "start_from_environ(); from agentid_daemon.app import main; sys.exit(main(sys.argv[1:]))"
 )
 

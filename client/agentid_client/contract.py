@@ -102,8 +102,9 @@ START_FAILED_PREFIX = "exit "
 
 # The profile of the request that made a client autostart the daemon (only its
 # name, "" for the default profile; never a token or any other field): the
-# daemon builds that profile's MSAL clients while it imports the rest of
-# itself (agentid_daemon.process.warmup), so the first answer comes sooner.
+# daemon's engine host builds that profile's MSAL clients while the daemon
+# imports the rest of itself (agentid_daemon.process.engine_host), so the
+# first answer comes sooner.
 WARM_PROFILE_ENV = "AGENTID_HELPER_WARM_PROFILE"
 
 

@@ -44,7 +44,7 @@ from .core.errors import ConfigurationError
 from .core.logs import configure_logging, get_logger
 from .identity_endpoint.service import IdentitySessions
 from .identity_endpoint.sessions import SidecarSettings
-from .process import warmup
+from .process import engine_host
 from .process.limits import forbid_core_dumps, max_connections_for, raise_nofile_limit
 from .process.runmode import AUTOSTART, run_mode, set_process_name
 from .process.sdnotify import Notifier, StatusLine
@@ -55,6 +55,9 @@ from .server.protocol import HttpServer, Limits
 if TYPE_CHECKING:
     # Imported where it is configured (Daemon.__init__): it brings PyJWT and
     # cryptography (about 50 ms) that no other part needs before the first answer.
+    # MSAL (idp.engine) is imported in build_components, only without an engine host.
+    from .broker.seams import Engine as BrokerEngine
+    from .idp.engine import Engine
     from .sidecar_api.service import SidecarApi
 
 log = get_logger("agentid_daemon.app")
@@ -149,13 +152,24 @@ def build_components(config: Config) -> Components:
     from .broker.broker import Broker
     from .cache.token_cache import TokenCache
     from .core.metrics import Metrics
-    from .idp.engine import Engine
     from .provision.service import Provisioner
 
     metrics = Metrics()
     cache = TokenCache(idle_timeout_s=config.daemon.idle_timeout_s)
-    # An autostarted daemon's engine is already preparing the first call (warmup.py).
-    engine = warmup.take_engine() or Engine()
+    # An autostarted daemon's first calls go to its engine host, already
+    # preparing them; MSAL is imported here only without one (engine_host.py).
+    engine: BrokerEngine
+    proxy = engine_host.take_proxy()
+    if proxy is not None:
+        engine, own = proxy, proxy.own
+    else:
+        from .idp.engine import Engine
+
+        engine = built = Engine()
+
+        def own() -> Engine:
+            return built
+
     broker = Broker(
         engine,
         cache,
@@ -163,7 +177,7 @@ def build_components(config: Config) -> Components:
         limiter=trio.CapacityLimiter(ENGINE_THREADS),
         obo_session_max_age_s=config.daemon.obo_session_max_age_s,
     )
-    return Components(cache, broker, metrics, Provisioner(engine, broker))
+    return Components(cache, broker, metrics, Provisioner(own, broker))
 
 
 def _profile_changes(old: Config, new: Config) -> dict[str, list[str]]:
@@ -302,7 +316,7 @@ class Daemon:
                         profiles=sorted(self.state.config.profiles) if self.state.config else [],
                         pid=os.getpid(),
                         max_connections=self.server.limits.max_connections,
-                        warmup=warmup.outcome(),
+                        engine_host=engine_host.host_pid(),
                     )
                     await self.notifier.ready(self.activity.text())
                     nursery.start_soon(self.notifier.run_watchdog, self.activity.text)

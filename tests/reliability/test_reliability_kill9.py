@@ -94,3 +94,23 @@ def test_kill9_mid_traffic_then_autostart_replaces_stale_socket(
     for profile in ("app", "user"):
         proc = sandbox.client("get", "--profile", profile, timeout=CLIENT_TIMEOUT_S)
         assert proc.returncode == 0, describe(proc)
+
+
+def test_engine_host_exits_after_the_switch_and_dies_with_its_daemon(
+    autostart_sandbox: HelperSandbox,
+) -> None:
+    """The autostarted daemon's engine host (process/engine_host.py) is gone soon
+    after the first answer, and whatever is left of it goes with a kill -9."""
+    sandbox = autostart_sandbox
+    sock = str(sandbox.socket_path)
+    first = sandbox.client("get", "--profile", "app", timeout=CLIENT_TIMEOUT_S)
+    assert first.returncode == 0, describe(first)
+    hosts = daemon_pids(sock, hosts=True)
+    assert len(daemon_pids(sock)) == 1
+    assert len(hosts) <= 1
+    poll_until(lambda: not any(_alive(pid) for pid in hosts), timeout=15)
+    again = sandbox.client("get", "--profile", "app", "--min-validity", "3599", timeout=60)
+    assert again.returncode == 0, describe(again)
+    (pid,) = daemon_pids(sock)
+    os.kill(pid, signal.SIGKILL)
+    poll_until(lambda: not daemon_pids(sock, hosts=True) and not _alive(pid), timeout=15)

@@ -56,7 +56,7 @@ from ..core.models import (
     ResourceKey,
     TokenRequest,
 )
-from ..idp.managed_identity import ManagedIdentityKey
+from ..idp.managed_identity_key import ManagedIdentityKey
 from .calls import IdpCalls, RunSync, assertion_rejected, in_worker_thread
 from .exchange_legs import ExchangeLegs, exchange_key
 from .mi_legs import ManagedIdentityLegs

@@ -2,8 +2,9 @@
 
 T1 for such a blueprint is requested with the managed identity's token as the
 client assertion. That token is a cache entry of its own
-(:class:`~agentid_daemon.idp.managed_identity.ManagedIdentityKey`, one per identity, shared by every
-agent naming it) and is refreshed ahead of expiry like T1. Kept apart from
+(:class:`~agentid_daemon.idp.managed_identity_key.ManagedIdentityKey`, one per
+identity, shared by every agent naming it) and is refreshed ahead of expiry
+like T1. Kept apart from
 broker.py, which calls :meth:`ManagedIdentityLegs.t1` for such blueprints;
 it runs on the trio thread (the engine calls go through the ``call`` it is
 given, calls.py, which runs them in a worker thread).
@@ -14,7 +15,7 @@ from __future__ import annotations
 from ..cache.token_cache import CachedToken, DependencyFailed, TokenCache
 from ..core.errors import AgentIdError, IdentityProviderError
 from ..core.models import AcquiredToken, AgentRef, CredentialSpec
-from ..idp.managed_identity import LEG, ManagedIdentityKey
+from ..idp.managed_identity_key import LEG, ManagedIdentityKey
 from .calls import Call, assertion_margin, assertion_rejected
 from .seams import Engine
 

@@ -25,7 +25,7 @@ from typing import Any
 from ..cache.token_cache import EntryStatus
 from ..core.clock import epoch_seconds
 from ..core.models import CredentialSpec, ExchangeKey, Mode, ResourceKey
-from ..idp.managed_identity import ManagedIdentityKey
+from ..idp.managed_identity_key import ManagedIdentityKey
 
 #: States of an entry whose fetch is running (with or without a token yet).
 FETCHING_STATES = frozenset({"pending", "refreshing"})

@@ -84,11 +84,11 @@ class Engine:
         (``/.well-known/openid-configuration``) and leaves a kept-alive connection
         to the authority in the shared session. No token is requested.
 
-        A daemon started for a waiting client does this while it imports the rest
-        of itself (:mod:`..process.warmup`), so that the first request's legs start
-        at their token requests. A failure here (an unreadable secret, an authority
-        that does not answer) raises, and the first request meets it again and
-        reports it as it would have.
+        A daemon started for a waiting client does this in its engine host
+        (:mod:`..process.engine_host`) while it imports the rest of itself, so
+        that the first request's legs start at their token requests. A failure
+        here (an unreadable secret, an authority that does not answer) raises,
+        and the first request meets it again and reports it as it would have.
         """
         if agent.credential.kind != "managed_identity":
             credential = self._load_credential(agent.credential)

@@ -9,7 +9,7 @@ MSAL's :class:`msal.ManagedIdentityClient` gets that token, from whatever
 source it detects in the daemon's environment, exactly as MSAL does for any
 app (IMDS on a VM or AKS node, App Service / Functions, Azure Arc, Azure ML,
 Service Fabric). The token is a cache entry of its own
-(:class:`ManagedIdentityKey`, one per managed identity, shared by every
+(:class:`~.managed_identity_key.ManagedIdentityKey`, one per managed identity, shared by every
 blueprint and agent that names it), refreshed ahead of expiry like T1, so a
 T1 refresh does not cost a managed identity request while the token is good.
 As with the confidential-client legs, MSAL never answers from its own cache
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import msal
@@ -32,6 +31,7 @@ import requests
 
 from ..core.errors import ConfigurationError, IdentityProviderError
 from ..core.models import AcquiredToken, CredentialSpec
+from .managed_identity_key import LEG
 from .msal_http import NeverStoreMapping, NoStoreTokenCache, ProviderSession
 from .results import (
     error_from_result,
@@ -41,23 +41,12 @@ from .results import (
     token_from_result,
 )
 
-LEG = "managed_identity"
 # The resource (v1 style; the managed identity protocols take a resource, not a
 # scope) of a token that Entra accepts as a federated client assertion.
 EXCHANGE_RESOURCE = "api://AzureADTokenExchange"
 SYSTEM = "system"
 # How CredentialSpec.location names a user-assigned identity: "<kind>=<id>".
 ID_KINDS = ("client_id", "object_id", "resource_id")
-
-
-@dataclass(frozen=True)
-class ManagedIdentityKey:
-    """The cache key of one managed identity's exchange token."""
-
-    credential: CredentialSpec
-
-    def describe(self) -> str:
-        return f"managed identity {self.credential.location}"
 
 
 def msal_identity(location: str) -> Any:

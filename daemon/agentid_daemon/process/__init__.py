@@ -4,5 +4,5 @@
 - :mod:`.runmode`: systemd unit, autostarted or foreground; the process name.
 - :mod:`.sdnotify`: sd_notify and the ``STATUS=`` line.
 - :mod:`.start_report`: how the start went, to the client that autostarted it.
-- :mod:`.warmup`: the autostarting client's profile's MSAL clients, built while the daemon starts.
+- :mod:`.engine_host`: an autostarted daemon's first engine calls, answered by a forked child.
 """

@@ -12,7 +12,7 @@ identity: only tenant, blueprint, authority and credential are used.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentid_client.redact import quoted
 
@@ -20,8 +20,10 @@ from ..config.loader import Config
 from ..config.values import did_you_mean
 from ..core.errors import InvalidRequest, UnknownProfile
 from ..core.models import DEFAULT_AUTHORITY_HOST, AgentRef, CredentialSpec
-from ..idp.engine import Engine
 from .graph import graph_resource, graph_scope
+
+if TYPE_CHECKING:
+    from ..idp.engine import Engine  # MSAL: imported by whoever builds the engine
 
 
 @dataclass(frozen=True)

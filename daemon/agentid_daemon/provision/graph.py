@@ -38,14 +38,18 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import requests
 
 from ..core.errors import IdentityProviderError, InvalidRequest
 from ..core.models import DEFAULT_AUTHORITY_HOST
-from ..idp.results import network_reason, parse_retry_after
+
+if TYPE_CHECKING:
+    # requests and idp.results (MSAL's exceptions) are imported where a Graph
+    # call is made: every daemon builds the provisioning service at start, and
+    # a daemon started for a waiting client reaches its socket without them
+    # (process/engine_host.py).
+    import requests
 
 #: Microsoft Graph per cloud, keyed by the cloud's authority host (Microsoft
 #: Graph "National cloud deployments": graph.microsoft.us, dod-graph.microsoft.us,
@@ -382,6 +386,8 @@ def graph_error(what: str, response: requests.Response) -> GraphRequestError:
     if request_id:
         text += f" (request id {request_id})"
     transient = status == 429 or status >= 500
+    from ..idp.results import parse_retry_after
+
     return GraphRequestError(
         text,
         graph_code=code,
@@ -407,6 +413,10 @@ class GraphClient:
 
     def call(self, request: GraphRequest, token: str, *, what: str) -> dict[str, Any] | None:
         """The reply's JSON object (None for 204), or :class:`GraphRequestError`."""
+        import requests
+
+        from ..idp.results import network_reason
+
         url = f"{self.endpoint}/{API_VERSION}{request.path}"
         headers = {
             "Authorization": f"Bearer {token}",

@@ -11,7 +11,7 @@ for the new agent (profile_file.py) and reloads the configuration.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import trio
 
@@ -19,9 +19,13 @@ from ..broker.replication_wait import FreshAgents
 from ..config.loader import Config
 from ..core.errors import InvalidRequest
 from ..core.logs import get_logger
-from ..idp.engine import Engine
 from . import graph as G
 from .blueprint import BlueprintTarget, blueprint_graph_token, blueprint_target
+
+if TYPE_CHECKING:
+    # Imported by whoever builds the engine: a daemon started for a waiting
+    # client builds this service before it imports MSAL (process/engine_host.py).
+    from ..idp.engine import Engine
 
 log = get_logger("agentid_daemon.provision.service")
 T = TypeVar("T")
@@ -47,7 +51,9 @@ def agent_json(entity: dict[str, Any]) -> dict[str, Any]:
 class Provisioner:
     """Agent identities and agent users of a profile's blueprint."""
 
-    def __init__(self, engine: Engine, broker: BrokerSide) -> None:
+    def __init__(self, engine: Callable[[], Engine], broker: BrokerSide) -> None:
+        """``engine``: the daemon's engine, asked for when a call first needs it
+        (an autostarted daemon's own engine is built after its first answer)."""
         self._engine = engine
         self._broker = broker
         self._save_lock = trio.Lock()
@@ -184,8 +190,9 @@ class Provisioner:
         """``call(client, token)`` in a worker thread, with the blueprint's Graph token."""
 
         def run() -> T:
-            token = blueprint_graph_token(self._engine, target)
-            session = self._engine.provider_session(target.blueprint.ca_bundle)
+            engine = self._engine()
+            token = blueprint_graph_token(engine, target)
+            session = engine.provider_session(target.blueprint.ca_bundle)
             return call(G.GraphClient(session, target.graph_endpoint), token)
 
         return await trio.to_thread.run_sync(run, abandon_on_cancel=True)

@@ -1,8 +1,8 @@
 """Engine.prepare: the first call's MSAL clients built ahead, no token requested.
 
-An autostarted daemon prepares the profile its client asks for while it
-imports the rest of itself (process/warmup.py): the discovery round trips
-happen then, and the legs that follow reuse those clients.
+An autostarted daemon's engine host (process/engine_host.py) prepares the
+profile its client asks for while the daemon imports the rest of itself: the
+discovery round trips happen then, and the legs that follow reuse those clients.
 """
 
 from __future__ import annotations

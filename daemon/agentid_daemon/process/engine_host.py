@@ -1,0 +1,511 @@
+"""The engine host: an autostarted daemon's first answers, from a forked child.
+
+A client that finds no daemon starts one and waits for its first answer
+(issue 22: no slower than doing the call without the daemon). Nearly all of
+a daemon start is CPU: importing MSAL and requests (about 220 ms), loading
+the configuration, two tenant discoveries, and on the other side trio,
+structlog, h11 and the daemon's own modules. In one process all of it is
+serialized on the GIL, so a thread cannot overlap them; a second process can.
+
+So the autostart command (``client/agentid_client/autostart.py``) runs
+:func:`start_from_environ` first, before any thread exists and before the
+heavy imports. When the client named the profile it asks for
+(``contract.WARM_PROFILE_ENV``) it forks:
+
+- the **child** (the host) imports the engine (MSAL), loads the
+  configuration, resolves that profile's agent, calls
+  :meth:`~agentid_daemon.idp.engine.Engine.prepare` (the MSAL clients and a
+  kept-alive connection to the authority), then answers the broker's Engine
+  calls (``broker/seams.py``) sent over a socket pair, one at a time, until
+  the pair is closed;
+- the **parent** imports trio and the rest, listens, reports ready, and its
+  broker runs its legs as always with an :class:`EngineProxy` as its engine.
+  The proxy sends each call to the host until the parent's own engine is
+  ready: after the host's first answer, once no call has been in flight for
+  a moment, a thread imports MSAL, builds the parent's engine and prepares it
+  for the agents the host served; then the proxy routes every call to it,
+  closes the pair, and the host exits on EOF.
+
+The identity provider sees the same token requests as without the host: each
+leg is one engine call, made once, by one of the two engines, and the
+broker's cache sits above both as always. Anything the host cannot do (a
+config error, an unreadable secret, an authority that does not answer) only
+ends its warm-up: the call meets the same error there and it crosses back as
+itself, or, when the host is gone, the parent's own engine makes the call.
+
+**Why pickle is safe here.** The pair is made by ``socket.socketpair()``
+before the fork: it has no name in the filesystem, no other process can
+connect to it, and both ends are close-on-exec (PEP 446), so nothing either
+process runs inherits them. The only peer of each end is the same program,
+forked from the same process, of the same user. The pickles carry what the
+engine takes and returns (``AgentRef``, ``CredentialSpec``, strings,
+``AcquiredToken``) and the exceptions it raises, which keep their attributes
+(codes, ``Retry-After``, hints, transient); a traceback does not cross.
+
+**The host's limits.** It is forked after RLIMIT_CORE 0 and
+``PR_SET_DUMPABLE`` 0 (:func:`.limits.forbid_core_dumps`), which a fork
+keeps; it asks the kernel for SIGKILL when the parent dies
+(``PR_SET_PDEATHSIG``), so it never outlives the daemon even inside a slow
+token request; it holds no listening socket (the parent binds after the
+fork) and closes the autostart's ready pipe (the client waits for the
+parent only). Its standard streams are ``/dev/null``: it logs nothing, so
+nothing it does can reach a log line without the daemon's redaction.
+
+A daemon not autostarted (systemd, ``agentid-helperd`` by hand, the sidecar)
+never sees the variable and builds its own engine as always.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, MutableMapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from agentid_client.contract import READY_FD_ENV, WARM_PROFILE_ENV
+
+if TYPE_CHECKING:
+    from ..core.models import AcquiredToken, AgentRef, CredentialSpec
+    from ..idp.engine import Engine
+
+T = TypeVar("T")
+
+_HEADER = struct.Struct("!I")
+#: No engine call or answer comes near this; a longer frame is a broken pair.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: The proxy switches to the parent's engine once no call has been in flight
+#: for this long: its MSAL import then competes with no leg of a first request.
+IDLE_BEFORE_SWITCH_S = 0.05
+#: ``prctl`` options (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+#: The host's ``/proc/PID/comm``: ``pgrep agentid-helperd`` finds the daemon only.
+HOST_PROCESS_NAME = "agentid-engine"
+
+
+class HostGone(Exception):
+    """The pair broke (the host exited or a frame was malformed)."""
+
+
+# ---------------------------------------------------------------- the pair's frames
+
+
+def send_message(sock: socket.socket, message: object) -> None:
+    """One length-prefixed pickle; raises HostGone if the pair is broken."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        sock.sendall(_HEADER.pack(len(data)) + data)
+    except OSError as exc:
+        raise HostGone(f"the engine host's pair is broken: {exc.strerror}") from None
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    chunks: list[bytes] = []
+    left = size
+    while left:
+        try:
+            chunk = sock.recv(min(left, 1 << 20))
+        except OSError as exc:
+            raise HostGone(f"the engine host's pair is broken: {exc.strerror}") from None
+        if not chunk:
+            raise HostGone("the engine host's pair is closed")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def recv_message(sock: socket.socket) -> Any:
+    """The next message (see the module's note on pickle); HostGone at EOF."""
+    (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
+    if size > MAX_MESSAGE_BYTES:
+        raise HostGone(f"the engine host sent a frame of {size} bytes")
+    return pickle.loads(_recv_exact(sock, size))
+
+
+def crossable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives a pickle round trip, else a RuntimeError naming its
+    type (never its message: it could quote a server's answer)."""
+    try:
+        pickle.loads(pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        return RuntimeError(f"the engine raised {type(exc).__name__}")
+    return exc
+
+
+# ---------------------------------------------------------------- the host (child)
+
+
+def engine_calls(engine: Engine) -> dict[str, Callable[..., AcquiredToken]]:
+    """The calls the host answers, by name: the broker's Engine protocol."""
+    return {
+        "acquire_t1": engine.acquire_t1,
+        "acquire_blueprint_token": engine.acquire_blueprint_token,
+        "acquire_managed_identity": engine.acquire_managed_identity,
+        "acquire_autonomous_app": engine.acquire_autonomous_app,
+        "acquire_obo": engine.acquire_obo,
+        "acquire_obo_refresh": engine.acquire_obo_refresh,
+        "acquire_t2": engine.acquire_t2,
+        "acquire_user_fic": engine.acquire_user_fic,
+    }
+
+
+def serve(sock: socket.socket, calls: dict[str, Callable[..., AcquiredToken]]) -> None:
+    """Answer ``(name, args, kwargs)`` messages with ``(True, result)`` or
+    ``(False, exception)`` until the pair closes."""
+    while True:
+        try:
+            name, args, kwargs = recv_message(sock)
+        except HostGone:
+            return
+        call = calls.get(name)
+        reply: tuple[bool, object]
+        if call is None:
+            reply = (False, RuntimeError(f"the engine host has no call {name!r}"))
+        else:
+            try:
+                reply = (True, call(*args, **kwargs))
+            except Exception as exc:
+                reply = (False, crossable(exc))
+        try:
+            send_message(sock, reply)
+        except HostGone:
+            return
+
+
+def prepare_for(engine: Engine, profile: str) -> str:
+    """Prepare ``engine`` for ``profile``'s agent ("" : the default profile);
+    "prepared" or "skipped: <exception type>" (the first call meets it again)."""
+    try:
+        from ..config.loader import load_config
+
+        agent = load_config().resolve_selection({"profile": profile or None}).agent
+        engine.prepare(agent)
+    except Exception as exc:
+        return f"skipped: {type(exc).__name__}"
+    return "prepared"
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL when the parent dies (checked once more: it may already have)."""
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)  # prctl is libc's, in the process already
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def _host_main(sock: socket.socket, profile: str, environ: MutableMapping[str, str]) -> None:
+    """The child: its own name, no ready pipe, no output, the engine, then serve."""
+    from .runmode import set_process_name
+
+    set_process_name(HOST_PROCESS_NAME)
+    raw = environ.pop(READY_FD_ENV, "")
+    if raw.isdigit():
+        with contextlib.suppress(OSError):
+            os.close(int(raw))  # the client waits for the parent, never for us
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    from ..idp.engine import Engine  # MSAL and requests: the host's import, not the parent's
+
+    engine = Engine()
+    prepare_for(engine, profile)
+    serve(sock, engine_calls(engine))
+
+
+# ---------------------------------------------------------------- the parent's proxy
+
+
+def _new_engine() -> Engine:
+    from ..idp.engine import Engine
+
+    return Engine()
+
+
+class EngineProxy:
+    """The broker's engine in an autostarted daemon: the host's until the
+    parent's own is ready, then the parent's (see the module docstring).
+
+    Calls from several worker threads take turns on the pair (the host answers
+    one at a time); a thread waiting for its turn when the switch happens goes
+    to the parent's engine instead. A broken pair (the host died) switches at
+    once: that call and every later one use the parent's engine.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        pid: int | None,
+        *,
+        build: Callable[[], Engine] = _new_engine,
+        idle_before_switch_s: float = IDLE_BEFORE_SWITCH_S,
+    ) -> None:
+        self._sock: socket.socket | None = sock
+        self.pid = pid
+        self._build = build
+        self._idle_s = idle_before_switch_s
+        self._cond = threading.Condition()
+        self._busy = False
+        self._last_answer = 0.0
+        self._own: Engine | None = None
+        self._own_lock = threading.Lock()  # one build of the parent's engine
+        self._agents: list[AgentRef] = []  # served by the host: prepared before the switch
+        self._switcher: threading.Thread | None = None
+        #: How the calls went: "host" until the switch, then "own".
+        self.calls_to_host = 0
+
+    # -- the switch ---------------------------------------------------------------
+
+    @property
+    def switched(self) -> bool:
+        return self._own is not None
+
+    def own(self) -> Engine:
+        """The parent's own engine, built (and switched to) now if it is not yet."""
+        with self._own_lock:
+            if self._own is None:
+                self._adopt(self._build())
+            assert self._own is not None
+            return self._own
+
+    def _switch_when_idle(self) -> None:
+        with self._cond:
+            while self._own is None and (
+                self._busy or time.monotonic() - self._last_answer < self._idle_s
+            ):
+                self._cond.wait(self._idle_s)
+        with self._own_lock:
+            if self._own is not None:
+                return
+            engine = self._build()
+            for agent in list(self._agents):
+                with contextlib.suppress(Exception):  # the call meets it again
+                    engine.prepare(agent)
+            self._adopt(engine)
+
+    def _adopt(self, engine: Engine) -> None:
+        """Route every call to ``engine``; close the pair once no call is on it."""
+        with self._cond:
+            self._own = engine
+            self._cond.notify_all()
+            while self._busy:
+                self._cond.wait()
+            sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()  # the host exits on EOF
+            self._reap()
+
+    def _reap(self) -> None:
+        pid = self.pid
+        if pid is None:
+            return
+
+        def wait() -> None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+        threading.Thread(target=wait, name="agentid-engine-host-reap", daemon=True).start()
+
+    def close(self) -> None:
+        """Close the pair now (the host exits); later calls build the parent's engine."""
+        with self._cond:
+            while self._busy:
+                self._cond.wait()
+            sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+            self._reap()
+
+    # -- one call -----------------------------------------------------------------
+
+    def _call(
+        self,
+        agent: AgentRef | None,
+        local: Callable[[Engine], T],
+        name: str,
+        *args: object,
+        **kwargs: object,
+    ) -> T:
+        with self._cond:
+            while self._own is None and self._sock is not None and self._busy:
+                self._cond.wait()
+            own, sock = self._own, self._sock
+            if own is None and sock is not None:
+                self._busy = True
+        if own is not None:
+            return local(own)
+        if sock is None:
+            return local(self.own())
+        try:
+            send_message(sock, (name, args, kwargs))
+            ok, value = recv_message(sock)
+        except HostGone:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+            self.close()
+            return local(self.own())
+        with self._cond:
+            self._busy = False
+            self._last_answer = time.monotonic()
+            self.calls_to_host += 1
+            if agent is not None and agent not in self._agents:
+                self._agents.append(agent)
+            if self._switcher is None:
+                self._switcher = threading.Thread(
+                    target=self._switch_when_idle, name="agentid-engine-switch", daemon=True
+                )
+                self._switcher.start()
+            self._cond.notify_all()
+        if ok:
+            return value  # type: ignore[no-any-return]
+        raise value
+
+    # -- the broker's Engine protocol (broker/seams.py) ----------------------------
+
+    def acquire_t1(self, agent: AgentRef, *, assertion: str | None = None) -> AcquiredToken:
+        return self._call(
+            agent, lambda e: e.acquire_t1(agent, assertion=assertion), "acquire_t1", agent,
+            assertion=assertion,
+        )  # fmt: skip
+
+    def acquire_blueprint_token(
+        self, agent: AgentRef, scopes: tuple[str, ...], *, assertion: str | None = None
+    ) -> AcquiredToken:
+        return self._call(
+            agent,
+            lambda e: e.acquire_blueprint_token(agent, scopes, assertion=assertion),
+            "acquire_blueprint_token", agent, scopes, assertion=assertion,
+        )  # fmt: skip
+
+    def acquire_managed_identity(self, credential: CredentialSpec) -> AcquiredToken:
+        return self._call(
+            None, lambda e: e.acquire_managed_identity(credential),
+            "acquire_managed_identity", credential,
+        )  # fmt: skip
+
+    def acquire_autonomous_app(
+        self, agent: AgentRef, t1: str, scopes: tuple[str, ...], *, claims: str | None = None
+    ) -> AcquiredToken:
+        return self._call(
+            agent,
+            lambda e: e.acquire_autonomous_app(agent, t1, scopes, claims=claims),
+            "acquire_autonomous_app", agent, t1, scopes, claims=claims,
+        )  # fmt: skip
+
+    def acquire_obo(
+        self,
+        agent: AgentRef,
+        t1: str,
+        user_token: str,
+        scopes: tuple[str, ...],
+        *,
+        claims: str | None = None,
+    ) -> AcquiredToken:
+        return self._call(
+            agent,
+            lambda e: e.acquire_obo(agent, t1, user_token, scopes, claims=claims),
+            "acquire_obo", agent, t1, user_token, scopes, claims=claims,
+        )  # fmt: skip
+
+    def acquire_obo_refresh(
+        self,
+        agent: AgentRef,
+        t1: str,
+        refresh_token: str,
+        scopes: tuple[str, ...],
+        *,
+        claims: str | None = None,
+    ) -> AcquiredToken:
+        return self._call(
+            agent,
+            lambda e: e.acquire_obo_refresh(agent, t1, refresh_token, scopes, claims=claims),
+            "acquire_obo_refresh", agent, t1, refresh_token, scopes, claims=claims,
+        )  # fmt: skip
+
+    def acquire_t2(self, agent: AgentRef, t1: str) -> AcquiredToken:
+        return self._call(agent, lambda e: e.acquire_t2(agent, t1), "acquire_t2", agent, t1)
+
+    def acquire_user_fic(
+        self,
+        agent: AgentRef,
+        t1: str,
+        t2: str,
+        scopes: tuple[str, ...],
+        *,
+        user_upn: str | None,
+        user_object_id: str | None,
+        claims: str | None = None,
+    ) -> AcquiredToken:
+        return self._call(
+            agent,
+            lambda e: e.acquire_user_fic(
+                agent, t1, t2, scopes, user_upn=user_upn, user_object_id=user_object_id,
+                claims=claims,
+            ),
+            "acquire_user_fic", agent, t1, t2, scopes, user_upn=user_upn,
+            user_object_id=user_object_id, claims=claims,
+        )  # fmt: skip
+
+
+# ---------------------------------------------------------------- the fork
+
+
+_started: EngineProxy | None = None
+
+
+def start_from_environ(environ: MutableMapping[str, str] | None = None) -> EngineProxy | None:
+    """Fork the engine host the autostarting client asked for (the variable is
+    removed: nothing the daemon runs inherits it); None when it asked for none
+    or the host cannot be started (the daemon then builds its own engine, and
+    meets whatever stopped the host itself: e.g. a refused ``prctl``)."""
+    global _started
+    env = os.environ if environ is None else environ
+    profile = env.pop(WARM_PROFILE_ENV, None)
+    if profile is None or _started is not None:
+        return None
+    from .limits import forbid_core_dumps
+
+    try:
+        forbid_core_dumps()  # before the fork: the host keeps both limits
+        parent_end, host_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        parent = os.getpid()
+        pid = os.fork()
+    except OSError:
+        return None
+    if pid == 0:  # the host
+        code = 0
+        try:
+            parent_end.close()
+            _die_with_parent(parent)
+            _host_main(host_end, profile, env)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    host_end.close()
+    _started = EngineProxy(parent_end, pid)
+    return _started
+
+
+_taken: EngineProxy | None = None
+
+
+def take_proxy() -> EngineProxy | None:
+    """The started host's proxy, once (None without one): the daemon's engine."""
+    global _started, _taken
+    _taken, _started = _started, None
+    return _taken
+
+
+def host_pid() -> int | None:
+    """The pid of the host whose proxy the daemon took (its "daemon ready" line
+    names it), None without one."""
+    return _taken.pid if _taken is not None else None

@@ -1,0 +1,258 @@
+"""process/engine_host.py: results and errors cross the pair as themselves; the
+proxy takes turns on the pair, switches to the parent's engine, survives a dead host.
+
+The host side runs :func:`engine_host.serve` in a thread over a real socket
+pair (the fork itself is covered by the autostart tests, tests/integration/).
+"""
+
+from __future__ import annotations
+
+import pickle
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from agentid_daemon.core.errors import ConfigurationError, IdentityProviderError
+from agentid_daemon.core.models import AcquiredToken, AgentRef, CredentialSpec
+from agentid_daemon.process import engine_host
+from agentid_daemon.process.engine_host import EngineProxy
+
+AGENT = AgentRef(
+    "https://login.example",
+    "tenant",
+    "blueprint",
+    "agent",
+    CredentialSpec("secret_file", "/nonexistent"),
+)
+
+
+class ScriptedEngine:
+    """Answers every leg with a token naming the leg, or raises ``error``."""
+
+    def __init__(self, error: BaseException | None = None, delay_s: float = 0.0) -> None:
+        self.error = error
+        self.delay_s = delay_s
+        self.calls: list[str] = []
+        self.prepared: list[AgentRef] = []
+        self._lock = threading.Lock()
+
+    def _answer(self, leg: str) -> AcquiredToken:
+        with self._lock:
+            self.calls.append(leg)
+        time.sleep(self.delay_s)
+        if self.error is not None:
+            raise self.error
+        return AcquiredToken(f"token-{leg}", 3600.0, refresh_in=1800.0, scope=leg)
+
+    def prepare(self, agent: AgentRef) -> None:
+        self.prepared.append(agent)
+
+    def acquire_t1(self, agent: AgentRef, *, assertion: str | None = None) -> AcquiredToken:
+        return self._answer("t1")
+
+    def acquire_blueprint_token(
+        self, agent: AgentRef, scopes: tuple[str, ...], *, assertion: str | None = None
+    ) -> AcquiredToken:
+        return self._answer("blueprint")
+
+    def acquire_managed_identity(self, credential: CredentialSpec) -> AcquiredToken:
+        return self._answer("mi")
+
+    def acquire_autonomous_app(
+        self, agent: AgentRef, t1: str, scopes: tuple[str, ...], *, claims: str | None = None
+    ) -> AcquiredToken:
+        return self._answer("autonomous_app")
+
+    def acquire_obo(
+        self,
+        agent: AgentRef,
+        t1: str,
+        user_token: str,
+        scopes: tuple[str, ...],
+        *,
+        claims: str | None = None,
+    ) -> AcquiredToken:
+        return self._answer("obo")
+
+    def acquire_obo_refresh(
+        self,
+        agent: AgentRef,
+        t1: str,
+        refresh_token: str,
+        scopes: tuple[str, ...],
+        *,
+        claims: str | None = None,
+    ) -> AcquiredToken:
+        return self._answer("obo_refresh")
+
+    def acquire_t2(self, agent: AgentRef, t1: str) -> AcquiredToken:
+        return self._answer("t2")
+
+    def acquire_user_fic(
+        self,
+        agent: AgentRef,
+        t1: str,
+        t2: str,
+        scopes: tuple[str, ...],
+        *,
+        user_upn: str | None,
+        user_object_id: str | None,
+        claims: str | None = None,
+    ) -> AcquiredToken:
+        return self._answer("user_fic")
+
+
+def start_host(engine: ScriptedEngine) -> tuple[socket.socket, threading.Thread]:
+    parent_end, host_end = socket.socketpair()
+    calls = engine_host.engine_calls(engine)  # type: ignore[arg-type]
+
+    def run() -> None:
+        engine_host.serve(host_end, calls)
+        host_end.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return parent_end, thread
+
+
+@pytest.fixture
+def own() -> Iterator[ScriptedEngine]:
+    yield ScriptedEngine()
+
+
+def proxy_for(
+    host: ScriptedEngine, own: ScriptedEngine, *, idle_s: float = 60.0
+) -> tuple[EngineProxy, threading.Thread]:
+    sock, thread = start_host(host)
+    proxy = EngineProxy(sock, None, build=lambda: own, idle_before_switch_s=idle_s)  # type: ignore[arg-type,return-value]
+    return proxy, thread
+
+
+def test_every_leg_crosses_and_its_token_comes_back(own: ScriptedEngine) -> None:
+    host = ScriptedEngine()
+    proxy, _ = proxy_for(host, own)
+    got = [
+        proxy.acquire_t1(AGENT, assertion="a"),
+        proxy.acquire_blueprint_token(AGENT, ("s",)),
+        proxy.acquire_managed_identity(AGENT.credential),
+        proxy.acquire_autonomous_app(AGENT, "t1", ("s",), claims="c"),
+        proxy.acquire_obo(AGENT, "t1", "user", ("s",)),
+        proxy.acquire_obo_refresh(AGENT, "t1", "rt", ("s",)),
+        proxy.acquire_t2(AGENT, "t1"),
+        proxy.acquire_user_fic(AGENT, "t1", "t2", ("s",), user_upn="u@x", user_object_id=None),
+    ]
+    legs = ["t1", "blueprint", "mi", "autonomous_app", "obo", "obo_refresh", "t2", "user_fic"]
+    assert host.calls == legs  # all on the host: the switch waits for 60 s of quiet
+    assert own.calls == []
+    assert [t.access_token for t in got] == [f"token-{leg}" for leg in legs]
+    assert got[0] == AcquiredToken("token-t1", 3600.0, refresh_in=1800.0, scope="t1")
+    proxy.close()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        IdentityProviderError(
+            "AADSTS7000215: invalid client secret",
+            transient=False,
+            aadsts_codes=(7000215,),
+            correlation_id="corr",
+            hint="rotate the secret",
+            leg="t1",
+            status=401,
+        ),
+        IdentityProviderError("throttled", transient=True, retry_after_s=7.5, status=429),
+        ConfigurationError("secret file unreadable", hint="check its mode"),
+        RuntimeError("a bug"),
+    ],
+)
+def test_errors_cross_as_themselves(own: ScriptedEngine, error: Exception) -> None:
+    proxy, _ = proxy_for(ScriptedEngine(error=error), own)
+    with pytest.raises(type(error)) as raised:
+        proxy.acquire_t1(AGENT)
+    assert str(raised.value) == str(error)
+    assert vars(raised.value) == vars(error)  # codes, Retry-After, hint, transient, status
+    if isinstance(error, IdentityProviderError):
+        assert raised.value.http_status == error.http_status  # type: ignore[attr-defined]
+        assert raised.value.error_code == error.error_code  # type: ignore[attr-defined]
+    proxy.close()
+
+
+def test_an_exception_that_cannot_cross_names_only_its_type() -> None:
+    class Local(Exception):
+        def __reduce__(self) -> tuple[object, ...]:
+            raise pickle.PicklingError("no")
+
+    crossed = engine_host.crossable(Local("secret detail"))
+    assert isinstance(crossed, RuntimeError)
+    assert "secret" not in str(crossed) and "Local" in str(crossed)
+
+
+def test_concurrent_calls_take_turns_and_all_answer(own: ScriptedEngine) -> None:
+    host = ScriptedEngine(delay_s=0.02)
+    proxy, _ = proxy_for(host, own)
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        token = proxy.acquire_t2(AGENT, "t1")
+        with lock:
+            results.append(token.access_token)
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == ["token-t2"] * 8
+    assert len(host.calls) + len(own.calls) == 8  # each leg made once, by one engine
+    proxy.close()
+
+
+def test_the_switch_prepares_the_served_agents_and_closes_the_pair(own: ScriptedEngine) -> None:
+    host = ScriptedEngine()
+    proxy, host_thread = proxy_for(host, own, idle_s=0.05)
+    proxy.acquire_t1(AGENT)
+    deadline = time.monotonic() + 10
+    while not proxy.switched and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proxy.switched
+    assert own.prepared == [AGENT]
+    host_thread.join(10)
+    assert not host_thread.is_alive()  # the host saw EOF and stopped serving
+    proxy.acquire_autonomous_app(AGENT, "t1", ("s",))
+    assert host.calls == ["t1"] and own.calls == ["autonomous_app"]
+
+
+def test_a_call_waiting_during_the_switch_goes_to_the_parents_engine(
+    own: ScriptedEngine,
+) -> None:
+    host = ScriptedEngine(delay_s=0.3)
+    proxy, _ = proxy_for(host, own)
+    first = threading.Thread(target=lambda: proxy.acquire_t1(AGENT))
+    first.start()
+    time.sleep(0.1)  # the first call holds the pair
+    second: list[AcquiredToken] = []
+    waiter = threading.Thread(target=lambda: second.append(proxy.acquire_t2(AGENT, "t1")))
+    waiter.start()
+    time.sleep(0.05)
+    assert proxy.own() is own  # the switch, while the first call is in flight
+    first.join(10)
+    waiter.join(10)
+    assert host.calls == ["t1"] and own.calls == ["t2"]
+    assert second[0].access_token == "token-t2"
+
+
+def test_a_dead_host_hands_the_call_to_the_parents_engine(own: ScriptedEngine) -> None:
+    sock, peer = socket.socketpair()
+    peer.close()  # the host is gone
+    proxy = EngineProxy(sock, None, build=lambda: own)  # type: ignore[arg-type,return-value]
+    assert proxy.acquire_t1(AGENT).access_token == "token-t1"
+    assert own.calls == ["t1"] and proxy.switched
+
+
+def test_nothing_forks_without_the_clients_variable() -> None:
+    assert engine_host.start_from_environ({}) is None

@@ -130,10 +130,13 @@ def import_overhead(env: dict[str, str]) -> str:
     )
 
 
-#: ``main`` of the client, imported module by module or (argv[2] == "bundle")
-#: through the bundle first, as the launcher does.
+#: ``main`` of the full client, imported module by module or (argv[2] ==
+#: "bundle") through the bundle first, as the hot path's fallback does; or
+#: (argv[2] == "hotpath") the hot path's ``main``, as the launcher calls it.
 DIRECT = (
     "import sys; sys.path.append(sys.argv[1])\n"
+    "if sys.argv[2] == 'hotpath':\n"
+    "    from agentid_client.hotpath import main; sys.exit(main(sys.argv[3:]))\n"
     "if sys.argv[2] == 'bundle':\n"
     "    from agentid_client.hotbundle import install; install()\n"
     "from agentid_client.cli import main; sys.exit(main(sys.argv[3:]))\n"
@@ -213,7 +216,7 @@ def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
                     "--profile",
                     h.PROFILE,
                 ]
-                for mode in ("bundle", "modules")
+                for mode in ("bundle", "modules", "hotpath")
             },
         }
         nodaemon = [
@@ -274,7 +277,14 @@ def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
             f"{ratio(s['minimal'].median, floor):.2f}x floor",
         ),
         Row(
-            "client `main` from `python -I -S -c`, hot-path bundle (as the launcher)",
+            "hot path `hotpath.main` from `python -I -S -c` (the launcher without its sh part)",
+            ms["direct_hotpath"],
+            f"installed launcher: {ms['client']}",
+            f"{ratio(s['direct_hotpath'].median, s['nosite'].median):.2f}x no-site floor; "
+            f"the sh part: {(client - s['direct_hotpath'].median) * 1000:.1f} ms",
+        ),
+        Row(
+            "full client `main` from `python -I -S -c`, bundle (the hot path's fallback)",
             ms["direct_bundle"],
             f"same, module by module: {ms['direct_modules']}",
             f"{ratio(s['direct_bundle'].median, s['direct_modules'].median):.2f}x, "
@@ -307,10 +317,10 @@ def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
         "(the no-daemon path joins one round in "
         f"{params.nodaemon_every}), each as a fresh process timed from the harness "
         "(`subprocess.run`, stdout to /dev/null), so process-spawn cost is in every figure "
-        "alike; the client's `main` run from `python -I -S -c` with and without the "
-        "hot-path bundle joins every round too. Values are medians (min-max, n). The "
-        "daemon's answer row is 200 raw requests from the harness process after the "
-        "rounds.",
+        "alike; the hot path's `main` and the full client's `main` (with and without "
+        "the bundle) run from `python -I -S -c` join every round too. Values are medians "
+        "(min-max, n). The daemon's answer row is 200 raw requests from the harness "
+        "process after the rounds.",
         f"The warm key is served from the daemon's cache (`--format json` source: `{source}`).",
         "The no-daemon path is `bench/nodaemon_cmdlet.py`: the PowerShell cmdlet's work per "
         "call (import MSAL, T1 with fmi_path, AutonomousApp with T1 as assertion, "
@@ -333,20 +343,11 @@ def measure(workdir: Path, params: Params, *, seed: int = 1) -> Section:
     ]
     if missed:
         sec.notes.append(
-            f"Missed ({'; '.join(missed)}). Where the rest goes (measured in-process with "
-            "`time.perf_counter` around each phase, `-X importtime` and cProfile; see "
-            "bench/RESULTS.md's notes): the minimal client row is the practical floor of a "
-            "Python client; it already pays `import os` (~2.3 ms, of which "
-            "`_collections_abc` ~1.3 ms: os.environ is a MutableMapping) and the round trip "
-            "(the daemon's answer row: under 1 ms, so the daemon side is not where the time "
-            "goes). Above it the client pays: the sh launcher's exec and the compile of its "
-            "Python part (~0.5-1 ms: a script gets no .pyc), the bundle's read and unmarshal "
-            "(~1.5 ms cold for ~170 KB of code objects), executing the 15 module bodies "
-            "(~3 ms with `_socket` ~0.6 ms, `_json` ~0.3 ms and `__future__` ~0.2 ms as "
-            "dlopen'ed or extra imports), and `main` itself (~2.4 ms, of which ~1 ms waiting "
-            "in recv for the daemon). The next cuts would be a hot path that imports "
-            "`posix` instead of `os` and less code on it (the bundle's size is what its "
-            "unmarshal costs)."
+            f"Missed ({'; '.join(missed)}). Compare the hot path's `main` row with the "
+            "launcher row (the sh part), and `-X importtime` above (hotpath and `_socket`); "
+            "the daemon's answer row is the round trip. Anything that left the hot path "
+            "(a new import, a fallback to the full client) shows in "
+            "tests/client/test_client_hotpath.py first."
         )
     if r_nod < 10.0:
         sec.notes.append(

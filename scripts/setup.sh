@@ -74,3 +74,9 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+
+# An editable install copies the launcher (a shared script) into .venv/bin once;
+# keep that copy in step with client/launcher/agentid-helper as a reinstall would.
+if ! cmp -s client/launcher/agentid-helper .venv/bin/agentid-helper; then
+  install -m 755 client/launcher/agentid-helper .venv/bin/agentid-helper
+fi

@@ -42,6 +42,8 @@ TYPE_CHECKING = False  # typing costs ~10 ms of imports on the hot path
 if TYPE_CHECKING:
     from typing import Any, TextIO
 
+    from .hotpath import Handoff
+
 DEFAULT_ENV_VAR = "AGENTID_ACCESS_TOKEN"
 # DefaultAzureCredential (azure-identity for Python and the other Azure SDKs)
 # reads this to build its chain of one credential: a token the endpoint
@@ -441,19 +443,28 @@ class CLI:
         return int(systemd_units.uninstall())
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point."""
+def main(argv: list[str] | None = None, handoff: Handoff | None = None) -> int:
+    """Console-script entry point.
+
+    ``handoff``: what agentid_client.hotpath did before it gave up on this
+    command line (git's stdin as it read it, a connection it opened); this
+    run continues from there instead of repeating it.
+    """
     args = sys.argv[1:] if argv is None else list(argv)
+    stdin = None
+    if handoff is not None:
+        if handoff.connection is not None:
+            daemon_api.adopt(handoff.connection)
+        if handoff.stdin_text is not None:
+            import io
+
+            stdin = io.StringIO(handoff.stdin_text)
     try:
-        return CLI().run(args)
+        return CLI(stdin=stdin).run(args)
     except BrokenPipeError:
-        # the reader went away (e.g. `| head`): exit quietly like other CLIs do
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except OSError:
-            pass
-        return 141
+        from .hotpath import quiet_broken_pipe
+
+        return quiet_broken_pipe()
 
 
 if __name__ == "__main__":

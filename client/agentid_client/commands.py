@@ -16,8 +16,7 @@ from .contract import (
     SELECTION_FIELDS,
 )
 from .daemon_api import MAX_TIMEOUT_S
-
-FORMATS = ("token", "json", "header", "az")
+from .hotpath import FORMATS as FORMATS
 
 PROGRAM = "agentid-helper"
 SUMMARY = "per-user credential helper for Microsoft Entra agent identities"

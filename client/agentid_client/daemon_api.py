@@ -29,6 +29,8 @@ from .failures import (
     UsageError,
     from_response,
 )
+from .hotpath import MAX_TIMEOUT_S as MAX_TIMEOUT_S
+from .hotpath import TIMEOUT_ENV as TIMEOUT_ENV
 from .redact import quoted
 from .transport import (
     DEFAULT_TIMEOUT_S,
@@ -38,14 +40,15 @@ from .transport import (
     Response,
     jitter,
     request,
+    resume,
 )
 
 TYPE_CHECKING = False  # typing costs ~10 ms of imports on the hot path
 if TYPE_CHECKING:
     from typing import Any
 
-TIMEOUT_ENV = "AGENTID_HELPER_TIMEOUT"
-MAX_TIMEOUT_S = 86400.0
+    from .hotpath import Connection
+
 #: Pause before repeating a request whose connection was lost (jittered).
 LOST_RETRY_PAUSE_S = 0.1
 #: Without autostart, how long a daemon that just went away may take to be back.
@@ -155,6 +158,27 @@ def warm_profile_of(method: str, target: str, payload: Any) -> str | None:
     return profile if isinstance(profile, str) else "" if profile is None else None
 
 
+#: A connection the hot path opened and handed over (at most one, used once).
+_ADOPTED: list[Connection] = []
+
+
+def adopt(conn: Connection) -> None:
+    """Let the next :func:`call` for ``conn``'s token request finish ``conn`` instead
+    of sending the request again (agentid_client.hotpath gave up after connecting)."""
+    _ADOPTED[:] = [conn]
+
+
+def _adopted(path: str, method: str, target: str, payload: Any) -> Connection | None:
+    """The handed-over connection when it carries this very request."""
+    if not _ADOPTED:
+        return None
+    conn = _ADOPTED.pop()
+    if (method, target, path, payload) == ("POST", "/v1/token", conn.path, conn.payload):
+        return conn
+    conn.sock.close()  # another request: never answer it with this one's connection
+    return None
+
+
 def call(
     method: str,
     target: str,
@@ -172,11 +196,15 @@ def call(
     """
     path = socket_path or paths.socket_path()
     limit = default_timeout() if timeout is None else timeout
-    deadline = time.monotonic() + limit
+    adopted = _adopted(path, method, target, payload)
+    deadline = time.monotonic() + limit if adopted is None else adopted.deadline
     lost_at: float | None = None  # when a connection last ended without an answer
     just_started = False
     while True:
         try:
+            if adopted is not None:
+                conn, adopted = adopted, None
+                return resume(conn, method, target)
             return request(path, method, target, payload, deadline=deadline, pass_fd=pass_fd)
         except DeadlineExceeded as exc:
             raise _deadline_error(path, limit, exc, lost_at is not None) from None

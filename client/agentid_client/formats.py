@@ -6,6 +6,7 @@ import time
 
 from . import jsonlite
 from .failures import EXIT_USAGE, ClientError
+from .hotpath import render_plain
 from .redact import quoted
 
 TYPE_CHECKING = False  # typing costs ~10 ms of imports on the hot path
@@ -22,11 +23,9 @@ def format_token(body: dict[str, Any], fmt: str) -> str:
     """Render a ``POST /v1/token`` response as ``token``, ``json``, ``header`` or ``az``."""
     if fmt == "json":
         return jsonlite.dumps(body, indent=2, sort_keys=True)
-    if fmt == "header":
-        return f"Authorization: Bearer {body['access_token']}"
     if fmt == "az":
         return az_access_token(body)
-    return str(body["access_token"])
+    return render_plain(str(body["access_token"]), fmt)
 
 
 def az_access_token(body: dict[str, Any]) -> str:

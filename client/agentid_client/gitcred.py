@@ -13,7 +13,6 @@ longest matching prefix wins.
 
 from __future__ import annotations
 
-from . import paths
 from .contract import git_key, git_profile
 from .failures import EXIT_CONFIG, EXIT_USAGE, ClientError
 
@@ -71,6 +70,8 @@ def _split_url(url: str) -> dict[str, str]:
 
 def load_git_map(config_file: str | None = None) -> dict[str, str]:
     """``{"host[/path]": profile}`` from config.toml; {} when the file is absent."""
+    from . import paths  # here: the hot path (hotpath.py) imports this module, not os
+
     path = config_file or paths.config_path()
     try:
         with open(path, "rb") as fh:

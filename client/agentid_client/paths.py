@@ -25,14 +25,14 @@ from __future__ import annotations
 import os
 
 from . import private_dir
+from .hotpath import APP_NAME as APP_NAME
+from .hotpath import SOCKET_ENV as SOCKET_ENV
+from .hotpath import SOCKET_NAME as SOCKET_NAME
 
 TYPE_CHECKING = False  # typing costs the hot path milliseconds
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-APP_NAME = "agentid-helper"
-SOCKET_NAME = "agentid-helper.sock"
-SOCKET_ENV = "AGENTID_HELPER_SOCKET"
 CONFIG_ENV = "AGENTID_HELPER_CONFIG"
 NO_AUTOSTART_ENV = "AGENTID_HELPER_NO_AUTOSTART"
 

@@ -24,16 +24,17 @@ import time
 
 from . import jsonlite, trust
 from .failures import ClientError
+from .hotpath import DEFAULT_TIMEOUT_S as DEFAULT_TIMEOUT_S
+from .hotpath import request_bytes as build_request
 
 TYPE_CHECKING = False  # typing costs ~10 ms of imports on the hot path
 if TYPE_CHECKING:
     from typing import Any
 
+    from .hotpath import Connection
+
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
-#: How long a call may take in all (connect, wait for the daemon, read the answer):
-#: ``--timeout`` / ``AGENTID_HELPER_TIMEOUT`` override it (daemon_api.default_timeout).
-DEFAULT_TIMEOUT_S = 60.0
 #: Sleeps between connect attempts on a full backlog: first, cap (seconds).
 BACKLOG_RETRY_FIRST_S = 0.005
 BACKLOG_RETRY_CAP_S = 0.25
@@ -135,26 +136,11 @@ def _connect(path: str, deadline: float) -> _socket.socket:
         pause = min(pause * 2, BACKLOG_RETRY_CAP_S)
 
 
-def build_request(method: str, target: str, body: bytes | None) -> bytes:
-    lines = [
-        f"{method} {target} HTTP/1.1",
-        "Host: localhost",
-        "Connection: close",
-        "User-Agent: agentid-helper",
-        "Accept: application/json",
-    ]
-    if body is not None:
-        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
-    elif method in ("POST", "PUT", "DELETE"):
-        lines.append("Content-Length: 0")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + (body or b"")
-
-
 class _Reader:
-    def __init__(self, sock: _socket.socket, deadline: float):
+    def __init__(self, sock: _socket.socket, deadline: float, received: bytes = b""):
         self.sock = sock
         self.deadline = deadline
-        self.buf = b""
+        self.buf = received
         self.eof = False
 
     def fill(self) -> bool:
@@ -195,8 +181,11 @@ class _Reader:
         return out
 
 
-def read_response(sock: _socket.socket, method: str, deadline: float) -> Response:
-    reader = _Reader(sock, deadline)
+def read_response(
+    sock: _socket.socket, method: str, deadline: float, received: bytes = b""
+) -> Response:
+    """The answer on ``sock``, of which ``received`` came already (hotpath.Connection)."""
+    reader = _Reader(sock, deadline, received)
     head = reader.until(b"\r\n\r\n", MAX_HEADER_BYTES).decode("latin-1")
     status_line, *header_lines = head.split("\r\n")
     parts = status_line.split(" ", 2)
@@ -264,6 +253,26 @@ def request(
             if sent < len(data):  # never an empty send: the daemon may have answered already
                 sock.sendall(data[sent:])
         return read_response(sock, method, deadline)
+    except TimeoutError:
+        raise DeadlineExceeded(path, connected=True) from None
+    except (ConnectionResetError, BrokenPipeError) as exc:
+        raise ConnectionLost(type(exc).__name__) from None
+    finally:
+        sock.close()
+
+
+def resume(conn: Connection, method: str, target: str) -> Response:
+    """Finish the request the hot path began on ``conn`` (agentid_client.hotpath):
+    its directory passed; its peer is checked here unless the request went out,
+    and what the daemon answered so far is read on, never asked again. The same
+    errors as :func:`request`."""
+    path, sock = conn.path, conn.sock
+    try:
+        if not conn.sent:
+            trust.check_peer(sock, path)
+            body = jsonlite.dumps(conn.payload).encode()
+            sock.sendall(build_request(method, target, body))
+        return read_response(sock, method, conn.deadline, conn.received)
     except TimeoutError:
         raise DeadlineExceeded(path, connected=True) from None
     except (ConnectionResetError, BrokenPipeError) as exc:

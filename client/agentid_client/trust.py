@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import _socket
 import os
-import sys
 
 from .failures import DaemonUnreachable
+from .hotpath import peer_uid as peer_uid
 from .private_dir import describe_uid, dir_problem, parents_problem
 
 WHAT_TO_DO = (
     "set XDG_RUNTIME_DIR to a private directory of yours (mode 0700), "
     "or AGENTID_HELPER_SOCKET to a socket path inside one"
 )
-_PEERCRED_SIZE = 12  # struct ucred: pid, uid, gid (three C ints)
 
 
 class Untrusted(DaemonUnreachable):
@@ -42,12 +41,6 @@ def check_socket_dir(socket_path: str) -> None:
     reason = dir_problem(directory) if exists else parents_problem(directory)
     if reason is not None:
         raise Untrusted(f"refusing the socket directory {directory}: {reason}; {WHAT_TO_DO}")
-
-
-def peer_uid(sock: _socket.socket) -> int:
-    """The uid of the process that listens on the other end of ``sock``."""
-    raw = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, _PEERCRED_SIZE)
-    return int.from_bytes(raw[4:8], sys.byteorder)
 
 
 def check_peer(sock: _socket.socket, socket_path: str) -> None:

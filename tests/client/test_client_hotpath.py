@@ -156,3 +156,71 @@ def test_a_cold_command_gets_the_usual_interpreter(tmp_path: Path) -> None:
     assert out.startswith("agentid-helper ")
     execs = [ln for ln in lines if "execve(" in ln and ln.endswith("= 0")]
     assert len(execs) == 3 and '"-I", "-S"' not in execs[2], execs
+
+
+#: What each hot command may import beyond `python -I -S -c pass`'s own modules,
+#: when agentid_client.hotpath answers it (the launcher's Python part).
+HOT_ALLOWED = {
+    "get": {"agentid_client", "agentid_client.hotpath", "_socket"},
+    "kubectl-credential": {
+        "agentid_client",
+        "agentid_client.hotpath",
+        "_socket",
+        "__future__",
+        "_json",
+        "agentid_client.failures",
+        "agentid_client.formats",
+        "agentid_client.jsonlite",
+        "agentid_client.redact",
+    },
+    "git-credential": {
+        "agentid_client",
+        "agentid_client.hotpath",
+        "_socket",
+        "__future__",
+        "agentid_client.contract",
+        "agentid_client.failures",
+        "agentid_client.gitcred",
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "argv,stdin",
+    [
+        (["get", "--profile", "app", "--format", "header"], ""),
+        (["kubectl-credential", "--profile", "aks"], ""),
+        (["git-credential", "--profile", "p", "get"], "protocol=https\nhost=h\n\n"),
+    ],
+)
+def test_the_hot_path_loads_only_the_floor_and_its_allow_list(
+    fake_daemon: FakeDaemon, argv: list[str], stdin: str
+) -> None:
+    """`-X importtime` lists every import the launcher's Python part makes after
+    the interpreter's start: the floor's own modules are loaded by then."""
+    launcher = Path(sys.executable).parent / "agentid-helper"
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-X", "importtime", str(launcher), *argv],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert TOKEN in done.stdout
+    floor = subprocess.run(
+        [sys.executable, "-I", "-S", "-X", "importtime", "-c", "pass"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    def imported(stderr: str) -> set[str]:
+        return {
+            line.rsplit("|", 1)[1].strip()
+            for line in stderr.splitlines()
+            if line.startswith("import time:") and "cumulative" not in line
+        }
+
+    added = imported(done.stderr) - imported(floor.stderr)
+    assert added <= HOT_ALLOWED[argv[0]], sorted(added - HOT_ALLOWED[argv[0]])

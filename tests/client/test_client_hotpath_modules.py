@@ -1,4 +1,9 @@
-"""The exact set of modules a cache hit (`get`) loads beyond a bare interpreter.
+"""The exact set of modules the full client's `get` loads beyond a bare interpreter.
+
+That is the hot path's fallback (agentid_client/hotpath.py hands anything but
+the ordinary success case to it): a new import there costs every error,
+``--format json`` and stale answer its share. The hot path's own modules are
+pinned by tests/client/test_client_hotpath.py.
 
 tests/client/test_client_hotpath.py forbids the heavy modules; this pins the whole set,
 so any new import on the hot path (stdlib or ours) is a visible, reviewed change:
@@ -50,6 +55,7 @@ HOT_PATH_MODULES = frozenset(
         "agentid_client.file_trust",
         "agentid_client.formats",
         "agentid_client.hotbundle",
+        "agentid_client.hotpath",
         "agentid_client.jsonlite",
         "agentid_client.paths",
         "agentid_client.private_dir",
@@ -87,10 +93,11 @@ def test_get_loads_exactly_the_pinned_modules(fake_daemon: FakeDaemon) -> None:
 
 def test_the_bundle_holds_the_pinned_client_modules() -> None:
     """hotbundle.HOT_MODULES is the pinned set's client modules (less the package,
-    imported to find hotbundle, and hotbundle itself): a module added to the hot
-    path without the bundle would cost a whole import again."""
+    imported to find hotbundle, hotbundle itself and hotpath, which the launcher
+    imported before it falls back): a module added to the full client's `get`
+    without the bundle would cost a whole import again."""
     from agentid_client.hotbundle import HOT_MODULES
 
     pinned = {m for m in HOT_PATH_MODULES if m.startswith("agentid_client.")}
-    assert set(HOT_MODULES) == pinned - {"agentid_client.hotbundle"}
+    assert set(HOT_MODULES) == pinned - {"agentid_client.hotbundle", "agentid_client.hotpath"}
     assert len(HOT_MODULES) == len(set(HOT_MODULES))

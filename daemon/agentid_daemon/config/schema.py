@@ -188,7 +188,9 @@ SCHEMA: tuple[Key, ...] = (
         "path",
         FILE_ONLY,
         "PEM file of extra trusted CAs (a TLS proxy, the emulator), added to the system "
-        "roots; wins over `REQUESTS_CA_BUNDLE`",
+        "roots (OpenSSL's default CA directory or file, as `SSL_CERT_DIR`/`SSL_CERT_FILE` "
+        "set them; certifi's bundle where the system has none); wins over "
+        "`REQUESTS_CA_BUNDLE`",
         path_value,
     ),
     Key(

@@ -38,7 +38,7 @@ from .contract import (
     READY_FD_ENV,
     READY_LINE,
     START_FAILED_PREFIX,
-    WARM_PROFILE_ENV,
+    WARM_REQUEST_ENV,
 )
 
 TYPE_CHECKING = False  # the first call waits for this module: no typing import
@@ -59,10 +59,10 @@ STARTED_BY_ENV = "AGENTID_HELPER_STARTED_BY"
 
 # -c rather than -m: works whether or not the daemon package ships __main__.
 # The engine host first: before any thread or heavy import, it forks a child
-# that imports MSAL and prepares the first call's MSAL clients while the daemon
-# imports the rest (agentid_daemon.process.engine_host).
+# that imports MSAL and makes the first call's legs while the daemon imports
+# the rest (agentid_daemon.process.engine_fork).
 _DAEMON_CODE = (
-    "import sys; from agentid_daemon.process.engine_host import start_from_environ; "
+    "import sys; from agentid_daemon.process.engine_fork import start_from_environ; "
     "start_from_environ(); from agentid_daemon.app import main; sys.exit(main(sys.argv[1:]))"
 )
 
@@ -201,13 +201,13 @@ def _inherited_fds(keep: int) -> list[int]:
 
 
 def spawn(
-    log_path: str, socket_path: str, ready_fd: int, warm_profile: str | None = None
+    log_path: str, socket_path: str, ready_fd: int, warm_request: str | None = None
 ) -> Spawned:
     """Start the daemon detached from this process (new session, no terminal).
 
     ``ready_fd`` (the write end of a pipe) is its start report channel;
-    ``warm_profile`` the profile (a name, "" the default) whose MSAL clients it
-    builds while it starts, for the request that made us start it.
+    ``warm_request`` the request that made us start it (``contract.WARM_REQUEST_ENV``),
+    whose first legs it makes while it starts.
 
     ``os.posix_spawn`` rather than ``subprocess``, whose import alone costs the
     first call ~20 ms. It cannot change the child's directory, so this process
@@ -224,9 +224,9 @@ def spawn(
     log_fd = _open(directory, name, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     env = daemon_environment(os.environ, socket_path)
     env[READY_FD_ENV] = str(ready_fd)
-    env.pop(WARM_PROFILE_ENV, None)  # only ever the profile this client asks for
-    if warm_profile is not None:
-        env[WARM_PROFILE_ENV] = warm_profile
+    env.pop(WARM_REQUEST_ENV, None)  # only ever the request this client sends
+    if warm_request is not None:
+        env[WARM_REQUEST_ENV] = warm_request
     actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [
         (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
         (os.POSIX_SPAWN_DUP2, log_fd, 1),  # the daemon logs JSON lines to stdout (journald's way)
@@ -294,10 +294,10 @@ def _start_failure(line: str | None, proc: Spawned, log_path: str) -> StartFaile
 
 
 def ensure_daemon(
-    path: str, timeout: float = START_TIMEOUT_S, *, warm_profile: str | None = None
+    path: str, timeout: float = START_TIMEOUT_S, *, warm_request: str | None = None
 ) -> None:
-    """Make sure a daemon listens on ``path``, starting one if needed (``warm_profile``:
-    the profile of the token request to come, see :func:`spawn`)."""
+    """Make sure a daemon listens on ``path``, starting one if needed (``warm_request``:
+    the token request to come, see :func:`spawn`)."""
     directory = os.path.dirname(os.path.abspath(path))
     _ensure_dir(directory)
     log_path = os.path.join(directory, LOG_NAME)
@@ -308,7 +308,7 @@ def ensure_daemon(
         read_fd, write_fd = os.pipe()  # both ends close-on-exec; pass_fds hands one over
         try:
             try:
-                proc = spawn(log_path, path, write_fd, warm_profile)
+                proc = spawn(log_path, path, write_fd, warm_request)
             finally:
                 os.close(write_fd)  # the daemon holds the only write end now
             try:

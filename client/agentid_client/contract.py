@@ -100,12 +100,17 @@ READY_FD_ENV = "AGENTID_HELPER_READY_FD"
 READY_LINE = "ready"
 START_FAILED_PREFIX = "exit "
 
-# The profile of the request that made a client autostart the daemon (only its
-# name, "" for the default profile; never a token or any other field): the
-# daemon's engine host builds that profile's MSAL clients while the daemon
-# imports the rest of itself (agentid_daemon.process.engine_host), so the
-# first answer comes sooner.
-WARM_PROFILE_ENV = "AGENTID_HELPER_WARM_PROFILE"
+# The token request that made a client autostart the daemon, as a JSON object:
+# its WARM_REQUEST_FIELDS as the request has them (never a user token, never
+# an option but whether a claims challenge came). The daemon's engine host
+# resolves it as the daemon will, builds its agent's MSAL clients and makes
+# its first legs while the daemon imports the rest of itself; the broker's
+# identical calls get those answers (agentid_daemon.process.engine_host).
+WARM_REQUEST_ENV = "AGENTID_HELPER_WARM_REQUEST"
+WARM_REQUEST_FIELDS = (
+    *(name for name in SELECTION_FIELDS if name != "user_token"),
+    "claims",
+)
 
 
 def is_profile_name(name: str) -> bool:

@@ -19,7 +19,8 @@ import os
 import sys
 import time
 
-from . import paths
+from . import jsonlite, paths
+from .contract import WARM_REQUEST_FIELDS
 from .failures import (
     EXIT_CONFIG,
     PROG,
@@ -111,10 +112,10 @@ def _deadline_error(
     return DaemonUnreachable(message, [*run_mode_hint(), "wait longer with --timeout SECONDS"])
 
 
-def _bring_up(path: str, deadline: float, warm_profile: str | None = None) -> None:
+def _bring_up(path: str, deadline: float, warm_request: str | None = None) -> None:
     """No daemon listens on ``path``: start one, or let systemd start it; raise if we cannot.
 
-    ``warm_profile``: the profile of the token request waiting for it (autostart.spawn)."""
+    ``warm_request``: the token request waiting for it (autostart.spawn)."""
     remaining = deadline - time.monotonic()
     from .supervisor import SystemdStartFailed, manages, start_socket  # cold path
 
@@ -130,7 +131,7 @@ def _bring_up(path: str, deadline: float, warm_profile: str | None = None) -> No
         ensure_daemon(
             path,
             timeout=max(0.1, min(START_TIMEOUT_S, remaining)),
-            warm_profile=warm_profile,
+            warm_request=warm_request,
         )
     except StartFailed as exc:
         from .autostart import answers
@@ -149,13 +150,13 @@ def _bring_up(path: str, deadline: float, warm_profile: str | None = None) -> No
         ) from None
 
 
-def warm_profile_of(method: str, target: str, payload: Any) -> str | None:
-    """The profile name a daemon started for this request may prepare ("": the
-    default profile); None for any other request."""
+def warm_request_of(method: str, target: str, payload: Any) -> str | None:
+    """What a daemon started for this request may do before it asks
+    (``contract.WARM_REQUEST_ENV``): the JSON of its ``WARM_REQUEST_FIELDS``;
+    None for any other request."""
     if method != "POST" or target != "/v1/token" or not isinstance(payload, dict):
         return None
-    profile = payload.get("profile")
-    return profile if isinstance(profile, str) else "" if profile is None else None
+    return jsonlite.dumps({k: payload[k] for k in WARM_REQUEST_FIELDS if k in payload})
 
 
 #: A connection the hot path opened and handed over (at most one, used once).
@@ -220,7 +221,7 @@ def call(
                     f"daemon unreachable at {path} after starting it", START_HINTS
                 ) from None
             if autostart_enabled():
-                _bring_up(path, deadline, warm_profile_of(method, target, payload))
+                _bring_up(path, deadline, warm_request_of(method, target, payload))
                 just_started = True
                 continue
             # Nothing we may start; a daemon that just went away may be restarting.

@@ -44,7 +44,7 @@ from .core.errors import ConfigurationError
 from .core.logs import configure_logging, get_logger
 from .identity_endpoint.service import IdentitySessions
 from .identity_endpoint.sessions import SidecarSettings
-from .process import engine_host
+from .process import engine_fork
 from .process.limits import forbid_core_dumps, max_connections_for, raise_nofile_limit
 from .process.runmode import AUTOSTART, run_mode, set_process_name
 from .process.sdnotify import Notifier, StatusLine
@@ -156,10 +156,10 @@ def build_components(config: Config) -> Components:
 
     metrics = Metrics()
     cache = TokenCache(idle_timeout_s=config.daemon.idle_timeout_s)
-    # An autostarted daemon's first calls go to its engine host, already
-    # preparing them; MSAL is imported here only without one (engine_host.py).
+    # An autostarted daemon's first calls go to its engine host, which made
+    # them ahead; MSAL is imported here only without one (process/engine_host.py).
     engine: BrokerEngine
-    proxy = engine_host.take_proxy()
+    proxy = engine_fork.take_proxy()
     if proxy is not None:
         engine, own = proxy, proxy.own
     else:
@@ -316,7 +316,7 @@ class Daemon:
                         profiles=sorted(self.state.config.profiles) if self.state.config else [],
                         pid=os.getpid(),
                         max_connections=self.server.limits.max_connections,
-                        engine_host=engine_host.host_pid(),
+                        engine_host=engine_fork.host_pid(),
                     )
                     await self.notifier.ready(self.activity.text())
                     nursery.start_soon(self.notifier.run_watchdog, self.activity.text)

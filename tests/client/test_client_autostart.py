@@ -17,9 +17,9 @@ import pytest
 from log_audit import scan_tree
 from tooling import ROOT, SUPPORT
 
-from agentid_client import autostart, daemon_api
+from agentid_client import autostart, daemon_api, jsonlite
 from agentid_client.cli import CLI
-from agentid_client.contract import WARM_PROFILE_ENV
+from agentid_client.contract import WARM_REQUEST_ENV
 
 # A stand-in daemon: the shared fake, serving until killed; like the real one
 # it reports "ready" on the start report pipe once it listens.
@@ -173,37 +173,51 @@ def test_readme_lists_the_daemon_environment_allow_list() -> None:
 
 
 @pytest.mark.parametrize(
-    ("argv", "expected"), [(["get"], ""), (["get", "--profile", "app"], "app")]
+    ("argv", "expected"),
+    [
+        (["get"], {}),
+        (
+            ["get", "--profile", "app", "--scope", "api://x/.default"],
+            {"profile": "app", "scope": "api://x/.default"},
+        ),
+    ],
 )
-def test_autostarted_daemon_is_told_the_profile_to_prepare_and_nothing_more(
-    sockdir: str, monkeypatch: pytest.MonkeyPatch, argv: list[str], expected: str
+def test_autostarted_daemon_is_told_the_request_to_come_and_nothing_more(
+    sockdir: str, monkeypatch: pytest.MonkeyPatch, argv: list[str], expected: dict[str, str]
 ) -> None:
-    """The daemon builds that profile's MSAL clients while it starts
-    (agentid_daemon.process.warmup); the client's own value of the variable never
-    passes, and only the name goes: no other field of the request."""
+    """The daemon's engine host makes that request's first legs while it starts
+    (agentid_daemon.process.engine_host); the client's own value of the variable
+    never passes, and neither does any option of the request."""
     monkeypatch.setattr(autostart, "_DAEMON_CODE", FAKE_DAEMON.format(tests=str(SUPPORT)))
-    monkeypatch.setenv(WARM_PROFILE_ENV, "planted")
-    assert run(argv)[0] == 0
+    monkeypatch.setenv(WARM_REQUEST_ENV, '{"profile": "planted"}')
+    assert run([*argv, "--min-validity", "60"])[0] == 0
     pid = _wait_for_pid(sockdir + ".pid")
     raw = Path(f"/proc/{pid}/environ").read_bytes()
     env = dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
-    assert env[WARM_PROFILE_ENV] == expected
+    assert jsonlite.loads(env[WARM_REQUEST_ENV]) == expected
 
 
 @pytest.mark.parametrize(
     ("method", "target", "payload", "expected"),
     [
-        ("POST", "/v1/token", {"profile": "app", "scope": "x"}, "app"),
-        ("POST", "/v1/token", {"scope": "x"}, ""),
-        ("POST", "/v1/token", {"profile": 7}, None),
+        ("POST", "/v1/token", {"profile": "app", "scope": "x"}, {"profile": "app", "scope": "x"}),
+        ("POST", "/v1/token", {"scope": ["x", "y"], "min_validity_s": 60}, {"scope": ["x", "y"]}),
+        # never a user token; only that a claims challenge came, as the request has it
+        (
+            "POST",
+            "/v1/token",
+            {"mode": "OBO", "user_token": "eyJ.secret", "claims": "{}", "force_refresh": True},
+            {"mode": "OBO", "claims": "{}"},
+        ),
         ("GET", "/v1/status", None, None),
         ("POST", "/v1/agents", {"profile": "app"}, None),
     ],
 )
-def test_only_a_token_request_names_a_profile_to_prepare(
-    method: str, target: str, payload: object, expected: str | None
+def test_only_a_token_request_is_told_and_never_its_user_token(
+    method: str, target: str, payload: object, expected: dict[str, object] | None
 ) -> None:
-    assert daemon_api.warm_profile_of(method, target, payload) == expected
+    told = daemon_api.warm_request_of(method, target, payload)
+    assert (None if told is None else jsonlite.loads(told)) == expected
 
 
 def test_autostarted_daemon_holds_no_descriptor_of_the_client_and_not_its_directory(

@@ -114,3 +114,24 @@ def test_engine_host_exits_after_the_switch_and_dies_with_its_daemon(
     (pid,) = daemon_pids(sock)
     os.kill(pid, signal.SIGKILL)
     poll_until(lambda: not daemon_pids(sock, hosts=True) and not _alive(pid), timeout=15)
+
+
+def test_an_autostarted_daemons_first_legs_are_made_once(
+    autostart_sandbox: HelperSandbox, emulator: Emulator
+) -> None:
+    """The engine host makes the waiting request's legs before the daemon listens
+    (process/engine_host.py, first_legs); the broker's calls are answered with
+    them, so the identity provider sees T1 and the resource token once each, and a
+    second scope costs its own leg only."""
+    sandbox = autostart_sandbox
+    emulator.reset()
+    first = sandbox.client("get", "--profile", "app", timeout=CLIENT_TIMEOUT_S)
+    assert first.returncode == 0, describe(first)
+    legs = emulator.stats()["token_requests"]["by_leg"]
+    assert (legs.get("t1"), legs.get("autonomous_app")) == (1, 1), legs
+    other = sandbox.client(
+        "get", "--profile", "app", "--scope", "https://vault.azure.net/.default", timeout=60
+    )
+    assert other.returncode == 0, describe(other)
+    legs = emulator.stats()["token_requests"]["by_leg"]
+    assert (legs.get("t1"), legs.get("autonomous_app")) == (1, 2), legs

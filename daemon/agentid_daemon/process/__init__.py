@@ -4,5 +4,6 @@
 - :mod:`.runmode`: systemd unit, autostarted or foreground; the process name.
 - :mod:`.sdnotify`: sd_notify and the ``STATUS=`` line.
 - :mod:`.start_report`: how the start went, to the client that autostarted it.
-- :mod:`.engine_host`: an autostarted daemon's first engine calls, answered by a forked child.
+- :mod:`.engine_fork`: an autostarted daemon's first act: fork the engine host.
+- :mod:`.engine_host`: an autostarted daemon's first engine calls, answered by the forked child.
 """

@@ -2,22 +2,24 @@
 
 A client that finds no daemon starts one and waits for its first answer
 (issue 22: no slower than doing the call without the daemon). Nearly all of
-a daemon start is CPU: importing MSAL and requests (about 220 ms), loading
-the configuration, two tenant discoveries, and on the other side trio,
+a daemon start is CPU: importing MSAL and requests, loading the
+configuration, two tenant discoveries, and on the other side trio,
 structlog, h11 and the daemon's own modules. In one process all of it is
 serialized on the GIL, so a thread cannot overlap them; a second process can.
 
 So the autostart command (``client/agentid_client/autostart.py``) runs
-:func:`start_from_environ` first, before any thread exists and before the
-heavy imports. When the client named the profile it asks for
-(``contract.WARM_PROFILE_ENV``) it forks:
+:func:`.engine_fork.start_from_environ` first, before any thread exists and
+before any import of the daemon's. When the client told the request it is
+about to send (``contract.WARM_REQUEST_ENV``) it forks:
 
-- the **child** (the host) imports the engine (MSAL), loads the
-  configuration, resolves that profile's agent, calls
+- the **child** (the host, :func:`run_host`) imports the engine (MSAL),
+  loads the configuration, resolves the request as the daemon will, calls
   :meth:`~agentid_daemon.idp.engine.Engine.prepare` (the MSAL clients and a
-  kept-alive connection to the authority), then answers the broker's Engine
-  calls (``broker/seams.py``) sent over a socket pair, one at a time, until
-  the pair is closed;
+  kept-alive connection to the authority) and makes the request's first legs
+  (:func:`first_legs`: T1, and an AutonomousApp resource token) before
+  anyone asks; then it answers the broker's Engine calls (``broker/seams.py``)
+  sent over a socket pair, one at a time, until the pair is closed. A call
+  equal to a leg it already made gets that leg's outcome (:class:`Prefetched`).
 - the **parent** imports trio and the rest, listens, reports ready, and its
   broker runs its legs as always with an :class:`EngineProxy` as its engine.
   The proxy sends each call to the host until the parent's own engine is
@@ -26,25 +28,33 @@ heavy imports. When the client named the profile it asks for
   for the agents the host served; then the proxy routes every call to it,
   closes the pair, and the host exits on EOF.
 
+The first request's legs are then done, or under way, by the time the parent
+listens, instead of starting when its request reaches the broker.
+
 The identity provider sees the same token requests as without the host: each
-leg is one engine call, made once, by one of the two engines, and the
-broker's cache sits above both as always. Anything the host cannot do (a
-config error, an unreadable secret, an authority that does not answer) only
-ends its warm-up: the call meets the same error there and it crosses back as
-itself, or, when the host is gone, the parent's own engine makes the call.
+leg is made once, by one of the two engines, and the broker's cache sits
+above both as always. A leg made ahead is handed out once and only to a call
+equal to the one that made it (tests/daemon/process/test_engine_host.py
+drives the real broker over the pair); a request the client did not tell, or
+that resolves otherwise in the parent (a config file changed in between),
+has its legs made when asked, and what was made ahead is dropped unused with
+the host. Anything the host cannot do (a config error, an unreadable secret,
+an authority that does not answer) only ends its warm-up: the call meets the
+same error there and it crosses back as itself, or, when the host is gone,
+the parent's own engine makes the call.
 
-**Why pickle is safe here.** The pair is made by ``socket.socketpair()``
-before the fork: it has no name in the filesystem, no other process can
-connect to it, and both ends are close-on-exec (PEP 446), so nothing either
-process runs inherits them. The only peer of each end is the same program,
-forked from the same process, of the same user. The pickles carry what the
-engine takes and returns (``AgentRef``, ``CredentialSpec``, strings,
-``AcquiredToken``) and the exceptions it raises, which keep their attributes
-(codes, ``Retry-After``, hints, transient); a traceback does not cross.
+**Why pickle is safe here.** The pair is made by ``socketpair()`` before the
+fork: it has no name in the filesystem, no other process can connect to it,
+and both ends are close-on-exec (PEP 446), so nothing either process runs
+inherits them. The only peer of each end is the same program, forked from
+the same process, of the same user. The pickles carry what the engine takes
+and returns (``AgentRef``, ``CredentialSpec``, strings, ``AcquiredToken``)
+and the exceptions it raises, which keep their attributes (codes,
+``Retry-After``, hints, transient); a traceback does not cross.
 
-**The host's limits.** It is forked after RLIMIT_CORE 0 and
-``PR_SET_DUMPABLE`` 0 (:func:`.limits.forbid_core_dumps`), which a fork
-keeps; it asks the kernel for SIGKILL when the parent dies
+**The host's limits.** Before it reads any secret it sets RLIMIT_CORE 0 and
+``PR_SET_DUMPABLE`` 0 (:func:`.limits.forbid_core_dumps`; the parent does the
+same in ``app.main``); it asks the kernel for SIGKILL when the parent dies
 (``PR_SET_PDEATHSIG``), so it never outlives the daemon even inside a slow
 token request; it holds no listening socket (the parent binds after the
 fork) and closes the autostart's ready pipe (the client waits for the
@@ -58,6 +68,7 @@ never sees the variable and builds its own engine as always.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pickle
 import socket
@@ -67,10 +78,12 @@ import time
 from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from agentid_client.contract import READY_FD_ENV, WARM_PROFILE_ENV
+from agentid_client.contract import READY_FD_ENV
+
+from ..core.models import Mode
 
 if TYPE_CHECKING:
-    from ..core.models import AcquiredToken, AgentRef, CredentialSpec
+    from ..core.models import AcquiredToken, AgentRef, CredentialSpec, TokenRequest
     from ..idp.engine import Engine
 
 T = TypeVar("T")
@@ -153,17 +166,82 @@ def engine_calls(engine: Engine) -> dict[str, Callable[..., AcquiredToken]]:
     }
 
 
-def serve(sock: socket.socket, calls: dict[str, Callable[..., AcquiredToken]]) -> None:
+#: An engine call as it crosses the pair: its name, positional and keyword
+#: arguments (the proxy always names every keyword, so equal calls compare equal).
+CallMessage = tuple[str, tuple[object, ...], dict[str, object]]
+
+
+def aged(token: AcquiredToken, seconds: float) -> AcquiredToken:
+    """``token`` as if its request had been sent ``seconds`` later than it was:
+    its durations count from the send (models.AcquiredToken), so a token kept
+    that long has that much less left (and is refreshed that much sooner)."""
+    refresh_in = token.refresh_in
+    return dataclasses.replace(
+        token,
+        expires_in=token.expires_in - seconds,
+        refresh_in=None if refresh_in is None else max(0.0, refresh_in - seconds),
+    )
+
+
+class Prefetched:
+    """Answers the host got before the broker asked (:func:`warm_up`).
+
+    Each answers the first call equal to the one that produced it, once, and
+    is then gone: the identity provider sees each leg once, made by the host
+    instead of later by the broker. A token is handed over aged by the time
+    it waited (:func:`aged`); an error crosses as itself, as it would have.
+    """
+
+    def __init__(self) -> None:
+        self._answers: list[tuple[CallMessage, bool, object, float]] = []
+
+    def make(
+        self, message: CallMessage, call: Callable[..., AcquiredToken]
+    ) -> AcquiredToken | None:
+        """Make ``message``'s call now and keep its outcome; the token, None on an error."""
+        _name, args, kwargs = message
+        sent = time.monotonic()
+        try:
+            token = call(*args, **kwargs)
+        except Exception as exc:
+            self._answers.append((message, False, crossable(exc), sent))
+            return None
+        self._answers.append((message, True, token, sent))
+        return token
+
+    def take(self, message: CallMessage) -> tuple[bool, object] | None:
+        """The kept outcome of a call equal to ``message`` (forgotten now), else None."""
+        for i, (kept, ok, value, sent) in enumerate(self._answers):
+            if kept == message:
+                del self._answers[i]
+                if ok:
+                    value = aged(value, time.monotonic() - sent)  # type: ignore[arg-type]
+                return ok, value
+        return None
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+
+def serve(
+    sock: socket.socket,
+    calls: dict[str, Callable[..., AcquiredToken]],
+    prefetched: Prefetched | None = None,
+) -> None:
     """Answer ``(name, args, kwargs)`` messages with ``(True, result)`` or
-    ``(False, exception)`` until the pair closes."""
+    ``(False, exception)`` until the pair closes; a call ``prefetched`` holds
+    is answered from there."""
     while True:
         try:
-            name, args, kwargs = recv_message(sock)
+            message = recv_message(sock)
         except HostGone:
             return
+        name, args, kwargs = message
+        reply = prefetched.take(message) if prefetched is not None else None
         call = calls.get(name)
-        reply: tuple[bool, object]
-        if call is None:
+        if reply is not None:
+            pass
+        elif call is None:
             reply = (False, RuntimeError(f"the engine host has no call {name!r}"))
         else:
             try:
@@ -176,17 +254,49 @@ def serve(sock: socket.socket, calls: dict[str, Callable[..., AcquiredToken]]) -
             return
 
 
-def prepare_for(engine: Engine, profile: str) -> str:
-    """Prepare ``engine`` for ``profile``'s agent ("" : the default profile);
-    "prepared" or "skipped: <exception type>" (the first call meets it again)."""
+def first_legs(engine: Engine, req: TokenRequest, *, claims: bool) -> Prefetched:
+    """Make the legs the broker's first calls for ``req`` will be, now.
+
+    For an agent whose blueprint has its own credential: T1, and for an
+    AutonomousApp request without a claims challenge (``claims``) its resource
+    token, as ``Broker._resource_fetch`` asks for them; the messages are those
+    :class:`EngineProxy` sends for its calls (tests/daemon/process/
+    test_engine_host.py drives the real broker over the pair and counts each
+    leg once). The other legs need what only the request carries (an OBO user
+    token) or what the parent has cached by then; they are made when asked.
+    A failed T1 stops here.
+    """
+    prefetched = Prefetched()
+    agent = req.agent
+    if agent.credential.kind == "managed_identity":
+        return prefetched  # T1 needs the managed identity's token: a leg of its own
+    t1 = prefetched.make(("acquire_t1", (agent,), {"assertion": None}), engine.acquire_t1)
+    if t1 is not None and req.mode is Mode.AUTONOMOUS_APP and not claims:
+        prefetched.make(
+            ("acquire_autonomous_app", (agent, t1.access_token, req.scopes), {"claims": None}),
+            engine.acquire_autonomous_app,
+        )
+    return prefetched
+
+
+def warm_up(engine: Engine, raw_request: str) -> Prefetched | None:
+    """Prepare ``engine`` for the waiting request (``contract.WARM_REQUEST_ENV``'s
+    JSON) and make its first legs (:func:`first_legs`); None when it cannot be
+    resolved or prepared: the first call meets the reason again, and reports it."""
     try:
+        from agentid_client import jsonlite
+
         from ..config.loader import load_config
 
-        agent = load_config().resolve_selection({"profile": profile or None}).agent
-        engine.prepare(agent)
-    except Exception as exc:
-        return f"skipped: {type(exc).__name__}"
-    return "prepared"
+        fields = jsonlite.loads(raw_request)
+        if not isinstance(fields, dict):
+            return None
+        claims = fields.pop("claims", None) is not None
+        req = load_config().resolve_selection(fields)
+        engine.prepare(req.agent)
+    except Exception:
+        return None
+    return first_legs(engine, req, claims=claims)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -200,10 +310,18 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
-def _host_main(sock: socket.socket, profile: str, environ: MutableMapping[str, str]) -> None:
-    """The child: its own name, no ready pipe, no output, the engine, then serve."""
+def run_host(fd: int, parent: int, raw_request: str, environ: MutableMapping[str, str]) -> None:
+    """The child (:mod:`.engine_fork`), on its end ``fd`` of the pair: no core
+    and no debugger before any secret, SIGKILL with the parent, its own name,
+    no ready pipe, no output, the engine prepared for the waiting request and
+    its first legs made (:func:`warm_up`), then serve until the pair closes.
+    An exception ends the host (the fork exits 1)."""
+    from .limits import forbid_core_dumps
     from .runmode import set_process_name
 
+    sock = socket.socket(fileno=fd)
+    forbid_core_dumps()
+    _die_with_parent(parent)
     set_process_name(HOST_PROCESS_NAME)
     raw = environ.pop(READY_FD_ENV, "")
     if raw.isdigit():
@@ -216,8 +334,7 @@ def _host_main(sock: socket.socket, profile: str, environ: MutableMapping[str, s
     from ..idp.engine import Engine  # MSAL and requests: the host's import, not the parent's
 
     engine = Engine()
-    prepare_for(engine, profile)
-    serve(sock, engine_calls(engine))
+    serve(sock, engine_calls(engine), warm_up(engine, raw_request))
 
 
 # ---------------------------------------------------------------- the parent's proxy
@@ -260,6 +377,11 @@ class EngineProxy:
         self._switcher: threading.Thread | None = None
         #: How the calls went: "host" until the switch, then "own".
         self.calls_to_host = 0
+
+    @classmethod
+    def over(cls, fd: int, pid: int) -> EngineProxy:
+        """The proxy on the parent's end ``fd`` of the pair to host ``pid``."""
+        return cls(socket.socket(fileno=fd), pid)
 
     # -- the switch ---------------------------------------------------------------
 
@@ -453,59 +575,3 @@ class EngineProxy:
             "acquire_user_fic", agent, t1, t2, scopes, user_upn=user_upn,
             user_object_id=user_object_id, claims=claims,
         )  # fmt: skip
-
-
-# ---------------------------------------------------------------- the fork
-
-
-_started: EngineProxy | None = None
-
-
-def start_from_environ(environ: MutableMapping[str, str] | None = None) -> EngineProxy | None:
-    """Fork the engine host the autostarting client asked for (the variable is
-    removed: nothing the daemon runs inherits it); None when it asked for none
-    or the host cannot be started (the daemon then builds its own engine, and
-    meets whatever stopped the host itself: e.g. a refused ``prctl``)."""
-    global _started
-    env = os.environ if environ is None else environ
-    profile = env.pop(WARM_PROFILE_ENV, None)
-    if profile is None or _started is not None:
-        return None
-    from .limits import forbid_core_dumps
-
-    try:
-        forbid_core_dumps()  # before the fork: the host keeps both limits
-        parent_end, host_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        parent = os.getpid()
-        pid = os.fork()
-    except OSError:
-        return None
-    if pid == 0:  # the host
-        code = 0
-        try:
-            parent_end.close()
-            _die_with_parent(parent)
-            _host_main(host_end, profile, env)
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)
-    host_end.close()
-    _started = EngineProxy(parent_end, pid)
-    return _started
-
-
-_taken: EngineProxy | None = None
-
-
-def take_proxy() -> EngineProxy | None:
-    """The started host's proxy, once (None without one): the daemon's engine."""
-    global _started, _taken
-    _taken, _started = _started, None
-    return _taken
-
-
-def host_pid() -> int | None:
-    """The pid of the host whose proxy the daemon took (its "daemon ready" line
-    names it), None without one."""
-    return _taken.pid if _taken is not None else None

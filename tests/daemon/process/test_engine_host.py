@@ -7,17 +7,24 @@ pair (the fork itself is covered by the autostart tests, tests/integration/).
 
 from __future__ import annotations
 
+import functools
 import pickle
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 
+from agentid_daemon.broker.broker import Broker, ServedToken
+from agentid_daemon.cache.token_cache import TokenCache
 from agentid_daemon.core.errors import ConfigurationError, IdentityProviderError
-from agentid_daemon.core.models import AcquiredToken, AgentRef, CredentialSpec
-from agentid_daemon.process import engine_host
+from agentid_daemon.core.metrics import Metrics
+from agentid_daemon.core.models import AcquiredToken, AgentRef, CredentialSpec, Mode, TokenRequest
+from agentid_daemon.process import engine_fork, engine_host
 from agentid_daemon.process.engine_host import EngineProxy
 
 AGENT = AgentRef(
@@ -105,12 +112,14 @@ class ScriptedEngine:
         return self._answer("user_fic")
 
 
-def start_host(engine: ScriptedEngine) -> tuple[socket.socket, threading.Thread]:
+def start_host(
+    engine: ScriptedEngine, prefetched: engine_host.Prefetched | None = None
+) -> tuple[socket.socket, threading.Thread]:
     parent_end, host_end = socket.socketpair()
     calls = engine_host.engine_calls(engine)  # type: ignore[arg-type]
 
     def run() -> None:
-        engine_host.serve(host_end, calls)
+        engine_host.serve(host_end, calls, prefetched)
         host_end.close()
 
     thread = threading.Thread(target=run, daemon=True)
@@ -255,4 +264,150 @@ def test_a_dead_host_hands_the_call_to_the_parents_engine(own: ScriptedEngine) -
 
 
 def test_nothing_forks_without_the_clients_variable() -> None:
-    assert engine_host.start_from_environ({}) is None
+    assert engine_fork.start_from_environ({}) is None
+
+
+# ---------------------------------------------------------------- the first legs, made before asked
+
+GRAPH = "https://graph.microsoft.com/.default"
+APP_REQUEST = TokenRequest(AGENT, Mode.AUTONOMOUS_APP, (GRAPH,))
+
+
+async def _served_by_broker(engine: EngineProxy, req: TokenRequest, **options: Any) -> ServedToken:
+    """``req`` through the real broker (worker threads, a running cache) over ``engine``."""
+    cache = TokenCache()
+    broker = Broker(engine, cache, Metrics(), limiter=trio.CapacityLimiter(4))
+    outcome: list[ServedToken | Exception] = []
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(cache.run)
+            try:
+                outcome.append(await broker.get_token(req, **options))
+            except Exception as exc:  # raised below, not as the nursery's group
+                outcome.append(exc)
+            nursery.cancel_scope.cancel()
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _broker_over_host(
+    host: ScriptedEngine, prefetched: engine_host.Prefetched, req: TokenRequest, **options: Any
+) -> tuple[ServedToken, EngineProxy]:
+    sock, _ = start_host(host, prefetched)
+    proxy = EngineProxy(sock, None, build=ScriptedEngine, idle_before_switch_s=60.0)  # type: ignore[arg-type]
+    try:
+        return trio.run(functools.partial(_served_by_broker, proxy, req, **options)), proxy
+    finally:
+        proxy.close()
+
+
+def test_the_brokers_first_calls_are_answered_by_the_legs_the_host_made_before_it_asked() -> None:
+    """The identity provider sees each leg once: made by the host while the daemon
+    starts, handed to the broker's identical calls (the messages the proxy sends)."""
+    host = ScriptedEngine()
+    prefetched = engine_host.first_legs(host, APP_REQUEST, claims=False)  # type: ignore[arg-type]
+    assert host.calls == ["t1", "autonomous_app"] and len(prefetched) == 2
+    served, proxy = _broker_over_host(host, prefetched, APP_REQUEST)
+    assert served.access_token == "token-autonomous_app"
+    assert host.calls == ["t1", "autonomous_app"]  # neither made again
+    assert proxy.calls_to_host == 2 and len(prefetched) == 0
+
+
+def test_a_request_the_host_did_not_foresee_is_made_when_asked() -> None:
+    """Another scope than the one foreseen: its own leg, never the foreseen token."""
+    host = ScriptedEngine()
+    prefetched = engine_host.first_legs(host, APP_REQUEST, claims=False)  # type: ignore[arg-type]
+    other = TokenRequest(AGENT, Mode.AUTONOMOUS_APP, ("api://other/.default",))
+    _broker_over_host(host, prefetched, other)
+    assert host.calls == ["t1", "autonomous_app", "autonomous_app"]
+    assert len(prefetched) == 1  # the foreseen resource token was not handed out
+
+
+@pytest.mark.parametrize(
+    ("req", "claims", "options", "then"),
+    [
+        # a claims challenge: its resource leg carries the claims, made when asked
+        (
+            APP_REQUEST,
+            True,
+            {"claims": '{"access_token":{"nbf":{"essential":true}}}'},
+            "autonomous_app",
+        ),
+        # OBO needs the user token only the request carries
+        (
+            TokenRequest(AGENT, Mode.OBO, (GRAPH,), user_token="user-jwt"),
+            False,
+            {},
+            "obo",
+        ),
+    ],
+)
+def test_only_t1_is_made_ahead_when_the_resource_leg_needs_the_request(
+    req: TokenRequest, claims: bool, options: dict[str, Any], then: str
+) -> None:
+    host = ScriptedEngine()
+    prefetched = engine_host.first_legs(host, req, claims=claims)  # type: ignore[arg-type]
+    assert host.calls == ["t1"]
+    _broker_over_host(host, prefetched, req, **options)
+    assert host.calls == ["t1", then]
+
+
+def test_a_managed_identity_blueprint_makes_no_leg_ahead() -> None:
+    agent = AgentRef(
+        "https://login.example",
+        "tenant",
+        "blueprint",
+        "agent",
+        CredentialSpec("managed_identity", ""),
+    )
+    host = ScriptedEngine()
+    prefetched = engine_host.first_legs(
+        host, TokenRequest(agent, Mode.AUTONOMOUS_APP, (GRAPH,)), claims=False
+    )  # type: ignore[arg-type]
+    assert host.calls == [] and len(prefetched) == 0
+
+
+def test_a_failed_t1_made_ahead_is_the_brokers_error_and_is_not_made_again() -> None:
+    host = ScriptedEngine(
+        error=IdentityProviderError(
+            "AADSTS7000215: bad secret", aadsts_codes=(7000215,), leg="t1", status=401
+        )
+    )
+    prefetched = engine_host.first_legs(host, APP_REQUEST, claims=False)  # type: ignore[arg-type]
+    assert host.calls == ["t1"]
+    with pytest.raises(IdentityProviderError) as caught:
+        _broker_over_host(host, prefetched, APP_REQUEST)
+    assert caught.value.aadsts_codes == (7000215,)
+    assert host.calls == ["t1"]
+
+
+def test_a_token_kept_for_the_broker_is_handed_over_aged_by_its_wait() -> None:
+    prefetched = engine_host.Prefetched()
+    message: engine_host.CallMessage = ("acquire_t1", (AGENT,), {"assertion": None})
+    made = prefetched.make(message, ScriptedEngine().acquire_t1)  # type: ignore[arg-type]
+    assert made is not None and made.refresh_in == 1800.0
+    time.sleep(0.05)
+    assert prefetched.take(("acquire_t1", (AGENT,), {"assertion": "another"})) is None
+    ok, token = prefetched.take(message) or (False, None)
+    assert ok and isinstance(token, AcquiredToken)
+    assert token.expires_in <= 3600.0 - 0.05 and token.refresh_in is not None
+    assert token.refresh_in <= 1800.0 - 0.05
+    assert prefetched.take(message) is None  # once
+
+
+def test_aged_never_makes_a_refresh_due_before_now() -> None:
+    token = AcquiredToken("t", 3600.0, refresh_in=1.0)
+    assert engine_host.aged(token, 5.0).refresh_in == 0.0
+    assert engine_host.aged(AcquiredToken("t", 10.0), 4.0).expires_in == 6.0
+
+
+@pytest.mark.parametrize("raw", ["not json", "[1, 2]", '{"profile": 7}'])
+def test_a_request_the_host_cannot_resolve_makes_nothing_ahead(
+    raw: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first call meets the reason again, and reports it as always."""
+    monkeypatch.setenv("AGENTID_HELPER_CONFIG", str(tmp_path / "missing.toml"))
+    host = ScriptedEngine()
+    assert engine_host.warm_up(host, raw) is None  # type: ignore[arg-type]
+    assert host.calls == [] and host.prepared == []

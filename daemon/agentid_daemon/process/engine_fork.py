@@ -1,0 +1,84 @@
+"""The engine host's fork: the first thing an autostarted daemon does.
+
+Everything an autostarted daemon imports before this fork is paid twice on
+the first call's critical path: once before the host can import MSAL and
+once before the parent can import trio. So this module imports what the
+interpreter has already loaded (``os``, which ``site`` brings) and the C
+``_socket`` module, nothing else; each side then imports what it needs on
+its own core: the host its limits and the engine (:func:`.engine_host.run_host`),
+the parent the proxy (:class:`.engine_host.EngineProxy`). The
+autostart command (``client/agentid_client/autostart.py``) calls
+:func:`start_from_environ` before ``agentid_daemon.app``.
+
+The host makes itself non-dumpable (:func:`.limits.forbid_core_dumps`)
+before it reads any secret, as the parent does in ``app.main``; neither has
+read one at the fork.
+"""
+
+from __future__ import annotations
+
+import _socket  # the C module: socket.py would bring enum and selectors before the fork
+import os
+
+from agentid_client.contract import WARM_REQUEST_ENV
+
+TYPE_CHECKING = False  # typing is not imported before the fork
+if TYPE_CHECKING:
+    from collections.abc import MutableMapping
+
+    from .engine_host import EngineProxy
+
+_started: EngineProxy | None = None
+_taken: EngineProxy | None = None
+
+
+def start_from_environ(environ: MutableMapping[str, str] | None = None) -> EngineProxy | None:
+    """Fork the engine host for the request the autostarting client is about to
+    send (the variable is removed: nothing the daemon runs inherits it); None when it named none
+    or the host cannot be started (the daemon then builds its own engine, and
+    meets whatever stopped the host itself: e.g. a refused ``prctl``)."""
+    global _started
+    env = os.environ if environ is None else environ
+    raw_request = env.pop(WARM_REQUEST_ENV, None)
+    if raw_request is None or _started is not None:
+        return None
+    try:
+        parent_end, host_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    except OSError:
+        return None
+    parent = os.getpid()
+    try:
+        pid = os.fork()
+    except OSError:
+        parent_end.close()
+        host_end.close()
+        return None
+    if pid == 0:  # the host: never returns
+        code = 0
+        try:
+            parent_end.close()
+            from .engine_host import run_host
+
+            run_host(host_end.detach(), parent, raw_request, env)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    host_end.close()
+    from .engine_host import EngineProxy
+
+    _started = EngineProxy.over(parent_end.detach(), pid)
+    return _started
+
+
+def take_proxy() -> EngineProxy | None:
+    """The started host's proxy, once (None without one): the daemon's engine."""
+    global _started, _taken
+    _taken, _started = _started, None
+    return _taken
+
+
+def host_pid() -> int | None:
+    """The pid of the host whose proxy the daemon took (its "daemon ready" line
+    names it), None without one."""
+    return _taken.pid if _taken is not None else None

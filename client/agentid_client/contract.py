@@ -101,8 +101,8 @@ READY_LINE = "ready"
 START_FAILED_PREFIX = "exit "
 
 # The token request that made a client autostart the daemon, as a JSON object:
-# its WARM_REQUEST_FIELDS as the request has them (never a user token, never
-# an option but whether a claims challenge came). The daemon's engine host
+# its WARM_REQUEST_FIELDS as the request has them, but "claims": true when a
+# claims challenge came (never a user token, no other option). The daemon's engine host
 # resolves it as the daemon will, builds its agent's MSAL clients and makes
 # its first legs while the daemon imports the rest of itself; the broker's
 # identical calls get those answers (agentid_daemon.process.engine_host).

@@ -156,7 +156,10 @@ def warm_request_of(method: str, target: str, payload: Any) -> str | None:
     None for any other request."""
     if method != "POST" or target != "/v1/token" or not isinstance(payload, dict):
         return None
-    return jsonlite.dumps({k: payload[k] for k in WARM_REQUEST_FIELDS if k in payload})
+    told = {k: payload[k] for k in WARM_REQUEST_FIELDS if k in payload}
+    if "claims" in told:
+        told["claims"] = True  # that one came, not what it says
+    return jsonlite.dumps(told)
 
 
 #: A connection the hot path opened and handed over (at most one, used once).

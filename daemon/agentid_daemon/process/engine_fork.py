@@ -1,14 +1,15 @@
 """The engine host's fork: the first thing an autostarted daemon does.
 
-Everything an autostarted daemon imports before this fork is paid twice on
-the first call's critical path: once before the host can import MSAL and
-once before the parent can import trio. So this module imports what the
-interpreter has already loaded (``os``, which ``site`` brings) and the C
-``_socket`` module, nothing else; each side then imports what it needs on
-its own core: the host its limits and the engine (:func:`.engine_host.run_host`),
-the parent the proxy (:class:`.engine_host.EngineProxy`). The
-autostart command (``client/agentid_client/autostart.py``) calls
-:func:`start_from_environ` before ``agentid_daemon.app``.
+Whatever an autostarted daemon imports before this fork delays both of the
+first call's paths, the host's MSAL import and the parent's trio import,
+and runs on one core only. So this module imports what the interpreter has
+already loaded (``os``, which ``site`` brings), the C ``_socket`` module and
+the client's ``contract`` (no imports of its own), nothing else; each side
+then imports what it needs on its own core: the host its limits and the
+engine (:func:`.engine_host.run_host`), the parent the proxy
+(:class:`.engine_host.EngineProxy`). The autostart command
+(``client/agentid_client/autostart.py``) calls :func:`start_from_environ`
+before ``agentid_daemon.app``.
 
 The host makes itself non-dumpable (:func:`.limits.forbid_core_dumps`)
 before it reads any secret, as the parent does in ``app.main``; neither has

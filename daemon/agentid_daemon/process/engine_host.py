@@ -80,10 +80,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentid_client.contract import READY_FD_ENV
 
-from ..core.models import Mode
+from ..core.models import AcquiredToken, Mode
 
 if TYPE_CHECKING:
-    from ..core.models import AcquiredToken, AgentRef, CredentialSpec, TokenRequest
+    from ..core.models import AgentRef, CredentialSpec, TokenRequest
     from ..idp.engine import Engine
 
 T = TypeVar("T")
@@ -193,7 +193,7 @@ class Prefetched:
     """
 
     def __init__(self) -> None:
-        self._answers: list[tuple[CallMessage, bool, object, float]] = []
+        self._answers: list[tuple[CallMessage, AcquiredToken | BaseException, float]] = []
 
     def make(
         self, message: CallMessage, call: Callable[..., AcquiredToken]
@@ -204,23 +204,38 @@ class Prefetched:
         try:
             token = call(*args, **kwargs)
         except Exception as exc:
-            self._answers.append((message, False, crossable(exc), sent))
+            self._answers.append((message, crossable(exc), sent))
             return None
-        self._answers.append((message, True, token, sent))
+        self._answers.append((message, token, sent))
         return token
 
     def take(self, message: CallMessage) -> tuple[bool, object] | None:
-        """The kept outcome of a call equal to ``message`` (forgotten now), else None."""
-        for i, (kept, ok, value, sent) in enumerate(self._answers):
+        """The kept outcome of a call equal to ``message`` as ``serve`` replies it
+        (forgotten now), else None."""
+        for i, (kept, outcome, sent) in enumerate(self._answers):
             if kept == message:
                 del self._answers[i]
-                if ok:
-                    value = aged(value, time.monotonic() - sent)  # type: ignore[arg-type]
-                return ok, value
+                if isinstance(outcome, AcquiredToken):
+                    return True, aged(outcome, time.monotonic() - sent)
+                return False, outcome
         return None
 
     def __len__(self) -> int:
         return len(self._answers)
+
+
+def _answer(
+    calls: dict[str, Callable[..., AcquiredToken]], message: CallMessage
+) -> tuple[bool, object]:
+    """``message``'s call made now, as ``serve`` replies it."""
+    name, args, kwargs = message
+    call = calls.get(name)
+    if call is None:
+        return False, RuntimeError(f"the engine host has no call {name!r}")
+    try:
+        return True, call(*args, **kwargs)
+    except Exception as exc:
+        return False, crossable(exc)
 
 
 def serve(
@@ -236,18 +251,9 @@ def serve(
             message = recv_message(sock)
         except HostGone:
             return
-        name, args, kwargs = message
         reply = prefetched.take(message) if prefetched is not None else None
-        call = calls.get(name)
-        if reply is not None:
-            pass
-        elif call is None:
-            reply = (False, RuntimeError(f"the engine host has no call {name!r}"))
-        else:
-            try:
-                reply = (True, call(*args, **kwargs))
-            except Exception as exc:
-                reply = (False, crossable(exc))
+        if reply is None:
+            reply = _answer(calls, message)
         try:
             send_message(sock, reply)
         except HostGone:

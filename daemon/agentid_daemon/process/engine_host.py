@@ -15,9 +15,9 @@ about to send (``contract.WARM_REQUEST_ENV``) it forks:
 - the **child** (the host, :func:`run_host`) imports the engine (MSAL),
   loads the configuration, resolves the request as the daemon will, calls
   :meth:`~agentid_daemon.idp.engine.Engine.prepare` (the MSAL clients and a
-  kept-alive connection to the authority) and makes the request's first legs
-  (:func:`first_legs`: T1, and an AutonomousApp resource token) before
-  anyone asks; then it answers the broker's Engine calls (``broker/seams.py``)
+  kept-alive connection to the authority) and makes the request's legs
+  (:func:`first_legs`: T1, then the AutonomousApp token or T2 and the
+  AutonomousUser token) before anyone asks; then it answers the broker's Engine calls (``broker/seams.py``)
   sent over a socket pair, one at a time, until the pair is closed. A call
   equal to a leg it already made gets that leg's outcome (:class:`Prefetched`).
 - the **parent** imports trio and the rest, listens, reports ready, and its
@@ -263,25 +263,40 @@ def serve(
 def first_legs(engine: Engine, req: TokenRequest, *, claims: bool) -> Prefetched:
     """Make the legs the broker's first calls for ``req`` will be, now.
 
-    For an agent whose blueprint has its own credential: T1, and for an
-    AutonomousApp request without a claims challenge (``claims``) its resource
-    token, as ``Broker._resource_fetch`` asks for them; the messages are those
-    :class:`EngineProxy` sends for its calls (tests/daemon/process/
-    test_engine_host.py drives the real broker over the pair and counts each
-    leg once). The other legs need what only the request carries (an OBO user
-    token) or what the parent has cached by then; they are made when asked.
-    A failed T1 stops here.
+    For an agent whose blueprint has its own credential: T1, and without a
+    claims challenge (``claims``) the rest of the request's legs as the broker
+    asks for them (``ExchangeLegs`` and ``Broker._resource_fetch``): the
+    AutonomousApp token, or T2 and the user's token (AutonomousUser). The
+    messages are those :class:`EngineProxy` sends for the broker's calls
+    (tests/daemon/process/test_engine_host.py drives the real broker over the
+    pair and counts each leg once). An OBO token needs the user token only the
+    request carries, so it is made when asked; so is every leg after one that
+    failed.
     """
     prefetched = Prefetched()
     agent = req.agent
     if agent.credential.kind == "managed_identity":
         return prefetched  # T1 needs the managed identity's token: a leg of its own
     t1 = prefetched.make(("acquire_t1", (agent,), {"assertion": None}), engine.acquire_t1)
-    if t1 is not None and req.mode is Mode.AUTONOMOUS_APP and not claims:
+    if t1 is None or claims:
+        return prefetched
+    if req.mode is Mode.AUTONOMOUS_APP:
         prefetched.make(
             ("acquire_autonomous_app", (agent, t1.access_token, req.scopes), {"claims": None}),
             engine.acquire_autonomous_app,
         )
+    elif req.mode is Mode.AUTONOMOUS_USER:
+        t2 = prefetched.make(("acquire_t2", (agent, t1.access_token), {}), engine.acquire_t2)
+        if t2 is not None:
+            user = {"user_upn": req.user_upn, "user_object_id": req.user_object_id}
+            prefetched.make(
+                (
+                    "acquire_user_fic",
+                    (agent, t1.access_token, t2.access_token, req.scopes),
+                    {**user, "claims": None},
+                ),
+                engine.acquire_user_fic,
+            )
     return prefetched
 
 

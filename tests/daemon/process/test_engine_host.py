@@ -314,6 +314,17 @@ def test_the_brokers_first_calls_are_answered_by_the_legs_the_host_made_before_i
     assert proxy.calls_to_host == 2 and len(prefetched) == 0
 
 
+def test_an_autonomous_user_requests_three_legs_are_made_ahead_and_answered_once() -> None:
+    host = ScriptedEngine()
+    req = TokenRequest(AGENT, Mode.AUTONOMOUS_USER, (GRAPH,), user_upn="agent-user@example.org")
+    prefetched = engine_host.first_legs(host, req, claims=False)  # type: ignore[arg-type]
+    assert host.calls == ["t1", "t2", "user_fic"]
+    served, proxy = _broker_over_host(host, prefetched, req)
+    assert served.access_token == "token-user_fic"
+    assert host.calls == ["t1", "t2", "user_fic"]  # none made again
+    assert proxy.calls_to_host == 3 and len(prefetched) == 0
+
+
 def test_a_request_the_host_did_not_foresee_is_made_when_asked() -> None:
     """Another scope than the one foreseen: its own leg, never the foreseen token."""
     host = ScriptedEngine()

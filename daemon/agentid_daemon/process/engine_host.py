@@ -17,9 +17,10 @@ about to send (``contract.WARM_REQUEST_ENV``) it forks:
   :meth:`~agentid_daemon.idp.engine.Engine.prepare` (the MSAL clients and a
   kept-alive connection to the authority) and makes the request's legs
   (:func:`first_legs`: T1, then the AutonomousApp token or T2 and the
-  AutonomousUser token) before anyone asks; then it answers the broker's Engine calls (``broker/seams.py``)
-  sent over a socket pair, one at a time, until the pair is closed. A call
-  equal to a leg it already made gets that leg's outcome (:class:`Prefetched`).
+  AutonomousUser token) before anyone asks; then it answers the broker's
+  Engine calls (``broker/seams.py``) sent over a socket pair, one at a time,
+  until the pair is closed. A call equal to a leg it already made gets that
+  leg's outcome (:class:`Prefetched`).
 - the **parent** imports trio and the rest, listens, reports ready, and its
   broker runs its legs as always with an :class:`EngineProxy` as its engine.
   The proxy sends each call to the host until the parent's own engine is

@@ -1,8 +1,10 @@
 """process/engine_host.py: results and errors cross the pair as themselves; the
-proxy takes turns on the pair, switches to the parent's engine, survives a dead host.
+proxy takes turns on the pair, switches to the parent's engine, survives a dead host;
+the legs the host makes ahead answer the real broker's first calls, each once.
 
 The host side runs :func:`engine_host.serve` in a thread over a real socket
-pair (the fork itself is covered by the autostart tests, tests/integration/).
+pair (the fork itself is covered by the autostart tests: tests/client/ and
+tests/reliability/test_reliability_kill9.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ proxy takes turns on the pair, switches to the parent's engine, survives a dead 
 the legs the host makes ahead answer the real broker's first calls, each once.
 
 The host side runs :func:`engine_host.serve` in a thread over a real socket
-pair (the fork itself is covered by the autostart tests: tests/client/ and
+pair (the fork itself is covered by the tests that autostart a real daemon:
 tests/reliability/test_reliability_kill9.py).
 """
 

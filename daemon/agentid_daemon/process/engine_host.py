@@ -338,6 +338,10 @@ def run_host(fd: int, parent: int, raw_request: str, environ: MutableMapping[str
     no ready pipe, no output, the engine prepared for the waiting request and
     its first legs made (:func:`warm_up`), then serve until the pair closes.
     An exception ends the host (the fork exits 1)."""
+    ready = environ.pop(READY_FD_ENV, "")
+    if ready.isdigit():
+        with contextlib.suppress(OSError):
+            os.close(int(ready))  # the client waits for the parent, never for us
     from .limits import forbid_core_dumps
     from .runmode import set_process_name
 
@@ -345,13 +349,9 @@ def run_host(fd: int, parent: int, raw_request: str, environ: MutableMapping[str
     forbid_core_dumps()
     _die_with_parent(parent)
     set_process_name(HOST_PROCESS_NAME)
-    raw = environ.pop(READY_FD_ENV, "")
-    if raw.isdigit():
-        with contextlib.suppress(OSError):
-            os.close(int(raw))  # the client waits for the parent, never for us
     devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
+    for stream in (0, 1, 2):
+        os.dup2(devnull, stream)
     os.close(devnull)
     from ..idp.engine import Engine  # MSAL and requests: the host's import, not the parent's
 

@@ -191,24 +191,20 @@ class Prefetched:
     is then gone: the identity provider sees each leg once, made by the host
     instead of later by the broker. A token is handed over aged by the time
     it waited (:func:`aged`); an error crosses as itself, as it would have.
+    The calls are made through ``calls`` (:func:`engine_calls`), by the name
+    each message carries, as :func:`serve` makes them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, calls: dict[str, Callable[..., AcquiredToken]]) -> None:
+        self._calls = calls
         self._answers: list[tuple[CallMessage, AcquiredToken | BaseException, float]] = []
 
-    def make(
-        self, message: CallMessage, call: Callable[..., AcquiredToken]
-    ) -> AcquiredToken | None:
+    def make(self, message: CallMessage) -> AcquiredToken | None:
         """Make ``message``'s call now and keep its outcome; the token, None on an error."""
-        _name, args, kwargs = message
         sent = time.monotonic()
-        try:
-            token = call(*args, **kwargs)
-        except Exception as exc:
-            self._answers.append((message, crossable(exc), sent))
-            return None
-        self._answers.append((message, token, sent))
-        return token
+        outcome = _outcome(self._calls, message)
+        self._answers.append((message, outcome, sent))
+        return None if isinstance(outcome, BaseException) else outcome
 
     def take(self, message: CallMessage) -> tuple[bool, object] | None:
         """The kept outcome of a call equal to ``message`` as ``serve`` replies it
@@ -216,27 +212,27 @@ class Prefetched:
         for i, (kept, outcome, sent) in enumerate(self._answers):
             if kept == message:
                 del self._answers[i]
-                if isinstance(outcome, AcquiredToken):
-                    return True, aged(outcome, time.monotonic() - sent)
-                return False, outcome
+                if isinstance(outcome, BaseException):
+                    return False, outcome
+                return True, aged(outcome, time.monotonic() - sent)
         return None
 
     def __len__(self) -> int:
         return len(self._answers)
 
 
-def _answer(
+def _outcome(
     calls: dict[str, Callable[..., AcquiredToken]], message: CallMessage
-) -> tuple[bool, object]:
-    """``message``'s call made now, as ``serve`` replies it."""
+) -> AcquiredToken | BaseException:
+    """``message``'s call made now: its token, or the exception to send back."""
     name, args, kwargs = message
     call = calls.get(name)
     if call is None:
-        return False, RuntimeError(f"the engine host has no call {name!r}")
+        return RuntimeError(f"the engine host has no call {name!r}")
     try:
-        return True, call(*args, **kwargs)
+        return call(*args, **kwargs)
     except Exception as exc:
-        return False, crossable(exc)
+        return crossable(exc)
 
 
 def serve(
@@ -254,7 +250,8 @@ def serve(
             return
         reply = prefetched.take(message) if prefetched is not None else None
         if reply is None:
-            reply = _answer(calls, message)
+            outcome = _outcome(calls, message)
+            reply = (not isinstance(outcome, BaseException), outcome)
         try:
             send_message(sock, reply)
         except HostGone:
@@ -274,20 +271,19 @@ def first_legs(engine: Engine, req: TokenRequest, *, claims: bool) -> Prefetched
     request carries, so it is made when asked; so is every leg after one that
     failed.
     """
-    prefetched = Prefetched()
+    prefetched = Prefetched(engine_calls(engine))
     agent = req.agent
     if agent.credential.kind == "managed_identity":
         return prefetched  # T1 needs the managed identity's token: a leg of its own
-    t1 = prefetched.make(("acquire_t1", (agent,), {"assertion": None}), engine.acquire_t1)
+    t1 = prefetched.make(("acquire_t1", (agent,), {"assertion": None}))
     if t1 is None or claims:
         return prefetched
     if req.mode is Mode.AUTONOMOUS_APP:
         prefetched.make(
-            ("acquire_autonomous_app", (agent, t1.access_token, req.scopes), {"claims": None}),
-            engine.acquire_autonomous_app,
+            ("acquire_autonomous_app", (agent, t1.access_token, req.scopes), {"claims": None})
         )
     elif req.mode is Mode.AUTONOMOUS_USER:
-        t2 = prefetched.make(("acquire_t2", (agent, t1.access_token), {}), engine.acquire_t2)
+        t2 = prefetched.make(("acquire_t2", (agent, t1.access_token), {}))
         if t2 is not None:
             user = {"user_upn": req.user_upn, "user_object_id": req.user_object_id}
             prefetched.make(
@@ -295,8 +291,7 @@ def first_legs(engine: Engine, req: TokenRequest, *, claims: bool) -> Prefetched
                     "acquire_user_fic",
                     (agent, t1.access_token, t2.access_token, req.scopes),
                     {**user, "claims": None},
-                ),
-                engine.acquire_user_fic,
+                )
             )
     return prefetched
 

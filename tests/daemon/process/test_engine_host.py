@@ -396,9 +396,10 @@ def test_a_failed_t1_made_ahead_is_the_brokers_error_and_is_not_made_again() -> 
 
 
 def test_a_token_kept_for_the_broker_is_handed_over_aged_by_its_wait() -> None:
-    prefetched = engine_host.Prefetched()
+    calls = engine_host.engine_calls(ScriptedEngine())  # type: ignore[arg-type]
+    prefetched = engine_host.Prefetched(calls)
     message: engine_host.CallMessage = ("acquire_t1", (AGENT,), {"assertion": None})
-    made = prefetched.make(message, ScriptedEngine().acquire_t1)  # type: ignore[arg-type]
+    made = prefetched.make(message)
     assert made is not None and made.refresh_in == 1800.0
     time.sleep(0.05)
     assert prefetched.take(("acquire_t1", (AGENT,), {"assertion": "another"})) is None

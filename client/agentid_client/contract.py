@@ -112,6 +112,20 @@ WARM_REQUEST_FIELDS = (
     "claims",
 )
 
+# The first answer of an autostarted daemon (autostart.ensure_daemon, the
+# daemon's process/first_answer.py): the client passes one end of a socket
+# pair as the descriptor named by FIRST_ANSWER_FD_ENV and writes its request's
+# body (at most FIRST_REQUEST_MAX_BYTES) on its own end, then shuts its writing
+# side. The daemon's engine host answers with the body of the 200 that
+# POST /v1/token would have sent, then closes; or closes without a byte, and
+# the client asks the daemon on its socket once it listens. A client that got
+# its answer so may exit before the daemon listens: it passes its start lock
+# (the descriptor named by START_LOCK_FD_ENV), which the daemon holds until it
+# has sent its start report, so no other client starts a second daemon meanwhile.
+FIRST_ANSWER_FD_ENV = "AGENTID_HELPER_FIRST_ANSWER_FD"
+START_LOCK_FD_ENV = "AGENTID_HELPER_START_LOCK_FD"
+FIRST_REQUEST_MAX_BYTES = 64 * 1024
+
 
 def is_profile_name(name: str) -> bool:
     """The config's rule for a ``[profiles.NAME]`` name: anything but blank

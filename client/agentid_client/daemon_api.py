@@ -8,7 +8,10 @@ One call has one deadline (``--timeout``, ``AGENTID_HELPER_TIMEOUT``, default
   killed or crashed): the request goes again on a fresh connection, which is
   safe because the daemon's cache makes every request idempotent;
 - no daemon at all: the client starts one (``autostart``), or, when the
-  systemd units are installed, asks systemd to (:mod:`.supervisor`).
+  systemd units are installed, asks systemd to (:mod:`.supervisor`); a daemon
+  it starts may answer a token request before it listens (its first answer);
+- a daemon another client is starting (its start lock is held): a call that
+  starts none itself waits for it rather than say that none runs.
 
 What cannot be answered by the deadline exits 3 with what to check.
 """
@@ -112,10 +115,15 @@ def _deadline_error(
     return DaemonUnreachable(message, [*run_mode_hint(), "wait longer with --timeout SECONDS"])
 
 
-def _bring_up(path: str, deadline: float, warm_request: str | None = None) -> None:
+def _bring_up(
+    path: str, deadline: float, method: str, target: str, payload: Any
+) -> Response | None:
     """No daemon listens on ``path``: start one, or let systemd start it; raise if we cannot.
 
-    ``warm_request``: the token request waiting for it (autostart.spawn)."""
+    The request waiting for it (``method``, ``target``, ``payload``) is told to
+    a daemon started here (:func:`warm_request_of`), which may answer a token
+    request itself before it listens: that answer is returned, else None (send
+    the request on the socket)."""
     remaining = deadline - time.monotonic()
     from .supervisor import SystemdStartFailed, manages, start_socket  # cold path
 
@@ -124,14 +132,16 @@ def _bring_up(path: str, deadline: float, warm_request: str | None = None) -> No
             start_socket(remaining)
         except SystemdStartFailed as exc:
             raise DaemonUnreachable(f"daemon unreachable at {path}: {exc}", exc.hints) from None
-        return
+        return None
     from .autostart import START_TIMEOUT_S, StartFailed, ensure_daemon
 
+    warm_request = warm_request_of(method, target, payload)
     try:
-        ensure_daemon(
+        answer = ensure_daemon(
             path,
             timeout=max(0.1, min(START_TIMEOUT_S, remaining)),
             warm_request=warm_request,
+            first_request=None if warm_request is None else jsonlite.dumps(payload).encode(),
         )
     except StartFailed as exc:
         from .autostart import answers
@@ -139,7 +149,7 @@ def _bring_up(path: str, deadline: float, warm_request: str | None = None) -> No
         if answers(path):
             # Another daemon came up meanwhile (ours then exits 5, "already
             # serves"): use it rather than report our start's failure.
-            return
+            return None
         hints = [f"see {exc.log_path}"] if exc.log_path else []
         if exc.exit_code == EXIT_CONFIG:
             # The daemon said why it cannot start (a config typo, a socket it may
@@ -148,6 +158,9 @@ def _bring_up(path: str, deadline: float, warm_request: str | None = None) -> No
         raise DaemonUnreachable(
             f"daemon unreachable at {path}: {exc}", hints + START_HINTS
         ) from None
+    if answer is None:
+        return None
+    return Response(200, {"content-type": "application/json"}, answer)
 
 
 def warm_request_of(method: str, target: str, payload: Any) -> str | None:
@@ -204,6 +217,7 @@ def call(
     deadline = time.monotonic() + limit if adopted is None else adopted.deadline
     lost_at: float | None = None  # when a connection last ended without an answer
     just_started = False
+    waited_for_a_start = False
     while True:
         try:
             if adopted is not None:
@@ -215,6 +229,14 @@ def call(
         except ConnectionLost:
             lost_at, just_started = time.monotonic(), False
         except ConnectFailed:
+            if not (autostart and autostart_enabled()) and not waited_for_a_start:
+                # Another client's daemon may be about to listen (or answered its
+                # starter before it listens): not "no daemon".
+                from .autostart import wait_for_a_start  # cold path
+
+                waited_for_a_start = True
+                if wait_for_a_start(path, deadline):
+                    continue
             if not autostart:
                 raise DaemonNotRunning(
                     f"daemon unreachable at {path} (not running)", START_HINTS
@@ -224,7 +246,9 @@ def call(
                     f"daemon unreachable at {path} after starting it", START_HINTS
                 ) from None
             if autostart_enabled():
-                _bring_up(path, deadline, warm_request_of(method, target, payload))
+                first = _bring_up(path, deadline, method, target, payload)
+                if first is not None:
+                    return first  # the new daemon's first answer, before it listened
                 just_started = True
                 continue
             # Nothing we may start; a daemon that just went away may be restarting.

@@ -7,7 +7,8 @@
 - Otherwise: ``POST /v1/shutdown`` asks the daemon to stop as SIGTERM would
   (stop accepting, remove its socket, let in-flight requests finish), and the
   command waits until the socket is gone and the process has exited.
-- No daemon answers on the socket: "no daemon running", exit 0.
+- No daemon answers on the socket, and none is being started: "no daemon
+  running", exit 0.
 
 Exit codes: 0 stopped, or nothing to stop; 3 the daemon (or systemctl) did not
 stop it in time, or the socket is not trusted (trust.py).
@@ -20,7 +21,7 @@ import time
 from typing import TextIO
 
 from . import daemon_api
-from .autostart import answers
+from .autostart import answers, wait_for_a_start
 from .failures import EXIT_OK, DaemonNotRunning, DaemonUnreachable
 from .statusview import RUN_MODES
 from .supervisor import SERVICE_UNIT, SOCKET_UNIT, STATUS_HINT, manages, stop_units
@@ -47,7 +48,11 @@ def run_stop(socket_path: str, out: TextIO, *, timeout: float = STOP_TIMEOUT_S) 
             "needs the daemon starts them again\n"
         )
         return EXIT_OK
-    if not answers(socket_path):
+    # A daemon about to listen (its starter was answered before it listens) is
+    # not "no daemon": wait for a start under way, then look again.
+    if not answers(socket_path) and not (
+        wait_for_a_start(socket_path, time.monotonic() + timeout) and answers(socket_path)
+    ):
         out.write(f"no daemon running (nothing answers at {socket_path})\n")
         return EXIT_OK
     try:

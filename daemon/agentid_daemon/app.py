@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     # cryptography (about 50 ms) that no other part needs before the first answer.
     # MSAL (idp.engine) is imported in build_components, only without an engine host.
     from .broker.seams import Engine as BrokerEngine
+    from .core.models import TokenRequest
     from .idp.engine import Engine
     from .sidecar_api.service import SidecarApi
 
@@ -64,6 +65,9 @@ log = get_logger("agentid_daemon.app")
 
 # How many MSAL calls may run in worker threads at once.
 ENGINE_THREADS = 8
+# How long an autostarted daemon waits, before it serves, to cache the request its
+# engine host answered (Daemon._cache_first_answer); then it goes on meanwhile.
+FIRST_ANSWER_WAIT_S = 1.0
 
 
 def exit_when_idle_s(config: Config | None, mode: str) -> float:
@@ -137,6 +141,13 @@ class CacheService(Protocol):
     def add_listener(self, callback: EventCallback) -> None: ...
 
 
+class FirstAnswerer(Protocol):
+    """What the daemon asks of its engine host (:class:`.engine_host.EngineProxy`)."""
+
+    def first_answered(self) -> TokenRequest | None: ...
+    def release(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Components:
     """The parts :class:`Daemon` runs; :func:`build_components` makes the real ones."""
@@ -145,6 +156,9 @@ class Components:
     broker: BrokerLike
     metrics: MetricsLike | None
     provisioner: ProvisionerLike | None = None
+    #: An autostarted daemon's engine host, which may have answered the first
+    #: request itself (process/first_answer.py).
+    engine_host: FirstAnswerer | None = None
 
 
 def build_components(config: Config) -> Components:
@@ -177,7 +191,7 @@ def build_components(config: Config) -> Components:
         limiter=trio.CapacityLimiter(ENGINE_THREADS),
         obo_session_max_age_s=config.daemon.obo_session_max_age_s,
     )
-    return Components(cache, broker, metrics, Provisioner(own, broker))
+    return Components(cache, broker, metrics, Provisioner(own, broker), engine_host=proxy)
 
 
 def _profile_changes(old: Config, new: Config) -> dict[str, list[str]]:
@@ -226,6 +240,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         parts = components or build_components(config)
         self.cache, self.broker, self.metrics = parts.cache, parts.broker, parts.metrics
+        self.engine_host = parts.engine_host
         self.activity = StatusLine(self.cache)
         self.cache.add_listener(self.activity.on_event)
         self.state = ApiState(
@@ -296,6 +311,10 @@ class Daemon:
                     await nursery.start(self.sessions.run)
                     if self.sidecar_api is not None:
                         await nursery.start(self.sidecar_api.run)
+                    if self.engine_host is not None:
+                        # Before serving and reporting ready: a client that connects
+                        # meanwhile waits in the backlog, then finds it cached.
+                        await self._cache_first_answer(nursery, self.engine_host)
 
                     async def serve_then_stop(task_status: trio.TaskStatus[None]) -> None:
                         await self.server.serve(opened.listener, task_status=task_status)
@@ -343,6 +362,47 @@ class Daemon:
                     await self.sidecar_api.aclose()
                 self.notifier.close()
             log.info("daemon stopped")
+
+    async def _cache_first_answer(self, nursery: trio.Nursery, host: FirstAnswerer) -> None:
+        """Cache the request the engine host answered on the client's pair, if it did
+        (process/first_answer.py): the broker's calls take the legs the host made
+        (the same tokens, once), so the client's next call is a cache hit, status
+        lists it, and the identity provider sees no leg twice.
+
+        The host tells only once its first legs are done; a slow identity provider
+        must not hold the start up: past ``FIRST_ANSWER_WAIT_S`` the caching goes
+        on in ``nursery`` while the daemon serves."""
+        done = trio.Event()
+
+        async def cache() -> None:
+            try:
+                # Abandoned at shutdown: a host still in its legs must not hold it up.
+                req = await trio.to_thread.run_sync(host.first_answered, abandon_on_cancel=True)
+                if req is None:
+                    return
+                try:
+                    await self.broker.get_token(req)
+                except Exception as exc:  # the next call for it makes its legs itself
+                    from .broker.recent_errors import error_fields
+
+                    log.warning(
+                        "caching the engine host's first answer failed", **error_fields(exc)
+                    )
+                    return
+                finally:
+                    host.release()
+                log.info(
+                    "request answered by the engine host",
+                    path="/v1/token",
+                    profile=req.profile,
+                    mode=req.mode.value,
+                )
+            finally:
+                done.set()
+
+        nursery.start_soon(cache)
+        with trio.move_on_after(FIRST_ANSWER_WAIT_S):
+            await done.wait()
 
     def request_shutdown(self) -> None:
         """``POST /v1/shutdown``: stop as SIGTERM does, once the answer is on its way."""
@@ -510,9 +570,14 @@ def _start_and_run(
     except OSError as exc:
         return EXIT_CONFIG, f"agentid-helperd: cannot forbid core dumps: {exc.strerror}"
     try:
-        # The signature first: a write during the read shows as a change later.
-        signature = file_signature(_config_file(args.config))
-        config = load_config(args.config)
+        # Read already for an autostarted daemon's first request: serve with that.
+        preloaded = engine_fork.take_config() if args.config is None else None
+        if preloaded is not None:
+            signature, config = preloaded
+        else:
+            # The signature first: a write during the read shows as a change later.
+            signature = file_signature(_config_file(args.config))
+            config = load_config(args.config)
     except ConfigurationError as exc:
         return EXIT_CONFIG, f"agentid-helperd: configuration error: {exc.description}"
     daemon = Daemon(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import shutil
@@ -9,11 +10,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from client_fakes import TOKEN, FakeDaemon, token_body
 from log_audit import scan_tree
 from tooling import ROOT, SUPPORT
 
@@ -88,8 +91,8 @@ def test_daemon_that_never_listens_times_out(sockdir: str, monkeypatch: pytest.M
     spawned = []
     real_spawn = autostart.spawn
 
-    def spawn(log_path: str, socket_path: str, ready_fd: int, warm: str | None = None):  # type: ignore[no-untyped-def]
-        proc = real_spawn(log_path, socket_path, ready_fd, warm)
+    def spawn(log_path: str, socket_path: str, ready_fd: int, warm: str | None = None, **kw):  # type: ignore[no-untyped-def]
+        proc = real_spawn(log_path, socket_path, ready_fd, warm, **kw)
         spawned.append(proc)
         return proc
 
@@ -254,7 +257,7 @@ COLD_PROBE = """
 import sys
 from agentid_client import autostart, cli
 forbidden = set(sys.argv[1].split(","))
-def spawn(*_args):
+def spawn(*_args, **_kwargs):
     print(",".join(sorted(forbidden & set(sys.modules))))
     raise SystemExit(0)
 autostart.spawn = spawn
@@ -284,3 +287,97 @@ def test_cold_path_imports_little_before_it_starts_the_daemon(tmp_path: Path) ->
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "", f"the cold path imported {proc.stdout.strip()}"
+
+
+# -- the first answer, before the daemon listens (contract.FIRST_ANSWER_FD_ENV) -------
+
+# A stand-in daemon that answers on the client's pair: it keeps the request it read
+# (next to the socket) and writes ``answer``; with ``then`` it goes on as FAKE_DAEMON,
+# else it never listens and holds the start lock it was given.
+PAIR_DAEMON = """
+import os, socket, time
+sock = os.environ["AGENTID_HELPER_SOCKET"]
+open(sock + ".pid", "w").write(str(os.getpid()))
+assert os.environ["AGENTID_HELPER_START_LOCK_FD"].isdigit()
+pair = socket.socket(fileno=int(os.environ["AGENTID_HELPER_FIRST_ANSWER_FD"]))
+request = b""
+while chunk := pair.recv(65536):
+    request += chunk
+open(sock + ".request", "wb").write(request)
+pair.sendall({answer!r})
+pair.close()
+{then}
+"""
+
+
+def pair_daemon(answer: bytes, then: str = "time.sleep(60)") -> str:
+    return PAIR_DAEMON.format(answer=answer, then=then)
+
+
+def _lock_is_held(sockdir: str) -> bool:
+    fd = os.open(os.path.join(os.path.dirname(sockdir), autostart.LOCK_NAME), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def test_a_first_answer_on_the_pair_is_the_calls_answer(
+    sockdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client sends its request's body on the pair and takes the answer that
+    comes back, without waiting for the daemon to listen; the start lock stays
+    with the starting daemon."""
+    answer = jsonlite.dumps(token_body("from-the-pair")).encode()
+    monkeypatch.setattr(autostart, "_DAEMON_CODE", pair_daemon(answer))
+    code, out, err = run(["get", "--profile", "app", "--min-validity", "60"])
+    assert (code, out.strip()) == (0, "from-the-pair"), err
+    sent = jsonlite.loads(Path(sockdir + ".request").read_bytes())
+    assert sent["profile"] == "app" and sent["min_validity_s"] == 60
+    assert not os.path.exists(sockdir)  # it never listened
+    assert _lock_is_held(sockdir)  # by the daemon: a second client waits for it
+
+
+@pytest.mark.parametrize("answer", [b"", b'{"access_token": "cut sh', b"[1, 2]"])
+def test_no_or_a_broken_first_answer_sends_the_request_on_the_socket(
+    sockdir: str, monkeypatch: pytest.MonkeyPatch, answer: bytes
+) -> None:
+    then = FAKE_DAEMON.format(tests=str(SUPPORT))
+    monkeypatch.setattr(autostart, "_DAEMON_CODE", pair_daemon(answer, then))
+    code, out, err = run(["get"])
+    assert (code, out.strip()) == (0, TOKEN), err
+
+
+def test_a_command_that_starts_nothing_waits_for_a_start_under_way(
+    sockdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``flush`` right after a ``get`` answered before its daemon listened: the daemon
+    is about to listen (it holds the start lock), not absent."""
+    monkeypatch.setattr(autostart, "_DAEMON_CODE", pair_daemon(b""))  # never reports
+    directory = os.path.dirname(sockdir)
+    os.makedirs(directory, mode=0o700)
+    lock = os.open(os.path.join(directory, autostart.LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # a start under way
+
+    def listen_then_let_go() -> None:
+        time.sleep(0.3)
+        fake.__enter__()
+        os.close(lock)
+
+    fake = FakeDaemon(sockdir)
+    threading.Thread(target=listen_then_let_go, daemon=True).start()
+    try:
+        code, out, err = run(["flush", "--profile", "bot"])
+    finally:
+        fake.__exit__(None, None, None)
+    assert code == 0, err
+    assert "no daemon running" not in out + err
+    assert [r["path"] for r in fake.requests] == ["/v1/flush"]
+
+
+def test_with_no_start_under_way_nothing_running_is_said_at_once(sockdir: str) -> None:
+    code, out, _ = run(["flush", "--profile", "bot"])
+    assert code == 0 and "no daemon running" in out

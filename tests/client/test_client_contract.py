@@ -13,7 +13,7 @@ from agentid_client.cliargs import parse
 from agentid_client.commands import COMMANDS, SELECTION_DESTS
 from agentid_client.failures import ClientError, UsageError
 from agentid_client.selection import read_user_token
-from agentid_daemon.api import routes as api
+from agentid_daemon.api import bodies as api
 from agentid_daemon.config import fields
 from agentid_daemon.config.loader import REQUEST_KEYS, load_config
 from agentid_daemon.core.errors import InvalidRequest

@@ -166,3 +166,34 @@ def test_no_pipe_means_no_report() -> None:
         report = StartReport.from_environ(dict(env))
         report.ready()
         report.failed(5, "x")
+
+
+@pytest.mark.parametrize("outcome", ["ready", "failed"])
+def test_the_report_lets_go_of_the_clients_start_lock_with_its_line(
+    tmp_path: Path, outcome: str
+) -> None:
+    """A client answered before the daemon listens passes its start lock
+    (``AGENTID_HELPER_START_LOCK_FD``): held by the report, not by a child, and let
+    go with the line, whichever it is."""
+    import fcntl
+
+    lock_path = tmp_path / "agentid-helper.lock"
+    held = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    read_end, write_end = os.pipe()
+    environ = {
+        "AGENTID_HELPER_READY_FD": str(write_end),
+        "AGENTID_HELPER_START_LOCK_FD": str(os.dup(held)),  # the daemon's copy
+    }
+    os.close(held)  # the client exited: the daemon's copy holds the lock alone
+    report = StartReport.from_environ(environ)
+    assert environ == {}  # no child inherits the names
+    other = os.open(lock_path, os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        report.ready() if outcome == "ready" else report.failed(5, "bad config")
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # let go
+    finally:
+        os.close(other)
+        os.close(read_end)

@@ -161,6 +161,7 @@ def test_logs_prints_the_autostart_log(emulator: Any, tmp_path: Path) -> None:
         assert none_yet.returncode == 0
         assert "no daemon log at" in none_yet.stderr
         assert env.run("get").returncode == 0
+        env.wait_until_ready()  # its start's lines are all written
         log_path = os.path.join(os.path.dirname(env.sock), "agentid-helperd.log")
         proc = env.run("logs")
         assert proc.returncode == 0, proc.stderr

@@ -38,6 +38,7 @@ def env(emulator: Any, tmp_path: Path) -> Iterator[Env]:
 
 def test_flush_on_a_stopped_daemon_is_exit_3_not_nothing_cached(env: Env) -> None:
     assert env.run("get").returncode == 0
+    env.wait_until_ready()  # stopped while it listens, not while it starts
     (pid,) = daemon_pids(env.sock)
     os.kill(pid, signal.SIGSTOP)
     try:

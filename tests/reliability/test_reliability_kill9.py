@@ -7,8 +7,12 @@ must replace it and succeed.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,3 +139,74 @@ def test_an_autostarted_daemons_first_legs_are_made_once(
     assert other.returncode == 0, describe(other)
     legs = emulator.stats()["token_requests"]["by_leg"]
     assert (legs.get("t1"), legs.get("autonomous_app")) == (1, 2), legs
+
+
+def _get_json(sandbox: HelperSandbox) -> dict[str, object]:
+    proc = sandbox.client("get", "--profile", "app", "--format", "json", timeout=CLIENT_TIMEOUT_S)
+    assert proc.returncode == 0, describe(proc)
+    body = json.loads(proc.stdout)
+    assert isinstance(body, dict)
+    return body
+
+
+def test_the_first_answer_is_the_engine_hosts_and_the_daemon_caches_it(
+    autostart_sandbox: HelperSandbox, emulator: Emulator
+) -> None:
+    """The engine host answers the first call on the client's pair
+    (process/first_answer.py); the daemon caches that very token from the same
+    legs: the next call is a cache hit with the same token and times."""
+    sandbox = autostart_sandbox
+    emulator.reset()
+    first = _get_json(sandbox)
+    assert first["source"] == "identity_provider"
+    log = sandbox.socket_path.with_name("agentid-helperd.log")
+    poll_until(lambda: "request answered by the engine host" in log.read_text(), timeout=20)
+    again = _get_json(sandbox)
+    assert again["source"] == "cache"
+    for field in ("access_token", "expires_on", "refresh_on", "scope", "tenant_id"):
+        assert again[field] == first[field], field
+    legs = emulator.stats()["token_requests"]["by_leg"]
+    assert (legs.get("t1"), legs.get("autonomous_app")) == (1, 1), legs
+
+
+# The client's own code with the daemon's start held up after the fork: the parent
+# never listens, its engine host runs as always.
+HELD_START = """
+import sys
+from agentid_client import autostart, cli
+autostart._DAEMON_CODE = (
+    "from agentid_daemon.process.engine_fork import start_from_environ; "
+    "start_from_environ(); import time; time.sleep(120)"
+)
+sys.exit(cli.main(["get", "--profile", "app", "--format", "json"]))
+"""
+
+
+def test_the_first_call_is_answered_while_its_daemon_is_still_starting(
+    autostart_sandbox: HelperSandbox,
+) -> None:
+    """Its answer does not wait for the daemon's own start (trio and the rest): the
+    host answers before the daemon listens, and the daemon holds the client's start
+    lock until it does, so no other client starts a second one meanwhile."""
+    sandbox = autostart_sandbox
+    proc = subprocess.run(
+        [sys.executable, "-c", HELD_START],
+        env=sandbox.env,
+        capture_output=True,
+        text=True,
+        timeout=CLIENT_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, describe(proc)
+    assert json.loads(proc.stdout)["source"] == "identity_provider"
+    sock = sandbox.socket_path
+    assert not sock.exists()  # nothing listens: the answer came from the host
+    lock = os.open(sock.with_name("agentid-helper.lock"), os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by the starting daemon
+    finally:
+        os.close(lock)
+    (starting,) = daemon_pids(str(sock))
+    (host,) = daemon_pids(str(sock), hosts=True)
+    os.kill(starting, signal.SIGKILL)
+    poll_until(lambda: not _alive(host), timeout=15)  # it dies with its parent

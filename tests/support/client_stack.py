@@ -60,6 +60,18 @@ class Env:
             timeout=timeout,
         )
 
+    def wait_until_ready(self, timeout: float = 20) -> None:
+        """Until the autostarted daemon logged ``daemon ready``: a first call may be
+        answered by its engine host before the daemon listens (process/first_answer.py)."""
+        log = Path(self.sock).with_name("agentid-helperd.log")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(FileNotFoundError):
+                if '"event": "daemon ready"' in log.read_text():
+                    return
+            time.sleep(0.02)
+        raise AssertionError(f"no `daemon ready` in {log} within {timeout} s")
+
 
 @contextlib.contextmanager
 def client_stack(emu: Any, workdir: Path, secret: str | None = None) -> Iterator[Env]:

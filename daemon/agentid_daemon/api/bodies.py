@@ -158,3 +158,13 @@ def claims_option(obj: dict[str, Any]) -> str | None:
         return normalise_claims(value)
     except ValueError as exc:
         raise InvalidRequest(f"field 'claims' {exc}") from None
+
+
+def token_request_options(obj: dict[str, Any], now: float) -> tuple[float, bool, str | None]:
+    """What a ``POST /v1/token`` body asks besides its selection, checked in the
+    API's order: ``min_validity_s`` and ``force_refresh`` (:func:`token_options`),
+    a user token not yet expired at ``now`` (:func:`refuse_expired_user_token`)
+    and ``claims`` (:func:`claims_option`)."""
+    min_validity_s, force_refresh = token_options(obj)
+    refuse_expired_user_token(obj, now)
+    return min_validity_s, force_refresh, claims_option(obj)

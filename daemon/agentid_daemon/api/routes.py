@@ -48,13 +48,11 @@ from ..server.peer_process import open_peer_pidfd
 from ..server.protocol import Headers, Response, current_peer
 from .agents import AgentRoutes, ProvisionerLike, is_provisioning_path
 from .bodies import (
-    claims_option,
     json_type,
     parse_json_object,
-    refuse_expired_user_token,
     resolve,
     selection_fields,
-    token_options,
+    token_request_options,
 )
 
 if TYPE_CHECKING:  # broker.py pulls in the cache and metrics: annotations only
@@ -281,9 +279,7 @@ class Api:
         The managed identity endpoint serves its tokens through here too, so
         both surfaces validate and honour the same request fields.
         """
-        min_validity_s, force_refresh = token_options(obj)
-        refuse_expired_user_token(obj, time.time())
-        claims = claims_option(obj)
+        min_validity_s, force_refresh, claims = token_request_options(obj, time.time())
         await self._check_config()
         try:
             req = self.resolve_selection(obj)
@@ -299,11 +295,7 @@ class Api:
         served = await self.state.broker.get_token(
             req, min_validity_s=min_validity_s, force_refresh=force_refresh, claims=claims
         )
-        payload: dict[str, Any] = served.to_json()
-        # Which identity answered: `get --format az` reports the tenant, and
-        # the managed identity endpoint the client id.
-        payload["tenant_id"] = req.agent.tenant_id
-        payload["agent_identity_app_id"] = req.agent.agent_identity_app_id
+        payload = served.answer_for(req)
         ctx.update(source=served.source)
         if served.warning is not None:
             ctx.update(stale=True)  # served below min_validity_s: the log says so

@@ -265,13 +265,11 @@ class Broker:
             warning = stale_warning(
                 cached.expires_at - now_trio, min_validity_s, cached.stale_error
             )
-        return ServedToken(
-            access_token=cached.token.access_token,
-            token_type=cached.token.token_type or "Bearer",
+        return ServedToken.of(
+            req,
+            cached.token,
             expires_on=epoch_seconds(cached.expires_at, now_trio, now_wall) or 0,
             refresh_on=epoch_seconds(cached.refresh_at, now_trio, now_wall) or 0,
-            scope=cached.token.scope or req.scope_string,
-            mode=req.mode.value,
             source=cached.source,
             warning=warning,
         )

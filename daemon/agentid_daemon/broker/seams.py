@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from ..core.models import AcquiredToken, AgentRef, CredentialSpec
+from ..core.models import AcquiredToken, AgentRef, CredentialSpec, TokenRequest
 
 
 class Engine(Protocol):
@@ -71,6 +71,29 @@ class ServedToken:
     #: could be had (an outage); ``warning`` says why, in one line.
     warning: str | None = None
 
+    @classmethod
+    def of(
+        cls,
+        req: TokenRequest,
+        token: AcquiredToken,
+        *,
+        expires_on: int,
+        refresh_on: int,
+        source: Literal["cache", "identity_provider"],
+        warning: str | None = None,
+    ) -> ServedToken:
+        """``token`` served for ``req`` (the broker's answers, and the engine host's first)."""
+        return cls(
+            access_token=token.access_token,
+            token_type=token.token_type or "Bearer",
+            expires_on=expires_on,
+            refresh_on=refresh_on,
+            scope=token.scope or req.scope_string,
+            mode=req.mode.value,
+            source=source,
+            warning=warning,
+        )
+
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "access_token": self.access_token,
@@ -84,4 +107,14 @@ class ServedToken:
         if self.warning is not None:
             body["stale"] = True
             body["warning"] = self.warning
+        return body
+
+    def answer_for(self, req: TokenRequest) -> dict[str, Any]:
+        """The 200 body of ``POST /v1/token`` for ``req``: :meth:`to_json` and which
+        identity answered (``get --format az`` reports the tenant, the managed
+        identity endpoint the client id). An autostarted daemon's engine host
+        answers its first request with it too (process/first_answer.py)."""
+        body = self.to_json()
+        body["tenant_id"] = req.agent.tenant_id
+        body["agent_identity_app_id"] = req.agent.agent_identity_app_id
         return body

@@ -27,7 +27,6 @@ BACKOFF_CAP_S = 300.0
 # seen at once, yet a burst of requests during an outage costs one
 # identity-provider call per key per this many seconds.
 FOREGROUND_RETRY_S = 2.0
-REFRESH_FRACTION = (2 / 3, 3 / 4)
 # Claims challenges (one-off fetches with ``challenge=``): per key, at most one
 # new challenge is sent per this many seconds; the same one within it gets the
 # outcome of the fetch that sent it (cache.py, "Claims challenges").

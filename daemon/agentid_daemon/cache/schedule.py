@@ -23,19 +23,15 @@ from .entry import (
     BACKOFF_BASE_S,
     BACKOFF_CAP_S,
     FOREGROUND_RETRY_S,
-    REFRESH_FRACTION,
     Entry,
     reraisable,
 )
+from .refresh_rule import REFRESH_FRACTION, refresh_in
 
 
 def refresh_at(t0: float, token: AcquiredToken, random: _random.Random) -> float:
-    """The refresh-ahead time of a token whose fetch started at ``t0``."""
-    lifetime = max(0.0, float(token.expires_in))
-    at = t0 + random.uniform(*REFRESH_FRACTION) * lifetime
-    if token.refresh_in is not None and token.refresh_in >= 0:
-        at = min(at, t0 + float(token.refresh_in))
-    return at
+    """The refresh-ahead time of a token whose fetch started at ``t0`` (refresh_rule.py)."""
+    return t0 + refresh_in(token, random.uniform(*REFRESH_FRACTION))
 
 
 def backoff_delay(failures: int, exc: BaseException | None, random: _random.Random) -> float:

@@ -89,7 +89,6 @@ from .entry import (
     BACKOFF_CAP_S,
     CHALLENGE_INTERVAL_S,
     FOREGROUND_RETRY_S,
-    REFRESH_FRACTION,
     CachedToken,
     Challenge,
     DependencyFailed,
@@ -103,6 +102,7 @@ from .entry import (
     error_summary,
     reraisable,
 )
+from .refresh_rule import REFRESH_FRACTION
 from .schedule import (
     WakeupHeap,
     backoff_delay,

@@ -6,4 +6,7 @@
 - :mod:`.start_report`: how the start went, to the client that autostarted it.
 - :mod:`.engine_fork`: an autostarted daemon's first act: fork the engine host.
 - :mod:`.engine_host`: an autostarted daemon's first engine calls, answered by the forked child.
+- :mod:`.first_answer`: the forked child answers the autostarting client's request itself.
+- :mod:`.first_request`: the parent judges that request for it, right after the fork.
+- :mod:`.inherited`: the descriptors an autostarting client hands its daemon.
 """

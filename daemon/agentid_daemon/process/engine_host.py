@@ -13,7 +13,8 @@ before any import of the daemon's. When the client told the request it is
 about to send (``contract.WARM_REQUEST_ENV``) it forks:
 
 - the **child** (the host, :func:`run_host`) imports the engine (MSAL),
-  loads the configuration, resolves the request as the daemon will, calls
+  takes the request as the parent resolved it (a :class:`.first_answer.Foresight`,
+  the first message on the pair), calls
   :meth:`~agentid_daemon.idp.engine.Engine.prepare` (the MSAL clients and a
   kept-alive connection to the authority) and makes the request's legs
   (:func:`first_legs`: T1, then the AutonomousApp token or T2 and the
@@ -21,8 +22,10 @@ about to send (``contract.WARM_REQUEST_ENV``) it forks:
   Engine calls (``broker/seams.py``) sent over a socket pair, one at a time,
   until the pair is closed. A call equal to a leg it already made gets that
   leg's outcome (:class:`Prefetched`).
-- the **parent** imports trio and the rest, listens, reports ready, and its
-  broker runs its legs as always with an :class:`EngineProxy` as its engine.
+- the **parent** loads the configuration and resolves the told request
+  (:mod:`.first_request`) while the host imports MSAL, sends it that, then
+  imports trio and the rest, listens, reports ready, and its broker runs its
+  legs as always with an :class:`EngineProxy` as its engine.
   The proxy sends each call to the host until the parent's own engine is
   ready: after the host's first answer, once no call has been in flight for
   a moment, a thread imports MSAL, builds the parent's engine and prepares it
@@ -30,14 +33,18 @@ about to send (``contract.WARM_REQUEST_ENV``) it forks:
   closes the pair, and the host exits on EOF.
 
 The first request's legs are then done, or under way, by the time the parent
-listens, instead of starting when its request reaches the broker.
+listens, instead of starting when its request reaches the broker. And the
+host answers that request itself when it can, on a socket pair the client
+handed over (:mod:`.first_answer`), before the parent listens; the parent
+then caches it through its broker from the same legs
+(:meth:`EngineProxy.first_answered`, ``app.Daemon``).
 
 The identity provider sees the same token requests as without the host: each
 leg is made once, by one of the two engines, and the broker's cache sits
 above both as always. A leg made ahead is handed out once and only to a call
 equal to the one that made it (tests/daemon/process/test_engine_host.py
 drives the real broker over the pair); a request the client did not tell, or
-that resolves otherwise in the parent (a config file changed in between),
+that resolves otherwise when it comes (a config file changed in between),
 has its legs made when asked, and what was made ahead is dropped unused with
 the host. Anything the host cannot do (a config error, an unreadable secret,
 an authority that does not answer) only ends its warm-up: the call meets the
@@ -48,9 +55,10 @@ the parent's own engine makes the call.
 fork: it has no name in the filesystem, no other process can connect to it,
 and both ends are close-on-exec (PEP 446), so nothing either process runs
 inherits them. The only peer of each end is the same program, forked from
-the same process, of the same user. The pickles carry what the engine takes
-and returns (``AgentRef``, ``CredentialSpec``, strings, ``AcquiredToken``)
-and the exceptions it raises, which keep their attributes (codes,
+the same process, of the same user. The pickles carry the parent's
+``Foresight`` and what the engine takes and returns (``AgentRef``,
+``CredentialSpec``, strings, ``AcquiredToken``) and the exceptions it
+raises, which keep their attributes (codes,
 ``Retry-After``, hints, transient); a traceback does not cross.
 
 **The host's limits.** Before it reads any secret it sets RLIMIT_CORE 0 and
@@ -58,9 +66,11 @@ and the exceptions it raises, which keep their attributes (codes,
 same in ``app.main``); it asks the kernel for SIGKILL when the parent dies
 (``PR_SET_PDEATHSIG``), so it never outlives the daemon even inside a slow
 token request; it holds no listening socket (the parent binds after the
-fork) and closes the autostart's ready pipe (the client waits for the
-parent only). Its standard streams are ``/dev/null``: it logs nothing, so
-nothing it does can reach a log line without the daemon's redaction.
+fork) and closes the autostart's ready pipe and start lock (the client waits
+for the parent's report, and the lock goes with it); of the client's
+descriptors it keeps only its end of the first answer's pair. Its standard
+streams are ``/dev/null``: it logs nothing, so nothing it does can reach a log
+line without the daemon's redaction.
 
 A daemon not autostarted (systemd, ``agentid-helperd`` by hand, the sidecar)
 never sees the variable and builds its own engine as always.
@@ -79,9 +89,12 @@ import time
 from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from agentid_client.contract import READY_FD_ENV
+from agentid_client.contract import READY_FD_ENV, START_LOCK_FD_ENV
 
+from ..cache.refresh_rule import earliest_refresh_in
 from ..core.models import AcquiredToken, Mode
+from .first_answer import Foresight
+from .inherited import take_fd
 
 if TYPE_CHECKING:
     from ..core.models import AgentRef, CredentialSpec, TokenRequest
@@ -99,6 +112,9 @@ IDLE_BEFORE_SWITCH_S = 0.05
 PR_SET_PDEATHSIG = 1
 #: The host's ``/proc/PID/comm``: ``pgrep agentid-helperd`` finds the daemon only.
 HOST_PROCESS_NAME = "agentid-engine"
+#: The host's own call on the pair (not the engine's): whether it answered the
+#: client's request on the client's pair (first_answer.py).
+FIRST_ANSWERED = "first_answered"
 
 
 class HostGone(Exception):
@@ -198,6 +214,9 @@ class Prefetched:
     def __init__(self, calls: dict[str, Callable[..., AcquiredToken]]) -> None:
         self._calls = calls
         self._answers: list[tuple[CallMessage, AcquiredToken | BaseException, float]] = []
+        #: The call whose token answers the request itself (its resource token),
+        #: once :func:`first_legs` made it.
+        self.resource: CallMessage | None = None
 
     def make(self, message: CallMessage) -> AcquiredToken | None:
         """Make ``message``'s call now and keep its outcome; the token, None on an error."""
@@ -215,6 +234,18 @@ class Prefetched:
                 if isinstance(outcome, BaseException):
                     return False, outcome
                 return True, aged(outcome, time.monotonic() - sent)
+        return None
+
+    def pinned(self, message: CallMessage) -> AcquiredToken | None:
+        """The kept token of a call equal to ``message``, its refresh-ahead pinned
+        at the earliest point the cache's rule allows (refresh_rule.py: the cache
+        then refreshes it exactly there), aged by its wait; kept for
+        :meth:`take`. None when no token is kept for it."""
+        for i, (kept, outcome, sent) in enumerate(self._answers):
+            if kept == message and not isinstance(outcome, BaseException):
+                outcome = dataclasses.replace(outcome, refresh_in=earliest_refresh_in(outcome))
+                self._answers[i] = (kept, outcome, sent)
+                return aged(outcome, time.monotonic() - sent)
         return None
 
     def __len__(self) -> int:
@@ -239,16 +270,20 @@ def serve(
     sock: socket.socket,
     calls: dict[str, Callable[..., AcquiredToken]],
     prefetched: Prefetched | None = None,
+    first_answered: bool = False,
 ) -> None:
     """Answer ``(name, args, kwargs)`` messages with ``(True, result)`` or
     ``(False, exception)`` until the pair closes; a call ``prefetched`` holds
-    is answered from there."""
+    is answered from there, :data:`FIRST_ANSWERED` with ``first_answered``."""
     while True:
         try:
             message = recv_message(sock)
         except HostGone:
             return
-        reply = prefetched.take(message) if prefetched is not None else None
+        if message[0] == FIRST_ANSWERED:
+            reply: tuple[bool, object] | None = (True, first_answered)
+        else:
+            reply = prefetched.take(message) if prefetched is not None else None
         if reply is None:
             outcome = _outcome(calls, message)
             reply = (not isinstance(outcome, BaseException), outcome)
@@ -278,42 +313,55 @@ def first_legs(engine: Engine, req: TokenRequest, *, claims: bool) -> Prefetched
     t1 = prefetched.make(("acquire_t1", (agent,), {"assertion": None}))
     if t1 is None or claims:
         return prefetched
+    resource: CallMessage | None = None
     if req.mode is Mode.AUTONOMOUS_APP:
-        prefetched.make(
-            ("acquire_autonomous_app", (agent, t1.access_token, req.scopes), {"claims": None})
-        )
+        app_leg = (agent, t1.access_token, req.scopes)
+        resource = ("acquire_autonomous_app", app_leg, {"claims": None})
     elif req.mode is Mode.AUTONOMOUS_USER:
         t2 = prefetched.make(("acquire_t2", (agent, t1.access_token), {}))
         if t2 is not None:
             user = {"user_upn": req.user_upn, "user_object_id": req.user_object_id}
-            prefetched.make(
-                (
-                    "acquire_user_fic",
-                    (agent, t1.access_token, t2.access_token, req.scopes),
-                    {**user, "claims": None},
-                )
+            resource = (
+                "acquire_user_fic",
+                (agent, t1.access_token, t2.access_token, req.scopes),
+                {**user, "claims": None},
             )
+    if resource is not None:
+        prefetched.make(resource)
+        prefetched.resource = resource
     return prefetched
 
 
-def warm_up(engine: Engine, raw_request: str) -> Prefetched | None:
-    """Prepare ``engine`` for the waiting request (``contract.WARM_REQUEST_ENV``'s
-    JSON) and make its first legs (:func:`first_legs`); None when it cannot be
-    resolved or prepared: the first call meets the reason again, and reports it."""
+def warm_up(engine: Engine, foresight: Foresight) -> Prefetched | None:
+    """Prepare ``engine`` for the request the parent resolved (``foresight``) and
+    make its first legs (:func:`first_legs`); None when there is none or it
+    cannot be prepared: the first call meets the reason again, and reports it."""
+    req = foresight.request
+    if req is None:
+        return None
     try:
-        from agentid_client import jsonlite
-
-        from ..config.loader import load_config
-
-        fields = jsonlite.loads(raw_request)
-        if not isinstance(fields, dict):
-            return None
-        claims = fields.pop("claims", None) is not None
-        req = load_config().resolve_selection(fields)
         engine.prepare(req.agent)
     except Exception:
         return None
-    return first_legs(engine, req, claims=claims)
+    return first_legs(engine, req, claims=foresight.claims)
+
+
+def answer_first_request(fd: int, foresight: Foresight, prefetched: Prefetched | None) -> bool:
+    """Answer the client on its pair ``fd`` (closed here) with the resource token
+    made for the foreseen request, when the parent judged the client's request
+    answerable and the token has enough left (first_answer.py); True when answered."""
+    from .first_answer import answer_body, answer_on_pair
+
+    req, min_validity_s = foresight.request, foresight.min_validity_s
+    resource = None if prefetched is None else prefetched.resource
+    if req is None or min_validity_s is None or prefetched is None or resource is None:
+        os.close(fd)  # EOF for the client: it asks the daemon
+        return False
+
+    def answer() -> dict[str, Any] | None:
+        return answer_body(req, prefetched.pinned(resource), min_validity_s, time.time())
+
+    return answer_on_pair(fd, answer)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -327,16 +375,22 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
-def run_host(fd: int, parent: int, raw_request: str, environ: MutableMapping[str, str]) -> None:
+def run_host(
+    fd: int, parent: int, environ: MutableMapping[str, str], answer_fd: int | None = None
+) -> None:
     """The child (:mod:`.engine_fork`), on its end ``fd`` of the pair: no core
     and no debugger before any secret, SIGKILL with the parent, its own name,
-    no ready pipe, no output, the engine prepared for the waiting request and
-    its first legs made (:func:`warm_up`), then serve until the pair closes.
-    An exception ends the host (the fork exits 1)."""
-    ready = environ.pop(READY_FD_ENV, "")
-    if ready.isdigit():
-        with contextlib.suppress(OSError):
-            os.close(int(ready))  # the client waits for the parent, never for us
+    no ready pipe or start lock, no output; the parent's :class:`.first_answer.Foresight`
+    read, the engine prepared for the waiting request and its first legs made
+    (:func:`warm_up`), the client answered on its pair ``answer_fd`` when it can
+    be (first_answer.py), then serve until the pair closes. An exception ends
+    the host (the fork exits 1)."""
+    for name in (READY_FD_ENV, START_LOCK_FD_ENV):
+        # The client waits for the parent's report, and the lock goes with it:
+        # never held open by us.
+        inherited = take_fd(environ, name)
+        if inherited is not None:
+            os.close(inherited)
     from .limits import forbid_core_dumps
     from .runmode import set_process_name
 
@@ -351,7 +405,15 @@ def run_host(fd: int, parent: int, raw_request: str, environ: MutableMapping[str
     from ..idp.engine import Engine  # MSAL and requests: the host's import, not the parent's
 
     engine = Engine()
-    serve(sock, engine_calls(engine), warm_up(engine, raw_request))
+    try:
+        foresight = recv_message(sock)  # sent by the parent while we imported MSAL
+    except HostGone:
+        return
+    if not isinstance(foresight, Foresight):
+        return
+    prefetched = warm_up(engine, foresight)
+    answered = answer_fd is not None and answer_first_request(answer_fd, foresight, prefetched)
+    serve(sock, engine_calls(engine), prefetched, first_answered=answered)
 
 
 # ---------------------------------------------------------------- the parent's proxy
@@ -392,6 +454,8 @@ class EngineProxy:
         self._own_lock = threading.Lock()  # one build of the parent's engine
         self._agents: list[AgentRef] = []  # served by the host: prepared before the switch
         self._switcher: threading.Thread | None = None
+        self._held = 0  # holds on the host (first_answered): no switch while any
+        self._foreseen: TokenRequest | None = None  # the request the parent foresaw
         #: How the calls went: "host" until the switch, then "own".
         self.calls_to_host = 0
 
@@ -417,7 +481,7 @@ class EngineProxy:
     def _switch_when_idle(self) -> None:
         with self._cond:
             while self._own is None and (
-                self._busy or time.monotonic() - self._last_answer < self._idle_s
+                self._busy or self._held or time.monotonic() - self._last_answer < self._idle_s
             ):
                 self._cond.wait(self._idle_s)
         with self._own_lock:
@@ -461,6 +525,42 @@ class EngineProxy:
         if sock is not None:
             sock.close()
             self._reap()
+
+    # -- the first answer (first_answer.py) ------------------------------------------
+
+    def foresee(self, foresight: Foresight) -> None:
+        """Send the host what the parent resolved (first_request.py): the first
+        message on the pair, before any call."""
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            send_message(sock, foresight)
+        except HostGone:
+            self.close()
+            return
+        self._foreseen = foresight.request
+
+    def first_answered(self) -> TokenRequest | None:
+        """The request the host answered on the client's pair (the one the parent
+        foresaw), None when it answered none (or is gone). When it did, the calls
+        stay on the host until :meth:`release`, so that caching the request takes
+        the legs it made."""
+        with self._cond:
+            self._held += 1  # before the reply: the switch cannot slip in between
+        answered = False
+        try:
+            answered = bool(self._call(None, lambda _own: False, FIRST_ANSWERED))
+        finally:
+            if not answered or self._foreseen is None:
+                self.release()
+        return self._foreseen if answered else None
+
+    def release(self) -> None:
+        """End a hold of :meth:`first_answered`."""
+        with self._cond:
+            self._held -= 1
+            self._cond.notify_all()
 
     # -- one call -----------------------------------------------------------------
 

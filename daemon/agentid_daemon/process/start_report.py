@@ -9,6 +9,12 @@ waiting client reports the daemon's own words and exit status instead of
 "exited with status 5, see the log". A daemon started any other way (systemd,
 a terminal) has no such pipe and this is a no-op; systemd gets READY=1 from
 :mod:`.sdnotify` instead.
+
+A client whose first request the engine host answers before the daemon
+listens (``contract.FIRST_ANSWER_FD_ENV``, ``first_answer.py``) may exit
+before the report: it passes its start lock (``contract.START_LOCK_FD_ENV``)
+too, which this report holds and lets go with its line, so that another
+client waits for the daemon to listen instead of starting a second one.
 """
 
 from __future__ import annotations
@@ -17,29 +23,29 @@ import contextlib
 import os
 from collections.abc import MutableMapping
 
-from agentid_client.contract import READY_FD_ENV, READY_LINE, START_FAILED_PREFIX
+from agentid_client.contract import (
+    READY_FD_ENV,
+    READY_LINE,
+    START_FAILED_PREFIX,
+    START_LOCK_FD_ENV,
+)
+
+from .inherited import take_fd
 
 
 class StartReport:
-    """The pipe to the starting client, or nothing; each method writes at most once."""
+    """The pipe to the starting client, or nothing; each method writes at most once.
+    The client's start lock, when it passed it, is let go with the line."""
 
-    def __init__(self, fd: int | None) -> None:
+    def __init__(self, fd: int | None, lock_fd: int | None = None) -> None:
         self._fd = fd
+        self._lock_fd = lock_fd
 
     @classmethod
     def from_environ(cls, environ: MutableMapping[str, str] | None = None) -> StartReport:
-        """Take the descriptor named in the environment (and forget the name: no child
-        inherits it); a missing, malformed or closed descriptor means no report."""
+        """Take the descriptors named in the environment (:func:`take_fd`)."""
         env = os.environ if environ is None else environ
-        raw = env.pop(READY_FD_ENV, "")
-        if not raw.isdigit():
-            return cls(None)
-        fd = int(raw)
-        try:
-            os.set_inheritable(fd, False)
-        except OSError:
-            return cls(None)
-        return cls(fd)
+        return cls(take_fd(env, READY_FD_ENV), take_fd(env, START_LOCK_FD_ENV))
 
     def ready(self) -> None:
         """The socket accepts connections: the client may send its request now."""
@@ -52,12 +58,14 @@ class StartReport:
 
     def _send(self, line: str) -> None:
         fd, self._fd = self._fd, None
-        if fd is None:
-            return
+        lock_fd, self._lock_fd = self._lock_fd, None
         try:
-            os.write(fd, (line + "\n").encode("utf-8", "replace"))
+            if fd is not None:
+                os.write(fd, (line + "\n").encode("utf-8", "replace"))
         except OSError:
-            pass  # the client gave up waiting: nothing to tell
+            pass  # the client gave up waiting, or was answered already: nothing to tell
         finally:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            for held in (fd, lock_fd):
+                if held is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(held)  # the lock's last holder: other clients go on

@@ -26,8 +26,9 @@ from agentid_daemon.cache.token_cache import TokenCache
 from agentid_daemon.core.errors import ConfigurationError, IdentityProviderError
 from agentid_daemon.core.metrics import Metrics
 from agentid_daemon.core.models import AcquiredToken, AgentRef, CredentialSpec, Mode, TokenRequest
-from agentid_daemon.process import engine_fork, engine_host
+from agentid_daemon.process import engine_fork, engine_host, first_request
 from agentid_daemon.process.engine_host import EngineProxy
+from agentid_daemon.process.first_answer import Foresight
 
 AGENT = AgentRef(
     "https://login.example",
@@ -422,6 +423,10 @@ def test_a_request_the_host_cannot_resolve_makes_nothing_ahead(
 ) -> None:
     """The first call meets the reason again, and reports it as always."""
     monkeypatch.setenv("AGENTID_HELPER_CONFIG", str(tmp_path / "missing.toml"))
+    first = first_request.foresee(raw, None)  # the parent's, right after the fork
+    assert first.config is not None  # a missing file is an empty configuration
+    foresight = first.foresight
+    assert foresight == Foresight()
     host = ScriptedEngine()
-    assert engine_host.warm_up(host, raw) is None  # type: ignore[arg-type]
+    assert engine_host.warm_up(host, foresight) is None  # type: ignore[arg-type]
     assert host.calls == [] and host.prepared == []

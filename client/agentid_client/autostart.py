@@ -55,6 +55,7 @@ from .contract import (
     START_LOCK_FD_ENV,
     WARM_REQUEST_ENV,
 )
+from .contract import START_TIMEOUT_S as START_TIMEOUT_S  # how long it waits (tests shorten it)
 
 TYPE_CHECKING = False  # the first call waits for this module: no typing import
 if TYPE_CHECKING:
@@ -62,7 +63,6 @@ if TYPE_CHECKING:
 
 LOCK_NAME = "agentid-helper.lock"
 LOG_NAME = "agentid-helperd.log"
-START_TIMEOUT_S = 5.0
 LOCK_TIMEOUT_S = 15.0
 POLL_S = 0.02  # between attempts at the lock another client holds
 #: The longest start report read from the daemon (one line).

@@ -125,6 +125,10 @@ WARM_REQUEST_FIELDS = (
 FIRST_ANSWER_FD_ENV = "AGENTID_HELPER_FIRST_ANSWER_FD"
 START_LOCK_FD_ENV = "AGENTID_HELPER_START_LOCK_FD"
 FIRST_REQUEST_MAX_BYTES = 64 * 1024
+# How long an autostarting client waits for the start report; the daemon holds a
+# start lock it was given no longer than that either, so one that hangs before
+# its report keeps other clients waiting no longer than its starter would have.
+START_TIMEOUT_S = 5.0
 
 
 def is_profile_name(name: str) -> bool:

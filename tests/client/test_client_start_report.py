@@ -197,3 +197,36 @@ def test_the_report_lets_go_of_the_clients_start_lock_with_its_line(
     finally:
         os.close(other)
         os.close(read_end)
+
+
+def test_a_report_that_never_comes_lets_go_of_the_lock_in_time(tmp_path: Path) -> None:
+    """A daemon that hangs before its report holds the start lock no longer than a
+    starting client waits for it (contract.START_TIMEOUT_S; here 0.1 s)."""
+    import fcntl
+    import time
+
+    lock_path = tmp_path / "agentid-helper.lock"
+    held = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    read_end, write_end = os.pipe()
+    report = StartReport(write_end, held, lock_for_s=0.1)
+    other = os.open(lock_path, os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "the lock was never let go"
+                time.sleep(0.02)
+        fcntl.flock(other, fcntl.LOCK_UN)
+        report.ready()  # late: still written, and the descriptors closed
+        assert os.read(read_end, 100) == b"ready\n"
+        with pytest.raises(OSError):
+            os.fstat(held)
+    finally:
+        os.close(other)
+        os.close(read_end)

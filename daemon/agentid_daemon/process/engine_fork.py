@@ -49,9 +49,10 @@ def start_from_environ(environ: MutableMapping[str, str] | None = None) -> Engin
     global _started, _config
     env = os.environ if environ is None else environ
     raw_request = env.pop(WARM_REQUEST_ENV, None)
-    # The client's end of its first answer's pair (process/first_answer.py): the
-    # host's alone; closed here whatever happens, so the client never waits on
-    # a copy nobody answers on.
+    # The daemon's end of the client's first-answer pair (process/first_answer.py):
+    # the parent reads the request on it (first_request.py) and closes its copy
+    # here whatever happens, so the client never waits on a copy nobody answers
+    # on; the host writes the answer on its own copy.
     answer_fd = take_fd(env, FIRST_ANSWER_FD_ENV)
     try:
         if raw_request is None or _started is not None:

@@ -152,21 +152,35 @@ def _open(directory: str, name: str, flags: int) -> int:
         raise StartFailed(f"refusing {exc}") from None
 
 
-def _lock(directory: str) -> int:
-    fd = _open(directory, LOCK_NAME, os.O_RDWR | os.O_CREAT)
-    deadline = time.monotonic() + LOCK_TIMEOUT_S
+def _flock_polling(fd: int, operation: int, deadline: float) -> bool:
+    """Take the ``flock`` ``operation`` (``LOCK_EX`` or ``LOCK_SH``) on ``fd``,
+    trying again every ``POLL_S`` while another process holds it; True when it
+    had to wait. TimeoutError past ``deadline``; any other failure as its OSError."""
+    waited = False
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return waited
         except OSError as exc:
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                os.close(fd)
-                raise StartFailed(f"cannot lock {directory}/{LOCK_NAME}: {exc.strerror}") from None
+                raise
         if time.monotonic() > deadline:
-            os.close(fd)
-            raise StartFailed("timed out waiting for another client starting the daemon")
+            raise TimeoutError
+        waited = True
         time.sleep(POLL_S)
+
+
+def _lock(directory: str) -> int:
+    fd = _open(directory, LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    try:
+        _flock_polling(fd, fcntl.LOCK_EX, time.monotonic() + LOCK_TIMEOUT_S)
+    except TimeoutError:
+        os.close(fd)
+        raise StartFailed("timed out waiting for another client starting the daemon") from None
+    except OSError as exc:
+        os.close(fd)
+        raise StartFailed(f"cannot lock {directory}/{LOCK_NAME}: {exc.strerror}") from None
+    return fd
 
 
 class Spawned:
@@ -439,17 +453,8 @@ def wait_for_a_start(path: str, deadline: float) -> bool:
     except private_dir.PrivateDirError:
         return False
     try:
-        waited = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # beside other waiters
-                return waited
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    return False
-            waited = True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(POLL_S)
+        return _flock_polling(fd, fcntl.LOCK_SH, deadline)  # shared: beside other waiters
+    except OSError:  # TimeoutError included: the call's deadline is over
+        return False
     finally:
         os.close(fd)

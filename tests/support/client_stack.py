@@ -24,6 +24,7 @@ from typing import Any
 from daemon_procs import daemon_pids
 from emulator_config import secret_file, write_emulator_config
 from log_audit import scan_tree
+from rel_stack import poll_until
 
 HELPER = [sys.executable, "-m", "agentid_client"]
 
@@ -64,13 +65,13 @@ class Env:
         """Until the autostarted daemon logged ``daemon ready``: a first call may be
         answered by its engine host before the daemon listens (process/first_answer.py)."""
         log = Path(self.sock).with_name("agentid-helperd.log")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             with contextlib.suppress(FileNotFoundError):
-                if '"event": "daemon ready"' in log.read_text():
-                    return
-            time.sleep(0.02)
-        raise AssertionError(f"no `daemon ready` in {log} within {timeout} s")
+                return '"event": "daemon ready"' in log.read_text()
+            return False
+
+        poll_until(ready, timeout=timeout, interval=0.02, what=f"`daemon ready` in {log}")
 
 
 @contextlib.contextmanager
